@@ -1,0 +1,134 @@
+// Validated, immutable configuration of layercached.
+//
+// config/ knows YAML and nothing of Asio or HTTP. load_file()/load_string() parse YAML into
+// these plain structs, fill defaults, validate, and report *every* problem with its key path
+// and line. Once loaded, a config is a plain value: copy it freely, share it read-only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace layercache::config {
+
+using duration = std::chrono::milliseconds;
+
+// A TLS identity served by a listener.
+struct tls_identity {
+  std::string cert_file;  // PEM chain
+  std::string key_file;   // PEM private key
+};
+
+// One address the proxy listens on. Plain HTTP unless `tls` is set.
+struct listener {
+  std::string host;  // literal IP address, e.g. "127.0.0.1" or "::1"
+  std::uint16_t port = 0;
+  std::optional<tls_identity> tls;
+};
+
+struct server_timeouts {
+  duration request_header{std::chrono::seconds(30)};  // reading one request's header
+  duration idle{std::chrono::seconds(120)};           // keep-alive wait for the next request
+  duration write{std::chrono::seconds(60)};           // one write to a client
+  duration shutdown{std::chrono::seconds(30)};        // SIGTERM: drain in-flight requests
+};
+
+struct server_settings {
+  std::vector<listener> listen;  // at least one
+  unsigned threads = 0;          // I/O threads; 0 = number of cores
+  server_timeouts timeouts;
+  std::uint64_t max_connections = 4096;
+  std::uint64_t max_header_size = 16 * 1024;        // request header bytes (431 beyond)
+  std::uint64_t max_manifest_size = 4 * 1024 * 1024;  // buffered manifest bytes (upstream)
+};
+
+enum class auth_type { anonymous, basic };
+
+// Credentials for one upstream. Secrets are read at load time and never logged.
+struct upstream_auth {
+  auth_type type = auth_type::anonymous;
+  std::string username;
+  std::string password;       // resolved from password_file or password_env
+  std::string password_file;  // where it came from (for messages only)
+  std::string password_env;
+};
+
+struct upstream_timeouts {
+  duration connect{std::chrono::seconds(10)};   // TCP connect + TLS handshake
+  duration response{std::chrono::seconds(30)};  // request sent → response header received
+  duration read{std::chrono::seconds(60)};      // longest pause between body bytes
+};
+
+// One registry the proxy pulls from.
+struct upstream {
+  std::string name;  // routing name: path prefix (/v2/<name>/...) and a `ns=` value
+  std::string url;   // as written, e.g. "https://registry-1.docker.io"
+  // Parsed from url:
+  std::string scheme;  // "http" or "https"
+  std::string host;    // without brackets for IPv6
+  std::uint16_t port = 0;
+  bool is_default = false;
+  std::vector<std::string> aliases;  // more `ns=` values that select this upstream
+  std::string ca_file;               // extra trusted CAs (PEM), beside the system store
+  upstream_auth auth;
+  upstream_timeouts timeouts;
+  std::uint64_t max_idle_connections = 16;  // kept per upstream host
+  unsigned max_redirects = 5;
+};
+
+enum class log_level { debug, info, warn, error };
+
+struct log_settings {
+  log_level level = log_level::info;
+};
+
+struct config {
+  server_settings server;
+  log_settings log;
+  std::vector<upstream> upstreams;  // at least one; exactly one is_default, or none
+
+  // The upstream marked default, or nullptr when none is.
+  [[nodiscard]] const upstream* default_upstream() const;
+};
+
+// One validation problem. `path` is the key path ("upstreams[1].tls.ca_file"), `line` is
+// 1-based (0 when unknown, e.g. a missing key reported at its parent's line).
+struct problem {
+  std::string path;
+  int line = 0;
+  std::string message;
+  [[nodiscard]] std::string to_string() const;  // "upstreams[1].url: ... (line 14)"
+};
+
+// Thrown by load_*() when the document is not a valid config; what() lists every problem,
+// one per line, prefixed with the source name.
+class invalid_config : public std::runtime_error {
+ public:
+  invalid_config(std::string source, std::vector<problem> problems);
+  [[nodiscard]] const std::vector<problem>& problems() const { return problems_; }
+
+ private:
+  std::vector<problem> problems_;
+};
+
+// Reads and validates a YAML file. Throws invalid_config (including for an unreadable file
+// or YAML syntax errors, reported as a problem with the line).
+[[nodiscard]] config load_file(const std::string& path);
+
+// Same, from text; `source` names it in messages.
+[[nodiscard]] config load_string(std::string_view yaml, std::string_view source = "<string>");
+
+// The default configuration shipped as config/layercache.yaml, compiled into the binary.
+[[nodiscard]] std::string_view default_yaml();
+
+// "64MiB", "4KiB", "1GB", "1.5GiB", "1024" (bytes). nullopt when malformed or overflowing.
+[[nodiscard]] std::optional<std::uint64_t> parse_size(std::string_view text);
+
+// "30s", "500ms", "2m", "1h", "1h30m", "0s". nullopt when malformed or overflowing.
+[[nodiscard]] std::optional<duration> parse_duration(std::string_view text);
+
+}  // namespace layercache::config

@@ -42,7 +42,7 @@ struct server_settings {
   unsigned threads = 0;          // I/O threads; 0 = number of cores
   server_timeouts timeouts;
   std::uint64_t max_connections = 4096;
-  std::uint64_t max_header_size = 16 * 1024;        // request header bytes (431 beyond)
+  std::uint64_t max_header_size = 16 * 1024;          // request header bytes (431 beyond)
   std::uint64_t max_manifest_size = 4 * 1024 * 1024;  // buffered manifest bytes (upstream)
 };
 
@@ -69,10 +69,10 @@ struct upstream {
   std::string url;   // as written, e.g. "https://registry-1.docker.io"
   // Parsed from url:
   std::string scheme;  // "http" or "https"
-  std::string host;    // without brackets for IPv6
+  std::string host;    // lowercase; without brackets for IPv6
   std::uint16_t port = 0;
   bool is_default = false;
-  std::vector<std::string> aliases;  // more `ns=` values that select this upstream
+  std::vector<std::string> aliases;  // more `ns=` values that select this upstream (lowercase)
   std::string ca_file;               // extra trusted CAs (PEM), beside the system store
   upstream_auth auth;
   upstream_timeouts timeouts;
@@ -95,17 +95,20 @@ struct config {
   [[nodiscard]] const upstream* default_upstream() const;
 };
 
-// One validation problem. `path` is the key path ("upstreams[1].tls.ca_file"), `line` is
-// 1-based (0 when unknown, e.g. a missing key reported at its parent's line).
+// One validation problem. `path` is the key path ("upstreams[1].tls.ca_file"; empty for the
+// whole document), `line` is 1-based: the line of the offending key (or list item); for a
+// missing key, the line where its parent mapping starts; 0 when unknown (e.g. unreadable file).
 struct problem {
   std::string path;
   int line = 0;
   std::string message;
-  [[nodiscard]] std::string to_string() const;  // "upstreams[1].url: ... (line 14)"
+  // "upstreams[1].url: ... (line 14)"; no "path: " when path is empty, no " (line N)" when 0.
+  [[nodiscard]] std::string to_string() const;
 };
 
-// Thrown by load_*() when the document is not a valid config; what() lists every problem,
-// one per line, prefixed with the source name.
+// Thrown by load_*() when the document is not a valid config; what() is
+// "<source>: N problem(s)" followed by one problem::to_string() per line. Messages never
+// contain a password.
 class invalid_config : public std::runtime_error {
  public:
   invalid_config(std::string source, std::vector<problem> problems);
@@ -125,10 +128,13 @@ class invalid_config : public std::runtime_error {
 // The default configuration shipped as config/layercache.yaml, compiled into the binary.
 [[nodiscard]] std::string_view default_yaml();
 
-// "64MiB", "4KiB", "1GB", "1.5GiB", "1024" (bytes). nullopt when malformed or overflowing.
+// "64MiB", "4KiB", "1GB", "1.5GiB", "1024" (bytes). Units B, KB (or kB), MB, GB, TB (1000-based),
+// KiB, MiB, GiB, TiB (1024-based), case-sensitive, no spaces; a fraction needs a unit above B
+// and is rounded down to whole bytes. nullopt when malformed or overflowing.
 [[nodiscard]] std::optional<std::uint64_t> parse_size(std::string_view text);
 
-// "30s", "500ms", "2m", "1h", "1h30m", "0s". nullopt when malformed or overflowing.
+// "30s", "500ms", "2m", "1h", "1h30m", "0s": whole numbers with units h, m, s, ms, each unit at
+// most once and largest first, no spaces. nullopt when malformed or overflowing.
 [[nodiscard]] std::optional<duration> parse_duration(std::string_view text);
 
 }  // namespace layercache::config

@@ -1,0 +1,45 @@
+# The two commands of the README, plus the demo. Each one installs what it needs first
+# (Debian 12 packages, idempotent: apt-get runs only when something is missing).
+BUILD ?= build
+BUILD_TYPE ?= RelWithDebInfo
+CTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev \
+  librocksdb-dev prometheus-cpp-dev libyaml-cpp-dev \
+  libgtest-dev libgmock-dev libbenchmark-dev \
+  docker-registry skopeo apache2-utils openssl curl
+
+.PHONY: deps build run test demo clean format
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	@[ -f $(BUILD)/build.ninja ] || cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake --build $(BUILD)
+
+# Runs layercached in the foreground: the built-in config (Docker Hub), a local demo upstream
+# when Docker Hub is unreachable, or CONFIG=path/to/file.yaml.
+run: build
+	BUILD=$(BUILD) CONFIG=$(CONFIG) bash scripts/run.sh
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j2 $(CTEST_ARGS)
+
+# Offline demo: a local docker-registry seeded with a generated image, layercache in front,
+# skopeo pulling through it.
+demo: build
+	BUILD=$(BUILD) bash scripts/demo.sh
+
+format:
+	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,109 @@
+// layercached: wires config → server, and turns signals into a graceful stop.
+#include <signal.h>
+
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <string_view>
+
+#include "config/config.hpp"
+#include "log/log.hpp"
+#include "server/server.hpp"
+
+namespace {
+
+constexpr std::string_view usage =
+    "usage: layercached [--config FILE]     run (default: the built-in configuration)\n"
+    "       layercached --check-config FILE  validate FILE and exit\n"
+    "       layercached --print-default-config\n"
+    "       layercached --version\n";
+
+layercache::log::level to_log_level(layercache::config::log_level l) {
+  using layercache::config::log_level;
+  switch (l) {
+    case log_level::debug:
+      return layercache::log::level::debug;
+    case log_level::info:
+      return layercache::log::level::info;
+    case log_level::warn:
+      return layercache::log::level::warn;
+    case log_level::error:
+      return layercache::log::level::error;
+  }
+  return layercache::log::level::info;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  namespace config = layercache::config;
+  std::string config_path;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if ((arg == "--config" || arg == "-c") && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg == "--check-config" && i + 1 < argc) {
+      try {
+        (void)config::load_file(argv[++i]);
+        std::cout << argv[i] << ": OK\n";
+        return 0;
+      } catch (const std::exception& e) {
+        std::cerr << e.what() << '\n';
+        return 1;
+      }
+    } else if (arg == "--print-default-config") {
+      std::cout << config::default_yaml();
+      return 0;
+    } else if (arg == "--version") {
+      std::cout << "layercached 0.1.0\n";
+      return 0;
+    } else if (arg == "--help" || arg == "-h") {
+      std::cout << usage;
+      return 0;
+    } else {
+      std::cerr << "unknown argument: " << arg << "\n" << usage;
+      return 2;
+    }
+  }
+
+  config::config cfg;
+  try {
+    cfg = config_path.empty() ? config::load_string(config::default_yaml(), "<built-in config>")
+                              : config::load_file(config_path);
+  } catch (const std::exception& e) {
+    std::cerr << "layercached: " << e.what() << '\n';
+    return 1;
+  }
+  layercache::log::set_level(to_log_level(cfg.log.level));
+
+  // Signals are taken synchronously by this thread; workers never see them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  try {
+    layercache::server::server srv(cfg);
+    srv.start();
+    layercache::log::info("main", "layercached ready (",
+                          config_path.empty() ? "built-in config" : config_path, ")");
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        layercache::log::info("main", "SIGHUP: live reload is not supported yet; ignored");
+        continue;
+      }
+      layercache::log::info("main", strsignal(sig), ": draining");
+      break;
+    }
+    srv.stop();
+  } catch (const std::exception& e) {
+    layercache::log::error("main", e.what());
+    return 1;
+  }
+  return 0;
+}

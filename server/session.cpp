@@ -1,0 +1,431 @@
+#include "server/session.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/url/url.hpp>
+#include <vector>
+
+#include "log/log.hpp"
+#include "oci/digest.hpp"
+#include "oci/media_types.hpp"
+#include "server/route.hpp"
+#include "server/upstream_select.hpp"
+
+namespace layercache::server {
+namespace {
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t relay_buffer_size = 256 * 1024;
+constexpr std::size_t max_error_body = 64 * 1024;
+constexpr std::string_view api_version = "registry/2.0";
+
+using request = http::request<http::empty_body>;
+
+bool is_success(unsigned status) { return status >= 200 && status < 300; }
+
+template <typename Stream>
+class session final : public session_base {
+ public:
+  session(Stream& stream, worker_context& worker) : stream_(stream), worker_(worker) {
+    worker_.sessions.insert(this);
+  }
+  ~session() override { worker_.sessions.erase(this); }
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  void close_if_idle() override {
+    if (idle_) close_now();
+  }
+  void close_now() override {
+    boost::system::error_code ec;
+    lowest().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    lowest().close();
+  }
+
+  asio::awaitable<void> run() {
+    const auto& timeouts = worker_.cfg.server.timeouts;
+    bool first = true;
+    while (!worker_.draining) {
+      http::request_parser<http::empty_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(worker_.cfg.server.max_header_size));
+      lowest().expires_after(first ? timeouts.request_header : timeouts.idle);
+      idle_ = !first;
+      first = false;
+      auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, use_nothrow);
+      idle_ = false;
+      if (ec) {
+        if (ec == http::error::header_limit) {
+          co_await send_error(request{}, 431, "UNSUPPORTED", "request header too large", false);
+        } else if (ec.category() == make_error_code(http::error::end_of_stream).category() &&
+                   ec != http::error::end_of_stream && ec != http::error::partial_message) {
+          co_await send_error(request{}, 400, "UNSUPPORTED", "malformed request", false);
+        }
+        break;
+      }
+      const request& req = parser.get();
+      // A body we will not read leaves the connection unusable for the next request.
+      const bool has_body = parser.chunked() || parser.content_length().value_or(0) > 0;
+      const bool keep = co_await handle(req, req.keep_alive() && !has_body);
+      if (!keep || has_body) break;
+    }
+    co_await close();
+  }
+
+ private:
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  asio::awaitable<void> close() {
+    boost::system::error_code ec;
+    if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
+      lowest().expires_after(std::chrono::seconds(5));
+      co_await stream_.async_shutdown(use_nothrow);
+    }
+    lowest().socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+    lowest().close();
+  }
+
+  // Writes a complete response. For HEAD, the header says the length and no body follows.
+  // `head_length` is the Content-Length a HEAD answer announces when it differs from the body.
+  asio::awaitable<bool> send(const request& req, http::response<http::string_body> res,
+                             bool keep_alive, std::optional<std::uint64_t> head_length = {}) {
+    res.version(11);
+    res.set("Docker-Distribution-API-Version", api_version);
+    res.keep_alive(keep_alive && !worker_.draining);
+    res.prepare_payload();
+    if (req.method() == http::verb::head) {
+      res.body().clear();
+      if (head_length) res.set(http::field::content_length, std::to_string(*head_length));
+    }
+    lowest().expires_after(worker_.cfg.server.timeouts.write);
+    auto [ec, n] = co_await http::async_write(stream_, res, use_nothrow);
+    log::debug("access", req.method_string(), " ", req.target(), " ", res.result_int());
+    co_return !ec && res.keep_alive();
+  }
+
+  asio::awaitable<bool> send_error(const request& req, unsigned status, std::string_view code,
+                                   std::string_view message, bool keep_alive) {
+    http::response<http::string_body> res{static_cast<http::status>(status), 11};
+    res.set(http::field::content_type, "application/json");
+    res.body() = oci_error_body(code, message);
+    if (status == 405) res.set(http::field::allow, "GET, HEAD");
+    co_return co_await send(req, std::move(res), keep_alive);
+  }
+
+  asio::awaitable<bool> send_failure(const request& req, const upstream_client& client,
+                                     const upstream_failure& f, bool keep_alive) {
+    log::warn("proxy", "upstream ", client.settings().name, ": ", f.message);
+    co_return co_await send_error(req, f.http_status(), "UNAVAILABLE",
+                                  "upstream " + client.settings().name + ": " + f.message,
+                                  keep_alive);
+  }
+
+  // Passes an upstream error response on: its status, its (small) OCI error body, and the
+  // headers a client can act on. Never WWW-Authenticate: the client cannot log in to the
+  // upstream through us.
+  asio::awaitable<bool> forward_error(const request& req, upstream_response& up,
+                                      bool keep_alive) {
+    http::response<http::string_body> res{static_cast<http::status>(up.status()), 11};
+    if (auto ct = up.fields()[http::field::content_type]; !ct.empty()) {
+      res.set(http::field::content_type, ct);
+    }
+    if (auto ra = up.fields()[http::field::retry_after]; !ra.empty()) {
+      res.set(http::field::retry_after, ra);
+    }
+    if (auto cr = up.fields()[http::field::content_range]; !cr.empty() && up.status() == 416) {
+      res.set(http::field::content_range, cr);
+    }
+    if (req.method() != http::verb::head) {
+      auto [ec, body] = co_await up.read_all(max_error_body);
+      if (ec) {
+        res.set(http::field::content_type, "application/json");
+        body = oci_error_body("UNKNOWN", "upstream answered " + std::to_string(up.status()));
+      }
+      res.body() = std::move(body);
+    }
+    co_return co_await send(req, std::move(res), keep_alive);
+  }
+
+  asio::awaitable<bool> handle(const request& req, bool keep_alive) {
+    auto parsed = parse_route(req.target());
+    if (auto* e = std::get_if<route_error>(&parsed)) {
+      co_return co_await send_error(req, e->status, e->code, e->message, keep_alive);
+    }
+    const route& r = std::get<route>(parsed);
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      co_return co_await send_error(req, 405, "UNSUPPORTED", "this registry mirror is read-only",
+                                    keep_alive);
+    }
+    if (r.kind == route_kind::base) {
+      http::response<http::string_body> res{http::status::ok, 11};
+      res.set(http::field::content_type, "application/json");
+      res.body() = "{}";
+      co_return co_await send(req, std::move(res), keep_alive);
+    }
+    auto chosen = select_upstream(worker_.cfg, r.name, r.ns);
+    if (auto* e = std::get_if<route_error>(&chosen)) {
+      co_return co_await send_error(req, e->status, e->code, e->message, keep_alive);
+    }
+    const auto& choice = std::get<upstream_choice>(chosen);
+    auto it = worker_.clients.find(choice.upstream->name);
+    upstream_client& client = *it->second;
+    switch (r.kind) {
+      case route_kind::manifest:
+        co_return co_await manifest(req, r, choice, client, keep_alive);
+      case route_kind::blob:
+        co_return co_await blob(req, r, choice, client, keep_alive);
+      default:
+        co_return co_await listing(req, r, choice, client, keep_alive);
+    }
+  }
+
+  asio::awaitable<bool> manifest(const request& req, const route& r, const upstream_choice& choice,
+                                 upstream_client& client, bool keep_alive) {
+    upstream_request ur;
+    ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
+    ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
+    ur.repository = choice.repository;
+    const auto accept = req[http::field::accept];
+    ur.headers.emplace_back(http::field::accept,
+                            accept.empty() ? std::string(oci::default_manifest_accept()) : std::string(accept));
+    auto result = co_await client.send(std::move(ur));
+    if (auto* f = std::get_if<upstream_failure>(&result)) {
+      co_return co_await send_failure(req, client, *f, keep_alive);
+    }
+    auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+    if (!is_success(up.status())) co_return co_await forward_error(req, up, keep_alive);
+
+    const auto requested = oci::digest::parse(r.reference);
+    http::response<http::string_body> res{http::status::ok, 11};
+    std::string content_type(up.fields()[http::field::content_type]);
+    if (req.method() == http::verb::head) {
+      // No body to hash: say what the upstream says, and what the reference proves.
+      std::string digest(up.fields()["Docker-Content-Digest"]);
+      if (requested) digest = requested->str();
+      if (!content_type.empty()) res.set(http::field::content_type, content_type);
+      if (!digest.empty()) {
+        res.set("Docker-Content-Digest", digest);
+        res.set(http::field::etag, "\"" + digest + "\"");
+      }
+      co_return co_await send(req, std::move(res), keep_alive, up.content_length());
+    }
+
+    auto [ec, body] = co_await up.read_all(worker_.cfg.server.max_manifest_size);
+    if (ec == http::error::body_limit) {
+      co_return co_await send_error(req, 502, "MANIFEST_INVALID",
+                                    "upstream manifest is larger than " +
+                                        std::to_string(worker_.cfg.server.max_manifest_size) +
+                                        " bytes",
+                                    keep_alive);
+    }
+    if (ec) {
+      co_return co_await send_failure(
+          req, client, upstream_failure{upstream_errc::protocol, "manifest body: " + ec.message()},
+          keep_alive);
+    }
+    const auto algorithm = requested ? requested->algorithm() : oci::digest_algorithm::sha256;
+    const oci::digest actual = oci::digest_of(body, algorithm);
+    if (requested && actual != *requested) {
+      log::error("proxy", "upstream ", client.settings().name, " sent a manifest for ",
+                 requested->str(), " whose digest is ", actual.str());
+      co_return co_await send_error(req, 502, "MANIFEST_INVALID",
+                                    "upstream manifest does not match its digest", keep_alive);
+    }
+    if (content_type.empty()) content_type = oci::media_types::oci_manifest;
+    res.set(http::field::content_type, content_type);
+    res.set("Docker-Content-Digest", actual.str());
+    res.set(http::field::etag, "\"" + actual.str() + "\"");
+    res.body() = std::move(body);
+    co_return co_await send(req, std::move(res), keep_alive);
+  }
+
+  asio::awaitable<bool> blob(const request& req, const route& r, const upstream_choice& choice,
+                             upstream_client& client, bool keep_alive) {
+    const auto digest = *oci::digest::parse(r.reference);
+    upstream_request ur;
+    ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
+    ur.target = "/v2/" + choice.repository + "/blobs/" + digest.str();
+    ur.repository = choice.repository;
+    for (auto field : {http::field::range, http::field::if_range}) {
+      if (auto v = req[field]; !v.empty()) ur.headers.emplace_back(field, v);
+    }
+    auto result = co_await client.send(std::move(ur));
+    if (auto* f = std::get_if<upstream_failure>(&result)) {
+      co_return co_await send_failure(req, client, *f, keep_alive);
+    }
+    auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+    const unsigned status = up.status();
+    if (status != 200 && status != 206) co_return co_await forward_error(req, up, keep_alive);
+
+    http::response<http::buffer_body> res{static_cast<http::status>(status), 11};
+    auto ct = up.fields()[http::field::content_type];
+    res.set(http::field::content_type, ct.empty() ? "application/octet-stream" : ct);
+    if (status == 206) {
+      auto cr = up.fields()[http::field::content_range];
+      if (!cr.empty()) res.set(http::field::content_range, cr);
+    }
+    res.set(http::field::accept_ranges, "bytes");
+    res.set(http::field::etag, "\"" + digest.str() + "\"");
+    res.set("Docker-Content-Digest", digest.str());
+    // A full body is checked against the digest on the way through (not a multipart body).
+    const bool verify = status == 200 && req.method() == http::verb::get;
+    co_return co_await relay(req, up, std::move(res), keep_alive,
+                             verify ? std::optional<oci::digest>(digest) : std::nullopt);
+  }
+
+  asio::awaitable<bool> listing(const request& req, const route& r, const upstream_choice& choice,
+                                upstream_client& client, bool keep_alive) {
+    boost::urls::url target;
+    target.set_path("/v2/" + choice.repository +
+                    (r.kind == route_kind::tags_list ? "/tags/list" : "/referrers/" + r.reference));
+    for (const auto& [k, v] : r.params) target.params().append({k, v});
+    upstream_request ur;
+    ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
+    ur.target = std::string(target.encoded_path());
+    if (target.has_query()) ur.target += "?" + std::string(target.encoded_query());
+    ur.repository = choice.repository;
+    ur.headers.emplace_back(http::field::accept, "application/json");
+    auto result = co_await client.send(std::move(ur));
+    if (auto* f = std::get_if<upstream_failure>(&result)) {
+      co_return co_await send_failure(req, client, *f, keep_alive);
+    }
+    auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+    if (!is_success(up.status())) co_return co_await forward_error(req, up, keep_alive);
+    http::response<http::buffer_body> res{static_cast<http::status>(up.status()), 11};
+    for (auto field : {http::field::content_type}) {
+      if (auto v = up.fields()[field]; !v.empty()) res.set(field, v);
+    }
+    if (auto v = up.fields()["OCI-Filters-Applied"]; !v.empty()) res.set("OCI-Filters-Applied", v);
+    if (auto link = up.fields()[http::field::link]; !link.empty()) {
+      // Paging links name the repository as the upstream knows it; put the prefix back.
+      std::string value(link);
+      const std::string from = "</v2/" + choice.repository + "/";
+      if (!choice.prefix.empty() && value.starts_with(from)) {
+        value = "</v2/" + choice.prefix + "/" + choice.repository + "/" + value.substr(from.size());
+      }
+      res.set(http::field::link, value);
+    }
+    co_return co_await relay(req, up, std::move(res), keep_alive, std::nullopt);
+  }
+
+  // Streams the upstream body to the client as it arrives. With `verify`, the body is hashed
+  // and its last piece is held back until the digest matches: a client never receives a
+  // complete wrong blob.
+  asio::awaitable<bool> relay(const request& req, upstream_response& up,
+                              http::response<http::buffer_body> res, bool keep_alive,
+                              std::optional<oci::digest> verify) {
+    res.set("Docker-Distribution-API-Version", api_version);
+    res.keep_alive(keep_alive && !worker_.draining);
+    const auto length = up.content_length();
+    if (req.method() == http::verb::head) {
+      http::response<http::empty_body> head{http::response_header<>(res.base())};
+      if (length) head.set(http::field::content_length, std::to_string(*length));
+      head.keep_alive(res.keep_alive());
+      lowest().expires_after(worker_.cfg.server.timeouts.write);
+      http::response_serializer<http::empty_body> sr{head};
+      auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow);
+      log::debug("access", req.method_string(), " ", req.target(), " ", head.result_int());
+      co_return !ec && head.keep_alive();
+    }
+    if (length) {
+      res.content_length(*length);
+    } else {
+      res.chunked(true);
+    }
+    res.body().data = nullptr;
+    res.body().more = true;
+    http::response_serializer<http::buffer_body> sr{res};
+    lowest().expires_after(worker_.cfg.server.timeouts.write);
+    if (auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow); ec) {
+      co_return false;
+    }
+    std::optional<oci::hasher> hash;
+    if (verify) hash.emplace(verify->algorithm());
+    std::vector<char> buf(relay_buffer_size);
+    std::uint64_t sent = 0;
+    for (;;) {
+      auto [rec, got] = co_await up.read_some(buf.data(), buf.size());
+      if (rec) {
+        log::warn("proxy", "upstream body from ", up.where, " failed after ", sent,
+                  " bytes: ", rec.message());
+        co_return false;  // cut the client off: it must not mistake a short body for a whole
+      }
+      if (got == 0) break;
+      if (hash) {
+        hash->update(buf.data(), got);
+        if (up.done()) {
+          const auto actual = hash->finish();
+          hash.reset();
+          if (actual != *verify) {
+            log::error("proxy", "digest mismatch from ", up.where, ": expected ", verify->str(),
+                       ", got ", actual.str(), "; connection cut before the last byte");
+            co_return false;
+          }
+        }
+      }
+      res.body().data = buf.data();
+      res.body().size = got;
+      res.body().more = true;
+      lowest().expires_after(worker_.cfg.server.timeouts.write);
+      auto [wec, wn] = co_await http::async_write(stream_, sr, use_nothrow);
+      if (wec && wec != http::error::need_buffer) co_return false;
+      sent += got;
+    }
+    if (hash && hash->finish() != *verify) {  // an empty body that should not be empty
+      log::error("proxy", "digest mismatch from ", up.where, " (empty body)");
+      co_return false;
+    }
+    res.body().data = nullptr;
+    res.body().size = 0;
+    res.body().more = false;
+    lowest().expires_after(worker_.cfg.server.timeouts.write);
+    auto [wec, wn] = co_await http::async_write(stream_, sr, use_nothrow);
+    log::debug("access", req.method_string(), " ", req.target(), " ", res.result_int(), " ",
+               sent, "B");
+    co_return !wec && res.keep_alive();
+  }
+
+  Stream& stream_;
+  worker_context& worker_;
+  beast::flat_buffer buffer_;
+  bool idle_ = false;
+};
+
+// Counts the connection while it is open.
+struct connection_count {
+  explicit connection_count(std::atomic<std::uint64_t>& n) : n_(n) { ++n_; }
+  ~connection_count() { --n_; }
+  connection_count(const connection_count&) = delete;
+  connection_count& operator=(const connection_count&) = delete;
+  std::atomic<std::uint64_t>& n_;
+};
+
+}  // namespace
+
+asio::awaitable<void> serve_connection(asio::ip::tcp::socket socket, asio::ssl::context* tls,
+                                       worker_context& worker) {
+  connection_count counted(worker.open_connections);
+  boost::system::error_code ec;
+  socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (tls == nullptr) {
+    beast::tcp_stream stream(std::move(socket));
+    session<beast::tcp_stream> s(stream, worker);
+    co_await s.run();
+    co_return;
+  }
+  beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls);
+  beast::get_lowest_layer(stream).expires_after(worker.cfg.server.timeouts.request_header);
+  auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_nothrow);
+  if (hec) {
+    log::debug("server", "TLS handshake failed: ", hec.message());
+    co_return;
+  }
+  session<beast::ssl_stream<beast::tcp_stream>> s(stream, worker);
+  co_await s.run();
+}
+
+}  // namespace layercache::server

@@ -1,0 +1,460 @@
+#include "server/upstream_client.hpp"
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url.hpp>
+#include <stdexcept>
+
+#include "log/log.hpp"
+#include "oci/www_authenticate.hpp"
+
+namespace layercache::server {
+namespace {
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t max_discard = 64 * 1024;
+constexpr std::size_t max_token_body = 1024 * 1024;
+constexpr auto max_idle_age = std::chrono::seconds(30);
+constexpr std::string_view user_agent = "layercache/0.1";
+
+bool is_ip_literal(const std::string& host) {
+  boost::system::error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+bool is_redirect(unsigned status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+upstream_failure failure(upstream_errc code, std::string message) {
+  return upstream_failure{code, std::move(message)};
+}
+
+upstream_failure io_failure(const boost::system::error_code& ec, std::string_view what,
+                            const origin& where) {
+  const auto code =
+      ec == beast::error::timeout ? upstream_errc::timeout : upstream_errc::protocol;
+  return failure(code, std::string(what) + " " + where.key() + ": " + ec.message());
+}
+
+// Builds the origin and origin-form target of an absolute URL; nullopt unless http(s).
+std::optional<std::pair<origin, std::string>> split_url(const boost::urls::url_view& u) {
+  if (u.scheme() != "http" && u.scheme() != "https") return std::nullopt;
+  if (u.host().empty() || u.has_userinfo()) return std::nullopt;
+  origin o;
+  o.scheme = u.scheme();
+  o.host = u.host_type() == boost::urls::host_type::ipv6 ? std::string(u.encoded_host_address())
+                                                          : std::string(u.host());
+  if (u.has_port()) {
+    if (u.port_number() == 0) return std::nullopt;
+    o.port = u.port_number();
+  } else {
+    o.port = o.tls() ? 443 : 80;
+  }
+  std::string target = u.encoded_path().empty() ? "/" : std::string(u.encoded_path());
+  if (u.has_query()) {
+    target += '?';
+    target += u.encoded_query();
+  }
+  return std::pair{std::move(o), std::move(target)};
+}
+
+std::string all_values(const http::fields& f, http::field name) {
+  std::string out;
+  for (auto [it, end] = f.equal_range(name); it != end; ++it) {
+    if (!out.empty()) out += ", ";
+    out += it->value();
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string origin::key() const { return scheme + "://" + host_header(); }
+
+std::string origin::host_header() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  std::string h = v6 ? "[" + host + "]" : host;
+  const bool default_port = (tls() && port == 443) || (!tls() && port == 80);
+  if (!default_port) h += ":" + std::to_string(port);
+  return h;
+}
+
+upstream_connection::upstream_connection(const origin& where, asio::any_io_executor ex,
+                                         asio::ssl::context* tls)
+    : where_(where) {
+  if (where.tls()) {
+    tls_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ex, *tls);
+  } else {
+    plain_ = std::make_unique<beast::tcp_stream>(ex);
+  }
+}
+
+beast::tcp_stream& upstream_connection::lowest() {
+  return tls_ ? beast::get_lowest_layer(*tls_) : *plain_;
+}
+
+asio::awaitable<std::variant<std::unique_ptr<upstream_connection>, upstream_failure>>
+connection_pool::acquire(const origin& where, asio::ssl::context* tls,
+                         config::duration connect_timeout, bool fresh) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!fresh) {
+    if (auto it = idle_.find(where.key()); it != idle_.end()) {
+      auto& list = it->second;
+      while (!list.empty()) {
+        auto c = std::move(list.back());
+        list.pop_back();
+        if (now - c->idle_since < max_idle_age) co_return std::move(c);
+      }
+    }
+  }
+
+  auto c = std::make_unique<upstream_connection>(where, executor_, tls);
+  std::vector<asio::ip::tcp::endpoint> endpoints;
+  if (is_ip_literal(where.host)) {
+    endpoints.emplace_back(asio::ip::make_address(where.host), where.port);
+  } else {
+    asio::ip::tcp::resolver resolver(executor_);
+    auto [ec, results] =
+        co_await resolver.async_resolve(where.host, std::to_string(where.port), use_nothrow);
+    if (ec) co_return failure(upstream_errc::connect_failed, "resolve " + where.host + ": " + ec.message());
+    for (const auto& r : results) endpoints.push_back(r.endpoint());
+  }
+  auto& tcp = c->lowest();
+  tcp.expires_after(connect_timeout);
+  auto [ec, ep] = co_await tcp.async_connect(endpoints, use_nothrow);
+  if (ec) {
+    co_return failure(ec == beast::error::timeout ? upstream_errc::timeout
+                                                  : upstream_errc::connect_failed,
+                      "connect " + where.key() + ": " + ec.message());
+  }
+  tcp.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+  if (c->tls_) {
+    auto& s = *c->tls_;
+    if (!is_ip_literal(where.host) &&
+        !SSL_set_tlsext_host_name(s.native_handle(), where.host.c_str())) {
+      co_return failure(upstream_errc::connect_failed, "TLS SNI for " + where.host);
+    }
+    s.set_verify_mode(asio::ssl::verify_peer);
+    s.set_verify_callback(asio::ssl::host_name_verification(where.host));
+    auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::client, use_nothrow);
+    if (hec) {
+      co_return failure(hec == beast::error::timeout ? upstream_errc::timeout
+                                                     : upstream_errc::connect_failed,
+                        "TLS handshake with " + where.key() + ": " + hec.message());
+    }
+  }
+  tcp.expires_never();
+  co_return std::move(c);
+}
+
+void connection_pool::release(std::unique_ptr<upstream_connection> c, std::size_t max_idle) {
+  auto& list = idle_[c->where().key()];
+  if (list.size() >= max_idle) return;  // closes c
+  c->lowest().expires_never();
+  c->idle_since = std::chrono::steady_clock::now();
+  list.push_back(std::move(c));
+}
+
+std::size_t connection_pool::idle_count() const {
+  std::size_t n = 0;
+  for (const auto& [k, v] : idle_) n += v.size();
+  return n;
+}
+
+upstream_response::upstream_response(std::unique_ptr<upstream_connection> c,
+                                     connection_pool& pool, std::size_t max_idle,
+                                     config::duration read_timeout, bool head)
+    : conn_(std::move(c)), pool_(pool), max_idle_(max_idle), read_timeout_(read_timeout) {
+  parser_.header_limit(64 * 1024);  // signed redirect URLs make long Location headers
+  parser_.body_limit(boost::none);  // blobs are streamed, never held
+  if (head) parser_.skip(true);
+}
+
+upstream_response::~upstream_response() {
+  if (conn_ && !failed_ && parser_.is_done() && parser_.get().keep_alive()) {
+    pool_.release(std::move(conn_), max_idle_);
+  }
+}
+
+std::optional<std::uint64_t> upstream_response::content_length() const {
+  auto n = parser_.content_length();
+  if (!n) return std::nullopt;
+  return *n;
+}
+
+asio::awaitable<boost::system::error_code> upstream_response::read_header() {
+  auto [ec, n] = co_await conn_->with_stream([this](auto& s) {
+    return http::async_read_header(s, conn_->buffer(), parser_, use_nothrow);
+  });
+  if (ec) failed_ = true;
+  co_return ec;
+}
+
+asio::awaitable<std::pair<boost::system::error_code, std::size_t>> upstream_response::read_some(
+    char* data, std::size_t size) {
+  while (!parser_.is_done()) {
+    if (failed_) co_return std::pair{boost::system::error_code(beast::error::timeout), 0};
+    parser_.get().body().data = data;
+    parser_.get().body().size = size;
+    conn_->lowest().expires_after(read_timeout_);
+    auto [ec, n] = co_await conn_->with_stream([this](auto& s) {
+      return http::async_read_some(s, conn_->buffer(), parser_, use_nothrow);
+    });
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      failed_ = true;
+      co_return std::pair{ec, std::size_t{0}};
+    }
+    const std::size_t got = size - parser_.get().body().size;
+    if (got > 0) co_return std::pair{boost::system::error_code{}, got};
+  }
+  co_return std::pair{boost::system::error_code{}, std::size_t{0}};
+}
+
+asio::awaitable<std::pair<boost::system::error_code, std::string>> upstream_response::read_all(
+    std::size_t limit) {
+  std::string out;
+  if (auto n = content_length()) {
+    if (*n > limit) co_return std::pair{make_error_code(http::error::body_limit), std::string()};
+    out.reserve(static_cast<std::size_t>(*n));
+  }
+  char buf[16 * 1024];
+  for (;;) {
+    auto [ec, n] = co_await read_some(buf, sizeof buf);
+    if (ec) co_return std::pair{ec, std::string()};
+    if (n == 0) break;
+    if (out.size() + n > limit) {
+      failed_ = true;
+      co_return std::pair{make_error_code(http::error::body_limit), std::string()};
+    }
+    out.append(buf, n);
+  }
+  co_return std::pair{boost::system::error_code{}, std::move(out)};
+}
+
+asio::awaitable<void> upstream_response::discard() {
+  if (parser_.is_done()) co_return;
+  const auto n = content_length();
+  if (n && *n <= max_discard) {
+    (void)co_await read_all(max_discard);  // a failure only costs the connection
+  } else {
+    failed_ = true;  // chunked or large: cheaper to reconnect than to drain
+  }
+}
+
+upstream_client::upstream_client(const config::upstream& cfg, connection_pool& pool,
+                                 asio::ssl::context* tls, token_cache& tokens)
+    : cfg_(cfg), pool_(pool), tls_(tls), tokens_(tokens) {
+  origin_.scheme = cfg.scheme;
+  origin_.host = cfg.host;
+  origin_.port = cfg.port;
+}
+
+asio::ssl::context* upstream_client::tls_for(const origin&) const { return tls_; }
+
+asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, http::verb method,
+                                                           const std::string& target,
+                                                           const upstream_request& req,
+                                                           const std::string& authorization) {
+  // A pooled connection may have been closed by the upstream while idle; that shows only when
+  // it is used. Such a failure before any response byte is retried once on a new connection.
+  for (int attempt = 0;; ++attempt) {
+    auto acquired =
+        co_await pool_.acquire(where, tls_for(where), cfg_.timeouts.connect, attempt > 0);
+    if (auto* f = std::get_if<upstream_failure>(&acquired)) co_return std::move(*f);
+    auto conn = std::move(std::get<std::unique_ptr<upstream_connection>>(acquired));
+    const bool reused = conn->requests > 0;
+    ++conn->requests;
+
+    http::request<http::empty_body> request{method, target, 11};
+    request.set(http::field::host, where.host_header());
+    request.set(http::field::user_agent, user_agent);
+    if (!authorization.empty()) request.set(http::field::authorization, authorization);
+    for (const auto& [name, value] : req.headers) request.set(name, value);
+
+    conn->lowest().expires_after(cfg_.timeouts.response);
+    auto [wec, wn] = co_await conn->with_stream(
+        [&request](auto& s) { return http::async_write(s, request, use_nothrow); });
+    if (wec) {
+      if (reused && attempt == 0 && wec != beast::error::timeout) continue;
+      co_return io_failure(wec, "sending request to", where);
+    }
+    const bool head = method == http::verb::head;
+    auto response = std::make_unique<upstream_response>(std::move(conn), pool_,
+                                                        cfg_.max_idle_connections,
+                                                        cfg_.timeouts.read, head);
+    response->where = where.key() + target.substr(0, target.find('?'));
+    auto rec = co_await response->read_header();
+    if (rec) {
+      const bool nothing_received = rec == http::error::end_of_stream ||
+                                    rec == asio::error::connection_reset ||
+                                    rec == asio::error::eof;
+      if (reused && attempt == 0 && nothing_received) continue;
+      co_return io_failure(rec, "reading response from", where);
+    }
+    co_return std::move(response);
+  }
+}
+
+asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
+  const std::string scope = pull_scope(req.repository);
+  origin where = origin_;
+  std::string target = req.target;
+  bool at_upstream = true;  // false once redirected: no credentials leave for other places
+  bool auth_retried = false;
+  unsigned redirects = 0;
+
+  for (;;) {
+    std::string authorization;
+    if (at_upstream) {
+      if (scheme_ == scheme::bearer) {
+        if (auto t = tokens_.find(cfg_.name, scope)) authorization = "Bearer " + *t;
+      } else if (scheme_ == scheme::basic && cfg_.auth.type == config::auth_type::basic) {
+        authorization = basic_authorization(cfg_.auth.username, cfg_.auth.password);
+      }
+    }
+    auto result = co_await exchange(where, req.method, target, req, authorization);
+    if (std::holds_alternative<upstream_failure>(result)) co_return result;
+    auto& response = std::get<std::unique_ptr<upstream_response>>(result);
+    const unsigned status = response->status();
+
+    if (status == 401 && at_upstream && !auth_retried) {
+      const auto challenges =
+          oci::parse_www_authenticate(all_values(response->fields(), http::field::www_authenticate));
+      const auto bearer = oci::find_challenge(challenges, "bearer");
+      const auto basic = oci::find_challenge(challenges, "basic");
+      if (bearer && bearer->param("realm")) {
+        auth_retried = true;
+        co_await response->discard();
+        response.reset();
+        if (authorization.starts_with("Bearer ")) tokens_.erase(cfg_.name, scope);
+        const auto challenge_scope = bearer->param("scope");
+        auto f = co_await fetch_token(*bearer->param("realm"),
+                                      bearer->param("service").value_or(std::string_view{}),
+                                      challenge_scope ? *challenge_scope : std::string_view(scope),
+                                      scope);
+        if (f) co_return std::move(*f);
+        scheme_ = scheme::bearer;
+        continue;
+      }
+      if (basic && cfg_.auth.type == config::auth_type::basic && scheme_ != scheme::basic) {
+        auth_retried = true;
+        co_await response->discard();
+        response.reset();
+        scheme_ = scheme::basic;
+        continue;
+      }
+      co_return result;  // the client sees the upstream's refusal
+    }
+
+    if (is_redirect(status) && req.method != http::verb::post) {
+      const auto location = response->fields()[http::field::location];
+      if (location.empty()) co_return result;
+      if (++redirects > cfg_.max_redirects) {
+        co_return failure(upstream_errc::too_many_redirects,
+                          "more than " + std::to_string(cfg_.max_redirects) + " redirects");
+      }
+      // Relative locations (Artifact Registry sends them) resolve against the request URL.
+      boost::urls::url base;
+      base.set_scheme(where.scheme);
+      base.set_encoded_host(where.host.find(':') != std::string::npos ? "[" + where.host + "]"
+                                                                       : where.host);
+      base.set_port_number(where.port);
+      auto base_target = boost::urls::parse_origin_form(target);
+      if (!base_target) co_return failure(upstream_errc::bad_redirect, "bad request target");
+      base.set_encoded_path(base_target->encoded_path());
+      auto ref = boost::urls::parse_uri_reference(location);
+      if (!ref) co_return failure(upstream_errc::bad_redirect, "unparsable Location");
+      boost::urls::url resolved;
+      if (auto rr = boost::urls::resolve(base, *ref, resolved); !rr) {
+        co_return failure(upstream_errc::bad_redirect, "unresolvable Location");
+      }
+      auto next = split_url(resolved);
+      if (!next) co_return failure(upstream_errc::bad_redirect, "Location is not http(s)");
+      co_await response->discard();
+      response.reset();
+      log::debug("upstream", cfg_.name, ": redirect to ", next->first.key());
+      where = std::move(next->first);
+      target = std::move(next->second);
+      at_upstream = false;
+      continue;
+    }
+    co_return result;
+  }
+}
+
+asio::awaitable<std::optional<upstream_failure>> upstream_client::fetch_token(
+    std::string_view realm, std::string_view service, std::string_view scope,
+    std::string_view cache_scope) {
+  auto parsed = boost::urls::parse_absolute_uri(realm);
+  if (!parsed) co_return failure(upstream_errc::auth_failed, "unparsable token realm");
+  boost::urls::url url = *parsed;
+  auto split = split_url(url);
+  if (!split) co_return failure(upstream_errc::auth_failed, "token realm is not http(s)");
+  // Never let an upstream's challenge send us (and our credentials) to a host of its choice.
+  if (!realm_host_allowed(cfg_, split->first.host)) {
+    co_return failure(upstream_errc::realm_forbidden,
+                      "token realm host " + split->first.host + " is not allowed for upstream " +
+                          cfg_.name);
+  }
+  if (!service.empty()) url.params().set("service", service);
+  if (!scope.empty()) url.params().set("scope", scope);
+  split = split_url(url);
+
+  std::string authorization;
+  if (cfg_.auth.type == config::auth_type::basic) {
+    authorization = basic_authorization(cfg_.auth.username, cfg_.auth.password);
+  }
+  upstream_request token_req;
+  token_req.headers.emplace_back(http::field::accept, "application/json");
+  auto result =
+      co_await exchange(split->first, http::verb::get, split->second, token_req, authorization);
+  if (auto* f = std::get_if<upstream_failure>(&result)) {
+    f->code = f->code == upstream_errc::timeout ? upstream_errc::timeout : upstream_errc::auth_failed;
+    f->message = "token endpoint: " + f->message;
+    co_return std::move(*f);
+  }
+  auto& response = std::get<std::unique_ptr<upstream_response>>(result);
+  if (response->status() != 200) {
+    co_await response->discard();
+    co_return failure(upstream_errc::auth_failed,
+                      "token endpoint answered " + std::to_string(response->status()));
+  }
+  auto [ec, body] = co_await response->read_all(max_token_body);
+  if (ec) co_return failure(upstream_errc::auth_failed, "token endpoint: " + ec.message());
+  auto token = parse_token_response(body);
+  if (!token) co_return failure(upstream_errc::auth_failed, "token endpoint gave no token");
+  tokens_.store(cfg_.name, cache_scope, std::move(token->token), token->expires_in);
+  log::debug("upstream", cfg_.name, ": token for ", cache_scope, " valid ",
+             token->expires_in.count(), "s");
+  co_return std::nullopt;
+}
+
+std::unique_ptr<asio::ssl::context> make_client_tls(const std::string& ca_file) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1);
+  boost::system::error_code ec;
+  ctx->set_default_verify_paths(ec);
+  if (ec) log::warn("tls", "system CA store unavailable: ", ec.message());
+  if (!ca_file.empty()) {
+    ctx->load_verify_file(ca_file, ec);
+    if (ec) throw std::runtime_error("cannot load CA file " + ca_file + ": " + ec.message());
+  }
+  ctx->set_verify_mode(asio::ssl::verify_peer);
+  return ctx;
+}
+
+}  // namespace layercache::server

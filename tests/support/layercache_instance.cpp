@@ -1,0 +1,34 @@
+#include "tests/support/layercache_instance.hpp"
+
+namespace layercache::testing {
+
+layercache_instance::layercache_instance(std::string_view yaml) {
+  std::string text(yaml);
+  if (text.find("server:") == std::string::npos) {
+    text = "server:\n  threads: 2\n  listen:\n    - address: 127.0.0.1:0\n" + text;
+  }
+  cfg_ = config::load_string(text, "<test config>");
+  server_ = std::make_unique<server::server>(cfg_);
+  server_->start();
+}
+
+layercache_instance::~layercache_instance() { server_->stop(); }
+
+std::uint16_t layercache_instance::port(std::size_t listener) const {
+  return server_->ports().at(listener);
+}
+
+std::string layercache_instance::url(std::size_t listener) const {
+  const bool tls = cfg_.server.listen.at(listener).tls.has_value();
+  return std::string(tls ? "https" : "http") + "://127.0.0.1:" + std::to_string(port(listener));
+}
+
+std::string upstream_yaml(std::string_view name, std::string_view url, bool is_default,
+                          std::string_view extra) {
+  std::string out = "  - name: " + std::string(name) + "\n    url: " + std::string(url) + "\n";
+  if (is_default) out += "    default: true\n";
+  out += extra;
+  return out;
+}
+
+}  // namespace layercache::testing

@@ -1,0 +1,37 @@
+// layercache itself, in-process on 127.0.0.1 with a free port, for integration and e2e tests.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "config/config.hpp"
+#include "server/server.hpp"
+
+namespace layercache::testing {
+
+// Starts a server from YAML text. The text may omit `server:`; then one plain listener on
+// 127.0.0.1:0 with 2 threads is used. Throws what config loading or start-up throws.
+class layercache_instance {
+ public:
+  explicit layercache_instance(std::string_view yaml);
+  ~layercache_instance();
+  layercache_instance(const layercache_instance&) = delete;
+  layercache_instance& operator=(const layercache_instance&) = delete;
+
+  [[nodiscard]] std::uint16_t port(std::size_t listener = 0) const;
+  [[nodiscard]] std::string url(std::size_t listener = 0) const;  // http(s)://127.0.0.1:PORT
+  [[nodiscard]] const config::config& settings() const { return cfg_; }
+  server::server& srv() { return *server_; }
+  void stop() { server_->stop(); }
+
+ private:
+  config::config cfg_;
+  std::unique_ptr<server::server> server_;
+};
+
+// An `upstreams:` list entry, for building test configs.
+[[nodiscard]] std::string upstream_yaml(std::string_view name, std::string_view url,
+                                        bool is_default, std::string_view extra = {});
+
+}  // namespace layercache::testing

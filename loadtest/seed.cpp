@@ -1,7 +1,7 @@
 // layercache-seed: pushes a generated image (incompressible layers of given sizes) to a
 // registry, for the demo and load tests. Prints the manifest digest.
 //
-//   layercache-seed --registry http://127.0.0.1:5001 --repo demo/app --tag v1 \
+//   layercache-seed --registry http://127.0.0.1:5001 --repo demo/app --tag v1
 //                   --layers 4MiB,8MiB,16MiB [--format oci|docker] [--seed N] [--ca FILE]
 //   layercache-seed --free-port
 #include <iostream>

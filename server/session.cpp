@@ -189,9 +189,15 @@ class session final : public session_base {
     ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
     ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
     ur.repository = choice.repository;
-    const auto accept = req[http::field::accept];
-    ur.headers.emplace_back(http::field::accept,
-                            accept.empty() ? std::string(oci::default_manifest_accept()) : std::string(accept));
+    // Clients (Go's net/http in skopeo, containerd) send one Accept header per media type:
+    // all of them count.
+    std::string accept;
+    for (auto [it, end] = req.equal_range(http::field::accept); it != end; ++it) {
+      if (!accept.empty()) accept += ", ";
+      accept += it->value();
+    }
+    if (accept.empty()) accept = oci::default_manifest_accept();
+    ur.headers.emplace_back(http::field::accept, std::move(accept));
     auto result = co_await client.send(std::move(ur));
     if (auto* f = std::get_if<upstream_failure>(&result)) {
       co_return co_await send_failure(req, client, *f, keep_alive);
@@ -272,9 +278,11 @@ class session final : public session_base {
     res.set(http::field::etag, "\"" + digest.str() + "\"");
     res.set("Docker-Content-Digest", digest.str());
     // A full body is checked against the digest on the way through (not a multipart body).
-    const bool verify = status == 200 && req.method() == http::verb::get;
-    co_return co_await relay(req, up, std::move(res), keep_alive,
-                             verify ? std::optional<oci::digest>(digest) : std::nullopt);
+    // (Built before the co_await: g++ 12 destroys a conditional's temporary in a co_await
+    // argument twice.)
+    std::optional<oci::digest> verify;
+    if (status == 200 && req.method() == http::verb::get) verify = digest;
+    co_return co_await relay(req, up, std::move(res), keep_alive, std::move(verify));
   }
 
   asio::awaitable<bool> listing(const request& req, const route& r, const upstream_choice& choice,

@@ -85,7 +85,7 @@ TEST_F(ProxyTest, ManifestsByTagAndDigestAreByteExact) {
       {"index", oci_index_},
       {"list", docker_list_}};
   for (const auto& [tag, m] : cases) {
-    for (const std::string ref : {tag, m->digest.str()}) {
+    for (const std::string& ref : std::vector<std::string>{tag, m->digest.str()}) {
       SCOPED_TRACE(ref);
       auto r = client_.get(proxy_url("/v2/team/app/manifests/" + ref), kAcceptAll);
       ASSERT_EQ(r.status, 200u) << r.body;
@@ -110,6 +110,17 @@ TEST_F(ProxyTest, ManifestWithoutAcceptGetsStoredType) {
   auto r = client_.get(proxy_url("/v2/team/app/manifests/docker"));
   ASSERT_EQ(r.status, 200u);
   EXPECT_EQ(r.body, docker_image_->manifest.data);
+}
+
+TEST_F(ProxyTest, SeveralAcceptHeadersAllCount) {
+  // Go clients send one Accept header per media type; the index must not be refused because
+  // its type was not the first one.
+  auto r = client_.get(proxy_url("/v2/team/app/manifests/index"),
+                       {{"Accept", std::string(media_type::docker_manifest)},
+                        {"Accept", std::string(media_type::oci_manifest)},
+                        {"Accept", std::string(media_type::oci_index)}});
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.body, oci_index_->data);
 }
 
 TEST_F(ProxyTest, BlobsWholeAndHead) {
@@ -202,11 +213,13 @@ TEST_F(ProxyTest, TagsListPassesThrough) {
   for (const char* tag : {"oci", "docker", "arm", "index", "list"}) {
     EXPECT_NE(r.body.find(std::string("\"") + tag + "\""), std::string::npos) << r.body;
   }
+  // Paging parameters reach the upstream: the answer is the one the upstream gives directly
+  // (distribution 2.8 ignores n; newer registries page and send a Link header).
   auto page = client_.get(proxy_url("/v2/team/app/tags/list?n=2"));
+  auto direct = client_.get(upstream_->url() + "/v2/team/app/tags/list?n=2");
   ASSERT_EQ(page.status, 200u);
-  auto link = page.header("Link");
-  ASSERT_TRUE(link.has_value());
-  EXPECT_TRUE(link->starts_with("</v2/team/app/tags/list?")) << *link;
+  EXPECT_EQ(page.body, direct.body);
+  EXPECT_EQ(page.header("Link"), direct.header("Link"));
 }
 
 TEST_F(ProxyTest, ReferrersPassThrough) {
@@ -239,8 +252,9 @@ TEST(ProxyRouting, NamespaceAndPathPrefix) {
   EXPECT_EQ(get("/v2/b/lib/x/blobs/" + img_b.layers[0].digest.str()).body, img_b.layers[0].data);
 
   // Not an open proxy: a namespace that is no configured upstream is refused and not dialled.
-  for (const std::string ns : {"127.0.0.1:" + std::to_string(bystander.port()), "evil.example",
-                               "169.254.169.254", "metadata.google.internal"}) {
+  for (const std::string& ns :
+       std::vector<std::string>{"127.0.0.1:" + std::to_string(bystander.port()), "evil.example",
+                                "169.254.169.254", "metadata.google.internal"}) {
     auto r = get("/v2/lib/x/manifests/v1?ns=" + ns);
     expect_oci_error(r, 403, "DENIED");
   }

@@ -359,6 +359,36 @@ TEST_F(PlainRegistry, SkopeoInspectsPushedImage) {
   EXPECT_NE(r.output.find(img.layers[1].digest.str()), std::string::npos) << r.output;
 }
 
+// skopeo copy checks every digest and the config's diff_ids, for both formats and an index.
+TEST_F(PlainRegistry, SkopeoCopiesDockerImageAndIndex) {
+  const auto docker = make_image(image_format::docker, {10000, 30000}, 13);
+  const auto amd64 = make_image(image_format::oci, {5000}, 14);
+  const auto arm64 = make_image(image_format::oci, {6000}, 15, "arm64");
+  const auto index = make_index(image_format::oci, {{&amd64, "amd64"}, {&arm64, "arm64"}});
+  registry_pusher pusher(registry_.url());
+  pusher.push_image("skopeo/docker", "v1", docker);
+  pusher.push_image("skopeo/multi", "amd64", amd64);
+  pusher.push_image("skopeo/multi", "arm64", arm64);
+  pusher.push_manifest("skopeo/multi", "v1", index);
+
+  temp_dir out;
+  const auto docker_dir = (out.path() / "docker").string();
+  auto r = run_command({"skopeo", "copy", "--src-tls-verify=false",
+                        "docker://" + registry_.host() + "/skopeo/docker:v1", "dir:" + docker_dir},
+                       command_timeout);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_file(std::filesystem::path(docker_dir) / docker.layers[1].digest.hex()),
+            docker.layers[1].data);
+
+  r = run_command({"skopeo", "copy", "--all", "--src-tls-verify=false",
+                   "docker://" + registry_.host() + "/skopeo/multi:v1",
+                   "oci:" + (out.path() / "multi").string() + ":v1"},
+                  command_timeout);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_file(out.path() / "multi/blobs/sha256" / arm64.layers[0].digest.hex()),
+            arm64.layers[0].data);
+}
+
 TEST_F(PlainRegistry, StopAndRestartKeepStorage) {
   const auto img = make_image(image_format::docker, {1000}, 12);
   registry_pusher(registry_.url()).push_image("restart/test", "v1", img);

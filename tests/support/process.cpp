@@ -20,7 +20,7 @@
 #include <system_error>
 #include <thread>
 
-extern char** environ;  // NOLINT(readability-redundant-declaration): POSIX declares it nowhere
+extern char** environ;  // POSIX: the application declares it
 
 namespace layercache::testing {
 namespace {

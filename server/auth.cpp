@@ -66,8 +66,8 @@ std::optional<token_response> parse_token_response(std::string_view json) {
   const auto& o = v.as_object();
   token_response r;
   for (const char* key : {"token", "access_token"}) {
-    if (auto it = o.find(key); it != o.end() && it->value().is_string() &&
-                               !it->value().as_string().empty()) {
+    if (auto it = o.find(key);
+        it != o.end() && it->value().is_string() && !it->value().as_string().empty()) {
       r.token = std::string(it->value().as_string());
       break;
     }
@@ -77,7 +77,8 @@ std::optional<token_response> parse_token_response(std::string_view json) {
     const auto& e = it->value();
     std::int64_t secs = 0;
     if (e.is_int64()) secs = e.as_int64();
-    if (e.is_uint64()) secs = static_cast<std::int64_t>(std::min<std::uint64_t>(e.as_uint64(), 86400));
+    if (e.is_uint64())
+      secs = static_cast<std::int64_t>(std::min<std::uint64_t>(e.as_uint64(), 86400));
     if (e.is_double()) secs = static_cast<std::int64_t>(e.as_double());
     // The spec's minimum is 60 s; tokens claiming less are used for what they say.
     if (secs > 0) r.expires_in = std::chrono::seconds(std::min<std::int64_t>(secs, 86400));
@@ -128,8 +129,8 @@ std::string basic_authorization(std::string_view user, std::string_view password
     out += table[(v >> 12) & 63];
     out += "==";
   } else if (i + 2 == in.size()) {
-    const unsigned v = (static_cast<unsigned char>(in[i]) << 16) |
-                       (static_cast<unsigned char>(in[i + 1]) << 8);
+    const unsigned v =
+        (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
     out += table[(v >> 18) & 63];
     out += table[(v >> 12) & 63];
     out += table[(v >> 6) & 63];

@@ -45,7 +45,8 @@ std::variant<route, route_error> parse_route(std::string_view target) {
     r.kind = route_kind::base;
     return r;
   }
-  if (!path.starts_with("/v2/")) return error(404, "UNSUPPORTED", "not an OCI distribution endpoint");
+  if (!path.starts_with("/v2/"))
+    return error(404, "UNSUPPORTED", "not an OCI distribution endpoint");
   // Names are never percent-encoded; an encoded slash or dot is an attempt to confuse routing.
   if (path.find('%') != std::string_view::npos) {
     return error(400, "NAME_INVALID", "percent-encoding is not allowed in repository paths");
@@ -82,7 +83,8 @@ std::variant<route, route_error> parse_route(std::string_view target) {
   switch (r.kind) {
     case route_kind::manifest:
       if (!oci::digest::parse(r.reference) && !oci::is_valid_tag(r.reference)) {
-        return error(400, r.reference.find(':') != std::string::npos ? "DIGEST_INVALID" : "TAG_INVALID",
+        return error(400,
+                     r.reference.find(':') != std::string::npos ? "DIGEST_INVALID" : "TAG_INVALID",
                      "invalid manifest reference");
       }
       break;

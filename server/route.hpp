@@ -16,7 +16,7 @@ struct route {
   route_kind kind = route_kind::base;
   std::string name;       // repository as the client named it (may carry an upstream prefix)
   std::string reference;  // manifests: tag or digest; blobs and referrers: digest
-  std::optional<std::string> ns;                             // containerd's ?ns=
+  std::optional<std::string> ns;                            // containerd's ?ns=
   std::vector<std::pair<std::string, std::string>> params;  // other query params, decoded
   [[nodiscard]] bool reference_is_digest() const;
 };

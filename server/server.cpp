@@ -50,7 +50,7 @@ struct server::impl {
   config::config cfg;
   token_cache tokens;
   std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;  // by upstream name
-  std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;           // by listener index
+  std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;            // by listener index
   std::vector<std::unique_ptr<worker>> workers;
   std::vector<std::uint16_t> bound_ports;
   std::atomic<std::uint64_t> open{0};
@@ -120,9 +120,8 @@ void server::start() {
   for (unsigned i = 0; i < threads; ++i) {
     auto w = std::make_unique<impl::worker>(m.cfg, m.open);
     for (const auto& u : m.cfg.upstreams) {
-      w->context.clients.emplace(
-          u.name, std::make_unique<upstream_client>(u, w->pool, m.upstream_tls[u.name].get(),
-                                                    m.tokens));
+      w->context.clients.emplace(u.name, std::make_unique<upstream_client>(
+                                             u, w->pool, m.upstream_tls[u.name].get(), m.tokens));
     }
     m.workers.push_back(std::move(w));
   }
@@ -149,15 +148,16 @@ void server::start() {
       if (!ec) a.bind(ep, ec);
       if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
       if (ec) {
-        throw std::runtime_error("cannot listen on " + l.host + ":" + std::to_string(port) +
-                                 ": " + ec.message());
+        throw std::runtime_error("cannot listen on " + l.host + ":" + std::to_string(port) + ": " +
+                                 ec.message());
       }
       port = a.local_endpoint().port();
       w->acceptors.emplace_back(std::move(a), m.listener_tls[li].get());
     }
     m.bound_ports.push_back(port);
-    log::info("server", "listening on ", l.host.find(':') != std::string::npos ? "[" + l.host + "]" : l.host,
-              ":", port, l.tls ? " (TLS)" : "");
+    log::info("server", "listening on ",
+              l.host.find(':') != std::string::npos ? "[" + l.host + "]" : l.host, ":", port,
+              l.tls ? " (TLS)" : "");
   }
 
   m.running = static_cast<unsigned>(m.workers.size());
@@ -199,7 +199,8 @@ void server::stop() {
   }
   {
     std::unique_lock lock(m.mutex);
-    if (!m.stopped_cv.wait_for(lock, m.cfg.server.timeouts.shutdown, [&] { return m.running == 0; })) {
+    if (!m.stopped_cv.wait_for(lock, m.cfg.server.timeouts.shutdown,
+                               [&] { return m.running == 0; })) {
       log::warn("server", "shutdown deadline passed; closing remaining connections");
       lock.unlock();
       for (auto& w : m.workers) {

@@ -127,8 +127,7 @@ class session final : public session_base {
   // Passes an upstream error response on: its status, its (small) OCI error body, and the
   // headers a client can act on. Never WWW-Authenticate: the client cannot log in to the
   // upstream through us.
-  asio::awaitable<bool> forward_error(const request& req, upstream_response& up,
-                                      bool keep_alive) {
+  asio::awaitable<bool> forward_error(const request& req, upstream_response& up, bool keep_alive) {
     http::response<http::string_body> res{static_cast<http::status>(up.status()), 11};
     if (auto ct = up.fields()[http::field::content_type]; !ct.empty()) {
       res.set(http::field::content_type, ct);
@@ -392,8 +391,8 @@ class session final : public session_base {
     res.body().more = false;
     lowest().expires_after(worker_.cfg.server.timeouts.write);
     auto [wec, wn] = co_await http::async_write(stream_, sr, use_nothrow);
-    log::debug("access", req.method_string(), " ", req.target(), " ", res.result_int(), " ",
-               sent, "B");
+    log::debug("access", req.method_string(), " ", req.target(), " ", res.result_int(), " ", sent,
+               "B");
     co_return !wec && res.keep_alive();
   }
 

@@ -2,10 +2,10 @@
 // from server/*.cpp (brings in Asio).
 #pragma once
 
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <atomic>
 #include <map>
 #include <memory>
 #include <string>

@@ -42,8 +42,7 @@ upstream_failure failure(upstream_errc code, std::string message) {
 
 upstream_failure io_failure(const boost::system::error_code& ec, std::string_view what,
                             const origin& where) {
-  const auto code =
-      ec == beast::error::timeout ? upstream_errc::timeout : upstream_errc::protocol;
+  const auto code = ec == beast::error::timeout ? upstream_errc::timeout : upstream_errc::protocol;
   return failure(code, std::string(what) + " " + where.key() + ": " + ec.message());
 }
 
@@ -54,7 +53,7 @@ std::optional<std::pair<origin, std::string>> split_url(const boost::urls::url_v
   origin o;
   o.scheme = u.scheme();
   o.host = u.host_type() == boost::urls::host_type::ipv6 ? std::string(u.encoded_host_address())
-                                                          : std::string(u.host());
+                                                         : std::string(u.host());
   if (u.has_port()) {
     if (u.port_number() == 0) return std::nullopt;
     o.port = u.port_number();
@@ -127,16 +126,18 @@ connection_pool::acquire(const origin& where, asio::ssl::context* tls,
     asio::ip::tcp::resolver resolver(executor_);
     auto [ec, results] =
         co_await resolver.async_resolve(where.host, std::to_string(where.port), use_nothrow);
-    if (ec) co_return failure(upstream_errc::connect_failed, "resolve " + where.host + ": " + ec.message());
+    if (ec)
+      co_return failure(upstream_errc::connect_failed,
+                        "resolve " + where.host + ": " + ec.message());
     for (const auto& r : results) endpoints.push_back(r.endpoint());
   }
   auto& tcp = c->lowest();
   tcp.expires_after(connect_timeout);
   auto [ec, ep] = co_await tcp.async_connect(endpoints, use_nothrow);
   if (ec) {
-    co_return failure(ec == beast::error::timeout ? upstream_errc::timeout
-                                                  : upstream_errc::connect_failed,
-                      "connect " + where.key() + ": " + ec.message());
+    co_return failure(
+        ec == beast::error::timeout ? upstream_errc::timeout : upstream_errc::connect_failed,
+        "connect " + where.key() + ": " + ec.message());
   }
   tcp.socket().set_option(asio::ip::tcp::no_delay(true), ec);
   if (c->tls_) {
@@ -149,9 +150,9 @@ connection_pool::acquire(const origin& where, asio::ssl::context* tls,
     s.set_verify_callback(asio::ssl::host_name_verification(where.host));
     auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::client, use_nothrow);
     if (hec) {
-      co_return failure(hec == beast::error::timeout ? upstream_errc::timeout
-                                                     : upstream_errc::connect_failed,
-                        "TLS handshake with " + where.key() + ": " + hec.message());
+      co_return failure(
+          hec == beast::error::timeout ? upstream_errc::timeout : upstream_errc::connect_failed,
+          "TLS handshake with " + where.key() + ": " + hec.message());
     }
   }
   tcp.expires_never();
@@ -172,9 +173,8 @@ std::size_t connection_pool::idle_count() const {
   return n;
 }
 
-upstream_response::upstream_response(std::unique_ptr<upstream_connection> c,
-                                     connection_pool& pool, std::size_t max_idle,
-                                     config::duration read_timeout, bool head)
+upstream_response::upstream_response(std::unique_ptr<upstream_connection> c, connection_pool& pool,
+                                     std::size_t max_idle, config::duration read_timeout, bool head)
     : conn_(std::move(c)), pool_(pool), max_idle_(max_idle), read_timeout_(read_timeout) {
   parser_.header_limit(64 * 1024);  // signed redirect URLs make long Location headers
   parser_.body_limit(boost::none);  // blobs are streamed, never held
@@ -291,15 +291,13 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
       co_return io_failure(wec, "sending request to", where);
     }
     const bool head = method == http::verb::head;
-    auto response = std::make_unique<upstream_response>(std::move(conn), pool_,
-                                                        cfg_.max_idle_connections,
-                                                        cfg_.timeouts.read, head);
+    auto response = std::make_unique<upstream_response>(
+        std::move(conn), pool_, cfg_.max_idle_connections, cfg_.timeouts.read, head);
     response->where = where.key() + target.substr(0, target.find('?'));
     auto rec = co_await response->read_header();
     if (rec) {
       const bool nothing_received = rec == http::error::end_of_stream ||
-                                    rec == asio::error::connection_reset ||
-                                    rec == asio::error::eof;
+                                    rec == asio::error::connection_reset || rec == asio::error::eof;
       if (reused && attempt == 0 && nothing_received) continue;
       co_return io_failure(rec, "reading response from", where);
     }
@@ -330,8 +328,8 @@ asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
     const unsigned status = response->status();
 
     if (status == 401 && at_upstream && !auth_retried) {
-      const auto challenges =
-          oci::parse_www_authenticate(all_values(response->fields(), http::field::www_authenticate));
+      const auto challenges = oci::parse_www_authenticate(
+          all_values(response->fields(), http::field::www_authenticate));
       const auto bearer = oci::find_challenge(challenges, "bearer");
       const auto basic = oci::find_challenge(challenges, "basic");
       if (bearer && bearer->param("realm")) {
@@ -340,10 +338,9 @@ asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
         response.reset();
         if (authorization.starts_with("Bearer ")) tokens_.erase(cfg_.name, scope);
         const auto challenge_scope = bearer->param("scope");
-        auto f = co_await fetch_token(*bearer->param("realm"),
-                                      bearer->param("service").value_or(std::string_view{}),
-                                      challenge_scope ? *challenge_scope : std::string_view(scope),
-                                      scope);
+        auto f = co_await fetch_token(
+            *bearer->param("realm"), bearer->param("service").value_or(std::string_view{}),
+            challenge_scope ? *challenge_scope : std::string_view(scope), scope);
         if (f) co_return std::move(*f);
         scheme_ = scheme::bearer;
         continue;
@@ -369,7 +366,7 @@ asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
       boost::urls::url base;
       base.set_scheme(where.scheme);
       base.set_encoded_host(where.host.find(':') != std::string::npos ? "[" + where.host + "]"
-                                                                       : where.host);
+                                                                      : where.host);
       base.set_port_number(where.port);
       auto base_target = boost::urls::parse_origin_form(target);
       if (!base_target) co_return failure(upstream_errc::bad_redirect, "bad request target");
@@ -404,9 +401,9 @@ asio::awaitable<std::optional<upstream_failure>> upstream_client::fetch_token(
   if (!split) co_return failure(upstream_errc::auth_failed, "token realm is not http(s)");
   // Never let an upstream's challenge send us (and our credentials) to a host of its choice.
   if (!realm_host_allowed(cfg_, split->first.host)) {
-    co_return failure(upstream_errc::realm_forbidden,
-                      "token realm host " + split->first.host + " is not allowed for upstream " +
-                          cfg_.name);
+    co_return failure(
+        upstream_errc::realm_forbidden,
+        "token realm host " + split->first.host + " is not allowed for upstream " + cfg_.name);
   }
   if (!service.empty()) url.params().set("service", service);
   if (!scope.empty()) url.params().set("scope", scope);
@@ -421,7 +418,8 @@ asio::awaitable<std::optional<upstream_failure>> upstream_client::fetch_token(
   auto result =
       co_await exchange(split->first, http::verb::get, split->second, token_req, authorization);
   if (auto* f = std::get_if<upstream_failure>(&result)) {
-    f->code = f->code == upstream_errc::timeout ? upstream_errc::timeout : upstream_errc::auth_failed;
+    f->code =
+        f->code == upstream_errc::timeout ? upstream_errc::timeout : upstream_errc::auth_failed;
     f->message = "token endpoint: " + f->message;
     co_return std::move(*f);
   }

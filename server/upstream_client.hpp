@@ -43,13 +43,13 @@ struct origin {
 };
 
 enum class upstream_errc {
-  connect_failed,      // DNS, TCP or TLS handshake
-  timeout,             // a deadline passed
-  protocol,            // malformed response, connection lost mid-response
-  auth_failed,         // the token endpoint refused or answered nonsense
-  realm_forbidden,     // a challenge named a token realm outside the upstream's hosts
+  connect_failed,   // DNS, TCP or TLS handshake
+  timeout,          // a deadline passed
+  protocol,         // malformed response, connection lost mid-response
+  auth_failed,      // the token endpoint refused or answered nonsense
+  realm_forbidden,  // a challenge named a token realm outside the upstream's hosts
   too_many_redirects,
-  bad_redirect,        // unusable Location
+  bad_redirect,  // unusable Location
 };
 
 struct upstream_failure {
@@ -92,8 +92,7 @@ class connection_pool {
   // An idle connection to `where` (unless `fresh`), or a new one: resolve, connect and TLS
   // handshake within `connect_timeout`.
   asio::awaitable<std::variant<std::unique_ptr<upstream_connection>, upstream_failure>> acquire(
-      const origin& where, asio::ssl::context* tls, config::duration connect_timeout,
-      bool fresh);
+      const origin& where, asio::ssl::context* tls, config::duration connect_timeout, bool fresh);
   // Keeps `c` for reuse, at most `max_idle` per origin.
   void release(std::unique_ptr<upstream_connection> c, std::size_t max_idle);
   [[nodiscard]] std::size_t idle_count() const;
@@ -120,7 +119,7 @@ class upstream_response {
 
   // Reads body bytes into [data, data+size); returns 0 only at the end of the body.
   asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read_some(char* data,
-                                                                             std::size_t size);
+                                                                               std::size_t size);
   // Reads the rest of the body; fails with message_size when it exceeds `limit`.
   asio::awaitable<std::pair<boost::system::error_code, std::string>> read_all(std::size_t limit);
   // Makes the connection reusable if the rest of the body is small, else gives it up.
@@ -163,8 +162,7 @@ class upstream_client {
 
  private:
   asio::awaitable<upstream_result> exchange(const origin& where, http::verb method,
-                                            const std::string& target,
-                                            const upstream_request& req,
+                                            const std::string& target, const upstream_request& req,
                                             const std::string& authorization);
   asio::awaitable<std::optional<upstream_failure>> fetch_token(std::string_view realm,
                                                                std::string_view service,

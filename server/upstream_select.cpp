@@ -45,7 +45,9 @@ std::variant<upstream_choice, route_error> select_upstream(const config::config&
   if (slash != std::string_view::npos) {
     const auto first = name.substr(0, slash);
     for (const auto& u : cfg.upstreams) {
-      if (first == u.name) {
+      // The default upstream is reached without a prefix; stripping its name would turn a
+      // repository that merely starts with it ("demo/app" at upstream "demo") into another.
+      if (first == u.name && !u.is_default) {
         return upstream_choice{&u, std::string(name.substr(slash + 1)), std::string(first)};
       }
     }

@@ -21,8 +21,8 @@ struct upstream_choice {
 // Rules, in order:
 // 1. `ns` present: the upstream whose name, alias, or URL host[:port] equals it
 //    (case-insensitive; a default port may be omitted); none → 403 DENIED.
-// 2. first path component equals an upstream's name and more components follow: that
-//    upstream, with the prefix stripped.
+// 2. first path component equals a non-default upstream's name and more components follow:
+//    that upstream, with the prefix stripped.
 // 3. the default upstream; none configured → 404 NAME_UNKNOWN.
 [[nodiscard]] std::variant<upstream_choice, route_error> select_upstream(
     const config::config& cfg, std::string_view name, const std::optional<std::string>& ns);

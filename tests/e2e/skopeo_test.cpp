@@ -43,7 +43,8 @@ TEST_P(SkopeoPull, ThreeLayerImageByteForByte) {
   registry_process upstream;
   const auto img = make_image(GetParam(), {8 * MiB, 12 * MiB, 16 * MiB}, 77);
   registry_pusher(upstream.url()).push_image("e2e/app", "v1", img);
-  layercache_instance proxy("upstreams:\n" + upstream_yaml("origin", upstream.url(), true));
+  layercache_instance proxy("upstreams:\n" + upstream_yaml("origin", upstream.url(), true) +
+                            upstream_yaml("second", upstream.url(), false));
   const std::string at = "127.0.0.1:" + std::to_string(proxy.port());
 
   temp_dir out;
@@ -51,12 +52,13 @@ TEST_P(SkopeoPull, ThreeLayerImageByteForByte) {
   ASSERT_EQ(by_tag.exit_code, 0) << by_tag.output;
   expect_pulled(out.path() / "by-tag", img);
 
-  auto by_digest = skopeo_copy(at + "/e2e/app@" + img.manifest.digest.str(), out.path() / "by-digest");
+  auto by_digest =
+      skopeo_copy(at + "/e2e/app@" + img.manifest.digest.str(), out.path() / "by-digest");
   ASSERT_EQ(by_digest.exit_code, 0) << by_digest.output;
   expect_pulled(out.path() / "by-digest", img);
 
-  // dockerd-style path prefix naming the upstream.
-  auto prefixed = skopeo_copy(at + "/origin/e2e/app:v1", out.path() / "prefixed");
+  // dockerd-style path prefix naming a (non-default) upstream.
+  auto prefixed = skopeo_copy(at + "/second/e2e/app:v1", out.path() / "prefixed");
   ASSERT_EQ(prefixed.exit_code, 0) << prefixed.output;
   expect_pulled(out.path() / "prefixed", img);
 }
@@ -76,12 +78,12 @@ TEST(SkopeoPullIndex, PlatformFromIndexThroughTlsUpstream) {
   push.push_image("multi/app", "amd", amd);
   push.push_image("multi/app", "arm", arm);
   push.push_manifest("multi/app", "v1", index);
-  layercache_instance proxy("upstreams:\n" +
-                            upstream_yaml("origin", upstream.url(), true,
-                                          "    ca_file: " + upstream.ca_file() + "\n"));
+  layercache_instance proxy(
+      "upstreams:\n" +
+      upstream_yaml("origin", upstream.url(), true, "    ca_file: " + upstream.ca_file() + "\n"));
   temp_dir out;
-  auto r = run_command({"skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                        "--override-arch", "amd64", "--override-os", "linux",
+  auto r = run_command({"skopeo", "copy", "--quiet", "--src-tls-verify=false", "--override-arch",
+                        "amd64", "--override-os", "linux",
                         "docker://127.0.0.1:" + std::to_string(proxy.port()) + "/multi/app:v1",
                         "dir:" + (out.path() / "amd").string()},
                        180s);

@@ -23,7 +23,8 @@ class ProxyTest : public ::testing::Test {
     oci_image_ = new image(make_image(image_format::oci, {300'000, 1'200'000, 50'000}, 1));
     docker_image_ = new image(make_image(image_format::docker, {700'000, 20'000}, 2));
     arm_image_ = new image(make_image(image_format::oci, {100'000}, 3, "arm64"));
-    oci_index_ = new blob(make_index(image_format::oci, {{oci_image_, "amd64"}, {arm_image_, "arm64"}}));
+    oci_index_ =
+        new blob(make_index(image_format::oci, {{oci_image_, "amd64"}, {arm_image_, "arm64"}}));
     docker_list_ = new blob(make_index(image_format::docker, {{docker_image_, "amd64"}}));
     registry_pusher push(upstream_->url());
     push.push_image("team/app", "oci", *oci_image_);
@@ -42,8 +43,8 @@ class ProxyTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    proxy_ = std::make_unique<layercache_instance>(
-        "upstreams:\n" + upstream_yaml("local", upstream_->url(), true));
+    proxy_ = std::make_unique<layercache_instance>("upstreams:\n" +
+                                                   upstream_yaml("local", upstream_->url(), true));
   }
 
   std::string proxy_url(std::string_view path) const { return proxy_->url() + std::string(path); }
@@ -146,8 +147,7 @@ TEST_F(ProxyTest, BlobRanges) {
   auto r = client_.get(url, {{"Range", "bytes=1000-1999"}});
   ASSERT_EQ(r.status, 206u);
   EXPECT_EQ(r.body, b.data.substr(1000, 1000));
-  EXPECT_EQ(r.header("Content-Range"),
-            "bytes 1000-1999/" + std::to_string(b.data.size()));
+  EXPECT_EQ(r.header("Content-Range"), "bytes 1000-1999/" + std::to_string(b.data.size()));
 
   auto open = client_.get(url, {{"Range", "bytes=" + std::to_string(b.data.size() - 10) + "-"}});
   ASSERT_EQ(open.status, 206u);
@@ -171,8 +171,7 @@ TEST_F(ProxyTest, UnknownThingsPassThroughAs404) {
 
 TEST_F(ProxyTest, InvalidInputIsRefusedBeforeUpstream) {
   expect_oci_error(client_.get(proxy_url("/v2/Team/App/manifests/x")), 400, "NAME_INVALID");
-  expect_oci_error(client_.get(proxy_url("/v2/team/app/blobs/sha256:1234")), 400,
-                   "DIGEST_INVALID");
+  expect_oci_error(client_.get(proxy_url("/v2/team/app/blobs/sha256:1234")), 400, "DIGEST_INVALID");
   expect_oci_error(client_.get(proxy_url("/v2/team/../app/manifests/x")), 400, "NAME_INVALID");
   expect_oci_error(client_.get(proxy_url("/v2/team%2fapp/manifests/x")), 400, "NAME_INVALID");
 }
@@ -241,9 +240,7 @@ TEST(ProxyRouting, NamespaceAndPathPrefix) {
   layercache_instance proxy("upstreams:\n" + upstream_yaml("a", a.url(), true) +
                             upstream_yaml("b", b.url(), false, "    aliases: [registry.b.test]\n"));
   http_client c;
-  auto get = [&](const std::string& path) {
-    return c.get(proxy.url() + path, kAcceptAll);
-  };
+  auto get = [&](const std::string& path) { return c.get(proxy.url() + path, kAcceptAll); };
   EXPECT_EQ(get("/v2/lib/x/manifests/v1").body, img_a.manifest.data);
   EXPECT_EQ(get("/v2/lib/x/manifests/v1?ns=" + a.host()).body, img_a.manifest.data);
   EXPECT_EQ(get("/v2/lib/x/manifests/v1?ns=" + b.host()).body, img_b.manifest.data);
@@ -333,8 +330,8 @@ TEST(ProxyUpstreams, RedirectedBlobsFetchedWithoutCredentials) {
   ASSERT_EQ(whole.status, 200u) << whole.body;
   EXPECT_TRUE(whole.body == layer.data);
   EXPECT_EQ(whole.header("Docker-Content-Digest"), layer.digest.str());
-  auto part = c.get(proxy.url() + "/v2/r/s/blobs/" + layer.digest.str(),
-                    {{"Range", "bytes=100-199"}});
+  auto part =
+      c.get(proxy.url() + "/v2/r/s/blobs/" + layer.digest.str(), {{"Range", "bytes=100-199"}});
   EXPECT_EQ(part.status, 206u);
   EXPECT_EQ(part.body, layer.data.substr(100, 100));
 
@@ -351,10 +348,11 @@ TEST(ProxyListener, ServesHttps) {
   registry_pusher(upstream.url()).push_image("t/u", "v1", img);
   temp_dir dir;
   const auto certs = make_test_certificates(dir.path());
-  layercache_instance proxy("server:\n  threads: 1\n  listen:\n    - address: 127.0.0.1:0\n"
-                            "      tls:\n        cert_file: " + certs.server_cert +
-                            "\n        key_file: " + certs.server_key + "\nupstreams:\n" +
-                            upstream_yaml("up", upstream.url(), true));
+  layercache_instance proxy(
+      "server:\n  threads: 1\n  listen:\n    - address: 127.0.0.1:0\n"
+      "      tls:\n        cert_file: " +
+      certs.server_cert + "\n        key_file: " + certs.server_key + "\nupstreams:\n" +
+      upstream_yaml("up", upstream.url(), true));
   http_client c(certs.ca_cert);
   ASSERT_TRUE(proxy.url().starts_with("https://"));
   auto m = c.get(proxy.url() + "/v2/t/u/manifests/v1", kAcceptAll);
@@ -364,9 +362,9 @@ TEST(ProxyListener, ServesHttps) {
 
 TEST(ProxyUpstreams, UnreachableUpstreamIs502) {
   const auto dead_port = free_port();
-  layercache_instance proxy("upstreams:\n" +
-                            upstream_yaml("dead", "http://127.0.0.1:" + std::to_string(dead_port),
-                                          true));
+  layercache_instance proxy(
+      "upstreams:\n" +
+      upstream_yaml("dead", "http://127.0.0.1:" + std::to_string(dead_port), true));
   http_client c;
   auto r = c.get(proxy.url() + "/v2/a/b/manifests/v1", kAcceptAll);
   expect_oci_error(r, 502, "UNAVAILABLE");

@@ -101,7 +101,9 @@ TEST(BasicAuthorization, Base64) {
   EXPECT_EQ(basic_authorization("", ""), "Basic Og==");
 }
 
-TEST(PullScope, Format) { EXPECT_EQ(pull_scope("library/alpine"), "repository:library/alpine:pull"); }
+TEST(PullScope, Format) {
+  EXPECT_EQ(pull_scope("library/alpine"), "repository:library/alpine:pull");
+}
 
 }  // namespace
 }  // namespace layercache::server

@@ -72,6 +72,8 @@ INSTANTIATE_TEST_SUITE_P(
         select_case{"team/app", "127.0.0.1:5001", "local", "team/app"},
         // ns wins over a path prefix.
         select_case{"local/team/app", "docker.io", "docker.io", "local/team/app"},
+        // The default upstream's name is no prefix: "docker.io/x" is a repository there.
+        select_case{"docker.io/x", {}, "docker.io", "docker.io/x"},
         // A bare name equal to an upstream is a repository at the default upstream.
         select_case{"local", {}, "docker.io", "local"},
         // Never an open proxy: hosts that are not configured are refused, never dialled.

@@ -25,6 +25,8 @@ __extension__ typedef unsigned __int128 uint128;
 
 constexpr std::uint64_t kib = 1024;
 constexpr std::uint64_t mib = 1024 * kib;
+constexpr std::uint64_t gib = 1024 * mib;
+constexpr std::uint64_t tib = 1024 * gib;
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_lower_alnum(char c) { return is_digit(c) || (c >= 'a' && c <= 'z'); }
@@ -66,8 +68,10 @@ std::string quote(std::string_view s) {
   return out;
 }
 
-// "1KiB", "64MiB" or a plain byte count, for range messages.
+// "1KiB", "64MiB", "1TiB" or a plain byte count, for range messages.
 std::string size_text(std::uint64_t bytes) {
+  if (bytes != 0 && bytes % tib == 0) return std::to_string(bytes / tib) + "TiB";
+  if (bytes != 0 && bytes % gib == 0) return std::to_string(bytes / gib) + "GiB";
   if (bytes != 0 && bytes % mib == 0) return std::to_string(bytes / mib) + "MiB";
   if (bytes != 0 && bytes % kib == 0) return std::to_string(bytes / kib) + "KiB";
   return std::to_string(bytes);
@@ -541,6 +545,35 @@ void read_server(problem_list& problems, const YAML::Node& node, int line, serve
   read_size(m, "max_manifest_size", out.max_manifest_size, kib, 64 * mib);
 }
 
+void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_settings& out) {
+  mapping m(problems, node, "cache",
+            {"enabled", "path", "capacity", "chunk_size", "block_cache", "sync_writes",
+             "fetch_size", "parallel_fetches", "io_threads"},
+            line);
+  if (!m.valid()) return;
+  read_bool(m, "enabled", out.enabled);
+  read_size(m, "fetch_size", out.fetch_size, 64 * kib, 256 * mib);
+  read_uint(m, "parallel_fetches", out.parallel_fetches, 1, 64);
+  read_uint(m, "io_threads", out.io_threads, 1, 64);
+  if (read_string(m, "path", out.path) && out.path.empty()) {
+    m.report("path", "must not be empty");
+  }
+  read_size(m, "capacity", out.capacity, 64 * mib, 1024 * tib);
+  std::uint64_t chunk_size = out.chunk_size;
+  if (m.find("chunk_size") != nullptr) {
+    chunk_size = 0;
+    read_size(m, "chunk_size", chunk_size, 64 * kib, 16 * mib);
+    if (chunk_size != 0 && (chunk_size & (chunk_size - 1)) != 0) {
+      m.report("chunk_size",
+               "must be a power of two, like 1MiB, got " + quote(m.find("chunk_size")->Scalar()));
+    } else if (chunk_size != 0) {
+      out.chunk_size = static_cast<std::uint32_t>(chunk_size);
+    }
+  }
+  read_size(m, "block_cache", out.block_cache, 8 * mib, tib);
+  read_bool(m, "sync_writes", out.sync_writes);
+}
+
 // Parses `url` into scheme, host and port; reports what is wrong with it. The URL itself is
 // never quoted: it may carry credentials.
 void read_url(const mapping& m, upstream& u) {
@@ -788,7 +821,7 @@ void check_upstreams(problem_list& problems, const std::vector<upstream>& ups,
 config parse(problem_list& problems, const YAML::Node& root) {
   config cfg;
   cfg.server.listen.push_back(listener{"127.0.0.1", 5000, std::nullopt});
-  mapping top(problems, root, "", {"server", "log", "upstreams"});
+  mapping top(problems, root, "", {"server", "log", "cache", "upstreams"});
   if (!top.valid()) return cfg;
 
   if (const YAML::Node* server = top.find("server")) {
@@ -801,6 +834,9 @@ config parse(problem_list& problems, const YAML::Node& root) {
                {"info", log_level::info},
                {"warn", log_level::warn},
                {"error", log_level::error}});
+  }
+  if (const YAML::Node* cache = top.find("cache")) {
+    read_cache(problems, *cache, top.key_line("cache"), cfg.cache);
   }
 
   const YAML::Node* ups = top.find("upstreams");

@@ -86,9 +86,25 @@ struct log_settings {
   log_level level = log_level::info;
 };
 
+// The chunk store (RocksDB) on local disk.
+struct cache_settings {
+  std::string path = "/var/lib/layercache";  // store directory, created when missing
+  std::uint64_t capacity = 10ULL << 30;      // chunk bytes kept before LRU eviction
+  // Chunk size of newly cached blobs: 64KiB..16MiB, a power of two. Each blob keeps the chunk
+  // size it was stored with, so changing this never misreads cached data.
+  std::uint32_t chunk_size = 1U << 20;
+  std::uint64_t block_cache = 256ULL << 20;  // RocksDB block cache
+  bool sync_writes = false;                  // fsync the WAL on every store write
+  bool enabled = true;                       // false: blobs pass straight through, no store
+  std::uint64_t fetch_size = 8ULL << 20;     // largest upstream range request (64KiB..256MiB)
+  unsigned parallel_fetches = 4;             // runs in flight ahead of one reader (1..64)
+  unsigned io_threads = 2;                   // blocking store I/O threads (1..64)
+};
+
 struct config {
   server_settings server;
   log_settings log;
+  cache_settings cache;
   std::vector<upstream> upstreams;  // at least one; exactly one is_default, or none
 
   // The upstream marked default, or nullptr when none is.

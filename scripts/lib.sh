@@ -42,6 +42,9 @@ server:
     - address: 127.0.0.1:$1
 log:
   level: ${LOG_LEVEL:-info}
+cache:
+  path: $WORK/cache
+  capacity: 1GiB
 upstreams:
   - name: demo
     url: http://127.0.0.1:$REGISTRY_PORT

@@ -13,7 +13,10 @@
 #include <stdexcept>
 #include <thread>
 
+#include "cache/chunk_store.hpp"
 #include "log/log.hpp"
+#include "server/blob_cache.hpp"
+#include "server/offload.hpp"
 #include "server/session.hpp"
 
 namespace layercache::server {
@@ -49,6 +52,10 @@ struct server::impl {
 
   config::config cfg;
   token_cache tokens;
+  // Declared before the workers: destroyed after them.
+  std::unique_ptr<cache::chunk_store> store;
+  std::unique_ptr<blocking_pool> blocking;
+  std::unique_ptr<blob_cache> blobs;
   std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;  // by upstream name
   std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;            // by listener index
   std::vector<std::unique_ptr<worker>> workers;
@@ -106,6 +113,17 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
   for (const auto& l : impl_->cfg.server.listen) {
     impl_->listener_tls.push_back(l.tls ? make_server_tls(*l.tls) : nullptr);
   }
+  const auto& c = impl_->cfg.cache;
+  if (c.enabled) {
+    impl_->store = cache::open_rocksdb_store(
+        cache::store_options{c.path, c.capacity, c.block_cache, c.sync_writes});
+    impl_->blocking = std::make_unique<blocking_pool>(c.io_threads);
+    impl_->blobs =
+        std::make_unique<blob_cache>(*impl_->store, *impl_->blocking,
+                                     fill_settings{c.chunk_size, c.fetch_size, c.parallel_fetches});
+    log::info("server", "cache at ", c.path, ": ", impl_->store->used_bytes(), " of ", c.capacity,
+              " bytes used");
+  }
 }
 
 server::~server() { stop(); }
@@ -119,6 +137,7 @@ void server::start() {
 
   for (unsigned i = 0; i < threads; ++i) {
     auto w = std::make_unique<impl::worker>(m.cfg, m.open);
+    w->context.blobs = m.blobs.get();
     for (const auto& u : m.cfg.upstreams) {
       w->context.clients.emplace(u.name, std::make_unique<upstream_client>(
                                              u, w->pool, m.upstream_tls[u.name].get(), m.tokens));

@@ -13,6 +13,8 @@
 #include "log/log.hpp"
 #include "oci/digest.hpp"
 #include "oci/media_types.hpp"
+#include "oci/range.hpp"
+#include "server/blob_cache.hpp"
 #include "server/route.hpp"
 #include "server/upstream_select.hpp"
 
@@ -248,8 +250,188 @@ class session final : public session_base {
     co_return co_await send(req, std::move(res), keep_alive);
   }
 
+  // Writes one piece of a streamed body.
+  asio::awaitable<bool> write_piece(http::response<http::buffer_body>& res,
+                                    http::response_serializer<http::buffer_body>& sr,
+                                    const char* data, std::size_t size) {
+    res.body().data = const_cast<char*>(data);
+    res.body().size = size;
+    res.body().more = true;
+    lowest().expires_after(worker_.cfg.server.timeouts.write);
+    auto [ec, n] = co_await http::async_write(stream_, sr, use_nothrow);
+    co_return !ec || ec == http::error::need_buffer;
+  }
+
+  asio::awaitable<bool> finish_body(http::response<http::buffer_body>& res,
+                                    http::response_serializer<http::buffer_body>& sr) {
+    res.body().data = nullptr;
+    res.body().size = 0;
+    res.body().more = false;
+    lowest().expires_after(worker_.cfg.server.timeouts.write);
+    auto [ec, n] = co_await http::async_write(stream_, sr, use_nothrow);
+    co_return !ec;
+  }
+
+  // Blobs through the chunk cache: size from the store or an upstream HEAD, bytes from
+  // stored chunks or shared fills, ranges answered exactly (single, open, suffix, multi).
+  asio::awaitable<bool> cached_blob(const request& req, const route& r,
+                                    const upstream_choice& choice, upstream_client& client,
+                                    bool keep_alive) {
+    auto& blobs = *worker_.blobs;
+    const auto digest = *oci::digest::parse(r.reference);
+    auto described = co_await blobs.describe(client, choice.repository, digest);
+    if (auto* f = std::get_if<upstream_failure>(&described)) {
+      co_return co_await send_failure(req, client, *f, keep_alive);
+    }
+    if (auto* up = std::get_if<std::unique_ptr<upstream_response>>(&described)) {
+      // The upstream refused a HEAD, which has no body to pass on: say it in an OCI body.
+      const unsigned status = (*up)->status();
+      const std::string_view code = status == 404   ? "BLOB_UNKNOWN"
+                                    : status == 401 ? "UNAUTHORIZED"
+                                    : status == 403 ? "DENIED"
+                                    : status == 429 ? "TOOMANYREQUESTS"
+                                                    : "UNAVAILABLE";
+      http::response<http::string_body> res{static_cast<http::status>(status), 11};
+      res.set(http::field::content_type, "application/json");
+      if (auto ra = (*up)->fields()[http::field::retry_after]; !ra.empty()) {
+        res.set(http::field::retry_after, ra);
+      }
+      res.body() = oci_error_body(code, "upstream " + client.settings().name + " answered " +
+                                            std::to_string(status) + " for this blob");
+      co_return co_await send(req, std::move(res), keep_alive);
+    }
+    const auto meta = std::get<blob_meta>(described);
+    const std::string etag = "\"" + digest.str() + "\"";
+    const std::string size_text = std::to_string(meta.size);
+
+    std::vector<oci::byte_range> ranges;
+    const auto range_header = req[http::field::range];
+    const auto if_range = req[http::field::if_range];
+    if (req.method() == http::verb::get && !range_header.empty() &&
+        (if_range.empty() || if_range == etag)) {
+      auto parsed = oci::parse_range(range_header);
+      std::optional<std::vector<oci::byte_range>> resolved;
+      if (parsed.error == oci::range_error::none) resolved = oci::resolve(parsed.specs, meta.size);
+      // A malformed Range or another unit is ignored (RFC 9110); too many ranges, or none
+      // that fits, is unsatisfiable.
+      if (parsed.error == oci::range_error::too_many ||
+          (parsed.error == oci::range_error::none && !resolved)) {
+        http::response<http::string_body> res{http::status::range_not_satisfiable, 11};
+        res.set(http::field::content_range, "bytes */" + size_text);
+        res.set(http::field::content_type, "application/json");
+        res.body() = oci_error_body("UNSUPPORTED", "requested range not satisfiable");
+        co_return co_await send(req, std::move(res), keep_alive);
+      }
+      if (resolved) ranges = std::move(*resolved);
+    }
+
+    http::response<http::buffer_body> res{
+        ranges.empty() ? http::status::ok : http::status::partial_content, 11};
+    res.set("Docker-Distribution-API-Version", api_version);
+    res.set(http::field::accept_ranges, "bytes");
+    res.set(http::field::etag, etag);
+    res.set("Docker-Content-Digest", digest.str());
+    res.keep_alive(keep_alive && !worker_.draining);
+
+    // Multipart framing, when more than one range was asked for.
+    const std::string boundary = "layercache-" + std::string(digest.hex().substr(0, 24));
+    auto part_header = [&](const oci::byte_range& br) {
+      return "\r\n--" + boundary + "\r\nContent-Type: application/octet-stream\r\nContent-Range: " +
+             oci::format_content_range(br, meta.size) + "\r\n\r\n";
+    };
+    const std::string closing = "\r\n--" + boundary + "--\r\n";
+    std::uint64_t length = meta.size;
+    if (ranges.size() == 1) {
+      length = ranges[0].length();
+      res.set(http::field::content_type, "application/octet-stream");
+      res.set(http::field::content_range, oci::format_content_range(ranges[0], meta.size));
+    } else if (ranges.size() > 1) {
+      length = closing.size();
+      for (const auto& br : ranges) length += part_header(br).size() + br.length();
+      res.set(http::field::content_type, "multipart/byteranges; boundary=" + boundary);
+    } else {
+      res.set(http::field::content_type, "application/octet-stream");
+    }
+
+    if (req.method() == http::verb::head) {
+      http::response<http::empty_body> head{http::response_header<>(res.base())};
+      head.set(http::field::content_length, std::to_string(length));
+      head.keep_alive(res.keep_alive());
+      lowest().expires_after(worker_.cfg.server.timeouts.write);
+      http::response_serializer<http::empty_body> hsr{head};
+      auto [ec, n] = co_await http::async_write_header(stream_, hsr, use_nothrow);
+      co_return !ec && head.keep_alive();
+    }
+
+    res.content_length(length);
+    res.body().data = nullptr;
+    res.body().more = true;
+    http::response_serializer<http::buffer_body> sr{res};
+    lowest().expires_after(worker_.cfg.server.timeouts.write);
+    if (auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow); ec) {
+      co_return false;
+    }
+
+    if (ranges.empty()) {
+      // The whole blob: hashed on the way, the last piece held back until it matches.
+      oci::hasher hash(digest.algorithm());
+      std::uint64_t sent = 0;
+      bool mismatch = false;
+      const blob_cache::sink out = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
+        hash.update(p, n);
+        if (sent + n == meta.size && hash.finish() != digest) {
+          mismatch = true;
+          co_return false;
+        }
+        sent += n;
+        co_return co_await write_piece(res, sr, p, n);
+      };
+      bool ok = false;
+      if (meta.size == 0) {
+        ok = oci::digest_of("", digest.algorithm()) == digest;
+        mismatch = !ok;
+      } else {
+        ok = co_await blobs.read(client, choice.repository, digest, meta,
+                                 oci::byte_range{0, meta.size - 1}, out);
+      }
+      if (mismatch) {
+        log::error("proxy", "digest mismatch for ", digest.str(), " from upstream ",
+                   client.settings().name, ": connection cut before the last byte, blob purged");
+        co_await blobs.purge(digest);
+        co_return false;
+      }
+      if (!ok) co_return false;
+      co_await blobs.mark_verified(digest);
+      const bool finished = co_await finish_body(res, sr);
+      log::debug("access", req.method_string(), " ", req.target(), " 200 ", sent, "B");
+      co_return finished&& res.keep_alive();
+    }
+
+    const blob_cache::sink out = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
+      co_return co_await write_piece(res, sr, p, n);
+    };
+    for (const auto& br : ranges) {
+      if (ranges.size() > 1) {
+        const std::string header = part_header(br);
+        if (!co_await write_piece(res, sr, header.data(), header.size())) co_return false;
+      }
+      if (!co_await blobs.read(client, choice.repository, digest, meta, br, out)) {
+        co_return false;
+      }
+    }
+    if (ranges.size() > 1 && !co_await write_piece(res, sr, closing.data(), closing.size())) {
+      co_return false;
+    }
+    const bool finished = co_await finish_body(res, sr);
+    log::debug("access", req.method_string(), " ", req.target(), " 206 ", length, "B");
+    co_return finished&& res.keep_alive();
+  }
+
   asio::awaitable<bool> blob(const request& req, const route& r, const upstream_choice& choice,
                              upstream_client& client, bool keep_alive) {
+    if (worker_.blobs != nullptr) {
+      co_return co_await cached_blob(req, r, choice, client, keep_alive);
+    }
     const auto digest = *oci::digest::parse(r.reference);
     upstream_request ur;
     ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;

@@ -15,6 +15,10 @@
 #include "server/upstream_client.hpp"
 
 namespace layercache::server {
+class blob_cache;
+}
+
+namespace layercache::server {
 
 // Something a worker can close when it drains.
 class session_base {
@@ -34,6 +38,7 @@ struct worker_context {
   std::unordered_set<session_base*> sessions;
   bool draining = false;
   std::atomic<std::uint64_t>& open_connections;  // across all workers
+  blob_cache* blobs = nullptr;  // shared by all workers; null: blobs pass straight through
 };
 
 // Serves one accepted connection until it closes. `tls` is the listener's context, or null

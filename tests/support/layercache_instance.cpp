@@ -7,6 +7,9 @@ layercache_instance::layercache_instance(std::string_view yaml) {
   if (text.find("server:") == std::string::npos) {
     text = "server:\n  threads: 2\n  listen:\n    - address: 127.0.0.1:0\n" + text;
   }
+  if (text.find("cache:") == std::string::npos) {
+    text += "cache:\n  path: " + (cache_dir_.path() / "store").string() + "\n";
+  }
   cfg_ = config::load_string(text, "<test config>");
   server_ = std::make_unique<server::server>(cfg_);
   server_->start();

@@ -7,11 +7,13 @@
 
 #include "config/config.hpp"
 #include "server/server.hpp"
+#include "tests/support/process.hpp"
 
 namespace layercache::testing {
 
 // Starts a server from YAML text. The text may omit `server:`; then one plain listener on
-// 127.0.0.1:0 with 2 threads is used. Throws what config loading or start-up throws.
+// 127.0.0.1:0 with 2 threads is used. It may omit `cache:`; then the store lives in a temp
+// dir owned by the instance. Throws what config loading or start-up throws.
 class layercache_instance {
  public:
   explicit layercache_instance(std::string_view yaml);
@@ -26,6 +28,7 @@ class layercache_instance {
   void stop() { server_->stop(); }
 
  private:
+  temp_dir cache_dir_;
   config::config cfg_;
   std::unique_ptr<server::server> server_;
 };

@@ -346,6 +346,56 @@ TEST(config, name_grammar) {
   }
 }
 
+#define UPSTREAM_FOR_CACHE_TESTS "upstreams: [{name: a, url: 'http://a'}]\n"
+
+TEST(config, cache_defaults) {
+  const config cfg = load_string(UPSTREAM_FOR_CACHE_TESTS);
+  EXPECT_EQ(cfg.cache.path, "/var/lib/layercache");
+  EXPECT_EQ(cfg.cache.capacity, 10 * GiB);
+  EXPECT_EQ(cfg.cache.chunk_size, MiB);
+  EXPECT_EQ(cfg.cache.block_cache, 256 * MiB);
+  EXPECT_FALSE(cfg.cache.sync_writes);
+  EXPECT_TRUE(cfg.cache.enabled);
+  EXPECT_EQ(cfg.cache.fetch_size, 8 * MiB);
+  EXPECT_EQ(cfg.cache.parallel_fetches, 4u);
+  EXPECT_EQ(cfg.cache.io_threads, 2u);
+  for (const char* bad : {"cache: {parallel_fetches: 0}\n", "cache: {io_threads: 100}\n",
+                          "cache: {fetch_size: 1KiB}\n", "cache: {enabled: maybe}\n"}) {
+    EXPECT_THROW((void)load_string(std::string(bad) + UPSTREAM_FOR_CACHE_TESTS), invalid_config)
+        << bad;
+  }
+
+  const config shipped = load_string(default_yaml(), "default");
+  EXPECT_EQ(shipped.cache.path, "/var/lib/layercache");
+  EXPECT_EQ(shipped.cache.capacity, 10 * GiB);
+  EXPECT_EQ(shipped.cache.chunk_size, MiB);
+}
+
+TEST(config, cache_keys_are_read) {
+  const config cfg = load_string(
+      "cache:\n"
+      "  path: /srv/cache\n"
+      "  capacity: 1.5TiB\n"
+      "  chunk_size: 64KiB\n"
+      "  block_cache: 1GiB\n"
+      "  sync_writes: true\n"
+      "  enabled: false\n"
+      "  fetch_size: 4MiB\n"
+      "  parallel_fetches: 8\n"
+      "  io_threads: 3\n" UPSTREAM_FOR_CACHE_TESTS);
+  EXPECT_FALSE(cfg.cache.enabled);
+  EXPECT_EQ(cfg.cache.fetch_size, 4 * MiB);
+  EXPECT_EQ(cfg.cache.parallel_fetches, 8u);
+  EXPECT_EQ(cfg.cache.io_threads, 3u);
+  EXPECT_EQ(cfg.cache.path, "/srv/cache");
+  EXPECT_EQ(cfg.cache.capacity, 1536 * GiB);
+  EXPECT_EQ(cfg.cache.chunk_size, 64 * KiB);
+  EXPECT_EQ(cfg.cache.block_cache, GiB);
+  EXPECT_TRUE(cfg.cache.sync_writes);
+  EXPECT_EQ(load_string("cache: {chunk_size: 16MiB}\n" UPSTREAM_FOR_CACHE_TESTS).cache.chunk_size,
+            16 * MiB);
+}
+
 // ---- one bad thing per document
 
 struct bad_case {
@@ -390,7 +440,7 @@ const bad_case bad_cases[] = {
     {"syntax_error", "server:\n  threads: 1\n\tlisten: []\n", "", 3, "invalid YAML"},
     {"two_documents", UPSTREAM "---\n" UPSTREAM, "", 5, "one YAML document"},
     {"top_level_list", "- a\n", "", 1, "expected a mapping, got a list"},
-    {"unknown_top_key", UPSTREAM "cache: {}\n", "cache", 4, "unknown key"},
+    {"unknown_top_key", UPSTREAM "storage: {}\n", "storage", 4, "unknown key"},
     {"unknown_key_at_depth", "server:\n  timeouts:\n    idle: 10s\n    idel: 5s\n" UPSTREAM,
      "server.timeouts.idel", 4, "unknown key"},
     {"unknown_key_in_upstream",
@@ -574,6 +624,36 @@ const bad_case bad_cases[] = {
      UPSTREAM "    auth:\n      type: basic\n      username: alice\n"
               "      password_file: $DIR/empty-password\n",
      "upstreams[0].auth.password_file", 7, "is empty"},
+    // The chunk store.
+    {"cache_not_mapping", UPSTREAM "cache: /var/lib/layercache\n", "cache", 4,
+     "expected a mapping, got '/var/lib/layercache'"},
+    {"cache_unknown_key", UPSTREAM "cache:\n  path: /x\n  size: 1GiB\n", "cache.size", 6,
+     "unknown key"},
+    {"cache_path_empty", UPSTREAM "cache:\n  path: ''\n", "cache.path", 5, "must not be empty"},
+    {"cache_path_not_string", UPSTREAM "cache:\n  path: [a, b]\n", "cache.path", 5,
+     "expected a string, got a list"},
+    {"cache_capacity_malformed", UPSTREAM "cache:\n  capacity: lots\n", "cache.capacity", 5,
+     "expected a size like 64MiB, got 'lots'"},
+    {"cache_capacity_too_small", UPSTREAM "cache:\n  capacity: 1MiB\n", "cache.capacity", 5,
+     "must be between 64MiB and 1024TiB, got '1MiB'"},
+    {"cache_capacity_negative", UPSTREAM "cache:\n  capacity: -1GiB\n", "cache.capacity", 5,
+     "expected a size like 64MiB"},
+    {"cache_chunk_size_too_small", UPSTREAM "cache:\n  chunk_size: 32KiB\n", "cache.chunk_size", 5,
+     "must be between 64KiB and 16MiB, got '32KiB'"},
+    {"cache_chunk_size_too_large", UPSTREAM "cache:\n  chunk_size: 32MiB\n", "cache.chunk_size", 5,
+     "must be between 64KiB and 16MiB, got '32MiB'"},
+    {"cache_chunk_size_not_power_of_two", UPSTREAM "cache:\n  chunk_size: 3MiB\n",
+     "cache.chunk_size", 5, "must be a power of two, like 1MiB, got '3MiB'"},
+    {"cache_chunk_size_decimal_units", UPSTREAM "cache:\n  chunk_size: 1MB\n", "cache.chunk_size",
+     5, "must be a power of two"},
+    {"cache_chunk_size_malformed", UPSTREAM "cache:\n  chunk_size: 1 MiB\n", "cache.chunk_size", 5,
+     "expected a size like 64MiB, got '1 MiB'"},
+    {"cache_block_cache_too_small", UPSTREAM "cache:\n  block_cache: 1MiB\n", "cache.block_cache",
+     5, "must be between 8MiB and 1TiB, got '1MiB'"},
+    {"cache_block_cache_malformed", UPSTREAM "cache:\n  block_cache: {}\n", "cache.block_cache", 5,
+     "expected a size like 64MiB, got a mapping"},
+    {"cache_sync_writes_not_bool", UPSTREAM "cache:\n  sync_writes: sometimes\n",
+     "cache.sync_writes", 5, "expected true or false, got 'sometimes'"},
     // Secrets stay out of messages even next to other problems.
     {"password_file_not_echoed",
      UPSTREAM "    auth:\n      type: basic\n      username: alice\n"

@@ -1,0 +1,65 @@
+// The key-value layer under the chunk store. Internal to cache/: the store logic (records,
+// accounting, eviction) is written once against this interface, and each backend (RocksDB,
+// memory) only stores bytes. rocksdb::Status never crosses it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "cache/chunk_store.hpp"
+
+namespace layercache::cache::detail {
+
+// One RocksDB column family each; keys and values are described at the top of store.cpp.
+enum class family : std::uint8_t { chunks, blobs, manifests, tags, meta };
+inline constexpr std::size_t family_count = 5;
+
+// Operations applied together by backend::write(), all or none.
+class write_batch {
+ public:
+  virtual ~write_batch() = default;
+  // value = head + tail (two parts so a checksum can be prefixed without copying the bytes).
+  virtual void put(family f, std::string_view key, std::string_view head,
+                   std::string_view tail = {}) = 0;
+  virtual void erase(family f, std::string_view key) = 0;
+  // Keys in [begin, end).
+  virtual void erase_range(family f, std::string_view begin, std::string_view end) = 0;
+};
+
+// Thread-safe.
+class backend {
+ public:
+  virtual ~backend() = default;
+
+  [[nodiscard]] virtual std::unique_ptr<write_batch> make_batch() = 0;
+  virtual status write(write_batch& batch) = 0;
+
+  // Calls `on_value` with the value of `key` (valid only during the call); not_found when absent.
+  virtual status read(family f, std::string_view key,
+                      const std::function<void(std::string_view)>& on_value) = 0;
+
+  // Calls `on_entry` for each key starting with `prefix`, ascending, until it returns false.
+  // The value is empty when `keys_only`.
+  virtual status scan(
+      family f, std::string_view prefix, bool keys_only,
+      const std::function<bool(std::string_view key, std::string_view value)>& on_entry) = 0;
+
+  // A hint that [begin, end) was just deleted and its space should be reclaimed soon.
+  virtual void reclaim(family f, std::string_view begin, std::string_view end) = 0;
+};
+
+[[nodiscard]] std::unique_ptr<backend> make_memory_backend();
+
+// Throws std::runtime_error when the database cannot be opened.
+[[nodiscard]] std::unique_ptr<backend> open_rocksdb_backend(const store_options& options);
+
+// A chunk_store over `b`. Reads the blob records and the used-bytes counter (repairing the
+// counter when missing or wrong); throws std::runtime_error when they cannot be read.
+[[nodiscard]] std::unique_ptr<chunk_store> make_store(std::unique_ptr<backend> b,
+                                                      std::uint64_t capacity, clock_fn clock);
+
+}  // namespace layercache::cache::detail

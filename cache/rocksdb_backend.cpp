@@ -1,0 +1,209 @@
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/experimental.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <array>
+#include <filesystem>
+#include <stdexcept>
+#include <system_error>
+#include <vector>
+
+#include "cache/backend.hpp"
+
+namespace layercache::cache::detail {
+namespace {
+
+// Column family names, indexed by `family`; the database also has RocksDB's "default".
+constexpr std::array<const char*, family_count> family_names = {"chunks", "blobs", "manifests",
+                                                                "tags", "meta"};
+
+rocksdb::Slice slice(std::string_view s) { return {s.data(), s.size()}; }
+
+status from_rocksdb(const rocksdb::Status& s, std::string_view what) {
+  std::string message = std::string(what) + ": " + s.ToString();
+  if (s.ok()) return status::success();
+  if (s.IsNotFound()) return status::not_found(std::move(message));
+  if (s.IsCorruption()) return status::corruption(std::move(message));
+  if (s.IsNoSpace()) return status::no_space(std::move(message));
+  return status::io_error(std::move(message));
+}
+
+class rocksdb_batch final : public write_batch {
+ public:
+  explicit rocksdb_batch(const std::vector<rocksdb::ColumnFamilyHandle*>& handles)
+      : handles_(handles) {}
+
+  void put(family f, std::string_view key, std::string_view head, std::string_view tail) override {
+    const rocksdb::Slice k = slice(key);
+    const std::array<rocksdb::Slice, 2> parts = {slice(head), slice(tail)};
+    check(batch_.Put(cf(f), rocksdb::SliceParts(&k, 1),
+                     rocksdb::SliceParts(parts.data(), tail.empty() ? 1 : 2)));
+  }
+  void erase(family f, std::string_view key) override { check(batch_.Delete(cf(f), slice(key))); }
+  void erase_range(family f, std::string_view begin, std::string_view end) override {
+    check(batch_.DeleteRange(cf(f), slice(begin), slice(end)));
+  }
+
+  rocksdb::WriteBatch batch_;
+  rocksdb::Status error_;  // the first failure to build the batch (e.g. an oversized value)
+
+ private:
+  rocksdb::ColumnFamilyHandle* cf(family f) const { return handles_[static_cast<std::size_t>(f)]; }
+  void check(rocksdb::Status s) {
+    if (error_.ok()) {
+      error_ = std::move(s);
+    } else {
+      s.PermitUncheckedError();
+    }
+  }
+
+  const std::vector<rocksdb::ColumnFamilyHandle*>& handles_;
+};
+
+rocksdb::ColumnFamilyOptions base_family(const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions o;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.checksum = rocksdb::kXXH3;
+  table.format_version = 5;
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  o.level_compaction_dynamic_level_bytes = true;
+  return o;
+}
+
+// Chunks are layer bytes, already compressed: never compress them again.
+rocksdb::ColumnFamilyOptions chunk_family(const std::shared_ptr<rocksdb::Cache>& cache,
+                                          chunk_layout layout) {
+  rocksdb::ColumnFamilyOptions o = base_family(cache);
+  o.compression = rocksdb::kNoCompression;
+  o.bottommost_compression = rocksdb::kNoCompression;
+  o.write_buffer_size = 64 << 20;
+  o.max_write_buffer_number = 3;
+  o.target_file_size_base = 256 << 20;
+  o.max_bytes_for_level_base = 1 << 30;
+  if (layout == chunk_layout::blob_files) {
+    o.enable_blob_files = true;
+    o.min_blob_size = 4096;  // a short last chunk stays inline
+    o.blob_file_size = 256 << 20;
+    o.blob_compression_type = rocksdb::kNoCompression;
+    o.enable_blob_garbage_collection = true;  // reclaims evicted chunks' space
+    o.blob_cache = cache;
+  }
+  return o;
+}
+
+class rocksdb_backend final : public backend {
+ public:
+  explicit rocksdb_backend(const store_options& options) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.path, ec);
+    if (ec) {
+      throw std::runtime_error("cannot create the cache directory " + options.path + ": " +
+                               ec.message());
+    }
+    auto cache = rocksdb::NewLRUCache(options.block_cache);
+
+    rocksdb::DBOptions db;
+    db.create_if_missing = true;
+    db.create_missing_column_families = true;
+    // A chunk and its blob record live in different families: flush them together so a
+    // recovered database never has one without the other.
+    db.atomic_flush = true;
+    db.max_background_jobs = 4;
+    db.bytes_per_sync = 1 << 20;
+    db.max_log_file_size = 16 << 20;
+    db.keep_log_file_num = 4;
+    db.max_total_wal_size = 512 << 20;
+
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, base_family(cache));
+    for (std::size_t i = 0; i < family_count; ++i) {
+      descriptors.emplace_back(family_names[i], static_cast<family>(i) == family::chunks
+                                                    ? chunk_family(cache, options.layout)
+                                                    : base_family(cache));
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    rocksdb::Status s = rocksdb::DB::Open(db, options.path, descriptors, &handles, &raw);
+    if (!s.ok()) {
+      throw std::runtime_error("cannot open the cache store at " + options.path + ": " +
+                               s.ToString());
+    }
+    db_.reset(raw);
+    default_ = handles[0];
+    handles_.assign(handles.begin() + 1, handles.end());
+    write_options_.sync = options.sync_writes;
+  }
+
+  ~rocksdb_backend() override {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    db_->DestroyColumnFamilyHandle(default_).PermitUncheckedError();
+    // Close() flushes nothing we need (the WAL has every write); its failure leaves nothing to do.
+    db_->Close().PermitUncheckedError();
+  }
+
+  std::unique_ptr<write_batch> make_batch() override {
+    return std::make_unique<rocksdb_batch>(handles_);
+  }
+
+  status write(write_batch& batch) override {
+    auto& b = static_cast<rocksdb_batch&>(batch);
+    if (!b.error_.ok()) return from_rocksdb(b.error_, "building a write batch");
+    return from_rocksdb(db_->Write(write_options_, &b.batch_), "write");
+  }
+
+  status read(family f, std::string_view key,
+              const std::function<void(std::string_view)>& on_value) override {
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(f), slice(key), &value);
+    if (!s.ok()) return from_rocksdb(s, "read");
+    on_value(std::string_view(value.data(), value.size()));
+    return status::success();
+  }
+
+  status scan(family f, std::string_view prefix, bool keys_only,
+              const std::function<bool(std::string_view, std::string_view)>& on_entry) override {
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = !keys_only;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf(f)));
+    for (it->Seek(slice(prefix)); it->Valid(); it->Next()) {
+      const rocksdb::Slice k = it->key();
+      const std::string_view key(k.data(), k.size());
+      if (!key.starts_with(prefix)) break;
+      std::string_view value;
+      if (!keys_only) value = std::string_view(it->value().data(), it->value().size());
+      if (!on_entry(key, value)) break;
+    }
+    return from_rocksdb(it->status(), "scan");
+  }
+
+  void reclaim(family f, std::string_view begin, std::string_view end) override {
+    const rocksdb::Slice b = slice(begin);
+    const rocksdb::Slice e = slice(end);
+    // Only a hint: marks the files holding the range for compaction. Failing it costs disk
+    // space until a later compaction, nothing else.
+    rocksdb::experimental::SuggestCompactRange(db_.get(), cf(f), &b, &e).PermitUncheckedError();
+  }
+
+ private:
+  rocksdb::ColumnFamilyHandle* cf(family f) const { return handles_[static_cast<std::size_t>(f)]; }
+
+  std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* default_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by family
+  rocksdb::WriteOptions write_options_;
+};
+
+}  // namespace
+
+std::unique_ptr<backend> open_rocksdb_backend(const store_options& options) {
+  return std::make_unique<rocksdb_backend>(options);
+}
+
+}  // namespace layercache::cache::detail

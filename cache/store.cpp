@@ -1,0 +1,596 @@
+// The chunk_store logic over a backend: blob records, byte accounting, LRU eviction.
+//
+// Keys: chunks = raw digest (32 or 64 bytes) + u32 big-endian index; blobs and manifests = raw
+// digest; tags = the caller's key; meta = a name.
+// Values (integers little-endian):
+//   chunks    crc32c (4) + chunk bytes
+//   blobs     version 1 (1), size (8), chunk_size (4), verified (1), last_access (8), hits (8),
+//             stored_bytes (8)
+//   manifests media type length (4) + media type + manifest bytes
+//   tags      version 1 (1), fetched_at (8), digest text
+//   meta      "used_bytes" → u64
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+#include <utility>
+
+#include "cache/backend.hpp"
+#include "cache/crc32c.hpp"
+
+namespace layercache::cache {
+
+std::string_view to_string(errc code) {
+  switch (code) {
+    case errc::ok:
+      return "ok";
+    case errc::not_found:
+      return "not_found";
+    case errc::corruption:
+      return "corruption";
+    case errc::io_error:
+      return "io_error";
+    case errc::no_space:
+      return "no_space";
+    case errc::invalid_argument:
+      return "invalid_argument";
+  }
+  return "unknown";
+}
+
+std::uint32_t blob_record::chunk_count() const {
+  if (chunk_size == 0) return 0;
+  const std::uint64_t n = (size + chunk_size - 1) / chunk_size;
+  return n > UINT32_MAX ? 0 : static_cast<std::uint32_t>(n);
+}
+
+std::uint32_t blob_record::chunk_length(std::uint32_t index) const {
+  const std::uint32_t n = chunk_count();
+  if (index >= n) return 0;
+  if (index + 1 < n) return chunk_size;
+  return static_cast<std::uint32_t>(size - std::uint64_t{index} * chunk_size);
+}
+
+namespace detail {
+namespace {
+
+constexpr std::string_view used_bytes_key = "used_bytes";
+constexpr std::size_t touch_flush_threshold = 64;  // dirty records written together
+constexpr std::uint8_t blob_record_version = 1;
+constexpr std::size_t blob_record_bytes = 1 + 8 + 4 + 1 + 8 + 8 + 8;
+constexpr std::uint8_t tag_record_version = 1;
+
+template <class T>
+void append_le(std::string& out, T v) {
+  for (std::size_t i = 0; i < sizeof(T); ++i) {
+    out.push_back(static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * i)));
+  }
+}
+
+template <class T>
+T read_le(std::string_view in, std::size_t at) {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < sizeof(T); ++i) {
+    v |= std::uint64_t{static_cast<unsigned char>(in[at + i])} << (8 * i);
+  }
+  return static_cast<T>(v);
+}
+
+std::string chunk_key(std::string_view raw, std::uint32_t index) {
+  std::string key(raw);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    key.push_back(static_cast<char>(index >> shift));
+  }
+  return key;
+}
+
+// Past every chunk key of `raw` (which are raw + 4 bytes).
+std::string chunk_range_end(std::string_view raw) {
+  std::string key(raw);
+  key.append(5, '\xff');
+  return key;
+}
+
+std::string encode(const blob_record& r) {
+  std::string out;
+  out.reserve(blob_record_bytes);
+  append_le(out, blob_record_version);
+  append_le(out, r.size);
+  append_le(out, r.chunk_size);
+  append_le(out, static_cast<std::uint8_t>(r.verified ? 1 : 0));
+  append_le(out, r.last_access);
+  append_le(out, r.hits);
+  append_le(out, r.stored_bytes);
+  return out;
+}
+
+std::optional<blob_record> decode_blob(std::string_view in) {
+  if (in.size() != blob_record_bytes || read_le<std::uint8_t>(in, 0) != blob_record_version) {
+    return std::nullopt;
+  }
+  blob_record r;
+  r.size = read_le<std::uint64_t>(in, 1);
+  r.chunk_size = read_le<std::uint32_t>(in, 9);
+  r.verified = read_le<std::uint8_t>(in, 13) != 0;
+  r.last_access = read_le<std::uint64_t>(in, 14);
+  r.hits = read_le<std::uint64_t>(in, 22);
+  r.stored_bytes = read_le<std::uint64_t>(in, 30);
+  if (r.chunk_size == 0 || r.size == 0 || r.chunk_count() == 0) return std::nullopt;
+  return r;
+}
+
+std::string encode_u64(std::uint64_t v) {
+  std::string out;
+  append_le(out, v);
+  return out;
+}
+
+std::string encode_checksum(std::string_view bytes) {
+  std::string out;
+  append_le(out, crc32c(bytes));
+  return out;
+}
+
+// The chunk bytes of a stored value, or nullopt when its checksum fails.
+std::optional<std::string_view> checked_chunk(std::string_view value) {
+  if (value.size() < 4) return std::nullopt;
+  const std::string_view bytes = value.substr(4);
+  if (read_le<std::uint32_t>(value, 0) != crc32c(bytes)) return std::nullopt;
+  return bytes;
+}
+
+// The digest whose raw() is `raw`.
+std::optional<oci::digest> digest_from_raw(std::string_view raw) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string text;
+  if (raw.size() == 32) {
+    text = "sha256:";
+  } else if (raw.size() == 64) {
+    text = "sha512:";
+  } else {
+    return std::nullopt;
+  }
+  for (char c : raw) {
+    const auto b = static_cast<unsigned char>(c);
+    text.push_back(hex[b >> 4]);
+    text.push_back(hex[b & 0xf]);
+  }
+  return oci::digest::parse(text);
+}
+
+std::uint64_t system_now() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+class store final : public chunk_store {
+ public:
+  store(std::unique_ptr<backend> b, std::uint64_t capacity, clock_fn clock)
+      : backend_(std::move(b)),
+        capacity_(capacity),
+        clock_(clock ? std::move(clock) : clock_fn(system_now)) {
+    load();
+  }
+
+  ~store() override {
+    std::lock_guard lock(mu_);
+    // Losing recent touches only makes eviction slightly less accurate.
+    (void)flush_touches_locked();
+  }
+
+  std::optional<blob_record> blob(const oci::digest& d) override {
+    std::lock_guard lock(mu_);
+    auto it = blobs_.find(d.raw());
+    if (it == blobs_.end()) return std::nullopt;
+    return it->second.record;
+  }
+
+  status put_chunk(const oci::digest& d, std::uint64_t blob_size, std::uint32_t chunk_size,
+                   std::uint32_t index, std::string_view bytes) override {
+    blob_record shape;
+    shape.size = blob_size;
+    shape.chunk_size = chunk_size;
+    if (blob_size == 0 || chunk_size == 0 || shape.chunk_count() == 0) {
+      return status::invalid_argument(d.str() + ": bad blob size " + std::to_string(blob_size) +
+                                      " or chunk size " + std::to_string(chunk_size));
+    }
+    const std::uint32_t length = shape.chunk_length(index);
+    if (length == 0) {
+      return status::invalid_argument(d.str() + ": chunk " + std::to_string(index) +
+                                      " is past the end (" + std::to_string(shape.chunk_count()) +
+                                      " chunks)");
+    }
+    if (bytes.size() != length) {
+      return status::invalid_argument(d.str() + ": chunk " + std::to_string(index) + " must be " +
+                                      std::to_string(length) + " bytes, got " +
+                                      std::to_string(bytes.size()));
+    }
+    const std::string raw = d.raw();
+    const std::string key = chunk_key(raw, index);
+    const std::string checksum = encode_checksum(bytes);
+
+    std::lock_guard lock(mu_);
+    auto it = blobs_.find(raw);
+    if (it != blobs_.end()) {
+      const blob_record& r = it->second.record;
+      if (r.size != blob_size || r.chunk_size != chunk_size) {
+        return status::invalid_argument(d.str() + " is stored with size " + std::to_string(r.size) +
+                                        " and chunk size " + std::to_string(r.chunk_size) +
+                                        ", not " + std::to_string(blob_size) + " and " +
+                                        std::to_string(chunk_size));
+      }
+      status s = backend_->read(family::chunks, key, [](std::string_view) {});
+      if (s.ok()) return status::success();
+      if (s.code != errc::not_found) return s;
+    }
+    if (length > capacity_) {
+      return status::no_space("chunk of " + std::to_string(length) +
+                              " bytes is larger than the capacity");
+    }
+    if (used_ + length > capacity_) {
+      evict_locked(capacity_ - length, nullptr, &raw);
+      if (used_ + length > capacity_) {
+        return status::no_space(d.str() + ": " + std::to_string(used_) + " of " +
+                                std::to_string(capacity_) +
+                                " bytes used and nothing more can be evicted");
+      }
+    }
+
+    blob_record r = it != blobs_.end() ? it->second.record : shape;
+    if (it == blobs_.end()) r.last_access = clock_();
+    r.stored_bytes += length;
+    auto batch = backend_->make_batch();
+    batch->put(family::chunks, key, checksum, bytes);
+    batch->put(family::blobs, raw, encode(r));
+    batch->put(family::meta, used_bytes_key, encode_u64(used_ + length));
+    if (status s = backend_->write(*batch); !s.ok()) return s;
+
+    used_ += length;
+    if (it == blobs_.end()) {
+      it = blobs_.emplace(raw, entry{d, r, 0, false}).first;
+      bump_locked(it->first, it->second);
+    } else {
+      set_clean_locked(it->second);
+      it->second.record = r;
+    }
+    return status::success();
+  }
+
+  status get_chunk(const oci::digest& d, std::uint32_t index, std::string& out) override {
+    const std::string raw = d.raw();
+    const std::string key = chunk_key(raw, index);
+    bool corrupt = false;
+    status s = backend_->read(family::chunks, key, [&](std::string_view value) {
+      if (auto bytes = checked_chunk(value)) {
+        out.assign(bytes->data(), bytes->size());
+      } else {
+        corrupt = true;
+      }
+    });
+    if (!s.ok() || !corrupt) return s;
+    return remove_corrupt_chunk(d, raw, key, index, out);
+  }
+
+  bool has_chunk(const oci::digest& d, std::uint32_t index) override {
+    return backend_->read(family::chunks, chunk_key(d.raw(), index), [](std::string_view) {}).ok();
+  }
+
+  std::vector<std::uint32_t> present_chunks(const oci::digest& d) override {
+    const std::string raw = d.raw();
+    std::vector<std::uint32_t> present;
+    // On a read error the chunks found so far are returned: the caller refetches the rest.
+    (void)backend_->scan(family::chunks, raw, true, [&](std::string_view key, std::string_view) {
+      if (key.size() == raw.size() + 4) {
+        std::uint32_t index = 0;
+        for (std::size_t i = raw.size(); i < key.size(); ++i) {
+          index = (index << 8) | static_cast<unsigned char>(key[i]);
+        }
+        present.push_back(index);
+      }
+      return true;
+    });
+    return present;
+  }
+
+  status mark_verified(const oci::digest& d) override {
+    std::lock_guard lock(mu_);
+    auto it = blobs_.find(d.raw());
+    if (it == blobs_.end()) return status::not_found(d.str() + " is not stored");
+    blob_record r = it->second.record;
+    r.verified = true;
+    auto batch = backend_->make_batch();
+    batch->put(family::blobs, it->first, encode(r));
+    if (status s = backend_->write(*batch); !s.ok()) return s;
+    set_clean_locked(it->second);
+    it->second.record = r;
+    return status::success();
+  }
+
+  void touch(const oci::digest& d) override {
+    std::lock_guard lock(mu_);
+    auto it = blobs_.find(d.raw());
+    if (it == blobs_.end()) return;
+    entry& e = it->second;
+    e.record.hits += 1;
+    e.record.last_access = clock_();
+    bump_locked(it->first, e);
+    if (!e.dirty) {
+      e.dirty = true;
+      dirty_.push_back(it->first);
+    }
+    if (dirty_.size() >= touch_flush_threshold) {
+      // A failed flush keeps the records dirty: the next one retries.
+      (void)flush_touches_locked();
+    }
+  }
+
+  status erase_blob(const oci::digest& d) override {
+    std::lock_guard lock(mu_);
+    auto it = blobs_.find(d.raw());
+    if (it == blobs_.end()) return status::not_found(d.str() + " is not stored");
+    return erase_locked(it);
+  }
+
+  status put_manifest(const oci::digest& d, std::string_view media_type,
+                      std::string_view bytes) override {
+    std::string head;
+    head.reserve(4 + media_type.size());
+    append_le(head, static_cast<std::uint32_t>(media_type.size()));
+    head.append(media_type);
+    auto batch = backend_->make_batch();
+    batch->put(family::manifests, d.raw(), head, bytes);
+    return backend_->write(*batch);
+  }
+
+  std::optional<stored_manifest> manifest(const oci::digest& d) override {
+    std::optional<stored_manifest> m;
+    (void)backend_->read(family::manifests, d.raw(), [&](std::string_view value) {
+      if (value.size() < 4) return;
+      const auto type_size = read_le<std::uint32_t>(value, 0);
+      if (value.size() - 4 < type_size) return;
+      m.emplace(stored_manifest{std::string(value.substr(4, type_size)),
+                                std::string(value.substr(4 + type_size))});
+    });
+    return m;
+  }
+
+  status put_tag(std::string_view key, const tag_record& t) override {
+    std::string value;
+    append_le(value, tag_record_version);
+    append_le(value, t.fetched_at);
+    value.append(t.digest.str());
+    auto batch = backend_->make_batch();
+    batch->put(family::tags, key, value);
+    return backend_->write(*batch);
+  }
+
+  std::optional<tag_record> tag(std::string_view key) override {
+    std::optional<tag_record> t;
+    (void)backend_->read(family::tags, key, [&](std::string_view value) {
+      if (value.size() < 9 || read_le<std::uint8_t>(value, 0) != tag_record_version) return;
+      if (auto d = oci::digest::parse(value.substr(9))) {
+        t.emplace(tag_record{std::move(*d), read_le<std::int64_t>(value, 1)});
+      }
+    });
+    return t;
+  }
+
+  std::uint64_t used_bytes() override {
+    std::lock_guard lock(mu_);
+    return used_;
+  }
+
+  std::uint64_t capacity() const override { return capacity_; }
+
+  std::uint64_t evict_to(std::uint64_t target,
+                         const std::function<bool(const oci::digest&)>& pinned) override {
+    std::lock_guard lock(mu_);
+    return evict_locked(target, pinned ? &pinned : nullptr, nullptr);
+  }
+
+ private:
+  struct entry {
+    oci::digest digest;
+    blob_record record;
+    std::uint64_t tick = 0;  // recency: larger is more recent; key in lru_
+    bool dirty = false;      // record has touches not yet written
+  };
+  using entry_map = std::unordered_map<std::string, entry>;
+
+  // Reads every blob record into memory and checks the used-bytes counter against them.
+  void load() {
+    std::vector<std::pair<std::uint64_t, std::string>> order;  // (last_access, raw)
+    std::vector<std::string> unreadable;
+    status s =
+        backend_->scan(family::blobs, {}, false, [&](std::string_view k, std::string_view v) {
+          auto d = digest_from_raw(k);
+          auto r = decode_blob(v);
+          if (!d || !r) {
+            unreadable.emplace_back(k);
+            return true;
+          }
+          order.emplace_back(r->last_access, std::string(k));
+          blobs_.emplace(std::string(k), entry{std::move(*d), *r, 0, false});
+          return true;
+        });
+    if (!s.ok()) throw std::runtime_error("cannot read the cache's blob records: " + s.message);
+
+    std::sort(order.begin(), order.end());
+    std::uint64_t sum = 0;
+    for (const auto& [last_access, raw] : order) {
+      entry& e = blobs_.at(raw);
+      bump_locked(raw, e);
+      sum += e.record.stored_bytes;
+    }
+
+    std::optional<std::uint64_t> counter;
+    s = backend_->read(family::meta, used_bytes_key, [&](std::string_view v) {
+      if (v.size() == 8) counter = read_le<std::uint64_t>(v, 0);
+    });
+    if (!s.ok() && s.code != errc::not_found) {
+      throw std::runtime_error("cannot read the cache's used-bytes counter: " + s.message);
+    }
+    used_ = sum;
+    if (counter == sum && unreadable.empty()) return;
+
+    // Records that cannot be decoded are dropped with their chunks; the counter is rewritten
+    // from the records (which are written in the same batch as their chunks).
+    auto batch = backend_->make_batch();
+    for (const std::string& raw : unreadable) {
+      batch->erase(family::blobs, raw);
+      batch->erase_range(family::chunks, chunk_key(raw, 0), chunk_range_end(raw));
+    }
+    batch->put(family::meta, used_bytes_key, encode_u64(sum));
+    s = backend_->write(*batch);
+    if (!s.ok()) throw std::runtime_error("cannot repair the cache's records: " + s.message);
+  }
+
+  // Makes `e` the most recently used.
+  void bump_locked(const std::string& raw, entry& e) {
+    if (e.tick != 0) lru_.erase(e.tick);
+    e.tick = ++last_tick_;
+    lru_.emplace(e.tick, raw);
+  }
+
+  void set_clean_locked(entry& e) {
+    // Its record is about to be written in full; it stays in dirty_ until the next flush,
+    // which then skips it.
+    e.dirty = false;
+  }
+
+  status flush_touches_locked() {
+    if (dirty_.empty()) return status::success();
+    auto batch = backend_->make_batch();
+    bool any = false;
+    for (const std::string& raw : dirty_) {
+      auto it = blobs_.find(raw);
+      if (it == blobs_.end() || !it->second.dirty) continue;
+      batch->put(family::blobs, raw, encode(it->second.record));
+      any = true;
+    }
+    if (any) {
+      if (status s = backend_->write(*batch); !s.ok()) return s;
+    }
+    for (const std::string& raw : dirty_) {
+      if (auto it = blobs_.find(raw); it != blobs_.end()) it->second.dirty = false;
+    }
+    dirty_.clear();
+    return status::success();
+  }
+
+  status erase_locked(entry_map::iterator it) {
+    const std::string& raw = it->first;
+    const std::uint64_t freed = it->second.record.stored_bytes;
+    const std::string begin = chunk_key(raw, 0);
+    const std::string end = chunk_range_end(raw);
+    auto batch = backend_->make_batch();
+    batch->erase_range(family::chunks, begin, end);
+    batch->erase(family::blobs, raw);
+    batch->put(family::meta, used_bytes_key, encode_u64(used_ - freed));
+    if (status s = backend_->write(*batch); !s.ok()) return s;
+    backend_->reclaim(family::chunks, begin, end);
+    used_ -= freed;
+    lru_.erase(it->second.tick);
+    blobs_.erase(it);
+    return status::success();
+  }
+
+  // Least recently used first; skips `spare` and what `pinned` names. Stops at the first write
+  // failure (the disk is in trouble; put_chunk then reports no_space).
+  std::uint64_t evict_locked(std::uint64_t target,
+                             const std::function<bool(const oci::digest&)>* pinned,
+                             const std::string* spare) {
+    std::uint64_t evicted = 0;
+    for (auto lru = lru_.begin(); lru != lru_.end() && used_ > target;) {
+      auto it = blobs_.find(lru->second);
+      ++lru;  // erase_locked() removes the current position
+      if (it == blobs_.end() || (spare != nullptr && it->first == *spare) ||
+          (pinned != nullptr && (*pinned)(it->second.digest))) {
+        continue;
+      }
+      const std::uint64_t bytes = it->second.record.stored_bytes;
+      if (!erase_locked(it).ok()) break;
+      evicted += bytes;
+    }
+    return evicted;
+  }
+
+  // Called after a failed checksum. Under the lock, reads again (another thread may have
+  // replaced the chunk meanwhile) and removes the chunk if it is still bad.
+  status remove_corrupt_chunk(const oci::digest& d, const std::string& raw, const std::string& key,
+                              std::uint32_t index, std::string& out) {
+    std::lock_guard lock(mu_);
+    bool corrupt = false;
+    status s = backend_->read(family::chunks, key, [&](std::string_view value) {
+      if (auto bytes = checked_chunk(value)) {
+        out.assign(bytes->data(), bytes->size());
+      } else {
+        corrupt = true;
+      }
+    });
+    if (!s.ok())
+      return s.code == errc::not_found
+                 ? status::corruption(d.str() + ": chunk " + std::to_string(index) + " was corrupt")
+                 : s;
+    if (!corrupt) return status::success();
+
+    auto batch = backend_->make_batch();
+    batch->erase(family::chunks, key);
+    auto it = blobs_.find(raw);
+    blob_record r;
+    std::uint64_t freed = 0;
+    if (it != blobs_.end()) {
+      r = it->second.record;
+      freed = std::min<std::uint64_t>(r.chunk_length(index), r.stored_bytes);
+      r.stored_bytes -= freed;
+      r.verified = false;
+      batch->put(family::blobs, raw, encode(r));
+      batch->put(family::meta, used_bytes_key, encode_u64(used_ - freed));
+    }
+    const std::string what =
+        d.str() + ": chunk " + std::to_string(index) + " failed its checksum and was removed";
+    if (status w = backend_->write(*batch); !w.ok()) {
+      return status::corruption(what + " (removing it failed: " + w.message + ")");
+    }
+    if (it != blobs_.end()) {
+      used_ -= freed;
+      set_clean_locked(it->second);
+      it->second.record = r;
+    }
+    return status::corruption(what);
+  }
+
+  std::unique_ptr<backend> backend_;
+  const std::uint64_t capacity_;
+  const clock_fn clock_;
+
+  std::mutex mu_;                             // guards everything below and serializes writers
+  entry_map blobs_;                           // raw digest → record
+  std::map<std::uint64_t, std::string> lru_;  // tick → raw digest, least recent first
+  std::uint64_t last_tick_ = 0;
+  std::vector<std::string> dirty_;  // raw digests touched since the last flush
+  std::uint64_t used_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<chunk_store> make_store(std::unique_ptr<backend> b, std::uint64_t capacity,
+                                        clock_fn clock) {
+  return std::make_unique<store>(std::move(b), capacity, std::move(clock));
+}
+
+}  // namespace detail
+
+std::unique_ptr<chunk_store> open_rocksdb_store(const store_options& options) {
+  return detail::make_store(detail::open_rocksdb_backend(options), options.capacity, options.clock);
+}
+
+std::unique_ptr<chunk_store> make_memory_store(std::uint64_t capacity, clock_fn clock) {
+  return detail::make_store(detail::make_memory_backend(), capacity, std::move(clock));
+}
+
+}  // namespace layercache::cache

@@ -1,0 +1,213 @@
+// Chunk store throughput per RocksDB chunk layout (SST values vs BlobDB blob files).
+//
+//   layercache-store-bench [--benchmark_filter=...] [--benchmark_repetitions=N]
+//
+// Stores live in a temporary directory (under $TMPDIR), removed at exit. "Warm" means the data is
+// in the OS page cache; the RocksDB block cache is sized by the second argument (256 MiB is the
+// configured default). Throughput is reported as bytes_per_second and as a GB/s counter.
+#include <benchmark/benchmark.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <utility>
+
+#include "cache/chunk_store.hpp"
+#include "cache/crc32c.hpp"
+
+namespace {
+
+using namespace layercache;
+
+constexpr std::uint64_t MiB = 1 << 20;
+constexpr std::uint64_t blob_size = 256 * MiB;
+
+class temp_dir {
+ public:
+  temp_dir() {
+    std::string tmpl = std::filesystem::temp_directory_path() / "layercache-store-bench-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~temp_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+temp_dir& root() {
+  static temp_dir dir;
+  return dir;
+}
+
+// The bytes of the benchmark blob: pseudo-random, like compressed layer data.
+const std::string& blob_bytes() {
+  static const std::string bytes = [] {
+    std::string out(blob_size, '\0');
+    std::mt19937_64 rng(42);
+    for (std::size_t i = 0; i < out.size(); i += 8) {
+      const std::uint64_t v = rng();
+      std::memcpy(out.data() + i, &v, 8);
+    }
+    return out;
+  }();
+  return bytes;
+}
+
+oci::digest digest_n(std::uint64_t n) { return oci::digest_of("bench blob " + std::to_string(n)); }
+
+cache::chunk_layout layout_of(const benchmark::State& state) {
+  return state.range(0) == 0 ? cache::chunk_layout::sst : cache::chunk_layout::blob_files;
+}
+
+std::unique_ptr<cache::chunk_store> open(cache::chunk_layout layout, std::uint64_t block_cache,
+                                         const std::string& name) {
+  return cache::open_rocksdb_store(cache::store_options{
+      .path = root().path() + "/" + name,
+      .capacity = 64ULL << 30,
+      .block_cache = block_cache,
+      .sync_writes = false,
+      .layout = layout,
+  });
+}
+
+void put_blob(cache::chunk_store& store, const oci::digest& d, std::uint32_t chunk_size,
+              benchmark::State& state) {
+  const std::string& bytes = blob_bytes();
+  const auto n = static_cast<std::uint32_t>(blob_size / chunk_size);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::string_view chunk(bytes.data() + std::size_t{i} * chunk_size, chunk_size);
+    cache::status s = store.put_chunk(d, blob_size, chunk_size, i, chunk);
+    if (!s.ok()) {
+      state.SkipWithError(s.message.c_str());
+      return;
+    }
+  }
+}
+
+void report(benchmark::State& state, std::uint64_t bytes) {
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
+  state.counters["GB/s"] =
+      benchmark::Counter(static_cast<double>(bytes) / 1e9, benchmark::Counter::kIsRate);
+}
+
+// A store holding one 256 MiB blob with `chunk_size` chunks, flushed to SSTs (reopened) and
+// read once, shared by the read benchmarks of one configuration.
+cache::chunk_store& read_store(benchmark::State& state, std::uint32_t chunk_size) {
+  static std::map<std::tuple<int, std::int64_t, std::uint32_t>, std::unique_ptr<cache::chunk_store>>
+      stores;
+  const auto key = std::make_tuple(static_cast<int>(state.range(0)), state.range(1), chunk_size);
+  auto& store = stores[key];
+  if (!store) {
+    const std::string name = "read-" + std::to_string(state.range(0)) + "-" +
+                             std::to_string(state.range(1)) + "-" + std::to_string(chunk_size);
+    const auto block_cache = static_cast<std::uint64_t>(state.range(1)) * MiB;
+    store = open(layout_of(state), block_cache, name);
+    put_blob(*store, digest_n(0), chunk_size, state);
+    store.reset();
+    store = open(layout_of(state), block_cache, name);  // recovery flushes the memtables
+    std::string out;
+    for (std::uint32_t i = 0; i < blob_size / chunk_size; ++i) {
+      (void)store->get_chunk(digest_n(0), i, out);
+    }
+  }
+  return *store;
+}
+
+void bm_put_sequential(benchmark::State& state) {
+  auto store = open(layout_of(state), static_cast<std::uint64_t>(state.range(1)) * MiB,
+                    "put-" + std::to_string(state.range(0)));
+  std::uint64_t n = 1;
+  std::uint64_t bytes = 0;
+  for (auto _ : state) {
+    const oci::digest d = digest_n(n++);
+    put_blob(*store, d, MiB, state);
+    bytes += blob_size;
+    state.PauseTiming();
+    (void)store->erase_blob(d);
+    state.ResumeTiming();
+  }
+  report(state, bytes);
+}
+
+void bm_get_sequential_warm(benchmark::State& state) {
+  cache::chunk_store& store = read_store(state, MiB);
+  const oci::digest d = digest_n(0);
+  std::string out;
+  std::uint64_t bytes = 0;
+  for (auto _ : state) {
+    for (std::uint32_t i = 0; i < blob_size / MiB; ++i) {
+      cache::status s = store.get_chunk(d, i, out);
+      if (!s.ok()) state.SkipWithError(s.message.c_str());
+      bytes += out.size();
+    }
+  }
+  report(state, bytes);
+}
+
+// Random reads of a blob stored in 64 KiB chunks (small lazy-pull ranges).
+void bm_get_random_64k(benchmark::State& state) {
+  constexpr std::uint32_t chunk_size = 64 * 1024;
+  cache::chunk_store& store = read_store(state, chunk_size);
+  const oci::digest d = digest_n(0);
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<std::uint32_t> index(0, blob_size / chunk_size - 1);
+  std::string out;
+  std::uint64_t bytes = 0;
+  for (auto _ : state) {
+    cache::status s = store.get_chunk(d, index(rng), out);
+    if (!s.ok()) state.SkipWithError(s.message.c_str());
+    bytes += out.size();
+  }
+  report(state, bytes);
+}
+
+// Listing the present chunks of the warm 256-chunk blob: costs a read of each chunk's block.
+void bm_present_chunks(benchmark::State& state) {
+  cache::chunk_store& store = read_store(state, MiB);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(store.present_chunks(digest_n(0)));
+  }
+}
+
+// The per-chunk checksum alone, on a 1 MiB chunk in the CPU cache.
+void bm_crc32c(benchmark::State& state) {
+  const std::string_view chunk(blob_bytes().data(), MiB);
+  std::uint64_t bytes = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(cache::detail::crc32c(chunk));
+    bytes += chunk.size();
+  }
+  report(state, bytes);
+}
+
+void layouts(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"blobdb", "cache_mib"});
+  for (int layout : {0, 1}) {
+    for (int cache_mib : {256, 1024}) b->Args({layout, cache_mib});
+  }
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+BENCHMARK(bm_present_chunks)->Apply(layouts)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_crc32c)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_put_sequential)->Apply(layouts)->MinTime(3.0);
+BENCHMARK(bm_get_sequential_warm)->Apply(layouts)->MinTime(2.0);
+BENCHMARK(bm_get_random_64k)->Apply(layouts)->MinTime(2.0)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,376 @@
+#include "server/blob_cache.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/concurrent_channel.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "log/log.hpp"
+
+namespace layercache::server {
+namespace {
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t max_remembered = 1 << 16;
+constexpr std::size_t copy_piece = 256 * 1024;
+constexpr std::size_t fill_buffer = 64 * 1024;
+constexpr int read_ok = 0;
+constexpr int read_slot_failed = 1;
+constexpr int read_sink_failed = 2;
+constexpr int max_attempts = 3;
+
+using wakeup = asio::experimental::concurrent_channel<void(boost::system::error_code)>;
+
+}  // namespace
+
+// One chunk being filled from upstream. `data` only grows, within capacity reserved up
+// front, so what a reader copied stays valid; all access is under `mutex`.
+struct blob_cache::chunk_slot {
+  std::mutex mutex;
+  std::string data;
+  std::size_t expected = 0;
+  bool failed = false;
+  std::vector<std::shared_ptr<wakeup>> waiters;
+
+  // Wakes everyone who was waiting; call without holding `mutex`.
+  static void wake(std::vector<std::shared_ptr<wakeup>>& waiters) {
+    for (auto& w : waiters) (void)w->try_send(boost::system::error_code{});
+    waiters.clear();
+  }
+};
+
+blob_cache::blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_settings settings)
+    : store_(store), pool_(pool), settings_(settings) {}
+
+std::string blob_cache::key_of(const oci::digest& d, std::uint32_t index) const {
+  std::string k = d.str();
+  k += '#';
+  k += std::to_string(index);
+  return k;
+}
+
+blob_cache_stats blob_cache::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_client& client,
+                                                                  const std::string& repository,
+                                                                  const oci::digest& d) {
+  auto record = co_await pool_.run([this, &d] { return store_.blob(d); });
+  if (record) co_return blob_meta{record->size, record->chunk_size};
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = sizes_.find(d.str()); it != sizes_.end()) co_return it->second;
+  }
+  upstream_request req;
+  req.method = http::verb::head;
+  req.target = "/v2/" + repository + "/blobs/" + d.str();
+  req.repository = repository;
+  auto result = co_await client.send(std::move(req));
+  if (auto* f = std::get_if<upstream_failure>(&result)) co_return std::move(*f);
+  auto& response = std::get<std::unique_ptr<upstream_response>>(result);
+  if (response->status() != 200) co_return std::move(response);
+  const auto length = response->content_length();
+  if (!length) {
+    co_return upstream_failure{upstream_errc::protocol, "blob HEAD answered without a length"};
+  }
+  const blob_meta meta{*length, settings_.chunk_size};
+  std::lock_guard lock(mutex_);
+  if (sizes_.size() >= max_remembered) sizes_.clear();
+  sizes_[d.str()] = meta;
+  co_return meta;
+}
+
+std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
+    const asio::any_io_executor& ex, upstream_client& client, const std::string& repository,
+    const oci::digest& d, const blob_meta& meta, std::uint32_t first, std::uint32_t limit,
+    const std::vector<bool>& present, std::uint32_t present_base, std::uint32_t* run) {
+  *run = 0;
+  const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
+  const auto run_chunks =
+      static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / meta.chunk_size));
+  std::vector<std::shared_ptr<chunk_slot>> slots;
+  {
+    std::lock_guard lock(mutex_);
+    const auto first_key = key_of(d, first);
+    if (auto it = inflight_.find(first_key); it != inflight_.end()) {
+      ++stats_.chunks_joined;
+      return it->second;
+    }
+    if (completed_.contains(first_key)) return nullptr;
+    for (std::uint32_t i = first; i <= limit && i < chunk_count && i - first < run_chunks; ++i) {
+      const auto k = key_of(d, i);
+      if (i != first) {
+        const std::size_t rel = i - present_base;
+        if (rel < present.size() && present[rel]) break;
+        if (inflight_.contains(k) || completed_.contains(k)) break;
+      }
+      auto slot = std::make_shared<chunk_slot>();
+      const std::uint64_t begin = std::uint64_t{i} * meta.chunk_size;
+      slot->expected =
+          static_cast<std::size_t>(std::min<std::uint64_t>(meta.chunk_size, meta.size - begin));
+      inflight_.emplace(k, slot);
+      slots.push_back(std::move(slot));
+    }
+    ++stats_.fills_started;
+  }
+  *run = static_cast<std::uint32_t>(slots.size());
+  auto joined = slots.front();
+  asio::co_spawn(ex, fill(client, repository, d, meta, first, std::move(slots)), asio::detached);
+  return joined;
+}
+
+asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repository,
+                                       oci::digest d, blob_meta meta, std::uint32_t first,
+                                       std::vector<std::shared_ptr<chunk_slot>> slots) {
+  const std::uint64_t start = std::uint64_t{first} * meta.chunk_size;
+  std::uint64_t end = start;  // exclusive
+  for (const auto& s : slots) end += s->expected;
+
+  upstream_request req;
+  req.method = http::verb::get;
+  req.target = "/v2/" + repository + "/blobs/" + d.str();
+  req.repository = repository;
+  req.headers.emplace_back(http::field::range,
+                           "bytes=" + std::to_string(start) + "-" + std::to_string(end - 1));
+  const std::uint64_t generation = purge_generation(d);
+  auto result = co_await client.send(std::move(req));
+
+  std::size_t index = 0;  // slot being filled
+  std::string why;
+  if (auto* f = std::get_if<upstream_failure>(&result)) {
+    why = f->message;
+  } else {
+    auto& response = *std::get<std::unique_ptr<upstream_response>>(result);
+    std::uint64_t skip = 0;
+    if (response.status() == 206) {
+      const auto cr = oci::parse_content_range(response.fields()[http::field::content_range]);
+      if (!cr || !cr->range || cr->range->first != start || cr->range->last + 1 < end ||
+          (cr->complete_length && *cr->complete_length != meta.size)) {
+        why = "unexpected Content-Range from upstream";
+      }
+    } else if (response.status() == 200) {
+      skip = start;  // the upstream ignored Range: skip to our run
+      if (response.content_length() && *response.content_length() != meta.size) {
+        why = "upstream blob length differs from its HEAD";
+      }
+    } else {
+      why = "upstream answered " + std::to_string(response.status()) + " to a range request";
+    }
+    std::vector<char> buf(why.empty() ? fill_buffer : 0);
+    while (why.empty() && index < slots.size()) {
+      auto [ec, n] = co_await response.read_some(buf.data(), buf.size());
+      if (ec) {
+        why = "upstream body: " + ec.message();
+        break;
+      }
+      if (n == 0) {
+        why = "upstream body ended early";
+        break;
+      }
+      const char* p = buf.data();
+      std::size_t left = n;
+      if (skip > 0) {
+        const auto s = static_cast<std::size_t>(std::min<std::uint64_t>(skip, left));
+        p += s;
+        left -= s;
+        skip -= s;
+      }
+      while (left > 0 && index < slots.size()) {
+        auto& slot = *slots[index];
+        std::vector<std::shared_ptr<wakeup>> waiters;
+        bool full = false;
+        std::size_t take = 0;
+        {
+          std::lock_guard lock(slot.mutex);
+          if (slot.data.capacity() < slot.expected) slot.data.reserve(slot.expected);
+          take = std::min(left, slot.expected - slot.data.size());
+          slot.data.append(p, take);
+          full = slot.data.size() == slot.expected;
+          waiters.swap(slot.waiters);
+        }
+        chunk_slot::wake(waiters);
+        p += take;
+        left -= take;
+        if (!full) continue;
+        // Complete: no more writes to slot.data, so the pool thread may read it unlocked.
+        const std::uint32_t chunk = first + static_cast<std::uint32_t>(index);
+        auto stored = cache::status::not_found("blob was purged during the fill");
+        if (purge_generation(d) == generation) {
+          stored = co_await pool_.run([this, &d, &meta, chunk, &slot] {
+            return store_.put_chunk(d, meta.size, meta.chunk_size, chunk, slot.data);
+          });
+          if (purge_generation(d) != generation) {  // purged while we wrote: undo
+            (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
+            stored = cache::status::not_found("blob was purged during the fill");
+          }
+        }
+        if (!stored.ok() && stored.code != cache::errc::not_found) {
+          log::warn("cache", "storing chunk ", chunk, " of ", d.str(), ": ", stored.message);
+          std::lock_guard lock(mutex_);
+          ++stats_.store_errors;
+        }
+        finish_slot(d, chunk, slot, false, stored.ok());
+        ++index;
+      }
+    }
+  }
+  if (index < slots.size()) {
+    log::warn("cache", "fill of ", d.str(), " from chunk ", first + index, " failed: ", why);
+  }
+  for (; index < slots.size(); ++index) {
+    finish_slot(d, first + static_cast<std::uint32_t>(index), *slots[index], true, false);
+  }
+}
+
+void blob_cache::finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot,
+                             bool failed, bool stored) {
+  {
+    std::lock_guard lock(mutex_);
+    const auto k = key_of(d, index);
+    inflight_.erase(k);
+    if (stored) {
+      if (completed_.size() >= max_remembered) completed_.clear();
+      completed_.insert(k);
+    }
+    if (!failed) ++stats_.chunks_filled;
+  }
+  std::vector<std::shared_ptr<wakeup>> waiters;
+  {
+    std::lock_guard lock(slot.mutex);
+    if (failed) slot.failed = true;
+    waiters.swap(slot.waiters);
+  }
+  chunk_slot::wake(waiters);
+}
+
+asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
+                                             const sink& out) {
+  auto ex = co_await asio::this_coro::executor;
+  std::size_t pos = lo;
+  std::string piece;
+  while (pos <= hi) {
+    std::shared_ptr<wakeup> wait;
+    {
+      std::lock_guard lock(slot.mutex);
+      const std::size_t available = slot.data.size();
+      if (available > pos) {
+        const std::size_t n = std::min(std::min(available - 1, hi) - pos + 1, copy_piece);
+        piece.assign(slot.data.data() + pos, n);
+      } else if (slot.failed) {
+        co_return read_slot_failed;
+      } else {
+        wait = std::make_shared<wakeup>(ex, 1);
+        slot.waiters.push_back(wait);
+      }
+    }
+    if (wait) {
+      (void)co_await wait->async_receive(use_nothrow);
+      continue;
+    }
+    if (!co_await out(piece.data(), piece.size())) co_return read_sink_failed;
+    pos += piece.size();
+  }
+  co_return read_ok;
+}
+
+asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::string& repository,
+                                       const oci::digest& d, const blob_meta& meta,
+                                       oci::byte_range r, const sink& out) {
+  auto ex = co_await asio::this_coro::executor;
+  const std::uint32_t cs = meta.chunk_size;
+  const auto first = static_cast<std::uint32_t>(r.first / cs);
+  const auto last = static_cast<std::uint32_t>(r.last / cs);
+  // Which chunks the store has decides what to fetch ahead. A one-chunk read just tries the
+  // store first (listing presence costs about as much as reading the chunk).
+  std::vector<bool> present(last - first + 1, first == last);
+  const bool single = first == last;
+  const auto listed = co_await pool_.run([this, &d, single] {
+    store_.touch(d);
+    return single ? std::vector<std::uint32_t>{} : store_.present_chunks(d);
+  });
+  for (auto i : listed) {
+    if (i >= first && i <= last) present[i - first] = true;
+  }
+  const auto run_chunks =
+      static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / cs));
+  const std::uint64_t window = std::uint64_t{settings_.parallel_runs} * run_chunks;
+  std::uint32_t ahead = first;  // chunks before this have had their fill decided
+  std::string chunk;
+
+  for (std::uint32_t i = first; i <= last; ++i) {
+    const std::uint64_t begin = std::uint64_t{i} * cs;
+    const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(cs, meta.size - begin));
+    const std::size_t lo = i == first ? static_cast<std::size_t>(r.first - begin) : 0;
+    const std::size_t hi = i == last ? static_cast<std::size_t>(r.last - begin) : length - 1;
+
+    // Keep up to `parallel_runs` runs in flight for the missing chunks ahead of this one.
+    for (std::uint32_t k = std::max(ahead, i + 1); k <= last && k < i + window;) {
+      std::uint32_t run = 0;
+      if (!present[k - first]) {
+        (void)join_or_start(ex, client, repository, d, meta, k, last, present, first, &run);
+      }
+      k += std::max<std::uint32_t>(run, 1);
+      ahead = k;
+    }
+
+    bool done = false;
+    bool from_store = present[i - first];
+    for (int attempt = 0; attempt < max_attempts && !done; ++attempt) {
+      std::shared_ptr<chunk_slot> slot;
+      if (!from_store) {
+        std::uint32_t run = 0;
+        slot = join_or_start(ex, client, repository, d, meta, i, last, present, first, &run);
+        if (!slot) from_store = true;  // filled into the store just now
+      }
+      if (from_store) {
+        from_store = false;  // if this fails, fill it
+        const auto got =
+            co_await pool_.run([this, &d, i, &chunk] { return store_.get_chunk(d, i, chunk); });
+        if (got.ok() && chunk.size() == length) {
+          {
+            std::lock_guard lock(mutex_);
+            ++stats_.chunks_from_store;
+          }
+          if (!co_await out(chunk.data() + lo, hi - lo + 1)) co_return false;
+          done = true;
+        } else if (got.code != cache::errc::not_found) {
+          log::warn("cache", "chunk ", i, " of ", d.str(), ": ", got.message, "; refetching");
+        }
+        continue;
+      }
+      const int rc = co_await stream_slot(*slot, lo, hi, out);
+      if (rc == read_sink_failed) co_return false;
+      done = rc == read_ok;
+    }
+    if (!done) co_return false;
+  }
+  co_return true;
+}
+
+std::uint64_t blob_cache::purge_generation(const oci::digest& d) const {
+  std::lock_guard lock(mutex_);
+  auto it = purges_.find(d.str());
+  return it == purges_.end() ? 0 : it->second;
+}
+
+asio::awaitable<void> blob_cache::purge(const oci::digest& d) {
+  {
+    std::lock_guard lock(mutex_);
+    ++purges_[d.str()];
+  }
+  (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
+  std::lock_guard lock(mutex_);
+  sizes_.erase(d.str());
+  const std::string prefix = d.str() + "#";
+  std::erase_if(completed_, [&](const std::string& k) { return k.starts_with(prefix); });
+}
+
+asio::awaitable<void> blob_cache::mark_verified(const oci::digest& d) {
+  (void)co_await pool_.run([this, &d] { return store_.mark_verified(d); });
+}
+
+}  // namespace layercache::server

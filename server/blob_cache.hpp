@@ -1,0 +1,112 @@
+// Blob bytes from the chunk store, with missing chunks filled from upstream: one fill per
+// chunk however many readers want it, bytes handed to every reader as they arrive, several
+// runs in flight for a long cold read. Include only from server/*.cpp.
+//
+// Thread-safety: one blob_cache serves all workers. Fills run on the worker that started
+// them and outlive the reader that started them (a disconnect does not cancel a fill others
+// wait on). Readers on other workers are woken through thread-safe channels.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <variant>
+
+#include "cache/chunk_store.hpp"
+#include "oci/digest.hpp"
+#include "oci/range.hpp"
+#include "server/offload.hpp"
+#include "server/upstream_client.hpp"
+
+namespace layercache::server {
+
+struct blob_meta {
+  std::uint64_t size = 0;
+  std::uint32_t chunk_size = 0;
+};
+
+struct fill_settings {
+  std::uint32_t chunk_size = 1 << 20;  // for blobs not yet in the store
+  std::uint64_t run_bytes = 8 << 20;   // largest upstream range request
+  unsigned parallel_runs = 4;          // runs in flight ahead of one reader
+};
+
+// Counters for tests and metrics.
+struct blob_cache_stats {
+  std::uint64_t fills_started = 0;      // upstream range requests
+  std::uint64_t chunks_filled = 0;      // chunks completed from upstream
+  std::uint64_t chunks_from_store = 0;  // chunk reads served by the store
+  std::uint64_t chunks_joined = 0;      // reads that joined a fill in flight
+  std::uint64_t store_errors = 0;
+};
+
+class blob_cache {
+ public:
+  blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_settings settings);
+
+  using describe_result =
+      std::variant<blob_meta, std::unique_ptr<upstream_response>, upstream_failure>;
+
+  // The blob's size and chunk size: from the store, from memory, or from an upstream HEAD.
+  // A non-2xx upstream answer is returned for the caller to pass on.
+  asio::awaitable<describe_result> describe(upstream_client& client, const std::string& repository,
+                                            const oci::digest& d);
+
+  // Receives consecutive pieces of the requested bytes; returns false to stop.
+  using sink = std::function<asio::awaitable<bool>(const char*, std::size_t)>;
+
+  // Streams bytes r.first..r.last of `d` to `out`, in order. Returns false when not every byte
+  // could be delivered (upstream failure after a retry, or `out` returned false).
+  asio::awaitable<bool> read(upstream_client& client, const std::string& repository,
+                             const oci::digest& d, const blob_meta& meta, oci::byte_range r,
+                             const sink& out);
+
+  // Drops every stored chunk of `d` (e.g. its bytes failed the digest check).
+  asio::awaitable<void> purge(const oci::digest& d);
+  // Records that a full read of `d` matched its digest.
+  asio::awaitable<void> mark_verified(const oci::digest& d);
+
+  [[nodiscard]] blob_cache_stats stats() const;
+
+ private:
+  struct chunk_slot;
+
+  std::string key_of(const oci::digest& d, std::uint32_t index) const;
+  // The slot of chunk `first`: joined if in flight, else a new fill for the run of missing
+  // chunks from `first` (up to `limit`, `run_bytes`, a present or in-flight chunk). nullptr
+  // when `first` was completed into the store meanwhile. `*run` = chunks started (0 if joined).
+  std::shared_ptr<chunk_slot> join_or_start(const asio::any_io_executor& ex,
+                                            upstream_client& client, const std::string& repository,
+                                            const oci::digest& d, const blob_meta& meta,
+                                            std::uint32_t first, std::uint32_t limit,
+                                            const std::vector<bool>& present,
+                                            std::uint32_t present_base, std::uint32_t* run);
+  asio::awaitable<void> fill(upstream_client& client, std::string repository, oci::digest d,
+                             blob_meta meta, std::uint32_t first,
+                             std::vector<std::shared_ptr<chunk_slot>> slots);
+  asio::awaitable<int> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
+                                   const sink& out);
+  std::uint64_t purge_generation(const oci::digest& d) const;
+  void finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot, bool failed,
+                   bool stored);
+
+  cache::chunk_store& store_;
+  blocking_pool& pool_;
+  fill_settings settings_;
+
+  mutable std::mutex mutex_;
+  std::unordered_map<std::string, std::shared_ptr<chunk_slot>> inflight_;
+  // Chunks completed by a fill since it was last cleared: closes the window between a
+  // reader's store lookup and its decision to fill (a cleared set only risks a second fill).
+  std::unordered_set<std::string> completed_;
+  std::unordered_map<std::string, blob_meta> sizes_;  // from upstream HEADs, by digest
+  // Purges per digest: a fill that started before a purge must not store what it fetched.
+  std::unordered_map<std::string, std::uint64_t> purges_;
+  blob_cache_stats stats_;
+};
+
+}  // namespace layercache::server

@@ -1,0 +1,704 @@
+#include "cache/chunk_store.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cache/crc32c.hpp"
+
+namespace layercache::cache {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+constexpr std::uint32_t KiB = 1024;
+constexpr std::uint32_t chunk = 64 * KiB;
+
+oci::digest digest_n(int n, oci::digest_algorithm a = oci::digest_algorithm::sha256) {
+  return oci::digest_of("blob " + std::to_string(n), a);
+}
+
+// Deterministic bytes, different for each (seed, offset).
+std::string pattern(std::uint64_t seed, std::size_t size) {
+  std::string out(size, '\0');
+  std::uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+  for (char& c : out) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  return out;
+}
+
+// The chunk `index` of a blob whose bytes are pattern(seed, size).
+std::string chunk_of(const std::string& blob, std::uint32_t chunk_size, std::uint32_t index) {
+  return blob.substr(std::size_t{index} * chunk_size, chunk_size);
+}
+
+class temp_dir {
+ public:
+  temp_dir() {
+    std::string tmpl = std::filesystem::temp_directory_path() / "layercache-cache-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~temp_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Time the test controls.
+struct fake_clock {
+  std::shared_ptr<std::atomic<std::uint64_t>> now =
+      std::make_shared<std::atomic<std::uint64_t>>(1'700'000'000);
+  [[nodiscard]] clock_fn fn() const {
+    return [now = now] { return now->load(); };
+  }
+  void advance(std::uint64_t s) const { *now += s; }
+};
+
+enum class kind { memory, rocksdb_sst, rocksdb_blob_files };
+
+std::string name_of(kind k) {
+  switch (k) {
+    case kind::memory:
+      return "memory";
+    case kind::rocksdb_sst:
+      return "rocksdb_sst";
+    case kind::rocksdb_blob_files:
+      return "rocksdb_blob_files";
+  }
+  return "unknown";
+}
+
+std::unique_ptr<chunk_store> open_store(kind k, const std::string& dir, std::uint64_t capacity,
+                                        clock_fn clock) {
+  if (k == kind::memory) return make_memory_store(capacity, std::move(clock));
+  return open_rocksdb_store(store_options{
+      .path = dir,
+      .capacity = capacity,
+      .block_cache = 8 << 20,
+      .sync_writes = false,
+      .layout = k == kind::rocksdb_sst ? chunk_layout::sst : chunk_layout::blob_files,
+      .clock = std::move(clock),
+  });
+}
+
+// ---- the suite every backend passes
+
+class chunk_store_test : public ::testing::TestWithParam<kind> {
+ protected:
+  void SetUp() override { reopen(); }
+
+  void reopen(std::uint64_t capacity = 64ULL << 20) {
+    store_.reset();
+    store_ = open_store(GetParam(), dir_.path() + "/db", capacity, clock_.fn());
+  }
+
+  // Stores every chunk of a blob of `size` bytes; returns its bytes.
+  std::string put_blob(const oci::digest& d, std::uint64_t seed, std::size_t size,
+                       std::uint32_t chunk_size = chunk) {
+    std::string blob = pattern(seed, size);
+    const std::uint32_t n = static_cast<std::uint32_t>((size + chunk_size - 1) / chunk_size);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      status s = store_->put_chunk(d, size, chunk_size, i, chunk_of(blob, chunk_size, i));
+      EXPECT_TRUE(s.ok()) << s.message;
+    }
+    return blob;
+  }
+
+  temp_dir dir_;
+  fake_clock clock_;
+  std::unique_ptr<chunk_store> store_;
+};
+
+TEST_P(chunk_store_test, every_chunk_round_trips_with_a_short_last_chunk) {
+  const oci::digest d = digest_n(1);
+  const std::size_t size = 3 * chunk + 1000;
+  const std::string blob = pattern(1, size);
+  // Out of order, as parallel fills would store them.
+  for (std::uint32_t i : {2U, 0U, 3U, 1U}) {
+    status s = store_->put_chunk(d, size, chunk, i, chunk_of(blob, chunk, i));
+    ASSERT_TRUE(s.ok()) << s.message;
+  }
+  std::string got;
+  std::string whole;
+  for (std::uint32_t i = 0; i < 4; ++i) {
+    got = "stale";
+    status s = store_->get_chunk(d, i, got);
+    ASSERT_TRUE(s.ok()) << s.message;
+    EXPECT_EQ(got.size(), i == 3 ? 1000U : chunk);
+    whole += got;
+  }
+  EXPECT_EQ(whole, blob);
+
+  auto r = store_->blob(d);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->size, size);
+  EXPECT_EQ(r->chunk_size, chunk);
+  EXPECT_EQ(r->chunk_count(), 4U);
+  EXPECT_EQ(r->chunk_length(3), 1000U);
+  EXPECT_EQ(r->stored_bytes, size);
+  EXPECT_FALSE(r->verified);
+  EXPECT_EQ(r->hits, 0U);
+  EXPECT_EQ(r->last_access, clock_.now->load());
+  EXPECT_EQ(store_->used_bytes(), size);
+}
+
+TEST_P(chunk_store_test, single_chunk_blob_and_sha512) {
+  const oci::digest d = digest_n(2, oci::digest_algorithm::sha512);
+  ASSERT_TRUE(store_->put_chunk(d, 5, chunk, 0, "hello").ok());
+  std::string got;
+  ASSERT_TRUE(store_->get_chunk(d, 0, got).ok());
+  EXPECT_EQ(got, "hello");
+  EXPECT_THAT(store_->present_chunks(d), ElementsAre(0U));
+  EXPECT_EQ(store_->blob(d)->chunk_count(), 1U);
+}
+
+TEST_P(chunk_store_test, has_chunk_and_present_chunks) {
+  const oci::digest d = digest_n(1);
+  const oci::digest other = digest_n(2);
+  const std::size_t size = 4 * chunk;
+  const std::string blob = pattern(1, size);
+  EXPECT_FALSE(store_->has_chunk(d, 0));
+  EXPECT_THAT(store_->present_chunks(d), IsEmpty());
+  ASSERT_TRUE(store_->put_chunk(d, size, chunk, 2, chunk_of(blob, chunk, 2)).ok());
+  ASSERT_TRUE(store_->put_chunk(d, size, chunk, 0, chunk_of(blob, chunk, 0)).ok());
+  ASSERT_TRUE(store_->put_chunk(other, 10, chunk, 0, "0123456789").ok());
+
+  EXPECT_TRUE(store_->has_chunk(d, 0));
+  EXPECT_FALSE(store_->has_chunk(d, 1));
+  EXPECT_TRUE(store_->has_chunk(d, 2));
+  EXPECT_FALSE(store_->has_chunk(d, 3));
+  EXPECT_FALSE(store_->has_chunk(d, 4));
+  EXPECT_THAT(store_->present_chunks(d), ElementsAre(0U, 2U));
+  EXPECT_THAT(store_->present_chunks(other), ElementsAre(0U));
+  EXPECT_THAT(store_->present_chunks(digest_n(3)), IsEmpty());
+  EXPECT_EQ(store_->blob(d)->stored_bytes, 2U * chunk);
+
+  std::string got;
+  EXPECT_EQ(store_->get_chunk(d, 1, got).code, errc::not_found);
+  EXPECT_EQ(store_->get_chunk(digest_n(3), 0, got).code, errc::not_found);
+}
+
+TEST_P(chunk_store_test, wrong_chunk_length_is_invalid_argument) {
+  const oci::digest d = digest_n(1);
+  const std::size_t size = 2 * chunk + 10;
+  const std::string blob = pattern(1, size);
+  EXPECT_EQ(store_->put_chunk(d, size, chunk, 0, blob.substr(0, chunk - 1)).code,
+            errc::invalid_argument);
+  EXPECT_EQ(store_->put_chunk(d, size, chunk, 0, blob.substr(0, chunk + 1)).code,
+            errc::invalid_argument);
+  EXPECT_EQ(store_->put_chunk(d, size, chunk, 2, blob.substr(2 * chunk, 9)).code,
+            errc::invalid_argument);
+  EXPECT_EQ(store_->put_chunk(d, size, chunk, 2, blob.substr(2 * chunk - 1)).code,
+            errc::invalid_argument);
+  EXPECT_EQ(store_->put_chunk(d, size, chunk, 3, "x").code, errc::invalid_argument);
+  EXPECT_EQ(store_->put_chunk(d, 0, chunk, 0, "").code, errc::invalid_argument);
+  EXPECT_EQ(store_->put_chunk(d, size, 0, 0, "").code, errc::invalid_argument);
+  status s = store_->put_chunk(d, size, chunk, 1, "short");
+  EXPECT_EQ(s.code, errc::invalid_argument);
+  EXPECT_THAT(s.message, HasSubstr(d.str()));
+  EXPECT_FALSE(store_->blob(d).has_value());
+  EXPECT_EQ(store_->used_bytes(), 0U);
+}
+
+TEST_P(chunk_store_test, sizes_must_match_the_stored_record) {
+  const oci::digest d = digest_n(1);
+  const std::size_t size = 4 * chunk;
+  const std::string blob = pattern(1, size);
+  ASSERT_TRUE(store_->put_chunk(d, size, chunk, 0, chunk_of(blob, chunk, 0)).ok());
+  // The configured chunk size changed: the stored one wins.
+  status s = store_->put_chunk(d, size, 2 * chunk, 0, blob.substr(0, 2 * chunk));
+  EXPECT_EQ(s.code, errc::invalid_argument);
+  EXPECT_THAT(s.message, HasSubstr("chunk size " + std::to_string(chunk)));
+  EXPECT_EQ(store_->put_chunk(d, size + 1, chunk, 1, chunk_of(blob, chunk, 1)).code,
+            errc::invalid_argument);
+  EXPECT_EQ(store_->blob(d)->chunk_size, chunk);
+  EXPECT_EQ(store_->blob(d)->size, size);
+  EXPECT_THAT(store_->present_chunks(d), ElementsAre(0U));
+  EXPECT_EQ(store_->used_bytes(), chunk);
+}
+
+TEST_P(chunk_store_test, storing_a_present_chunk_again_counts_once) {
+  const oci::digest d = digest_n(1);
+  const std::string blob = pattern(1, 2 * chunk);
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(store_->put_chunk(d, blob.size(), chunk, 1, chunk_of(blob, chunk, 1)).ok());
+  }
+  EXPECT_EQ(store_->used_bytes(), chunk);
+  EXPECT_EQ(store_->blob(d)->stored_bytes, chunk);
+}
+
+TEST_P(chunk_store_test, mark_verified) {
+  const oci::digest d = digest_n(1);
+  EXPECT_EQ(store_->mark_verified(d).code, errc::not_found);
+  (void)put_blob(d, 1, chunk + 1);
+  EXPECT_FALSE(store_->blob(d)->verified);
+  ASSERT_TRUE(store_->mark_verified(d).ok());
+  EXPECT_TRUE(store_->blob(d)->verified);
+  EXPECT_EQ(store_->blob(d)->stored_bytes, chunk + 1U);
+}
+
+TEST_P(chunk_store_test, erase_blob_removes_chunks_and_bytes) {
+  const oci::digest d = digest_n(1);
+  const oci::digest kept = digest_n(2);
+  (void)put_blob(d, 1, 3 * chunk);
+  const std::string other = put_blob(kept, 2, chunk + 7);
+  EXPECT_EQ(store_->used_bytes(), 4U * chunk + 7);
+
+  ASSERT_TRUE(store_->erase_blob(d).ok());
+  EXPECT_FALSE(store_->blob(d).has_value());
+  EXPECT_THAT(store_->present_chunks(d), IsEmpty());
+  EXPECT_FALSE(store_->has_chunk(d, 0));
+  std::string got;
+  EXPECT_EQ(store_->get_chunk(d, 2, got).code, errc::not_found);
+  EXPECT_EQ(store_->used_bytes(), chunk + 7U);
+  EXPECT_EQ(store_->erase_blob(d).code, errc::not_found);
+
+  ASSERT_TRUE(store_->get_chunk(kept, 1, got).ok());
+  EXPECT_EQ(got, other.substr(chunk));
+
+  // Stored again from scratch, possibly with another chunk size.
+  (void)put_blob(d, 1, 3 * chunk, 2 * chunk);
+  EXPECT_EQ(store_->blob(d)->chunk_size, 2 * chunk);
+  EXPECT_THAT(store_->present_chunks(d), ElementsAre(0U, 1U));
+}
+
+TEST_P(chunk_store_test, manifests_round_trip) {
+  const oci::digest d = digest_n(1);
+  EXPECT_FALSE(store_->manifest(d).has_value());
+  const std::string bytes = std::string("{\"schemaVersion\":2}\0\xff", 22);
+  ASSERT_TRUE(store_->put_manifest(d, "application/vnd.oci.image.manifest.v1+json", bytes).ok());
+  auto m = store_->manifest(d);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->media_type, "application/vnd.oci.image.manifest.v1+json");
+  EXPECT_EQ(m->bytes, bytes);
+
+  ASSERT_TRUE(store_->put_manifest(digest_n(2), "", "").ok());
+  m = store_->manifest(digest_n(2));
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->media_type, "");
+  EXPECT_EQ(m->bytes, "");
+  // Manifests do not count against capacity.
+  EXPECT_EQ(store_->used_bytes(), 0U);
+}
+
+TEST_P(chunk_store_test, tags_round_trip) {
+  const std::string key = std::string("docker.io\0library/alpine\0latest\0oci", 36);
+  EXPECT_FALSE(store_->tag(key).has_value());
+  ASSERT_TRUE(store_->put_tag(key, tag_record{digest_n(1), 1'700'000'123}).ok());
+  auto t = store_->tag(key);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->digest, digest_n(1));
+  EXPECT_EQ(t->fetched_at, 1'700'000'123);
+
+  ASSERT_TRUE(
+      store_->put_tag(key, tag_record{digest_n(2, oci::digest_algorithm::sha512), -5}).ok());
+  t = store_->tag(key);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->digest, digest_n(2, oci::digest_algorithm::sha512));
+  EXPECT_EQ(t->fetched_at, -5);
+  EXPECT_FALSE(store_->tag(key.substr(0, 10)).has_value());
+}
+
+TEST_P(chunk_store_test, used_bytes_accounting) {
+  EXPECT_EQ(store_->used_bytes(), 0U);
+  EXPECT_EQ(store_->capacity(), 64ULL << 20);
+  (void)put_blob(digest_n(1), 1, 100);
+  (void)put_blob(digest_n(2), 2, 2 * chunk + 100);
+  EXPECT_EQ(store_->used_bytes(), 2U * chunk + 200);
+  ASSERT_TRUE(store_->erase_blob(digest_n(1)).ok());
+  EXPECT_EQ(store_->used_bytes(), 2U * chunk + 100);
+  ASSERT_TRUE(store_->erase_blob(digest_n(2)).ok());
+  EXPECT_EQ(store_->used_bytes(), 0U);
+}
+
+TEST_P(chunk_store_test, touch_records_hits_and_time) {
+  const oci::digest d = digest_n(1);
+  store_->touch(d);  // unknown: ignored
+  EXPECT_FALSE(store_->blob(d).has_value());
+  (void)put_blob(d, 1, 10);
+  const std::uint64_t created = clock_.now->load();
+  clock_.advance(100);
+  store_->touch(d);
+  store_->touch(d);
+  auto r = store_->blob(d);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->hits, 2U);
+  EXPECT_EQ(r->last_access, created + 100);
+  // A chunk written later keeps the touches.
+  ASSERT_TRUE(store_->mark_verified(d).ok());
+  EXPECT_EQ(store_->blob(d)->hits, 2U);
+}
+
+TEST_P(chunk_store_test, eviction_is_least_recently_used_first) {
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  const oci::digest c = digest_n(3);
+  (void)put_blob(a, 1, 2 * chunk);
+  clock_.advance(1);
+  (void)put_blob(b, 2, 2 * chunk);
+  clock_.advance(1);
+  (void)put_blob(c, 3, 2 * chunk);
+  store_->touch(a);  // a is now the most recent: b, c, a
+
+  EXPECT_EQ(store_->evict_to(4 * chunk, nullptr), 2U * chunk);
+  EXPECT_FALSE(store_->blob(b).has_value());
+  EXPECT_TRUE(store_->blob(a).has_value());
+  EXPECT_TRUE(store_->blob(c).has_value());
+
+  EXPECT_EQ(store_->evict_to(2 * chunk + 1, nullptr), 2U * chunk);
+  EXPECT_FALSE(store_->blob(c).has_value());
+  EXPECT_TRUE(store_->blob(a).has_value());
+  EXPECT_EQ(store_->used_bytes(), 2U * chunk);
+  EXPECT_EQ(store_->evict_to(2 * chunk, nullptr), 0U);
+  EXPECT_EQ(store_->evict_to(0, nullptr), 2U * chunk);
+  EXPECT_EQ(store_->used_bytes(), 0U);
+  EXPECT_THAT(store_->present_chunks(a), IsEmpty());
+}
+
+TEST_P(chunk_store_test, touches_within_one_second_still_order) {
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  (void)put_blob(a, 1, chunk);
+  (void)put_blob(b, 2, chunk);
+  store_->touch(b);
+  store_->touch(a);
+  EXPECT_EQ(store_->evict_to(chunk, nullptr), chunk);
+  EXPECT_FALSE(store_->blob(b).has_value());
+  EXPECT_TRUE(store_->blob(a).has_value());
+}
+
+TEST_P(chunk_store_test, pinned_blobs_are_spared) {
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  const oci::digest c = digest_n(3);
+  (void)put_blob(a, 1, chunk);
+  (void)put_blob(b, 2, chunk);
+  (void)put_blob(c, 3, chunk);
+  std::vector<oci::digest> asked;
+  auto pinned = [&](const oci::digest& d) {
+    asked.push_back(d);
+    return d == a || d == b;
+  };
+  EXPECT_EQ(store_->evict_to(0, pinned), chunk);
+  EXPECT_TRUE(store_->blob(a).has_value());
+  EXPECT_TRUE(store_->blob(b).has_value());
+  EXPECT_FALSE(store_->blob(c).has_value());
+  EXPECT_EQ(asked, (std::vector<oci::digest>{a, b, c}));
+  EXPECT_EQ(store_->used_bytes(), 2U * chunk);
+}
+
+TEST_P(chunk_store_test, capacity_is_enforced_by_evicting) {
+  reopen(4 * chunk);
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  const oci::digest c = digest_n(3);
+  (void)put_blob(a, 1, 2 * chunk);
+  (void)put_blob(b, 2, 2 * chunk);
+  EXPECT_EQ(store_->used_bytes(), 4U * chunk);
+  store_->touch(a);  // b is now the least recently used
+  const std::string blob_c = pattern(3, chunk);
+  ASSERT_TRUE(store_->put_chunk(c, chunk, chunk, 0, blob_c).ok());
+  EXPECT_FALSE(store_->blob(b).has_value());
+  EXPECT_TRUE(store_->blob(a).has_value());
+  EXPECT_EQ(store_->used_bytes(), 3U * chunk);
+  EXPECT_LE(store_->used_bytes(), store_->capacity());
+}
+
+TEST_P(chunk_store_test, a_blob_larger_than_capacity_gets_no_space) {
+  reopen(4 * chunk);
+  const oci::digest other = digest_n(2);
+  (void)put_blob(other, 2, chunk);
+  const oci::digest big = digest_n(1);
+  const std::size_t size = 5 * chunk;
+  const std::string blob = pattern(1, size);
+  for (std::uint32_t i = 0; i < 4; ++i) {
+    ASSERT_TRUE(store_->put_chunk(big, size, chunk, i, chunk_of(blob, chunk, i)).ok()) << i;
+  }
+  // `other` made room; the blob being written is never evicted for itself.
+  EXPECT_FALSE(store_->blob(other).has_value());
+  status s = store_->put_chunk(big, size, chunk, 4, chunk_of(blob, chunk, 4));
+  EXPECT_EQ(s.code, errc::no_space);
+  EXPECT_THAT(store_->present_chunks(big), ElementsAre(0U, 1U, 2U, 3U));
+  EXPECT_EQ(store_->used_bytes(), 4U * chunk);
+}
+
+TEST_P(chunk_store_test, pinned_blobs_can_leave_no_space) {
+  reopen(2 * chunk);
+  (void)put_blob(digest_n(1), 1, 2 * chunk);
+  EXPECT_EQ(store_->evict_to(0, [](const oci::digest&) { return true; }), 0U);
+  EXPECT_EQ(store_->used_bytes(), 2U * chunk);
+}
+
+// Bounded loops of puts and gets from 8 threads: some on their own blobs, all on a shared one.
+TEST_P(chunk_store_test, concurrent_puts_and_gets) {
+  const oci::digest shared = digest_n(1000);
+  const std::size_t shared_size = 8 * chunk;
+  const std::string shared_blob = pattern(1000, shared_size);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      const oci::digest own = digest_n(t);
+      const std::string own_blob = pattern(static_cast<std::uint64_t>(t), 4 * chunk);
+      std::string got;
+      for (int round = 0; round < 20; ++round) {
+        const auto i = static_cast<std::uint32_t>((round + t) % 8);
+        if (!store_->put_chunk(shared, shared_size, chunk, i, chunk_of(shared_blob, chunk, i))
+                 .ok()) {
+          ++failures;
+        }
+        if (!store_->get_chunk(shared, i, got).ok() || got != chunk_of(shared_blob, chunk, i)) {
+          ++failures;
+        }
+        const auto j = static_cast<std::uint32_t>(round % 4);
+        if (!store_->put_chunk(own, own_blob.size(), chunk, j, chunk_of(own_blob, chunk, j)).ok()) {
+          ++failures;
+        }
+        if (!store_->get_chunk(own, j, got).ok() || got != chunk_of(own_blob, chunk, j)) {
+          ++failures;
+        }
+        store_->touch(own);
+        (void)store_->present_chunks(shared);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(store_->blob(shared)->stored_bytes, shared_size);
+  EXPECT_EQ(store_->used_bytes(), shared_size + 8U * 4 * chunk);
+}
+
+INSTANTIATE_TEST_SUITE_P(backends, chunk_store_test,
+                         ::testing::Values(kind::memory, kind::rocksdb_sst,
+                                           kind::rocksdb_blob_files),
+                         [](const auto& info) { return name_of(info.param); });
+
+// ---- RocksDB only: what must survive a restart, and damage on disk
+
+class rocksdb_store_test : public ::testing::Test {
+ protected:
+  [[nodiscard]] std::string db_path() const { return dir_.path() + "/db"; }
+
+  std::unique_ptr<chunk_store> open(std::uint64_t capacity = 64ULL << 20) {
+    return open_store(kind::rocksdb_sst, db_path(), capacity, clock_.fn());
+  }
+
+  // Runs `fn` on a raw handle to the (closed) store's database and its column families.
+  template <class Fn>
+  void with_raw_db(Fn fn) {
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), db_path(), &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    for (const auto& n : names) descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    rocksdb::DBOptions options;
+    options.atomic_flush = true;
+    ASSERT_TRUE(rocksdb::DB::Open(options, db_path(), descriptors, &handles, &db).ok());
+    auto cf = [&](const std::string& name) {
+      for (std::size_t i = 0; i < names.size(); ++i) {
+        if (names[i] == name) return handles[i];
+      }
+      ADD_FAILURE() << "no column family " << name;
+      return handles[0];
+    };
+    fn(*db, cf);
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+    delete db;
+  }
+
+  temp_dir dir_;
+  fake_clock clock_;
+};
+
+TEST_F(rocksdb_store_test, reopening_keeps_everything) {
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  const std::string blob_a = pattern(1, 3 * chunk + 5);
+  {
+    auto store = open();
+    for (std::uint32_t i : {0U, 1U, 3U}) {
+      ASSERT_TRUE(store->put_chunk(a, blob_a.size(), chunk, i, chunk_of(blob_a, chunk, i)).ok());
+    }
+    ASSERT_TRUE(store->put_chunk(b, 3, chunk, 0, "abc").ok());
+    ASSERT_TRUE(store->mark_verified(b).ok());
+    clock_.advance(50);
+    store->touch(a);  // lazily written: must reach disk on close
+    ASSERT_TRUE(store->put_manifest(a, "application/json", "{}").ok());
+    ASSERT_TRUE(store->put_tag("k", tag_record{b, 42}).ok());
+  }
+  auto store = open();
+  EXPECT_EQ(store->used_bytes(), 2U * chunk + 5 + 3);
+  auto ra = store->blob(a);
+  ASSERT_TRUE(ra.has_value());
+  EXPECT_EQ(ra->size, blob_a.size());
+  EXPECT_EQ(ra->chunk_size, chunk);
+  EXPECT_EQ(ra->stored_bytes, 2U * chunk + 5);
+  EXPECT_EQ(ra->hits, 1U);
+  EXPECT_EQ(ra->last_access, clock_.now->load());
+  EXPECT_FALSE(ra->verified);
+  EXPECT_TRUE(store->blob(b)->verified);
+  EXPECT_THAT(store->present_chunks(a), ElementsAre(0U, 1U, 3U));
+  std::string got;
+  ASSERT_TRUE(store->get_chunk(a, 3, got).ok());
+  EXPECT_EQ(got, blob_a.substr(3 * chunk));
+  EXPECT_EQ(store->manifest(a)->bytes, "{}");
+  EXPECT_EQ(store->tag("k")->digest, b);
+  // The LRU order survives too: b was used longest ago.
+  EXPECT_EQ(store->evict_to(2U * chunk + 5, nullptr), 3U);
+  EXPECT_FALSE(store->blob(b).has_value());
+}
+
+TEST_F(rocksdb_store_test, a_corrupted_chunk_is_detected_and_removed) {
+  const oci::digest d = digest_n(1);
+  const std::string blob = pattern(1, 2 * chunk);
+  {
+    auto store = open();
+    ASSERT_TRUE(store->put_chunk(d, blob.size(), chunk, 0, chunk_of(blob, chunk, 0)).ok());
+    ASSERT_TRUE(store->put_chunk(d, blob.size(), chunk, 1, chunk_of(blob, chunk, 1)).ok());
+    ASSERT_TRUE(store->mark_verified(d).ok());
+  }
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    std::string key = d.raw();
+    key.append("\0\0\0\1", 4);
+    std::string value;
+    ASSERT_TRUE(db.Get(rocksdb::ReadOptions(), cf("chunks"), key, &value).ok());
+    ASSERT_EQ(value.size(), 4U + chunk);
+    value[4 + 1000] = static_cast<char>(value[4 + 1000] ^ 0x01);
+    ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), cf("chunks"), key, value).ok());
+  });
+  auto store = open();
+  std::string got;
+  status s = store->get_chunk(d, 1, got);
+  EXPECT_EQ(s.code, errc::corruption);
+  EXPECT_THAT(s.message, HasSubstr(d.str()));
+  EXPECT_FALSE(store->has_chunk(d, 1));
+  EXPECT_THAT(store->present_chunks(d), ElementsAre(0U));
+  EXPECT_EQ(store->used_bytes(), chunk);
+  EXPECT_EQ(store->blob(d)->stored_bytes, chunk);
+  EXPECT_FALSE(store->blob(d)->verified);
+  EXPECT_EQ(store->get_chunk(d, 1, got).code, errc::not_found);
+  ASSERT_TRUE(store->get_chunk(d, 0, got).ok());
+
+  // Refetched.
+  ASSERT_TRUE(store->put_chunk(d, blob.size(), chunk, 1, chunk_of(blob, chunk, 1)).ok());
+  ASSERT_TRUE(store->get_chunk(d, 1, got).ok());
+  EXPECT_EQ(got, chunk_of(blob, chunk, 1));
+  EXPECT_EQ(store->used_bytes(), 2U * chunk);
+}
+
+TEST_F(rocksdb_store_test, a_truncated_chunk_value_is_corruption) {
+  const oci::digest d = digest_n(1);
+  {
+    auto store = open();
+    ASSERT_TRUE(store->put_chunk(d, 3, chunk, 0, "abc").ok());
+  }
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    std::string key = d.raw();
+    key.append(4, '\0');
+    ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), cf("chunks"), key, "ab").ok());
+  });
+  auto store = open();
+  std::string got;
+  EXPECT_EQ(store->get_chunk(d, 0, got).code, errc::corruption);
+  EXPECT_EQ(store->used_bytes(), 0U);
+}
+
+TEST_F(rocksdb_store_test, a_missing_used_bytes_counter_is_recomputed) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store->put_chunk(digest_n(1), chunk + 1, chunk, 1, "x").ok());
+    ASSERT_TRUE(store->put_chunk(digest_n(2), 2, chunk, 0, "yz").ok());
+  }
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    ASSERT_TRUE(db.Delete(rocksdb::WriteOptions(), cf("meta"), "used_bytes").ok());
+  });
+  EXPECT_EQ(open()->used_bytes(), 3U);
+  // And it was written back.
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    std::string value;
+    EXPECT_TRUE(db.Get(rocksdb::ReadOptions(), cf("meta"), "used_bytes", &value).ok());
+  });
+}
+
+TEST_F(rocksdb_store_test, unreadable_blob_records_are_dropped_with_their_chunks) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store->put_chunk(digest_n(1), 3, chunk, 0, "abc").ok());
+    ASSERT_TRUE(store->put_chunk(digest_n(2), 2, chunk, 0, "yz").ok());
+  }
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), cf("blobs"), digest_n(1).raw(), "junk").ok());
+  });
+  auto store = open();
+  EXPECT_FALSE(store->blob(digest_n(1)).has_value());
+  EXPECT_FALSE(store->has_chunk(digest_n(1), 0));
+  EXPECT_EQ(store->used_bytes(), 2U);
+}
+
+TEST_F(rocksdb_store_test, opening_a_bad_path_throws_a_clear_error) {
+  const std::string file = dir_.path() + "/file";
+  std::ofstream(file) << "x";
+  try {
+    (void)open_store(kind::rocksdb_sst, file + "/db", 1 << 20, clock_.fn());
+    FAIL() << "opened a store under a regular file";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr(file));
+  }
+}
+
+// ---- the checksum
+
+std::uint32_t reference_crc32c(std::string_view s) {
+  std::uint32_t crc = ~0U;
+  for (char c : s) {
+    crc ^= static_cast<unsigned char>(c);
+    for (int k = 0; k < 8; ++k) crc = (crc & 1) != 0 ? (crc >> 1) ^ 0x82f63b78 : crc >> 1;
+  }
+  return ~crc;
+}
+
+TEST(crc32c, known_values) {
+  EXPECT_EQ(detail::crc32c(""), 0U);
+  EXPECT_EQ(detail::crc32c("123456789"), 0xe3069283U);
+  EXPECT_EQ(detail::crc32c(std::string(32, '\0')), 0x8a9136aaU);
+}
+
+TEST(crc32c, matches_a_bitwise_reference_at_every_split) {
+  const std::string data = pattern(7, 3 * 4096 + 100);
+  for (std::size_t n : {0, 1, 7, 8, 9, 4095, 4096, 4097, 4100, 5000, 12288, 12388}) {
+    const std::string_view s(data.data(), n);
+    EXPECT_EQ(detail::crc32c(s), reference_crc32c(s)) << n;
+    EXPECT_EQ(detail::crc32c(s.substr(n > 0 ? 1 : 0)), reference_crc32c(s.substr(n > 0 ? 1 : 0)))
+        << n;
+  }
+  const std::string big = pattern(8, (1 << 20) + 3);
+  EXPECT_EQ(detail::crc32c(big), reference_crc32c(big));
+}
+
+}  // namespace
+}  // namespace layercache::cache

@@ -137,6 +137,10 @@ class chunk_store {
   // called with the store locked and must not call back into the store.
   virtual std::uint64_t evict_to(std::uint64_t target,
                                  const std::function<bool(const oci::digest&)>& pinned) = 0;
+
+  // Blobs for which `pinned` returns true are never evicted by put_chunk to make room (they
+  // are being read). Same calling rules as evict_to's `pinned`. Set once, before use.
+  virtual void set_pinned(std::function<bool(const oci::digest&)> pinned) = 0;
 };
 
 // Unix seconds; injected so tests control time.

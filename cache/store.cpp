@@ -232,7 +232,7 @@ class store final : public chunk_store {
                               " bytes is larger than the capacity");
     }
     if (used_ + length > capacity_) {
-      evict_locked(capacity_ - length, nullptr, &raw);
+      evict_locked(capacity_ - length, pinned_ ? &pinned_ : nullptr, &raw);
       if (used_ + length > capacity_) {
         return status::no_space(d.str() + ": " + std::to_string(used_) + " of " +
                                 std::to_string(capacity_) +
@@ -385,6 +385,11 @@ class store final : public chunk_store {
   }
 
   std::uint64_t capacity() const override { return capacity_; }
+
+  void set_pinned(std::function<bool(const oci::digest&)> pinned) override {
+    std::lock_guard lock(mu_);
+    pinned_ = std::move(pinned);
+  }
 
   std::uint64_t evict_to(std::uint64_t target,
                          const std::function<bool(const oci::digest&)>& pinned) override {
@@ -566,6 +571,7 @@ class store final : public chunk_store {
 
   std::unique_ptr<backend> backend_;
   const std::uint64_t capacity_;
+  std::function<bool(const oci::digest&)> pinned_;  // spared by put_chunk's eviction
   const clock_fn clock_;
 
   std::mutex mu_;                             // guards everything below and serializes writers

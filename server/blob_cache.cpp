@@ -42,7 +42,13 @@ struct blob_cache::chunk_slot {
 };
 
 blob_cache::blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_settings settings)
-    : store_(store), pool_(pool), settings_(settings) {}
+    : store_(store), pool_(pool), settings_(settings) {
+  // Called by the store with its lock held; takes only our own lock (never the reverse).
+  store_.set_pinned([this](const oci::digest& d) {
+    std::lock_guard lock(mutex_);
+    return readers_.contains(d.str());
+  });
+}
 
 std::string blob_cache::key_of(const oci::digest& d, std::uint32_t index) const {
   std::string k = d.str();
@@ -60,7 +66,7 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
                                                                   const std::string& repository,
                                                                   const oci::digest& d) {
   auto record = co_await pool_.run([this, &d] { return store_.blob(d); });
-  if (record) co_return blob_meta{record->size, record->chunk_size};
+  if (record) co_return blob_meta{record->size, record->chunk_size, record->verified};
   {
     std::lock_guard lock(mutex_);
     if (auto it = sizes_.find(d.str()); it != sizes_.end()) co_return it->second;
@@ -77,7 +83,7 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   if (!length) {
     co_return upstream_failure{upstream_errc::protocol, "blob HEAD answered without a length"};
   }
-  const blob_meta meta{*length, settings_.chunk_size};
+  const blob_meta meta{*length, settings_.chunk_size, false};
   std::lock_guard lock(mutex_);
   if (sizes_.size() >= max_remembered) sizes_.clear();
   sizes_[d.str()] = meta;
@@ -281,6 +287,21 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
                                        const oci::digest& d, const blob_meta& meta,
                                        oci::byte_range r, const sink& out) {
   auto ex = co_await asio::this_coro::executor;
+  // Pinned while read: eviction to make room for other blobs skips it.
+  struct pin {
+    blob_cache& cache;
+    std::string key;
+    pin(blob_cache& c, std::string k) : cache(c), key(std::move(k)) {
+      std::lock_guard lock(cache.mutex_);
+      ++cache.readers_[key];
+    }
+    ~pin() {
+      std::lock_guard lock(cache.mutex_);
+      if (--cache.readers_[key] == 0) cache.readers_.erase(key);
+    }
+    pin(const pin&) = delete;
+    pin& operator=(const pin&) = delete;
+  } pinned(*this, d.str());
   const std::uint32_t cs = meta.chunk_size;
   const auto first = static_cast<std::uint32_t>(r.first / cs);
   const auto last = static_cast<std::uint32_t>(r.last / cs);
@@ -349,6 +370,47 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
     if (!done) co_return false;
   }
   co_return true;
+}
+
+asio::awaitable<void> blob_cache::complete_later(upstream_client& client,
+                                                 const std::string& repository,
+                                                 const oci::digest& d, const blob_meta& meta) {
+  if (!settings_.complete_partial || meta.verified || meta.size == 0) co_return;
+  {
+    std::lock_guard lock(mutex_);
+    if (!completing_.insert(d.str()).second) co_return;
+  }
+  auto ex = co_await asio::this_coro::executor;
+  asio::co_spawn(ex, complete(client, repository, d, meta), asio::detached);
+}
+
+asio::awaitable<void> blob_cache::complete(upstream_client& client, std::string repository,
+                                           oci::digest d, blob_meta meta) {
+  oci::hasher hash(d.algorithm());
+  const sink out = [&hash](const char* p, std::size_t n) -> asio::awaitable<bool> {
+    hash.update(p, n);
+    co_return true;
+  };
+  const bool ok =
+      co_await read(client, repository, d, meta, oci::byte_range{0, meta.size - 1}, out);
+  if (ok) {
+    if (hash.finish() == d) {
+      co_await mark_verified(d);
+      std::lock_guard lock(mutex_);
+      ++stats_.verified;
+    } else {
+      log::error("cache", "blob ", d.str(),
+                 " completed in the background does not match its "
+                 "digest; purged");
+      co_await purge(d);
+      std::lock_guard lock(mutex_);
+      ++stats_.digest_failures;
+    }
+  } else {
+    log::warn("cache", "background completion of ", d.str(), " failed; will retry on a later read");
+  }
+  std::lock_guard lock(mutex_);
+  completing_.erase(d.str());
 }
 
 std::uint64_t blob_cache::purge_generation(const oci::digest& d) const {

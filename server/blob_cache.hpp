@@ -27,12 +27,14 @@ namespace layercache::server {
 struct blob_meta {
   std::uint64_t size = 0;
   std::uint32_t chunk_size = 0;
+  bool verified = false;  // the store holds it whole and it matched its digest
 };
 
 struct fill_settings {
   std::uint32_t chunk_size = 1 << 20;  // for blobs not yet in the store
   std::uint64_t run_bytes = 8 << 20;   // largest upstream range request
   unsigned parallel_runs = 4;          // runs in flight ahead of one reader
+  bool complete_partial = true;        // fetch the rest of range-read blobs and verify
 };
 
 // Counters for tests and metrics.
@@ -42,6 +44,8 @@ struct blob_cache_stats {
   std::uint64_t chunks_from_store = 0;  // chunk reads served by the store
   std::uint64_t chunks_joined = 0;      // reads that joined a fill in flight
   std::uint64_t store_errors = 0;
+  std::uint64_t verified = 0;         // blobs completed in the background and matched
+  std::uint64_t digest_failures = 0;  // blobs whose bytes did not match their digest
 };
 
 class blob_cache {
@@ -64,6 +68,11 @@ class blob_cache {
   asio::awaitable<bool> read(upstream_client& client, const std::string& repository,
                              const oci::digest& d, const blob_meta& meta, oci::byte_range r,
                              const sink& out);
+
+  // After a range read: unless `meta.verified`, fetches the rest of the blob in the background
+  // (on the caller's worker) and checks it against its digest; a mismatch purges it.
+  asio::awaitable<void> complete_later(upstream_client& client, const std::string& repository,
+                                       const oci::digest& d, const blob_meta& meta);
 
   // Drops every stored chunk of `d` (e.g. its bytes failed the digest check).
   asio::awaitable<void> purge(const oci::digest& d);
@@ -91,6 +100,8 @@ class blob_cache {
   asio::awaitable<int> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
                                    const sink& out);
   std::uint64_t purge_generation(const oci::digest& d) const;
+  asio::awaitable<void> complete(upstream_client& client, std::string repository, oci::digest d,
+                                 blob_meta meta);
   void finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot, bool failed,
                    bool stored);
 
@@ -103,7 +114,9 @@ class blob_cache {
   // Chunks completed by a fill since it was last cleared: closes the window between a
   // reader's store lookup and its decision to fill (a cleared set only risks a second fill).
   std::unordered_set<std::string> completed_;
-  std::unordered_map<std::string, blob_meta> sizes_;  // from upstream HEADs, by digest
+  std::unordered_map<std::string, blob_meta> sizes_;   // from upstream HEADs, by digest
+  std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction
+  std::unordered_set<std::string> completing_;         // background completions running
   // Purges per digest: a fill that started before a purge must not store what it fetched.
   std::unordered_map<std::string, std::uint64_t> purges_;
   blob_cache_stats stats_;

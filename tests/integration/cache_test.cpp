@@ -221,6 +221,32 @@ TEST_F(CacheTest, UnsatisfiableAndIgnoredRanges) {
   EXPECT_EQ(client_.get(blob_url(layer), {{"Range", many}}).status, 431u);  // header too large
 }
 
+TEST_F(CacheTest, RangeReadBlobIsCompletedInTheBackground) {
+  const auto& layer = img_->layers[0];
+  const std::uint64_t size = layer.data.size();
+  auto r = client_.get(blob_url(layer), {{"Range", "bytes=100-199"}});
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_EQ(r.body, layer.data.substr(100, 100));
+  // The rest arrives without another client request: poll the upstream's record (bounded).
+  coverage c;
+  for (int i = 0; i < 400; ++i) {
+    c = count_coverage(fetched_ranges(*storage_host_, size), size);
+    if (c.never == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(c.never, 0u) << "the blob was not completed";
+  EXPECT_EQ(c.more, 0u);
+  // Complete and verified: a full read is served from the store.
+  for (int i = 0; i < 100; ++i) {  // the last chunk's store write may still be landing
+    storage_host_->clear_requests();
+    auto whole = client_.get(blob_url(layer));
+    ASSERT_TRUE(whole.body == layer.data);
+    if (storage_host_->requests().empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(storage_host_->requests().empty());
+}
+
 TEST_F(CacheTest, ConcurrentColdReadersShareOneFetchPerChunk) {
   const auto& layer = img_->layers[0];
   constexpr int clients = 50;

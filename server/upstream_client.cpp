@@ -92,6 +92,9 @@ std::string origin::host_header() const {
 upstream_connection::upstream_connection(const origin& where, asio::any_io_executor ex,
                                          asio::ssl::context* tls)
     : where_(where) {
+  // Beast sizes each read by the buffer's free capacity: without room reserved, bodies
+  // arrive 512 bytes per read(2).
+  buffer_.reserve(64 * 1024);
   if (where.tls()) {
     tls_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ex, *tls);
   } else {

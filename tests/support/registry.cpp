@@ -222,7 +222,11 @@ void registry_process::write_config() const {
 void registry_process::start_once() {
   write_config();
   process_ = std::make_unique<child_process>(
-      std::vector<std::string>{"docker-registry", "serve", config_file_.string()}, log_file_);
+      // setpriv --pdeathsig: the registry dies with the test process even when the test
+      // crashes and never runs our destructor (no orphaned registries).
+      std::vector<std::string>{"setpriv", "--pdeathsig", "KILL", "docker-registry", "serve",
+                               config_file_.string()},
+      log_file_);
 }
 
 bool registry_process::wait_ready() {

@@ -546,15 +546,17 @@ void read_server(problem_list& problems, const YAML::Node& node, int line, serve
 }
 
 void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_settings& out) {
-  mapping m(problems, node, "cache",
-            {"enabled", "path", "capacity", "chunk_size", "block_cache", "sync_writes",
-             "fetch_size", "parallel_fetches", "io_threads"},
-            line);
+  mapping m(
+      problems, node, "cache",
+      {"enabled", "path", "capacity", "chunk_size", "block_cache", "sync_writes", "fetch_size",
+       "parallel_fetches", "io_threads", "complete_partial", "tag_ttl", "max_stale"},
+      line);
   if (!m.valid()) return;
   read_bool(m, "enabled", out.enabled);
   read_size(m, "fetch_size", out.fetch_size, 64 * kib, 256 * mib);
   read_uint(m, "parallel_fetches", out.parallel_fetches, 1, 64);
   read_uint(m, "io_threads", out.io_threads, 1, 64);
+  read_bool(m, "complete_partial", out.complete_partial);
   if (read_string(m, "path", out.path) && out.path.empty()) {
     m.report("path", "must not be empty");
   }
@@ -572,6 +574,8 @@ void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_
   }
   read_size(m, "block_cache", out.block_cache, 8 * mib, tib);
   read_bool(m, "sync_writes", out.sync_writes);
+  read_duration(m, "tag_ttl", out.tag_ttl, true);
+  read_duration(m, "max_stale", out.max_stale, true);
 }
 
 // Parses `url` into scheme, host and port; reports what is wrong with it. The URL itself is

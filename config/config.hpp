@@ -99,6 +99,13 @@ struct cache_settings {
   std::uint64_t fetch_size = 8ULL << 20;     // largest upstream range request (64KiB..256MiB)
   unsigned parallel_fetches = 4;             // runs in flight ahead of one reader (1..64)
   unsigned io_threads = 2;                   // blocking store I/O threads (1..64)
+  bool complete_partial = true;  // after a range read, fetch the rest of the blob and verify it
+  // A tag resolved this long ago is served from the store without asking the upstream; older,
+  // it is revalidated with an upstream HEAD. 0s: always revalidate.
+  duration tag_ttl{std::chrono::seconds(60)};
+  // When the upstream fails (unreachable, timeout, 5xx, 429), a tag resolved at most this long
+  // ago is still served, flagged with `X-Layercache-Stale: true`. 0s: never serve stale.
+  duration max_stale{std::chrono::hours(24)};
 };
 
 struct config {

@@ -16,6 +16,7 @@
 #include "cache/chunk_store.hpp"
 #include "log/log.hpp"
 #include "server/blob_cache.hpp"
+#include "server/manifest_cache.hpp"
 #include "server/offload.hpp"
 #include "server/session.hpp"
 
@@ -56,6 +57,7 @@ struct server::impl {
   std::unique_ptr<cache::chunk_store> store;
   std::unique_ptr<blocking_pool> blocking;
   std::unique_ptr<blob_cache> blobs;
+  std::unique_ptr<manifest_cache> manifests;
   std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;  // by upstream name
   std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;            // by listener index
   std::vector<std::unique_ptr<worker>> workers;
@@ -118,9 +120,11 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
     impl_->store = cache::open_rocksdb_store(
         cache::store_options{c.path, c.capacity, c.block_cache, c.sync_writes});
     impl_->blocking = std::make_unique<blocking_pool>(c.io_threads);
-    impl_->blobs =
-        std::make_unique<blob_cache>(*impl_->store, *impl_->blocking,
-                                     fill_settings{c.chunk_size, c.fetch_size, c.parallel_fetches});
+    impl_->blobs = std::make_unique<blob_cache>(
+        *impl_->store, *impl_->blocking,
+        fill_settings{c.chunk_size, c.fetch_size, c.parallel_fetches, c.complete_partial});
+    impl_->manifests =
+        std::make_unique<manifest_cache>(*impl_->store, *impl_->blocking, c.tag_ttl, c.max_stale);
     log::info("server", "cache at ", c.path, ": ", impl_->store->used_bytes(), " of ", c.capacity,
               " bytes used");
   }
@@ -138,6 +142,7 @@ void server::start() {
   for (unsigned i = 0; i < threads; ++i) {
     auto w = std::make_unique<impl::worker>(m.cfg, m.open);
     w->context.blobs = m.blobs.get();
+    w->context.manifests = m.manifests.get();
     for (const auto& u : m.cfg.upstreams) {
       w->context.clients.emplace(u.name, std::make_unique<upstream_client>(
                                              u, w->pool, m.upstream_tls[u.name].get(), m.tokens));

@@ -15,6 +15,7 @@
 #include "oci/media_types.hpp"
 #include "oci/range.hpp"
 #include "server/blob_cache.hpp"
+#include "server/manifest_cache.hpp"
 #include "server/route.hpp"
 #include "server/upstream_select.hpp"
 
@@ -184,12 +185,10 @@ class session final : public session_base {
     }
   }
 
+  // Manifests. Without the cache they come from the upstream every time; with it, see
+  // cached_manifest.
   asio::awaitable<bool> manifest(const request& req, const route& r, const upstream_choice& choice,
                                  upstream_client& client, bool keep_alive) {
-    upstream_request ur;
-    ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
-    ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
-    ur.repository = choice.repository;
     // Clients (Go's net/http in skopeo, containerd) send one Accept header per media type:
     // all of them count.
     std::string accept;
@@ -198,29 +197,173 @@ class session final : public session_base {
       accept += it->value();
     }
     if (accept.empty()) accept = oci::default_manifest_accept();
-    ur.headers.emplace_back(http::field::accept, std::move(accept));
+    if (worker_.manifests == nullptr) {
+      co_return co_await manifest_from_upstream(req, r, choice, client, accept, nullptr,
+                                                keep_alive);
+    }
+    co_return co_await cached_manifest(req, r, choice, client, accept, keep_alive);
+  }
+
+  // What manifest_from_upstream needs to know when the cache is on.
+  struct manifest_cache_state {
+    std::string key;                  // tag record to write; empty for a digest
+    std::string accept_cls;           // accept_class() of the request
+    std::optional<cached_tag> stale;  // served, flagged, when the upstream fails
+  };
+
+  // By digest: from the store, else from upstream and stored. By tag: a record confirmed within
+  // cache.tag_ttl is served from the store; an older one is revalidated with an upstream HEAD
+  // (same digest: confirmed and served from the store); when the upstream fails, a record
+  // confirmed within cache.max_stale is served with X-Layercache-Stale.
+  asio::awaitable<bool> cached_manifest(const request& req, const route& r,
+                                        const upstream_choice& choice, upstream_client& client,
+                                        const std::string& accept, bool keep_alive) {
+    auto& cache = *worker_.manifests;
+    manifest_cache_state state;
+    if (const auto requested = oci::digest::parse(r.reference)) {
+      if (auto stored = co_await cache.manifest(*requested)) {
+        co_return co_await send_stored(req, *requested, *stored, false, keep_alive);
+      }
+      co_return co_await manifest_from_upstream(req, r, choice, client, accept, &state, keep_alive);
+    }
+    state.accept_cls = accept_class(accept);
+    state.key = tag_key(client.settings().name, choice.repository, r.reference, state.accept_cls);
+    auto hit = co_await cache.tag(state.key);
+    if (hit && !accepts(state.accept_cls, hit->manifest.media_type)) hit.reset();
+    if (!hit) {
+      co_return co_await manifest_from_upstream(req, r, choice, client, accept, &state, keep_alive);
+    }
+    if (cache.fresh(hit->fetched_at)) {
+      co_return co_await send_stored(req, hit->digest, hit->manifest, false, keep_alive);
+    }
+    const bool stale_ok = cache.may_serve_stale(hit->fetched_at);
+
+    // Revalidate: what does the tag name upstream now?
+    upstream_request ur;
+    ur.method = http::verb::head;
+    ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
+    ur.repository = choice.repository;
+    ur.headers.emplace_back(http::field::accept, accept);
     auto result = co_await client.send(std::move(ur));
     if (auto* f = std::get_if<upstream_failure>(&result)) {
+      if (stale_ok) co_return co_await send_stale(req, r, client, *hit, f->message, keep_alive);
+      co_return co_await send_failure(req, client, *f, keep_alive);
+    }
+    auto up = std::move(std::get<std::unique_ptr<upstream_response>>(result));
+    const unsigned status = up->status();
+    if (is_success(status)) {
+      if (const auto current = oci::digest::parse(up->fields()["Docker-Content-Digest"])) {
+        if (*current == hit->digest) {
+          co_await cache.confirm(state.key, *current);
+          co_return co_await send_stored(req, hit->digest, hit->manifest, false, keep_alive);
+        }
+        // Re-tagged to a manifest that may be stored already (e.g. pulled by digest).
+        auto other = co_await cache.manifest(*current);
+        if (other && accepts(state.accept_cls, other->media_type)) {
+          co_await cache.confirm(state.key, *current);
+          co_return co_await send_stored(req, *current, *other, false, keep_alive);
+        }
+      }
+      if (req.method() == http::verb::head) {
+        co_return co_await answer_head(req, *up, std::nullopt, keep_alive);
+      }
+    } else {
+      if ((status >= 500 || status == 429) && stale_ok) {
+        const std::string reason = "answered " + std::to_string(status);
+        co_return co_await send_stale(req, r, client, *hit, reason, keep_alive);
+      }
+      if (req.method() == http::verb::head) co_return co_await forward_error(req, *up, keep_alive);
+    }
+    up.reset();  // its connection goes back to the pool for the GET
+    if (stale_ok) state.stale = std::move(hit);
+    co_return co_await manifest_from_upstream(req, r, choice, client, accept, &state, keep_alive);
+  }
+
+  // A stored manifest, with the headers a registry sends; HEAD: no body.
+  asio::awaitable<bool> send_stored(const request& req, const oci::digest& digest,
+                                    const cache::stored_manifest& m, bool stale, bool keep_alive) {
+    http::response<http::string_body> res{http::status::ok, 11};
+    if (m.media_type.empty()) {
+      res.set(http::field::content_type, oci::media_types::oci_manifest);
+    } else {
+      res.set(http::field::content_type, m.media_type);
+    }
+    res.set("Docker-Content-Digest", digest.str());
+    res.set(http::field::etag, "\"" + digest.str() + "\"");
+    if (stale) res.set("X-Layercache-Stale", "true");
+    res.body() = m.bytes;
+    const std::uint64_t length = m.bytes.size();
+    co_return co_await send(req, std::move(res), keep_alive, length);
+  }
+
+  asio::awaitable<bool> send_stale(const request& req, const route& r,
+                                   const upstream_client& client, const cached_tag& hit,
+                                   const std::string& reason, bool keep_alive) {
+    log::warn("proxy", "upstream ", client.settings().name, " failed for tag ", r.reference, " (",
+              reason, "): serving stale ", hit.digest.str(), ", confirmed ",
+              manifest_cache::age(hit.fetched_at), "s ago");
+    co_return co_await send_stored(req, hit.digest, hit.manifest, true, keep_alive);
+  }
+
+  // Answers a HEAD from the upstream's HEAD answer: no body to hash, so say what the upstream
+  // says, and what the reference proves.
+  asio::awaitable<bool> answer_head(const request& req, upstream_response& up,
+                                    const std::optional<oci::digest>& requested, bool keep_alive) {
+    http::response<http::string_body> res{http::status::ok, 11};
+    const std::string content_type(up.fields()[http::field::content_type]);
+    std::string digest(up.fields()["Docker-Content-Digest"]);
+    if (requested) digest = requested->str();
+    if (!content_type.empty()) res.set(http::field::content_type, content_type);
+    if (!digest.empty()) {
+      res.set("Docker-Content-Digest", digest);
+      res.set(http::field::etag, "\"" + digest + "\"");
+    }
+    co_return co_await send(req, std::move(res), keep_alive, up.content_length());
+  }
+
+  // The manifest from the upstream, as a GET or HEAD like the client's. With `cached`: a 200
+  // GET is stored (and the tag record written), a HEAD naming a stored manifest writes the tag
+  // record, and an upstream failure serves `cached->stale` if there is one.
+  asio::awaitable<bool> manifest_from_upstream(const request& req, const route& r,
+                                               const upstream_choice& choice,
+                                               upstream_client& client, const std::string& accept,
+                                               manifest_cache_state* cached, bool keep_alive) {
+    upstream_request ur;
+    ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
+    ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
+    ur.repository = choice.repository;
+    ur.headers.emplace_back(http::field::accept, accept);
+    const bool can_be_stale = cached != nullptr && cached->stale.has_value();
+    auto result = co_await client.send(std::move(ur));
+    if (auto* f = std::get_if<upstream_failure>(&result)) {
+      if (can_be_stale) {
+        co_return co_await send_stale(req, r, client, *cached->stale, f->message, keep_alive);
+      }
       co_return co_await send_failure(req, client, *f, keep_alive);
     }
     auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+    if (can_be_stale && (up.status() >= 500 || up.status() == 429)) {
+      const std::string reason = "answered " + std::to_string(up.status());
+      co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
+    }
     if (!is_success(up.status())) co_return co_await forward_error(req, up, keep_alive);
 
     const auto requested = oci::digest::parse(r.reference);
-    http::response<http::string_body> res{http::status::ok, 11};
-    std::string content_type(up.fields()[http::field::content_type]);
     if (req.method() == http::verb::head) {
-      // No body to hash: say what the upstream says, and what the reference proves.
-      std::string digest(up.fields()["Docker-Content-Digest"]);
-      if (requested) digest = requested->str();
-      if (!content_type.empty()) res.set(http::field::content_type, content_type);
-      if (!digest.empty()) {
-        res.set("Docker-Content-Digest", digest);
-        res.set(http::field::etag, "\"" + digest + "\"");
+      if (cached != nullptr && !cached->key.empty()) {
+        // A tag resolved to a manifest already stored: remember it (containerd resolves tags
+        // with HEAD, then GETs by digest).
+        if (const auto d = oci::digest::parse(up.fields()["Docker-Content-Digest"])) {
+          auto m = co_await worker_.manifests->manifest(*d);
+          if (m && accepts(cached->accept_cls, m->media_type)) {
+            co_await worker_.manifests->confirm(cached->key, *d);
+          }
+        }
       }
-      co_return co_await send(req, std::move(res), keep_alive, up.content_length());
+      co_return co_await answer_head(req, up, requested, keep_alive);
     }
 
+    std::string content_type(up.fields()[http::field::content_type]);
     auto [ec, body] = co_await up.read_all(worker_.cfg.server.max_manifest_size);
     if (ec == http::error::body_limit) {
       co_return co_await send_error(req, 502, "MANIFEST_INVALID",
@@ -230,9 +373,12 @@ class session final : public session_base {
                                     keep_alive);
     }
     if (ec) {
+      const std::string reason = "manifest body: " + ec.message();
+      if (can_be_stale) {
+        co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
+      }
       co_return co_await send_failure(
-          req, client, upstream_failure{upstream_errc::protocol, "manifest body: " + ec.message()},
-          keep_alive);
+          req, client, upstream_failure{upstream_errc::protocol, reason}, keep_alive);
     }
     const auto algorithm = requested ? requested->algorithm() : oci::digest_algorithm::sha256;
     const oci::digest actual = oci::digest_of(body, algorithm);
@@ -243,6 +389,10 @@ class session final : public session_base {
                                     "upstream manifest does not match its digest", keep_alive);
     }
     if (content_type.empty()) content_type = oci::media_types::oci_manifest;
+    if (cached != nullptr && up.status() == 200) {
+      co_await worker_.manifests->put(actual, content_type, body, cached->key);
+    }
+    http::response<http::string_body> res{http::status::ok, 11};
     res.set(http::field::content_type, content_type);
     res.set("Docker-Content-Digest", actual.str());
     res.set(http::field::etag, "\"" + actual.str() + "\"");
@@ -377,9 +527,10 @@ class session final : public session_base {
       oci::hasher hash(digest.algorithm());
       std::uint64_t sent = 0;
       bool mismatch = false;
+      // A blob already verified whole is served as stored (each chunk's CRC is still checked).
       const blob_cache::sink out = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
-        hash.update(p, n);
-        if (sent + n == meta.size && hash.finish() != digest) {
+        if (!meta.verified) hash.update(p, n);
+        if (!meta.verified && sent + n == meta.size && hash.finish() != digest) {
           mismatch = true;
           co_return false;
         }
@@ -401,7 +552,7 @@ class session final : public session_base {
         co_return false;
       }
       if (!ok) co_return false;
-      co_await blobs.mark_verified(digest);
+      if (!meta.verified) co_await blobs.mark_verified(digest);
       const bool finished = co_await finish_body(res, sr);
       log::debug("access", req.method_string(), " ", req.target(), " 200 ", sent, "B");
       co_return finished&& res.keep_alive();
@@ -423,6 +574,7 @@ class session final : public session_base {
       co_return false;
     }
     const bool finished = co_await finish_body(res, sr);
+    co_await blobs.complete_later(client, choice.repository, digest, meta);
     log::debug("access", req.method_string(), " ", req.target(), " 206 ", length, "B");
     co_return finished&& res.keep_alive();
   }

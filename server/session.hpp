@@ -16,7 +16,8 @@
 
 namespace layercache::server {
 class blob_cache;
-}
+class manifest_cache;
+}  // namespace layercache::server
 
 namespace layercache::server {
 
@@ -39,6 +40,8 @@ struct worker_context {
   bool draining = false;
   std::atomic<std::uint64_t>& open_connections;  // across all workers
   blob_cache* blobs = nullptr;  // shared by all workers; null: blobs pass straight through
+  // Shared by all workers; null: manifests pass straight through.
+  manifest_cache* manifests = nullptr;
 };
 
 // Serves one accepted connection until it closes. `tls` is the listener's context, or null

@@ -359,6 +359,11 @@ TEST(config, cache_defaults) {
   EXPECT_EQ(cfg.cache.fetch_size, 8 * MiB);
   EXPECT_EQ(cfg.cache.parallel_fetches, 4u);
   EXPECT_EQ(cfg.cache.io_threads, 2u);
+  EXPECT_TRUE(cfg.cache.complete_partial);
+  EXPECT_FALSE(load_string("cache: {complete_partial: false}\n" UPSTREAM_FOR_CACHE_TESTS)
+                   .cache.complete_partial);
+  EXPECT_EQ(cfg.cache.tag_ttl, std::chrono::seconds(60));
+  EXPECT_EQ(cfg.cache.max_stale, std::chrono::hours(24));
   for (const char* bad : {"cache: {parallel_fetches: 0}\n", "cache: {io_threads: 100}\n",
                           "cache: {fetch_size: 1KiB}\n", "cache: {enabled: maybe}\n"}) {
     EXPECT_THROW((void)load_string(std::string(bad) + UPSTREAM_FOR_CACHE_TESTS), invalid_config)
@@ -382,7 +387,11 @@ TEST(config, cache_keys_are_read) {
       "  enabled: false\n"
       "  fetch_size: 4MiB\n"
       "  parallel_fetches: 8\n"
-      "  io_threads: 3\n" UPSTREAM_FOR_CACHE_TESTS);
+      "  io_threads: 3\n"
+      "  tag_ttl: 5m\n"
+      "  max_stale: 1h30m\n" UPSTREAM_FOR_CACHE_TESTS);
+  EXPECT_EQ(cfg.cache.tag_ttl, std::chrono::minutes(5));
+  EXPECT_EQ(cfg.cache.max_stale, std::chrono::minutes(90));
   EXPECT_FALSE(cfg.cache.enabled);
   EXPECT_EQ(cfg.cache.fetch_size, 4 * MiB);
   EXPECT_EQ(cfg.cache.parallel_fetches, 8u);
@@ -394,6 +403,10 @@ TEST(config, cache_keys_are_read) {
   EXPECT_TRUE(cfg.cache.sync_writes);
   EXPECT_EQ(load_string("cache: {chunk_size: 16MiB}\n" UPSTREAM_FOR_CACHE_TESTS).cache.chunk_size,
             16 * MiB);
+  // 0s is allowed: always revalidate tags, never serve a stale one.
+  const config zero = load_string("cache: {tag_ttl: 0s, max_stale: 0s}\n" UPSTREAM_FOR_CACHE_TESTS);
+  EXPECT_EQ(zero.cache.tag_ttl, std::chrono::milliseconds(0));
+  EXPECT_EQ(zero.cache.max_stale, std::chrono::milliseconds(0));
 }
 
 // ---- one bad thing per document
@@ -654,6 +667,14 @@ const bad_case bad_cases[] = {
      "expected a size like 64MiB, got a mapping"},
     {"cache_sync_writes_not_bool", UPSTREAM "cache:\n  sync_writes: sometimes\n",
      "cache.sync_writes", 5, "expected true or false, got 'sometimes'"},
+    {"cache_tag_ttl_malformed", UPSTREAM "cache:\n  tag_ttl: 1 minute\n", "cache.tag_ttl", 5,
+     "expected a duration like 30s, got '1 minute'"},
+    {"cache_tag_ttl_negative", UPSTREAM "cache:\n  tag_ttl: -1s\n", "cache.tag_ttl", 5,
+     "expected a duration like 30s, got '-1s'"},
+    {"cache_max_stale_malformed", UPSTREAM "cache:\n  max_stale: forever\n", "cache.max_stale", 5,
+     "expected a duration like 30s, got 'forever'"},
+    {"cache_max_stale_not_scalar", UPSTREAM "cache:\n  max_stale: [1h]\n", "cache.max_stale", 5,
+     "expected a duration like 30s, got a list"},
     // Secrets stay out of messages even next to other problems.
     {"password_file_not_echoed",
      UPSTREAM "    auth:\n      type: basic\n      username: alice\n"

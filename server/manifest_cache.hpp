@@ -1,0 +1,76 @@
+// Manifests and tags in the chunk store: manifests by digest are immutable and kept forever;
+// a tag resolves to a digest per (upstream, repository, tag, accept class) with the time it
+// was last confirmed upstream. Include only from server/*.cpp.
+//
+// Thread-safety: one manifest_cache serves all workers; every store access runs on the
+// blocking pool, never on the calling I/O thread. Arguments are references: they must live
+// until the co_await returns (locals of the awaiting coroutine do).
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "cache/chunk_store.hpp"
+#include "config/config.hpp"
+#include "oci/digest.hpp"
+#include "server/offload.hpp"
+
+namespace layercache::server {
+
+// What a client's Accept header asks for: media types without parameters, lowercased, sorted,
+// deduplicated, comma-separated; types refused with q=0 are left out. Two clients with the same
+// class get the same answer from an upstream.
+[[nodiscard]] std::string accept_class(std::string_view accept);
+
+// True when a manifest of `media_type` may be served to a client whose accept_class() is
+// `accept_cls` (the exact type, "*/*" or "type/*"; parameters and case of `media_type` ignored).
+[[nodiscard]] bool accepts(std::string_view accept_cls, std::string_view media_type);
+
+// upstream '\n' repository '\n' tag '\n' accept class: the store key of a tag record.
+[[nodiscard]] std::string tag_key(std::string_view upstream, std::string_view repository,
+                                  std::string_view tag, std::string_view accept_cls);
+
+// A tag record with the manifest it names.
+struct cached_tag {
+  oci::digest digest;
+  std::int64_t fetched_at = 0;  // unix seconds
+  cache::stored_manifest manifest;
+};
+
+class manifest_cache {
+ public:
+  manifest_cache(cache::chunk_store& store, blocking_pool& pool, config::duration tag_ttl,
+                 config::duration max_stale);
+
+  // The stored manifest `d`, or nullopt when the store has none.
+  boost::asio::awaitable<std::optional<cache::stored_manifest>> manifest(const oci::digest& d);
+
+  // The record of `key` and its manifest; nullopt when either is missing.
+  boost::asio::awaitable<std::optional<cached_tag>> tag(const std::string& key);
+
+  // Stores a verified manifest and, when `key` is not empty, points the tag at it (fetched now).
+  boost::asio::awaitable<void> put(const oci::digest& d, const std::string& media_type,
+                                   const std::string& bytes, const std::string& key);
+
+  // Points `key` at `d` (already stored), confirmed now.
+  boost::asio::awaitable<void> confirm(const std::string& key, const oci::digest& d);
+
+  // Whether a record fetched at `fetched_at` may be served without asking the upstream, or,
+  // when the upstream failed, served stale.
+  [[nodiscard]] bool fresh(std::int64_t fetched_at) const;
+  [[nodiscard]] bool may_serve_stale(std::int64_t fetched_at) const;
+
+  // Seconds since `fetched_at` (0 if in the future).
+  [[nodiscard]] static std::int64_t age(std::int64_t fetched_at);
+
+ private:
+  cache::chunk_store& store_;
+  blocking_pool& pool_;
+  config::duration tag_ttl_;
+  config::duration max_stale_;
+};
+
+}  // namespace layercache::server

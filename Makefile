@@ -4,6 +4,9 @@ BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 CTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# ccache hits across clones of the repo (CI builds a fresh clone): paths relative to here.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 
 DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev \

@@ -3,37 +3,15 @@
 #include <charconv>
 #include <limits>
 
+#include "oci/http_grammar.hpp"
+
 namespace layercache::oci {
 namespace {
 
-constexpr bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
-// RFC 9110 tchar.
-constexpr bool is_tchar(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c)) return true;
-  switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-      return true;
-    default:
-      return false;
-  }
-}
+using grammar::is_alpha;
+using grammar::is_digit;
+using grammar::is_ows;
+using grammar::is_tchar;
 
 std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);

@@ -1,35 +1,14 @@
 #include "oci/www_authenticate.hpp"
 
+#include "oci/http_grammar.hpp"
+
 namespace layercache::oci {
 namespace {
 
-constexpr bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-constexpr bool is_digit(char c) { return c >= '0' && c <= '9'; }
-constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
-constexpr bool is_tchar(char c) {
-  if (is_alpha(c) || is_digit(c)) return true;
-  switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-      return true;
-    default:
-      return false;
-  }
-}
+using grammar::is_alpha;
+using grammar::is_digit;
+using grammar::is_ows;
+using grammar::is_tchar;
 
 constexpr bool is_token68_char(char c) {
   return is_alpha(c) || is_digit(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '+' ||

@@ -10,19 +10,18 @@
 #include <vector>
 
 #include "oci/digest.hpp"
+#include "oci/media_types.hpp"
 
 namespace layercache::testing {
 
 namespace media_type {
-inline constexpr std::string_view oci_manifest = "application/vnd.oci.image.manifest.v1+json";
-inline constexpr std::string_view oci_index = "application/vnd.oci.image.index.v1+json";
-inline constexpr std::string_view oci_config = "application/vnd.oci.image.config.v1+json";
-inline constexpr std::string_view oci_layer = "application/vnd.oci.image.layer.v1.tar";
-inline constexpr std::string_view docker_manifest =
-    "application/vnd.docker.distribution.manifest.v2+json";
-inline constexpr std::string_view docker_manifest_list =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-inline constexpr std::string_view docker_config = "application/vnd.docker.container.image.v1+json";
+inline constexpr std::string_view oci_manifest = oci::media_types::oci_manifest;
+inline constexpr std::string_view oci_index = oci::media_types::oci_index;
+inline constexpr std::string_view oci_config = oci::media_types::oci_config;
+inline constexpr std::string_view oci_layer = oci::media_types::oci_layer_tar;
+inline constexpr std::string_view docker_manifest = oci::media_types::docker_manifest_v2;
+inline constexpr std::string_view docker_manifest_list = oci::media_types::docker_manifest_list;
+inline constexpr std::string_view docker_config = oci::media_types::docker_config;
 inline constexpr std::string_view docker_layer = "application/vnd.docker.image.rootfs.diff.tar";
 // An Accept value listing every manifest type above. docker-registry 2.8 rewrites a Docker
 // schema 2 manifest into a signed schema 1 one, and refuses an OCI manifest with 404, when the

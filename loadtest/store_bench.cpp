@@ -21,32 +21,15 @@
 
 #include "cache/chunk_store.hpp"
 #include "cache/crc32c.hpp"
+#include "tests/support/process.hpp"
 
 namespace {
 
 using namespace layercache;
+using layercache::testing::temp_dir;
 
 constexpr std::uint64_t MiB = 1 << 20;
 constexpr std::uint64_t blob_size = 256 * MiB;
-
-class temp_dir {
- public:
-  temp_dir() {
-    std::string tmpl = std::filesystem::temp_directory_path() / "layercache-store-bench-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 temp_dir& root() {
   static temp_dir dir;
@@ -76,7 +59,7 @@ cache::chunk_layout layout_of(const benchmark::State& state) {
 std::unique_ptr<cache::chunk_store> open(cache::chunk_layout layout, std::uint64_t block_cache,
                                          const std::string& name) {
   return cache::open_rocksdb_store(cache::store_options{
-      .path = root().path() + "/" + name,
+      .path = (root().path() / name).string(),
       .capacity = 64ULL << 30,
       .block_cache = block_cache,
       .sync_writes = false,

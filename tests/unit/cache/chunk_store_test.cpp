@@ -15,10 +15,12 @@
 #include <vector>
 
 #include "cache/crc32c.hpp"
+#include "tests/support/process.hpp"
 
 namespace layercache::cache {
 namespace {
 
+using ::layercache::testing::temp_dir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -47,25 +49,6 @@ std::string pattern(std::uint64_t seed, std::size_t size) {
 std::string chunk_of(const std::string& blob, std::uint32_t chunk_size, std::uint32_t index) {
   return blob.substr(std::size_t{index} * chunk_size, chunk_size);
 }
-
-class temp_dir {
- public:
-  temp_dir() {
-    std::string tmpl = std::filesystem::temp_directory_path() / "layercache-cache-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Time the test controls.
 struct fake_clock {
@@ -112,7 +95,7 @@ class chunk_store_test : public ::testing::TestWithParam<kind> {
 
   void reopen(std::uint64_t capacity = 64ULL << 20) {
     store_.reset();
-    store_ = open_store(GetParam(), dir_.path() + "/db", capacity, clock_.fn());
+    store_ = open_store(GetParam(), (dir_.path() / "db").string(), capacity, clock_.fn());
   }
 
   // Stores every chunk of a blob of `size` bytes; returns its bytes.
@@ -500,7 +483,7 @@ INSTANTIATE_TEST_SUITE_P(backends, chunk_store_test,
 
 class rocksdb_store_test : public ::testing::Test {
  protected:
-  [[nodiscard]] std::string db_path() const { return dir_.path() + "/db"; }
+  [[nodiscard]] std::string db_path() const { return (dir_.path() / "db").string(); }
 
   std::unique_ptr<chunk_store> open(std::uint64_t capacity = 64ULL << 20) {
     return open_store(kind::rocksdb_sst, db_path(), capacity, clock_.fn());
@@ -661,7 +644,7 @@ TEST_F(rocksdb_store_test, unreadable_blob_records_are_dropped_with_their_chunks
 }
 
 TEST_F(rocksdb_store_test, opening_a_bad_path_throws_a_clear_error) {
-  const std::string file = dir_.path() + "/file";
+  const std::string file = (dir_.path() / "file").string();
   std::ofstream(file) << "x";
   try {
     (void)open_store(kind::rocksdb_sst, file + "/db", 1 << 20, clock_.fn());

@@ -400,6 +400,29 @@ class session final : public session_base {
     co_return co_await send(req, std::move(res), keep_alive);
   }
 
+  // Answers a HEAD with `res`'s status and fields, announcing `length` when known.
+  asio::awaitable<bool> send_head(const request& req, const http::response<http::buffer_body>& res,
+                                  std::optional<std::uint64_t> length) {
+    http::response<http::empty_body> head{http::response_header<>(res.base())};
+    if (length) head.set(http::field::content_length, std::to_string(*length));
+    head.keep_alive(res.keep_alive());
+    lowest().expires_after(worker_.cfg.server.timeouts.write);
+    http::response_serializer<http::empty_body> sr{head};
+    auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow);
+    log::debug("access", req.method_string(), " ", req.target(), " ", head.result_int());
+    co_return !ec && head.keep_alive();
+  }
+
+  // Writes the header of a streamed body; the pieces follow with write_piece.
+  asio::awaitable<bool> start_body(http::response<http::buffer_body>& res,
+                                   http::response_serializer<http::buffer_body>& sr) {
+    res.body().data = nullptr;
+    res.body().more = true;
+    lowest().expires_after(worker_.cfg.server.timeouts.write);
+    auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow);
+    co_return !ec;
+  }
+
   // Writes one piece of a streamed body.
   asio::awaitable<bool> write_piece(http::response<http::buffer_body>& res,
                                     http::response_serializer<http::buffer_body>& sr,
@@ -503,24 +526,10 @@ class session final : public session_base {
       res.set(http::field::content_type, "application/octet-stream");
     }
 
-    if (req.method() == http::verb::head) {
-      http::response<http::empty_body> head{http::response_header<>(res.base())};
-      head.set(http::field::content_length, std::to_string(length));
-      head.keep_alive(res.keep_alive());
-      lowest().expires_after(worker_.cfg.server.timeouts.write);
-      http::response_serializer<http::empty_body> hsr{head};
-      auto [ec, n] = co_await http::async_write_header(stream_, hsr, use_nothrow);
-      co_return !ec && head.keep_alive();
-    }
-
+    if (req.method() == http::verb::head) co_return co_await send_head(req, res, length);
     res.content_length(length);
-    res.body().data = nullptr;
-    res.body().more = true;
     http::response_serializer<http::buffer_body> sr{res};
-    lowest().expires_after(worker_.cfg.server.timeouts.write);
-    if (auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow); ec) {
-      co_return false;
-    }
+    if (!co_await start_body(res, sr)) co_return false;
 
     if (ranges.empty()) {
       // The whole blob: hashed on the way, the last piece held back until it matches.
@@ -662,28 +671,14 @@ class session final : public session_base {
     res.set("Docker-Distribution-API-Version", api_version);
     res.keep_alive(keep_alive && !worker_.draining);
     const auto length = up.content_length();
-    if (req.method() == http::verb::head) {
-      http::response<http::empty_body> head{http::response_header<>(res.base())};
-      if (length) head.set(http::field::content_length, std::to_string(*length));
-      head.keep_alive(res.keep_alive());
-      lowest().expires_after(worker_.cfg.server.timeouts.write);
-      http::response_serializer<http::empty_body> sr{head};
-      auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow);
-      log::debug("access", req.method_string(), " ", req.target(), " ", head.result_int());
-      co_return !ec && head.keep_alive();
-    }
+    if (req.method() == http::verb::head) co_return co_await send_head(req, res, length);
     if (length) {
       res.content_length(*length);
     } else {
       res.chunked(true);
     }
-    res.body().data = nullptr;
-    res.body().more = true;
     http::response_serializer<http::buffer_body> sr{res};
-    lowest().expires_after(worker_.cfg.server.timeouts.write);
-    if (auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow); ec) {
-      co_return false;
-    }
+    if (!co_await start_body(res, sr)) co_return false;
     std::optional<oci::hasher> hash;
     if (verify) hash.emplace(verify->algorithm());
     std::vector<char> buf(relay_buffer_size);
@@ -708,26 +703,17 @@ class session final : public session_base {
           }
         }
       }
-      res.body().data = buf.data();
-      res.body().size = got;
-      res.body().more = true;
-      lowest().expires_after(worker_.cfg.server.timeouts.write);
-      auto [wec, wn] = co_await http::async_write(stream_, sr, use_nothrow);
-      if (wec && wec != http::error::need_buffer) co_return false;
+      if (!co_await write_piece(res, sr, buf.data(), got)) co_return false;
       sent += got;
     }
     if (hash && hash->finish() != *verify) {  // an empty body that should not be empty
       log::error("proxy", "digest mismatch from ", up.where, " (empty body)");
       co_return false;
     }
-    res.body().data = nullptr;
-    res.body().size = 0;
-    res.body().more = false;
-    lowest().expires_after(worker_.cfg.server.timeouts.write);
-    auto [wec, wn] = co_await http::async_write(stream_, sr, use_nothrow);
+    const bool finished = co_await finish_body(res, sr);
     log::debug("access", req.method_string(), " ", req.target(), " ", res.result_int(), " ", sent,
                "B");
-    co_return !wec && res.keep_alive();
+    co_return finished&& res.keep_alive();
   }
 
   Stream& stream_;

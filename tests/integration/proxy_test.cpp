@@ -157,6 +157,26 @@ TEST_F(ProxyTest, BlobRanges) {
   EXPECT_EQ(past.status, 416u);
 }
 
+TEST_F(ProxyTest, BlobsPassStraightThroughWithCacheDisabled) {
+  // The relay path (no store): whole blob, Range forwarded, HEAD, 404 passed on.
+  layercache_instance plain("cache:\n  enabled: false\nupstreams:\n" +
+                            upstream_yaml("local", upstream_->url(), true));
+  const auto& b = oci_image_->layers[1];
+  const std::string url = plain.url() + "/v2/team/app/blobs/" + b.digest.str();
+  auto whole = client_.get(url);
+  ASSERT_EQ(whole.status, 200u);
+  EXPECT_TRUE(whole.body == b.data);
+  EXPECT_EQ(whole.header("Docker-Content-Digest"), b.digest.str());
+  auto part = client_.get(url, {{"Range", "bytes=10-19"}});
+  EXPECT_EQ(part.status, 206u);
+  EXPECT_EQ(part.body, b.data.substr(10, 10));
+  auto head = client_.head(url);
+  EXPECT_EQ(head.header("Content-Length"), std::to_string(b.data.size()));
+  auto missing = client_.get(plain.url() + "/v2/team/app/blobs/sha256:" + std::string(64, '0'));
+  EXPECT_EQ(missing.status, 404u);
+  EXPECT_NE(missing.body.find("BLOB_UNKNOWN"), std::string::npos) << missing.body;
+}
+
 TEST_F(ProxyTest, UnknownThingsPassThroughAs404) {
   const std::string missing = "sha256:" + std::string(64, '0');
   auto b = client_.get(proxy_url("/v2/team/app/blobs/" + missing));

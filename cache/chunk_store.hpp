@@ -74,6 +74,23 @@ struct tag_record {
   std::int64_t fetched_at = 0;  // unix seconds
 };
 
+// Figures for metrics and the admin API. Counters count since the store was opened.
+struct store_stats {
+  std::uint64_t blobs = 0;           // blobs with a record
+  std::uint64_t verified_blobs = 0;  // of which verified whole
+  std::uint64_t chunks = 0;          // chunks present
+  std::uint64_t used_bytes = 0;
+  std::uint64_t capacity = 0;
+  std::uint64_t evicted_blobs = 0;
+  std::uint64_t evicted_bytes = 0;
+  std::uint64_t corrupt_chunks = 0;  // chunks that failed their checksum and were dropped
+};
+
+struct blob_entry {
+  oci::digest digest;
+  blob_record record;
+};
+
 // Thread-safe: any method may be called from any thread at once. Blocking (disk I/O): callers
 // run it on the blocking-I/O pool, never on I/O threads. Bytes handed in are copied; nothing
 // returned refers to store memory.
@@ -131,6 +148,13 @@ class chunk_store {
   // Bytes of all chunks stored (payload only); kept across restarts.
   [[nodiscard]] virtual std::uint64_t used_bytes() = 0;
   [[nodiscard]] virtual std::uint64_t capacity() const = 0;
+  // Changes the capacity (e.g. on a config reload); shrinking evicts least-recently-used
+  // blobs, sparing pinned ones, until used_bytes() fits when possible.
+  virtual void set_capacity(std::uint64_t capacity) = 0;
+
+  [[nodiscard]] virtual store_stats stats() = 0;
+  // Every blob record, most recently used first.
+  [[nodiscard]] virtual std::vector<blob_entry> list_blobs() = 0;
 
   // Evicts least-recently-used blobs until used_bytes() <= target; returns the chunk bytes
   // evicted. Blobs for which `pinned` returns true (being served) are skipped; `pinned` is

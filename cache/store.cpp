@@ -10,6 +10,7 @@
 //   tags      version 1 (1), fetched_at (8), digest text
 //   meta      "used_bytes" → u64
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -384,7 +385,43 @@ class store final : public chunk_store {
     return used_;
   }
 
-  std::uint64_t capacity() const override { return capacity_; }
+  std::uint64_t capacity() const override { return capacity_.load(); }
+
+  void set_capacity(std::uint64_t capacity) override {
+    std::lock_guard lock(mu_);
+    capacity_ = capacity;
+    if (used_ > capacity) evict_locked(capacity, pinned_ ? &pinned_ : nullptr, nullptr);
+  }
+
+  store_stats stats() override {
+    std::lock_guard lock(mu_);
+    store_stats s;
+    s.blobs = blobs_.size();
+    for (const auto& [raw, e] : blobs_) {
+      if (e.record.verified) ++s.verified_blobs;
+      // At most one chunk (the last) is shorter than chunk_size.
+      if (e.record.chunk_size > 0) {
+        s.chunks += (e.record.stored_bytes + e.record.chunk_size - 1) / e.record.chunk_size;
+      }
+    }
+    s.used_bytes = used_;
+    s.capacity = capacity_;
+    s.evicted_blobs = evicted_blobs_;
+    s.evicted_bytes = evicted_bytes_;
+    s.corrupt_chunks = corrupt_chunks_;
+    return s;
+  }
+
+  std::vector<blob_entry> list_blobs() override {
+    std::lock_guard lock(mu_);
+    std::vector<blob_entry> out;
+    out.reserve(blobs_.size());
+    for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
+      auto e = blobs_.find(it->second);
+      if (e != blobs_.end()) out.push_back({e->second.digest, e->second.record});
+    }
+    return out;
+  }
 
   void set_pinned(std::function<bool(const oci::digest&)> pinned) override {
     std::lock_guard lock(mu_);
@@ -520,6 +557,8 @@ class store final : public chunk_store {
       const std::uint64_t bytes = it->second.record.stored_bytes;
       if (!erase_locked(it).ok()) break;
       evicted += bytes;
+      ++evicted_blobs_;
+      evicted_bytes_ += bytes;
     }
     return evicted;
   }
@@ -566,11 +605,15 @@ class store final : public chunk_store {
       set_clean_locked(it->second);
       it->second.record = r;
     }
+    ++corrupt_chunks_;
     return status::corruption(what);
   }
 
   std::unique_ptr<backend> backend_;
-  const std::uint64_t capacity_;
+  std::atomic<std::uint64_t> capacity_;
+  std::uint64_t evicted_blobs_ = 0;  // guarded by mu_, like the counters below
+  std::uint64_t evicted_bytes_ = 0;
+  std::uint64_t corrupt_chunks_ = 0;
   std::function<bool(const oci::digest&)> pinned_;  // spared by put_chunk's eviction
   const clock_fn clock_;
 

@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -474,34 +475,72 @@ void check_file(const mapping& m, std::string_view key, const std::string& file)
   }
 }
 
+// A literal "IPv4:port" or "[IPv6]:port" (port 0: any free port). False when missing or bad
+// (reported).
+bool read_address(const mapping& m, std::string_view key, std::string& host, std::uint16_t& port) {
+  std::string address;
+  if (!read_string(m, key, address, true)) return false;
+  auto a = split_authority(address);
+  if (!a || !a->port) {
+    m.report(key, "expected an address like 127.0.0.1:5000 or [::1]:5000, got " + quote(address));
+    return false;
+  }
+  bool ok = true;
+  if (a->bracketed ? !is_ipv6(a->host) : !is_ipv4(a->host)) {
+    m.report(key, "host must be a literal IPv4 or [IPv6] address, got " + quote(a->host));
+    ok = false;
+  }
+  if (auto p = parse_port(*a->port, 0)) {
+    port = *p;
+  } else {
+    m.report(key, "port must be between 0 and 65535, got " + quote(*a->port));
+    ok = false;
+  }
+  host = a->host;
+  return ok;
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "::1" || host.starts_with("127.");
+}
+
+void read_admin(problem_list& problems, const YAML::Node& node, int line, admin_settings& out) {
+  mapping m(problems, node, "admin", {"enabled", "address", "token_file", "metrics_need_token"},
+            line);
+  if (!m.valid()) return;
+  read_bool(m, "enabled", out.enabled);
+  if (m.find("address") != nullptr) (void)read_address(m, "address", out.host, out.port);
+  read_bool(m, "metrics_need_token", out.metrics_need_token);
+  if (read_string(m, "token_file", out.token_file)) {
+    std::string error;
+    if (auto content = read_small_file(out.token_file, 64 * kib, error)) {
+      while (!content->empty() && std::isspace(static_cast<unsigned char>(content->back()))) {
+        content->pop_back();
+      }
+      if (content->empty()) {
+        m.report("token_file", "token file " + quote(out.token_file) + " is empty");
+      } else {
+        out.token = std::move(*content);
+      }
+    } else {
+      m.report("token_file", error);
+    }
+  }
+  if (out.enabled && !is_loopback(out.host) && m.find("token_file") == nullptr) {
+    m.report("address", "a non-loopback admin address needs token_file (the admin API can purge "
+                        "the cache)");
+  }
+  if (out.metrics_need_token && m.find("token_file") == nullptr) {
+    m.report("metrics_need_token", "needs token_file");
+  }
+}
+
 void read_listener(problem_list& problems, const YAML::Node& node, const std::string& path,
                    std::vector<listener>& out) {
   mapping m(problems, node, path, {"address", "tls"});
   if (!m.valid()) return;
   listener l;
-  bool ok = true;
-  if (std::string address; read_string(m, "address", address, true)) {
-    auto a = split_authority(address);
-    if (!a || !a->port) {
-      m.report("address",
-               "expected an address like 127.0.0.1:5000 or [::1]:5000, got " + quote(address));
-      ok = false;
-    } else {
-      if (a->bracketed ? !is_ipv6(a->host) : !is_ipv4(a->host)) {
-        m.report("address", "host must be a literal IPv4 or [IPv6] address, got " + quote(a->host));
-        ok = false;
-      }
-      if (auto port = parse_port(*a->port, 0)) {
-        l.port = *port;
-      } else {
-        m.report("address", "port must be between 0 and 65535, got " + quote(*a->port));
-        ok = false;
-      }
-      l.host = a->host;
-    }
-  } else {
-    ok = false;
-  }
+  bool ok = read_address(m, "address", l.host, l.port);
   if (const YAML::Node* tls = m.find("tls")) {
     mapping t(problems, *tls, m.child("tls"), {"cert_file", "key_file"}, m.key_line("tls"));
     if (t.valid()) {
@@ -825,14 +864,18 @@ void check_upstreams(problem_list& problems, const std::vector<upstream>& ups,
 config parse(problem_list& problems, const YAML::Node& root) {
   config cfg;
   cfg.server.listen.push_back(listener{"127.0.0.1", 5000, std::nullopt});
-  mapping top(problems, root, "", {"server", "log", "cache", "upstreams"});
+  mapping top(problems, root, "", {"server", "admin", "log", "cache", "upstreams"});
   if (!top.valid()) return cfg;
 
   if (const YAML::Node* server = top.find("server")) {
     read_server(problems, *server, top.key_line("server"), cfg.server);
   }
+  if (const YAML::Node* admin = top.find("admin")) {
+    read_admin(problems, *admin, top.key_line("admin"), cfg.admin);
+  }
   if (const YAML::Node* log = top.find("log")) {
-    mapping m(problems, *log, "log", {"level"}, top.key_line("log"));
+    mapping m(problems, *log, "log", {"level", "access"}, top.key_line("log"));
+    read_bool(m, "access", cfg.log.access);
     read_enum(m, "level", cfg.log.level,
               {{"debug", log_level::debug},
                {"info", log_level::info},

@@ -84,6 +84,20 @@ enum class log_level { debug, info, warn, error };
 
 struct log_settings {
   log_level level = log_level::info;
+  bool access = true;  // one JSON line per client request (logger "access", level info)
+};
+
+// The operations listener: /metrics, /healthz, /readyz and the admin API (/admin/...).
+// Plain HTTP; loopback by default. A non-loopback address requires a token.
+struct admin_settings {
+  bool enabled = true;
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 9401;
+  // Bearer token required by /admin/* (and by /metrics when metrics_need_token); read from
+  // token_file at load. Empty: no token (loopback only).
+  std::string token;
+  std::string token_file;
+  bool metrics_need_token = false;
 };
 
 // The chunk store (RocksDB) on local disk.
@@ -110,6 +124,7 @@ struct cache_settings {
 
 struct config {
   server_settings server;
+  admin_settings admin;
   log_settings log;
   cache_settings cache;
   std::vector<upstream> upstreams;  // at least one; exactly one is_default, or none

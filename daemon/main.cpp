@@ -94,7 +94,18 @@ int main(int argc, char** argv) {
       int sig = 0;
       if (sigwait(&signals, &sig) != 0) continue;
       if (sig == SIGHUP) {
-        layercache::log::info("main", "SIGHUP: live reload is not supported yet; ignored");
+        if (config_path.empty()) {
+          layercache::log::warn("main", "SIGHUP: running the built-in config; nothing to reload");
+          continue;
+        }
+        layercache::log::info("main", "SIGHUP: reloading ", config_path);
+        try {
+          const auto next = config::load_file(config_path);
+          (void)srv.reload(next);
+        } catch (const std::exception& e) {
+          srv.reload_failed();
+          layercache::log::error("main", "reload refused, keeping the running config: ", e.what());
+        }
         continue;
       }
       layercache::log::info("main", strsignal(sig), ": draining");

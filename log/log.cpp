@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <string>
 
@@ -26,14 +27,7 @@ constexpr std::string_view name_of(level l) {
   return "?";
 }
 
-}  // namespace
-
-void set_level(level l) { g_level.store(l, std::memory_order_relaxed); }
-
-level current_level() { return g_level.load(std::memory_order_relaxed); }
-
-void write(level l, std::string_view component, std::string_view message) {
-  if (!enabled(l)) return;
+std::string timestamp() {
   const auto now = std::chrono::system_clock::now();
   const auto secs = std::chrono::system_clock::to_time_t(now);
   const auto ms =
@@ -44,8 +38,78 @@ void write(level l, std::string_view component, std::string_view message) {
   const auto n = std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
   std::string out(stamp, n);
   char frac[8];
-  std::snprintf(frac, sizeof frac, ".%03dZ ", static_cast<int>(ms.count()));
+  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms.count()));
   out += frac;
+  return out;
+}
+
+void write_all(const std::string& out) {
+  const char* p = out.data();
+  std::size_t left = out.size();
+  while (left > 0) {
+    const ssize_t w = ::write(STDERR_FILENO, p, left);
+    if (w <= 0) return;  // stderr gone: nothing useful left to do with a log line
+    p += w;
+    left -= static_cast<std::size_t>(w);
+  }
+}
+
+}  // namespace
+
+std::string json_string(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out += '"';
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (u < 0x20) {
+          char esc[8];
+          std::snprintf(esc, sizeof esc, "\\u%04x", u);
+          out += esc;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+void json_line(std::string_view fields) {
+  std::string out = "{\"ts\":\"" + timestamp() + "\"";
+  if (!fields.empty()) {
+    out += ',';
+    out += fields;
+  }
+  out += "}\n";
+  write_all(out);
+}
+
+void set_level(level l) { g_level.store(l, std::memory_order_relaxed); }
+
+level current_level() { return g_level.load(std::memory_order_relaxed); }
+
+void write(level l, std::string_view component, std::string_view message) {
+  if (!enabled(l)) return;
+  std::string out = timestamp();
+  out += ' ';
   out += name_of(l);
   out += ' ';
   out += component;
@@ -61,14 +125,7 @@ void write(level l, std::string_view component, std::string_view message) {
     }
   }
   out += '\n';
-  const char* p = out.data();
-  std::size_t left = out.size();
-  while (left > 0) {
-    const ssize_t w = ::write(STDERR_FILENO, p, left);
-    if (w <= 0) return;  // stderr gone: nothing useful left to do with a log line
-    p += w;
-    left -= static_cast<std::size_t>(w);
-  }
+  write_all(out);
 }
 
 }  // namespace layercache::log

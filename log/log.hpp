@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sstream>
+#include <string>
 #include <string_view>
 
 namespace layercache::log {
@@ -16,6 +17,13 @@ void set_level(level l);
 
 // Writes one line if `l` is enabled.
 void write(level l, std::string_view component, std::string_view message);
+
+// Writes one JSON object line, whatever the level: {"ts":"<UTC time>",<fields>}. `fields`
+// is the rest of the object's members, already valid JSON ("\"a\":1,\"b\":\"x\"").
+void json_line(std::string_view fields);
+
+// `text` as a JSON string literal, quotes included.
+[[nodiscard]] std::string json_string(std::string_view text);
 
 // Formats the arguments with operator<< (only when `l` is enabled) and writes one line.
 template <typename... Args>

@@ -39,6 +39,8 @@ cat > "$WORK/layercache.yaml" <<YML
 server:
   listen:
     - address: 127.0.0.1:$PROXY_PORT
+admin:
+  address: 127.0.0.1:0
 log:
   level: warn
 cache:

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 start_demo_registry
 PROXY_PORT=$("$BUILD/layercache-seed" --free-port)
-write_demo_config "$PROXY_PORT"
+ADMIN_PORT=$("$BUILD/layercache-seed" --free-port)
+write_demo_config "$PROXY_PORT" "$ADMIN_PORT"
 "$BUILD/layercached" --config "$WORK/layercache.yaml" > "$WORK/layercached.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$PROXY_PORT/v2/"
@@ -30,3 +31,7 @@ for f in "$WORK"/pulled/*; do
   printf '  %-14s sha256:%s %s bytes %s\n' blob "$got" "$(stat -c %s "$f")" "$([ "$got" = "$name" ] && echo ok || echo MISMATCH)"
 done
 if [ $ok = 1 ]; then echo "demo: every digest matches the upstream's"; else echo "demo: DIGEST MISMATCH"; exit 1; fi
+echo "metrics (http://127.0.0.1:$ADMIN_PORT/metrics):"
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" |
+  grep -E '^layercache_(http_response_bytes_total|upstream_received_bytes_total|cache_used_bytes|cache_blobs) ' |
+  sed 's/^/  /' || true

@@ -35,11 +35,13 @@ YML
   echo "demo upstream: docker-registry on 127.0.0.1:$REGISTRY_PORT with demo/app:v1 ($DEMO_DIGEST)"
 }
 
-write_demo_config() {  # $1 = listen port
+write_demo_config() {  # $1 = listen port, $2 = admin (metrics) port
   cat > "$WORK/layercache.yaml" <<YML
 server:
   listen:
     - address: 127.0.0.1:$1
+admin:
+  address: 127.0.0.1:${2:-0}
 log:
   level: ${LOG_LEVEL:-info}
 cache:

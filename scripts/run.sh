@@ -13,7 +13,7 @@ if curl -s -m 5 -o /dev/null https://registry-1.docker.io/v2/; then
 fi
 echo "Docker Hub not reachable: starting a local demo upstream instead"
 start_demo_registry
-write_demo_config 5000
+write_demo_config 5000 9401
 echo "try: skopeo inspect --tls-verify=false docker://127.0.0.1:5000/demo/app:v1"
 "$BUILD/layercached" --config "$WORK/layercache.yaml" &
 PIDS+=($!)

@@ -59,14 +59,16 @@ std::string blob_cache::key_of(const oci::digest& d, std::uint32_t index) const 
 
 blob_cache_stats blob_cache::stats() const {
   std::lock_guard lock(mutex_);
-  return stats_;
+  blob_cache_stats s = stats_;
+  s.chunks_in_flight = inflight_.size();
+  return s;
 }
 
 asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_client& client,
                                                                   const std::string& repository,
                                                                   const oci::digest& d) {
   auto record = co_await pool_.run([this, &d] { return store_.blob(d); });
-  if (record) co_return blob_meta{record->size, record->chunk_size, record->verified};
+  if (record) co_return blob_meta{record->size, record->chunk_size, record->verified, true};
   {
     std::lock_guard lock(mutex_);
     if (auto it = sizes_.find(d.str()); it != sizes_.end()) co_return it->second;
@@ -285,7 +287,8 @@ asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, s
 
 asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::string& repository,
                                        const oci::digest& d, const blob_meta& meta,
-                                       oci::byte_range r, const sink& out) {
+                                       oci::byte_range r, const sink& out,
+                                       read_report* report) {
   auto ex = co_await asio::this_coro::executor;
   // Pinned while read: eviction to make room for other blobs skips it.
   struct pin {
@@ -321,6 +324,11 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
   const std::uint64_t window = std::uint64_t{settings_.parallel_runs} * run_chunks;
   std::uint32_t ahead = first;  // chunks before this have had their fill decided
   std::string chunk;
+  // Chunks whose fill this read started (for the report).
+  std::vector<bool> mine(last - first + 1, false);
+  auto mark_mine = [&](std::uint32_t from, std::uint32_t count) {
+    for (std::uint32_t k = from; k < from + count && k <= last; ++k) mine[k - first] = true;
+  };
 
   for (std::uint32_t i = first; i <= last; ++i) {
     const std::uint64_t begin = std::uint64_t{i} * cs;
@@ -333,6 +341,7 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
       std::uint32_t run = 0;
       if (!present[k - first]) {
         (void)join_or_start(ex, client, repository, d, meta, k, last, present, first, &run);
+        mark_mine(k, run);
       }
       k += std::max<std::uint32_t>(run, 1);
       ahead = k;
@@ -345,6 +354,7 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
       if (!from_store) {
         std::uint32_t run = 0;
         slot = join_or_start(ex, client, repository, d, meta, i, last, present, first, &run);
+        mark_mine(i, run);
         if (!slot) from_store = true;  // filled into the store just now
       }
       if (from_store) {
@@ -357,6 +367,7 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
             ++stats_.chunks_from_store;
           }
           if (!co_await out(chunk.data() + lo, hi - lo + 1)) co_return false;
+          if (report != nullptr) report->store_bytes += hi - lo + 1;
           done = true;
         } else if (got.code != cache::errc::not_found) {
           log::warn("cache", "chunk ", i, " of ", d.str(), ": ", got.message, "; refetching");
@@ -366,6 +377,9 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
       const int rc = co_await stream_slot(*slot, lo, hi, out);
       if (rc == read_sink_failed) co_return false;
       done = rc == read_ok;
+      if (done && report != nullptr) {
+        (mine[i - first] ? report->filled_bytes : report->joined_bytes) += hi - lo + 1;
+      }
     }
     if (!done) co_return false;
   }

@@ -28,6 +28,14 @@ struct blob_meta {
   std::uint64_t size = 0;
   std::uint32_t chunk_size = 0;
   bool verified = false;  // the store holds it whole and it matched its digest
+  bool in_store = false;  // the store has a record of it (some chunks may still be missing)
+};
+
+// Where the bytes of one read() came from.
+struct read_report {
+  std::uint64_t store_bytes = 0;   // stored chunks
+  std::uint64_t joined_bytes = 0;  // fills another reader (or a background fill) started
+  std::uint64_t filled_bytes = 0;  // fills this read started
 };
 
 struct fill_settings {
@@ -46,6 +54,7 @@ struct blob_cache_stats {
   std::uint64_t store_errors = 0;
   std::uint64_t verified = 0;         // blobs completed in the background and matched
   std::uint64_t digest_failures = 0;  // blobs whose bytes did not match their digest
+  std::uint64_t chunks_in_flight = 0;  // being filled now
 };
 
 class blob_cache {
@@ -64,10 +73,11 @@ class blob_cache {
   using sink = std::function<asio::awaitable<bool>(const char*, std::size_t)>;
 
   // Streams bytes r.first..r.last of `d` to `out`, in order. Returns false when not every byte
-  // could be delivered (upstream failure after a retry, or `out` returned false).
+  // could be delivered (upstream failure after a retry, or `out` returned false). With
+  // `report`, adds where the delivered bytes came from.
   asio::awaitable<bool> read(upstream_client& client, const std::string& repository,
                              const oci::digest& d, const blob_meta& meta, oci::byte_range r,
-                             const sink& out);
+                             const sink& out, read_report* report = nullptr);
 
   // After a range read: unless `meta.verified`, fetches the rest of the blob in the background
   // (on the caller's worker) and checks it against its digest; a mismatch purges it.

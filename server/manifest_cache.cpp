@@ -148,11 +148,11 @@ std::int64_t manifest_cache::age(std::int64_t fetched_at) {
 }
 
 bool manifest_cache::fresh(std::int64_t fetched_at) const {
-  return std::chrono::seconds(age(fetched_at)) < tag_ttl_;
+  return std::chrono::seconds(age(fetched_at)) < tag_ttl_.load();
 }
 
 bool manifest_cache::may_serve_stale(std::int64_t fetched_at) const {
-  return std::chrono::seconds(age(fetched_at)) < max_stale_;
+  return std::chrono::seconds(age(fetched_at)) < max_stale_.load();
 }
 
 }  // namespace layercache::server

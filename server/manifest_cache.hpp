@@ -7,6 +7,7 @@
 // until the co_await returns (locals of the awaiting coroutine do).
 #pragma once
 
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
 #include <optional>
@@ -69,8 +70,15 @@ class manifest_cache {
  private:
   cache::chunk_store& store_;
   blocking_pool& pool_;
-  config::duration tag_ttl_;
-  config::duration max_stale_;
+  std::atomic<config::duration> tag_ttl_;
+  std::atomic<config::duration> max_stale_;
+
+ public:
+  // Live reload (any thread).
+  void set_ttls(config::duration tag_ttl, config::duration max_stale) {
+    tag_ttl_.store(tag_ttl);
+    max_stale_.store(max_stale);
+  }
 };
 
 }  // namespace layercache::server

@@ -10,11 +10,14 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
 #include "cache/chunk_store.hpp"
 #include "log/log.hpp"
+#include "metrics/metrics.hpp"
+#include "server/admin.hpp"
 #include "server/blob_cache.hpp"
 #include "server/manifest_cache.hpp"
 #include "server/offload.hpp"
@@ -36,6 +39,100 @@ std::unique_ptr<asio::ssl::context> make_server_tls(const config::tls_identity& 
   ctx->use_private_key_file(id.key_file, asio::ssl::context::pem, ec);
   if (ec) throw std::runtime_error("cannot load key " + id.key_file + ": " + ec.message());
   return ctx;
+}
+
+log::level to_log_level(config::log_level l) {
+  switch (l) {
+    case config::log_level::debug:
+      return log::level::debug;
+    case config::log_level::info:
+      return log::level::info;
+    case config::log_level::warn:
+      return log::level::warn;
+    case config::log_level::error:
+      return log::level::error;
+  }
+  return log::level::info;
+}
+
+std::string_view level_name(config::log_level l) {
+  switch (l) {
+    case config::log_level::debug:
+      return "debug";
+    case config::log_level::info:
+      return "info";
+    case config::log_level::warn:
+      return "warn";
+    case config::log_level::error:
+      return "error";
+  }
+  return "?";
+}
+
+std::string seconds_text(config::duration d) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(d).count()) + "s";
+}
+
+bool same_listeners(const std::vector<config::listener>& a, const std::vector<config::listener>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i].host != b[i].host || a[i].port != b[i].port ||
+        a[i].tls.has_value() != b[i].tls.has_value()) {
+      return false;
+    }
+    if (a[i].tls && (a[i].tls->cert_file != b[i].tls->cert_file ||
+                     a[i].tls->key_file != b[i].tls->key_file)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Differences that only a restart applies, as key names.
+std::vector<std::string> restart_only_changes(const config::config& a, const config::config& b) {
+  std::vector<std::string> out;
+  const auto& s = a.server;
+  const auto& t = b.server;
+  if (!same_listeners(s.listen, t.listen)) out.emplace_back("server.listen");
+  if (s.threads != t.threads) out.emplace_back("server.threads");
+  if (s.timeouts.request_header != t.timeouts.request_header || s.timeouts.idle != t.timeouts.idle ||
+      s.timeouts.write != t.timeouts.write || s.timeouts.shutdown != t.timeouts.shutdown) {
+    out.emplace_back("server.timeouts");
+  }
+  if (s.max_connections != t.max_connections) out.emplace_back("server.max_connections");
+  if (s.max_header_size != t.max_header_size) out.emplace_back("server.max_header_size");
+  if (s.max_manifest_size != t.max_manifest_size) out.emplace_back("server.max_manifest_size");
+  if (a.admin.enabled != b.admin.enabled || a.admin.host != b.admin.host ||
+      a.admin.port != b.admin.port || a.admin.token != b.admin.token ||
+      a.admin.metrics_need_token != b.admin.metrics_need_token) {
+    out.emplace_back("admin");
+  }
+  const auto& c = a.cache;
+  const auto& d = b.cache;
+  if (c.enabled != d.enabled) out.emplace_back("cache.enabled");
+  if (c.path != d.path) out.emplace_back("cache.path");
+  if (c.chunk_size != d.chunk_size) out.emplace_back("cache.chunk_size");
+  if (c.block_cache != d.block_cache) out.emplace_back("cache.block_cache");
+  if (c.sync_writes != d.sync_writes) out.emplace_back("cache.sync_writes");
+  if (c.fetch_size != d.fetch_size) out.emplace_back("cache.fetch_size");
+  if (c.parallel_fetches != d.parallel_fetches) out.emplace_back("cache.parallel_fetches");
+  if (c.io_threads != d.io_threads) out.emplace_back("cache.io_threads");
+  if (c.complete_partial != d.complete_partial) out.emplace_back("cache.complete_partial");
+  bool upstreams_differ = a.upstreams.size() != b.upstreams.size();
+  for (std::size_t i = 0; !upstreams_differ && i < a.upstreams.size(); ++i) {
+    const auto& u = a.upstreams[i];
+    const auto& v = b.upstreams[i];
+    upstreams_differ = u.name != v.name || u.url != v.url || u.is_default != v.is_default ||
+                       u.aliases != v.aliases || u.ca_file != v.ca_file ||
+                       u.max_idle_connections != v.max_idle_connections ||
+                       u.max_redirects != v.max_redirects ||
+                       u.timeouts.connect != v.timeouts.connect ||
+                       u.timeouts.response != v.timeouts.response ||
+                       u.timeouts.read != v.timeouts.read || u.auth.type != v.auth.type ||
+                       u.auth.username != v.auth.username || u.auth.password != v.auth.password;
+  }
+  if (upstreams_differ) out.emplace_back("upstreams");
+  return out;
 }
 
 }  // namespace
@@ -63,6 +160,14 @@ struct server::impl {
   std::vector<std::unique_ptr<worker>> workers;
   std::vector<std::uint16_t> bound_ports;
   std::atomic<std::uint64_t> open{0};
+  metrics::registry metrics;
+  std::atomic<bool> access_log{true};
+  std::atomic<bool> ready{false};
+  std::unique_ptr<admin_context> admin;
+  std::optional<asio::ip::tcp::acceptor> admin_acceptor;  // on worker 0
+  std::uint16_t admin_port = 0;
+  std::mutex reload_mutex;
+  config::config applied;  // the last config reload() applied (guarded by reload_mutex)
 
   std::mutex mutex;
   std::condition_variable stopped_cv;
@@ -90,8 +195,27 @@ struct server::impl {
     }
   }
 
+  asio::awaitable<void> admin_loop(asio::ip::tcp::acceptor& acceptor) {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(use_nothrow);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      if (ec) {
+        asio::steady_timer t(acceptor.get_executor(), std::chrono::milliseconds(50));
+        co_await t.async_wait(use_nothrow);
+        continue;
+      }
+      asio::co_spawn(acceptor.get_executor(), serve_admin_connection(std::move(socket), *admin),
+                     asio::detached);
+    }
+  }
+
   void drain(worker& w) {
+    ready = false;
     w.context.draining = true;
+    if (&w == workers.front().get() && admin_acceptor) {
+      boost::system::error_code ec;
+      admin_acceptor->close(ec);
+    }
     for (auto& [a, tls] : w.acceptors) {
       boost::system::error_code ec;
       a.close(ec);
@@ -128,6 +252,33 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
     log::info("server", "cache at ", c.path, ": ", impl_->store->used_bytes(), " of ", c.capacity,
               " bytes used");
   }
+  impl_->access_log = impl_->cfg.log.access;
+  impl_->applied = impl_->cfg;
+  impl_->metrics.on_collect([m = impl_.get()](metrics::snapshot& s) {
+    s.open_connections = m->open.load();
+    if (m->store) {
+      const auto st = m->store->stats();
+      s.has_store = true;
+      s.used_bytes = st.used_bytes;
+      s.capacity_bytes = st.capacity;
+      s.blobs = st.blobs;
+      s.chunks = st.chunks;
+      s.evicted_blobs = st.evicted_blobs;
+      s.evicted_bytes = st.evicted_bytes;
+      s.corrupt_chunks = st.corrupt_chunks;
+    }
+    if (m->blobs) {
+      const auto b = m->blobs->stats();
+      s.chunks_from_store = b.chunks_from_store;
+      s.chunks_joined = b.chunks_joined;
+      s.chunks_filled = b.chunks_filled;
+      s.fills_started = b.fills_started;
+      s.fills_in_flight = b.chunks_in_flight;
+      s.blobs_verified = b.verified;
+      s.store_errors = b.store_errors;
+      s.blob_digest_failures = b.digest_failures;
+    }
+  });
 }
 
 server::~server() { stop(); }
@@ -143,9 +294,13 @@ void server::start() {
     auto w = std::make_unique<impl::worker>(m.cfg, m.open);
     w->context.blobs = m.blobs.get();
     w->context.manifests = m.manifests.get();
+    w->context.metrics = &m.metrics;
+    w->context.access_log = &m.access_log;
     for (const auto& u : m.cfg.upstreams) {
-      w->context.clients.emplace(u.name, std::make_unique<upstream_client>(
-                                             u, w->pool, m.upstream_tls[u.name].get(), m.tokens));
+      auto client =
+          std::make_unique<upstream_client>(u, w->pool, m.upstream_tls[u.name].get(), m.tokens);
+      client->set_metrics(&m.metrics.upstream(u.name));
+      w->context.clients.emplace(u.name, std::move(client));
     }
     m.workers.push_back(std::move(w));
   }
@@ -184,6 +339,32 @@ void server::start() {
               l.tls ? " (TLS)" : "");
   }
 
+  if (m.cfg.admin.enabled) {
+    auto& w0 = *m.workers.front();
+    boost::system::error_code ec;
+    const auto address = asio::ip::make_address(m.cfg.admin.host, ec);
+    if (ec) throw std::runtime_error("bad admin address " + m.cfg.admin.host);
+    asio::ip::tcp::acceptor a(w0.io);
+    const asio::ip::tcp::endpoint ep(address, m.cfg.admin.port);
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) a.bind(ep, ec);
+    if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      throw std::runtime_error("cannot listen on admin address " + m.cfg.admin.host + ":" +
+                               std::to_string(m.cfg.admin.port) + ": " + ec.message());
+    }
+    m.admin_port = a.local_endpoint().port();
+    m.admin_acceptor.emplace(std::move(a));
+    m.admin = std::make_unique<admin_context>(admin_context{
+        m.cfg, m.metrics, w0.context, m.store.get(), m.blocking.get(), m.ready});
+    asio::co_spawn(w0.io, m.admin_loop(*m.admin_acceptor), asio::detached);
+    log::info("server", "metrics and admin API on http://",
+              m.cfg.admin.host.find(':') != std::string::npos ? "[" + m.cfg.admin.host + "]"
+                                                              : m.cfg.admin.host,
+              ":", m.admin_port);
+  }
+
   m.running = static_cast<unsigned>(m.workers.size());
   for (auto& wp : m.workers) {
     auto* w = wp.get();
@@ -205,11 +386,57 @@ void server::start() {
       m.stopped_cv.notify_all();
     });
   }
+  m.ready = true;
 }
 
 std::vector<std::uint16_t> server::ports() const { return impl_->bound_ports; }
 
 std::uint64_t server::open_connections() const { return impl_->open.load(); }
+
+std::uint16_t server::admin_port() const { return impl_->admin_port; }
+
+std::string server::metrics_text() { return impl_->metrics.serialize(); }
+
+void server::reload_failed() { impl_->metrics.config_reload(false); }
+
+std::vector<std::string> server::reload(const config::config& next) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.reload_mutex);
+  std::vector<std::string> applied;
+  auto& cur = m.applied;
+  if (cur.log.level != next.log.level) {
+    log::set_level(to_log_level(next.log.level));
+    applied.push_back("log.level: " + std::string(level_name(cur.log.level)) + " -> " +
+                      std::string(level_name(next.log.level)));
+  }
+  if (cur.log.access != next.log.access) {
+    m.access_log = next.log.access;
+    applied.push_back(std::string("log.access: ") + (next.log.access ? "true" : "false"));
+  }
+  if (m.manifests &&
+      (cur.cache.tag_ttl != next.cache.tag_ttl || cur.cache.max_stale != next.cache.max_stale)) {
+    m.manifests->set_ttls(next.cache.tag_ttl, next.cache.max_stale);
+    applied.push_back("cache.tag_ttl: " + seconds_text(next.cache.tag_ttl) +
+                      ", cache.max_stale: " + seconds_text(next.cache.max_stale));
+  }
+  if (m.store && cur.cache.capacity != next.cache.capacity) {
+    m.store->set_capacity(next.cache.capacity);
+    applied.push_back("cache.capacity: " + std::to_string(cur.cache.capacity) + " -> " +
+                      std::to_string(next.cache.capacity) + " bytes");
+  }
+  for (const auto& key : restart_only_changes(cur, next)) {
+    log::warn("server", "reload: ", key, " changed; it takes effect at the next restart");
+  }
+  // What was applied is now current; what needs a restart stays as it runs.
+  cur.log = next.log;
+  cur.cache.tag_ttl = next.cache.tag_ttl;
+  cur.cache.max_stale = next.cache.max_stale;
+  cur.cache.capacity = next.cache.capacity;
+  for (const auto& a : applied) log::info("server", "reload: ", a);
+  if (applied.empty()) log::info("server", "reload: nothing to apply");
+  m.metrics.config_reload(true);
+  return applied;
+}
 
 void server::stop() {
   auto& m = *impl_;

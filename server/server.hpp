@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "config/config.hpp"
@@ -37,6 +38,19 @@ class server {
 
   // Number of client connections open right now.
   [[nodiscard]] std::uint64_t open_connections() const;
+
+  // The bound port of the admin listener (config `admin:`); 0 when it is disabled.
+  [[nodiscard]] std::uint16_t admin_port() const;
+
+  // Applies what can change while running (log level and access log, tag_ttl and max_stale,
+  // cache capacity) from `next`, and logs a warning for each other difference (it needs a
+  // restart). Returns a description of each change applied. Counts a successful reload.
+  std::vector<std::string> reload(const config::config& next);
+  // Counts a reload refused because the new file is invalid.
+  void reload_failed();
+
+  // The metrics exposition, as /metrics serves it.
+  [[nodiscard]] std::string metrics_text();
 
  private:
   struct impl;

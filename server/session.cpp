@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "log/log.hpp"
+#include "metrics/metrics.hpp"
 #include "oci/digest.hpp"
 #include "oci/media_types.hpp"
 #include "oci/range.hpp"
@@ -30,6 +31,38 @@ constexpr std::string_view api_version = "registry/2.0";
 using request = http::request<http::empty_body>;
 
 bool is_success(unsigned status) { return status >= 200 && status < 300; }
+
+using clock = std::chrono::steady_clock;
+
+metrics::route metrics_route(route_kind k) {
+  switch (k) {
+    case route_kind::base:
+      return metrics::route::base;
+    case route_kind::manifest:
+      return metrics::route::manifest;
+    case route_kind::blob:
+      return metrics::route::blob;
+    case route_kind::tags_list:
+      return metrics::route::tags_list;
+    case route_kind::referrers:
+      return metrics::route::referrers;
+  }
+  return metrics::route::other;
+}
+
+double millis(clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// What one request/response exchange did: for metrics and the access log.
+struct exchange {
+  clock::time_point start = clock::now();
+  std::optional<clock::time_point> header_at;  // response header written
+  unsigned status = 0;                         // 0: no response header was written
+  std::uint64_t bytes = 0;                     // body bytes written
+  metrics::route kind = metrics::route::other;
+  metrics::source from = metrics::source::local;
+  std::string upstream;                        // configured name, when one was chosen
+  std::optional<read_report> blob;             // where blob bytes came from
+};
 
 template <typename Stream>
 class session final : public session_base {
@@ -61,12 +94,16 @@ class session final : public session_base {
       first = false;
       auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, use_nothrow);
       idle_ = false;
+      x_ = exchange{};
       if (ec) {
+        const request none;
         if (ec == http::error::header_limit) {
-          co_await send_error(request{}, 431, "UNSUPPORTED", "request header too large", false);
+          co_await send_error(none, 431, "UNSUPPORTED", "request header too large", false);
+          finish_exchange(none);
         } else if (ec.category() == make_error_code(http::error::end_of_stream).category() &&
                    ec != http::error::end_of_stream && ec != http::error::partial_message) {
-          co_await send_error(request{}, 400, "UNSUPPORTED", "malformed request", false);
+          co_await send_error(none, 400, "UNSUPPORTED", "malformed request", false);
+          finish_exchange(none);
         }
         break;
       }
@@ -74,6 +111,7 @@ class session final : public session_base {
       // A body we will not read leaves the connection unusable for the next request.
       const bool has_body = parser.chunked() || parser.content_length().value_or(0) > 0;
       const bool keep = co_await handle(req, req.keep_alive() && !has_body);
+      finish_exchange(req);
       if (!keep || has_body) break;
     }
     co_await close();
@@ -81,6 +119,55 @@ class session final : public session_base {
 
  private:
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  // Counts the exchange in the metrics and writes its access-log line.
+  void finish_exchange(const request& req) {
+    const auto end = clock::now();
+    const auto header_at = x_.header_at.value_or(end);
+    if (worker_.metrics != nullptr) {
+      metrics::request_sample sample;
+      sample.kind = x_.kind;
+      sample.from = x_.from;
+      sample.status = x_.status;
+      sample.duration = end - x_.start;
+      sample.ttfb = header_at - x_.start;
+      sample.body_bytes = x_.bytes;
+      worker_.metrics->observe(sample);
+      if (x_.blob) {
+        worker_.metrics->served(metrics::source::hit, x_.blob->store_bytes);
+        worker_.metrics->served(metrics::source::joined, x_.blob->joined_bytes);
+        worker_.metrics->served(metrics::source::miss, x_.blob->filled_bytes);
+      } else {
+        worker_.metrics->served(x_.from, x_.bytes);
+      }
+    }
+    if (worker_.access_log == nullptr || !worker_.access_log->load(std::memory_order_relaxed)) {
+      return;
+    }
+    std::string line = "\"logger\":\"access\",\"method\":";
+    line += log::json_string(req.method_string().empty() ? std::string_view("-")
+                                                         : std::string_view(req.method_string()));
+    line += ",\"target\":";
+    line += log::json_string(req.target().empty() ? std::string_view("-")
+                                                  : std::string_view(req.target()));
+    line += ",\"route\":\"";
+    line += metrics::to_string(x_.kind);
+    line += "\",\"status\":" + std::to_string(x_.status);
+    line += ",\"bytes\":" + std::to_string(x_.bytes);
+    char timing[96];
+    std::snprintf(timing, sizeof timing, ",\"duration_ms\":%.3f,\"ttfb_ms\":%.3f",
+                  millis(end - x_.start), millis(header_at - x_.start));
+    line += timing;
+    line += ",\"source\":\"";
+    line += metrics::to_string(x_.from);
+    line += '"';
+    if (!x_.upstream.empty()) line += ",\"upstream\":" + log::json_string(x_.upstream);
+    if (auto range = req[http::field::range]; !range.empty()) {
+      line += ",\"range\":" + log::json_string(std::string_view(range.data(), range.size()));
+    }
+    line += ",\"client\":" + log::json_string(client_);
+    log::json_line(line);
+  }
 
   asio::awaitable<void> close() {
     boost::system::error_code ec;
@@ -105,8 +192,12 @@ class session final : public session_base {
       if (head_length) res.set(http::field::content_length, std::to_string(*head_length));
     }
     lowest().expires_after(worker_.cfg.server.timeouts.write);
+    x_.status = res.result_int();
     auto [ec, n] = co_await http::async_write(stream_, res, use_nothrow);
-    log::debug("access", req.method_string(), " ", req.target(), " ", res.result_int());
+    if (!ec) {
+      x_.header_at = clock::now();
+      x_.bytes += res.body().size();
+    }
     co_return !ec && res.keep_alive();
   }
 
@@ -158,6 +249,7 @@ class session final : public session_base {
       co_return co_await send_error(req, e->status, e->code, e->message, keep_alive);
     }
     const route& r = std::get<route>(parsed);
+    x_.kind = metrics_route(r.kind);
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
       co_return co_await send_error(req, 405, "UNSUPPORTED", "this registry mirror is read-only",
                                     keep_alive);
@@ -173,6 +265,7 @@ class session final : public session_base {
       co_return co_await send_error(req, e->status, e->code, e->message, keep_alive);
     }
     const auto& choice = std::get<upstream_choice>(chosen);
+    x_.upstream = choice.upstream->name;
     auto it = worker_.clients.find(choice.upstream->name);
     upstream_client& client = *it->second;
     switch (r.kind) {
@@ -198,6 +291,7 @@ class session final : public session_base {
     }
     if (accept.empty()) accept = oci::default_manifest_accept();
     if (worker_.manifests == nullptr) {
+      x_.from = metrics::source::upstream;
       co_return co_await manifest_from_upstream(req, r, choice, client, accept, nullptr,
                                                 keep_alive);
     }
@@ -219,6 +313,7 @@ class session final : public session_base {
                                         const upstream_choice& choice, upstream_client& client,
                                         const std::string& accept, bool keep_alive) {
     auto& cache = *worker_.manifests;
+    x_.from = metrics::source::miss;
     manifest_cache_state state;
     if (const auto requested = oci::digest::parse(r.reference)) {
       if (auto stored = co_await cache.manifest(*requested)) {
@@ -282,6 +377,7 @@ class session final : public session_base {
   // A stored manifest, with the headers a registry sends; HEAD: no body.
   asio::awaitable<bool> send_stored(const request& req, const oci::digest& digest,
                                     const cache::stored_manifest& m, bool stale, bool keep_alive) {
+    x_.from = metrics::source::hit;
     http::response<http::string_body> res{http::status::ok, 11};
     if (m.media_type.empty()) {
       res.set(http::field::content_type, oci::media_types::oci_manifest);
@@ -302,6 +398,7 @@ class session final : public session_base {
     log::warn("proxy", "upstream ", client.settings().name, " failed for tag ", r.reference, " (",
               reason, "): serving stale ", hit.digest.str(), ", confirmed ",
               manifest_cache::age(hit.fetched_at), "s ago");
+    if (worker_.metrics != nullptr) worker_.metrics->stale_serve();
     co_return co_await send_stored(req, hit.digest, hit.manifest, true, keep_alive);
   }
 
@@ -328,6 +425,7 @@ class session final : public session_base {
                                                const upstream_choice& choice,
                                                upstream_client& client, const std::string& accept,
                                                manifest_cache_state* cached, bool keep_alive) {
+    x_.from = cached != nullptr ? metrics::source::miss : metrics::source::upstream;
     upstream_request ur;
     ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
     ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
@@ -385,6 +483,7 @@ class session final : public session_base {
     if (requested && actual != *requested) {
       log::error("proxy", "upstream ", client.settings().name, " sent a manifest for ",
                  requested->str(), " whose digest is ", actual.str());
+      if (worker_.metrics != nullptr) worker_.metrics->digest_failure("manifest");
       co_return co_await send_error(req, 502, "MANIFEST_INVALID",
                                     "upstream manifest does not match its digest", keep_alive);
     }
@@ -401,15 +500,16 @@ class session final : public session_base {
   }
 
   // Answers a HEAD with `res`'s status and fields, announcing `length` when known.
-  asio::awaitable<bool> send_head(const request& req, const http::response<http::buffer_body>& res,
+  asio::awaitable<bool> send_head(const request& /*req*/, const http::response<http::buffer_body>& res,
                                   std::optional<std::uint64_t> length) {
     http::response<http::empty_body> head{http::response_header<>(res.base())};
     if (length) head.set(http::field::content_length, std::to_string(*length));
     head.keep_alive(res.keep_alive());
     lowest().expires_after(worker_.cfg.server.timeouts.write);
     http::response_serializer<http::empty_body> sr{head};
+    x_.status = head.result_int();
     auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow);
-    log::debug("access", req.method_string(), " ", req.target(), " ", head.result_int());
+    if (!ec) x_.header_at = clock::now();
     co_return !ec && head.keep_alive();
   }
 
@@ -419,7 +519,9 @@ class session final : public session_base {
     res.body().data = nullptr;
     res.body().more = true;
     lowest().expires_after(worker_.cfg.server.timeouts.write);
+    x_.status = res.result_int();
     auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow);
+    if (!ec) x_.header_at = clock::now();
     co_return !ec;
   }
 
@@ -432,7 +534,9 @@ class session final : public session_base {
     res.body().more = true;
     lowest().expires_after(worker_.cfg.server.timeouts.write);
     auto [ec, n] = co_await http::async_write(stream_, sr, use_nothrow);
-    co_return !ec || ec == http::error::need_buffer;
+    const bool ok = !ec || ec == http::error::need_buffer;
+    if (ok) x_.bytes += size;
+    co_return ok;
   }
 
   asio::awaitable<bool> finish_body(http::response<http::buffer_body>& res,
@@ -452,6 +556,7 @@ class session final : public session_base {
                                     bool keep_alive) {
     auto& blobs = *worker_.blobs;
     const auto digest = *oci::digest::parse(r.reference);
+    x_.from = metrics::source::miss;
     auto described = co_await blobs.describe(client, choice.repository, digest);
     if (auto* f = std::get_if<upstream_failure>(&described)) {
       co_return co_await send_failure(req, client, *f, keep_alive);
@@ -474,6 +579,7 @@ class session final : public session_base {
       co_return co_await send(req, std::move(res), keep_alive);
     }
     const auto meta = std::get<blob_meta>(described);
+    x_.from = meta.in_store ? metrics::source::hit : metrics::source::miss;
     const std::string etag = "\"" + digest.str() + "\"";
     const std::string size_text = std::to_string(meta.size);
 
@@ -530,6 +636,18 @@ class session final : public session_base {
     res.content_length(length);
     http::response_serializer<http::buffer_body> sr{res};
     if (!co_await start_body(res, sr)) co_return false;
+    x_.blob.emplace();
+    read_report& report = *x_.blob;
+    // The request's source: the worst of what its bytes needed.
+    auto classify = [this, &report] {
+      if (report.filled_bytes > 0) {
+        x_.from = metrics::source::miss;
+      } else if (report.joined_bytes > 0) {
+        x_.from = metrics::source::joined;
+      } else {
+        x_.from = metrics::source::hit;
+      }
+    };
 
     if (ranges.empty()) {
       // The whole blob: hashed on the way, the last piece held back until it matches.
@@ -552,9 +670,11 @@ class session final : public session_base {
         mismatch = !ok;
       } else {
         ok = co_await blobs.read(client, choice.repository, digest, meta,
-                                 oci::byte_range{0, meta.size - 1}, out);
+                                 oci::byte_range{0, meta.size - 1}, out, &report);
       }
+      classify();
       if (mismatch) {
+        if (worker_.metrics != nullptr) worker_.metrics->digest_failure("stream");
         log::error("proxy", "digest mismatch for ", digest.str(), " from upstream ",
                    client.settings().name, ": connection cut before the last byte, blob purged");
         co_await blobs.purge(digest);
@@ -563,7 +683,6 @@ class session final : public session_base {
       if (!ok) co_return false;
       if (!meta.verified) co_await blobs.mark_verified(digest);
       const bool finished = co_await finish_body(res, sr);
-      log::debug("access", req.method_string(), " ", req.target(), " 200 ", sent, "B");
       co_return finished&& res.keep_alive();
     }
 
@@ -575,16 +694,15 @@ class session final : public session_base {
         const std::string header = part_header(br);
         if (!co_await write_piece(res, sr, header.data(), header.size())) co_return false;
       }
-      if (!co_await blobs.read(client, choice.repository, digest, meta, br, out)) {
-        co_return false;
-      }
+      const bool ok = co_await blobs.read(client, choice.repository, digest, meta, br, out, &report);
+      classify();
+      if (!ok) co_return false;
     }
     if (ranges.size() > 1 && !co_await write_piece(res, sr, closing.data(), closing.size())) {
       co_return false;
     }
     const bool finished = co_await finish_body(res, sr);
     co_await blobs.complete_later(client, choice.repository, digest, meta);
-    log::debug("access", req.method_string(), " ", req.target(), " 206 ", length, "B");
     co_return finished&& res.keep_alive();
   }
 
@@ -594,6 +712,7 @@ class session final : public session_base {
       co_return co_await cached_blob(req, r, choice, client, keep_alive);
     }
     const auto digest = *oci::digest::parse(r.reference);
+    x_.from = metrics::source::upstream;
     upstream_request ur;
     ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
     ur.target = "/v2/" + choice.repository + "/blobs/" + digest.str();
@@ -629,6 +748,7 @@ class session final : public session_base {
 
   asio::awaitable<bool> listing(const request& req, const route& r, const upstream_choice& choice,
                                 upstream_client& client, bool keep_alive) {
+    x_.from = metrics::source::upstream;
     boost::urls::url target;
     target.set_path("/v2/" + choice.repository +
                     (r.kind == route_kind::tags_list ? "/tags/list" : "/referrers/" + r.reference));
@@ -699,6 +819,7 @@ class session final : public session_base {
           if (actual != *verify) {
             log::error("proxy", "digest mismatch from ", up.where, ": expected ", verify->str(),
                        ", got ", actual.str(), "; connection cut before the last byte");
+            if (worker_.metrics != nullptr) worker_.metrics->digest_failure("stream");
             co_return false;
           }
         }
@@ -708,11 +829,10 @@ class session final : public session_base {
     }
     if (hash && hash->finish() != *verify) {  // an empty body that should not be empty
       log::error("proxy", "digest mismatch from ", up.where, " (empty body)");
+      if (worker_.metrics != nullptr) worker_.metrics->digest_failure("stream");
       co_return false;
     }
     const bool finished = co_await finish_body(res, sr);
-    log::debug("access", req.method_string(), " ", req.target(), " ", res.result_int(), " ", sent,
-               "B");
     co_return finished&& res.keep_alive();
   }
 
@@ -720,6 +840,17 @@ class session final : public session_base {
   worker_context& worker_;
   beast::flat_buffer buffer_;
   bool idle_ = false;
+  exchange x_;
+  std::string client_ = client_address();
+
+  std::string client_address() {
+    boost::system::error_code ec;
+    const auto ep = lowest().socket().remote_endpoint(ec);
+    if (ec) return "-";
+    const auto a = ep.address();
+    const std::string host = a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
+    return host + ":" + std::to_string(ep.port());
+  }
 };
 
 // Counts the connection while it is open.

@@ -14,6 +14,10 @@
 #include "config/config.hpp"
 #include "server/upstream_client.hpp"
 
+namespace layercache::metrics {
+class registry;
+}  // namespace layercache::metrics
+
 namespace layercache::server {
 class blob_cache;
 class manifest_cache;
@@ -42,6 +46,8 @@ struct worker_context {
   blob_cache* blobs = nullptr;  // shared by all workers; null: blobs pass straight through
   // Shared by all workers; null: manifests pass straight through.
   manifest_cache* manifests = nullptr;
+  metrics::registry* metrics = nullptr;          // shared; null: not counted
+  const std::atomic<bool>* access_log = nullptr;  // shared; null or false: no access log
 };
 
 // Serves one accepted connection until it closes. `tls` is the listener's context, or null

@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "log/log.hpp"
+#include "metrics/metrics.hpp"
 #include "oci/www_authenticate.hpp"
 
 namespace layercache::server {
@@ -185,6 +186,7 @@ upstream_response::upstream_response(std::unique_ptr<upstream_connection> c, con
 }
 
 upstream_response::~upstream_response() {
+  if (metrics_ != nullptr && received_ > 0) metrics_->received(received_);
   if (conn_ && !failed_ && parser_.is_done() && parser_.get().keep_alive()) {
     pool_.release(std::move(conn_), max_idle_);
   }
@@ -220,6 +222,7 @@ asio::awaitable<std::pair<boost::system::error_code, std::size_t>> upstream_resp
       co_return std::pair{ec, std::size_t{0}};
     }
     const std::size_t got = size - parser_.get().body().size;
+    received_ += got;
     if (got > 0) co_return std::pair{boost::system::error_code{}, got};
   }
   co_return std::pair{boost::system::error_code{}, std::size_t{0}};
@@ -270,6 +273,15 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
                                                            const std::string& target,
                                                            const upstream_request& req,
                                                            const std::string& authorization) {
+  // Counts the exchange when it ends, however it ends (status 0: no response).
+  struct timing {
+    metrics::upstream_metrics* m;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    unsigned status = 0;
+    ~timing() {
+      if (m != nullptr) m->request(status, std::chrono::steady_clock::now() - start);
+    }
+  } timed{metrics_};
   // A pooled connection may have been closed by the upstream while idle; that shows only when
   // it is used. Such a failure before any response byte is retried once on a new connection.
   for (int attempt = 0;; ++attempt) {
@@ -304,6 +316,8 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
       if (reused && attempt == 0 && nothing_received) continue;
       co_return io_failure(rec, "reading response from", where);
     }
+    timed.status = response->status();
+    response->metrics_ = metrics_;
     co_return std::move(response);
   }
 }

@@ -26,6 +26,10 @@
 #include "config/config.hpp"
 #include "server/auth.hpp"
 
+namespace layercache::metrics {
+class upstream_metrics;
+}  // namespace layercache::metrics
+
 namespace layercache::server {
 
 namespace asio = boost::asio;
@@ -137,6 +141,8 @@ class upstream_response {
   config::duration read_timeout_;
   http::response_parser<http::buffer_body> parser_;
   bool failed_ = false;
+  metrics::upstream_metrics* metrics_ = nullptr;  // body bytes counted on destruction
+  std::uint64_t received_ = 0;
 };
 
 struct upstream_request {
@@ -160,6 +166,9 @@ class upstream_client {
 
   [[nodiscard]] const config::upstream& settings() const { return cfg_; }
 
+  // Where requests, body bytes and token fetches are counted (null: nowhere). Set before use.
+  void set_metrics(metrics::upstream_metrics* m) { metrics_ = m; }
+
  private:
   asio::awaitable<upstream_result> exchange(const origin& where, http::verb method,
                                             const std::string& target, const upstream_request& req,
@@ -176,6 +185,7 @@ class upstream_client {
   token_cache& tokens_;
   origin origin_;
   enum class scheme { unknown, bearer, basic } scheme_ = scheme::unknown;
+  metrics::upstream_metrics* metrics_ = nullptr;
 };
 
 // A client TLS context: system CAs plus `ca_file`, peer verification on.

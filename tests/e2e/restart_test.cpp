@@ -203,6 +203,7 @@ class daemon_process {
     std::string yaml = "server:\n  threads: 2\n  listen:\n    - address: 127.0.0.1:";
     yaml += std::to_string(port_) + "\n";
     yaml += "  timeouts:\n    shutdown: 10s\n";
+    yaml += "admin:\n  address: 127.0.0.1:0\n";
     yaml += "log:\n  level: warn\n";
     yaml += "cache:\n  path: " + store().string() + "\n";
     yaml += "  capacity: 1GiB\n  chunk_size: 256KiB\n";

@@ -7,6 +7,10 @@ layercache_instance::layercache_instance(std::string_view yaml) {
   if (text.find("server:") == std::string::npos) {
     text = "server:\n  threads: 2\n  listen:\n    - address: 127.0.0.1:0\n" + text;
   }
+  if (text.find("\nadmin:") == std::string::npos && !text.starts_with("admin:")) {
+    if (!text.empty() && text.back() != '\n') text += '\n';
+    text += "admin:\n  address: 127.0.0.1:0\n";
+  }
   if (text.find("cache:") == std::string::npos) {
     text += "cache:\n  path: " + (cache_dir_.path() / "store").string() + "\n";
   }

@@ -410,6 +410,58 @@ TEST_P(chunk_store_test, capacity_is_enforced_by_evicting) {
   EXPECT_LE(store_->used_bytes(), store_->capacity());
 }
 
+TEST_P(chunk_store_test, stats_count_blobs_chunks_and_evictions) {
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  (void)put_blob(a, 1, 2 * chunk + 10);  // 3 chunks, the last short
+  clock_.advance(1);
+  ASSERT_TRUE(store_->put_chunk(b, 3 * chunk, chunk, 1, pattern(2, chunk)).ok());
+  ASSERT_TRUE(store_->mark_verified(a).ok());
+  store_stats s = store_->stats();
+  EXPECT_EQ(s.blobs, 2U);
+  EXPECT_EQ(s.verified_blobs, 1U);
+  EXPECT_EQ(s.chunks, 4U);
+  EXPECT_EQ(s.used_bytes, 3U * chunk + 10);
+  EXPECT_EQ(s.capacity, 64ULL << 20);
+  EXPECT_EQ(s.evicted_blobs, 0U);
+
+  const auto listed = store_->list_blobs();  // most recent first
+  ASSERT_EQ(listed.size(), 2U);
+  EXPECT_EQ(listed[0].digest, b);
+  EXPECT_EQ(listed[1].digest, a);
+  EXPECT_EQ(listed[1].record.size, 2U * chunk + 10);
+  EXPECT_TRUE(listed[1].record.verified);
+
+  EXPECT_EQ(store_->evict_to(chunk, nullptr), 2U * chunk + 10);
+  s = store_->stats();
+  EXPECT_EQ(s.blobs, 1U);
+  EXPECT_EQ(s.chunks, 1U);
+  EXPECT_EQ(s.evicted_blobs, 1U);
+  EXPECT_EQ(s.evicted_bytes, 2U * chunk + 10);
+}
+
+TEST_P(chunk_store_test, set_capacity_shrinks_by_evicting_and_grows) {
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  (void)put_blob(a, 1, 2 * chunk);
+  clock_.advance(1);
+  (void)put_blob(b, 2, 2 * chunk);
+  store_->set_capacity(3 * chunk);
+  EXPECT_EQ(store_->capacity(), 3U * chunk);
+  EXPECT_FALSE(store_->blob(a).has_value());
+  EXPECT_TRUE(store_->blob(b).has_value());
+  EXPECT_EQ(store_->used_bytes(), 2U * chunk);
+  // Full at 3 chunks: a third and fourth chunk of another blob evict b.
+  const oci::digest c = digest_n(3);
+  (void)put_blob(c, 3, 2 * chunk);
+  EXPECT_FALSE(store_->blob(b).has_value());
+  store_->set_capacity(8 * chunk);
+  (void)put_blob(a, 1, 2 * chunk);
+  (void)put_blob(b, 2, 2 * chunk);
+  EXPECT_EQ(store_->used_bytes(), 6U * chunk);
+  EXPECT_EQ(store_->stats().blobs, 3U);
+}
+
 TEST_P(chunk_store_test, a_blob_larger_than_capacity_gets_no_space) {
   reopen(4 * chunk);
   const oci::digest other = digest_n(2);
@@ -586,6 +638,7 @@ TEST_F(rocksdb_store_test, a_corrupted_chunk_is_detected_and_removed) {
   EXPECT_FALSE(store->blob(d)->verified);
   EXPECT_EQ(store->get_chunk(d, 1, got).code, errc::not_found);
   ASSERT_TRUE(store->get_chunk(d, 0, got).ok());
+  EXPECT_EQ(store->stats().corrupt_chunks, 1U);
 
   // Refetched.
   ASSERT_TRUE(store->put_chunk(d, blob.size(), chunk, 1, chunk_of(blob, chunk, 1)).ok());

@@ -1,0 +1,433 @@
+#include "metrics/metrics.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+namespace layercache::metrics {
+namespace {
+
+constexpr std::array<std::string_view, route_count> route_names = {
+    "base", "manifest", "blob", "tags_list", "referrers", "other"};
+constexpr std::array<std::string_view, source_count> source_names = {
+    "hit", "joined", "miss", "prefetch", "upstream", "local"};
+constexpr std::array<std::string_view, 5> class_names = {"2xx", "3xx", "4xx", "5xx", "other"};
+
+std::size_t class_index(unsigned status) {
+  if (status >= 200 && status < 600) return status / 100 - 2;
+  return 4;
+}
+
+// From a sub-millisecond store hit to a multi-minute cold blob.
+const prometheus::Histogram::BucketBoundaries& latency_buckets() {
+  static const prometheus::Histogram::BucketBoundaries b = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+      0.25,   0.5,     1,      2.5,   5,      10,    30,   60,    120,  300};
+  return b;
+}
+
+double seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
+
+// Sets a counter to a total kept elsewhere (it only ever grows).
+void mirror(prometheus::Counter& c, std::uint64_t total) {
+  const double delta = static_cast<double>(total) - c.Value();
+  if (delta > 0) c.Increment(delta);
+}
+
+// Process figures from /proc (Linux).
+struct process_figures {
+  double resident = 0, virtual_size = 0, cpu_seconds = 0, start_time = 0;
+  double open_fds = 0, max_fds = 0;
+};
+
+process_figures read_process() {
+  process_figures p;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  const long ticks = ::sysconf(_SC_CLK_TCK);
+  if (std::ifstream statm("/proc/self/statm"); statm) {
+    double size = 0, resident = 0;
+    statm >> size >> resident;
+    p.virtual_size = size * static_cast<double>(page);
+    p.resident = resident * static_cast<double>(page);
+  }
+  if (std::ifstream stat("/proc/self/stat"); stat) {
+    std::string line;
+    std::getline(stat, line);
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    const auto close = line.rfind(')');
+    if (close != std::string::npos) {
+      std::istringstream rest(line.substr(close + 2));
+      std::string field;
+      double utime = 0, stime = 0, start = 0;
+      for (int i = 3; rest >> field; ++i) {
+        if (i == 14) utime = std::stod(field);
+        if (i == 15) stime = std::stod(field);
+        if (i == 22) {
+          start = std::stod(field);
+          break;
+        }
+      }
+      p.cpu_seconds = (utime + stime) / static_cast<double>(ticks);
+      double boot = 0;
+      if (std::ifstream s("/proc/stat"); s) {
+        std::string key;
+        while (s >> key) {
+          if (key == "btime") {
+            s >> boot;
+            break;
+          }
+          s.ignore(1 << 16, '\n');
+        }
+      }
+      p.start_time = boot + start / static_cast<double>(ticks);
+    }
+  }
+  std::error_code ec;
+  double fds = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++fds;
+  }
+  p.open_fds = fds;
+  if (std::ifstream limits("/proc/self/limits"); limits) {
+    std::string line;
+    while (std::getline(limits, line)) {
+      if (line.starts_with("Max open files")) {
+        std::istringstream in(line.substr(14));
+        in >> p.max_fds;
+        break;
+      }
+    }
+  }
+  return p;
+}
+
+class upstream_impl final : public upstream_metrics {
+ public:
+  upstream_impl(std::string name, prometheus::Family<prometheus::Histogram>& duration,
+                prometheus::Family<prometheus::Counter>& bytes,
+                prometheus::Family<prometheus::Counter>& tokens)
+      : name_(std::move(name)), duration_family_(duration) {
+    received_ = &bytes.Add({{"upstream", name_}});
+    token_ok_ = &tokens.Add({{"upstream", name_}, {"outcome", "ok"}});
+    token_error_ = &tokens.Add({{"upstream", name_}, {"outcome", "error"}});
+  }
+
+  void request(unsigned status, std::chrono::nanoseconds took) override {
+    if (status != 0 && (status < 200 || status >= 600)) return;  // not a final answer
+    const std::size_t i = status == 0 ? 4 : class_index(status);
+    prometheus::Histogram* h = durations_[i].load(std::memory_order_acquire);
+    if (h == nullptr) {
+      const std::string outcome(status == 0 ? "error" : class_names[i]);
+      std::lock_guard lock(mutex_);
+      h = &duration_family_.Add({{"upstream", name_}, {"outcome", outcome}}, latency_buckets());
+      durations_[i].store(h, std::memory_order_release);
+    }
+    h->Observe(seconds(took));
+  }
+  void received(std::uint64_t n) override { received_->Increment(static_cast<double>(n)); }
+  void token_fetch(bool ok) override { (ok ? token_ok_ : token_error_)->Increment(); }
+
+ private:
+  std::string name_;
+  prometheus::Family<prometheus::Histogram>& duration_family_;
+  std::mutex mutex_;
+  std::array<std::atomic<prometheus::Histogram*>, 5> durations_{};  // 2xx..5xx, error
+  prometheus::Counter* received_;
+  prometheus::Counter* token_ok_;
+  prometheus::Counter* token_error_;
+};
+
+}  // namespace
+
+std::string_view to_string(route r) { return route_names[static_cast<std::size_t>(r)]; }
+std::string_view to_string(source s) { return source_names[static_cast<std::size_t>(s)]; }
+std::string_view status_class(unsigned status) { return class_names[class_index(status)]; }
+
+struct registry::impl {
+  prometheus::Registry reg;
+
+  prometheus::Family<prometheus::Histogram>& request_duration =
+      prometheus::BuildHistogram()
+          .Name("layercache_http_request_duration_seconds")
+          .Help("Client requests, from the request header read to the last byte written.")
+          .Register(reg);
+  prometheus::Family<prometheus::Histogram>& ttfb =
+      prometheus::BuildHistogram()
+          .Name("layercache_http_time_to_first_byte_seconds")
+          .Help("Client requests, from the request header read to the response header written.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& response_bytes =
+      prometheus::BuildCounter()
+          .Name("layercache_http_response_bytes_total")
+          .Help("Response body bytes sent to clients, by where they came from.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& open_connections =
+      prometheus::BuildGauge()
+          .Name("layercache_http_open_connections")
+          .Help("Client connections open now.")
+          .Register(reg);
+  prometheus::Family<prometheus::Histogram>& upstream_duration =
+      prometheus::BuildHistogram()
+          .Name("layercache_upstream_request_duration_seconds")
+          .Help("Requests to upstream registries (and their redirect targets), until the "
+                "response header arrived; outcome is the status class or error.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& upstream_bytes =
+      prometheus::BuildCounter()
+          .Name("layercache_upstream_received_bytes_total")
+          .Help("Response body bytes received from upstream registries.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& token_fetches =
+      prometheus::BuildCounter()
+          .Name("layercache_upstream_token_fetches_total")
+          .Help("Bearer token requests to upstream token endpoints.")
+          .Register(reg);
+
+  prometheus::Family<prometheus::Gauge>& used = prometheus::BuildGauge()
+                                                    .Name("layercache_cache_used_bytes")
+                                                    .Help("Chunk bytes in the store.")
+                                                    .Register(reg);
+  prometheus::Family<prometheus::Gauge>& capacity =
+      prometheus::BuildGauge()
+          .Name("layercache_cache_capacity_bytes")
+          .Help("Chunk bytes the store keeps before evicting (cache.capacity).")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& blobs = prometheus::BuildGauge()
+                                                     .Name("layercache_cache_blobs")
+                                                     .Help("Blobs with chunks in the store.")
+                                                     .Register(reg);
+  prometheus::Family<prometheus::Gauge>& chunks = prometheus::BuildGauge()
+                                                      .Name("layercache_cache_chunks")
+                                                      .Help("Chunks in the store.")
+                                                      .Register(reg);
+  prometheus::Family<prometheus::Counter>& evicted_blobs =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_evicted_blobs_total")
+          .Help("Blobs evicted to stay within capacity.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& evicted_bytes =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_evicted_bytes_total")
+          .Help("Chunk bytes evicted to stay within capacity.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& corrupt =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_corrupt_chunks_total")
+          .Help("Stored chunks that failed their checksum and were dropped.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& chunk_reads =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_chunk_reads_total")
+          .Help("Chunk reads by readers: from the store, joined to a fill, or filled.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& fills =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_fills_total")
+          .Help("Upstream range requests started to fill missing chunks.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& fills_in_flight =
+      prometheus::BuildGauge()
+          .Name("layercache_cache_fills_in_flight")
+          .Help("Chunks being fetched from upstream now.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& verified =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_blobs_verified_total")
+          .Help("Blobs completed in the background and matched to their digest.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& store_errors =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_store_errors_total")
+          .Help("Store writes that failed (bytes were still served).")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& digest_failures =
+      prometheus::BuildCounter()
+          .Name("layercache_digest_failures_total")
+          .Help("Bytes from upstream that did not match their digest (never served whole).")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& stale =
+      prometheus::BuildCounter()
+          .Name("layercache_manifest_stale_serves_total")
+          .Help("Tags served from the store because the upstream failed.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& reloads =
+      prometheus::BuildCounter()
+          .Name("layercache_config_reloads_total")
+          .Help("Configuration reloads (SIGHUP), by outcome.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& build_info =
+      prometheus::BuildGauge()
+          .Name("layercache_build_info")
+          .Help("Always 1; the version label says which build runs.")
+          .Register(reg);
+
+  prometheus::Family<prometheus::Gauge>& resident =
+      prometheus::BuildGauge()
+          .Name("process_resident_memory_bytes")
+          .Help("Resident memory size in bytes.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& virtual_memory =
+      prometheus::BuildGauge()
+          .Name("process_virtual_memory_bytes")
+          .Help("Virtual memory size in bytes.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& open_fds = prometheus::BuildGauge()
+                                                        .Name("process_open_fds")
+                                                        .Help("Number of open file descriptors.")
+                                                        .Register(reg);
+  prometheus::Family<prometheus::Gauge>& max_fds =
+      prometheus::BuildGauge()
+          .Name("process_max_fds")
+          .Help("Maximum number of open file descriptors.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& cpu =
+      prometheus::BuildCounter()
+          .Name("process_cpu_seconds_total")
+          .Help("Total user and system CPU time spent in seconds.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& start_time =
+      prometheus::BuildGauge()
+          .Name("process_start_time_seconds")
+          .Help("Start time of the process since unix epoch in seconds.")
+          .Register(reg);
+
+  // Created on first use; index = (route, source, class).
+  static constexpr std::size_t combos = route_count * source_count * class_names.size();
+  std::array<std::atomic<prometheus::Histogram*>, combos> durations{};
+  std::array<std::atomic<prometheus::Histogram*>, combos> ttfbs{};
+  std::array<prometheus::Counter*, source_count> bytes_by_source{};
+  std::mutex mutex;  // guards lazy creation and the maps below
+  std::map<std::string, std::unique_ptr<upstream_impl>, std::less<>> upstreams;
+  std::map<std::string, prometheus::Counter*, std::less<>> digest_by_kind;
+  std::function<void(snapshot&)> fill;
+  std::mutex collect_mutex;  // one scrape at a time
+
+  prometheus::Counter* stale_counter = &stale.Add({});
+  prometheus::Counter* reload_ok = &reloads.Add({{"outcome", "ok"}});
+  prometheus::Counter* reload_error = &reloads.Add({{"outcome", "error"}});
+  prometheus::Gauge* open_gauge = &open_connections.Add({});
+
+  impl() {
+    for (std::size_t i = 0; i < source_count; ++i) {
+      bytes_by_source[i] = &response_bytes.Add({{"source", std::string(source_names[i])}});
+    }
+    for (const char* kind : {"blob", "stream", "manifest"}) {
+      digest_by_kind[kind] = &digest_failures.Add({{"kind", kind}});
+    }
+    build_info.Add({{"version", LAYERCACHE_VERSION}}).Set(1);
+  }
+
+  prometheus::Histogram& histogram(std::array<std::atomic<prometheus::Histogram*>, combos>& cache,
+                                   prometheus::Family<prometheus::Histogram>& family,
+                                   const request_sample& s) {
+    const std::size_t c = class_index(s.status);
+    const std::size_t i =
+        (static_cast<std::size_t>(s.kind) * source_count + static_cast<std::size_t>(s.from)) *
+            class_names.size() +
+        c;
+    if (auto* h = cache[i].load(std::memory_order_acquire)) return *h;
+    std::lock_guard lock(mutex);
+    auto* h = &family.Add({{"route", std::string(to_string(s.kind))},
+                           {"source", std::string(to_string(s.from))},
+                           {"code", std::string(class_names[c])}},
+                          latency_buckets());
+    cache[i].store(h, std::memory_order_release);
+    return *h;
+  }
+};
+
+registry::registry() : impl_(std::make_unique<impl>()) {}
+registry::~registry() = default;
+
+void registry::observe(const request_sample& s) {
+  impl_->histogram(impl_->durations, impl_->request_duration, s).Observe(seconds(s.duration));
+  impl_->histogram(impl_->ttfbs, impl_->ttfb, s).Observe(seconds(s.ttfb));
+}
+
+void registry::served(source from, std::uint64_t bytes) {
+  if (bytes > 0) {
+    impl_->bytes_by_source[static_cast<std::size_t>(from)]->Increment(static_cast<double>(bytes));
+  }
+}
+
+upstream_metrics& registry::upstream(std::string_view name) {
+  std::lock_guard lock(impl_->mutex);
+  auto it = impl_->upstreams.find(name);
+  if (it == impl_->upstreams.end()) {
+    it = impl_->upstreams
+             .emplace(std::string(name),
+                      std::make_unique<upstream_impl>(std::string(name), impl_->upstream_duration,
+                                                      impl_->upstream_bytes, impl_->token_fetches))
+             .first;
+  }
+  return *it->second;
+}
+
+void registry::stale_serve() { impl_->stale_counter->Increment(); }
+
+void registry::digest_failure(std::string_view kind) {
+  std::lock_guard lock(impl_->mutex);
+  auto it = impl_->digest_by_kind.find(kind);
+  if (it != impl_->digest_by_kind.end()) it->second->Increment();
+}
+
+void registry::config_reload(bool ok) { (ok ? impl_->reload_ok : impl_->reload_error)->Increment(); }
+
+void registry::on_collect(std::function<void(snapshot&)> fill) { impl_->fill = std::move(fill); }
+
+std::string registry::serialize() {
+  auto& m = *impl_;
+  std::lock_guard lock(m.collect_mutex);
+  snapshot s;
+  if (m.fill) m.fill(s);
+  m.open_gauge->Set(static_cast<double>(s.open_connections));
+  if (s.has_store) {
+    m.used.Add({}).Set(static_cast<double>(s.used_bytes));
+    m.capacity.Add({}).Set(static_cast<double>(s.capacity_bytes));
+    m.blobs.Add({}).Set(static_cast<double>(s.blobs));
+    m.chunks.Add({}).Set(static_cast<double>(s.chunks));
+    mirror(m.evicted_blobs.Add({}), s.evicted_blobs);
+    mirror(m.evicted_bytes.Add({}), s.evicted_bytes);
+    mirror(m.corrupt.Add({}), s.corrupt_chunks);
+    mirror(m.chunk_reads.Add({{"source", "store"}}), s.chunks_from_store);
+    mirror(m.chunk_reads.Add({{"source", "joined"}}), s.chunks_joined);
+    mirror(m.chunk_reads.Add({{"source", "filled"}}), s.chunks_filled);
+    mirror(m.fills.Add({}), s.fills_started);
+    m.fills_in_flight.Add({}).Set(static_cast<double>(s.fills_in_flight));
+    mirror(m.verified.Add({}), s.blobs_verified);
+    mirror(m.store_errors.Add({}), s.store_errors);
+    {
+      std::lock_guard l(m.mutex);
+      mirror(*m.digest_by_kind["blob"], s.blob_digest_failures);
+    }
+  }
+  const auto p = read_process();
+  m.resident.Add({}).Set(p.resident);
+  m.virtual_memory.Add({}).Set(p.virtual_size);
+  m.open_fds.Add({}).Set(p.open_fds);
+  m.max_fds.Add({}).Set(p.max_fds);
+  {
+    auto& c = m.cpu.Add({});
+    const double delta = p.cpu_seconds - c.Value();
+    if (delta > 0) c.Increment(delta);
+  }
+  m.start_time.Add({}).Set(p.start_time);
+
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, m.reg.Collect());
+  return out.str();
+}
+
+}  // namespace layercache::metrics

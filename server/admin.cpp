@@ -1,0 +1,332 @@
+#include "server/admin.hpp"
+
+#include <openssl/crypto.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+
+#include "cache/chunk_store.hpp"
+#include "log/log.hpp"
+#include "metrics/metrics.hpp"
+#include "oci/digest.hpp"
+#include "server/blob_cache.hpp"
+#include "server/offload.hpp"
+#include "server/preload.hpp"
+
+namespace layercache::server {
+namespace {
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t max_admin_body = 64 * 1024;
+constexpr std::size_t default_blob_limit = 1000;
+
+using request = http::request<http::string_body>;
+using response = http::response<http::string_body>;
+
+response json_response(http::status status, const boost::json::value& body) {
+  response res{status, 11};
+  res.set(http::field::content_type, "application/json");
+  res.body() = boost::json::serialize(body);
+  res.body() += '\n';
+  return res;
+}
+
+response error_response(http::status status, std::string_view message) {
+  return json_response(status, boost::json::object{{"error", message}});
+}
+
+// Constant-time comparison of the presented bearer token with the configured one.
+bool token_ok(const request& req, const std::string& token) {
+  const auto auth = req[http::field::authorization];
+  constexpr std::string_view prefix = "Bearer ";
+  if (auth.size() != prefix.size() + token.size() || !auth.starts_with(prefix)) return false;
+  return CRYPTO_memcmp(auth.data() + prefix.size(), token.data(), token.size()) == 0;
+}
+
+boost::json::object blob_json(const cache::blob_entry& e) {
+  return boost::json::object{
+      {"digest", e.digest.str()},
+      {"size", e.record.size},
+      {"stored_bytes", e.record.stored_bytes},
+      {"chunk_size", e.record.chunk_size},
+      {"verified", e.record.verified},
+      {"last_access", e.record.last_access},
+      {"hits", e.record.hits},
+  };
+}
+
+class admin_session final : public session_base {
+ public:
+  admin_session(beast::tcp_stream& stream, admin_context& admin)
+      : stream_(stream), admin_(admin) {
+    admin_.worker.sessions.insert(this);
+  }
+  ~admin_session() override { admin_.worker.sessions.erase(this); }
+  admin_session(const admin_session&) = delete;
+  admin_session& operator=(const admin_session&) = delete;
+
+  void close_if_idle() override {
+    if (idle_) close_now();
+  }
+  void close_now() override {
+    boost::system::error_code ec;
+    stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  asio::awaitable<void> run() {
+    const auto& timeouts = admin_.cfg.server.timeouts;
+    bool first = true;
+    while (!admin_.worker.draining) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(admin_.cfg.server.max_header_size));
+      parser.body_limit(max_admin_body);
+      stream_.expires_after(first ? timeouts.request_header : timeouts.idle);
+      idle_ = !first;
+      first = false;
+      auto [ec, n] = co_await http::async_read(stream_, buffer_, parser, use_nothrow);
+      idle_ = false;
+      if (ec) {
+        if (ec != http::error::end_of_stream && ec != asio::error::operation_aborted &&
+            ec != beast::error::timeout && ec != asio::error::eof &&
+            ec != asio::error::connection_reset) {
+          response res = error_response(http::status::bad_request, "malformed request");
+          res.keep_alive(false);
+          co_await write(res);
+        }
+        break;
+      }
+      request req = parser.release();
+      response res = co_await handle(req);
+      res.keep_alive(req.keep_alive() && !admin_.worker.draining);
+      if (!co_await write(res) || !res.keep_alive()) break;
+    }
+    boost::system::error_code ec;
+    stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+    stream_.close();
+  }
+
+ private:
+  asio::awaitable<bool> write(response& res) {
+    res.version(11);
+    res.prepare_payload();
+    stream_.expires_after(admin_.cfg.server.timeouts.write);
+    auto [ec, n] = co_await http::async_write(stream_, res, use_nothrow);
+    co_return !ec;
+  }
+
+  asio::awaitable<response> handle(const request& req) {
+    const auto parsed = boost::urls::parse_origin_form(req.target());
+    if (!parsed) co_return error_response(http::status::bad_request, "bad request target");
+    const std::string path = parsed->path();
+    const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+
+    if (path == "/healthz") {
+      if (!get) co_return not_allowed("GET");
+      co_return json_response(http::status::ok, boost::json::object{{"status", "ok"}});
+    }
+    if (path == "/readyz") {
+      if (!get) co_return not_allowed("GET");
+      if (admin_.ready.load() && !admin_.worker.draining) {
+        co_return json_response(http::status::ok, boost::json::object{{"status", "ready"}});
+      }
+      co_return json_response(http::status::service_unavailable,
+                              boost::json::object{{"status", "not ready"}});
+    }
+    if (path == "/metrics") {
+      if (!get) co_return not_allowed("GET");
+      if (admin_.cfg.admin.metrics_need_token && !token_ok(req, admin_.cfg.admin.token)) {
+        co_return unauthorized();
+      }
+      response res{http::status::ok, 11};
+      res.set(http::field::content_type, metrics::content_type);
+      res.body() = admin_.metrics.serialize();
+      co_return res;
+    }
+    if (!path.starts_with("/admin/")) {
+      co_return error_response(http::status::not_found, "unknown path " + path);
+    }
+    if (!admin_.cfg.admin.token.empty() && !token_ok(req, admin_.cfg.admin.token)) {
+      co_return unauthorized();
+    }
+    if (path == "/admin/stats") {
+      if (!get) co_return not_allowed("GET");
+      co_return co_await stats();
+    }
+    if (admin_.store == nullptr) {
+      co_return error_response(http::status::conflict, "the cache is disabled");
+    }
+    if (path == "/admin/blobs") {
+      if (get) {
+        std::size_t limit = default_blob_limit;
+        if (auto it = parsed->params().find("limit"); it != parsed->params().end()) {
+          const std::string text = (*it).value;
+          char* end = nullptr;
+          const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+          if (text.empty() || *end != '\0') {
+            co_return error_response(http::status::bad_request, "limit must be a number");
+          }
+          limit = static_cast<std::size_t>(v);
+        }
+        co_return co_await list_blobs(limit);
+      }
+      if (req.method() == http::verb::delete_) co_return co_await purge_all();
+      co_return not_allowed("GET, DELETE");
+    }
+    if (path.starts_with("/admin/blobs/")) {
+      if (req.method() != http::verb::delete_) co_return not_allowed("DELETE");
+      const auto d = oci::digest::parse(path.substr(std::string_view("/admin/blobs/").size()));
+      if (!d) co_return error_response(http::status::bad_request, "not a digest");
+      co_return co_await purge_one(*d);
+    }
+    if (path == "/admin/preload") {
+      if (req.method() != http::verb::post) co_return not_allowed("POST");
+      co_return co_await preload_image(req.body());
+    }
+    co_return error_response(http::status::not_found, "unknown path " + path);
+  }
+
+  static response not_allowed(std::string_view allow) {
+    response res = error_response(http::status::method_not_allowed, "method not allowed");
+    res.set(http::field::allow, allow);
+    return res;
+  }
+
+  static response unauthorized() {
+    response res = error_response(http::status::unauthorized, "a bearer token is required");
+    res.set(http::field::www_authenticate, "Bearer realm=\"layercache-admin\"");
+    return res;
+  }
+
+  asio::awaitable<response> stats() {
+    boost::json::object out;
+    out["open_connections"] = admin_.worker.open_connections.load();
+    out["ready"] = admin_.ready.load();
+    if (admin_.store != nullptr) {
+      auto* store = admin_.store;
+      const auto s = co_await admin_.pool->run([store] { return store->stats(); });
+      out["store"] = boost::json::object{
+          {"path", admin_.cfg.cache.path},
+          {"blobs", s.blobs},
+          {"verified_blobs", s.verified_blobs},
+          {"chunks", s.chunks},
+          {"used_bytes", s.used_bytes},
+          {"capacity_bytes", s.capacity},
+          {"evicted_blobs", s.evicted_blobs},
+          {"evicted_bytes", s.evicted_bytes},
+          {"corrupt_chunks", s.corrupt_chunks},
+      };
+    }
+    if (admin_.worker.blobs != nullptr) {
+      const auto b = admin_.worker.blobs->stats();
+      out["fills"] = boost::json::object{
+          {"started", b.fills_started},
+          {"in_flight_chunks", b.chunks_in_flight},
+          {"chunks_filled", b.chunks_filled},
+          {"chunks_from_store", b.chunks_from_store},
+          {"chunks_joined", b.chunks_joined},
+          {"store_errors", b.store_errors},
+          {"verified", b.verified},
+          {"digest_failures", b.digest_failures},
+      };
+    }
+    boost::json::array ups;
+    for (const auto& u : admin_.cfg.upstreams) {
+      ups.push_back(boost::json::object{
+          {"name", u.name}, {"url", u.url}, {"default", u.is_default}});
+    }
+    out["upstreams"] = std::move(ups);
+    co_return json_response(http::status::ok, out);
+  }
+
+  asio::awaitable<response> list_blobs(std::size_t limit) {
+    auto* store = admin_.store;
+    const auto entries = co_await admin_.pool->run([store] { return store->list_blobs(); });
+    boost::json::array blobs;
+    for (std::size_t i = 0; i < entries.size() && i < limit; ++i) {
+      blobs.push_back(blob_json(entries[i]));
+    }
+    co_return json_response(http::status::ok,
+                            boost::json::object{{"total", entries.size()}, {"blobs", blobs}});
+  }
+
+  asio::awaitable<response> purge_one(const oci::digest& d) {
+    auto* store = admin_.store;
+    const auto record = co_await admin_.pool->run([store, &d] { return store->blob(d); });
+    if (!record) co_return error_response(http::status::not_found, d.str() + " is not cached");
+    co_await admin_.worker.blobs->purge(d);
+    log::info("admin", "purged ", d.str(), " (", record->stored_bytes, " bytes)");
+    co_return json_response(http::status::ok,
+                            boost::json::object{{"purged", d.str()},
+                                                {"bytes", record->stored_bytes}});
+  }
+
+  asio::awaitable<response> purge_all() {
+    auto* store = admin_.store;
+    const auto entries = co_await admin_.pool->run([store] { return store->list_blobs(); });
+    std::uint64_t bytes = 0;
+    for (const auto& e : entries) {
+      co_await admin_.worker.blobs->purge(e.digest);
+      bytes += e.record.stored_bytes;
+    }
+    log::info("admin", "purged every blob: ", entries.size(), " blobs, ", bytes, " bytes");
+    co_return json_response(http::status::ok,
+                            boost::json::object{{"purged_blobs", entries.size()},
+                                                {"bytes", bytes}});
+  }
+
+  asio::awaitable<response> preload_image(const std::string& body) {
+    boost::system::error_code ec;
+    const boost::json::value v = boost::json::parse(body, ec);
+    const auto* obj = ec ? nullptr : v.if_object();
+    if (obj == nullptr) co_return error_response(http::status::bad_request, "body must be JSON");
+    preload_request pr;
+    const auto text = [&](std::string_view key, std::string& out) {
+      if (const auto* f = obj->if_contains(key)) {
+        if (!f->is_string()) return false;
+        out = std::string(f->as_string());
+      }
+      return true;
+    };
+    if (!text("reference", pr.reference) || pr.reference.empty() ||
+        !text("upstream", pr.upstream) || !text("platform", pr.platform)) {
+      co_return error_response(http::status::bad_request,
+                               "expected {\"reference\": \"...\"} (upstream and platform are "
+                               "optional strings)");
+    }
+    const preload_result r = co_await preload(admin_.worker, std::move(pr));
+    if (!r.ok) {
+      co_return error_response(static_cast<http::status>(r.status), r.error);
+    }
+    co_return json_response(http::status::ok,
+                            boost::json::object{{"digest", r.digest},
+                                                {"upstream", r.upstream},
+                                                {"manifests", r.manifests},
+                                                {"blobs", r.blobs},
+                                                {"bytes", r.bytes},
+                                                {"fetched_bytes", r.fetched_bytes}});
+  }
+
+  beast::tcp_stream& stream_;
+  admin_context& admin_;
+  beast::flat_buffer buffer_;
+  bool idle_ = false;
+};
+
+}  // namespace
+
+asio::awaitable<void> serve_admin_connection(asio::ip::tcp::socket socket, admin_context& admin) {
+  boost::system::error_code ec;
+  socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  beast::tcp_stream stream(std::move(socket));
+  admin_session s(stream, admin);
+  co_await s.run();
+}
+
+}  // namespace layercache::server

@@ -1,0 +1,184 @@
+#include "server/preload.hpp"
+
+#include "log/log.hpp"
+#include "metrics/metrics.hpp"
+#include "oci/manifest.hpp"
+#include "oci/media_types.hpp"
+#include "oci/reference.hpp"
+#include "server/blob_cache.hpp"
+#include "server/manifest_cache.hpp"
+#include "server/upstream_select.hpp"
+
+namespace layercache::server {
+namespace {
+
+constexpr unsigned max_index_depth = 2;
+
+preload_result failed(preload_result r, unsigned status, std::string why) {
+  r.ok = false;
+  r.status = status;
+  r.error = std::move(why);
+  return r;
+}
+
+struct fetched_manifest {
+  oci::digest digest;
+  std::string media_type;
+  std::string bytes;
+};
+
+// The manifest `reference` (tag or digest) of `repository`, stored in the manifest cache (a
+// tag also gets its record). Returns an error text (and status) on failure.
+asio::awaitable<std::variant<fetched_manifest, std::pair<unsigned, std::string>>> fetch_manifest(
+    worker_context& worker, upstream_client& client, const std::string& repository,
+    const std::string& reference) {
+  using failure = std::pair<unsigned, std::string>;
+  const std::string accept(oci::default_manifest_accept());
+  upstream_request ur;
+  ur.method = http::verb::get;
+  ur.target = "/v2/" + repository + "/manifests/" + reference;
+  ur.repository = repository;
+  ur.headers.emplace_back(http::field::accept, accept);
+  auto result = co_await client.send(std::move(ur));
+  if (auto* f = std::get_if<upstream_failure>(&result)) {
+    co_return failure{f->http_status(), "upstream " + client.settings().name + ": " + f->message};
+  }
+  auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+  if (up.status() != 200) {
+    const unsigned status = up.status() == 404 ? 404u : 502u;
+    co_return failure{status, "upstream " + client.settings().name + " answered " +
+                                  std::to_string(up.status()) + " for manifest " + reference};
+  }
+  std::string content_type(up.fields()[http::field::content_type]);
+  auto [ec, body] = co_await up.read_all(worker.cfg.server.max_manifest_size);
+  if (ec) co_return failure{502u, "manifest body: " + ec.message()};
+  const auto requested = oci::digest::parse(reference);
+  const auto algorithm = requested ? requested->algorithm() : oci::digest_algorithm::sha256;
+  const oci::digest actual = oci::digest_of(body, algorithm);
+  if (requested && actual != *requested) {
+    if (worker.metrics != nullptr) worker.metrics->digest_failure("manifest");
+    co_return failure{502u, "upstream manifest does not match its digest " + reference};
+  }
+  if (content_type.empty()) content_type = oci::media_types::oci_manifest;
+  std::string key;
+  if (!requested) {
+    key = tag_key(client.settings().name, repository, reference, accept_class(accept));
+  }
+  co_await worker.manifests->put(actual, content_type, body, key);
+  co_return fetched_manifest{actual, std::move(content_type), std::move(body)};
+}
+
+}  // namespace
+
+bool platform_matches(std::string_view platform, const std::string& os,
+                      const std::string& architecture, const std::string& variant) {
+  if (platform == "all") return true;
+  std::string want_os, want_arch, want_variant;
+  const auto a = platform.find('/');
+  if (a == std::string_view::npos) return false;
+  want_os = platform.substr(0, a);
+  const auto b = platform.find('/', a + 1);
+  want_arch = platform.substr(a + 1, b == std::string_view::npos ? std::string_view::npos : b - a - 1);
+  if (b != std::string_view::npos) want_variant = platform.substr(b + 1);
+  if (want_os != os || want_arch != architecture) return false;
+  return want_variant.empty() || want_variant == variant;
+}
+
+asio::awaitable<preload_result> preload(worker_context& worker, preload_request req) {
+  preload_result r;
+  const auto ref = oci::reference::parse(req.reference);
+  if (!ref) co_return failed(r, 400, "not an image reference: " + req.reference);
+  std::optional<std::string> ns;
+  if (req.upstream.empty()) {
+    ns = ref->registry;
+  } else {
+    ns = req.upstream;
+  }
+  auto chosen = select_upstream(worker.cfg, ref->repository, ns);
+  if (auto* e = std::get_if<route_error>(&chosen)) {
+    co_return failed(r, e->status, "no configured upstream for " + *ns + ": " + e->message);
+  }
+  const auto& choice = std::get<upstream_choice>(chosen);
+  r.upstream = choice.upstream->name;
+  upstream_client& client = *worker.clients.find(choice.upstream->name)->second;
+  const std::string& repository = choice.repository;
+
+  // Manifests to expand, breadth first: the reference, then the index's chosen entries.
+  std::vector<std::pair<std::string, unsigned>> pending;
+  pending.emplace_back(ref->digest ? ref->digest->str() : ref->tag, 0);
+  std::vector<oci::digest> blobs;
+  while (!pending.empty()) {
+    auto [reference, depth] = std::move(pending.back());
+    pending.pop_back();
+    auto got = co_await fetch_manifest(worker, client, repository, reference);
+    if (auto* f = std::get_if<std::pair<unsigned, std::string>>(&got)) {
+      co_return failed(r, f->first, f->second);
+    }
+    auto& m = std::get<fetched_manifest>(got);
+    if (r.digest.empty()) r.digest = m.digest.str();
+    ++r.manifests;
+    const auto parsed = oci::parse_manifest(m.bytes, m.media_type);
+    if (!parsed) co_return failed(r, 502, "manifest " + m.digest.str() + " cannot be parsed");
+    if (parsed->is_index()) {
+      if (depth >= max_index_depth) co_return failed(r, 502, "indexes nested too deeply");
+      std::size_t chosen_count = 0;
+      for (const auto& entry : parsed->manifests) {
+        if (platform_matches(req.platform, entry.platform_os.value_or(""),
+                             entry.platform_architecture.value_or(""),
+                             entry.platform_variant.value_or(""))) {
+          pending.emplace_back(entry.digest.str(), depth + 1);
+          ++chosen_count;
+        }
+      }
+      if (chosen_count == 0) {
+        co_return failed(r, 404, "the index " + m.digest.str() + " has no manifest for platform " +
+                                     req.platform);
+      }
+      continue;
+    }
+    if (parsed->config) blobs.push_back(parsed->config->digest);
+    for (const auto& layer : parsed->layers) blobs.push_back(layer.digest);
+  }
+
+  auto& cache = *worker.blobs;
+  for (const auto& d : blobs) {
+    auto described = co_await cache.describe(client, repository, d);
+    if (auto* f = std::get_if<upstream_failure>(&described)) {
+      co_return failed(r, f->http_status(), "blob " + d.str() + ": " + f->message);
+    }
+    if (auto* up = std::get_if<std::unique_ptr<upstream_response>>(&described)) {
+      co_return failed(r, 502, "blob " + d.str() + ": upstream answered " +
+                                   std::to_string((*up)->status()));
+    }
+    const auto meta = std::get<blob_meta>(described);
+    ++r.blobs;
+    if (meta.size == 0 || meta.verified) {
+      r.bytes += meta.size;
+      continue;
+    }
+    oci::hasher hash(d.algorithm());
+    const blob_cache::sink out = [&hash](const char* p, std::size_t n) -> asio::awaitable<bool> {
+      hash.update(p, n);
+      co_return true;
+    };
+    read_report report;
+    const oci::byte_range whole{0, meta.size - 1};
+    const bool ok = co_await cache.read(client, repository, d, meta, whole, out, &report);
+    r.fetched_bytes += report.filled_bytes + report.joined_bytes;
+    if (!ok) co_return failed(r, 502, "blob " + d.str() + ": reading it failed");
+    if (hash.finish() != d) {
+      if (worker.metrics != nullptr) worker.metrics->digest_failure("stream");
+      co_await cache.purge(d);
+      co_return failed(r, 502, "blob " + d.str() + " does not match its digest; purged");
+    }
+    co_await cache.mark_verified(d);
+    r.bytes += meta.size;
+  }
+  r.ok = true;
+  log::info("admin", "preloaded ", req.reference, " (", r.digest, "): ", r.manifests,
+            " manifests, ", r.blobs, " blobs, ", r.bytes, " bytes, ", r.fetched_bytes,
+            " from upstream");
+  co_return r;
+}
+
+}  // namespace layercache::server

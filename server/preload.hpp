@@ -1,0 +1,42 @@
+// Preload: warm the store with an image, as if a client had pulled it — its manifest (the
+// platform's manifest for an index) and every blob it lists, each read whole and verified
+// against its digest. Used by the admin API (and start-up preloads). Include only from
+// server/*.cpp.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "server/session.hpp"
+
+namespace layercache::server {
+
+struct preload_request {
+  std::string reference;  // "[registry/]repository[:tag][@digest]"
+  std::string upstream;   // configured upstream name; empty: chosen by the reference's registry
+  std::string platform = "linux/amd64";  // "os/arch[/variant]" for an index, or "all"
+};
+
+struct preload_result {
+  bool ok = false;
+  unsigned status = 200;  // HTTP status for the admin API when !ok (400, 403, 404, 502, ...)
+  std::string error;      // why not ok
+  std::string upstream;
+  std::string digest;  // the manifest (or index) the reference resolved to
+  std::uint64_t manifests = 0;
+  std::uint64_t blobs = 0;
+  std::uint64_t bytes = 0;         // blob bytes read
+  std::uint64_t fetched_bytes = 0;  // of which came from upstream now
+};
+
+// Runs on the calling worker (uses its upstream clients). Requires the cache (blobs and
+// manifests non-null in `worker`).
+boost::asio::awaitable<preload_result> preload(worker_context& worker, preload_request req);
+
+// True when `platform` ("os/arch[/variant]") matches the index entry's platform fields.
+[[nodiscard]] bool platform_matches(std::string_view platform, const std::string& os,
+                                    const std::string& architecture, const std::string& variant);
+
+}  // namespace layercache::server

@@ -33,5 +33,5 @@ done
 if [ $ok = 1 ]; then echo "demo: every digest matches the upstream's"; else echo "demo: DIGEST MISMATCH"; exit 1; fi
 echo "metrics (http://127.0.0.1:$ADMIN_PORT/metrics):"
 curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" |
-  grep -E '^layercache_(http_response_bytes_total|upstream_received_bytes_total|cache_used_bytes|cache_blobs) ' |
+  grep -E '^layercache_(http_response_bytes_total|upstream_received_bytes_total|cache_used_bytes|cache_blobs)[{ ]' |
   sed 's/^/  /' || true

@@ -367,7 +367,11 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
             ++stats_.chunks_from_store;
           }
           if (!co_await out(chunk.data() + lo, hi - lo + 1)) co_return false;
-          if (report != nullptr) report->store_bytes += hi - lo + 1;
+          // A chunk this read's own fill stored before the read got to it still counts as
+          // fetched for this read.
+          if (report != nullptr) {
+            (mine[i - first] ? report->filled_bytes : report->store_bytes) += hi - lo + 1;
+          }
           done = true;
         } else if (got.code != cache::errc::not_found) {
           log::warn("cache", "chunk ", i, " of ", d.str(), ": ", got.message, "; refetching");

@@ -509,7 +509,8 @@ void read_admin(problem_list& problems, const YAML::Node& node, int line, admin_
             line);
   if (!m.valid()) return;
   read_bool(m, "enabled", out.enabled);
-  if (m.find("address") != nullptr) (void)read_address(m, "address", out.host, out.port);
+  bool address_ok = true;
+  if (m.find("address") != nullptr) address_ok = read_address(m, "address", out.host, out.port);
   read_bool(m, "metrics_need_token", out.metrics_need_token);
   if (read_string(m, "token_file", out.token_file)) {
     std::string error;
@@ -526,7 +527,7 @@ void read_admin(problem_list& problems, const YAML::Node& node, int line, admin_
       m.report("token_file", error);
     }
   }
-  if (out.enabled && !is_loopback(out.host) && m.find("token_file") == nullptr) {
+  if (address_ok && out.enabled && !is_loopback(out.host) && m.find("token_file") == nullptr) {
     m.report("address", "a non-loopback admin address needs token_file (the admin API can purge "
                         "the cache)");
   }

@@ -454,6 +454,20 @@ const bad_case bad_cases[] = {
     {"two_documents", UPSTREAM "---\n" UPSTREAM, "", 5, "one YAML document"},
     {"top_level_list", "- a\n", "", 1, "expected a mapping, got a list"},
     {"unknown_top_key", UPSTREAM "storage: {}\n", "storage", 4, "unknown key"},
+    // The admin listener.
+    {"admin_address_garbage", "admin:\n  address: nowhere\n" UPSTREAM, "admin.address", 2,
+     "expected an address like"},
+    {"admin_address_dns", "admin:\n  address: localhost:9401\n" UPSTREAM, "admin.address", 2,
+     "literal IPv4"},
+    {"admin_public_without_token", "admin:\n  address: 0.0.0.0:9401\n" UPSTREAM, "admin.address",
+     2, "needs token_file"},
+    {"admin_metrics_token_without_file", "admin:\n  metrics_need_token: true\n" UPSTREAM,
+     "admin.metrics_need_token", 2, "needs token_file"},
+    {"admin_token_file_missing", "admin:\n  token_file: /nonexistent/token\n" UPSTREAM,
+     "admin.token_file", 2, "file not found"},
+    {"admin_unknown_key", "admin:\n  port: 9401\n" UPSTREAM, "admin.port", 2, "unknown key"},
+    {"log_access_not_bool", "log:\n  access: sometimes\n" UPSTREAM, "log.access", 2,
+     "true or false"},
     {"unknown_key_at_depth", "server:\n  timeouts:\n    idle: 10s\n    idel: 5s\n" UPSTREAM,
      "server.timeouts.idel", 4, "unknown key"},
     {"unknown_key_in_upstream",
@@ -686,6 +700,28 @@ INSTANTIATE_TEST_SUITE_P(table, bad_document, ::testing::ValuesIn(bad_cases),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // ---- many problems at once
+
+TEST(config, admin_defaults_and_keys) {
+  const config d = load_string(UPSTREAM);
+  EXPECT_TRUE(d.admin.enabled);
+  EXPECT_EQ(d.admin.host, "127.0.0.1");
+  EXPECT_EQ(d.admin.port, 9401);
+  EXPECT_TRUE(d.admin.token.empty());
+  EXPECT_TRUE(d.log.access);
+  EXPECT_EQ(load_string(default_yaml()).admin.port, 9401);
+
+  const std::string token = fixture_dir::path() + "/admin-token";
+  std::ofstream(token) << "tok-123\n";
+  const config c = load_string("admin:\n  address: '[::]:9500'\n  token_file: " + token +
+                               "\n  metrics_need_token: true\nlog:\n  access: false\n" UPSTREAM);
+  EXPECT_EQ(c.admin.host, "::");
+  EXPECT_EQ(c.admin.port, 9500);
+  EXPECT_EQ(c.admin.token, "tok-123");
+  EXPECT_TRUE(c.admin.metrics_need_token);
+  EXPECT_FALSE(c.log.access);
+  const config off = load_string("admin: {enabled: false, address: '0.0.0.0:1'}\n" UPSTREAM);
+  EXPECT_FALSE(off.admin.enabled);  // disabled: no token needed
+}
 
 TEST(config, reports_every_problem) {
   failure f = load_failure(

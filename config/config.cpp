@@ -500,9 +500,7 @@ bool read_address(const mapping& m, std::string_view key, std::string& host, std
   return ok;
 }
 
-bool is_loopback(const std::string& host) {
-  return host == "::1" || host.starts_with("127.");
-}
+bool is_loopback(const std::string& host) { return host == "::1" || host.starts_with("127."); }
 
 void read_admin(problem_list& problems, const YAML::Node& node, int line, admin_settings& out) {
   mapping m(problems, node, "admin", {"enabled", "address", "token_file", "metrics_need_token"},
@@ -528,8 +526,9 @@ void read_admin(problem_list& problems, const YAML::Node& node, int line, admin_
     }
   }
   if (address_ok && out.enabled && !is_loopback(out.host) && m.find("token_file") == nullptr) {
-    m.report("address", "a non-loopback admin address needs token_file (the admin API can purge "
-                        "the cache)");
+    m.report("address",
+             "a non-loopback admin address needs token_file (the admin API can purge "
+             "the cache)");
   }
   if (out.metrics_need_token && m.find("token_file") == nullptr) {
     m.report("metrics_need_token", "needs token_file");

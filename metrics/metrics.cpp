@@ -181,8 +181,9 @@ struct registry::impl {
   prometheus::Family<prometheus::Histogram>& upstream_duration =
       prometheus::BuildHistogram()
           .Name("layercache_upstream_request_duration_seconds")
-          .Help("Requests to upstream registries (and their redirect targets), until the "
-                "response header arrived; outcome is the status class or error.")
+          .Help(
+              "Requests to upstream registries (and their redirect targets), until the "
+              "response header arrived; outcome is the status class or error.")
           .Register(reg);
   prometheus::Family<prometheus::Counter>& upstream_bytes =
       prometheus::BuildCounter()
@@ -273,16 +274,14 @@ struct registry::impl {
           .Help("Always 1; the version label says which build runs.")
           .Register(reg);
 
-  prometheus::Family<prometheus::Gauge>& resident =
-      prometheus::BuildGauge()
-          .Name("process_resident_memory_bytes")
-          .Help("Resident memory size in bytes.")
-          .Register(reg);
-  prometheus::Family<prometheus::Gauge>& virtual_memory =
-      prometheus::BuildGauge()
-          .Name("process_virtual_memory_bytes")
-          .Help("Virtual memory size in bytes.")
-          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& resident = prometheus::BuildGauge()
+                                                        .Name("process_resident_memory_bytes")
+                                                        .Help("Resident memory size in bytes.")
+                                                        .Register(reg);
+  prometheus::Family<prometheus::Gauge>& virtual_memory = prometheus::BuildGauge()
+                                                              .Name("process_virtual_memory_bytes")
+                                                              .Help("Virtual memory size in bytes.")
+                                                              .Register(reg);
   prometheus::Family<prometheus::Gauge>& open_fds = prometheus::BuildGauge()
                                                         .Name("process_open_fds")
                                                         .Help("Number of open file descriptors.")
@@ -383,7 +382,9 @@ void registry::digest_failure(std::string_view kind) {
   if (it != impl_->digest_by_kind.end()) it->second->Increment();
 }
 
-void registry::config_reload(bool ok) { (ok ? impl_->reload_ok : impl_->reload_error)->Increment(); }
+void registry::config_reload(bool ok) {
+  (ok ? impl_->reload_ok : impl_->reload_error)->Increment();
+}
 
 void registry::on_collect(std::function<void(snapshot&)> fill) { impl_->fill = std::move(fill); }
 

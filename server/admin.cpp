@@ -63,8 +63,7 @@ boost::json::object blob_json(const cache::blob_entry& e) {
 
 class admin_session final : public session_base {
  public:
-  admin_session(beast::tcp_stream& stream, admin_context& admin)
-      : stream_(stream), admin_(admin) {
+  admin_session(beast::tcp_stream& stream, admin_context& admin) : stream_(stream), admin_(admin) {
     admin_.worker.sessions.insert(this);
   }
   ~admin_session() override { admin_.worker.sessions.erase(this); }
@@ -212,34 +211,26 @@ class admin_session final : public session_base {
       auto* store = admin_.store;
       const auto s = co_await admin_.pool->run([store] { return store->stats(); });
       out["store"] = boost::json::object{
-          {"path", admin_.cfg.cache.path},
-          {"blobs", s.blobs},
-          {"verified_blobs", s.verified_blobs},
-          {"chunks", s.chunks},
-          {"used_bytes", s.used_bytes},
-          {"capacity_bytes", s.capacity},
-          {"evicted_blobs", s.evicted_blobs},
-          {"evicted_bytes", s.evicted_bytes},
+          {"path", admin_.cfg.cache.path},      {"blobs", s.blobs},
+          {"verified_blobs", s.verified_blobs}, {"chunks", s.chunks},
+          {"used_bytes", s.used_bytes},         {"capacity_bytes", s.capacity},
+          {"evicted_blobs", s.evicted_blobs},   {"evicted_bytes", s.evicted_bytes},
           {"corrupt_chunks", s.corrupt_chunks},
       };
     }
     if (admin_.worker.blobs != nullptr) {
       const auto b = admin_.worker.blobs->stats();
       out["fills"] = boost::json::object{
-          {"started", b.fills_started},
-          {"in_flight_chunks", b.chunks_in_flight},
-          {"chunks_filled", b.chunks_filled},
-          {"chunks_from_store", b.chunks_from_store},
-          {"chunks_joined", b.chunks_joined},
-          {"store_errors", b.store_errors},
-          {"verified", b.verified},
-          {"digest_failures", b.digest_failures},
+          {"started", b.fills_started},       {"in_flight_chunks", b.chunks_in_flight},
+          {"chunks_filled", b.chunks_filled}, {"chunks_from_store", b.chunks_from_store},
+          {"chunks_joined", b.chunks_joined}, {"store_errors", b.store_errors},
+          {"verified", b.verified},           {"digest_failures", b.digest_failures},
       };
     }
     boost::json::array ups;
     for (const auto& u : admin_.cfg.upstreams) {
-      ups.push_back(boost::json::object{
-          {"name", u.name}, {"url", u.url}, {"default", u.is_default}});
+      ups.push_back(
+          boost::json::object{{"name", u.name}, {"url", u.url}, {"default", u.is_default}});
     }
     out["upstreams"] = std::move(ups);
     co_return json_response(http::status::ok, out);
@@ -262,9 +253,8 @@ class admin_session final : public session_base {
     if (!record) co_return error_response(http::status::not_found, d.str() + " is not cached");
     co_await admin_.worker.blobs->purge(d);
     log::info("admin", "purged ", d.str(), " (", record->stored_bytes, " bytes)");
-    co_return json_response(http::status::ok,
-                            boost::json::object{{"purged", d.str()},
-                                                {"bytes", record->stored_bytes}});
+    co_return json_response(http::status::ok, boost::json::object{{"purged", d.str()},
+                                                                  {"bytes", record->stored_bytes}});
   }
 
   asio::awaitable<response> purge_all() {
@@ -276,9 +266,8 @@ class admin_session final : public session_base {
       bytes += e.record.stored_bytes;
     }
     log::info("admin", "purged every blob: ", entries.size(), " blobs, ", bytes, " bytes");
-    co_return json_response(http::status::ok,
-                            boost::json::object{{"purged_blobs", entries.size()},
-                                                {"bytes", bytes}});
+    co_return json_response(
+        http::status::ok, boost::json::object{{"purged_blobs", entries.size()}, {"bytes", bytes}});
   }
 
   asio::awaitable<response> preload_image(const std::string& body) {

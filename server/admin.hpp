@@ -30,7 +30,7 @@ class blocking_pool;
 struct admin_context {
   const config::config& cfg;
   metrics::registry& metrics;
-  worker_context& worker;  // worker 0: its upstream clients serve preloads
+  worker_context& worker;               // worker 0: its upstream clients serve preloads
   cache::chunk_store* store = nullptr;  // null: cache disabled
   blocking_pool* pool = nullptr;
   const std::atomic<bool>& ready;

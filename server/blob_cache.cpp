@@ -287,8 +287,7 @@ asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, s
 
 asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::string& repository,
                                        const oci::digest& d, const blob_meta& meta,
-                                       oci::byte_range r, const sink& out,
-                                       read_report* report) {
+                                       oci::byte_range r, const sink& out, read_report* report) {
   auto ex = co_await asio::this_coro::executor;
   // Pinned while read: eviction to make room for other blobs skips it.
   struct pin {

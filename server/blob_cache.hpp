@@ -52,8 +52,8 @@ struct blob_cache_stats {
   std::uint64_t chunks_from_store = 0;  // chunk reads served by the store
   std::uint64_t chunks_joined = 0;      // reads that joined a fill in flight
   std::uint64_t store_errors = 0;
-  std::uint64_t verified = 0;         // blobs completed in the background and matched
-  std::uint64_t digest_failures = 0;  // blobs whose bytes did not match their digest
+  std::uint64_t verified = 0;          // blobs completed in the background and matched
+  std::uint64_t digest_failures = 0;   // blobs whose bytes did not match their digest
   std::uint64_t chunks_in_flight = 0;  // being filled now
 };
 

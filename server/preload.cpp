@@ -78,7 +78,8 @@ bool platform_matches(std::string_view platform, const std::string& os,
   if (a == std::string_view::npos) return false;
   want_os = platform.substr(0, a);
   const auto b = platform.find('/', a + 1);
-  want_arch = platform.substr(a + 1, b == std::string_view::npos ? std::string_view::npos : b - a - 1);
+  want_arch =
+      platform.substr(a + 1, b == std::string_view::npos ? std::string_view::npos : b - a - 1);
   if (b != std::string_view::npos) want_variant = platform.substr(b + 1);
   if (want_os != os || want_arch != architecture) return false;
   return want_variant.empty() || want_variant == variant;
@@ -131,8 +132,9 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
         }
       }
       if (chosen_count == 0) {
-        co_return failed(r, 404, "the index " + m.digest.str() + " has no manifest for platform " +
-                                     req.platform);
+        co_return failed(
+            r, 404,
+            "the index " + m.digest.str() + " has no manifest for platform " + req.platform);
       }
       continue;
     }
@@ -147,8 +149,8 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
       co_return failed(r, f->http_status(), "blob " + d.str() + ": " + f->message);
     }
     if (auto* up = std::get_if<std::unique_ptr<upstream_response>>(&described)) {
-      co_return failed(r, 502, "blob " + d.str() + ": upstream answered " +
-                                   std::to_string((*up)->status()));
+      co_return failed(
+          r, 502, "blob " + d.str() + ": upstream answered " + std::to_string((*up)->status()));
     }
     const auto meta = std::get<blob_meta>(described);
     ++r.blobs;

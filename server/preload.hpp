@@ -27,7 +27,7 @@ struct preload_result {
   std::string digest;  // the manifest (or index) the reference resolved to
   std::uint64_t manifests = 0;
   std::uint64_t blobs = 0;
-  std::uint64_t bytes = 0;         // blob bytes read
+  std::uint64_t bytes = 0;          // blob bytes read
   std::uint64_t fetched_bytes = 0;  // of which came from upstream now
 };
 

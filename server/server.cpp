@@ -73,15 +73,16 @@ std::string seconds_text(config::duration d) {
   return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(d).count()) + "s";
 }
 
-bool same_listeners(const std::vector<config::listener>& a, const std::vector<config::listener>& b) {
+bool same_listeners(const std::vector<config::listener>& a,
+                    const std::vector<config::listener>& b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
     if (a[i].host != b[i].host || a[i].port != b[i].port ||
         a[i].tls.has_value() != b[i].tls.has_value()) {
       return false;
     }
-    if (a[i].tls && (a[i].tls->cert_file != b[i].tls->cert_file ||
-                     a[i].tls->key_file != b[i].tls->key_file)) {
+    if (a[i].tls &&
+        (a[i].tls->cert_file != b[i].tls->cert_file || a[i].tls->key_file != b[i].tls->key_file)) {
       return false;
     }
   }
@@ -95,8 +96,9 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
   const auto& t = b.server;
   if (!same_listeners(s.listen, t.listen)) out.emplace_back("server.listen");
   if (s.threads != t.threads) out.emplace_back("server.threads");
-  if (s.timeouts.request_header != t.timeouts.request_header || s.timeouts.idle != t.timeouts.idle ||
-      s.timeouts.write != t.timeouts.write || s.timeouts.shutdown != t.timeouts.shutdown) {
+  if (s.timeouts.request_header != t.timeouts.request_header ||
+      s.timeouts.idle != t.timeouts.idle || s.timeouts.write != t.timeouts.write ||
+      s.timeouts.shutdown != t.timeouts.shutdown) {
     out.emplace_back("server.timeouts");
   }
   if (s.max_connections != t.max_connections) out.emplace_back("server.max_connections");
@@ -122,14 +124,13 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
   for (std::size_t i = 0; !upstreams_differ && i < a.upstreams.size(); ++i) {
     const auto& u = a.upstreams[i];
     const auto& v = b.upstreams[i];
-    upstreams_differ = u.name != v.name || u.url != v.url || u.is_default != v.is_default ||
-                       u.aliases != v.aliases || u.ca_file != v.ca_file ||
-                       u.max_idle_connections != v.max_idle_connections ||
-                       u.max_redirects != v.max_redirects ||
-                       u.timeouts.connect != v.timeouts.connect ||
-                       u.timeouts.response != v.timeouts.response ||
-                       u.timeouts.read != v.timeouts.read || u.auth.type != v.auth.type ||
-                       u.auth.username != v.auth.username || u.auth.password != v.auth.password;
+    upstreams_differ =
+        u.name != v.name || u.url != v.url || u.is_default != v.is_default ||
+        u.aliases != v.aliases || u.ca_file != v.ca_file ||
+        u.max_idle_connections != v.max_idle_connections || u.max_redirects != v.max_redirects ||
+        u.timeouts.connect != v.timeouts.connect || u.timeouts.response != v.timeouts.response ||
+        u.timeouts.read != v.timeouts.read || u.auth.type != v.auth.type ||
+        u.auth.username != v.auth.username || u.auth.password != v.auth.password;
   }
   if (upstreams_differ) out.emplace_back("upstreams");
   return out;
@@ -356,8 +357,8 @@ void server::start() {
     }
     m.admin_port = a.local_endpoint().port();
     m.admin_acceptor.emplace(std::move(a));
-    m.admin = std::make_unique<admin_context>(admin_context{
-        m.cfg, m.metrics, w0.context, m.store.get(), m.blocking.get(), m.ready});
+    m.admin = std::make_unique<admin_context>(
+        admin_context{m.cfg, m.metrics, w0.context, m.store.get(), m.blocking.get(), m.ready});
     asio::co_spawn(w0.io, m.admin_loop(*m.admin_acceptor), asio::detached);
     log::info("server", "metrics and admin API on http://",
               m.cfg.admin.host.find(':') != std::string::npos ? "[" + m.cfg.admin.host + "]"

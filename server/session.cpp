@@ -60,8 +60,8 @@ struct exchange {
   std::uint64_t bytes = 0;                     // body bytes written
   metrics::route kind = metrics::route::other;
   metrics::source from = metrics::source::local;
-  std::string upstream;                        // configured name, when one was chosen
-  std::optional<read_report> blob;             // where blob bytes came from
+  std::string upstream;             // configured name, when one was chosen
+  std::optional<read_report> blob;  // where blob bytes came from
 };
 
 template <typename Stream>
@@ -500,7 +500,8 @@ class session final : public session_base {
   }
 
   // Answers a HEAD with `res`'s status and fields, announcing `length` when known.
-  asio::awaitable<bool> send_head(const request& /*req*/, const http::response<http::buffer_body>& res,
+  asio::awaitable<bool> send_head(const request& /*req*/,
+                                  const http::response<http::buffer_body>& res,
                                   std::optional<std::uint64_t> length) {
     http::response<http::empty_body> head{http::response_header<>(res.base())};
     if (length) head.set(http::field::content_length, std::to_string(*length));
@@ -694,7 +695,8 @@ class session final : public session_base {
         const std::string header = part_header(br);
         if (!co_await write_piece(res, sr, header.data(), header.size())) co_return false;
       }
-      const bool ok = co_await blobs.read(client, choice.repository, digest, meta, br, out, &report);
+      const bool ok =
+          co_await blobs.read(client, choice.repository, digest, meta, br, out, &report);
       classify();
       if (!ok) co_return false;
     }

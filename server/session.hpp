@@ -46,7 +46,7 @@ struct worker_context {
   blob_cache* blobs = nullptr;  // shared by all workers; null: blobs pass straight through
   // Shared by all workers; null: manifests pass straight through.
   manifest_cache* manifests = nullptr;
-  metrics::registry* metrics = nullptr;          // shared; null: not counted
+  metrics::registry* metrics = nullptr;           // shared; null: not counted
   const std::atomic<bool>* access_log = nullptr;  // shared; null or false: no access log
 };
 

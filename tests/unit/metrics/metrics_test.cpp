@@ -56,8 +56,8 @@ TEST(metrics, requests_are_counted_by_route_source_and_class) {
   EXPECT_EQ(metric_value(m, "layercache_http_response_bytes_total", {{"source", "hit"}}), 1000);
   EXPECT_EQ(metric_value(m, "layercache_http_response_bytes_total", {{"source", "miss"}}), 24);
   // Every source is exposed (at 0 until used), so rates exist from the first scrape.
-  EXPECT_TRUE(testing::has_metric(m, "layercache_http_response_bytes_total",
-                                  {{"source", "prefetch"}}));
+  EXPECT_TRUE(
+      testing::has_metric(m, "layercache_http_response_bytes_total", {{"source", "prefetch"}}));
   // Only combinations that happened are exposed.
   EXPECT_FALSE(testing::has_metric(m, d + "_count", {{"source", "local"}}));
 }

@@ -145,6 +145,14 @@ class chunk_store {
   virtual status put_tag(std::string_view key, const tag_record& t) = 0;
   [[nodiscard]] virtual std::optional<tag_record> tag(std::string_view key) = 0;
 
+  // Access profiles (cache/profile.hpp encodes them), by manifest digest. Small, not counted
+  // against capacity, checksummed: a corrupt one reads as absent.
+  virtual status put_profile(const oci::digest& manifest, std::string_view bytes) = 0;
+  [[nodiscard]] virtual std::optional<std::string> profile(const oci::digest& manifest) = 0;
+  virtual status erase_profile(const oci::digest& manifest) = 0;
+  // Manifests that have a profile.
+  [[nodiscard]] virtual std::vector<oci::digest> profiles() = 0;
+
   // Bytes of all chunks stored (payload only); kept across restarts.
   [[nodiscard]] virtual std::uint64_t used_bytes() = 0;
   [[nodiscard]] virtual std::uint64_t capacity() const = 0;

@@ -8,7 +8,7 @@
 //             stored_bytes (8)
 //   manifests media type length (4) + media type + manifest bytes
 //   tags      version 1 (1), fetched_at (8), digest text
-//   meta      "used_bytes" → u64
+//   meta      "used_bytes" → u64; "profile/" + raw manifest digest → crc32c (4) + profile
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -160,6 +160,14 @@ std::optional<oci::digest> digest_from_raw(std::string_view raw) {
     text.push_back(hex[b & 0xf]);
   }
   return oci::digest::parse(text);
+}
+
+constexpr std::string_view profile_prefix = "profile/";
+
+std::string profile_key(const oci::digest& manifest) {
+  std::string key(profile_prefix);
+  key += manifest.raw();
+  return key;
 }
 
 std::uint64_t system_now() {
@@ -357,6 +365,43 @@ class store final : public chunk_store {
                                 std::string(value.substr(4 + type_size))});
     });
     return m;
+  }
+
+  status put_profile(const oci::digest& manifest, std::string_view bytes) override {
+    std::string head;
+    append_le(head, crc32c(bytes));
+    auto batch = backend_->make_batch();
+    batch->put(family::meta, profile_key(manifest), head, bytes);
+    return backend_->write(*batch);
+  }
+
+  std::optional<std::string> profile(const oci::digest& manifest) override {
+    std::optional<std::string> out;
+    (void)backend_->read(family::meta, profile_key(manifest), [&](std::string_view value) {
+      if (value.size() < 4) return;
+      const std::string_view bytes = value.substr(4);
+      if (read_le<std::uint32_t>(value, 0) == crc32c(bytes)) out.emplace(bytes);
+    });
+    return out;
+  }
+
+  status erase_profile(const oci::digest& manifest) override {
+    if (!profile(manifest)) return status::not_found(manifest.str() + " has no profile");
+    auto batch = backend_->make_batch();
+    batch->erase(family::meta, profile_key(manifest));
+    return backend_->write(*batch);
+  }
+
+  std::vector<oci::digest> profiles() override {
+    std::vector<oci::digest> out;
+    (void)backend_->scan(family::meta, profile_prefix, true,
+                         [&](std::string_view key, std::string_view) {
+                           if (auto d = digest_from_raw(key.substr(profile_prefix.size()))) {
+                             out.push_back(std::move(*d));
+                           }
+                           return true;
+                         });
+    return out;
   }
 
   status put_tag(std::string_view key, const tag_record& t) override {

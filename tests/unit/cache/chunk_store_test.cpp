@@ -410,6 +410,32 @@ TEST_P(chunk_store_test, capacity_is_enforced_by_evicting) {
   EXPECT_LE(store_->used_bytes(), store_->capacity());
 }
 
+TEST_P(chunk_store_test, profiles_round_trip_and_list) {
+  const oci::digest m1 = digest_n(11);
+  const oci::digest m2 = digest_n(12);
+  EXPECT_FALSE(store_->profile(m1).has_value());
+  ASSERT_TRUE(store_->put_profile(m1, "{\"one\":1}").ok());
+  ASSERT_TRUE(store_->put_profile(m2, "two").ok());
+  ASSERT_TRUE(store_->put_profile(m2, "two, again").ok());
+  EXPECT_EQ(store_->profile(m1), "{\"one\":1}");
+  EXPECT_EQ(store_->profile(m2), "two, again");
+  auto listed = store_->profiles();
+  std::sort(listed.begin(), listed.end(),
+            [](const oci::digest& a, const oci::digest& b) { return a.str() < b.str(); });
+  std::vector<oci::digest> expected{m1, m2};
+  std::sort(expected.begin(), expected.end(),
+            [](const oci::digest& a, const oci::digest& b) { return a.str() < b.str(); });
+  EXPECT_EQ(listed, expected);
+  EXPECT_EQ(store_->used_bytes(), 0U);  // profiles are not chunk bytes
+  ASSERT_TRUE(store_->erase_profile(m1).ok());
+  EXPECT_EQ(store_->erase_profile(m1).code, errc::not_found);
+  EXPECT_FALSE(store_->profile(m1).has_value());
+  if (GetParam() == kind::memory) return;  // nothing survives a reopen
+  reopen();
+  EXPECT_EQ(store_->profile(m2), "two, again");
+  EXPECT_EQ(store_->profiles().size(), 1U);
+}
+
 TEST_P(chunk_store_test, stats_count_blobs_chunks_and_evictions) {
   const oci::digest a = digest_n(1);
   const oci::digest b = digest_n(2);

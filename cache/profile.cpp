@@ -1,0 +1,122 @@
+#include "cache/profile.hpp"
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <map>
+#include <set>
+#include <utility>
+
+namespace layercache::cache {
+namespace {
+
+using key = std::pair<std::string, std::uint64_t>;  // (digest text, offset)
+
+void order(std::vector<profile_entry>& entries) {
+  std::sort(entries.begin(), entries.end(), [](const profile_entry& a, const profile_entry& b) {
+    if (a.seen != b.seen) return a.seen > b.seen;
+    if (a.at_ms != b.at_ms) return a.at_ms < b.at_ms;
+    if (a.blob != b.blob) return a.blob.str() < b.blob.str();
+    return a.offset < b.offset;
+  });
+  if (entries.size() > max_profile_entries) {
+    entries.erase(entries.begin() + max_profile_entries, entries.end());
+  }
+}
+
+std::optional<std::uint64_t> as_u64(const boost::json::value* v) {
+  if (v == nullptr) return std::nullopt;
+  if (v->is_uint64()) return v->as_uint64();
+  if (v->is_int64() && v->as_int64() >= 0) return static_cast<std::uint64_t>(v->as_int64());
+  return std::nullopt;
+}
+
+}  // namespace
+
+profile merge_run(std::optional<profile> base, const oci::digest& manifest,
+                  const std::vector<touch>& run) {
+  profile out{manifest, 0, {}};
+  std::map<key, std::size_t> index;
+  if (base && base->manifest == manifest) {
+    out.runs = base->runs;
+    out.entries = std::move(base->entries);
+    for (std::size_t i = 0; i < out.entries.size(); ++i) {
+      index.emplace(key{out.entries[i].blob.str(), out.entries[i].offset}, i);
+    }
+  }
+  std::set<key> in_run;
+  for (const auto& t : run) {
+    if (t.length == 0) continue;
+    key k{t.blob.str(), t.offset};
+    if (!in_run.insert(k).second) continue;  // only the first touch counts
+    auto it = index.find(k);
+    if (it == index.end()) {
+      index.emplace(k, out.entries.size());
+      out.entries.push_back(profile_entry{t.blob, t.offset, t.length, 1, t.at_ms});
+      continue;
+    }
+    auto& e = out.entries[it->second];
+    const std::uint64_t total = std::uint64_t{e.at_ms} * e.seen + t.at_ms;
+    ++e.seen;
+    e.at_ms = static_cast<std::uint32_t>(total / e.seen);
+    e.length = std::max(e.length, t.length);
+  }
+  ++out.runs;
+  order(out.entries);
+  return out;
+}
+
+std::string to_json(const profile& p) {
+  boost::json::array entries;
+  entries.reserve(p.entries.size());
+  for (const auto& e : p.entries) {
+    entries.push_back(boost::json::object{{"blob", e.blob.str()},
+                                          {"offset", e.offset},
+                                          {"length", e.length},
+                                          {"seen", e.seen},
+                                          {"at_ms", e.at_ms}});
+  }
+  return boost::json::serialize(boost::json::object{
+      {"version", 1}, {"manifest", p.manifest.str()}, {"runs", p.runs}, {"entries", entries}});
+}
+
+std::optional<profile> profile_from_json(std::string_view json) {
+  boost::system::error_code ec;
+  const auto v = boost::json::parse(json, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto& o = v.as_object();
+  if (as_u64(o.if_contains("version")) != 1u) return std::nullopt;
+  const auto* m = o.if_contains("manifest");
+  if (m == nullptr || !m->is_string()) return std::nullopt;
+  auto manifest = oci::digest::parse(m->as_string());
+  const auto runs = as_u64(o.if_contains("runs"));
+  const auto* entries = o.if_contains("entries");
+  if (!manifest || !runs || *runs == 0 || *runs > UINT32_MAX || entries == nullptr ||
+      !entries->is_array() || entries->as_array().size() > max_profile_entries) {
+    return std::nullopt;
+  }
+  profile p{*manifest, static_cast<std::uint32_t>(*runs), {}};
+  std::set<key> seen_keys;
+  for (const auto& item : entries->as_array()) {
+    if (!item.is_object()) return std::nullopt;
+    const auto& e = item.as_object();
+    const auto* b = e.if_contains("blob");
+    if (b == nullptr || !b->is_string()) return std::nullopt;
+    auto blob = oci::digest::parse(b->as_string());
+    const auto offset = as_u64(e.if_contains("offset"));
+    const auto length = as_u64(e.if_contains("length"));
+    const auto seen = as_u64(e.if_contains("seen"));
+    const auto at = as_u64(e.if_contains("at_ms"));
+    if (!blob || !offset || !length || *length == 0 || !seen || *seen == 0 || *seen > p.runs ||
+        !at || *at > UINT32_MAX || *offset > (1ULL << 62) || *length > (1ULL << 40)) {
+      return std::nullopt;
+    }
+    if (!seen_keys.insert(key{blob->str(), *offset}).second) return std::nullopt;
+    p.entries.push_back(profile_entry{std::move(*blob), *offset, *length,
+                                      static_cast<std::uint32_t>(*seen),
+                                      static_cast<std::uint32_t>(*at)});
+  }
+  order(p.entries);
+  return p;
+}
+
+}  // namespace layercache::cache

@@ -1,0 +1,56 @@
+// Access profiles: which parts of an image's blobs a container start reads, in what order.
+//
+// A *run* is what one start touched after its manifest was served: (blob, byte range) in
+// first-touch order, each with the time since the manifest was served. Runs merge into the
+// manifest's *profile*: entries seen in most runs first, then by earliest (mean) time. Entries
+// are byte ranges, not chunk numbers, so a profile recorded with one chunk size replays on a
+// node with another. Pure data: no I/O.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "oci/digest.hpp"
+
+namespace layercache::cache {
+
+struct touch {
+  oci::digest blob;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::uint32_t at_ms = 0;  // since the manifest was served
+};
+
+struct profile_entry {
+  oci::digest blob;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::uint32_t seen = 0;   // runs that touched it
+  std::uint32_t at_ms = 0;  // mean first-touch time over those runs
+};
+
+struct profile {
+  oci::digest manifest;
+  std::uint32_t runs = 0;
+  std::vector<profile_entry> entries;  // replay order
+};
+
+inline constexpr std::size_t max_profile_entries = 1 << 16;
+
+// Merges `run` (first-touch order; a repeated (blob, offset) keeps its first touch) into
+// `base` (or a new profile of `manifest`). Ordered by seen (descending), then at_ms, then
+// (blob, offset); at most max_profile_entries, the least seen dropped.
+[[nodiscard]] profile merge_run(std::optional<profile> base, const oci::digest& manifest,
+                                const std::vector<touch>& run);
+
+// JSON: {"version":1,"manifest":"sha256:…","runs":N,"entries":[{"blob":…,"offset":…,
+// "length":…,"seen":…,"at_ms":…},…]} — also the export/import format.
+[[nodiscard]] std::string to_json(const profile& p);
+// nullopt for anything that is not a valid profile document (bad digests, seen > runs, zero
+// lengths, more than max_profile_entries entries, ...).
+[[nodiscard]] std::optional<profile> profile_from_json(std::string_view json);
+
+}  // namespace layercache::cache

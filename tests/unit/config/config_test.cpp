@@ -604,7 +604,7 @@ const bad_case bad_cases[] = {
     {"auth_not_mapping", UPSTREAM "    auth: basic\n", "upstreams[0].auth", 4,
      "expected a mapping, got 'basic'"},
     {"auth_type_unknown", UPSTREAM "    auth:\n      type: bearer\n", "upstreams[0].auth.type", 5,
-     "expected one of anonymous, basic, got 'bearer'"},
+     "expected one of anonymous, basic, gce_metadata, docker_config, got 'bearer'"},
     {"basic_without_username",
      UPSTREAM "    auth:\n      type: basic\n      password_env: LAYERCACHE_TEST_PASSWORD\n",
      "upstreams[0].auth.username", 5, "required for basic auth"},

@@ -21,11 +21,16 @@ TEST(TokenCache, ExpiresEarly) {
 TEST(TokenCache, ShortLivedAndErase) {
   token_cache cache;
   const auto t0 = token_cache::clock::now();
-  cache.store("hub", "s", "tok", 3s, t0);
-  EXPECT_EQ(cache.find("hub", "s", t0), std::nullopt);  // shorter than the safety margin
+  // Shorter than the 5 s safety margin: used for half of its life.
+  cache.store("hub", "s", "tok", 4s, t0);
+  EXPECT_EQ(cache.find("hub", "s", t0 + 1s), "tok");
+  EXPECT_EQ(cache.find("hub", "s", t0 + 2s), std::nullopt);
   cache.store("hub", "s", "tok", 60s, t0);
   EXPECT_EQ(cache.find("hub", "s", t0), "tok");
+  EXPECT_EQ(cache.find("hub", "s", t0 + 54s), std::nullopt);  // 6 s (10%) early
   cache.erase("hub", "s");
+  EXPECT_EQ(cache.find("hub", "s", t0), std::nullopt);
+  cache.store("hub", "s", "tok", 0s, t0);
   EXPECT_EQ(cache.find("hub", "s", t0), std::nullopt);
 }
 

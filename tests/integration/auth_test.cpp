@@ -7,6 +7,7 @@
 #include <atomic>
 #include <thread>
 
+#include "log/log.hpp"
 #include "tests/support/file_server.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/http_stub.hpp"
@@ -328,6 +329,44 @@ TEST_F(TokenAuthTest, CredentialHelperThatHangsIsKilled) {
   EXPECT_EQ(r.status, 502u) << r.body;
   EXPECT_TRUE(has_oci_error(r));
   EXPECT_LT(std::chrono::steady_clock::now() - started, 15s);
+}
+
+TEST_F(TokenAuthTest, SecretsStayOutOfTheLogAndExposedFilesAreFlagged) {
+  // Readable by others: flagged at load. Debug logging: every request logged, no secret.
+  write_file(password_file_, std::string(kPassword) + "\n", 0644);
+  const auto config_json = dir_.path() / "config.json";
+  write_file(config_json,
+             R"({"auths":{")" + registry_->host() + R"(":{"auth":")" +
+                 base64_encode(std::string(kUser) + ":" + std::string(kPassword)) + R"("}}})",
+             0640);
+  ::testing::internal::CaptureStderr();
+  {
+    layercache_instance proxy(
+        "log:\n  level: debug\nupstreams:\n" +
+        upstream_yaml("reg", registry_->url(), true, basic_auth_yaml(password_file_.string())) +
+        upstream_yaml("dc", registry_->url(), false,
+                      "    auth:\n      type: docker_config\n"
+                      "      docker_config: " +
+                          config_json.string() + "\n"));
+    pull_app(client_, proxy);
+    auto via_docker_config =
+        client_.get(proxy.url() + "/v2/dc/team/other/manifests/v1", kAcceptAll);
+    EXPECT_EQ(via_docker_config.status, 200u) << via_docker_config.body;
+  }
+  const std::string text = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(
+      text.find("password file " + password_file_.string() + " holds a secret but has mode 0644"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(
+      text.find("docker config " + config_json.string() + " holds a secret but has mode 0640"),
+      std::string::npos)
+      << text;
+  EXPECT_EQ(text.find(std::string(kPassword)), std::string::npos) << text;
+  EXPECT_EQ(text.find(base64_encode(std::string(kUser) + ":" + std::string(kPassword))),
+            std::string::npos);
+  EXPECT_EQ(text.find("Bearer "), std::string::npos);
+  EXPECT_EQ(text.find("eyJ"), std::string::npos);  // no JWT
 }
 
 // A fake GCE metadata server: answers the token path only with `Metadata-Flavor: Google`.

@@ -466,7 +466,11 @@ asio::awaitable<fetch_result> upstream_client::obtain_token(const std::string& s
 }
 
 asio::awaitable<fetch_result> upstream_client::fetch_token(const std::string& scope) {
-  auto parsed = boost::urls::parse_absolute_uri(realm_);
+  // Copies: another request on this worker may learn a new challenge while this one waits.
+  const std::string realm = realm_;
+  const std::string service = service_;
+  const std::string challenge_scope = challenge_scope_;
+  auto parsed = boost::urls::parse_absolute_uri(realm);
   if (!parsed) co_return failure(upstream_errc::auth_failed, "unparsable token realm");
   boost::urls::url url = *parsed;
   auto split = split_url(url);
@@ -481,8 +485,8 @@ asio::awaitable<fetch_result> upstream_client::fetch_token(const std::string& sc
   // upstream renamed the repository.
   std::string asked_scope = scope;
   if (const auto prefix = scope.substr(0, scope.rfind(':') + 1);
-      challenge_scope_.starts_with(prefix)) {
-    asked_scope = challenge_scope_;
+      challenge_scope.starts_with(prefix)) {
+    asked_scope = challenge_scope;
   }
 
   credentials c;
@@ -503,10 +507,10 @@ asio::awaitable<fetch_result> upstream_client::fetch_token(const std::string& sc
     };
     method = http::verb::post;
     token_req.headers.emplace_back(http::field::content_type, "application/x-www-form-urlencoded");
-    token_req.body = "grant_type=refresh_token&client_id=layercache&service=" + encode(service_) +
+    token_req.body = "grant_type=refresh_token&client_id=layercache&service=" + encode(service) +
                      "&scope=" + encode(asked_scope) + "&refresh_token=" + encode(c.identity_token);
   } else {
-    if (!service_.empty()) url.params().set("service", service_);
+    if (!service.empty()) url.params().set("service", service);
     url.params().set("scope", asked_scope);
     split = split_url(url);
     if (c.has_basic()) authorization = basic_authorization(c.username, c.password);

@@ -695,37 +695,35 @@ void read_url(const mapping& m, upstream& u) {
   }
 }
 
-void read_auth(problem_list& problems, const YAML::Node& node, const std::string& path, int line,
-               upstream_auth& out) {
-  mapping m(problems, node, path, {"type", "username", "password_file", "password_env"}, line);
-  if (!m.valid()) return;
-  if (!read_enum(m, "type", out.type,
-                 {{"anonymous", auth_type::anonymous}, {"basic", auth_type::basic}})) {
-    return;  // which other keys belong depends on the type
+// Empty when `url` is an http(s) URL with a valid host and optional port and path; else why
+// not. Like upstream URLs, the text is not quoted back (it may carry credentials).
+std::string http_url_problem(std::string_view url) {
+  if (url.find('@') != std::string_view::npos) {
+    return "must not contain '@': user info is not allowed";
   }
-  bool has_username = read_string(m, "username", out.username);
+  if (std::any_of(url.begin(), url.end(),
+                  [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; })) {
+    return "must not contain spaces or control characters";
+  }
+  const auto sep = url.find("://");
+  if (sep == std::string_view::npos) return "expected a URL like http://host/path";
+  const std::string scheme = to_lower(url.substr(0, sep));
+  if (scheme != "http" && scheme != "https") return "scheme must be http or https";
+  const auto rest = url.substr(sep + 3);
+  const auto host_port = rest.substr(0, rest.find_first_of("/?#"));
+  auto a = split_authority(host_port);
+  if (!a || a->host.empty() || (a->bracketed ? !is_ipv6(a->host) : !is_host_name(a->host))) {
+    return "invalid host";
+  }
+  if (a->port && !parse_port(*a->port, 1)) return "port must be between 1 and 65535";
+  if (rest.find('#') != std::string_view::npos) return "must not have a fragment";
+  return {};
+}
+
+void read_basic_password(problem_list& problems, const mapping& m, const std::string& path,
+                         upstream_auth& out) {
   bool has_file = read_string(m, "password_file", out.password_file);
   bool has_env = read_string(m, "password_env", out.password_env);
-
-  if (out.type == auth_type::anonymous) {
-    for (std::string_view key : {"username", "password_file", "password_env"}) {
-      if (m.find(key) != nullptr) {
-        m.report(key, "only valid with type: basic");
-      }
-    }
-    return;
-  }
-
-  if (m.find("username") == nullptr) {
-    m.missing("username", "required for basic auth");
-  } else if (has_username) {
-    if (out.username.empty()) {
-      m.report("username", "must not be empty");
-    } else if (out.username.find(':') != std::string::npos) {
-      m.report("username", "must not contain ':'");
-    }
-  }
-
   if (m.find("password_file") != nullptr && m.find("password_env") != nullptr) {
     m.report("password_env", "set only one of password_file and password_env");
     return;
@@ -763,6 +761,128 @@ void read_auth(problem_list& problems, const YAML::Node& node, const std::string
     } else {
       out.password = value;
     }
+  }
+}
+
+void read_realm_hosts(problem_list& problems, const mapping& m, upstream_auth& out) {
+  const YAML::Node* hosts = m.find("realm_hosts");
+  if (hosts == nullptr) return;
+  const std::string path = m.child("realm_hosts");
+  if (!expect_list(problems, *hosts, path, m.key_line("realm_hosts"))) return;
+  if (hosts->size() == 0) {
+    m.report("realm_hosts", "must list at least one host (leave it out for the default)");
+    return;
+  }
+  for (std::size_t i = 0; i < hosts->size(); ++i) {
+    const YAML::Node& host = (*hosts)[i];
+    constexpr std::string_view expected = "a host name like auth.example.com or *.example.com";
+    if (!host.IsScalar()) {
+      problems.wrong_type(index_path(path, i), line_of(host), host, expected);
+      continue;
+    }
+    std::string_view name = host.Scalar();
+    const bool wildcard = name.starts_with("*.");
+    if (wildcard) name.remove_prefix(2);
+    const bool ok = wildcard ? is_host_name(name) && name.find('.') != std::string_view::npos
+                             : is_host_name(name) || is_ipv6(name);
+    if (!ok) {
+      problems.wrong_type(index_path(path, i), line_of(host), host, expected);
+      continue;
+    }
+    out.realm_hosts.push_back(to_lower(host.Scalar()));
+  }
+}
+
+void read_auth(problem_list& problems, const YAML::Node& node, const std::string& path, int line,
+               upstream_auth& out) {
+  mapping m(problems, node, path,
+            {"type", "username", "password_file", "password_env", "metadata_url", "docker_config",
+             "registry", "helper_dir", "helper_timeout", "realm_hosts"},
+            line);
+  if (!m.valid()) return;
+  if (!read_enum(m, "type", out.type,
+                 {{"anonymous", auth_type::anonymous},
+                  {"basic", auth_type::basic},
+                  {"gce_metadata", auth_type::gce_metadata},
+                  {"docker_config", auth_type::docker_config}})) {
+    return;  // which other keys belong depends on the type
+  }
+  read_realm_hosts(problems, m, out);
+
+  // Keys that belong to one type only.
+  struct owned_keys {
+    auth_type type;
+    std::string_view type_name;
+    std::initializer_list<std::string_view> keys;
+  };
+  const owned_keys owners[] = {
+      {auth_type::basic, "basic", {"username", "password_file", "password_env"}},
+      {auth_type::gce_metadata, "gce_metadata", {"metadata_url"}},
+      {auth_type::docker_config,
+       "docker_config",
+       {"docker_config", "registry", "helper_dir", "helper_timeout"}},
+  };
+  bool misplaced = false;
+  for (const auto& owner : owners) {
+    if (owner.type == out.type) continue;
+    for (std::string_view key : owner.keys) {
+      if (m.find(key) != nullptr) {
+        m.report(key, "only valid with type: " + std::string(owner.type_name));
+        misplaced = true;
+      }
+    }
+  }
+  if (misplaced) return;
+
+  switch (out.type) {
+    case auth_type::anonymous:
+      return;
+    case auth_type::basic: {
+      const bool has_username = read_string(m, "username", out.username);
+      if (m.find("username") == nullptr) {
+        m.missing("username", "required for basic auth");
+      } else if (has_username) {
+        if (out.username.empty()) {
+          m.report("username", "must not be empty");
+        } else if (out.username.find(':') != std::string::npos) {
+          m.report("username", "must not contain ':'");
+        }
+      }
+      read_basic_password(problems, m, path, out);
+      return;
+    }
+    case auth_type::gce_metadata:
+      if (read_string(m, "metadata_url", out.metadata_url)) {
+        if (auto why = http_url_problem(out.metadata_url); !why.empty()) {
+          m.report("metadata_url", why);
+        }
+      }
+      return;
+    case auth_type::docker_config:
+      if (read_string(m, "docker_config", out.docker_config, true)) {
+        if (auto why = unreadable_reason(out.docker_config); !why.empty()) {
+          m.report("docker_config", why);
+        }
+      }
+      if (read_string(m, "registry", out.registry)) {
+        auto a = split_authority(out.registry);
+        const bool host_ok = a && (a->bracketed ? is_ipv6(a->host) : is_host_name(a->host));
+        if (!host_ok || (a->port && !parse_port(*a->port, 1))) {
+          m.wrong_type("registry", "a registry host like us-docker.pkg.dev or host:port");
+        } else {
+          out.registry = to_lower(out.registry);
+        }
+      }
+      if (read_string(m, "helper_dir", out.helper_dir)) {
+        struct stat st {};
+        if (out.helper_dir.empty() || out.helper_dir.front() != '/') {
+          m.report("helper_dir", "must be an absolute path");
+        } else if (::stat(out.helper_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+          m.report("helper_dir", quote(out.helper_dir) + " is not a directory");
+        }
+      }
+      read_duration(m, "helper_timeout", out.helper_timeout, false);
+      return;
   }
 }
 

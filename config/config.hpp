@@ -46,15 +46,38 @@ struct server_settings {
   std::uint64_t max_manifest_size = 4 * 1024 * 1024;  // buffered manifest bytes (upstream)
 };
 
-enum class auth_type { anonymous, basic };
+enum class auth_type {
+  anonymous,      // anonymous bearer tokens (Docker Hub public images)
+  basic,          // username + password (file or environment variable)
+  gce_metadata,   // an access token from the GCE metadata server (user oauth2accesstoken)
+  docker_config,  // a docker config.json: auths entries, credHelpers, credsStore
+};
 
-// Credentials for one upstream. Secrets are read at load time and never logged.
+inline constexpr std::string_view default_metadata_url =
+    "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token";
+
+// Credentials for one upstream. Secrets are read at load time (basic) or when needed
+// (gce_metadata, docker_config) and never logged.
 struct upstream_auth {
   auth_type type = auth_type::anonymous;
+  // basic
   std::string username;
   std::string password;       // resolved from password_file or password_env
   std::string password_file;  // where it came from (for messages only)
   std::string password_env;
+  // gce_metadata: where the access token comes from (http or https).
+  std::string metadata_url{default_metadata_url};
+  // docker_config: the config.json read (and re-read when it changes).
+  std::string docker_config;
+  // docker_config: the key looked up in `auths` and `credHelpers`, and handed to a credential
+  // helper; empty: the upstream's host[:port] (Docker Hub hosts: index.docker.io).
+  std::string registry;
+  // docker_config: where docker-credential-<name> helpers are; empty: the PATH.
+  std::string helper_dir;
+  duration helper_timeout{std::chrono::seconds(10)};  // a helper run longer than this is killed
+  // Hosts a token realm may be on to receive credentials (lowercase; "*.example.com" matches
+  // any subdomain). Empty: the upstream's host and hosts under its parent domain.
+  std::vector<std::string> realm_hosts;
 };
 
 struct upstream_timeouts {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
+#include <cstdint>
 
 namespace layercache::server {
 namespace {
@@ -43,11 +44,16 @@ std::optional<std::string> token_cache::find(std::string_view upstream, std::str
   return it->second.token;
 }
 
+std::chrono::seconds usable_lifetime(std::chrono::seconds lifetime) {
+  if (lifetime <= std::chrono::seconds(0)) return std::chrono::seconds(0);
+  auto early = std::max<std::chrono::seconds>(lifetime / 10, std::chrono::seconds(5));
+  early = std::min<std::chrono::seconds>(early, lifetime / 2);
+  return lifetime - early;
+}
+
 void token_cache::store(std::string_view upstream, std::string_view scope, std::string token,
                         std::chrono::seconds lifetime, clock::time_point now) {
-  // Refresh early: at 90% of the lifetime, and at least 5 s before expiry.
-  auto early = std::max<std::chrono::seconds>(lifetime / 10, std::chrono::seconds(5));
-  auto usable = lifetime > early ? lifetime - early : std::chrono::seconds(0);
+  const auto usable = usable_lifetime(lifetime);
   std::lock_guard lock(mutex_);
   entries_[key_of(upstream, scope)] = entry{std::move(token), now + usable};
 }
@@ -55,6 +61,12 @@ void token_cache::store(std::string_view upstream, std::string_view scope, std::
 void token_cache::erase(std::string_view upstream, std::string_view scope) {
   std::lock_guard lock(mutex_);
   entries_.erase(key_of(upstream, scope));
+}
+
+void token_cache::erase(std::string_view upstream, std::string_view scope, std::string_view token) {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(key_of(upstream, scope));
+  if (it != entries_.end() && it->second.token == token) entries_.erase(it);
 }
 
 std::optional<token_response> parse_token_response(std::string_view json) {
@@ -86,10 +98,38 @@ std::optional<token_response> parse_token_response(std::string_view json) {
   return r;
 }
 
+std::optional<token_response> parse_metadata_token(std::string_view json) {
+  boost::system::error_code ec;
+  boost::json::parse_options opts;
+  opts.max_depth = 16;
+  const auto v = boost::json::parse(json, ec, {}, opts);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto& o = v.as_object();
+  auto it = o.find("access_token");
+  if (it == o.end() || !it->value().is_string() || it->value().as_string().empty()) {
+    return std::nullopt;
+  }
+  if (auto t = o.find("token_type"); t != o.end()) {
+    if (!t->value().is_string() || lower(t->value().as_string()) != "bearer") return std::nullopt;
+  }
+  return parse_token_response(json);
+}
+
 bool realm_host_allowed(const config::upstream& u, std::string_view realm_host) {
   const std::string realm = lower(realm_host);
   const std::string host = lower(u.host);
   if (realm == host) return true;
+  if (!u.auth.realm_hosts.empty()) {
+    for (const auto& allowed : u.auth.realm_hosts) {
+      if (allowed.starts_with("*.")) {
+        const std::string_view suffix = std::string_view(allowed).substr(1);  // ".example.com"
+        if (realm.size() > suffix.size() && realm.ends_with(suffix)) return true;
+      } else if (realm == allowed) {
+        return true;
+      }
+    }
+    return false;
+  }
   if (is_ip_literal(host) || is_ip_literal(realm)) return false;
   const auto dot = host.find('.');
   if (dot == std::string::npos) return false;
@@ -137,6 +177,209 @@ std::string basic_authorization(std::string_view user, std::string_view password
     out += '=';
   }
   return out;
+}
+
+std::optional<std::string> base64_decode(std::string_view text) {
+  auto value_of = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out;
+  out.reserve(text.size() / 4 * 3);
+  for (std::size_t i = 0; i < text.size(); i += 4) {
+    const bool last = i + 4 == text.size();
+    int v[4];
+    int padding = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = text[i + static_cast<std::size_t>(k)];
+      if (c == '=' && last && k >= 2) {
+        v[k] = 0;
+        ++padding;
+        continue;
+      }
+      if (padding > 0) return std::nullopt;  // data after padding
+      v[k] = value_of(c);
+      if (v[k] < 0) return std::nullopt;
+    }
+    const std::uint32_t n =
+        (static_cast<std::uint32_t>(v[0]) << 18) | (static_cast<std::uint32_t>(v[1]) << 12) |
+        (static_cast<std::uint32_t>(v[2]) << 6) | static_cast<std::uint32_t>(v[3]);
+    out += static_cast<char>((n >> 16) & 0xff);
+    if (padding < 2) out += static_cast<char>((n >> 8) & 0xff);
+    if (padding < 1) out += static_cast<char>(n & 0xff);
+  }
+  return out;
+}
+
+namespace {
+
+bool valid_helper_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+std::optional<std::string> string_member(const boost::json::object& o, std::string_view key,
+                                         bool& malformed) {
+  auto it = o.find(key);
+  if (it == o.end() || it->value().is_null()) return std::nullopt;
+  if (!it->value().is_string()) {
+    malformed = true;
+    return std::nullopt;
+  }
+  return std::string(it->value().as_string());
+}
+
+}  // namespace
+
+std::string docker_registry_key(std::string_view text) {
+  std::string s = lower(text);
+  for (std::string_view scheme : {"https://", "http://"}) {
+    if (s.starts_with(scheme)) {
+      s.erase(0, scheme.size());
+      break;
+    }
+  }
+  if (auto slash = s.find('/'); slash != std::string::npos) s.erase(slash);
+  if (s == "docker.io" || s == "registry-1.docker.io" || s == "index.docker.io" ||
+      s == "registry.hub.docker.com") {
+    return "index.docker.io";
+  }
+  return s;
+}
+
+std::string docker_helper_server_url(std::string_view key) {
+  if (key == "index.docker.io") return "https://index.docker.io/v1/";
+  return std::string(key);
+}
+
+std::optional<docker_config_file> parse_docker_config(std::string_view json, std::string& error) {
+  boost::system::error_code ec;
+  boost::json::parse_options opts;
+  opts.max_depth = 32;
+  const auto v = boost::json::parse(json, ec, {}, opts);
+  if (ec) {
+    error = "not valid JSON: " + ec.message();
+    return std::nullopt;
+  }
+  if (!v.is_object()) {
+    error = "not a JSON object";
+    return std::nullopt;
+  }
+  const auto& root = v.as_object();
+  docker_config_file out;
+  bool malformed = false;
+
+  if (auto it = root.find("auths"); it != root.end() && !it->value().is_null()) {
+    if (!it->value().is_object()) {
+      error = "\"auths\" is not an object";
+      return std::nullopt;
+    }
+    for (const auto& [registry, value] : it->value().as_object()) {
+      const std::string name(registry);
+      if (!value.is_object()) {
+        error = "auths[\"" + name + "\"] is not an object";
+        return std::nullopt;
+      }
+      const auto& o = value.as_object();
+      docker_auth_entry entry;
+      if (auto encoded = string_member(o, "auth", malformed); encoded && !encoded->empty()) {
+        auto decoded = base64_decode(*encoded);
+        const auto colon = decoded ? decoded->find(':') : std::string::npos;
+        if (!decoded || colon == std::string::npos) {
+          error = "auths[\"" + name + "\"].auth is not base64 of user:password";
+          return std::nullopt;
+        }
+        entry.username = decoded->substr(0, colon);
+        entry.password = decoded->substr(colon + 1);
+      }
+      if (auto user = string_member(o, "username", malformed); user && !user->empty()) {
+        entry.username = *user;
+      }
+      if (auto password = string_member(o, "password", malformed); password && !password->empty()) {
+        entry.password = *password;
+      }
+      if (auto token = string_member(o, "identitytoken", malformed); token) {
+        entry.identity_token = *token;
+      }
+      if (malformed) {
+        error = "auths[\"" + name + "\"] has a field that is not a string";
+        return std::nullopt;
+      }
+      out.auths.insert_or_assign(docker_registry_key(name), std::move(entry));
+    }
+  }
+  if (auto it = root.find("credHelpers"); it != root.end() && !it->value().is_null()) {
+    if (!it->value().is_object()) {
+      error = "\"credHelpers\" is not an object";
+      return std::nullopt;
+    }
+    for (const auto& [registry, value] : it->value().as_object()) {
+      if (!value.is_string() || !valid_helper_name(value.as_string())) {
+        error = "credHelpers[\"" + std::string(registry) + "\"] is not a helper name";
+        return std::nullopt;
+      }
+      out.cred_helpers.insert_or_assign(docker_registry_key(registry),
+                                        std::string(value.as_string()));
+    }
+  }
+  if (auto store = string_member(root, "credsStore", malformed); store && !store->empty()) {
+    if (!valid_helper_name(*store)) {
+      error = "\"credsStore\" is not a helper name";
+      return std::nullopt;
+    }
+    out.creds_store = *store;
+  }
+  if (malformed) {
+    error = "\"credsStore\" is not a string";
+    return std::nullopt;
+  }
+  return out;
+}
+
+docker_credential_plan plan_docker_credentials(const docker_config_file& file,
+                                               std::string_view key) {
+  docker_credential_plan plan;
+  if (auto it = file.cred_helpers.find(key); it != file.cred_helpers.end()) {
+    plan.helper = it->second;
+  } else if (!file.creds_store.empty()) {
+    plan.helper = file.creds_store;
+  } else if (auto entry = file.auths.find(key); entry != file.auths.end()) {
+    const auto& e = entry->second;
+    if (!e.identity_token.empty() || (!e.username.empty() && !e.password.empty())) {
+      plan.entry = e;
+    }
+  }
+  return plan;
+}
+
+std::optional<docker_auth_entry> parse_helper_output(std::string_view json) {
+  boost::system::error_code ec;
+  boost::json::parse_options opts;
+  opts.max_depth = 8;
+  const auto v = boost::json::parse(json, ec, {}, opts);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto& o = v.as_object();
+  bool malformed = false;
+  auto user = string_member(o, "Username", malformed);
+  auto secret = string_member(o, "Secret", malformed);
+  if (malformed || !secret || secret->empty()) return std::nullopt;
+  docker_auth_entry entry;
+  if (user && *user == "<token>") {
+    entry.identity_token = std::move(*secret);
+    return entry;
+  }
+  if (!user || user->empty()) return std::nullopt;
+  entry.username = std::move(*user);
+  entry.password = std::move(*secret);
+  return entry;
 }
 
 }  // namespace layercache::server

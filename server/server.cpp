@@ -156,8 +156,9 @@ struct server::impl {
   std::unique_ptr<blocking_pool> blocking;
   std::unique_ptr<blob_cache> blobs;
   std::unique_ptr<manifest_cache> manifests;
-  std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;  // by upstream name
-  std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;            // by listener index
+  std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;   // by upstream name
+  std::map<std::string, std::unique_ptr<upstream_credentials>> credentials;  // by upstream name
+  std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;             // by listener index
   std::vector<std::unique_ptr<worker>> workers;
   std::vector<std::uint16_t> bound_ports;
   std::atomic<std::uint64_t> open{0};
@@ -236,6 +237,7 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
   impl_->cfg = std::move(cfg);
   for (const auto& u : impl_->cfg.upstreams) {
     impl_->upstream_tls[u.name] = make_client_tls(u.ca_file);
+    impl_->credentials[u.name] = std::make_unique<upstream_credentials>(u);
   }
   for (const auto& l : impl_->cfg.server.listen) {
     impl_->listener_tls.push_back(l.tls ? make_server_tls(*l.tls) : nullptr);
@@ -298,8 +300,8 @@ void server::start() {
     w->context.metrics = &m.metrics;
     w->context.access_log = &m.access_log;
     for (const auto& u : m.cfg.upstreams) {
-      auto client =
-          std::make_unique<upstream_client>(u, w->pool, m.upstream_tls[u.name].get(), m.tokens);
+      auto client = std::make_unique<upstream_client>(
+          u, w->pool, m.upstream_tls[u.name].get(), m.tokens, *m.credentials[u.name]);
       client->set_metrics(&m.metrics.upstream(u.name));
       w->context.clients.emplace(u.name, std::move(client));
     }

@@ -213,7 +213,7 @@ class session final : public session_base {
   asio::awaitable<bool> send_failure(const request& req, const upstream_client& client,
                                      const upstream_failure& f, bool keep_alive) {
     log::warn("proxy", "upstream ", client.settings().name, ": ", f.message);
-    co_return co_await send_error(req, f.http_status(), "UNAVAILABLE",
+    co_return co_await send_error(req, f.http_status(), f.oci_code(),
                                   "upstream " + client.settings().name + ": " + f.message,
                                   keep_alive);
   }

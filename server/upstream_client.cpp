@@ -5,12 +5,16 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
 #include <boost/url/url.hpp>
 #include <stdexcept>
 
@@ -260,8 +264,9 @@ asio::awaitable<void> upstream_response::discard() {
 }
 
 upstream_client::upstream_client(const config::upstream& cfg, connection_pool& pool,
-                                 asio::ssl::context* tls, token_cache& tokens)
-    : cfg_(cfg), pool_(pool), tls_(tls), tokens_(tokens) {
+                                 asio::ssl::context* tls, token_cache& tokens,
+                                 upstream_credentials& creds)
+    : cfg_(cfg), pool_(pool), tls_(tls), tokens_(tokens), creds_(creds) {
   origin_.scheme = cfg.scheme;
   origin_.host = cfg.host;
   origin_.port = cfg.port;
@@ -292,11 +297,15 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
     const bool reused = conn->requests > 0;
     ++conn->requests;
 
-    http::request<http::empty_body> request{method, target, 11};
+    http::request<http::string_body> request{method, target, 11};
     request.set(http::field::host, where.host_header());
     request.set(http::field::user_agent, user_agent);
     if (!authorization.empty()) request.set(http::field::authorization, authorization);
     for (const auto& [name, value] : req.headers) request.set(name, value);
+    if (!req.body.empty()) {
+      request.body() = req.body;
+      request.prepare_payload();
+    }
 
     conn->lowest().expires_after(cfg_.timeouts.response);
     auto [wec, wn] = co_await conn->with_stream(
@@ -333,43 +342,49 @@ asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
   for (;;) {
     std::string authorization;
     if (at_upstream) {
-      if (scheme_ == scheme::bearer) {
-        if (auto t = tokens_.find(cfg_.name, scope)) authorization = "Bearer " + *t;
-      } else if (scheme_ == scheme::basic && cfg_.auth.type == config::auth_type::basic) {
-        authorization = basic_authorization(cfg_.auth.username, cfg_.auth.password);
-      }
+      auto got = co_await authorization_for(scope);
+      if (auto* f = std::get_if<upstream_failure>(&got)) co_return std::move(*f);
+      authorization = std::move(std::get<std::string>(got));
     }
     auto result = co_await exchange(where, req.method, target, req, authorization);
     if (std::holds_alternative<upstream_failure>(result)) co_return result;
     auto& response = std::get<std::unique_ptr<upstream_response>>(result);
     const unsigned status = response->status();
 
-    if (status == 401 && at_upstream && !auth_retried) {
+    if (status == 401 && at_upstream) {
+      const bool sent_token = scheme_ == scheme::bearer && authorization.starts_with("Bearer ");
+      // What we sent was refused: never send it again.
+      if (sent_token) tokens_.erase(cfg_.name, scope, std::string_view(authorization).substr(7));
+      if (auth_retried) co_return result;  // refused with fresh credentials: the client sees it
+
       const auto challenges = oci::parse_www_authenticate(
           all_values(response->fields(), http::field::www_authenticate));
       const auto bearer = oci::find_challenge(challenges, "bearer");
       const auto basic = oci::find_challenge(challenges, "basic");
-      if (bearer && bearer->param("realm")) {
-        auth_retried = true;
-        co_await response->discard();
-        response.reset();
-        if (authorization.starts_with("Bearer ")) tokens_.erase(cfg_.name, scope);
-        const auto challenge_scope = bearer->param("scope");
-        auto f = co_await fetch_token(
-            *bearer->param("realm"), bearer->param("service").value_or(std::string_view{}),
-            challenge_scope ? *challenge_scope : std::string_view(scope), scope);
-        if (f) co_return std::move(*f);
-        scheme_ = scheme::bearer;
-        continue;
+      auto* source = creds_.source();
+      scheme next = scheme::unknown;
+      if (bearer && bearer->param("realm") && !bearer->param("realm")->empty()) {
+        realm_ = std::string(*bearer->param("realm"));
+        service_ = std::string(bearer->param("service").value_or(std::string_view{}));
+        challenge_scope_ = std::string(bearer->param("scope").value_or(std::string_view{}));
+        next = scheme::bearer;
+      } else if (bearer && source != nullptr) {
+        next = scheme::direct_bearer;
+      } else if (basic && source != nullptr) {
+        next = scheme::basic;
       }
-      if (basic && cfg_.auth.type == config::auth_type::basic && scheme_ != scheme::basic) {
-        auth_retried = true;
-        co_await response->discard();
-        response.reset();
-        scheme_ = scheme::basic;
-        continue;
+      if (next == scheme::unknown) co_return result;  // the client sees the upstream's refusal
+      if (!sent_token && !authorization.empty() && source != nullptr &&
+          (scheme_ == scheme::basic || scheme_ == scheme::direct_bearer)) {
+        // Credentials sent directly were refused: the source fetches new ones.
+        auto current = co_await source->get();
+        if (auto* c = std::get_if<credentials>(&current)) source->refused(*c);
       }
-      co_return result;  // the client sees the upstream's refusal
+      auth_retried = true;
+      co_await response->discard();
+      response.reset();
+      scheme_ = next;
+      continue;
     }
 
     if (is_redirect(status) && req.method != http::verb::post) {
@@ -408,9 +423,69 @@ asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
   }
 }
 
-asio::awaitable<std::optional<upstream_failure>> upstream_client::fetch_token(
-    std::string_view realm, std::string_view service, std::string_view scope,
-    std::string_view cache_scope) {
+asio::awaitable<std::variant<std::string, upstream_failure>> upstream_client::authorization_for(
+    const std::string& scope) {
+  switch (scheme_) {
+    case scheme::unknown:
+      co_return std::string();
+    case scheme::bearer: {
+      if (auto t = tokens_.find(cfg_.name, scope)) co_return "Bearer " + *t;
+      auto got = co_await obtain_token(scope);
+      if (auto* f = std::get_if<upstream_failure>(&got)) co_return std::move(*f);
+      co_return "Bearer " + std::get<std::string>(got);
+    }
+    case scheme::basic:
+    case scheme::direct_bearer:
+      break;
+  }
+  auto* source = creds_.source();
+  if (source == nullptr) co_return std::string();
+  auto got = co_await source->get();
+  if (auto* f = std::get_if<upstream_failure>(&got)) co_return std::move(*f);
+  const auto& c = std::get<credentials>(got);
+  // A GCE access token is a bearer token: sent as such on Basic challenges too.
+  if (!c.access_token.empty()) co_return "Bearer " + c.access_token;
+  if (scheme_ == scheme::basic && c.has_basic()) {
+    co_return basic_authorization(c.username, c.password);
+  }
+  co_return std::string();
+}
+
+asio::awaitable<fetch_result> upstream_client::obtain_token(const std::string& scope) {
+  // Waiters give up on a fetch that outlives every deadline it could meet: a credential fetch
+  // and a token request, each connect + response + read.
+  const auto& t = cfg_.timeouts;
+  const config::duration limit = 2 * (t.connect + t.response + t.read) + std::chrono::seconds(5);
+  std::string key = cfg_.name;
+  key += '\n';
+  key += scope;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (auto cached = tokens_.find(cfg_.name, scope)) co_return *cached;
+    std::string flight_key = key;
+    auto joined = co_await creds_.token_flights().join(std::move(flight_key), limit);
+    if (auto* claimed = std::get_if<flight_table::lead>(&joined)) {
+      flight_table::lead lead = std::move(*claimed);
+      // Another fetch may have finished between the cache miss and the claim.
+      if (auto cached = tokens_.find(cfg_.name, scope)) {
+        lead.finish(*cached);
+        co_return *cached;
+      }
+      auto fetched = co_await fetch_token(scope);
+      if (metrics_ != nullptr)
+        metrics_->token_fetch(!std::holds_alternative<upstream_failure>(fetched));
+      lead.finish(fetched);
+      co_return fetched;
+    }
+    if (auto& waited = std::get<std::optional<fetch_result>>(joined)) co_return std::move(*waited);
+  }
+  co_return failure(upstream_errc::auth_failed, "token fetch for " + scope + " did not finish");
+}
+
+asio::awaitable<fetch_result> upstream_client::fetch_token(const std::string& scope) {
+  // Copies: another request on this worker may learn a new challenge while this one waits.
+  const std::string realm = realm_;
+  const std::string service = service_;
+  const std::string challenge_scope = challenge_scope_;
   auto parsed = boost::urls::parse_absolute_uri(realm);
   if (!parsed) co_return failure(upstream_errc::auth_failed, "unparsable token realm");
   boost::urls::url url = *parsed;
@@ -422,38 +497,113 @@ asio::awaitable<std::optional<upstream_failure>> upstream_client::fetch_token(
         upstream_errc::realm_forbidden,
         "token realm host " + split->first.host + " is not allowed for upstream " + cfg_.name);
   }
-  if (!service.empty()) url.params().set("service", service);
-  if (!scope.empty()) url.params().set("scope", scope);
-  split = split_url(url);
-
-  std::string authorization;
-  if (cfg_.auth.type == config::auth_type::basic) {
-    authorization = basic_authorization(cfg_.auth.username, cfg_.auth.password);
+  // The challenge names the scope for the repository it refused; it is ours unless the
+  // upstream renamed the repository.
+  std::string asked_scope = scope;
+  if (const auto prefix = scope.substr(0, scope.rfind(':') + 1);
+      challenge_scope.starts_with(prefix)) {
+    asked_scope = challenge_scope;
   }
+
+  credentials c;
+  if (auto* source = creds_.source()) {
+    auto got = co_await source->get();
+    if (auto* f = std::get_if<upstream_failure>(&got)) co_return std::move(*f);
+    c = std::move(std::get<credentials>(got));
+  }
+
   upstream_request token_req;
   token_req.headers.emplace_back(http::field::accept, "application/json");
-  auto result =
-      co_await exchange(split->first, http::verb::get, split->second, token_req, authorization);
+  std::string authorization;
+  http::verb method = http::verb::get;
+  if (!c.identity_token.empty()) {
+    // docker's OAuth2 refresh-token grant: the identity token never goes in a URL.
+    auto encode = [](std::string_view v) {
+      return boost::urls::encode(v, boost::urls::unreserved_chars);
+    };
+    method = http::verb::post;
+    token_req.headers.emplace_back(http::field::content_type, "application/x-www-form-urlencoded");
+    token_req.body = "grant_type=refresh_token&client_id=layercache&service=" + encode(service) +
+                     "&scope=" + encode(asked_scope) + "&refresh_token=" + encode(c.identity_token);
+  } else {
+    if (!service.empty()) url.params().set("service", service);
+    url.params().set("scope", asked_scope);
+    split = split_url(url);
+    if (c.has_basic()) authorization = basic_authorization(c.username, c.password);
+  }
+
+  auto result = co_await exchange(split->first, method, split->second, token_req, authorization);
   if (auto* f = std::get_if<upstream_failure>(&result)) {
-    f->code =
-        f->code == upstream_errc::timeout ? upstream_errc::timeout : upstream_errc::auth_failed;
-    f->message = "token endpoint: " + f->message;
-    co_return std::move(*f);
+    // A token endpoint that is down or hangs is a bad gateway, whatever the reason.
+    const bool timed_out = f->code == upstream_errc::timeout;
+    co_return failure(
+        upstream_errc::auth_failed,
+        "token endpoint " + split->first.key() + (timed_out ? " timed out: " : ": ") + f->message);
   }
   auto& response = std::get<std::unique_ptr<upstream_response>>(result);
-  if (response->status() != 200) {
+  const unsigned status = response->status();
+  if (status != 200) {
     co_await response->discard();
-    co_return failure(upstream_errc::auth_failed,
-                      "token endpoint answered " + std::to_string(response->status()));
+    const std::string text = "token endpoint " + split->first.key() + " answered " +
+                             std::to_string(status) + " for " + asked_scope;
+    if (status == 401 || status == 403) {
+      if (auto* source = creds_.source(); source != nullptr && !c.empty()) source->refused(c);
+      co_return failure(upstream_errc::auth_denied, text);
+    }
+    co_return failure(upstream_errc::auth_failed, text);
   }
   auto [ec, body] = co_await response->read_all(max_token_body);
   if (ec) co_return failure(upstream_errc::auth_failed, "token endpoint: " + ec.message());
   auto token = parse_token_response(body);
   if (!token) co_return failure(upstream_errc::auth_failed, "token endpoint gave no token");
-  tokens_.store(cfg_.name, cache_scope, std::move(token->token), token->expires_in);
-  log::debug("upstream", cfg_.name, ": token for ", cache_scope, " valid ",
-             token->expires_in.count(), "s");
-  co_return std::nullopt;
+  tokens_.store(cfg_.name, scope, token->token, token->expires_in);
+  log::debug("upstream", cfg_.name, ": token for ", scope, " valid ", token->expires_in.count(),
+             "s");
+  co_return std::move(token->token);
+}
+
+std::optional<std::pair<origin, std::string>> parse_http_url(std::string_view url) {
+  auto parsed = boost::urls::parse_absolute_uri(url);
+  if (!parsed) return std::nullopt;
+  return split_url(*parsed);
+}
+
+asio::awaitable<std::variant<small_response, upstream_failure>> fetch_small(
+    const origin& where, std::string target,
+    std::vector<std::pair<std::string, std::string>> headers,
+    const config::upstream_timeouts& timeouts, asio::ssl::context* tls, std::size_t limit) {
+  const auto ex = co_await asio::this_coro::executor;
+  connection_pool pool(ex);
+  auto acquired = co_await pool.acquire(where, tls, timeouts.connect, true);
+  if (auto* f = std::get_if<upstream_failure>(&acquired)) co_return std::move(*f);
+  auto conn = std::move(std::get<std::unique_ptr<upstream_connection>>(acquired));
+
+  http::request<http::empty_body> request{http::verb::get, target, 11};
+  request.set(http::field::host, where.host_header());
+  request.set(http::field::user_agent, user_agent);
+  request.set(http::field::connection, "close");
+  for (const auto& [name, value] : headers) request.set(name, value);
+  conn->lowest().expires_after(timeouts.response);
+  auto [wec, wn] = co_await conn->with_stream(
+      [&request](auto& s) { return http::async_write(s, request, use_nothrow); });
+  if (wec) co_return io_failure(wec, "sending request to", where);
+
+  http::response_parser<http::string_body> parser;
+  parser.header_limit(16 * 1024);
+  parser.body_limit(limit);
+  auto [hec, hn] = co_await conn->with_stream([&conn, &parser](auto& s) {
+    return http::async_read_header(s, conn->buffer(), parser, use_nothrow);
+  });
+  if (hec) co_return io_failure(hec, "reading response from", where);
+  conn->lowest().expires_after(timeouts.read);
+  auto [bec, bn] = co_await conn->with_stream([&conn, &parser](auto& s) {
+    return http::async_read(s, conn->buffer(), parser, use_nothrow);
+  });
+  if (bec) co_return io_failure(bec, "reading response from", where);
+  small_response out;
+  out.status = parser.get().result_int();
+  out.body = std::move(parser.get().body());
+  co_return out;
 }
 
 std::unique_ptr<asio::ssl::context> make_client_tls(const std::string& ca_file) {

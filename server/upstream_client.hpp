@@ -25,6 +25,7 @@
 
 #include "config/config.hpp"
 #include "server/auth.hpp"
+#include "server/credentials.hpp"
 
 namespace layercache::metrics {
 class upstream_metrics;
@@ -44,22 +45,6 @@ struct origin {
   [[nodiscard]] bool tls() const { return scheme == "https"; }
   [[nodiscard]] std::string key() const;          // "https://host:port"
   [[nodiscard]] std::string host_header() const;  // "host" or "host:port" ([v6]:port)
-};
-
-enum class upstream_errc {
-  connect_failed,   // DNS, TCP or TLS handshake
-  timeout,          // a deadline passed
-  protocol,         // malformed response, connection lost mid-response
-  auth_failed,      // the token endpoint refused or answered nonsense
-  realm_forbidden,  // a challenge named a token realm outside the upstream's hosts
-  too_many_redirects,
-  bad_redirect,  // unusable Location
-};
-
-struct upstream_failure {
-  upstream_errc code = upstream_errc::protocol;
-  std::string message;  // for logs; never carries credentials or signed query strings
-  [[nodiscard]] unsigned http_status() const { return code == upstream_errc::timeout ? 504 : 502; }
 };
 
 class connection_pool;
@@ -150,6 +135,7 @@ struct upstream_request {
   std::string target;      // "/v2/<repository>/...[?query]" at the upstream
   std::string repository;  // for the token scope
   std::vector<std::pair<http::field, std::string>> headers;  // Accept, Range, If-Range, ...
+  std::string body;  // sent when not empty (a token request's form), with Content-Length
 };
 
 using upstream_result = std::variant<std::unique_ptr<upstream_response>, upstream_failure>;
@@ -157,10 +143,18 @@ using upstream_result = std::variant<std::unique_ptr<upstream_response>, upstrea
 // Sends requests to one configured upstream: answers its auth challenges and follows its
 // redirects. Credentials go only to the upstream's own origin and to allowed token realms;
 // never to redirect targets.
+//
+// Auth: a Bearer challenge with a realm → a token from the realm (presenting the configured
+// credentials: Basic user/password, an identity token as an OAuth2 refresh-token grant, a GCE
+// access token as Basic oauth2accesstoken), cached in `tokens` per (upstream, scope) and
+// fetched once for all workers (`creds.token_flights()`); a Basic challenge, or a Bearer one
+// without a realm → the credentials directly (a GCE access token as Bearer). The scheme and
+// realm learnt from the first challenge are remembered, so later requests carry a token from
+// the start.
 class upstream_client {
  public:
   upstream_client(const config::upstream& cfg, connection_pool& pool, asio::ssl::context* tls,
-                  token_cache& tokens);
+                  token_cache& tokens, upstream_credentials& creds);
 
   asio::awaitable<upstream_result> send(upstream_request req);
 
@@ -173,20 +167,44 @@ class upstream_client {
   asio::awaitable<upstream_result> exchange(const origin& where, http::verb method,
                                             const std::string& target, const upstream_request& req,
                                             const std::string& authorization);
-  asio::awaitable<std::optional<upstream_failure>> fetch_token(std::string_view realm,
-                                                               std::string_view service,
-                                                               std::string_view scope,
-                                                               std::string_view cache_scope);
+  // The Authorization value for a request at the upstream itself; empty for none.
+  asio::awaitable<std::variant<std::string, upstream_failure>> authorization_for(
+      const std::string& scope);
+  // A token for `scope` from the cache, or fetched once for all workers.
+  asio::awaitable<fetch_result> obtain_token(const std::string& scope);
+  asio::awaitable<fetch_result> fetch_token(const std::string& scope);
   asio::ssl::context* tls_for(const origin& where) const;
 
   const config::upstream& cfg_;
   connection_pool& pool_;
   asio::ssl::context* tls_;
   token_cache& tokens_;
+  upstream_credentials& creds_;
   origin origin_;
-  enum class scheme { unknown, bearer, basic } scheme_ = scheme::unknown;
+  // How the upstream asked to be authenticated, learnt from its last challenge.
+  enum class scheme { unknown, bearer, basic, direct_bearer } scheme_ = scheme::unknown;
+  std::string realm_;            // bearer: the token realm URL
+  std::string service_;          // bearer: the challenge's service
+  std::string challenge_scope_;  // bearer: the scope the last challenge named
   metrics::upstream_metrics* metrics_ = nullptr;
 };
+
+// Splits an absolute http(s) URL into its origin and origin-form target ("/path?query");
+// nullopt for other schemes, user info, or no host.
+[[nodiscard]] std::optional<std::pair<origin, std::string>> parse_http_url(std::string_view url);
+
+struct small_response {
+  unsigned status = 0;
+  std::string body;
+};
+
+// One request on a new connection (not pooled): connect, send, read a body of at most `limit`
+// bytes, within `timeouts`. For endpoints outside the registry protocol (the GCE metadata
+// server). `tls` is used for https origins.
+asio::awaitable<std::variant<small_response, upstream_failure>> fetch_small(
+    const origin& where, std::string target,
+    std::vector<std::pair<std::string, std::string>> headers,
+    const config::upstream_timeouts& timeouts, asio::ssl::context* tls, std::size_t limit);
 
 // A client TLS context: system CAs plus `ca_file`, peer verification on.
 // Throws std::runtime_error when the CA file cannot be loaded.

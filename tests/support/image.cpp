@@ -6,6 +6,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "oci/www_authenticate.hpp"
 #include "tests/support/http_client.hpp"
 
 namespace layercache::testing {
@@ -194,20 +195,65 @@ registry_pusher::registry_pusher(std::string base_url, std::string ca_file,
   while (!base_url_.empty() && base_url_.back() == '/') base_url_.pop_back();
 }
 
-std::vector<std::pair<std::string, std::string>> registry_pusher::auth_headers() const {
+std::vector<std::pair<std::string, std::string>> registry_pusher::auth_headers(
+    std::string_view repo) const {
+  if (auto it = tokens_.find(repo); it != tokens_.end()) {
+    return {{"Authorization", "Bearer " + it->second}};
+  }
   if (!basic_) return {};
   return {{"Authorization", basic_auth_header(basic_->first, basic_->second)}};
+}
+
+http_response registry_pusher::send(http_client& client, std::string_view method,
+                                    const std::string& url, std::string_view repo,
+                                    const std::vector<std::pair<std::string, std::string>>& headers,
+                                    const std::string& body) {
+  auto all = auth_headers(repo);
+  all.insert(all.end(), headers.begin(), headers.end());
+  auto res = client.request(method, url, all, body);
+  if (res.status != 401) return res;
+  std::string challenge_text;
+  for (const auto& v : res.headers_named("WWW-Authenticate")) {
+    if (!challenge_text.empty()) challenge_text += ", ";
+    challenge_text += v;
+  }
+  const auto challenges = oci::parse_www_authenticate(challenge_text);
+  const auto bearer = oci::find_challenge(challenges, "bearer");
+  if (!bearer || !bearer->param("realm")) return res;
+  auto realm = boost::urls::parse_absolute_uri(*bearer->param("realm"));
+  if (!realm) throw std::runtime_error("bad token realm in " + challenge_text);
+  boost::urls::url token_url = *realm;
+  if (auto service = bearer->param("service")) token_url.params().append({"service", *service});
+  token_url.params().append({"scope", "repository:" + std::string(repo) + ":pull,push"});
+  header_list token_headers;
+  if (basic_) {
+    token_headers.emplace_back("Authorization", basic_auth_header(basic_->first, basic_->second));
+  }
+  const std::string token_target(token_url.buffer());
+  const auto token_res = client.request("GET", token_target, token_headers);
+  if (token_res.status != 200) throw std::runtime_error(describe("GET", token_target, token_res));
+  boost::system::error_code ec;
+  const auto parsed = json::parse(token_res.body, ec);
+  const auto* object = ec ? nullptr : parsed.if_object();
+  const auto* token = object != nullptr ? object->if_contains("token") : nullptr;
+  if (token == nullptr || !token->is_string()) {
+    throw std::runtime_error("token realm gave no token: " + token_res.body);
+  }
+  tokens_[std::string(repo)] = std::string(token->as_string());
+  all = auth_headers(repo);
+  all.insert(all.end(), headers.begin(), headers.end());
+  return client.request(method, url, all, body);
 }
 
 void registry_pusher::push_blob(std::string_view repo, const blob& b) {
   http_client client(ca_file_);
   const auto blob_url = base_url_ + "/v2/" + std::string(repo) + "/blobs/" + b.digest.str();
-  const auto exists = client.request("HEAD", blob_url, auth_headers());
+  const auto exists = send(client, "HEAD", blob_url, repo);
   if (exists.status / 100 == 2 || exists.status == 307) return;
   if (exists.status != 404) throw std::runtime_error(describe("HEAD", blob_url, exists));
 
   const auto start_url = base_url_ + "/v2/" + std::string(repo) + "/blobs/uploads/";
-  const auto started = client.request("POST", start_url, auth_headers());
+  const auto started = send(client, "POST", start_url, repo);
   const auto location = started.header("Location");
   if (started.status != 202 || !location) {
     throw std::runtime_error(describe("POST", start_url, started));
@@ -224,10 +270,10 @@ void registry_pusher::push_blob(std::string_view repo, const blob& b) {
   }
   upload.params().append({"digest", b.digest.str()});
 
-  auto headers = auth_headers();
-  headers.emplace_back("Content-Type", "application/octet-stream");
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"Content-Type", "application/octet-stream"}};
   const std::string upload_url(upload.buffer());
-  const auto done = client.request("PUT", upload_url, headers, b.data);
+  const auto done = send(client, "PUT", upload_url, repo, headers, b.data);
   if (done.status != 201) throw std::runtime_error(describe("PUT", upload_url, done));
 }
 
@@ -235,9 +281,9 @@ void registry_pusher::push_manifest(std::string_view repo, std::string_view refe
                                     const blob& manifest) {
   http_client client(ca_file_);
   const auto url = base_url_ + "/v2/" + std::string(repo) + "/manifests/" + std::string(reference);
-  auto headers = auth_headers();
-  headers.emplace_back("Content-Type", manifest.media_type);
-  const auto res = client.request("PUT", url, headers, manifest.data);
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"Content-Type", manifest.media_type}};
+  const auto res = send(client, "PUT", url, repo, headers, manifest.data);
   if (res.status != 201) throw std::runtime_error(describe("PUT", url, res));
   if (auto d = res.header("Docker-Content-Digest"); d && *d != manifest.digest.str()) {
     throw std::runtime_error("PUT " + url + ": registry computed digest " + *d + ", expected " +

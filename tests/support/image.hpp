@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -11,6 +12,7 @@
 
 #include "oci/digest.hpp"
 #include "oci/media_types.hpp"
+#include "tests/support/http_client.hpp"
 
 namespace layercache::testing {
 
@@ -70,10 +72,13 @@ struct image {
 
 // Pushes blobs and manifests with the distribution API (monolithic uploads). Throws
 // std::runtime_error with the method, URL, status and body on any unexpected answer.
+// A 401 with a Bearer challenge (`auth: token` registries) is answered once per repository: a
+// token for "repository:<repo>:pull,push" is fetched from the challenge's realm (with `basic`
+// as HTTP Basic when set) and sent on later requests for that repository.
 class registry_pusher {
  public:
   // `base_url`: http(s)://host:port of the registry. `ca_file` as for http_client. `basic`:
-  // user and password sent as HTTP Basic on every request.
+  // user and password sent as HTTP Basic on every request (and to a token realm).
   explicit registry_pusher(std::string base_url, std::string ca_file = {},
                            std::optional<std::pair<std::string, std::string>> basic = {});
 
@@ -86,10 +91,17 @@ class registry_pusher {
   void push_image(std::string_view repo, std::string_view tag, const image& img);
 
  private:
-  [[nodiscard]] std::vector<std::pair<std::string, std::string>> auth_headers() const;
+  [[nodiscard]] std::vector<std::pair<std::string, std::string>> auth_headers(
+      std::string_view repo) const;
+  // Sends with auth_headers(repo) + `headers`; answers one Bearer challenge.
+  http_response send(http_client& client, std::string_view method, const std::string& url,
+                     std::string_view repo,
+                     const std::vector<std::pair<std::string, std::string>>& headers = {},
+                     const std::string& body = {});
   std::string base_url_;
   std::string ca_file_;
   std::optional<std::pair<std::string, std::string>> basic_;
+  std::map<std::string, std::string, std::less<>> tokens_;  // repository → Bearer token
 };
 
 }  // namespace layercache::testing

@@ -100,6 +100,9 @@ tls_files make_test_certificates(const std::filesystem::path& dir) {
 
 registry_process::registry_process(registry_options options)
     : options_(std::move(options)), dir_(std::make_unique<temp_dir>("layercache-registry")) {
+  if (options_.htpasswd && options_.token_auth) {
+    throw std::invalid_argument("registry_options: htpasswd and token_auth exclude each other");
+  }
   const auto& dir = dir_->path();
   config_file_ = dir / "config.yml";
   log_file_ = dir / "registry.log";
@@ -208,6 +211,15 @@ void registry_process::write_config() const {
       << "  htpasswd:\n"
       << "    realm: layercache-test\n"
       << "    path: " << yaml_quoted(htpasswd_file_) << "\n";
+  }
+  if (options_.token_auth) {
+    const auto& t = *options_.token_auth;
+    y << "auth:\n"
+      << "  token:\n"
+      << "    realm: " << yaml_quoted(t.realm) << "\n"
+      << "    service: " << yaml_quoted(t.service) << "\n"
+      << "    issuer: " << yaml_quoted(t.issuer) << "\n"
+      << "    rootcertbundle: " << yaml_quoted(t.rootcertbundle) << "\n";
   }
   if (!options_.redirect_base_url.empty()) {
     y << "middleware:\n"

@@ -26,6 +26,15 @@ struct registry_options {
   // on the storage root before the registry that redirects to it.
   std::filesystem::path storage_dir;
   bool access_log = false;  // also log every request to the log file
+  // Set: `auth: token` — every /v2/ request needs a Bearer JWT from `realm` (see
+  // tests/support/token_issuer.hpp), signed by the certificate in `rootcertbundle`.
+  struct token_auth_options {
+    std::string realm;
+    std::string service;
+    std::string issuer;
+    std::string rootcertbundle;
+  };
+  std::optional<token_auth_options> token_auth;
 };
 
 // Starts `docker-registry serve` with a generated config on a free port and waits (at most

@@ -618,7 +618,7 @@ const bad_case bad_cases[] = {
     {"auth_not_mapping", UPSTREAM "    auth: basic\n", "upstreams[0].auth", 4,
      "expected a mapping, got 'basic'"},
     {"auth_type_unknown", UPSTREAM "    auth:\n      type: bearer\n", "upstreams[0].auth.type", 5,
-     "expected one of anonymous, basic, got 'bearer'"},
+     "expected one of anonymous, basic, gce_metadata, docker_config, got 'bearer'"},
     {"basic_without_username",
      UPSTREAM "    auth:\n      type: basic\n      password_env: LAYERCACHE_TEST_PASSWORD\n",
      "upstreams[0].auth.username", 5, "required for basic auth"},
@@ -838,6 +838,100 @@ TEST(load_file, problems_name_the_file) {
               path + ": 1 problem\nupstreams: at least one upstream is required (line 1)");
   }
 }
+
+// ---- upstream credentials (auth types beyond basic)
+
+TEST(config_auth, gce_metadata_defaults_and_url) {
+  const config plain = load_string(UPSTREAM "    auth: {type: gce_metadata}\n");
+  const auto& a = plain.upstreams[0].auth;
+  EXPECT_EQ(a.type, auth_type::gce_metadata);
+  EXPECT_EQ(a.metadata_url,
+            "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/"
+            "token");
+  EXPECT_TRUE(a.realm_hosts.empty());
+
+  const config custom = load_string(UPSTREAM
+                                    "    auth:\n"
+                                    "      type: gce_metadata\n"
+                                    "      metadata_url: http://127.0.0.1:8080/token\n"
+                                    "      realm_hosts: [Auth.Example.com, '*.pkg.dev']\n");
+  EXPECT_EQ(custom.upstreams[0].auth.metadata_url, "http://127.0.0.1:8080/token");
+  EXPECT_EQ(custom.upstreams[0].auth.realm_hosts,
+            (std::vector<std::string>{"auth.example.com", "*.pkg.dev"}));
+}
+
+TEST(config_auth, docker_config_keys) {
+  const config cfg = load_string(with_dir(UPSTREAM "    auth:\n"
+                                                   "      type: docker_config\n"
+                                                   "      docker_config: $DIR/password\n"
+                                                   "      registry: US-Docker.pkg.dev\n"
+                                                   "      helper_dir: $DIR/a-directory\n"
+                                                   "      helper_timeout: 2s\n"));
+  const auto& a = cfg.upstreams[0].auth;
+  EXPECT_EQ(a.type, auth_type::docker_config);
+  EXPECT_EQ(a.docker_config, fixture_dir::path() + "/password");
+  EXPECT_EQ(a.registry, "us-docker.pkg.dev");
+  EXPECT_EQ(a.helper_dir, fixture_dir::path() + "/a-directory");
+  EXPECT_EQ(a.helper_timeout, 2s);
+
+  const config defaults = load_string(
+      with_dir(UPSTREAM "    auth: {type: docker_config, docker_config: $DIR/ca.pem}\n"));
+  EXPECT_TRUE(defaults.upstreams[0].auth.registry.empty());
+  EXPECT_TRUE(defaults.upstreams[0].auth.helper_dir.empty());
+  EXPECT_EQ(defaults.upstreams[0].auth.helper_timeout, 10s);
+}
+
+const bad_case bad_auth_cases[] = {
+    {"auth_key_of_other_type", UPSTREAM "    auth:\n      type: gce_metadata\n      username: a\n",
+     "upstreams[0].auth.username", 6, "only valid with type: basic"},
+    {"metadata_url_on_basic",
+     UPSTREAM "    auth:\n      type: basic\n      metadata_url: http://x/\n",
+     "upstreams[0].auth.metadata_url", 6, "only valid with type: gce_metadata"},
+    {"docker_config_on_anonymous", UPSTREAM "    auth:\n      docker_config: /x\n",
+     "upstreams[0].auth.docker_config", 5, "only valid with type: docker_config"},
+    {"metadata_url_not_http",
+     UPSTREAM "    auth:\n      type: gce_metadata\n      metadata_url: ftp://x/token\n",
+     "upstreams[0].auth.metadata_url", 6, "scheme must be http or https"},
+    {"metadata_url_bad_host",
+     UPSTREAM "    auth:\n      type: gce_metadata\n      metadata_url: http://bad_host/\n",
+     "upstreams[0].auth.metadata_url", 6, "invalid host"},
+    {"metadata_url_with_user_info",
+     UPSTREAM "    auth:\n      type: gce_metadata\n      metadata_url: http://u:hunter2@x/\n",
+     "upstreams[0].auth.metadata_url", 6, "must not contain '@'"},
+    {"docker_config_missing_key", UPSTREAM "    auth:\n      type: docker_config\n",
+     "upstreams[0].auth.docker_config", 5, "required key is missing"},
+    {"docker_config_file_missing",
+     UPSTREAM "    auth:\n      type: docker_config\n      docker_config: $DIR/nope.json\n",
+     "upstreams[0].auth.docker_config", 6, "file not found"},
+    {"docker_config_registry_bad",
+     UPSTREAM "    auth:\n      type: docker_config\n      docker_config: $DIR/ca.pem\n"
+              "      registry: 'https://x/'\n",
+     "upstreams[0].auth.registry", 7, "a registry host like"},
+    {"docker_config_helper_dir_relative",
+     UPSTREAM "    auth:\n      type: docker_config\n      docker_config: $DIR/ca.pem\n"
+              "      helper_dir: bin\n",
+     "upstreams[0].auth.helper_dir", 7, "must be an absolute path"},
+    {"docker_config_helper_dir_is_file",
+     UPSTREAM "    auth:\n      type: docker_config\n      docker_config: $DIR/ca.pem\n"
+              "      helper_dir: $DIR/ca.pem\n",
+     "upstreams[0].auth.helper_dir", 7, "is not a directory"},
+    {"docker_config_helper_timeout_zero",
+     UPSTREAM "    auth:\n      type: docker_config\n      docker_config: $DIR/ca.pem\n"
+              "      helper_timeout: 0s\n",
+     "upstreams[0].auth.helper_timeout", 7, "must be longer than 0s"},
+    {"realm_hosts_not_list", UPSTREAM "    auth:\n      realm_hosts: auth.example.com\n",
+     "upstreams[0].auth.realm_hosts", 5, "expected a list"},
+    {"realm_hosts_empty", UPSTREAM "    auth:\n      realm_hosts: []\n",
+     "upstreams[0].auth.realm_hosts", 5, "at least one host"},
+    {"realm_hosts_bad_entry",
+     UPSTREAM "    auth:\n      realm_hosts:\n        - auth.example.com\n        - 'a b'\n",
+     "upstreams[0].auth.realm_hosts[1]", 7, "a host name like"},
+    {"realm_hosts_bare_wildcard", UPSTREAM "    auth:\n      realm_hosts: ['*.com']\n",
+     "upstreams[0].auth.realm_hosts[0]", 5, "a host name like"},
+};
+
+INSTANTIATE_TEST_SUITE_P(auth, bad_document, ::testing::ValuesIn(bad_auth_cases),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace layercache::config

@@ -1,0 +1,135 @@
+#include "tests/support/http_stub.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+namespace layercache::testing {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+constexpr auto io_timeout = 60s;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+}  // namespace
+
+struct http_stub::impl {
+  impl(handler h, std::string a) : respond(std::move(h)), address(std::move(a)) {}
+
+  asio::io_context ioc{1};
+  tcp::acceptor acceptor{ioc};
+  handler respond;
+  std::string address;
+  std::uint16_t port = 0;
+  mutable std::mutex mutex;
+  std::vector<stub_request> recorded;
+  std::thread thread;
+
+  static asio::awaitable<void> accept_loop(impl* self) {
+    for (;;) {
+      auto [ec, socket] = co_await self->acceptor.async_accept(use_tuple);
+      if (ec == asio::error::operation_aborted) co_return;
+      if (ec) continue;
+      asio::co_spawn(self->ioc, serve(self, std::move(socket)), asio::detached);
+    }
+  }
+
+  static asio::awaitable<void> serve(impl* self, tcp::socket socket) {
+    beast::error_code peer_ec;
+    const auto peer = socket.remote_endpoint(peer_ec);
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(1 << 20);
+      stream.expires_after(io_timeout);
+      auto [read_ec, read_n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+      if (read_ec) break;
+      const auto req = parser.release();
+      stub_request r;
+      r.method = std::string(req.method_string());
+      r.target = std::string(req.target());
+      for (const auto& field : req) {
+        r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+      }
+      r.body = req.body();
+      r.peer = peer_ec ? std::string() : peer.address().to_string();
+      {
+        std::lock_guard lock(self->mutex);
+        self->recorded.push_back(r);
+      }
+      stub_response answer;
+      try {
+        answer = self->respond(r);
+      } catch (const std::exception& e) {
+        answer = stub_response{500, {}, e.what(), {}};
+      }
+      if (answer.delay.count() > 0) {
+        asio::steady_timer timer(self->ioc);
+        timer.expires_after(answer.delay);
+        auto [tec] = co_await timer.async_wait(use_tuple);
+        if (tec) break;
+      }
+      http::response<http::string_body> res{static_cast<http::status>(answer.status),
+                                            req.version()};
+      for (const auto& [name, value] : answer.headers) res.insert(name, value);
+      res.body() = std::move(answer.body);
+      res.prepare_payload();
+      res.keep_alive(req.keep_alive());
+      stream.expires_after(io_timeout);
+      auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+      if (wec || !res.keep_alive()) break;
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+};
+
+http_stub::http_stub(handler h, std::string address)
+    : impl_(std::make_unique<impl>(std::move(h), std::move(address))) {
+  const tcp::endpoint endpoint(asio::ip::make_address(impl_->address), 0);
+  if (!endpoint.address().is_loopback()) throw std::invalid_argument("http_stub: not loopback");
+  impl_->acceptor.open(endpoint.protocol());
+  impl_->acceptor.bind(endpoint);
+  impl_->acceptor.listen();
+  impl_->port = impl_->acceptor.local_endpoint().port();
+  asio::co_spawn(impl_->ioc, impl::accept_loop(impl_.get()), asio::detached);
+  impl_->thread = std::thread([self = impl_.get()] { self->ioc.run(); });
+}
+
+http_stub::~http_stub() {
+  impl_->ioc.stop();
+  impl_->thread.join();
+}
+
+std::uint16_t http_stub::port() const { return impl_->port; }
+
+std::string http_stub::url() const {
+  return "http://" + impl_->address + ":" + std::to_string(port());
+}
+
+std::vector<stub_request> http_stub::requests() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->recorded;
+}
+
+void http_stub::clear_requests() {
+  std::lock_guard lock(impl_->mutex);
+  impl_->recorded.clear();
+}
+
+}  // namespace layercache::testing

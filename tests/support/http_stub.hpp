@@ -1,0 +1,54 @@
+// An in-process HTTP server on 127.0.0.1 whose answers come from a test's handler: fake
+// metadata servers, token endpoints and misbehaving upstreams.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "tests/support/file_server.hpp"
+
+namespace layercache::testing {
+
+struct stub_request : recorded_request {
+  std::string body;
+  std::string peer;  // the client's address
+};
+
+struct stub_response {
+  unsigned status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  // Wait this long before answering (a hanging endpoint); the wait ends early when the stub
+  // is destroyed.
+  std::chrono::milliseconds delay{0};
+};
+
+// Answers every request with `handler(request)`, called on the stub's own thread (one at a
+// time). Every request is recorded before the handler runs. `address` must be a loopback
+// address (127.0.0.1, 127.0.0.2, ...). requests()/clear_requests() are thread-safe.
+class http_stub {
+ public:
+  using handler = std::function<stub_response(const stub_request&)>;
+  explicit http_stub(handler h, std::string address = "127.0.0.1");
+  ~http_stub();
+  http_stub(const http_stub&) = delete;
+  http_stub& operator=(const http_stub&) = delete;
+
+  [[nodiscard]] std::uint16_t port() const;
+  [[nodiscard]] std::string url() const;  // http://ADDRESS:PORT
+
+  [[nodiscard]] std::vector<stub_request> requests() const;
+  void clear_requests();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace layercache::testing

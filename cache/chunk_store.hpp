@@ -173,6 +173,11 @@ class chunk_store {
   // Blobs for which `pinned` returns true are never evicted by put_chunk to make room (they
   // are being read). Same calling rules as evict_to's `pinned`. Set once, before use.
   virtual void set_pinned(std::function<bool(const oci::digest&)> pinned) = 0;
+
+  // Blobs for which `hot` returns true (named by access profiles) are evicted only after every
+  // other unpinned blob: least recently used cold blobs first, then hot ones. Same calling
+  // rules as `pinned`. Set once, before use.
+  virtual void set_hot(std::function<bool(const oci::digest&)> hot) = 0;
 };
 
 // Unix seconds; injected so tests control time.

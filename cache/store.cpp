@@ -473,6 +473,11 @@ class store final : public chunk_store {
     pinned_ = std::move(pinned);
   }
 
+  void set_hot(std::function<bool(const oci::digest&)> hot) override {
+    std::lock_guard lock(mu_);
+    hot_ = std::move(hot);
+  }
+
   std::uint64_t evict_to(std::uint64_t target,
                          const std::function<bool(const oci::digest&)>& pinned) override {
     std::lock_guard lock(mu_);
@@ -586,24 +591,28 @@ class store final : public chunk_store {
     return status::success();
   }
 
-  // Least recently used first; skips `spare` and what `pinned` names. Stops at the first write
-  // failure (the disk is in trouble; put_chunk then reports no_space).
+  // Least recently used first, cold blobs before hot ones; skips `spare` and what `pinned`
+  // names. Stops at the first write failure (the disk is in trouble; put_chunk then reports
+  // no_space).
   std::uint64_t evict_locked(std::uint64_t target,
                              const std::function<bool(const oci::digest&)>* pinned,
                              const std::string* spare) {
     std::uint64_t evicted = 0;
-    for (auto lru = lru_.begin(); lru != lru_.end() && used_ > target;) {
-      auto it = blobs_.find(lru->second);
-      ++lru;  // erase_locked() removes the current position
-      if (it == blobs_.end() || (spare != nullptr && it->first == *spare) ||
-          (pinned != nullptr && (*pinned)(it->second.digest))) {
-        continue;
+    for (int pass = hot_ ? 0 : 1; pass < 2 && used_ > target; ++pass) {
+      for (auto lru = lru_.begin(); lru != lru_.end() && used_ > target;) {
+        auto it = blobs_.find(lru->second);
+        ++lru;  // erase_locked() removes the current position
+        if (it == blobs_.end() || (spare != nullptr && it->first == *spare) ||
+            (pinned != nullptr && (*pinned)(it->second.digest)) ||
+            (pass == 0 && hot_(it->second.digest))) {
+          continue;
+        }
+        const std::uint64_t bytes = it->second.record.stored_bytes;
+        if (!erase_locked(it).ok()) return evicted;
+        evicted += bytes;
+        ++evicted_blobs_;
+        evicted_bytes_ += bytes;
       }
-      const std::uint64_t bytes = it->second.record.stored_bytes;
-      if (!erase_locked(it).ok()) break;
-      evicted += bytes;
-      ++evicted_blobs_;
-      evicted_bytes_ += bytes;
     }
     return evicted;
   }
@@ -660,6 +669,7 @@ class store final : public chunk_store {
   std::uint64_t evicted_bytes_ = 0;
   std::uint64_t corrupt_chunks_ = 0;
   std::function<bool(const oci::digest&)> pinned_;  // spared by put_chunk's eviction
+  std::function<bool(const oci::digest&)> hot_;     // evicted after every cold blob
   const clock_fn clock_;
 
   std::mutex mu_;                             // guards everything below and serializes writers

@@ -19,6 +19,8 @@
 #include <system_error>
 #include <utility>
 
+#include "oci/reference.hpp"
+
 namespace layercache::config {
 namespace {
 
@@ -500,6 +502,26 @@ bool read_address(const mapping& m, std::string_view key, std::string& host, std
   return ok;
 }
 
+// A secret token from `file` (trailing whitespace dropped); reported at `key` when unreadable
+// or empty.
+std::optional<std::string> read_token_file(const mapping& m, std::string_view key,
+                                           const std::string& file) {
+  std::string error;
+  auto content = read_small_file(file, 64 * kib, error);
+  if (!content) {
+    m.report(key, error);
+    return std::nullopt;
+  }
+  while (!content->empty() && std::isspace(static_cast<unsigned char>(content->back()))) {
+    content->pop_back();
+  }
+  if (content->empty()) {
+    m.report(key, "token file " + quote(file) + " is empty");
+    return std::nullopt;
+  }
+  return content;
+}
+
 bool is_loopback(const std::string& host) { return host == "::1" || host.starts_with("127."); }
 
 void read_admin(problem_list& problems, const YAML::Node& node, int line, admin_settings& out) {
@@ -511,19 +533,8 @@ void read_admin(problem_list& problems, const YAML::Node& node, int line, admin_
   if (m.find("address") != nullptr) address_ok = read_address(m, "address", out.host, out.port);
   read_bool(m, "metrics_need_token", out.metrics_need_token);
   if (read_string(m, "token_file", out.token_file)) {
-    std::string error;
-    if (auto content = read_small_file(out.token_file, 64 * kib, error)) {
-      while (!content->empty() && std::isspace(static_cast<unsigned char>(content->back()))) {
-        content->pop_back();
-      }
-      if (content->empty()) {
-        m.report("token_file", "token file " + quote(out.token_file) + " is empty");
-      } else {
-        out.token = std::move(*content);
-      }
-    } else {
-      m.report("token_file", error);
-    }
+    if (auto token = read_token_file(m, "token_file", out.token_file))
+      out.token = std::move(*token);
   }
   if (address_ok && out.enabled && !is_loopback(out.host) && m.find("token_file") == nullptr) {
     m.report("address",
@@ -542,11 +553,15 @@ void read_listener(problem_list& problems, const YAML::Node& node, const std::st
   listener l;
   bool ok = read_address(m, "address", l.host, l.port);
   if (const YAML::Node* tls = m.find("tls")) {
-    mapping t(problems, *tls, m.child("tls"), {"cert_file", "key_file"}, m.key_line("tls"));
+    mapping t(problems, *tls, m.child("tls"), {"cert_file", "key_file", "client_ca_file"},
+              m.key_line("tls"));
     if (t.valid()) {
       tls_identity id;
       if (read_string(t, "cert_file", id.cert_file, true)) check_file(t, "cert_file", id.cert_file);
       if (read_string(t, "key_file", id.key_file, true)) check_file(t, "key_file", id.key_file);
+      if (read_string(t, "client_ca_file", id.client_ca_file)) {
+        check_file(t, "client_ca_file", id.client_ca_file);
+      }
       l.tls = std::move(id);
     }
   }
@@ -554,10 +569,10 @@ void read_listener(problem_list& problems, const YAML::Node& node, const std::st
 }
 
 void read_server(problem_list& problems, const YAML::Node& node, int line, server_settings& out) {
-  mapping m(
-      problems, node, "server",
-      {"listen", "threads", "timeouts", "max_connections", "max_header_size", "max_manifest_size"},
-      line);
+  mapping m(problems, node, "server",
+            {"listen", "threads", "timeouts", "max_connections", "max_header_size",
+             "max_manifest_size", "client_auth"},
+            line);
   if (!m.valid()) return;
   if (const YAML::Node* listen = m.find("listen")) {
     out.listen.clear();
@@ -582,6 +597,14 @@ void read_server(problem_list& problems, const YAML::Node& node, int line, serve
   read_uint(m, "max_connections", out.max_connections, 1, 1'000'000);
   read_size(m, "max_header_size", out.max_header_size, kib, mib);
   read_size(m, "max_manifest_size", out.max_manifest_size, kib, 64 * mib);
+  if (const YAML::Node* auth = m.find("client_auth")) {
+    mapping a(problems, *auth, m.child("client_auth"), {"token_file"}, m.key_line("client_auth"));
+    if (a.valid() && read_string(a, "token_file", out.client_token_file, true)) {
+      if (auto token = read_token_file(a, "token_file", out.client_token_file)) {
+        out.client_token = std::move(*token);
+      }
+    }
+  }
 }
 
 void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_settings& out) {
@@ -615,6 +638,39 @@ void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_
   read_bool(m, "sync_writes", out.sync_writes);
   read_duration(m, "tag_ttl", out.tag_ttl, true);
   read_duration(m, "max_stale", out.max_stale, true);
+}
+
+void read_prefetch(problem_list& problems, const YAML::Node& node, int line,
+                   prefetch_settings& out) {
+  mapping m(problems, node, "prefetch",
+            {"enabled", "window", "concurrency", "eager_layers", "preload"}, line);
+  if (!m.valid()) return;
+  read_bool(m, "enabled", out.enabled);
+  read_duration(m, "window", out.window, false);
+  read_uint(m, "concurrency", out.concurrency, 1, 64);
+  read_enum(m, "eager_layers", out.eager_layers,
+            {{"auto", eager_mode::automatic},
+             {"always", eager_mode::always},
+             {"never", eager_mode::never}});
+  const YAML::Node* list = m.find("preload");
+  if (list == nullptr) return;
+  const std::string path = m.child("preload");
+  if (!expect_list(problems, *list, path, m.key_line("preload"))) return;
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    const YAML::Node item = (*list)[i];
+    const std::string item_path = index_path(path, i);
+    if (!item.IsScalar()) {
+      problems.wrong_type(item_path, line_of(item), item, "an image reference");
+      continue;
+    }
+    if (!oci::reference::parse(item.Scalar())) {
+      problems.add(
+          item_path, line_of(item),
+          "not an image reference like registry/repository:tag, got " + quote(item.Scalar()));
+      continue;
+    }
+    out.preload.push_back(item.Scalar());
+  }
 }
 
 // Parses `url` into scheme, host and port; reports what is wrong with it. The URL itself is
@@ -984,7 +1040,7 @@ void check_upstreams(problem_list& problems, const std::vector<upstream>& ups,
 config parse(problem_list& problems, const YAML::Node& root) {
   config cfg;
   cfg.server.listen.push_back(listener{"127.0.0.1", 5000, std::nullopt});
-  mapping top(problems, root, "", {"server", "admin", "log", "cache", "upstreams"});
+  mapping top(problems, root, "", {"server", "admin", "log", "cache", "prefetch", "upstreams"});
   if (!top.valid()) return cfg;
 
   if (const YAML::Node* server = top.find("server")) {
@@ -1004,6 +1060,9 @@ config parse(problem_list& problems, const YAML::Node& root) {
   }
   if (const YAML::Node* cache = top.find("cache")) {
     read_cache(problems, *cache, top.key_line("cache"), cfg.cache);
+  }
+  if (const YAML::Node* prefetch = top.find("prefetch")) {
+    read_prefetch(problems, *prefetch, top.key_line("prefetch"), cfg.prefetch);
   }
 
   const YAML::Node* ups = top.find("upstreams");

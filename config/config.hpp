@@ -21,6 +21,8 @@ using duration = std::chrono::milliseconds;
 struct tls_identity {
   std::string cert_file;  // PEM chain
   std::string key_file;   // PEM private key
+  // PEM CA certificates. Set: clients must present a certificate one of them signed (mTLS).
+  std::string client_ca_file;
 };
 
 // One address the proxy listens on. Plain HTTP unless `tls` is set.
@@ -44,6 +46,10 @@ struct server_settings {
   std::uint64_t max_connections = 4096;
   std::uint64_t max_header_size = 16 * 1024;          // request header bytes (431 beyond)
   std::uint64_t max_manifest_size = 4 * 1024 * 1024;  // buffered manifest bytes (upstream)
+  // Client authentication (`client_auth.token_file`): every request must carry this token,
+  // as `Authorization: Bearer <token>` or as the password of HTTP Basic. Empty: none.
+  std::string client_token;
+  std::string client_token_file;
 };
 
 enum class auth_type {
@@ -145,11 +151,32 @@ struct cache_settings {
   duration max_stale{std::chrono::hours(24)};
 };
 
+// When serving a manifest starts fetching all the blobs it lists.
+enum class eager_mode {
+  automatic,  // only when the manifest has no access profile
+  always,     // also after replaying a profile
+  never,
+};
+
+// Access profiles and prefetch (needs the cache). A manifest served to a client opens a
+// recording window; the chunks its blobs are read at in that window, in first-touch order,
+// are merged into the manifest's profile. Serving a manifest that has a profile fetches those
+// chunks ahead of the client.
+struct prefetch_settings {
+  bool enabled = true;
+  duration window{std::chrono::seconds(60)};  // recording window after a manifest is served
+  unsigned concurrency = 4;                   // prefetch fills in flight per replay (1..64)
+  eager_mode eager_layers = eager_mode::automatic;
+  // Image references ("[registry/]repository[:tag][@digest]") preloaded at start-up.
+  std::vector<std::string> preload;
+};
+
 struct config {
   server_settings server;
   admin_settings admin;
   log_settings log;
   cache_settings cache;
+  prefetch_settings prefetch;
   std::vector<upstream> upstreams;  // at least one; exactly one is_default, or none
 
   // The upstream marked default, or nullptr when none is.

@@ -253,6 +253,42 @@ struct registry::impl {
           .Name("layercache_cache_store_errors_total")
           .Help("Store writes that failed (bytes were still served).")
           .Register(reg);
+  prometheus::Family<prometheus::Counter>& prefetch_fetched =
+      prometheus::BuildCounter()
+          .Name("layercache_prefetch_fetched_bytes_total")
+          .Help("Chunk bytes fetched from upstream ahead of clients by prefetch.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& prefetch_used =
+      prometheus::BuildCounter()
+          .Name("layercache_prefetch_used_bytes_total")
+          .Help("Chunk bytes fetched by prefetch that a client read later (precision numerator).")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& prefetch_queue =
+      prometheus::BuildGauge()
+          .Name("layercache_prefetch_queue_depth")
+          .Help("Prefetch jobs waiting to start.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& prefetch_replays =
+      prometheus::BuildCounter()
+          .Name("layercache_prefetch_replays_total")
+          .Help(
+              "Manifests served whose access profile (profile) or whole blobs (eager) were "
+              "fetched ahead.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& prefetch_runs =
+      prometheus::BuildCounter()
+          .Name("layercache_prefetch_runs_recorded_total")
+          .Help("Recorded runs (one start's reads) merged into access profiles.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& prefetch_failed =
+      prometheus::BuildCounter()
+          .Name("layercache_prefetch_failed_jobs_total")
+          .Help("Prefetch jobs whose upstream fetch failed.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& profiles = prometheus::BuildGauge()
+                                                        .Name("layercache_prefetch_profiles")
+                                                        .Help("Access profiles in the store.")
+                                                        .Register(reg);
   prometheus::Family<prometheus::Counter>& digest_failures =
       prometheus::BuildCounter()
           .Name("layercache_digest_failures_total")
@@ -413,6 +449,16 @@ std::string registry::serialize() {
       std::lock_guard l(m.mutex);
       mirror(*m.digest_by_kind["blob"], s.blob_digest_failures);
     }
+  }
+  if (s.has_prefetch) {
+    mirror(m.prefetch_fetched.Add({}), s.prefetch_fetched_bytes);
+    mirror(m.prefetch_used.Add({}), s.prefetch_used_bytes);
+    m.prefetch_queue.Add({}).Set(static_cast<double>(s.prefetch_queue_depth));
+    mirror(m.prefetch_replays.Add({{"kind", "profile"}}), s.prefetch_profile_replays);
+    mirror(m.prefetch_replays.Add({{"kind", "eager"}}), s.prefetch_eager_replays);
+    mirror(m.prefetch_runs.Add({}), s.prefetch_runs_recorded);
+    mirror(m.prefetch_failed.Add({}), s.prefetch_jobs_failed);
+    m.profiles.Add({}).Set(static_cast<double>(s.profiles));
   }
   const auto p = read_process();
   m.resident.Add({}).Set(p.resident);

@@ -22,6 +22,13 @@
 //   layercache_cache_blobs_verified_total                           counter
 //   layercache_cache_store_errors_total                             counter
 //   layercache_digest_failures_total{kind}                          counter (blob|stream|manifest)
+//   layercache_prefetch_fetched_bytes_total                         counter (chunk bytes)
+//   layercache_prefetch_used_bytes_total                            counter (of those, read)
+//   layercache_prefetch_queue_depth                                 gauge (jobs waiting)
+//   layercache_prefetch_replays_total{kind}                         counter (profile|eager)
+//   layercache_prefetch_runs_recorded_total                         counter
+//   layercache_prefetch_failed_jobs_total                           counter
+//   layercache_prefetch_profiles                                    gauge
 //   layercache_manifest_stale_serves_total                          counter
 //   layercache_config_reloads_total{outcome}                        counter (ok|error)
 //   layercache_build_info{version}                                  gauge, always 1
@@ -90,6 +97,16 @@ struct snapshot {
   std::uint64_t blobs_verified = 0;
   std::uint64_t store_errors = 0;
   std::uint64_t blob_digest_failures = 0;
+  std::uint64_t prefetch_fetched_bytes = 0;
+  std::uint64_t prefetch_used_bytes = 0;
+  // Prefetch (absent when it is off: has_prefetch false).
+  bool has_prefetch = false;
+  std::uint64_t prefetch_queue_depth = 0;
+  std::uint64_t prefetch_profile_replays = 0;
+  std::uint64_t prefetch_eager_replays = 0;
+  std::uint64_t prefetch_runs_recorded = 0;
+  std::uint64_t prefetch_jobs_failed = 0;
+  std::uint64_t profiles = 0;
 };
 
 // The metrics of one configured upstream. Thread-safe; lives as long as its registry.

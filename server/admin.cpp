@@ -17,13 +17,15 @@
 #include "oci/digest.hpp"
 #include "server/blob_cache.hpp"
 #include "server/offload.hpp"
+#include "server/prefetch.hpp"
 #include "server/preload.hpp"
 
 namespace layercache::server {
 namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t max_admin_body = 64 * 1024;
+// Request bodies: a preload request, or an imported profile (up to 65536 entries).
+constexpr std::size_t max_admin_body = 16 * 1024 * 1024;
 constexpr std::size_t default_blob_limit = 1000;
 
 using request = http::request<http::string_body>;
@@ -184,11 +186,63 @@ class admin_session final : public session_base {
       if (!d) co_return error_response(http::status::bad_request, "not a digest");
       co_return co_await purge_one(*d);
     }
+    if (path == "/admin/profiles" || path.starts_with("/admin/profiles/")) {
+      if (admin_.worker.prefetch == nullptr) {
+        co_return error_response(http::status::conflict, "prefetch is disabled");
+      }
+      if (path == "/admin/profiles") {
+        if (!get) co_return not_allowed("GET");
+        auto* p = admin_.worker.prefetch;
+        auto text = co_await admin_.pool->run([p] { return p->list_profiles_json(); });
+        co_return json_text(http::status::ok, std::move(text));
+      }
+      const auto d = oci::digest::parse(path.substr(std::string_view("/admin/profiles/").size()));
+      if (!d) co_return error_response(http::status::bad_request, "not a digest");
+      co_return co_await profile(req, *d);
+    }
     if (path == "/admin/preload") {
       if (req.method() != http::verb::post) co_return not_allowed("POST");
       co_return co_await preload_image(req.body());
     }
     co_return error_response(http::status::not_found, "unknown path " + path);
+  }
+
+  static response json_text(http::status status, std::string text) {
+    response res{status, 11};
+    res.set(http::field::content_type, "application/json");
+    res.body() = std::move(text);
+    res.body() += '\n';
+    return res;
+  }
+
+  // GET: export (the profile document); PUT: import (replaces); DELETE.
+  asio::awaitable<response> profile(const request& req, const oci::digest& d) {
+    auto* p = admin_.worker.prefetch;
+    switch (req.method()) {
+      case http::verb::get:
+      case http::verb::head: {
+        auto text = co_await admin_.pool->run([p, &d] { return p->export_profile(d); });
+        if (!text) co_return error_response(http::status::not_found, d.str() + " has no profile");
+        co_return json_text(http::status::ok, std::move(*text));
+      }
+      case http::verb::put: {
+        std::string error;
+        const std::string& body = req.body();
+        const bool ok = co_await admin_.pool->run(
+            [p, &d, &body, &error] { return p->import_profile(d, body, error); });
+        if (!ok) co_return error_response(http::status::bad_request, error);
+        log::info("admin", "imported the profile of ", d.str());
+        co_return json_response(http::status::ok, boost::json::object{{"imported", d.str()}});
+      }
+      case http::verb::delete_: {
+        const bool existed = co_await admin_.pool->run([p, &d] { return p->erase_profile(d); });
+        if (!existed)
+          co_return error_response(http::status::not_found, d.str() + " has no profile");
+        co_return json_response(http::status::ok, boost::json::object{{"deleted", d.str()}});
+      }
+      default:
+        co_return not_allowed("GET, PUT, DELETE");
+    }
   }
 
   static response not_allowed(std::string_view allow) {

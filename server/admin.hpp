@@ -9,6 +9,10 @@
 //   DELETE /admin/blobs/<digest>    purge one blob's chunks
 //   DELETE /admin/blobs             purge every blob's chunks
 //   POST   /admin/preload           {"reference": "...", "upstream"?: "...", "platform"?: "..."}
+//   GET    /admin/profiles          access profiles: manifest, runs, entries, bytes (JSON)
+//   GET    /admin/profiles/<digest> export one profile (cache/profile.hpp's JSON document)
+//   PUT    /admin/profiles/<digest> import one (replaces any; must name that manifest)
+//   DELETE /admin/profiles/<digest> drop one
 //
 // /admin/* needs `Authorization: Bearer <token>` when admin.token_file is set.
 #pragma once

@@ -1,6 +1,7 @@
 #include "server/auth.hpp"
 
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 #include <boost/json/parse.hpp>
@@ -380,6 +381,32 @@ std::optional<docker_auth_entry> parse_helper_output(std::string_view json) {
   entry.username = std::move(*user);
   entry.password = std::move(*secret);
   return entry;
+}
+
+bool client_credentials_ok(std::string_view authorization, std::string_view token) {
+  if (token.empty()) return false;
+  auto same = [&](std::string_view presented) {
+    return presented.size() == token.size() &&
+           CRYPTO_memcmp(presented.data(), token.data(), token.size()) == 0;
+  };
+  auto scheme_is = [&](std::string_view scheme) {
+    if (authorization.size() <= scheme.size() || authorization[scheme.size()] != ' ') {
+      return false;
+    }
+    for (std::size_t i = 0; i < scheme.size(); ++i) {
+      if (std::tolower(static_cast<unsigned char>(authorization[i])) != scheme[i]) return false;
+    }
+    return true;
+  };
+  if (scheme_is("bearer")) return same(authorization.substr(7));
+  if (scheme_is("basic")) {
+    const auto decoded = base64_decode(authorization.substr(6));
+    if (!decoded) return false;
+    const auto colon = decoded->find(':');
+    if (colon == std::string::npos) return false;
+    return same(std::string_view(*decoded).substr(colon + 1));
+  }
+  return false;
 }
 
 }  // namespace layercache::server

@@ -69,6 +69,12 @@ struct token_response {
 // "Basic base64(user:password)"
 [[nodiscard]] std::string basic_authorization(std::string_view user, std::string_view password);
 
+// Client authentication (server.client_auth): true when `authorization` (a request's
+// Authorization header value) is "Bearer <token>" or HTTP Basic with `token` as the password
+// (any user name). Schemes are case-insensitive; the token comparison takes the same time
+// wherever the first difference is.
+[[nodiscard]] bool client_credentials_ok(std::string_view authorization, std::string_view token);
+
 // Credentials for one registry as a docker config.json gives them.
 struct docker_auth_entry {
   std::string username;

@@ -32,6 +32,9 @@ struct blob_cache::chunk_slot {
   std::string data;
   std::size_t expected = 0;
   bool failed = false;
+  bool done = false;      // finished: stored (or not) and will not change
+  bool prefetch = false;  // started by prefetch
+  bool claimed = false;   // a client read joined it (prefetch slots only)
   std::vector<std::shared_ptr<wakeup>> waiters;
 
   // Wakes everyone who was waiting; call without holding `mutex`.
@@ -95,7 +98,8 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
 std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
     const asio::any_io_executor& ex, upstream_client& client, const std::string& repository,
     const oci::digest& d, const blob_meta& meta, std::uint32_t first, std::uint32_t limit,
-    const std::vector<bool>& present, std::uint32_t present_base, std::uint32_t* run) {
+    const std::vector<bool>& present, std::uint32_t present_base, std::uint32_t* run,
+    bool prefetch) {
   *run = 0;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   const auto run_chunks =
@@ -105,7 +109,7 @@ std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
     std::lock_guard lock(mutex_);
     const auto first_key = key_of(d, first);
     if (auto it = inflight_.find(first_key); it != inflight_.end()) {
-      ++stats_.chunks_joined;
+      if (!prefetch) ++stats_.chunks_joined;
       return it->second;
     }
     if (completed_.contains(first_key)) return nullptr;
@@ -117,6 +121,7 @@ std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
         if (inflight_.contains(k) || completed_.contains(k)) break;
       }
       auto slot = std::make_shared<chunk_slot>();
+      slot->prefetch = prefetch;
       const std::uint64_t begin = std::uint64_t{i} * meta.chunk_size;
       slot->expected =
           static_cast<std::size_t>(std::min<std::uint64_t>(meta.chunk_size, meta.size - begin));
@@ -247,10 +252,21 @@ void blob_cache::finish_slot(const oci::digest& d, std::uint32_t index, chunk_sl
     if (!failed) ++stats_.chunks_filled;
   }
   std::vector<std::shared_ptr<wakeup>> waiters;
+  bool unread_prefetch = false;
   {
     std::lock_guard lock(slot.mutex);
     if (failed) slot.failed = true;
+    slot.done = true;
+    unread_prefetch = slot.prefetch && !slot.claimed && stored;
     waiters.swap(slot.waiters);
+  }
+  if (slot.prefetch && !failed) {
+    std::lock_guard lock(mutex_);
+    stats_.prefetch_fetched_bytes += slot.expected;
+    if (unread_prefetch) {
+      if (prefetched_.size() >= max_remembered) prefetched_.clear();
+      prefetched_.insert(key_of(d, index));
+    }
   }
   chunk_slot::wake(waiters);
 }
@@ -368,8 +384,12 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
           if (!co_await out(chunk.data() + lo, hi - lo + 1)) co_return false;
           // A chunk this read's own fill stored before the read got to it still counts as
           // fetched for this read.
+          // Only client reads (they pass a report) count as using what prefetch fetched.
+          const bool prefetched = report != nullptr && take_prefetched(d, i, length);
           if (report != nullptr) {
-            (mine[i - first] ? report->filled_bytes : report->store_bytes) += hi - lo + 1;
+            (mine[i - first] ? report->filled_bytes
+             : prefetched    ? report->prefetch_bytes
+                             : report->store_bytes) += hi - lo + 1;
           }
           done = true;
         } else if (got.code != cache::errc::not_found) {
@@ -377,14 +397,83 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
         }
         continue;
       }
+      const bool prefetched = report != nullptr && !mine[i - first] && claim_prefetched(*slot);
       const int rc = co_await stream_slot(*slot, lo, hi, out);
       if (rc == read_sink_failed) co_return false;
       done = rc == read_ok;
       if (done && report != nullptr) {
-        (mine[i - first] ? report->filled_bytes : report->joined_bytes) += hi - lo + 1;
+        (mine[i - first] ? report->filled_bytes
+         : prefetched    ? report->prefetch_bytes
+                         : report->joined_bytes) += hi - lo + 1;
       }
     }
     if (!done) co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> blob_cache::wait_slot(chunk_slot& slot) {
+  auto ex = co_await asio::this_coro::executor;
+  for (;;) {
+    std::shared_ptr<wakeup> wait;
+    {
+      std::lock_guard lock(slot.mutex);
+      if (slot.done) co_return !slot.failed;
+      wait = std::make_shared<wakeup>(ex, 1);
+      slot.waiters.push_back(wait);
+    }
+    (void)co_await wait->async_receive(use_nothrow);
+  }
+}
+
+bool blob_cache::take_prefetched(const oci::digest& d, std::uint32_t index, std::size_t length) {
+  std::lock_guard lock(mutex_);
+  if (prefetched_.empty() || prefetched_.erase(key_of(d, index)) == 0) return false;
+  stats_.prefetch_used_bytes += length;
+  return true;
+}
+
+bool blob_cache::claim_prefetched(chunk_slot& slot) {
+  {
+    std::lock_guard lock(slot.mutex);
+    if (!slot.prefetch || slot.claimed) return false;
+    slot.claimed = true;
+  }
+  std::lock_guard lock(mutex_);
+  stats_.prefetch_used_bytes += slot.expected;
+  return true;
+}
+
+asio::awaitable<blob_meta> blob_cache::describe_listed(const oci::digest& d, std::uint64_t size) {
+  auto record = co_await pool_.run([this, &d] { return store_.blob(d); });
+  if (record) co_return blob_meta{record->size, record->chunk_size, record->verified, true};
+  co_return blob_meta{size, settings_.chunk_size, false, false};
+}
+
+asio::awaitable<bool> blob_cache::prefetch(upstream_client& client, const std::string& repository,
+                                           const oci::digest& d, const blob_meta& meta,
+                                           std::uint32_t first, std::uint32_t last,
+                                           const std::atomic<bool>* cancel) {
+  if (meta.verified || meta.size == 0 || meta.chunk_size == 0) co_return true;
+  const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
+  if (first >= chunk_count) co_return true;
+  last = static_cast<std::uint32_t>(std::min<std::uint64_t>(last, chunk_count - 1));
+  if (last < first) co_return true;
+  auto ex = co_await asio::this_coro::executor;
+  std::vector<bool> present(last - first + 1, false);
+  if (meta.in_store) {
+    const auto listed = co_await pool_.run([this, &d] { return store_.present_chunks(d); });
+    for (auto i : listed) {
+      if (i >= first && i <= last) present[i - first] = true;
+    }
+  }
+  for (std::uint32_t i = first; i <= last; ++i) {
+    if (present[i - first]) continue;
+    if (cancel != nullptr && cancel->load()) co_return true;
+    std::uint32_t run = 0;
+    auto slot = join_or_start(ex, client, repository, d, meta, i, last, present, first, &run, true);
+    if (!slot) continue;  // stored meanwhile
+    if (!co_await wait_slot(*slot)) co_return false;
   }
   co_return true;
 }

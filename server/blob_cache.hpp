@@ -7,6 +7,7 @@
 // wait on). Readers on other workers are woken through thread-safe channels.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -36,6 +37,8 @@ struct read_report {
   std::uint64_t store_bytes = 0;   // stored chunks
   std::uint64_t joined_bytes = 0;  // fills another reader (or a background fill) started
   std::uint64_t filled_bytes = 0;  // fills this read started
+  // Chunks prefetch fetched ahead, read by a client for the first time (stored or in flight).
+  std::uint64_t prefetch_bytes = 0;
 };
 
 struct fill_settings {
@@ -52,9 +55,11 @@ struct blob_cache_stats {
   std::uint64_t chunks_from_store = 0;  // chunk reads served by the store
   std::uint64_t chunks_joined = 0;      // reads that joined a fill in flight
   std::uint64_t store_errors = 0;
-  std::uint64_t verified = 0;          // blobs completed in the background and matched
-  std::uint64_t digest_failures = 0;   // blobs whose bytes did not match their digest
-  std::uint64_t chunks_in_flight = 0;  // being filled now
+  std::uint64_t verified = 0;                // blobs completed in the background and matched
+  std::uint64_t digest_failures = 0;         // blobs whose bytes did not match their digest
+  std::uint64_t chunks_in_flight = 0;        // being filled now
+  std::uint64_t prefetch_fetched_bytes = 0;  // chunk bytes fetched by prefetch
+  std::uint64_t prefetch_used_bytes = 0;     // of those, chunk bytes a client read later
 };
 
 class blob_cache {
@@ -84,6 +89,19 @@ class blob_cache {
   asio::awaitable<void> complete_later(upstream_client& client, const std::string& repository,
                                        const oci::digest& d, const blob_meta& meta);
 
+  // Prefetch: makes chunks first..last of `d` present in the store, one run of missing chunks
+  // at a time (joining fills in flight). The fills it starts are ordinary fills a client read
+  // joins (and is then served by), marked so that the first client read of their chunks counts
+  // as served by prefetch. False when a fill failed. Stops between runs once `*cancel`.
+  asio::awaitable<bool> prefetch(upstream_client& client, const std::string& repository,
+                                 const oci::digest& d, const blob_meta& meta, std::uint32_t first,
+                                 std::uint32_t last, const std::atomic<bool>* cancel = nullptr);
+
+  // The metadata prefetch uses for a blob a manifest lists with `size`: the store's record
+  // when it has one, else `size` with the configured chunk size (remembered nowhere: a
+  // manifest's word is not the upstream's).
+  asio::awaitable<blob_meta> describe_listed(const oci::digest& d, std::uint64_t size);
+
   // Drops every stored chunk of `d` (e.g. its bytes failed the digest check).
   asio::awaitable<void> purge(const oci::digest& d);
   // Records that a full read of `d` matched its digest.
@@ -103,7 +121,14 @@ class blob_cache {
                                             const oci::digest& d, const blob_meta& meta,
                                             std::uint32_t first, std::uint32_t limit,
                                             const std::vector<bool>& present,
-                                            std::uint32_t present_base, std::uint32_t* run);
+                                            std::uint32_t present_base, std::uint32_t* run,
+                                            bool prefetch = false);
+  // Waits until `slot` is complete and stored, or failed; true when complete.
+  static asio::awaitable<bool> wait_slot(chunk_slot& slot);
+  // A client read chunk `index` of `d` from the store: true (once) if prefetch fetched it.
+  bool take_prefetched(const oci::digest& d, std::uint32_t index, std::size_t length);
+  // A client read joined `slot`: true (once) if prefetch started it.
+  bool claim_prefetched(chunk_slot& slot);
   asio::awaitable<void> fill(upstream_client& client, std::string repository, oci::digest d,
                              blob_meta meta, std::uint32_t first,
                              std::vector<std::shared_ptr<chunk_slot>> slots);
@@ -127,6 +152,8 @@ class blob_cache {
   std::unordered_map<std::string, blob_meta> sizes_;   // from upstream HEADs, by digest
   std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction
   std::unordered_set<std::string> completing_;         // background completions running
+  // Chunks prefetch stored that no client has read yet (bounded; cleared when full).
+  std::unordered_set<std::string> prefetched_;
   // Purges per digest: a fill that started before a purge must not store what it fetched.
   std::unordered_map<std::string, std::uint64_t> purges_;
   blob_cache_stats stats_;

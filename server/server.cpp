@@ -1,5 +1,6 @@
 #include "server/server.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -7,6 +8,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <condition_variable>
 #include <mutex>
@@ -19,8 +21,11 @@
 #include "metrics/metrics.hpp"
 #include "server/admin.hpp"
 #include "server/blob_cache.hpp"
+#include "server/credentials.hpp"
 #include "server/manifest_cache.hpp"
 #include "server/offload.hpp"
+#include "server/prefetch.hpp"
+#include "server/preload.hpp"
 #include "server/session.hpp"
 
 namespace layercache::server {
@@ -38,6 +43,17 @@ std::unique_ptr<asio::ssl::context> make_server_tls(const config::tls_identity& 
   if (ec) throw std::runtime_error("cannot load certificate " + id.cert_file + ": " + ec.message());
   ctx->use_private_key_file(id.key_file, asio::ssl::context::pem, ec);
   if (ec) throw std::runtime_error("cannot load key " + id.key_file + ": " + ec.message());
+  if (!id.client_ca_file.empty()) {
+    // mTLS: a client without a certificate signed by one of these CAs fails the handshake.
+    ctx->load_verify_file(id.client_ca_file, ec);
+    if (ec) {
+      throw std::runtime_error("cannot load client CA " + id.client_ca_file + ": " + ec.message());
+    }
+    ctx->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+    static constexpr unsigned char session_context[] = "layercache";
+    SSL_CTX_set_session_id_context(ctx->native_handle(), session_context,
+                                   sizeof session_context - 1);
+  }
   return ctx;
 }
 
@@ -82,7 +98,8 @@ bool same_listeners(const std::vector<config::listener>& a,
       return false;
     }
     if (a[i].tls &&
-        (a[i].tls->cert_file != b[i].tls->cert_file || a[i].tls->key_file != b[i].tls->key_file)) {
+        (a[i].tls->cert_file != b[i].tls->cert_file || a[i].tls->key_file != b[i].tls->key_file ||
+         a[i].tls->client_ca_file != b[i].tls->client_ca_file)) {
       return false;
     }
   }
@@ -104,6 +121,7 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
   if (s.max_connections != t.max_connections) out.emplace_back("server.max_connections");
   if (s.max_header_size != t.max_header_size) out.emplace_back("server.max_header_size");
   if (s.max_manifest_size != t.max_manifest_size) out.emplace_back("server.max_manifest_size");
+  if (s.client_token != t.client_token) out.emplace_back("server.client_auth");
   if (a.admin.enabled != b.admin.enabled || a.admin.host != b.admin.host ||
       a.admin.port != b.admin.port || a.admin.token != b.admin.token ||
       a.admin.metrics_need_token != b.admin.metrics_need_token) {
@@ -120,6 +138,12 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
   if (c.parallel_fetches != d.parallel_fetches) out.emplace_back("cache.parallel_fetches");
   if (c.io_threads != d.io_threads) out.emplace_back("cache.io_threads");
   if (c.complete_partial != d.complete_partial) out.emplace_back("cache.complete_partial");
+  const auto& p = a.prefetch;
+  const auto& q = b.prefetch;
+  if (p.enabled != q.enabled || p.window != q.window || p.concurrency != q.concurrency ||
+      p.eager_layers != q.eager_layers || p.preload != q.preload) {
+    out.emplace_back("prefetch");
+  }
   bool upstreams_differ = a.upstreams.size() != b.upstreams.size();
   for (std::size_t i = 0; !upstreams_differ && i < a.upstreams.size(); ++i) {
     const auto& u = a.upstreams[i];
@@ -156,10 +180,13 @@ struct server::impl {
   std::unique_ptr<blocking_pool> blocking;
   std::unique_ptr<blob_cache> blobs;
   std::unique_ptr<manifest_cache> manifests;
+  std::unique_ptr<prefetcher> prefetch;
   std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;   // by upstream name
   std::map<std::string, std::unique_ptr<upstream_credentials>> credentials;  // by upstream name
   std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;             // by listener index
   std::vector<std::unique_ptr<worker>> workers;
+  // On worker 0 (declared after the workers: destroyed before their io_contexts).
+  std::optional<asio::steady_timer> save_timer;  // saves closed recording windows
   std::vector<std::uint16_t> bound_ports;
   std::atomic<std::uint64_t> open{0};
   metrics::registry metrics;
@@ -211,6 +238,34 @@ struct server::impl {
     }
   }
 
+  // Saves the runs of closed recording windows every few seconds (worker 0).
+  asio::awaitable<void> save_loop() {
+    const auto period = std::clamp<config::duration>(
+        cfg.prefetch.window / 2, std::chrono::seconds(1), std::chrono::seconds(10));
+    while (save_timer && !workers.front()->context.draining) {
+      save_timer->expires_after(period);
+      auto [ec] = co_await save_timer->async_wait(use_nothrow);
+      if (ec) co_return;  // cancelled: draining
+      (void)co_await prefetch->save_closed(false);
+    }
+  }
+
+  // prefetch.preload: each image warmed once at start-up, one after another.
+  asio::awaitable<void> preload_list(worker& w) {
+    for (const auto& reference : cfg.prefetch.preload) {
+      if (w.context.draining) co_return;
+      preload_request req;
+      req.reference = reference;
+      const auto r = co_await preload(w.context, std::move(req));
+      if (r.ok) {
+        log::info("prefetch", "preloaded ", reference, " (", r.digest, "): ", r.blobs, " blobs, ",
+                  r.bytes, " bytes, ", r.fetched_bytes, " fetched");
+      } else {
+        log::warn("prefetch", "preloading ", reference, " failed: ", r.error);
+      }
+    }
+  }
+
   void drain(worker& w) {
     ready = false;
     w.context.draining = true;
@@ -218,6 +273,7 @@ struct server::impl {
       boost::system::error_code ec;
       admin_acceptor->close(ec);
     }
+    if (&w == workers.front().get() && save_timer) save_timer->cancel();
     for (auto& [a, tls] : w.acceptors) {
       boost::system::error_code ec;
       a.close(ec);
@@ -241,6 +297,17 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
   }
   for (const auto& l : impl_->cfg.server.listen) {
     impl_->listener_tls.push_back(l.tls ? make_server_tls(*l.tls) : nullptr);
+    const bool loopback = l.host == "::1" || l.host.starts_with("127.");
+    if (!loopback && impl_->cfg.server.client_token.empty() &&
+        (!l.tls || l.tls->client_ca_file.empty())) {
+      log::warn("server", "listener ", l.host, ":", l.port,
+                " is not on loopback and has no client authentication (server.client_auth or "
+                "tls.client_ca_file): anyone who reaches it can pull through the configured "
+                "upstreams' credentials");
+    }
+  }
+  if (!impl_->cfg.server.client_token_file.empty()) {
+    warn_if_exposed(impl_->cfg.server.client_token_file, "client token file");
   }
   const auto& c = impl_->cfg.cache;
   if (c.enabled) {
@@ -252,6 +319,13 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
         fill_settings{c.chunk_size, c.fetch_size, c.parallel_fetches, c.complete_partial});
     impl_->manifests =
         std::make_unique<manifest_cache>(*impl_->store, *impl_->blocking, c.tag_ttl, c.max_stale);
+    if (impl_->cfg.prefetch.enabled) {
+      impl_->prefetch = std::make_unique<prefetcher>(*impl_->store, *impl_->blobs, *impl_->blocking,
+                                                     impl_->cfg.prefetch);
+      impl_->prefetch->load();
+      impl_->store->set_hot(
+          [p = impl_->prefetch.get()](const oci::digest& d) { return p->hot(d); });
+    }
     log::info("server", "cache at ", c.path, ": ", impl_->store->used_bytes(), " of ", c.capacity,
               " bytes used");
   }
@@ -280,6 +354,18 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
       s.blobs_verified = b.verified;
       s.store_errors = b.store_errors;
       s.blob_digest_failures = b.digest_failures;
+      s.prefetch_fetched_bytes = b.prefetch_fetched_bytes;
+      s.prefetch_used_bytes = b.prefetch_used_bytes;
+    }
+    if (m->prefetch) {
+      const auto p = m->prefetch->stats();
+      s.has_prefetch = true;
+      s.prefetch_queue_depth = p.queued;
+      s.prefetch_profile_replays = p.profile_replays;
+      s.prefetch_eager_replays = p.eager_replays;
+      s.prefetch_runs_recorded = p.runs_recorded;
+      s.prefetch_jobs_failed = p.jobs_failed;
+      s.profiles = p.profiles;
     }
   });
 }
@@ -297,11 +383,12 @@ void server::start() {
     auto w = std::make_unique<impl::worker>(m.cfg, m.open);
     w->context.blobs = m.blobs.get();
     w->context.manifests = m.manifests.get();
+    w->context.prefetch = m.prefetch.get();
     w->context.metrics = &m.metrics;
     w->context.access_log = &m.access_log;
     for (const auto& u : m.cfg.upstreams) {
-      auto client = std::make_unique<upstream_client>(
-          u, w->pool, m.upstream_tls[u.name].get(), m.tokens, *m.credentials[u.name]);
+      auto client = std::make_unique<upstream_client>(u, w->pool, m.upstream_tls[u.name].get(),
+                                                      m.tokens, *m.credentials[u.name]);
       client->set_metrics(&m.metrics.upstream(u.name));
       w->context.clients.emplace(u.name, std::move(client));
     }
@@ -390,6 +477,14 @@ void server::start() {
     });
   }
   m.ready = true;
+  if (m.prefetch) {
+    auto& w0 = *m.workers.front();
+    m.save_timer.emplace(w0.io);
+    asio::co_spawn(w0.io, m.save_loop(), asio::detached);
+    if (!m.cfg.prefetch.preload.empty()) {
+      asio::co_spawn(w0.io, m.preload_list(w0), asio::detached);
+    }
+  }
 }
 
 std::vector<std::uint16_t> server::ports() const { return impl_->bound_ports; }
@@ -448,6 +543,7 @@ void server::stop() {
     if (!m.started || m.stopped) return;
     m.stopped = true;
   }
+  if (m.prefetch) m.prefetch->stop();
   for (auto& w : m.workers) {
     asio::post(w->io, [&m, w = w.get()] { m.drain(*w); });
   }
@@ -468,6 +564,11 @@ void server::stop() {
   }
   for (auto& w : m.workers) {
     if (w->thread.joinable()) w->thread.join();
+  }
+  if (m.prefetch) {
+    m.save_timer.reset();
+    const auto saved = m.prefetch->save_closed_now(true);
+    if (saved > 0) log::info("prefetch", "saved ", saved, " profiles at shutdown");
   }
   log::info("server", "stopped");
 }

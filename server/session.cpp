@@ -15,8 +15,10 @@
 #include "oci/digest.hpp"
 #include "oci/media_types.hpp"
 #include "oci/range.hpp"
+#include "server/auth.hpp"
 #include "server/blob_cache.hpp"
 #include "server/manifest_cache.hpp"
+#include "server/prefetch.hpp"
 #include "server/route.hpp"
 #include "server/upstream_select.hpp"
 
@@ -95,6 +97,7 @@ class session final : public session_base {
       auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, use_nothrow);
       idle_ = false;
       x_ = exchange{};
+      current_ = {};
       if (ec) {
         const request none;
         if (ec == http::error::header_limit) {
@@ -137,6 +140,7 @@ class session final : public session_base {
         worker_.metrics->served(metrics::source::hit, x_.blob->store_bytes);
         worker_.metrics->served(metrics::source::joined, x_.blob->joined_bytes);
         worker_.metrics->served(metrics::source::miss, x_.blob->filled_bytes);
+        worker_.metrics->served(metrics::source::prefetch, x_.blob->prefetch_bytes);
       } else {
         worker_.metrics->served(x_.from, x_.bytes);
       }
@@ -244,6 +248,19 @@ class session final : public session_base {
   }
 
   asio::awaitable<bool> handle(const request& req, bool keep_alive) {
+    if (const auto& token = worker_.cfg.server.client_token; !token.empty()) {
+      bool ok = false;
+      for (auto [it, end] = req.equal_range(http::field::authorization); it != end && !ok; ++it) {
+        ok = client_credentials_ok(it->value(), token);
+      }
+      if (!ok) {
+        http::response<http::string_body> res{http::status::unauthorized, 11};
+        res.set(http::field::content_type, "application/json");
+        res.set(http::field::www_authenticate, "Basic realm=\"layercache\"");
+        res.body() = oci_error_body("UNAUTHORIZED", "this mirror needs client credentials");
+        co_return co_await send(req, std::move(res), keep_alive);
+      }
+    }
     auto parsed = parse_route(req.target());
     if (auto* e = std::get_if<route_error>(&parsed)) {
       co_return co_await send_error(req, e->status, e->code, e->message, keep_alive);
@@ -268,6 +285,7 @@ class session final : public session_base {
     x_.upstream = choice.upstream->name;
     auto it = worker_.clients.find(choice.upstream->name);
     upstream_client& client = *it->second;
+    current_ = current_request{&client, &choice.repository};
     switch (r.kind) {
       case route_kind::manifest:
         co_return co_await manifest(req, r, choice, client, keep_alive);
@@ -387,6 +405,7 @@ class session final : public session_base {
     res.set("Docker-Content-Digest", digest.str());
     res.set(http::field::etag, "\"" + digest.str() + "\"");
     if (stale) res.set("X-Layercache-Stale", "true");
+    if (req.method() == http::verb::get) note_manifest(digest, m.media_type, m.bytes);
     res.body() = m.bytes;
     const std::uint64_t length = m.bytes.size();
     co_return co_await send(req, std::move(res), keep_alive, length);
@@ -491,6 +510,7 @@ class session final : public session_base {
     if (cached != nullptr && up.status() == 200) {
       co_await worker_.manifests->put(actual, content_type, body, cached->key);
     }
+    if (up.status() == 200) note_manifest(actual, content_type, body);
     http::response<http::string_body> res{http::status::ok, 11};
     res.set(http::field::content_type, content_type);
     res.set("Docker-Content-Digest", actual.str());
@@ -645,6 +665,8 @@ class session final : public session_base {
         x_.from = metrics::source::miss;
       } else if (report.joined_bytes > 0) {
         x_.from = metrics::source::joined;
+      } else if (report.prefetch_bytes > 0) {
+        x_.from = metrics::source::prefetch;
       } else {
         x_.from = metrics::source::hit;
       }
@@ -665,6 +687,7 @@ class session final : public session_base {
         sent += n;
         co_return co_await write_piece(res, sr, p, n);
       };
+      if (worker_.prefetch != nullptr) worker_.prefetch->touched(digest, 0, meta.size);
       bool ok = false;
       if (meta.size == 0) {
         ok = oci::digest_of("", digest.algorithm()) == digest;
@@ -690,6 +713,9 @@ class session final : public session_base {
     const blob_cache::sink out = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
       co_return co_await write_piece(res, sr, p, n);
     };
+    if (worker_.prefetch != nullptr) {
+      for (const auto& br : ranges) worker_.prefetch->touched(digest, br.first, br.length());
+    }
     for (const auto& br : ranges) {
       if (ranges.size() > 1) {
         const std::string header = part_header(br);
@@ -843,6 +869,18 @@ class session final : public session_base {
   beast::flat_buffer buffer_;
   bool idle_ = false;
   exchange x_;
+  // The upstream client and repository of the request being handled (set once routed).
+  struct current_request {
+    upstream_client* client = nullptr;
+    const std::string* repository = nullptr;
+  } current_;
+
+  // A manifest is being sent to a client (GET, 200): recording and prefetch start here.
+  void note_manifest(const oci::digest& d, std::string_view media_type, std::string_view body) {
+    if (worker_.prefetch == nullptr || current_.client == nullptr) return;
+    worker_.prefetch->manifest_served(stream_.get_executor(), *current_.client,
+                                      *current_.repository, d, media_type, body);
+  }
   std::string client_ = client_address();
 
   std::string client_address() {

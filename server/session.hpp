@@ -21,6 +21,7 @@ class registry;
 namespace layercache::server {
 class blob_cache;
 class manifest_cache;
+class prefetcher;
 }  // namespace layercache::server
 
 namespace layercache::server {
@@ -47,6 +48,7 @@ struct worker_context {
   // Shared by all workers; null: manifests pass straight through.
   manifest_cache* manifests = nullptr;
   metrics::registry* metrics = nullptr;           // shared; null: not counted
+  prefetcher* prefetch = nullptr;                 // shared; null: no profiles, no prefetch
   const std::atomic<bool>* access_log = nullptr;  // shared; null or false: no access log
 };
 

@@ -54,6 +54,7 @@ class SignalsTest : public ::testing::Test {
                        "\n  timeouts:\n    shutdown: 60s\n";
     yaml += "admin:\n  address: 127.0.0.1:" + std::to_string(admin_port_) + "\n";
     yaml += "log:\n  level: " + o.level + "\n";
+    yaml += "prefetch:\n  eager_layers: never\n";  // sources in the access log are exact
     yaml += "cache:\n  path: " + (dir_.path() / "store").string() + "\n  capacity: " + o.capacity +
             "\n  chunk_size: 1MiB\n";
     yaml += "upstreams:\n  - name: origin\n    url: " + upstream_->url() + "\n    default: true\n" +

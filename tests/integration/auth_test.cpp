@@ -76,8 +76,9 @@ class TokenAuthTest : public ::testing::Test {
 
   std::unique_ptr<layercache_instance> proxy_with(std::string_view auth_yaml,
                                                   std::string_view extra = {}) const {
+    // No eager prefetch: token fetches are counted per client request.
     return std::make_unique<layercache_instance>(
-        "upstreams:\n" +
+        "prefetch:\n  eager_layers: never\nupstreams:\n" +
         upstream_yaml("reg", registry_->url(), true, std::string(auth_yaml) + std::string(extra)));
   }
 

@@ -1,0 +1,389 @@
+#include "server/prefetch.hpp"
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/json.hpp>
+
+#include "log/log.hpp"
+#include "oci/manifest.hpp"
+#include "server/blob_cache.hpp"
+
+namespace layercache::server {
+namespace {
+
+// A job covers at most this many chunks, so that other replays' jobs interleave.
+constexpr std::uint32_t max_job_chunks = 64;
+// A replay gives up after this many failed jobs (the upstream is in trouble).
+constexpr unsigned max_replay_failures = 3;
+
+}  // namespace
+
+struct prefetcher::job {
+  oci::digest blob;
+  blob_meta meta;
+  std::uint32_t first = 0;
+  std::uint32_t last = 0;
+};
+
+struct prefetcher::replay {
+  upstream_client* client = nullptr;
+  std::string repository;
+  std::string manifest;
+  std::vector<job> jobs;
+  std::size_t next = 0;  // only touched on the replay's executor
+  unsigned workers = 0;
+  unsigned failures = 0;
+};
+
+prefetcher::prefetcher(cache::chunk_store& store, blob_cache& blobs, blocking_pool& pool,
+                       config::prefetch_settings settings)
+    : store_(store), blobs_(blobs), pool_(pool), settings_(std::move(settings)) {}
+
+prefetcher::~prefetcher() = default;
+
+void prefetcher::load() {
+  for (const auto& d : store_.profiles()) {
+    const auto text = store_.profile(d);
+    if (!text) continue;
+    if (auto p = cache::profile_from_json(*text)) {
+      note_profile(*p);
+    } else {
+      log::warn("prefetch", "stored profile of ", d.str(), " is unreadable; ignored");
+    }
+  }
+}
+
+void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_client& client,
+                                 const std::string& repository, const oci::digest& digest,
+                                 std::string_view media_type, std::string_view body) {
+  if (stopped_) return;
+  auto m = oci::parse_manifest(body, media_type);
+  if (!m || m->is_index()) return;
+  std::vector<oci::descriptor> listed;
+  if (m->config) listed.push_back(*m->config);
+  for (const auto& l : m->layers) {
+    const bool dup = std::any_of(listed.begin(), listed.end(),
+                                 [&](const oci::descriptor& x) { return x.digest == l.digest; });
+    if (!dup) listed.push_back(l);
+  }
+  const auto now = clock::now();
+  const std::string key = digest.str();
+  {
+    std::lock_guard lock(mutex_);
+    auto it = windows_.find(key);
+    if (it != windows_.end() && it->second.deadline <= now) {
+      // Closed but not yet saved: keep its run for the next save, open a new window.
+      closed_.push_back(std::move(it->second));
+      windows_.erase(it);
+      it = windows_.end();
+    }
+    if (it == windows_.end()) {
+      window w{digest, now, now + settings_.window, {}, {}, {}};
+      for (const auto& d : listed) {
+        w.blobs.push_back(d.digest.str());
+        window_blobs_[d.digest.str()].push_back(key);
+      }
+      windows_.emplace(key, std::move(w));
+      stats_.windows_open = windows_.size() + closed_.size();
+    }
+    if (!replaying_.insert(key).second) return;
+  }
+  auto r = std::make_shared<replay>();
+  r->client = &client;
+  r->repository = repository;
+  r->manifest = key;
+  asio::co_spawn(ex, run_replay(std::move(r), std::move(listed)), asio::detached);
+}
+
+asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
+                                             std::vector<oci::descriptor> listed) {
+  struct done_guard {
+    prefetcher& p;
+    std::shared_ptr<replay>& r;
+    bool armed = true;
+    ~done_guard() {
+      if (!armed) return;
+      std::lock_guard lock(p.mutex_);
+      p.replaying_.erase(r->manifest);
+    }
+  } guard{*this, r};
+
+  const auto manifest = *oci::digest::parse(r->manifest);
+  auto text = co_await pool_.run([this, &manifest] { return store_.profile(manifest); });
+  std::optional<cache::profile> prof;
+  if (text) prof = cache::profile_from_json(*text);
+  if (prof && prof->manifest != manifest) prof.reset();
+
+  // What the store already knows of each listed blob.
+  std::vector<blob_meta> metas;
+  metas.reserve(listed.size());
+  for (const auto& d : listed) {
+    const auto& blob = d.digest;
+    const std::uint64_t size = d.size;
+    metas.push_back(co_await blobs_.describe_listed(blob, size));
+  }
+  auto index_of = [&](const oci::digest& blob) -> std::optional<std::size_t> {
+    for (std::size_t i = 0; i < listed.size(); ++i) {
+      if (listed[i].digest == blob) return i;
+    }
+    return std::nullopt;
+  };
+  auto usable = [&](std::size_t i) {
+    const auto& meta = metas[i];
+    return !meta.verified && meta.size > 0 && meta.chunk_size > 0;
+  };
+
+  std::vector<std::vector<bool>> queued(listed.size());
+  if (prof) {
+    for (const auto& e : prof->entries) {
+      const auto i = index_of(e.blob);  // only blobs this manifest lists are ever fetched
+      if (!i || !usable(*i) || e.length == 0 || e.offset >= metas[*i].size) continue;
+      const auto& meta = metas[*i];
+      const std::uint64_t end = std::min(meta.size, e.offset + e.length);
+      const auto first = static_cast<std::uint32_t>(e.offset / meta.chunk_size);
+      const auto last = static_cast<std::uint32_t>((end - 1) / meta.chunk_size);
+      auto& q = queued[*i];
+      if (q.empty()) q.resize((meta.size + meta.chunk_size - 1) / meta.chunk_size, false);
+      for (std::uint32_t c = first; c <= last; ++c) {
+        if (q[c]) continue;
+        q[c] = true;
+        job* prev = r->jobs.empty() ? nullptr : &r->jobs.back();
+        if (prev != nullptr && prev->blob == e.blob && prev->last + 1 == c &&
+            prev->last - prev->first + 1 < max_job_chunks) {
+          prev->last = c;
+        } else {
+          r->jobs.push_back(job{e.blob, meta, c, c});
+        }
+      }
+    }
+  }
+  const bool eager = settings_.eager_layers == config::eager_mode::always ||
+                     (settings_.eager_layers == config::eager_mode::automatic && !prof);
+  if (eager) {
+    for (std::size_t i = 0; i < listed.size(); ++i) {
+      if (!usable(i)) continue;
+      const auto& meta = metas[i];
+      const auto chunks =
+          static_cast<std::uint32_t>((meta.size + meta.chunk_size - 1) / meta.chunk_size);
+      // One job per blob: blobs arrive in parallel, each in order.
+      r->jobs.push_back(job{listed[i].digest, meta, 0, chunks - 1});
+    }
+  }
+  if (r->jobs.empty() || stopped_) co_return;
+
+  const unsigned workers =
+      static_cast<unsigned>(std::min<std::size_t>(settings_.concurrency, r->jobs.size()));
+  {
+    std::lock_guard lock(mutex_);
+    (prof ? stats_.profile_replays : stats_.eager_replays) += 1;
+    stats_.queued += r->jobs.size();
+  }
+  log::debug("prefetch", "replaying ", r->jobs.size(), " jobs for ", r->manifest,
+             prof ? " from its profile" : "", eager ? " (eager layers)" : "", " with ", workers,
+             " fills in flight");
+  r->workers = workers;
+  guard.armed = false;  // the last worker clears replaying_
+  auto ex = co_await asio::this_coro::executor;
+  for (unsigned w = 0; w < workers; ++w) asio::co_spawn(ex, replay_worker(r), asio::detached);
+}
+
+asio::awaitable<void> prefetcher::replay_worker(std::shared_ptr<replay> r) {
+  struct exit_guard {
+    prefetcher& p;
+    replay& r;
+    ~exit_guard() {
+      if (--r.workers > 0) return;
+      std::lock_guard lock(p.mutex_);
+      p.replaying_.erase(r.manifest);
+      // Jobs never started (stopped, or given up).
+      p.stats_.queued -= std::min<std::uint64_t>(p.stats_.queued, r.jobs.size() - r.next);
+      r.next = r.jobs.size();
+    }
+  } guard{*this, *r};
+
+  while (!stopped_ && r->next < r->jobs.size() && r->failures < max_replay_failures) {
+    const job& j = r->jobs[r->next++];
+    {
+      std::lock_guard lock(mutex_);
+      if (stats_.queued > 0) --stats_.queued;
+    }
+    const bool ok = co_await blobs_.prefetch(*r->client, r->repository, j.blob, j.meta, j.first,
+                                             j.last, &stopped_);
+    std::lock_guard lock(mutex_);
+    if (ok) {
+      ++stats_.jobs_done;
+    } else {
+      ++stats_.jobs_failed;
+      if (++r->failures == max_replay_failures) {
+        log::warn("prefetch", "replay of ", r->manifest, " gave up after ", max_replay_failures,
+                  " failed fetches");
+      }
+    }
+  }
+}
+
+void prefetcher::touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length) {
+  if (length == 0) return;
+  const auto now = clock::now();
+  std::lock_guard lock(mutex_);
+  auto it = window_blobs_.find(blob.str());
+  if (it == window_blobs_.end()) return;
+  for (const auto& m : it->second) {
+    auto w = windows_.find(m);
+    if (w == windows_.end() || now >= w->second.deadline) continue;
+    auto& win = w->second;
+    if (win.touches.size() >= cache::max_profile_entries) continue;
+    if (!win.seen.insert(blob.str() + "#" + std::to_string(offset)).second) continue;
+    const auto at = std::chrono::duration_cast<std::chrono::milliseconds>(now - win.opened);
+    win.touches.push_back(
+        cache::touch{blob, offset, length, static_cast<std::uint32_t>(at.count())});
+  }
+}
+
+std::vector<prefetcher::window> prefetcher::take_closed(bool all) {
+  const auto now = clock::now();
+  std::lock_guard lock(mutex_);
+  std::vector<window> out = std::move(closed_);
+  closed_.clear();
+  for (auto it = windows_.begin(); it != windows_.end();) {
+    if (!all && it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    out.push_back(std::move(it->second));
+    it = windows_.erase(it);
+  }
+  for (const auto& w : out) {
+    const std::string key = w.manifest.str();
+    for (const auto& b : w.blobs) {
+      auto wb = window_blobs_.find(b);
+      if (wb == window_blobs_.end()) continue;
+      std::erase(wb->second, key);
+      if (wb->second.empty()) window_blobs_.erase(wb);
+    }
+  }
+  stats_.windows_open = windows_.size();
+  return out;
+}
+
+std::size_t prefetcher::save(std::vector<window> closed) {
+  std::size_t saved = 0;
+  for (auto& w : closed) {
+    if (w.touches.empty()) continue;  // a manifest no one read blobs of is not a start
+    std::optional<cache::profile> base;
+    if (auto text = store_.profile(w.manifest)) base = cache::profile_from_json(*text);
+    const auto merged = cache::merge_run(std::move(base), w.manifest, w.touches);
+    if (auto s = store_.put_profile(w.manifest, cache::to_json(merged)); !s.ok()) {
+      log::warn("prefetch", "saving the profile of ", w.manifest.str(), ": ", s.message);
+      continue;
+    }
+    note_profile(merged);
+    ++saved;
+    log::info("prefetch", "recorded a run of ", w.touches.size(), " reads for ", w.manifest.str(),
+              " (", merged.runs, " runs, ", merged.entries.size(), " entries)");
+    std::lock_guard lock(mutex_);
+    ++stats_.runs_recorded;
+  }
+  return saved;
+}
+
+asio::awaitable<std::size_t> prefetcher::save_closed(bool all) {
+  auto closed = take_closed(all);
+  if (closed.empty()) co_return 0;
+  co_return co_await pool_.run(
+      [this, c = std::move(closed)]() mutable { return save(std::move(c)); });
+}
+
+std::size_t prefetcher::save_closed_now(bool all) { return save(take_closed(all)); }
+
+void prefetcher::stop() { stopped_ = true; }
+
+void prefetcher::note_profile(const cache::profile& p) {
+  std::vector<std::string> blobs;
+  for (const auto& e : p.entries) {
+    std::string b = e.blob.str();
+    if (std::find(blobs.begin(), blobs.end(), b) == blobs.end()) blobs.push_back(std::move(b));
+  }
+  std::lock_guard lock(mutex_);
+  auto& current = profile_blobs_[p.manifest.str()];
+  for (const auto& b : current) {
+    if (auto it = hot_.find(b); it != hot_.end() && --it->second == 0) hot_.erase(it);
+  }
+  for (const auto& b : blobs) ++hot_[b];
+  current = std::move(blobs);
+  stats_.profiles = profile_blobs_.size();
+}
+
+void prefetcher::forget_profile(const oci::digest& manifest) {
+  std::lock_guard lock(mutex_);
+  auto it = profile_blobs_.find(manifest.str());
+  if (it == profile_blobs_.end()) return;
+  for (const auto& b : it->second) {
+    if (auto h = hot_.find(b); h != hot_.end() && --h->second == 0) hot_.erase(h);
+  }
+  profile_blobs_.erase(it);
+  stats_.profiles = profile_blobs_.size();
+}
+
+bool prefetcher::hot(const oci::digest& blob) const {
+  std::lock_guard lock(mutex_);
+  return hot_.contains(blob.str());
+}
+
+std::optional<std::string> prefetcher::export_profile(const oci::digest& manifest) {
+  return store_.profile(manifest);
+}
+
+bool prefetcher::import_profile(const oci::digest& manifest, std::string_view json,
+                                std::string& error) {
+  auto p = cache::profile_from_json(json);
+  if (!p) {
+    error = "not a valid profile document";
+    return false;
+  }
+  if (p->manifest != manifest) {
+    error = "the profile is of manifest " + p->manifest.str() + ", not " + manifest.str();
+    return false;
+  }
+  if (auto s = store_.put_profile(manifest, cache::to_json(*p)); !s.ok()) {
+    error = "storing the profile: " + s.message;
+    return false;
+  }
+  note_profile(*p);
+  return true;
+}
+
+bool prefetcher::erase_profile(const oci::digest& manifest) {
+  const bool existed = store_.profile(manifest).has_value();
+  if (existed) (void)store_.erase_profile(manifest);
+  forget_profile(manifest);
+  return existed;
+}
+
+std::string prefetcher::list_profiles_json() {
+  boost::json::array list;
+  for (const auto& d : store_.profiles()) {
+    const auto text = store_.profile(d);
+    if (!text) continue;
+    const auto p = cache::profile_from_json(*text);
+    if (!p) continue;
+    std::uint64_t bytes = 0;
+    for (const auto& e : p->entries) bytes += e.length;
+    list.push_back(boost::json::object{{"manifest", d.str()},
+                                       {"runs", p->runs},
+                                       {"entries", p->entries.size()},
+                                       {"bytes", bytes}});
+  }
+  boost::json::object out;
+  out["profiles"] = std::move(list);
+  return boost::json::serialize(out);
+}
+
+prefetch_stats prefetcher::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+}  // namespace layercache::server

@@ -1,0 +1,144 @@
+// Access profiles and prefetch (docs/architecture.md "Prefetch"). Include only from
+// server/*.cpp.
+//
+// Recording: serving an image manifest to a client opens a recording window (prefetch.window)
+// for it; the byte ranges clients read of the blobs it lists, in first-touch order and with
+// their time since the window opened, form a *run*. When the window closes the run is merged
+// into the manifest's profile (cache/profile.hpp), which is kept in the store.
+//
+// Replay: serving a manifest that has a profile fetches the profile's chunks in profile order
+// with prefetch.concurrency fills in flight; with no profile (or eager_layers: always) every
+// blob the manifest lists is fetched whole. Prefetch fills are ordinary blob_cache fills:
+// a client read joins one instead of fetching again, and never waits behind the prefetch
+// queue (demand reads start their own fills at once).
+//
+// Thread-safety: one prefetcher serves all workers; every method may be called from any
+// worker. A replay runs on the worker that served the manifest, with that worker's upstream
+// client.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "cache/chunk_store.hpp"
+#include "cache/profile.hpp"
+#include "config/config.hpp"
+#include "oci/digest.hpp"
+#include "oci/manifest.hpp"
+#include "server/offload.hpp"
+#include "server/upstream_client.hpp"
+
+namespace layercache::server {
+
+class blob_cache;
+
+struct prefetch_stats {
+  std::uint64_t runs_recorded = 0;    // runs merged into profiles
+  std::uint64_t profile_replays = 0;  // manifests whose profile was replayed
+  std::uint64_t eager_replays = 0;    // manifests whose blobs were fetched whole
+  std::uint64_t jobs_done = 0;        // prefetch jobs (a run of chunks of one blob) finished
+  std::uint64_t jobs_failed = 0;
+  std::uint64_t queued = 0;        // jobs waiting, across all replays
+  std::uint64_t windows_open = 0;  // recording windows not yet saved
+  std::uint64_t profiles = 0;      // profiles in the store
+};
+
+class prefetcher {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  prefetcher(cache::chunk_store& store, blob_cache& blobs, blocking_pool& pool,
+             config::prefetch_settings settings);
+  ~prefetcher();
+  prefetcher(const prefetcher&) = delete;
+  prefetcher& operator=(const prefetcher&) = delete;
+
+  // Reads which blobs the stored profiles name (for eviction: see hot()). Blocking; call
+  // once before serving.
+  void load();
+
+  // A client was sent manifest `digest` (a 200 GET) of `repository` through `client`. For an
+  // image manifest: opens its recording window (at once) and starts its replay on `ex` (the
+  // worker `client` belongs to). Indexes are ignored (the platform manifest the client pulls
+  // next is recorded).
+  void manifest_served(const asio::any_io_executor& ex, upstream_client& client,
+                       const std::string& repository, const oci::digest& digest,
+                       std::string_view media_type, std::string_view body);
+
+  // A client read bytes [offset, offset + length) of blob `blob`.
+  void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length);
+
+  // Merges the runs of windows that have closed (every window with `all`) into their
+  // profiles; returns how many profiles were written. save_closed runs the store I/O on the
+  // blocking pool; save_closed_now blocks the caller (shutdown).
+  asio::awaitable<std::size_t> save_closed(bool all);
+  std::size_t save_closed_now(bool all);
+
+  // Replays stop after the job they are on; no new ones start.
+  void stop();
+
+  // True when a stored profile names `blob`: eviction takes such blobs last. Called by the
+  // store with its lock held: touches only our own state.
+  [[nodiscard]] bool hot(const oci::digest& blob) const;
+
+  // Profiles through the admin API (blocking store I/O: call from the blocking pool).
+  [[nodiscard]] std::optional<std::string> export_profile(const oci::digest& manifest);
+  // Validates and stores `json` as the profile of `manifest` (replacing any); false with
+  // `error` when it is not a profile of that manifest.
+  bool import_profile(const oci::digest& manifest, std::string_view json, std::string& error);
+  bool erase_profile(const oci::digest& manifest);
+  // {"profiles":[{"manifest":…,"runs":N,"entries":N,"bytes":N},…]}
+  [[nodiscard]] std::string list_profiles_json();
+
+  [[nodiscard]] prefetch_stats stats() const;
+  [[nodiscard]] const config::prefetch_settings& settings() const { return settings_; }
+
+ private:
+  struct window {
+    oci::digest manifest;
+    clock::time_point opened;
+    clock::time_point deadline;
+    std::vector<std::string> blobs;  // digests the manifest lists
+    std::vector<cache::touch> touches;
+    std::unordered_set<std::string> seen;  // "digest#offset"
+  };
+  struct replay;
+  struct job;
+
+  // Moves windows whose deadline passed (all with `all`) out of the open set.
+  std::vector<window> take_closed(bool all);
+  std::size_t save(std::vector<window> closed);
+  void note_profile(const cache::profile& p);
+  void forget_profile(const oci::digest& manifest);
+  asio::awaitable<void> run_replay(std::shared_ptr<replay> r, std::vector<oci::descriptor> listed);
+  asio::awaitable<void> replay_worker(std::shared_ptr<replay> r);
+
+  cache::chunk_store& store_;
+  blob_cache& blobs_;
+  blocking_pool& pool_;
+  const config::prefetch_settings settings_;
+  std::atomic<bool> stopped_{false};
+
+  mutable std::mutex mutex_;
+  std::map<std::string, window> windows_;  // open, by manifest digest
+  std::vector<window> closed_;             // closed while being reopened, not yet saved
+  // Blob digest -> manifests whose open window lists it.
+  std::unordered_map<std::string, std::vector<std::string>> window_blobs_;
+  std::unordered_set<std::string> replaying_;  // manifests with a replay running
+  // Blob digest -> number of stored profiles naming it.
+  std::unordered_map<std::string, unsigned> hot_;
+  std::unordered_map<std::string, std::vector<std::string>> profile_blobs_;  // by manifest
+  prefetch_stats stats_;
+};
+
+}  // namespace layercache::server

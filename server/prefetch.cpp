@@ -290,10 +290,11 @@ std::size_t prefetcher::save(std::vector<window> closed) {
 }
 
 asio::awaitable<std::size_t> prefetcher::save_closed(bool all) {
-  auto closed = take_closed(all);
+  std::vector<window> closed = take_closed(all);
   if (closed.empty()) co_return 0;
-  co_return co_await pool_.run(
-      [this, c = std::move(closed)]() mutable { return save(std::move(c)); });
+  // Captures stay trivially copyable: g++ 12 mishandles non-trivial temporaries in co_await.
+  auto* c = &closed;
+  co_return co_await pool_.run([this, c] { return save(std::move(*c)); });
 }
 
 std::size_t prefetcher::save_closed_now(bool all) { return save(take_closed(all)); }

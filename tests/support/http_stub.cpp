@@ -91,7 +91,16 @@ struct http_stub::impl {
       res.prepare_payload();
       res.keep_alive(req.keep_alive());
       stream.expires_after(io_timeout);
-      auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+      boost::system::error_code wec;
+      if (req.method() == http::verb::head) {
+        // The header of the GET answer (its Content-Length included), without the body.
+        http::response<http::empty_body> head{http::response_header<>(res.base())};
+        auto [hec, hn] = co_await http::async_write(stream, head, use_tuple);
+        wec = hec;
+      } else {
+        auto [gec, gn] = co_await http::async_write(stream, res, use_tuple);
+        wec = gec;
+      }
       if (wec || !res.keep_alive()) break;
     }
     beast::error_code ignored;

@@ -373,6 +373,41 @@ TEST_P(chunk_store_test, touches_within_one_second_still_order) {
   EXPECT_TRUE(store_->blob(a).has_value());
 }
 
+TEST_P(chunk_store_test, hot_blobs_are_evicted_after_every_cold_one) {
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  const oci::digest c = digest_n(3);
+  (void)put_blob(a, 1, chunk);
+  clock_.advance(1);
+  (void)put_blob(b, 2, chunk);
+  clock_.advance(1);
+  (void)put_blob(c, 3, chunk);
+  // LRU order a, b, c; a is named by an access profile.
+  store_->set_hot([&](const oci::digest& d) { return d == a; });
+  EXPECT_EQ(store_->evict_to(chunk, nullptr), 2U * chunk);
+  EXPECT_TRUE(store_->blob(a).has_value()) << "a hot blob went before cold ones";
+  EXPECT_FALSE(store_->blob(b).has_value());
+  EXPECT_FALSE(store_->blob(c).has_value());
+  // With nothing cold left, hot blobs go too (least recently used first).
+  EXPECT_EQ(store_->evict_to(0, nullptr), chunk);
+  EXPECT_FALSE(store_->blob(a).has_value());
+}
+
+TEST_P(chunk_store_test, put_chunk_evicts_cold_blobs_to_make_room_before_hot_ones) {
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  store_->set_capacity(2 * chunk);
+  store_->set_hot([&](const oci::digest& d) { return d == a; });
+  (void)put_blob(a, 1, chunk);
+  clock_.advance(1);
+  (void)put_blob(b, 2, chunk);
+  const oci::digest c = digest_n(3);
+  (void)put_blob(c, 3, chunk);  // needs room: b (cold) goes although a is older
+  EXPECT_TRUE(store_->blob(a).has_value());
+  EXPECT_FALSE(store_->blob(b).has_value());
+  EXPECT_TRUE(store_->blob(c).has_value());
+}
+
 TEST_P(chunk_store_test, pinned_blobs_are_spared) {
   const oci::digest a = digest_n(1);
   const oci::digest b = digest_n(2);

@@ -466,6 +466,33 @@ const bad_case bad_cases[] = {
     {"admin_token_file_missing", "admin:\n  token_file: /nonexistent/token\n" UPSTREAM,
      "admin.token_file", 2, "file not found"},
     {"admin_unknown_key", "admin:\n  port: 9401\n" UPSTREAM, "admin.port", 2, "unknown key"},
+    // Prefetch.
+    {"prefetch_unknown_key", "prefetch:\n  eager: true\n" UPSTREAM, "prefetch.eager", 2,
+     "unknown key"},
+    {"prefetch_window_zero", "prefetch:\n  window: 0s\n" UPSTREAM, "prefetch.window", 2,
+     "must be longer than 0s"},
+    {"prefetch_concurrency_zero", "prefetch:\n  concurrency: 0\n" UPSTREAM, "prefetch.concurrency",
+     2, "between 1 and 64"},
+    {"prefetch_concurrency_huge", "prefetch:\n  enabled: true\n  concurrency: 65\n" UPSTREAM,
+     "prefetch.concurrency", 3, "between 1 and 64"},
+    {"prefetch_eager_bad", "prefetch:\n  eager_layers: yes\n" UPSTREAM, "prefetch.eager_layers", 2,
+     "one of"},
+    {"prefetch_preload_not_list", "prefetch:\n  preload: alpine\n" UPSTREAM, "prefetch.preload", 2,
+     "a list"},
+    {"prefetch_preload_bad_reference",
+     "prefetch:\n  preload:\n    - library/alpine:3.19\n    - 'UPPER/Case:x'\n" UPSTREAM,
+     "prefetch.preload[1]", 4, "not an image reference"},
+    // Client authentication.
+    {"client_auth_without_token_file", "server:\n  client_auth: {}\n" UPSTREAM,
+     "server.client_auth.token_file", 2, "required key is missing"},
+    {"client_auth_token_file_missing",
+     "server:\n  client_auth:\n    token_file: /nonexistent/client-token\n" UPSTREAM,
+     "server.client_auth.token_file", 3, "file not found"},
+    {"client_ca_file_missing",
+     "server:\n  listen:\n    - address: 127.0.0.1:5000\n      tls:\n        cert_file: "
+     "/dev/null\n        key_file: /dev/null\n        client_ca_file: "
+     "/nonexistent/ca.pem\n" UPSTREAM,
+     "server.listen[0].tls.client_ca_file", 7, "file not found"},
     {"log_access_not_bool", "log:\n  access: sometimes\n" UPSTREAM, "log.access", 2,
      "true or false"},
     {"unknown_key_at_depth", "server:\n  timeouts:\n    idle: 10s\n    idel: 5s\n" UPSTREAM,
@@ -721,6 +748,54 @@ TEST(config, admin_defaults_and_keys) {
   EXPECT_FALSE(c.log.access);
   const config off = load_string("admin: {enabled: false, address: '0.0.0.0:1'}\n" UPSTREAM);
   EXPECT_FALSE(off.admin.enabled);  // disabled: no token needed
+}
+
+TEST(config, prefetch_defaults_and_keys) {
+  const config d = load_string(UPSTREAM);
+  EXPECT_TRUE(d.prefetch.enabled);
+  EXPECT_EQ(d.prefetch.window, std::chrono::seconds(60));
+  EXPECT_EQ(d.prefetch.concurrency, 4u);
+  EXPECT_EQ(d.prefetch.eager_layers, eager_mode::automatic);
+  EXPECT_TRUE(d.prefetch.preload.empty());
+  const config shipped = load_string(default_yaml());
+  EXPECT_TRUE(shipped.prefetch.enabled);
+  EXPECT_EQ(shipped.prefetch.window, std::chrono::seconds(60));
+
+  const config c = load_string(
+      "prefetch:\n  enabled: false\n  window: 90s\n  concurrency: 16\n  eager_layers: always\n"
+      "  preload:\n    - alpine\n    - registry.example.com:5000/team/app:v1\n" UPSTREAM);
+  EXPECT_FALSE(c.prefetch.enabled);
+  EXPECT_EQ(c.prefetch.window, std::chrono::seconds(90));
+  EXPECT_EQ(c.prefetch.concurrency, 16u);
+  EXPECT_EQ(c.prefetch.eager_layers, eager_mode::always);
+  EXPECT_EQ(c.prefetch.preload,
+            (std::vector<std::string>{"alpine", "registry.example.com:5000/team/app:v1"}));
+  EXPECT_EQ(load_string("prefetch: {eager_layers: never}\n" UPSTREAM).prefetch.eager_layers,
+            eager_mode::never);
+}
+
+TEST(config, client_auth_token_and_client_ca) {
+  const config d = load_string(UPSTREAM);
+  EXPECT_TRUE(d.server.client_token.empty());
+  const std::string token = fixture_dir::path() + "/client-token";
+  std::ofstream(token) << "client-tok-9\n\n";
+  const std::string ca = fixture_dir::path() + "/client-ca.pem";
+  std::ofstream(ca) << "-----BEGIN CERTIFICATE-----\n";
+  const config c = load_string("server:\n  client_auth:\n    token_file: " + token +
+                               "\n  listen:\n    - address: 127.0.0.1:5443\n      tls:\n"
+                               "        cert_file: " +
+                               ca + "\n        key_file: " + ca +
+                               "\n        client_ca_file: " + ca + "\n" UPSTREAM);
+  EXPECT_EQ(c.server.client_token, "client-tok-9");
+  EXPECT_EQ(c.server.client_token_file, token);
+  ASSERT_TRUE(c.server.listen.at(0).tls.has_value());
+  EXPECT_EQ(c.server.listen[0].tls->client_ca_file, ca);
+  const std::string empty = fixture_dir::path() + "/empty-token";
+  std::ofstream(empty) << "\n";
+  failure f = load_failure("server:\n  client_auth:\n    token_file: " + empty + "\n" UPSTREAM);
+  ASSERT_EQ(f.problems.size(), 1u) << dump(f.problems);
+  EXPECT_EQ(f.problems[0].path, "server.client_auth.token_file");
+  EXPECT_THAT(f.problems[0].message, HasSubstr("is empty"));
 }
 
 TEST(config, reports_every_problem) {

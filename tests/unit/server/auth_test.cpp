@@ -75,6 +75,28 @@ config::upstream upstream_on(std::string host) {
   return u;
 }
 
+TEST(ClientCredentials, BearerOrBasicPasswordMatchesTheToken) {
+  const std::string token = "s3cr3t-token";
+  EXPECT_TRUE(client_credentials_ok("Bearer s3cr3t-token", token));
+  EXPECT_TRUE(client_credentials_ok("bearer s3cr3t-token", token));
+  EXPECT_TRUE(client_credentials_ok(basic_authorization("anyone", token), token));
+  EXPECT_TRUE(client_credentials_ok(basic_authorization("", token), token));
+  // A password containing ':' is everything after the first ':'.
+  EXPECT_TRUE(client_credentials_ok(basic_authorization("u", "a:b"), "a:b"));
+
+  EXPECT_FALSE(client_credentials_ok("", token));
+  EXPECT_FALSE(client_credentials_ok("Bearer", token));
+  EXPECT_FALSE(client_credentials_ok("Bearer ", token));
+  EXPECT_FALSE(client_credentials_ok("Bearer s3cr3t-toke", token));
+  EXPECT_FALSE(client_credentials_ok("Bearer s3cr3t-token ", token));
+  EXPECT_FALSE(client_credentials_ok("Bearers3cr3t-token", token));
+  EXPECT_FALSE(client_credentials_ok("Token s3cr3t-token", token));
+  EXPECT_FALSE(client_credentials_ok(basic_authorization("s3cr3t-token", "x"), token));
+  EXPECT_FALSE(client_credentials_ok("Basic !!!notbase64", token));
+  EXPECT_FALSE(client_credentials_ok("Basic czNjcjN0LXRva2Vu", token));  // no ':' inside
+  EXPECT_FALSE(client_credentials_ok("Bearer ", ""));  // no token configured: nothing matches
+}
+
 TEST(RealmHost, ParentDomainRule) {
   const auto hub = upstream_on("registry-1.docker.io");
   EXPECT_TRUE(realm_host_allowed(hub, "registry-1.docker.io"));

@@ -642,10 +642,14 @@ void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_
 
 void read_prefetch(problem_list& problems, const YAML::Node& node, int line,
                    prefetch_settings& out) {
-  mapping m(problems, node, "prefetch",
-            {"enabled", "window", "concurrency", "eager_layers", "preload"}, line);
+  mapping m(
+      problems, node, "prefetch",
+      {"enabled", "window", "concurrency", "eager_layers", "preload", "publish", "fetch_published"},
+      line);
   if (!m.valid()) return;
   read_bool(m, "enabled", out.enabled);
+  read_bool(m, "publish", out.publish);
+  read_bool(m, "fetch_published", out.fetch_published);
   read_duration(m, "window", out.window, false);
   read_uint(m, "concurrency", out.concurrency, 1, 64);
   read_enum(m, "eager_layers", out.eager_layers,

@@ -169,6 +169,10 @@ struct prefetch_settings {
   eager_mode eager_layers = eager_mode::automatic;
   // Image references ("[registry/]repository[:tag][@digest]") preloaded at start-up.
   std::vector<std::string> preload;
+  // Push recorded profiles to the manifest's upstream as OCI artifacts (needs push rights).
+  bool publish = false;
+  // With no profile of its own, look for one published in the upstream registry.
+  bool fetch_published = true;
 };
 
 struct config {

@@ -285,6 +285,16 @@ struct registry::impl {
           .Name("layercache_prefetch_failed_jobs_total")
           .Help("Prefetch jobs whose upstream fetch failed.")
           .Register(reg);
+  prometheus::Family<prometheus::Counter>& prefetch_published =
+      prometheus::BuildCounter()
+          .Name("layercache_prefetch_published_total")
+          .Help("Profiles pushed to an upstream registry as OCI artifacts, by outcome.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& prefetch_registry_profiles =
+      prometheus::BuildCounter()
+          .Name("layercache_prefetch_registry_profiles_total")
+          .Help("Profiles found published in an upstream registry and imported.")
+          .Register(reg);
   prometheus::Family<prometheus::Gauge>& profiles = prometheus::BuildGauge()
                                                         .Name("layercache_prefetch_profiles")
                                                         .Help("Access profiles in the store.")
@@ -459,6 +469,9 @@ std::string registry::serialize() {
     mirror(m.prefetch_runs.Add({}), s.prefetch_runs_recorded);
     mirror(m.prefetch_failed.Add({}), s.prefetch_jobs_failed);
     m.profiles.Add({}).Set(static_cast<double>(s.profiles));
+    mirror(m.prefetch_published.Add({{"outcome", "ok"}}), s.prefetch_published);
+    mirror(m.prefetch_published.Add({{"outcome", "error"}}), s.prefetch_publish_failures);
+    mirror(m.prefetch_registry_profiles.Add({}), s.prefetch_found_published);
   }
   const auto p = read_process();
   m.resident.Add({}).Set(p.resident);

@@ -29,6 +29,8 @@
 //   layercache_prefetch_runs_recorded_total                         counter
 //   layercache_prefetch_failed_jobs_total                           counter
 //   layercache_prefetch_profiles                                    gauge
+//   layercache_prefetch_published_total{outcome}                    counter (ok|error)
+//   layercache_prefetch_registry_profiles_total                     counter (found upstream)
 //   layercache_manifest_stale_serves_total                          counter
 //   layercache_config_reloads_total{outcome}                        counter (ok|error)
 //   layercache_build_info{version}                                  gauge, always 1
@@ -107,6 +109,9 @@ struct snapshot {
   std::uint64_t prefetch_runs_recorded = 0;
   std::uint64_t prefetch_jobs_failed = 0;
   std::uint64_t profiles = 0;
+  std::uint64_t prefetch_published = 0;
+  std::uint64_t prefetch_publish_failures = 0;
+  std::uint64_t prefetch_found_published = 0;
 };
 
 // The metrics of one configured upstream. Thread-safe; lives as long as its registry.

@@ -9,6 +9,7 @@
 #include "log/log.hpp"
 #include "oci/manifest.hpp"
 #include "server/blob_cache.hpp"
+#include "server/published_profile.hpp"
 
 namespace layercache::server {
 namespace {
@@ -17,6 +18,11 @@ namespace {
 constexpr std::uint32_t max_job_chunks = 64;
 // A replay gives up after this many failed jobs (the upstream is in trouble).
 constexpr unsigned max_replay_failures = 3;
+// Largest profile document read from a registry.
+constexpr std::size_t max_published_profile = 16 * 1024 * 1024;
+// A manifest found without a published profile is not asked about again for this long.
+constexpr auto not_published_ttl = std::chrono::minutes(10);
+constexpr std::size_t max_not_published = 4096;
 
 }  // namespace
 
@@ -80,7 +86,16 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
       it = windows_.end();
     }
     if (it == windows_.end()) {
-      window w{digest, now, now + settings_.window, {}, {}, {}};
+      window w{digest,
+               client.settings().name,
+               repository,
+               std::string(media_type),
+               body.size(),
+               now,
+               now + settings_.window,
+               {},
+               {},
+               {}};
       for (const auto& d : listed) {
         w.blobs.push_back(d.digest.str());
         window_blobs_[d.digest.str()].push_back(key);
@@ -115,6 +130,33 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
   std::optional<cache::profile> prof;
   if (text) prof = cache::profile_from_json(*text);
   if (prof && prof->manifest != manifest) prof.reset();
+  if (!prof && settings_.fetch_published && !recently_not_published(r->manifest)) {
+    // None of our own: the upstream registry may have one next to the image.
+    auto found =
+        co_await find_published_profile(*r->client, r->repository, manifest, max_published_profile);
+    if (found) {
+      std::string error;
+      auto* doc = &*found;
+      const bool ok = co_await pool_.run(
+          [this, &manifest, doc, &error] { return import_profile(manifest, *doc, error); });
+      if (ok) {
+        prof = cache::profile_from_json(*found);
+        std::lock_guard lock(mutex_);
+        ++stats_.found_published;
+      } else {
+        log::warn("prefetch", "profile published for ", r->manifest, " in ",
+                  r->client->settings().name, " is not usable: ", error);
+      }
+    }
+    if (!prof) {
+      std::lock_guard lock(mutex_);
+      if (not_published_.size() >= max_not_published) not_published_.clear();
+      not_published_[r->manifest] = clock::now();
+    } else {
+      log::info("prefetch", "using the profile published for ", r->manifest, " in ",
+                r->client->settings().name);
+    }
+  }
 
   // What the store already knows of each listed blob.
   std::vector<blob_meta> metas;
@@ -224,6 +266,12 @@ asio::awaitable<void> prefetcher::replay_worker(std::shared_ptr<replay> r) {
   }
 }
 
+bool prefetcher::recently_not_published(const std::string& manifest) {
+  std::lock_guard lock(mutex_);
+  auto it = not_published_.find(manifest);
+  return it != not_published_.end() && clock::now() - it->second < not_published_ttl;
+}
+
 void prefetcher::touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length) {
   if (length == 0) return;
   const auto now = clock::now();
@@ -268,19 +316,21 @@ std::vector<prefetcher::window> prefetcher::take_closed(bool all) {
   return out;
 }
 
-std::size_t prefetcher::save(std::vector<window> closed) {
-  std::size_t saved = 0;
+std::vector<saved_profile> prefetcher::save(std::vector<window> closed) {
+  std::vector<saved_profile> saved;
   for (auto& w : closed) {
     if (w.touches.empty()) continue;  // a manifest no one read blobs of is not a start
     std::optional<cache::profile> base;
     if (auto text = store_.profile(w.manifest)) base = cache::profile_from_json(*text);
     const auto merged = cache::merge_run(std::move(base), w.manifest, w.touches);
-    if (auto s = store_.put_profile(w.manifest, cache::to_json(merged)); !s.ok()) {
+    std::string json = cache::to_json(merged);
+    if (auto s = store_.put_profile(w.manifest, json); !s.ok()) {
       log::warn("prefetch", "saving the profile of ", w.manifest.str(), ": ", s.message);
       continue;
     }
     note_profile(merged);
-    ++saved;
+    saved.push_back(
+        saved_profile{w.manifest, w.upstream, w.repository, w.media_type, w.size, std::move(json)});
     log::info("prefetch", "recorded a run of ", w.touches.size(), " reads for ", w.manifest.str(),
               " (", merged.runs, " runs, ", merged.entries.size(), " entries)");
     std::lock_guard lock(mutex_);
@@ -289,15 +339,20 @@ std::size_t prefetcher::save(std::vector<window> closed) {
   return saved;
 }
 
-asio::awaitable<std::size_t> prefetcher::save_closed(bool all) {
+asio::awaitable<std::vector<saved_profile>> prefetcher::save_closed(bool all) {
   std::vector<window> closed = take_closed(all);
-  if (closed.empty()) co_return 0;
+  if (closed.empty()) co_return std::vector<saved_profile>{};
   // Captures stay trivially copyable: g++ 12 mishandles non-trivial temporaries in co_await.
   auto* c = &closed;
   co_return co_await pool_.run([this, c] { return save(std::move(*c)); });
 }
 
-std::size_t prefetcher::save_closed_now(bool all) { return save(take_closed(all)); }
+std::size_t prefetcher::save_closed_now(bool all) { return save(take_closed(all)).size(); }
+
+void prefetcher::count_publish(bool ok) {
+  std::lock_guard lock(mutex_);
+  ++(ok ? stats_.published : stats_.publish_failures);
+}
 
 void prefetcher::stop() { stopped_ = true; }
 

@@ -51,6 +51,19 @@ struct prefetch_stats {
   std::uint64_t queued = 0;        // jobs waiting, across all replays
   std::uint64_t windows_open = 0;  // recording windows not yet saved
   std::uint64_t profiles = 0;      // profiles in the store
+  std::uint64_t published = 0;     // profiles pushed to an upstream registry
+  std::uint64_t publish_failures = 0;
+  std::uint64_t found_published = 0;  // profiles found in an upstream registry and imported
+};
+
+// A profile just written, with what publishing it needs.
+struct saved_profile {
+  oci::digest manifest;
+  std::string upstream;    // configured name
+  std::string repository;  // at the upstream
+  std::string media_type;  // of the manifest
+  std::uint64_t size = 0;  // of the manifest
+  std::string json;        // the profile document
 };
 
 class prefetcher {
@@ -79,10 +92,12 @@ class prefetcher {
   void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length);
 
   // Merges the runs of windows that have closed (every window with `all`) into their
-  // profiles; returns how many profiles were written. save_closed runs the store I/O on the
-  // blocking pool; save_closed_now blocks the caller (shutdown).
-  asio::awaitable<std::size_t> save_closed(bool all);
+  // profiles; returns the profiles written. save_closed runs the store I/O on the blocking
+  // pool; save_closed_now blocks the caller (shutdown).
+  asio::awaitable<std::vector<saved_profile>> save_closed(bool all);
   std::size_t save_closed_now(bool all);
+  // Counts a publish_profile() outcome.
+  void count_publish(bool ok);
 
   // Replays stop after the job they are on; no new ones start.
   void stop();
@@ -106,6 +121,10 @@ class prefetcher {
  private:
   struct window {
     oci::digest manifest;
+    std::string upstream;
+    std::string repository;
+    std::string media_type;
+    std::uint64_t size = 0;
     clock::time_point opened;
     clock::time_point deadline;
     std::vector<std::string> blobs;  // digests the manifest lists
@@ -117,9 +136,10 @@ class prefetcher {
 
   // Moves windows whose deadline passed (all with `all`) out of the open set.
   std::vector<window> take_closed(bool all);
-  std::size_t save(std::vector<window> closed);
+  std::vector<saved_profile> save(std::vector<window> closed);
   void note_profile(const cache::profile& p);
   void forget_profile(const oci::digest& manifest);
+  bool recently_not_published(const std::string& manifest);
   asio::awaitable<void> run_replay(std::shared_ptr<replay> r, std::vector<oci::descriptor> listed);
   asio::awaitable<void> replay_worker(std::shared_ptr<replay> r);
 
@@ -135,6 +155,8 @@ class prefetcher {
   // Blob digest -> manifests whose open window lists it.
   std::unordered_map<std::string, std::vector<std::string>> window_blobs_;
   std::unordered_set<std::string> replaying_;  // manifests with a replay running
+  // Manifests recently looked for in their upstream registry without success.
+  std::unordered_map<std::string, clock::time_point> not_published_;
   // Blob digest -> number of stored profiles naming it.
   std::unordered_map<std::string, unsigned> hot_;
   std::unordered_map<std::string, std::vector<std::string>> profile_blobs_;  // by manifest

@@ -26,6 +26,7 @@
 #include "server/offload.hpp"
 #include "server/prefetch.hpp"
 #include "server/preload.hpp"
+#include "server/published_profile.hpp"
 #include "server/session.hpp"
 
 namespace layercache::server {
@@ -141,7 +142,8 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
   const auto& p = a.prefetch;
   const auto& q = b.prefetch;
   if (p.enabled != q.enabled || p.window != q.window || p.concurrency != q.concurrency ||
-      p.eager_layers != q.eager_layers || p.preload != q.preload) {
+      p.eager_layers != q.eager_layers || p.preload != q.preload || p.publish != q.publish ||
+      p.fetch_published != q.fetch_published) {
     out.emplace_back("prefetch");
   }
   bool upstreams_differ = a.upstreams.size() != b.upstreams.size();
@@ -246,7 +248,29 @@ struct server::impl {
       save_timer->expires_after(period);
       auto [ec] = co_await save_timer->async_wait(use_nothrow);
       if (ec) co_return;  // cancelled: draining
-      (void)co_await prefetch->save_closed(false);
+      auto saved = co_await prefetch->save_closed(false);
+      if (cfg.prefetch.publish) co_await publish(saved);
+    }
+  }
+
+  // prefetch.publish: each profile just saved goes to its manifest's upstream (worker 0's
+  // client), as an OCI artifact next to the image.
+  asio::awaitable<void> publish(const std::vector<saved_profile>& saved) {
+    auto& clients = workers.front()->context.clients;
+    for (const auto& s : saved) {
+      auto it = clients.find(s.upstream);
+      if (it == clients.end()) continue;
+      const published_subject subject{s.manifest, s.media_type, s.size};
+      const std::string error =
+          co_await publish_profile(*it->second, s.repository, subject, s.json);
+      prefetch->count_publish(error.empty());
+      if (error.empty()) {
+        log::info("prefetch", "published the profile of ", s.manifest.str(), " to ", s.upstream,
+                  "/", s.repository);
+      } else {
+        log::warn("prefetch", "publishing the profile of ", s.manifest.str(), " to ", s.upstream,
+                  " failed: ", error);
+      }
     }
   }
 
@@ -366,6 +390,9 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
       s.prefetch_runs_recorded = p.runs_recorded;
       s.prefetch_jobs_failed = p.jobs_failed;
       s.profiles = p.profiles;
+      s.prefetch_published = p.published;
+      s.prefetch_publish_failures = p.publish_failures;
+      s.prefetch_found_published = p.found_published;
     }
   });
 }

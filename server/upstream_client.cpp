@@ -332,7 +332,7 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
 }
 
 asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
-  const std::string scope = pull_scope(req.repository);
+  const std::string scope = pull_scope(req.repository) + (req.push ? ",push" : "");
   origin where = origin_;
   std::string target = req.target;
   bool at_upstream = true;  // false once redirected: no credentials leave for other places

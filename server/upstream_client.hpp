@@ -135,7 +135,8 @@ struct upstream_request {
   std::string target;      // "/v2/<repository>/...[?query]" at the upstream
   std::string repository;  // for the token scope
   std::vector<std::pair<http::field, std::string>> headers;  // Accept, Range, If-Range, ...
-  std::string body;  // sent when not empty (a token request's form), with Content-Length
+  std::string body;   // sent when not empty (a token request's form), with Content-Length
+  bool push = false;  // token scope "repository:<name>:pull,push" (publishing profiles)
 };
 
 using upstream_result = std::variant<std::unique_ptr<upstream_response>, upstream_failure>;

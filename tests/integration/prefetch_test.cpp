@@ -220,6 +220,64 @@ TEST_F(PrefetchTest, RecordedProfileIsExportedImportedAndReplayedInOrderOnAnothe
   EXPECT_EQ(client_.request("DELETE", admin(*b, manifest_path())).status, 404u);
 }
 
+TEST_F(PrefetchTest, PublishedProfileTravelsThroughTheRegistryToANodeWithoutOne) {
+  const auto& l0 = img_->layers[0];
+  const auto& l1 = img_->layers[1];
+  const std::string tag_url =
+      upstream_->url() + "/v2/p/app/manifests/sha256-" + std::string(img_->manifest.digest.hex());
+  const header_list index_accept = {{"Accept", std::string(oci::media_types::oci_index)}};
+  auto count_ours = [&] {
+    const auto r = client_.get(tag_url, index_accept);
+    if (r.status != 200) return -1;
+    int n = 0;
+    const auto index = boost::json::parse(r.body);  // kept: the loop refers into it
+    for (const auto& m : index.at("manifests").as_array()) {
+      if (m.as_object().contains("artifactType") &&
+          m.at("artifactType").as_string() == "application/vnd.layercache.profile.v1+json") {
+        ++n;
+      }
+    }
+    return n;
+  };
+  EXPECT_EQ(count_ours(), -1);
+
+  // Node A records a start and publishes its profile next to the image.
+  auto a = start(dir_.path() / "a", prefetch_yaml("never", 1, "3s") + "  publish: true\n");
+  ASSERT_EQ(get_manifest(*a).status, 200u);
+  read_range(*a, l1, 5 * chunk, 10);
+  std::this_thread::sleep_for(20ms);
+  read_range(*a, l0, 2 * chunk, 10);
+  ASSERT_TRUE(eventually([&] {
+    return metric(*a, "layercache_prefetch_published_total", {{"outcome", "ok"}}) == 1;
+  })) << "the profile was not published";
+  EXPECT_EQ(count_ours(), 1);
+  // A second run replaces the published profile rather than adding another.
+  ASSERT_EQ(get_manifest(*a).status, 200u);
+  read_range(*a, l0, 2 * chunk, 10);
+  ASSERT_TRUE(eventually([&] {
+    return metric(*a, "layercache_prefetch_published_total", {{"outcome", "ok"}}) == 2;
+  }));
+  EXPECT_EQ(count_ours(), 1);
+  a.reset();
+
+  // Node B has no profile: it finds the published one and replays it in order.
+  auto b = start(dir_.path() / "b", prefetch_yaml("never", 1, "60s"));
+  storage_host_->clear_requests();
+  ASSERT_EQ(get_manifest(*b).status, 200u);
+  ASSERT_TRUE(eventually([&] {
+    return metric(*b, "layercache_prefetch_fetched_bytes_total") == 2.0 * chunk;
+  })) << "the published profile was not replayed";
+  EXPECT_EQ(metric(*b, "layercache_prefetch_registry_profiles_total"), 1);
+  std::vector<fetched> layer_gets;
+  for (const auto& f : storage_gets()) {
+    if (f.hex == l0.digest.hex() || f.hex == l1.digest.hex()) layer_gets.push_back(f);
+  }
+  // Seen twice (both runs) first, then once.
+  EXPECT_EQ(layer_gets, (std::vector<fetched>{chunk_of(l0, 2), chunk_of(l1, 5)}));
+  const auto listed = client_.get(admin(*b, "/admin/profiles"));
+  EXPECT_NE(listed.body.find(img_->manifest.digest.str()), std::string::npos) << listed.body;
+}
+
 TEST_F(PrefetchTest, RunsMergeIntoOneProfileMostSeenFirst) {
   const auto& l0 = img_->layers[0];
   const auto& l1 = img_->layers[1];

@@ -135,7 +135,7 @@ settle() {  # until the access log has not grown for 2 s (at most 30 s)
 }
 upstream_since() {  # first line number → "requests bytes"
   tail -n +"$(($1 + 1))" "$WORK/upstream.log" |
-    awk '/^[0-9.]+ - - \[/ { n++; if ($10 ~ /^[0-9]+$/) b += $10 } END { printf "%d %d\n", n, b }'
+    awk '/^[0-9.]+ - - \[/ { n++; if ($10 ~ /^[0-9]+$/) b += $10 } END { printf "%d %.0f\n", n, b }'
 }
 
 # --- the backends: start_<name> sets BACKEND_URL and BACKEND_PID (empty for direct) ---

@@ -329,7 +329,7 @@ echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM,"
   "load average:$(uptime | sed 's/.*load average://'); commit $commit"
 echo "image(s): $NIMAGES × layers $LAYERS (+ config), $IMAGE_BYTES bytes each pull;" \
   "upstream: docker-registry $(docker-registry --version 2> /dev/null | awk '{ print $3 }')" \
-  "$([ -n "$RTT_MS$BW" ] && echo "behind layercache-throttle: RTT ${RTT_MS:-0} ms, ${BW:-unlimited} B/s per connection" || echo "on loopback, no throttle");" \
+  "$([ -n "$RTT_MS$BW" ] && echo "behind layercache-throttle: RTT ${RTT_MS:-0} ms, ${BW:-unlimited}/s per connection" || echo "on loopback, no throttle");" \
   "$(nginx -v 2>&1 | sed 's/.*: //')"
 echo
 awk -F'|' -v image_bytes="$IMAGE_BYTES" -v nimages="$NIMAGES" -v warm_pulls="$WARM_PULLS" \

@@ -14,7 +14,7 @@ DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   libgtest-dev libgmock-dev libbenchmark-dev \
   docker-registry skopeo apache2-utils openssl curl prometheus
 
-.PHONY: deps build run test demo clean format
+.PHONY: deps build run test demo compare clean format
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -40,6 +40,14 @@ test: build
 # skopeo pulling through it.
 demo: build
 	BUILD=$(BUILD) bash scripts/demo.sh
+
+# Side by side: the upstream directly, layercache, nginx (slice cache) and docker-registry as a
+# pull-through proxy, cold and warm (docs/benchmarks.md). Knobs: see scripts/compare.sh, e.g.
+# THROTTLE_RTT_MS=30 THROTTLE_BW=25MB for a distant upstream.
+compare: deps
+	@command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; }
+	BUILD=$(BUILD) bash scripts/compare.sh
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i

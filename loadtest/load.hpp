@@ -1,0 +1,62 @@
+// Runs a plan (loadtest/scenario.hpp) against a registry or mirror and reports what it saw.
+// HTTP/1.1 over plain TCP with keep-alive connections (Beast, C++20 coroutines, one thread);
+// bodies are read through a 256 KiB buffer per connection and discarded unless a manifest.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "loadtest/scenario.hpp"
+
+namespace layercache::loadtest {
+
+// What one scenario did. Latencies are in milliseconds, of successful requests only:
+// time to first byte = request written → first body byte (or the header, for an empty body);
+// total = request written → last body byte. A pull's time runs from its manifest request to
+// its last blob.
+struct scenario_result {
+  std::string name;
+  scenario_kind kind = scenario_kind::full;
+  unsigned concurrency = 0;
+  std::uint64_t count = 0;     // as asked
+  std::uint64_t requests = 0;  // finished (ok + errors)
+  std::uint64_t ok = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t bytes = 0;        // body bytes received, failed requests included
+  std::uint64_t connections = 0;  // opened
+  std::uint64_t pulls_ok = 0;     // full pulls of images
+  std::uint64_t pulls_failed = 0;
+  double seconds = 0;  // first request started → last client done
+  std::vector<double> ttfb_ms;
+  std::vector<double> total_ms;
+  std::vector<double> pull_ms;
+  std::string first_error;
+  [[nodiscard]] bool pulls() const {
+    return kind == scenario_kind::full && pulls_ok + pulls_failed > 0;
+  }
+};
+
+struct run_result {
+  std::vector<scenario_result> scenarios;
+  double seconds = 0;
+};
+
+// Runs every scenario of `p` at once until each has done its count or max_seconds have passed
+// (requests in flight then get at most timeout_seconds more). Before the clock starts, the
+// images of `ranges` scenarios are resolved to their layers and blobs of unknown size are
+// asked with HEAD. Throws std::runtime_error when that setup fails (no such host, an image
+// that is not there); failures during the run are counted, never thrown.
+[[nodiscard]] run_result run_plan(const plan& p);
+
+// One line per scenario (and a "total" line for a mix): `<name> ok=… errors=… conc=… conns=…
+// bytes=… seconds=… GB/s=… req/s=… p50_ms=… p90_ms=… p99_ms=… max_ms=… requests=…
+// ttfb_p50_ms=… ttfb_p90_ms=… ttfb_p99_ms=… ttfb_max_ms=…` and, for pulls, `pulls=…
+// pulls_failed=… pull_p50_ms=… pull_max_ms=…`. GB/s is 10^9 bytes/s; p* without a prefix are
+// total latencies.
+[[nodiscard]] std::string text_report(const run_result& r);
+// {"seconds":…, "scenarios":[{name, kind, counts, gb_per_s, requests_per_s,
+//   "ttfb_ms":{p50,p90,p99,max}, "total_ms":{…}, "pull_ms":{…}, first_error}, …]}
+[[nodiscard]] std::string json_report(const run_result& r);
+
+}  // namespace layercache::loadtest

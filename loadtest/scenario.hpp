@@ -1,0 +1,101 @@
+// What layercache-bench runs: scenarios (full image pulls, random ranges, a recorded read set)
+// from the command line or a YAML file, and the small parsers and statistics around them.
+// No Boost or Asio here; loadtest/load.hpp runs a plan.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace layercache::loadtest {
+
+enum class scenario_kind {
+  full,    // full pulls: the manifest (and the platform manifest of an index), then every blob
+  ranges,  // random byte ranges of blobs
+  replay,  // a recorded read set, in order
+};
+[[nodiscard]] std::string_view kind_name(scenario_kind kind);
+
+// A blob of a repository; size 0 means "ask the registry" (HEAD) before the run.
+struct blob_ref {
+  std::string repo;
+  std::string digest;
+  std::uint64_t size = 0;
+};
+
+// One line of a read set: `<digest> <offset> <length>`.
+struct read_op {
+  std::string digest;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+};
+
+struct scenario {
+  std::string name;  // label in reports; the kind's name when not given
+  scenario_kind kind = scenario_kind::full;
+  // A single http:// URL to GET over and over (full) or to take ranges of (ranges, with
+  // `size`) instead of registry paths; the form scripts/bench.sh uses.
+  std::string url;
+  std::uint64_t size = 0;           // url ranges: the blob's size
+  std::vector<std::string> images;  // full, ranges: "repo:tag" or "repo@digest"
+  std::vector<blob_ref> blobs;      // ranges: blobs besides the images' layers
+  std::string repo;                 // replay: the repository of the read set's digests
+  std::vector<read_op> reads;       // replay
+  // full: pulls (url: GETs); ranges: requests; replay: lines to replay (0: all of them).
+  std::uint64_t count = 10;
+  unsigned concurrency = 1;         // clients, each with its own connections
+  unsigned parallel = 1;            // full: blobs of one pull fetched at once (docker: 3)
+  std::uint64_t range = 64 * 1024;  // ranges: bytes per request
+  std::uint64_t align = 1;          // ranges: offsets are multiples of this
+  std::uint64_t seed = 1;           // ranges: random offsets
+  bool verify = false;              // full: hash each blob and check it against its digest
+};
+
+struct plan {
+  std::string registry;             // http://host[:port][/prefix]: base of the /v2/ paths
+  double max_seconds = 120;         // YAML max_time: no request starts after it
+  double timeout_seconds = 60;      // YAML timeout: per read, write or connect
+  std::vector<scenario> scenarios;  // run at the same time (more than one: a mix)
+};
+
+// Parses a scenario file (see loadtest/scenarios/mix.yaml). Relative read-set paths are taken
+// from `base_dir`. Unknown keys are errors. Throws std::runtime_error listing every problem as
+// "path: message (line N)".
+[[nodiscard]] plan parse_plan(std::string_view yaml, const std::filesystem::path& base_dir);
+[[nodiscard]] plan load_plan(const std::filesystem::path& file);
+
+// Lines `<digest> <offset> <length>` separated by blanks; empty lines and lines starting with
+// '#' are skipped. Throws std::runtime_error naming the first bad line.
+[[nodiscard]] std::vector<read_op> parse_read_set(std::string_view text);
+[[nodiscard]] std::vector<read_op> load_read_set(const std::filesystem::path& file);
+
+struct http_url {
+  std::string host;
+  std::string port;    // "80" when absent
+  std::string target;  // the path, "/" when absent; no trailing '/' is removed
+};
+// http://host[:port][/path]; nullopt for any other scheme or an empty host or port.
+[[nodiscard]] std::optional<http_url> parse_http_url(std::string_view url);
+
+// "repo:tag", "repo@sha256:…" or "repo" (tag latest) → repository and reference.
+[[nodiscard]] std::optional<std::pair<std::string, std::string>> split_image(std::string_view ref);
+
+// "repo@sha256:…[:size]" → a blob; nullopt when malformed.
+[[nodiscard]] std::optional<blob_ref> parse_blob_ref(std::string_view text);
+
+// Percentiles of a sample (milliseconds): the value at rank round(p/100 · (n − 1)) of the sorted
+// sample, as layercache-bench always reported them; all zero when it is empty.
+struct latency_summary {
+  std::size_t n = 0;
+  double p50 = 0;
+  double p90 = 0;
+  double p99 = 0;
+  double max = 0;
+};
+[[nodiscard]] latency_summary summarize(std::vector<double> samples);
+
+}  // namespace layercache::loadtest

@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# Side by side (issue 7, docs/benchmarks.md): the same scenarios against
+#   direct          the upstream itself (a local docker-registry)
+#   layercache      layercached from this build, fresh store
+#   nginx           nginx as a slice-module caching proxy (slice 1m, key $uri$slice_range)
+#   registry-proxy  docker-registry in pull-through proxy mode (proxy: remoteurl)
+# each cold (cache wiped, process restarted) and warm, with layercache-bench as the client.
+# Offline, everything on 127.0.0.1. Optionally layercache-throttle sits between everything
+# (direct clients included) and the upstream, so it behaves like a distant registry.
+#
+# Scenarios, per backend, in this order:
+#   cold pull    1 client pulls the image(s): manifest, config, layers (PARALLEL at once),
+#                digests verified; the backend's cache is empty
+#   warm pull    CLIENTS clients pull WARM_PULLS times in all (warm after the cold pull)
+#   warm ranges  RANGES random 64 KiB ranges over the layers, 8 connections
+#   cold ranges  COLD_RANGES random 64 KiB ranges (another seed) after a restart with an empty cache
+#   herd         HERD clients at once GET one cold layer (after another restart); layercached's
+#                resident memory is sampled from /proc while the streams are open
+# For each: the upstream's requests and body bytes, from its access log (every line the
+# registry wrote while the scenario ran, and until the log had been quiet for 2 s).
+#
+# Knobs (environment): COMPARE_LAYERS (64MiB,64MiB,64MiB: the image's layers, incompressible),
+# COMPARE_IMAGES (1), COMPARE_PARALLEL (3), COMPARE_CLIENTS (4), COMPARE_WARM_PULLS (8),
+# COMPARE_RANGES (2000), COMPARE_COLD_RANGES (500), COMPARE_HERD (100),
+# COMPARE_BACKENDS ("direct layercache nginx registry-proxy"), COMPARE_MAX_SECONDS (120 per
+# scenario), THROTTLE_RTT_MS and THROTTLE_BW (e.g. 30 and 25MB: round trip added and bytes/s
+# per connection and direction; unset: no throttle), BUILD (build), BUILD_JOBS (2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+LAYERS=${COMPARE_LAYERS:-64MiB,64MiB,64MiB}
+NIMAGES=${COMPARE_IMAGES:-1}
+PARALLEL=${COMPARE_PARALLEL:-3}
+CLIENTS=${COMPARE_CLIENTS:-4}
+WARM_PULLS=${COMPARE_WARM_PULLS:-8}
+RANGES=${COMPARE_RANGES:-2000}
+COLD_RANGES=${COMPARE_COLD_RANGES:-500}
+HERD=${COMPARE_HERD:-100}
+BACKENDS=${COMPARE_BACKENDS:-direct layercache nginx registry-proxy}
+MAX_SECONDS=${COMPARE_MAX_SECONDS:-120}
+RTT_MS=${THROTTLE_RTT_MS:-}
+BW=${THROTTLE_BW:-}
+
+[ -f "$BUILD/build.ninja" ] ||
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+nice -n 19 cmake --build "$BUILD" -j "${BUILD_JOBS:-2}" --target layercached layercache-seed \
+  layercache-bench layercache-throttle > /dev/null
+for tool in docker-registry nginx curl awk; do
+  command -v "$tool" > /dev/null || { echo "compare: $tool is needed" >&2; exit 1; }
+done
+
+source scripts/lib.sh  # WORK, PIDS, cleanup on exit, wait_http
+RESULTS=$WORK/results
+: > "$RESULTS"
+BACKEND_PID=
+BACKEND_URL=
+
+log() { echo "compare: $*" >&2; }
+
+stop_pid() {  # pid: SIGTERM, at most 10 s to exit, then SIGKILL
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2> /dev/null || return 0
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2> /dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2> /dev/null || true
+  wait "$pid" 2> /dev/null || true
+}
+
+free_port() { "$BUILD/layercache-seed" --free-port; }
+
+# --- the upstream: docker-registry with an access log, seeded, maybe behind the throttle ---
+REGISTRY_PORT=$(free_port)
+mkdir -p "$WORK/upstream"
+cat > "$WORK/upstream.yml" << YML
+version: 0.1
+log: {level: warn, formatter: text, accesslog: {disabled: false}}
+storage: {filesystem: {rootdirectory: $WORK/upstream}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$REGISTRY_PORT}
+YML
+docker-registry serve "$WORK/upstream.yml" > "$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$REGISTRY_PORT/v2/"
+IMAGES=
+for i in $(seq "$NIMAGES"); do
+  "$BUILD/layercache-seed" --registry "http://127.0.0.1:$REGISTRY_PORT" --repo "demo/app$i" \
+    --tag v1 --layers "$LAYERS" --seed "$i" > /dev/null
+  IMAGES=${IMAGES:+$IMAGES,}demo/app$i:v1
+done
+UPSTREAM="http://127.0.0.1:$REGISTRY_PORT"
+if [ -n "$RTT_MS$BW" ]; then
+  timeout 3600 "$BUILD/layercache-throttle" --target "127.0.0.1:$REGISTRY_PORT" \
+    --rtt-ms "${RTT_MS:-0}" --bandwidth "${BW:-0}" --max-seconds 3500 \
+    > "$WORK/throttle.out" 2> "$WORK/throttle.log" &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    [ -s "$WORK/throttle.out" ] && break
+    sleep 0.1
+  done
+  UPSTREAM="http://127.0.0.1:$(head -1 "$WORK/throttle.out")"
+  wait_http "$UPSTREAM/v2/"
+fi
+manifest=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  "http://127.0.0.1:$REGISTRY_PORT/v2/demo/app1/manifests/v1")
+HERD_DIGEST=$(printf '%s' "$manifest" | tr -d ' \n' | sed 's/.*"layers":\[//' |
+  grep -o 'sha256:[0-9a-f]\{64\}' | head -1)
+HERD_SIZE=$(curl -sfI "http://127.0.0.1:$REGISTRY_PORT/v2/demo/app1/blobs/$HERD_DIGEST" |
+  tr -d '\r' | sed -n 's/^[Cc]ontent-[Ll]ength: *//p')
+IMAGE_BYTES=0
+for i in $(seq "$NIMAGES"); do
+  m=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://127.0.0.1:$REGISTRY_PORT/v2/demo/app$i/manifests/v1" | tr -d ' \n')
+  for n in $(printf '%s' "$m" | grep -o '"size":[0-9]*' | cut -d: -f2); do
+    IMAGE_BYTES=$((IMAGE_BYTES + n))
+  done
+done
+
+# Upstream requests and bytes: lines of the registry's access log (combined format).
+log_lines() { wc -l < "$WORK/upstream.log"; }
+settle() {  # until the access log has not grown for 2 s (at most 30 s)
+  local last=-1 same=0 n
+  for _ in $(seq 300); do
+    n=$(wc -c < "$WORK/upstream.log")
+    if [ "$n" = "$last" ]; then
+      same=$((same + 1))
+      [ "$same" -ge 20 ] && return 0
+    else
+      same=0
+      last=$n
+    fi
+    sleep 0.1
+  done
+}
+upstream_since() {  # first line number → "requests bytes"
+  tail -n +"$(($1 + 1))" "$WORK/upstream.log" |
+    awk '/^[0-9.]+ - - \[/ { n++; if ($10 ~ /^[0-9]+$/) b += $10 } END { printf "%d %.0f\n", n, b }'
+}
+
+# --- the backends: start_<name> sets BACKEND_URL and BACKEND_PID (empty for direct) ---
+start_direct() {
+  BACKEND_PID=
+  BACKEND_URL=$UPSTREAM
+}
+
+start_layercache() {
+  local port dir=$WORK/layercache
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  port=$(free_port)
+  cat > "$dir/layercache.yaml" << YML
+server:
+  listen:
+    - address: 127.0.0.1:$port
+admin:
+  address: 127.0.0.1:0
+log:
+  level: warn
+  access: false
+cache:
+  path: $dir/cache
+  capacity: 8GiB
+  chunk_size: 1MiB
+upstreams:
+  - name: demo
+    url: $UPSTREAM
+    default: true
+YML
+  "$BUILD/layercached" --config "$dir/layercache.yaml" > "$dir/layercached.log" 2>&1 &
+  BACKEND_PID=$!
+  PIDS+=("$BACKEND_PID")
+  BACKEND_URL="http://127.0.0.1:$port"
+  wait_http "$BACKEND_URL/v2/"
+}
+
+start_nginx() {
+  local port dir=$WORK/nginx
+  rm -rf "$dir"
+  mkdir -p "$dir/cache" "$dir/tmp"
+  port=$(free_port)
+  # Workers run as the user starting nginx: the temporary directory is private to it.
+  cat > "$dir/nginx.conf" << CONF
+user $(id -un) $(id -gn);
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  default_type application/octet-stream;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  proxy_cache_path $dir/cache levels=1:2 keys_zone=layers:32m max_size=8g inactive=1d
+                   use_temp_path=off;
+  upstream registry {
+    server ${UPSTREAM#http://};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      slice 1m;
+      proxy_cache layers;
+      proxy_cache_key \$uri\$slice_range;
+      proxy_set_header Range \$slice_range;
+      proxy_cache_valid 200 206 1h;
+      proxy_cache_lock on;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://registry;
+    }
+  }
+}
+CONF
+  nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' \
+    > "$dir/nginx.out" 2>&1 &
+  BACKEND_PID=$!
+  PIDS+=("$BACKEND_PID")
+  BACKEND_URL="http://127.0.0.1:$port"
+  wait_http "$BACKEND_URL/v2/"
+}
+
+start_registry-proxy() {
+  local port dir=$WORK/registry-proxy
+  rm -rf "$dir"
+  mkdir -p "$dir/storage"
+  port=$(free_port)
+  cat > "$dir/config.yml" << YML
+version: 0.1
+log: {level: warn, formatter: text, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $dir/storage}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$port}
+proxy: {remoteurl: $UPSTREAM}
+YML
+  docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
+  BACKEND_PID=$!
+  PIDS+=("$BACKEND_PID")
+  BACKEND_URL="http://127.0.0.1:$port"
+  wait_http "$BACKEND_URL/v2/"
+}
+
+restart() {  # backend: stop it, wipe its cache, start it again
+  stop_pid "$BACKEND_PID"
+  "start_$1"
+}
+
+# Runs one scenario: `scenario backend name layercache-bench-arguments…`; records
+# "name|backend|upstream requests|upstream bytes|extra|bench line".
+EXTRA=
+scenario() {
+  local backend=$1 name=$2 mark out up
+  shift 2
+  mark=$(log_lines)
+  out=$(timeout $((MAX_SECONDS + 180)) "$BUILD/layercache-bench" "$@" \
+    --max-seconds "$MAX_SECONDS" 2> "$WORK/bench.err" | head -1) || true
+  [ -n "$out" ] || out="failed: $(head -c 300 "$WORK/bench.err" | tr '\n' ' ')"
+  settle
+  up=$(upstream_since "$mark")
+  echo "$name|$backend|${up% *}|${up#* }|$EXTRA|$out" >> "$RESULTS"
+  log "$name $backend: $out; upstream: ${up% *} requests, ${up#* } bytes"
+  if [ -s "$WORK/bench.err" ]; then sed 's/^/  /' "$WORK/bench.err" | head -3 >&2; fi
+  EXTRA=
+}
+
+# The herd, with layercached's memory sampled every 100 ms and the established client
+# connections counted at the same time.
+herd() {
+  local backend=$1 sampler port
+  port=${BACKEND_URL##*:}
+  if [ "$backend" = layercache ]; then
+    local idle
+    idle=$(awk '/^VmRSS/ { print $2 }' "/proc/$BACKEND_PID/status")
+    (
+      for _ in $(seq 3000); do
+        rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$BACKEND_PID/status" 2> /dev/null) || break
+        conns=$(ss -Htn state established "( sport = :$port )" 2> /dev/null | wc -l)
+        echo "$rss $conns"
+        sleep 0.1
+      done
+    ) > "$WORK/herd.samples" &
+    sampler=$!
+    PIDS+=("$sampler")
+  fi
+  scenario "$backend" herd full --url "$BACKEND_URL/v2/demo/app1/blobs/$HERD_DIGEST" \
+    --count "$HERD" --concurrency "$HERD"
+  if [ "$backend" = layercache ]; then
+    stop_pid "$sampler"
+    local peak hwm streams
+    peak=$(sort -n "$WORK/herd.samples" | tail -1 | cut -d' ' -f1)
+    streams=$(sort -n -k2 "$WORK/herd.samples" | tail -1 | cut -d' ' -f2)
+    hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$BACKEND_PID/status")
+    MEMORY="layercached resident memory: $((idle / 1024)) MiB idle before the herd,"
+    MEMORY+=" peak VmRSS $((peak / 1024)) MiB while serving (up to $streams client"
+    MEMORY+=" connections established at once), VmHWM $((hwm / 1024)) MiB"
+    log "$MEMORY"
+  fi
+}
+
+MEMORY=
+for backend in $BACKENDS; do
+  log "--- $backend ---"
+  "start_$backend"
+  scenario "$backend" cold_pull full --registry "$BACKEND_URL" --image "$IMAGES" --count 1 \
+    --concurrency 1 --parallel "$PARALLEL" --verify
+  scenario "$backend" warm_pull full --registry "$BACKEND_URL" --image "$IMAGES" \
+    --count "$WARM_PULLS" --concurrency "$CLIENTS" --parallel "$PARALLEL"
+  scenario "$backend" warm_ranges ranges --registry "$BACKEND_URL" --image "$IMAGES" \
+    --range 64KiB --count "$RANGES" --concurrency 8 --seed 1
+  restart "$backend"
+  scenario "$backend" cold_ranges ranges --registry "$BACKEND_URL" --image "$IMAGES" \
+    --range 64KiB --count "$COLD_RANGES" --concurrency 8 --seed 2
+  restart "$backend"
+  herd "$backend"
+  if [ "$backend" = layercache ] && grep -q . "$WORK/layercache/layercached.log"; then
+    log "layercached log (warn and above):"
+    tail -5 "$WORK/layercache/layercached.log" | sed 's/^/  /' >&2
+  fi
+  stop_pid "$BACKEND_PID"
+done
+
+# --- the table ---
+commit=$(git rev-parse --short HEAD 2> /dev/null || echo unknown)
+git diff --quiet HEAD 2> /dev/null || commit="$commit+uncommitted"
+echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM," \
+  "load average:$(uptime | sed 's/.*load average://'); commit $commit"
+echo "image(s): $NIMAGES × layers $LAYERS (+ config), $IMAGE_BYTES bytes each pull;" \
+  "upstream: docker-registry $(docker-registry --version 2> /dev/null | awk '{ print $3 }')" \
+  "$([ -n "$RTT_MS$BW" ] && echo "behind layercache-throttle: RTT ${RTT_MS:-0} ms, ${BW:-unlimited}/s per connection" || echo "on loopback, no throttle");" \
+  "$(nginx -v 2>&1 | sed 's/.*: //')"
+echo
+awk -F'|' -v image_bytes="$IMAGE_BYTES" -v nimages="$NIMAGES" -v warm_pulls="$WARM_PULLS" \
+  -v clients="$CLIENTS" -v herd="$HERD" -v herd_size="$HERD_SIZE" -v ranges="$RANGES" \
+  -v cold_ranges="$COLD_RANGES" '
+function val(line, key,   re, m) {
+  re = "(^| )" key "=[^ ]*"
+  if (match(line, re)) { m = substr(line, RSTART, RLENGTH); sub(/^ /, "", m); sub(/^[^=]*=/, "", m); return m }
+  return ""
+}
+{
+  name[NR] = $1; backend[NR] = $2; up_req[NR] = $3; up_bytes[NR] = $4; line[NR] = $6
+  if ($2 == "direct") direct[$1] = NR
+}
+END {
+  label["cold_pull"] = "cold pull, 1 client"
+  label["warm_pull"] = "warm pull, " warm_pulls " by " clients " clients"
+  label["warm_ranges"] = "warm 64 KiB ranges, " ranges
+  label["cold_ranges"] = "cold 64 KiB ranges, " cold_ranges
+  label["herd"] = "herd: " herd " GETs of 1 cold blob"
+  printf "| %-31s | %-14s | %8s | %6s | %7s | %9s | %8s | %8s | %9s | %6s | %8s | %4s |\n", \
+    "scenario", "backend", "s", "GB/s", "req/s", "TTFB p50", "p50 ms", "p99 ms", "vs direct", \
+    "up req", "up MiB", "err"
+  split("31 14 8 6 7 9 8 8 9 6 8 4", width, " ")
+  rule = "|"
+  for (c = 1; c <= 12; c++) {
+    dashes = ""
+    for (k = 0; k < width[c] + (c <= 2 ? 2 : 1); k++) dashes = dashes "-"
+    rule = rule dashes (c <= 2 ? "" : ":") "|"
+  }
+  print rule
+  for (i = 1; i <= NR; i++) {
+    l = line[i]
+    if (l ~ /^failed/) {
+      printf "| %-31s | %-14s | %s |\n", label[name[i]], backend[i], l
+      continue
+    }
+    secs = val(l, "seconds"); p50 = val(l, "p50_ms")
+    primary = (name[i] ~ /ranges/) ? p50 : secs
+    ratio = "-"
+    if (name[i] in direct) {
+      d = line[direct[name[i]]]
+      dp = (name[i] ~ /ranges/) ? val(d, "p50_ms") : val(d, "seconds")
+      if (dp + 0 > 0) ratio = sprintf("%.2f", primary / dp)
+    }
+    printf "| %-31s | %-14s | %8.3f | %6.3f | %7.1f | %9.2f | %8.2f | %8.2f | %9s | %6d | %8.1f | %4d |\n", \
+      label[name[i]], backend[i], secs, val(l, "GB/s"), val(l, "req/s"), val(l, "ttfb_p50_ms"), \
+      p50, val(l, "p99_ms"), ratio, up_req[i], up_bytes[i] / 1048576, val(l, "errors")
+  }
+}' "$RESULTS"
+echo
+echo "vs direct: time (pulls, herd) or p50 latency (ranges) relative to the same scenario run"
+echo "directly against the upstream; below 1 is faster. up req / up MiB: requests and body bytes"
+echo "the upstream served during the scenario (access log). A pull moves $IMAGE_BYTES bytes per"
+echo "image; the herd blob has $HERD_SIZE bytes."
+[ -n "$MEMORY" ] && echo "$MEMORY"
+exit 0

@@ -1,0 +1,371 @@
+// layercache-bench's parts: the scenario file and read-set parsers, and the load generator run
+// against an in-process HTTP stub that plays a registry.
+#include "loadtest/load.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "loadtest/scenario.hpp"
+#include "tests/support/http_stub.hpp"
+#include "tests/support/image.hpp"
+
+namespace layercache::loadtest {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::http_stub;
+using testing::stub_request;
+using testing::stub_response;
+
+const std::string digest_a = "sha256:" + std::string(64, 'a');
+const std::string digest_b = "sha256:" + std::string(64, 'b');
+
+std::string error_of(std::string_view yaml) {
+  try {
+    (void)parse_plan(yaml, ".");
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(LoadReadSet, ParsesLinesSkippingBlanksAndComments) {
+  const auto ops = parse_read_set("# recorded\n" + digest_a + " 0 4096\n\n  " + digest_b +
+                                  "\t1048576   65536  \n#" + digest_a + " 1 1\n");
+  ASSERT_EQ(ops.size(), 2u);
+  EXPECT_EQ(ops[0].digest, digest_a);
+  EXPECT_EQ(ops[0].offset, 0u);
+  EXPECT_EQ(ops[0].length, 4096u);
+  EXPECT_EQ(ops[1].digest, digest_b);
+  EXPECT_EQ(ops[1].offset, 1048576u);
+  EXPECT_EQ(ops[1].length, 65536u);
+}
+
+TEST(LoadReadSet, RejectsBadLinesNamingThem) {
+  const std::vector<std::string> bad = {
+      "sha256:xyz 0 1",       digest_a + " 0", digest_a + " -1 4",   digest_a + " 0 0",
+      digest_a + " 0 4 more", "nodigest 0 4",  digest_a + " 0x10 4", digest_a + " 1 2KiB",
+  };
+  for (const auto& line : bad) {
+    try {
+      (void)parse_read_set(digest_b + " 0 1\n" + line + "\n");
+      ADD_FAILURE() << "accepted: " << line;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(LoadParsers, SplitImage) {
+  struct row {
+    std::string text, repo, reference;
+  };
+  const std::vector<row> good = {
+      {"demo/app:v1", "demo/app", "v1"},
+      {"demo/app", "demo/app", "latest"},
+      {"localhost:5000/app", "localhost:5000/app", "latest"},
+      {"demo/app@" + digest_a, "demo/app", digest_a},
+  };
+  for (const auto& r : good) {
+    const auto got = split_image(r.text);
+    ASSERT_TRUE(got) << r.text;
+    EXPECT_EQ(got->first, r.repo) << r.text;
+    EXPECT_EQ(got->second, r.reference) << r.text;
+  }
+  for (const std::string& bad :
+       std::vector<std::string>{"", ":v1", "demo/app:", "demo/app@sha256:zz", "@" + digest_a}) {
+    EXPECT_FALSE(split_image(bad)) << bad;
+  }
+}
+
+TEST(LoadParsers, BlobRefAndUrl) {
+  const auto b = parse_blob_ref("demo/app@" + digest_a + ":64MiB");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->repo, "demo/app");
+  EXPECT_EQ(b->digest, digest_a);
+  EXPECT_EQ(b->size, 64u << 20);
+  EXPECT_EQ(parse_blob_ref("demo/app@" + digest_a)->size, 0u);
+  EXPECT_FALSE(parse_blob_ref(digest_a));
+  EXPECT_FALSE(parse_blob_ref("demo/app@" + digest_a + ":lots"));
+
+  const auto u = parse_http_url("http://127.0.0.1:5000/mirror/");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->host, "127.0.0.1");
+  EXPECT_EQ(u->port, "5000");
+  EXPECT_EQ(u->target, "/mirror/");
+  EXPECT_EQ(parse_http_url("http://registry")->port, "80");
+  EXPECT_EQ(parse_http_url("http://registry")->target, "/");
+  EXPECT_FALSE(parse_http_url("https://registry"));
+  EXPECT_FALSE(parse_http_url("http://:80/"));
+}
+
+TEST(LoadParsers, Summarize) {
+  EXPECT_EQ(summarize({}).n, 0u);
+  std::vector<double> v;
+  for (int i = 100; i >= 1; --i) v.push_back(i);
+  const auto s = summarize(v);
+  EXPECT_EQ(s.n, 100u);
+  EXPECT_DOUBLE_EQ(s.p50, 51);  // rank round(0.5 · 99) = 50
+  EXPECT_DOUBLE_EQ(s.p90, 90);
+  EXPECT_DOUBLE_EQ(s.p99, 99);
+  EXPECT_DOUBLE_EQ(s.max, 100);
+}
+
+TEST(LoadScenarioFile, TheExampleLoads) {
+  const auto file = std::filesystem::path(LAYERCACHE_SOURCE_DIR) / "loadtest/scenarios/mix.yaml";
+  const auto p = load_plan(file);
+  EXPECT_EQ(p.registry, "http://127.0.0.1:5000");
+  EXPECT_DOUBLE_EQ(p.max_seconds, 60);
+  EXPECT_DOUBLE_EQ(p.timeout_seconds, 30);
+  ASSERT_EQ(p.scenarios.size(), 3u);
+  EXPECT_EQ(p.scenarios[0].kind, scenario_kind::full);
+  EXPECT_EQ(p.scenarios[0].parallel, 3u);
+  EXPECT_EQ(p.scenarios[1].kind, scenario_kind::ranges);
+  EXPECT_EQ(p.scenarios[1].range, 64u * 1024);
+  EXPECT_EQ(p.scenarios[2].kind, scenario_kind::replay);
+  EXPECT_EQ(p.scenarios[2].reads.size(), 46u);
+  EXPECT_EQ(p.scenarios[2].count, 0u);  // every line
+}
+
+TEST(LoadScenarioFile, ReportsEveryProblemWithItsLine) {
+  const auto e = error_of(
+      "registry: ftp://x\n"
+      "speed: 3\n"
+      "scenarios:\n"
+      "  - kind: ranges\n"
+      "    images: [demo/app:v1]\n"
+      "    range: lots\n"
+      "  - kind: teleport\n"
+      "  - kind: replay\n"
+      "    count: -1\n");
+  EXPECT_NE(e.find("registry: expected http://host[:port] (line 1)"), std::string::npos) << e;
+  EXPECT_NE(e.find("speed: unknown key (line 2)"), std::string::npos) << e;
+  EXPECT_NE(e.find("scenarios[0].range: expected a size"), std::string::npos) << e;
+  EXPECT_NE(e.find("scenarios[1].kind: expected full, ranges or replay"), std::string::npos) << e;
+  EXPECT_NE(e.find("scenarios[2]: replay needs repo"), std::string::npos) << e;
+  EXPECT_NE(e.find("scenarios[2].count: expected a whole number"), std::string::npos) << e;
+  EXPECT_NE(error_of("scenarios: []\n").find("non-empty list"), std::string::npos);
+  EXPECT_NE(error_of("scenarios: [{kind: full, images: [a:b]}, {kind: full, images: [a:b]}]")
+                .find("duplicate name full"),
+            std::string::npos);
+  EXPECT_NE(error_of("{{{").find("scenario file"), std::string::npos);
+}
+
+// A registry in miniature: manifests and blobs from maps, one Range `bytes=a-b` honoured.
+class fake_registry {
+ public:
+  fake_registry() : stub_([this](const stub_request& r) { return answer(r); }) {}
+
+  void add_manifest(const std::string& path, const testing::blob& m) {
+    std::lock_guard lock(mutex_);
+    files_[path] = {m.media_type, m.data};
+  }
+  void add_blob(const std::string& repo, const testing::blob& b) {
+    std::lock_guard lock(mutex_);
+    files_["/v2/" + repo + "/blobs/" + b.digest.str()] = {b.media_type, b.data};
+  }
+  void set_delay(std::chrono::milliseconds d) {
+    std::lock_guard lock(mutex_);
+    delay_ = d;
+  }
+  [[nodiscard]] std::string url() const { return stub_.url(); }
+  [[nodiscard]] std::vector<stub_request> requests() const { return stub_.requests(); }
+
+ private:
+  stub_response answer(const stub_request& r) {
+    std::lock_guard lock(mutex_);
+    const auto f = files_.find(r.target);
+    if (f == files_.end()) return {404, {}, "{}", delay_};
+    const auto& [type, data] = f->second;
+    const auto range = r.header("Range");
+    std::uint64_t first = 0, last = 0;
+    if (range && std::sscanf(range->c_str(), "bytes=%lu-%lu", &first, &last) == 2 &&
+        first <= last && last < data.size()) {
+      return {206,
+              {{"Content-Type", type},
+               {"Content-Range", "bytes " + std::to_string(first) + "-" + std::to_string(last) +
+                                     "/" + std::to_string(data.size())}},
+              data.substr(first, last - first + 1),
+              delay_};
+    }
+    return {200, {{"Content-Type", type}}, data, delay_};
+  }
+
+  std::mutex mutex_;
+  std::map<std::string, std::pair<std::string, std::string>> files_;
+  std::chrono::milliseconds delay_{0};
+  http_stub stub_;  // last: stopped before the maps it reads go away
+};
+
+struct served_image {
+  testing::image img = testing::make_image(testing::image_format::oci, {100'000, 300'000}, 5);
+  testing::blob index = testing::make_index(testing::image_format::oci, {{&img, "amd64"}});
+};
+
+void serve(fake_registry& reg, const served_image& s) {
+  reg.add_manifest("/v2/demo/app/manifests/v1", s.index);
+  reg.add_manifest("/v2/demo/app/manifests/" + s.img.manifest.digest.str(), s.img.manifest);
+  reg.add_blob("demo/app", s.img.config);
+  for (const auto& l : s.img.layers) reg.add_blob("demo/app", l);
+}
+
+TEST(LoadGenerator, PullsImagesThroughAnIndexAndVerifiesBlobs) {
+  fake_registry reg;
+  const served_image s;
+  serve(reg, s);
+  plan p;
+  p.registry = reg.url();
+  scenario full;
+  full.name = "pulls";
+  full.images = {"demo/app:v1"};
+  full.count = 3;
+  full.concurrency = 2;
+  full.parallel = 2;
+  full.verify = true;
+  p.scenarios = {full};
+  const auto r = run_plan(p);
+  ASSERT_EQ(r.scenarios.size(), 1u);
+  const auto& got = r.scenarios[0];
+  EXPECT_EQ(got.errors, 0u) << got.first_error;
+  EXPECT_EQ(got.pulls_ok, 3u);
+  EXPECT_EQ(got.requests, 3u * 5);  // index, manifest, config, two layers
+  const std::uint64_t blob_bytes =
+      s.img.config.data.size() + s.img.layers[0].data.size() + s.img.layers[1].data.size();
+  const std::uint64_t per_pull = s.index.data.size() + s.img.manifest.data.size() + blob_bytes;
+  EXPECT_EQ(got.bytes, 3 * per_pull);
+  EXPECT_EQ(got.total_ms.size(), got.ok);
+  EXPECT_EQ(got.pull_ms.size(), 3u);
+  const auto text = text_report(r);
+  EXPECT_NE(text.find("pulls  ok=15 errors=0"), std::string::npos) << text;
+  EXPECT_NE(text.find(" pulls=3 pulls_failed=0"), std::string::npos) << text;
+}
+
+TEST(LoadGenerator, ADigestMismatchFailsThePull) {
+  fake_registry reg;
+  const served_image s;
+  serve(reg, s);
+  auto corrupt = s.img.layers[1];
+  corrupt.data[10] ^= 1;
+  reg.add_blob("demo/app", {corrupt.media_type, corrupt.data, s.img.layers[1].digest});
+  plan p;
+  p.registry = reg.url();
+  scenario full;
+  full.images = {"demo/app:v1"};
+  full.count = 1;
+  full.verify = true;
+  p.scenarios = {full};
+  const auto r = run_plan(p).scenarios[0];
+  EXPECT_EQ(r.errors, 1u);
+  EXPECT_EQ(r.pulls_failed, 1u);
+  EXPECT_NE(r.first_error.find("digest mismatch"), std::string::npos) << r.first_error;
+}
+
+TEST(LoadGenerator, RandomRangesAndAReplayInOrder) {
+  fake_registry reg;
+  const served_image s;
+  serve(reg, s);
+  const auto& layer = s.img.layers[1];
+  plan p;
+  p.registry = reg.url();
+  scenario ranges;
+  ranges.kind = scenario_kind::ranges;
+  ranges.name = "ranges";
+  ranges.images = {"demo/app:v1"};
+  ranges.range = 4096;
+  ranges.align = 512;
+  ranges.count = 40;
+  ranges.concurrency = 3;
+  scenario replay;
+  replay.kind = scenario_kind::replay;
+  replay.name = "replay";
+  replay.repo = "demo/app";
+  replay.reads = {
+      {layer.digest.str(), 5, 10}, {layer.digest.str(), 1000, 2000}, {layer.digest.str(), 0, 1}};
+  replay.count = 0;
+  p.scenarios = {ranges, replay};
+  const auto r = run_plan(p);
+  ASSERT_EQ(r.scenarios.size(), 2u);
+  EXPECT_EQ(r.scenarios[0].ok, 40u) << r.scenarios[0].first_error;
+  EXPECT_EQ(r.scenarios[0].bytes, 40u * 4096);
+  EXPECT_EQ(r.scenarios[1].ok, 3u) << r.scenarios[1].first_error;
+  EXPECT_EQ(r.scenarios[1].bytes, 10u + 2000 + 1);
+  // Ranges are 4096 bytes at multiples of 512, so the replay's requests are the only others.
+  std::vector<std::string> replayed;
+  for (const auto& q : reg.requests()) {
+    const auto range = q.header("Range");
+    if (!range) continue;
+    if (range->size() > 6 && std::stoull(range->substr(6)) % 512 == 0 &&
+        range->find("-" + std::to_string(std::stoull(range->substr(6)) + 4095)) !=
+            std::string::npos) {
+      continue;
+    }
+    EXPECT_NE(q.target.find(layer.digest.str()), std::string::npos) << q.target;
+    replayed.push_back(*range);
+  }
+  const std::vector<std::string> in_order = {"bytes=5-14", "bytes=1000-2999", "bytes=0-0"};
+  EXPECT_EQ(replayed, in_order);
+  const auto text = text_report(r);
+  EXPECT_NE(text.find("total  ok=43 errors=0"), std::string::npos) << text;
+  EXPECT_NE(json_report(r).find("\"name\":\"replay\""), std::string::npos);
+}
+
+TEST(LoadGenerator, CountsWrongAnswersAsErrors) {
+  fake_registry reg;
+  const served_image s;
+  serve(reg, s);
+  plan p;
+  p.registry = reg.url();
+  scenario replay;
+  replay.kind = scenario_kind::replay;
+  replay.repo = "demo/app";
+  // Past the end: the fake answers 200 with the whole blob, which is not the asked range.
+  replay.reads = {{s.img.layers[0].digest.str(), 0, 10},
+                  {s.img.layers[0].digest.str(), 0, 50'000'000},
+                  {digest_a, 0, 10}};
+  replay.count = 0;
+  p.scenarios = {replay};
+  const auto r = run_plan(p).scenarios[0];
+  EXPECT_EQ(r.ok, 1u);
+  EXPECT_EQ(r.errors, 2u);
+  EXPECT_NE(r.first_error.find("status 200"), std::string::npos) << r.first_error;
+}
+
+TEST(LoadGenerator, StopsStartingRequestsAtMaxSeconds) {
+  fake_registry reg;
+  const served_image s;
+  serve(reg, s);
+  reg.set_delay(50ms);
+  plan p;
+  p.registry = reg.url();
+  p.max_seconds = 0.3;
+  scenario ranges;
+  ranges.kind = scenario_kind::ranges;
+  ranges.blobs = {{"demo/app", s.img.layers[0].digest.str(), s.img.layers[0].data.size()}};
+  ranges.count = 100'000;
+  ranges.concurrency = 2;
+  p.scenarios = {ranges};
+  const auto r = run_plan(p).scenarios[0];
+  EXPECT_GT(r.ok, 0u) << r.first_error;
+  EXPECT_LT(r.requests, 1000u);  // 2 clients × (0.3 s / 50 ms) is about 12
+}
+
+TEST(LoadGenerator, ASetupFailureThrows) {
+  fake_registry reg;
+  plan p;
+  p.registry = reg.url();
+  scenario ranges;
+  ranges.kind = scenario_kind::ranges;
+  ranges.images = {"demo/missing:v1"};
+  p.scenarios = {ranges};
+  EXPECT_THROW((void)run_plan(p), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace layercache::loadtest

@@ -33,9 +33,9 @@ class OperationsTest : public ::testing::Test {
 
   void start_proxy(const std::string& admin_yaml = {}) {
     proxy_.reset();
-    // No eager prefetch: the request sequences below count exact sources.
+    // No eager prefetch, no profile lookups upstream: the sequences below count exact requests.
     proxy_ = std::make_unique<layercache_instance>(
-        admin_yaml + "prefetch:\n  eager_layers: never\ncache:\n  path: " +
+        admin_yaml + "prefetch:\n  eager_layers: never\n  fetch_published: false\ncache:\n  path: " +
         (cache_dir_.path() / "store").string() +
         "\n  chunk_size: 256KiB\n  capacity: 1GiB\n  complete_partial: false\nupstreams:\n" +
         upstream_yaml("up", upstream_->url(), true));

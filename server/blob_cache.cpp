@@ -6,6 +6,7 @@
 #include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <deque>
 
 #include "log/log.hpp"
 
@@ -20,10 +21,26 @@ constexpr int read_ok = 0;
 constexpr int read_slot_failed = 1;
 constexpr int read_sink_failed = 2;
 constexpr int max_attempts = 3;
+// Chunk store writes a fill lets run behind its reading before it waits for the oldest.
+constexpr std::size_t write_behind = 4;
 
 using wakeup = asio::experimental::concurrent_channel<void(boost::system::error_code)>;
 
 }  // namespace
+
+// A chunk's store write started by a fill; the fill and the write run on the same executor.
+struct blob_cache::pending_write {
+  explicit pending_write(const asio::any_io_executor& ex) : done(ex, 1) {}
+  void finish() {
+    finished = true;
+    (void)done.try_send(boost::system::error_code{});
+  }
+  asio::awaitable<void> wait() {
+    if (!finished) (void)co_await done.async_receive(use_nothrow);
+  }
+  bool finished = false;
+  wakeup done;
+};
 
 // One chunk being filled from upstream. `data` only grows, within capacity reserved up
 // front, so what a reader copied stays valid; all access is under `mutex`.
@@ -150,6 +167,8 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
   req.headers.emplace_back(http::field::range,
                            "bytes=" + std::to_string(start) + "-" + std::to_string(end - 1));
   const std::uint64_t generation = purge_generation(d);
+  auto ex = co_await asio::this_coro::executor;
+  std::deque<std::shared_ptr<pending_write>> writes;  // store writes not yet finished
   auto result = co_await client.send(std::move(req));
 
   std::size_t index = 0;  // slot being filled
@@ -209,27 +228,24 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
         p += take;
         left -= take;
         if (!full) continue;
-        // Complete: no more writes to slot.data, so the pool thread may read it unlocked.
+        // Complete: its store write goes on beside the reading of the next chunks (readers
+        // already have its bytes); at most write_behind writes wait per fill.
         const std::uint32_t chunk = first + static_cast<std::uint32_t>(index);
-        auto stored = cache::status::not_found("blob was purged during the fill");
-        if (purge_generation(d) == generation) {
-          stored = co_await pool_.run([this, &d, &meta, chunk, &slot] {
-            return store_.put_chunk(d, meta.size, meta.chunk_size, chunk, slot.data);
-          });
-          if (purge_generation(d) != generation) {  // purged while we wrote: undo
-            (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
-            stored = cache::status::not_found("blob was purged during the fill");
-          }
+        auto w = std::make_shared<pending_write>(ex);
+        asio::co_spawn(ex, store_chunk(d, meta, chunk, slots[index], generation, w),
+                       asio::detached);
+        writes.push_back(std::move(w));
+        while (writes.size() > write_behind) {
+          co_await writes.front()->wait();
+          writes.pop_front();
         }
-        if (!stored.ok() && stored.code != cache::errc::not_found) {
-          log::warn("cache", "storing chunk ", chunk, " of ", d.str(), ": ", stored.message);
-          std::lock_guard lock(mutex_);
-          ++stats_.store_errors;
-        }
-        finish_slot(d, chunk, slot, false, stored.ok());
         ++index;
       }
     }
+  }
+  while (!writes.empty()) {
+    co_await writes.front()->wait();
+    writes.pop_front();
   }
   if (index < slots.size()) {
     log::warn("cache", "fill of ", d.str(), " from chunk ", first + index, " failed: ", why);
@@ -237,6 +253,32 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
   for (; index < slots.size(); ++index) {
     finish_slot(d, first + static_cast<std::uint32_t>(index), *slots[index], true, false);
   }
+}
+
+asio::awaitable<void> blob_cache::store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
+                                              std::shared_ptr<chunk_slot> slot,
+                                              std::uint64_t generation,
+                                              std::shared_ptr<pending_write> done) {
+  // The slot is complete: no more writes to slot->data, so the pool thread may read it
+  // unlocked.
+  auto stored = cache::status::not_found("blob was purged during the fill");
+  if (purge_generation(d) == generation) {
+    auto* s = slot.get();
+    stored = co_await pool_.run([this, &d, &meta, chunk, s] {
+      return store_.put_chunk(d, meta.size, meta.chunk_size, chunk, s->data);
+    });
+    if (purge_generation(d) != generation) {  // purged while we wrote: undo
+      (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
+      stored = cache::status::not_found("blob was purged during the fill");
+    }
+  }
+  if (!stored.ok() && stored.code != cache::errc::not_found) {
+    log::warn("cache", "storing chunk ", chunk, " of ", d.str(), ": ", stored.message);
+    std::lock_guard lock(mutex_);
+    ++stats_.store_errors;
+  }
+  finish_slot(d, chunk, *slot, false, stored.ok());
+  done->finish();
 }
 
 void blob_cache::finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot,

@@ -111,6 +111,7 @@ class blob_cache {
 
  private:
   struct chunk_slot;
+  struct pending_write;
 
   std::string key_of(const oci::digest& d, std::uint32_t index) const;
   // The slot of chunk `first`: joined if in flight, else a new fill for the run of missing
@@ -132,6 +133,10 @@ class blob_cache {
   asio::awaitable<void> fill(upstream_client& client, std::string repository, oci::digest d,
                              blob_meta meta, std::uint32_t first,
                              std::vector<std::shared_ptr<chunk_slot>> slots);
+  // Stores a completed chunk of a fill and finishes its slot; then signals `done`.
+  asio::awaitable<void> store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
+                                    std::shared_ptr<chunk_slot> slot, std::uint64_t generation,
+                                    std::shared_ptr<pending_write> done);
   asio::awaitable<int> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
                                    const sink& out);
   std::uint64_t purge_generation(const oci::digest& d) const;

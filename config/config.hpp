@@ -165,7 +165,7 @@ enum class eager_mode {
 struct prefetch_settings {
   bool enabled = true;
   duration window{std::chrono::seconds(60)};  // recording window after a manifest is served
-  unsigned concurrency = 4;                   // prefetch fills in flight per replay (1..64)
+  unsigned concurrency = 16;                  // prefetch fills in flight per replay (1..64)
   eager_mode eager_layers = eager_mode::automatic;
   // Image references ("[registry/]repository[:tag][@digest]") preloaded at start-up.
   std::vector<std::string> preload;

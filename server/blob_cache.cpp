@@ -317,15 +317,18 @@ asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, s
                                              const sink& out) {
   auto ex = co_await asio::this_coro::executor;
   std::size_t pos = lo;
-  std::string piece;
   while (pos <= hi) {
     std::shared_ptr<wakeup> wait;
+    // Bytes below data.size() never change and data never moves (its capacity is reserved
+    // before the first byte), so they are handed out in place, not copied.
+    const char* piece = nullptr;
+    std::size_t n = 0;
     {
       std::lock_guard lock(slot.mutex);
       const std::size_t available = slot.data.size();
       if (available > pos) {
-        const std::size_t n = std::min(std::min(available - 1, hi) - pos + 1, copy_piece);
-        piece.assign(slot.data.data() + pos, n);
+        n = std::min(std::min(available - 1, hi) - pos + 1, copy_piece);
+        piece = slot.data.data() + pos;
       } else if (slot.failed) {
         co_return read_slot_failed;
       } else {
@@ -337,8 +340,8 @@ asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, s
       (void)co_await wait->async_receive(use_nothrow);
       continue;
     }
-    if (!co_await out(piece.data(), piece.size())) co_return read_sink_failed;
-    pos += piece.size();
+    if (!co_await out(piece, n)) co_return read_sink_failed;
+    pos += n;
   }
   co_return read_ok;
 }
@@ -460,7 +463,9 @@ asio::awaitable<bool> blob_cache::wait_slot(chunk_slot& slot) {
     std::shared_ptr<wakeup> wait;
     {
       std::lock_guard lock(slot.mutex);
-      if (slot.done) co_return !slot.failed;
+      if (slot.failed) co_return false;
+      // Every byte arrived: its store write goes on behind; the caller may move on.
+      if (slot.done || slot.data.size() == slot.expected) co_return true;
       wait = std::make_shared<wakeup>(ex, 1);
       slot.waiters.push_back(wait);
     }

@@ -124,7 +124,8 @@ class blob_cache {
                                             const std::vector<bool>& present,
                                             std::uint32_t present_base, std::uint32_t* run,
                                             bool prefetch = false);
-  // Waits until `slot` is complete and stored, or failed; true when complete.
+  // Waits until every byte of `slot` arrived (its store write may still run), or it failed;
+  // true when complete.
   static asio::awaitable<bool> wait_slot(chunk_slot& slot);
   // A client read chunk `index` of `d` from the store: true (once) if prefetch fetched it.
   bool take_prefetched(const oci::digest& d, std::uint32_t index, std::size_t length);

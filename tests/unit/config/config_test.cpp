@@ -754,7 +754,7 @@ TEST(config, prefetch_defaults_and_keys) {
   const config d = load_string(UPSTREAM);
   EXPECT_TRUE(d.prefetch.enabled);
   EXPECT_EQ(d.prefetch.window, std::chrono::seconds(60));
-  EXPECT_EQ(d.prefetch.concurrency, 4u);
+  EXPECT_EQ(d.prefetch.concurrency, 16u);
   EXPECT_EQ(d.prefetch.eager_layers, eager_mode::automatic);
   EXPECT_TRUE(d.prefetch.preload.empty());
   const config shipped = load_string(default_yaml());

@@ -337,6 +337,28 @@ TEST_F(PrefetchTest, EagerLayersFetchEveryBlobOnceWhenTheManifestIsServed) {
   EXPECT_EQ(metric(*p, "layercache_prefetch_replays_total", {{"kind", "eager"}}), 1);
 }
 
+TEST_F(PrefetchTest, PreloadListIsWarmedAtStartUp) {
+  const std::string host = upstream_->url().substr(upstream_->url().find("://") + 3);
+  auto p = start(dir_.path() / "pre", "prefetch:\n  eager_layers: never\n  preload:\n    - " +
+                                          host + "/p/app:v1\n    - " + host + "/p/missing:v1\n");
+  // Every blob of the image arrives, verified, without a client asking.
+  ASSERT_TRUE(eventually([&] {
+    const auto r = client_.get(admin(*p, "/admin/blobs"));
+    if (r.status != 200) return false;
+    const auto doc = boost::json::parse(r.body);
+    int verified = 0;
+    for (const auto& b : doc.at("blobs").as_array()) verified += b.at("verified").as_bool();
+    return verified == 3;
+  })) << "the preload list was not warmed";
+  // The image is then served without going upstream for a blob; the missing image was
+  // logged and skipped.
+  storage_host_->clear_requests();
+  const auto r = client_.get(blob_url(*p, img_->layers[1]));
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_TRUE(r.body == img_->layers[1].data);
+  EXPECT_TRUE(storage_gets().empty());
+}
+
 TEST_F(PrefetchTest, DisabledPrefetchRecordsAndFetchesNothing) {
   auto p = start(dir_.path() / "d", "prefetch:\n  enabled: false\n  window: 1s\n");
   ASSERT_EQ(get_manifest(*p).status, 200u);

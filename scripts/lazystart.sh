@@ -217,10 +217,11 @@ echo
 echo "lazy start: $(wc -l < "$WORK/reads") reads, $((READ_BYTES / 1024)) KiB, $CLIENTS in flight;" \
   "image $LAYERS; upstream behind layercache-throttle, RTT $RTT_MS ms, $BW/s per connection;" \
   "direct $DIRECT s"
-python3 - "$RESULTS" "$DIRECT" << 'PY'
+python3 - "$RESULTS" "$DIRECT" "$READ_BYTES" << 'PY'
 import sys
 direct = float(sys.argv[2])
-print("| chunk | prefetch conc. | cold, eager auto (s) | cold, no eager (s) | second start (s) | warm (s) | cold ÷ second | second ÷ warm | prefetched MiB | used MiB | precision |")
+read_bytes = float(sys.argv[3])
+print("| chunk | prefetch conc. | cold, eager auto (s) | cold, no eager (s) | second start (s) | warm (s) | cold ÷ second | second ÷ warm | prefetched MiB | chunk precision | byte precision |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
     chunk, conc, ca, c, s, w, f0, f, u0, u = line.split()
@@ -228,5 +229,6 @@ for line in open(sys.argv[1]):
     fetched = float(f) - float(f0)
     used = float(u) - float(u0)
     prec = used / fetched if fetched else 0
-    print(f"| {chunk} | {conc} | {ca:.2f} | {c:.2f} | {s:.2f} | {w:.2f} | {c / s:.1f}× | {s / w:.2f}× | {fetched / 2**20:.1f} | {used / 2**20:.1f} | {prec:.0%} |")
+    bprec = read_bytes / fetched if fetched else 0
+    print(f"| {chunk} | {conc} | {ca:.2f} | {c:.2f} | {s:.2f} | {w:.2f} | {c / s:.1f}× | {s / w:.2f}× | {fetched / 2**20:.1f} | {prec:.0%} | {bprec:.0%} |")
 PY

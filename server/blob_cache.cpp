@@ -457,15 +457,16 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
   co_return true;
 }
 
-asio::awaitable<bool> blob_cache::wait_slot(chunk_slot& slot) {
+asio::awaitable<bool> blob_cache::wait_slot(chunk_slot& slot, bool stored) {
   auto ex = co_await asio::this_coro::executor;
   for (;;) {
     std::shared_ptr<wakeup> wait;
     {
       std::lock_guard lock(slot.mutex);
       if (slot.failed) co_return false;
+      if (slot.done) co_return true;
       // Every byte arrived: its store write goes on behind; the caller may move on.
-      if (slot.done || slot.data.size() == slot.expected) co_return true;
+      if (!stored && slot.data.size() == slot.expected) co_return true;
       wait = std::make_shared<wakeup>(ex, 1);
       slot.waiters.push_back(wait);
     }
@@ -585,6 +586,23 @@ asio::awaitable<void> blob_cache::purge(const oci::digest& d) {
 }
 
 asio::awaitable<void> blob_cache::mark_verified(const oci::digest& d) {
+  // A read is done when its bytes arrived; their store writes may still run (write-behind).
+  // The record is marked once they have finished, so that it exists and the mark sticks.
+  for (int bound = 0; bound < 1 << 16; ++bound) {
+    std::shared_ptr<chunk_slot> pending;
+    {
+      std::lock_guard lock(mutex_);
+      const std::string prefix = d.str() + "#";
+      for (const auto& [key, slot] : inflight_) {
+        if (key.starts_with(prefix)) {
+          pending = slot;
+          break;
+        }
+      }
+    }
+    if (!pending) break;
+    (void)co_await wait_slot(*pending, true);
+  }
   (void)co_await pool_.run([this, &d] { return store_.mark_verified(d); });
 }
 

@@ -126,7 +126,8 @@ class blob_cache {
                                             bool prefetch = false);
   // Waits until every byte of `slot` arrived (its store write may still run), or it failed;
   // true when complete.
-  static asio::awaitable<bool> wait_slot(chunk_slot& slot);
+  // With `stored`, until its store write finished.
+  static asio::awaitable<bool> wait_slot(chunk_slot& slot, bool stored = false);
   // A client read chunk `index` of `d` from the store: true (once) if prefetch fetched it.
   bool take_prefetched(const oci::digest& d, std::uint32_t index, std::size_t length);
   // A client read joined `slot`: true (once) if prefetch started it.

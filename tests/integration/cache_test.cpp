@@ -3,6 +3,7 @@
 // proxy fetches, so "each chunk fetched once" is counted at the upstream itself.
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -135,6 +136,31 @@ TEST_F(CacheTest, WholeBlobColdThenWarmThenAfterRestart) {
   ASSERT_EQ(after.status, 200u);
   EXPECT_TRUE(after.body == layer.data);
   EXPECT_TRUE(storage_host_->requests().empty()) << "a read after restart went upstream";
+}
+
+TEST_F(CacheTest, AFullReadLeavesTheBlobStoredAndVerifiedWhenItsResponseEnds) {
+  // Chunk writes run behind the bytes sent; a whole GET still ends only once they are stored
+  // and the blob is marked verified (the next GET is served without hashing it again).
+  std::vector<const blob*> blobs = {&img_->config};
+  for (const auto& l : img_->layers) blobs.push_back(&l);
+  const std::string admin =
+      "http://127.0.0.1:" + std::to_string(proxy_->srv().admin_port()) + "/admin/blobs";
+  for (const auto* b : blobs) {
+    const auto r = client_.get(blob_url(*b));
+    ASSERT_EQ(r.status, 200u);
+    ASSERT_TRUE(r.body == b->data);
+    const auto listed = client_.get(admin);
+    ASSERT_EQ(listed.status, 200u);
+    const auto doc = boost::json::parse(listed.body);
+    bool found = false;
+    for (const auto& e : doc.at("blobs").as_array()) {
+      if (e.at("digest").as_string() != b->digest.str()) continue;
+      found = true;
+      EXPECT_TRUE(e.at("verified").as_bool()) << b->digest.str();
+      EXPECT_EQ(e.at("stored_bytes").to_number<std::uint64_t>(), b->data.size());
+    }
+    EXPECT_TRUE(found) << b->digest.str() << " is not in the store";
+  }
 }
 
 TEST_F(CacheTest, RandomRangesColdAndWarmAreExact) {

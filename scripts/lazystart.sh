@@ -17,7 +17,7 @@
 #
 # Knobs (environment): LAYERS (96MiB x 4), READS (300), RTT_MS (30), BW (25MB per connection),
 # CHUNKS ("256KiB 1MiB"), PF_CONCURRENCY ("4 16"), CLIENTS (4: reads in flight, like a lazy
-# snapshotter's FUSE threads), BUILD (build).
+# snapshotter's FUSE threads), IO_THREADS (2: cache.io_threads), BUILD (build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -146,6 +146,7 @@ cache:
   capacity: 8GiB
   chunk_size: $1
   complete_partial: false
+  io_threads: ${IO_THREADS:-2}
 prefetch:
   window: 10s
   concurrency: $2

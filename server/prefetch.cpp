@@ -16,6 +16,8 @@ namespace {
 
 // A job covers at most this many chunks, so that other replays' jobs interleave.
 constexpr std::uint32_t max_job_chunks = 64;
+// Recording windows open at once (each holds at most max_profile_entries touches).
+constexpr std::size_t max_open_windows = 1024;
 // A replay gives up after this many failed jobs (the upstream is in trouble).
 constexpr unsigned max_replay_failures = 3;
 // Largest profile document read from a registry.
@@ -85,7 +87,10 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
       windows_.erase(it);
       it = windows_.end();
     }
-    if (it == windows_.end()) {
+    if (it == windows_.end() && windows_.size() + closed_.size() >= max_open_windows) {
+      // A flood of distinct manifests: record none of them rather than grow without bound.
+      log::debug("prefetch", "too many recording windows open; not recording ", key);
+    } else if (it == windows_.end()) {
       window w{digest,
                client.settings().name,
                repository,

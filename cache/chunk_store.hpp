@@ -174,10 +174,12 @@ class chunk_store {
   // are being read). Same calling rules as evict_to's `pinned`. Set once, before use.
   virtual void set_pinned(std::function<bool(const oci::digest&)> pinned) = 0;
 
-  // Blobs for which `hot` returns true (named by access profiles) are evicted only after every
-  // other unpinned blob: least recently used cold blobs first, then hot ones. Same calling
+  // Byte ranges [first, last] of a blob that access profiles name; empty: a cold blob.
+  using byte_ranges = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+  // Eviction order: least recently used cold blobs first; then, from hot blobs, the chunks no
+  // hot range touches (the blob stays, no longer verified); then hot blobs whole. Same calling
   // rules as `pinned`. Set once, before use.
-  virtual void set_hot(std::function<bool(const oci::digest&)> hot) = 0;
+  virtual void set_hot(std::function<byte_ranges(const oci::digest&)> hot) = 0;
 };
 
 // Unix seconds; injected so tests control time.

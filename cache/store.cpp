@@ -473,7 +473,7 @@ class store final : public chunk_store {
     pinned_ = std::move(pinned);
   }
 
-  void set_hot(std::function<bool(const oci::digest&)> hot) override {
+  void set_hot(std::function<byte_ranges(const oci::digest&)> hot) override {
     std::lock_guard lock(mu_);
     hot_ = std::move(hot);
   }
@@ -591,20 +591,71 @@ class store final : public chunk_store {
     return status::success();
   }
 
-  // Least recently used first, cold blobs before hot ones; skips `spare` and what `pinned`
-  // names. Stops at the first write failure (the disk is in trouble; put_chunk then reports
-  // no_space).
+  // Removes the chunks of `it` that no range of `hot` touches; returns the bytes freed (0 on a
+  // write failure). The blob stays, no longer verified (it is not whole).
+  std::uint64_t trim_locked(entry_map::iterator it, const byte_ranges& hot) {
+    const std::string& raw = it->first;
+    blob_record r = it->second.record;
+    if (r.chunk_size == 0 || r.size == 0) return 0;
+    const std::uint64_t cs = r.chunk_size;
+    const auto chunk_count = static_cast<std::uint32_t>((r.size + cs - 1) / cs);
+    std::vector<bool> keep(chunk_count, false);
+    for (const auto& [first, last] : hot) {
+      if (first >= r.size || last < first) continue;
+      const std::uint64_t end = std::min(last, r.size - 1);
+      for (std::uint64_t c = first / cs; c <= end / cs; ++c) keep[c] = true;
+    }
+    auto batch = backend_->make_batch();
+    std::uint64_t freed = 0;
+    (void)backend_->scan(family::chunks, raw, true, [&](std::string_view key, std::string_view) {
+      if (key.size() != raw.size() + 4) return true;
+      std::uint32_t index = 0;
+      for (std::size_t i = raw.size(); i < key.size(); ++i) {
+        index = (index << 8) | static_cast<unsigned char>(key[i]);
+      }
+      if (index < chunk_count && !keep[index]) {
+        batch->erase(family::chunks, std::string(key));
+        freed += std::min<std::uint64_t>(cs, r.size - std::uint64_t{index} * cs);
+      }
+      return true;
+    });
+    if (freed == 0) return 0;
+    r.stored_bytes -= std::min(freed, r.stored_bytes);
+    r.verified = false;
+    batch->put(family::blobs, raw, encode(r));
+    batch->put(family::meta, used_bytes_key, encode_u64(used_ - freed));
+    if (!backend_->write(*batch).ok()) return 0;
+    used_ -= freed;
+    it->second.record = r;
+    evicted_bytes_ += freed;
+    return freed;
+  }
+
+  // Least recently used first: cold blobs; then the cold chunks of hot blobs; then hot blobs.
+  // Skips `spare` and what `pinned` names. Stops at the first write failure (the disk is in
+  // trouble; put_chunk then reports no_space).
   std::uint64_t evict_locked(std::uint64_t target,
                              const std::function<bool(const oci::digest&)>* pinned,
                              const std::string* spare) {
     std::uint64_t evicted = 0;
-    for (int pass = hot_ ? 0 : 1; pass < 2 && used_ > target; ++pass) {
+    std::unordered_map<std::string, byte_ranges> hot;  // asked once per blob
+    auto hot_of = [&](const entry& e, const std::string& raw) -> const byte_ranges& {
+      auto [h, inserted] = hot.try_emplace(raw);
+      if (inserted && hot_) h->second = hot_(e.digest);
+      return h->second;
+    };
+    for (int pass = hot_ ? 0 : 2; pass < 3 && used_ > target; ++pass) {
       for (auto lru = lru_.begin(); lru != lru_.end() && used_ > target;) {
         auto it = blobs_.find(lru->second);
         ++lru;  // erase_locked() removes the current position
         if (it == blobs_.end() || (spare != nullptr && it->first == *spare) ||
-            (pinned != nullptr && (*pinned)(it->second.digest)) ||
-            (pass == 0 && hot_(it->second.digest))) {
+            (pinned != nullptr && (*pinned)(it->second.digest))) {
+          continue;
+        }
+        const bool is_hot = pass < 2 && !hot_of(it->second, it->first).empty();
+        if (pass == 0 && is_hot) continue;
+        if (pass == 1) {
+          if (is_hot) evicted += trim_locked(it, hot_of(it->second, it->first));
           continue;
         }
         const std::uint64_t bytes = it->second.record.stored_bytes;
@@ -668,8 +719,8 @@ class store final : public chunk_store {
   std::uint64_t evicted_blobs_ = 0;  // guarded by mu_, like the counters below
   std::uint64_t evicted_bytes_ = 0;
   std::uint64_t corrupt_chunks_ = 0;
-  std::function<bool(const oci::digest&)> pinned_;  // spared by put_chunk's eviction
-  std::function<bool(const oci::digest&)> hot_;     // evicted after every cold blob
+  std::function<bool(const oci::digest&)> pinned_;      // spared by put_chunk's eviction
+  std::function<byte_ranges(const oci::digest&)> hot_;  // evicted after every cold blob
   const clock_fn clock_;
 
   std::mutex mu_;                             // guards everything below and serializes writers

@@ -440,6 +440,11 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
         } else if (got.code != cache::errc::not_found) {
           log::warn("cache", "chunk ", i, " of ", d.str(), ": ", got.message, "; refetching");
         }
+        if (!done) {
+          // Completed once but gone since (evicted, trimmed): the next attempt fills it.
+          std::lock_guard lock(mutex_);
+          completed_.erase(key_of(d, i));
+        }
         continue;
       }
       const bool prefetched = report != nullptr && !mine[i - first] && claim_prefetched(*slot);

@@ -362,35 +362,52 @@ void prefetcher::count_publish(bool ok) {
 void prefetcher::stop() { stopped_ = true; }
 
 void prefetcher::note_profile(const cache::profile& p) {
-  std::vector<std::string> blobs;
+  // Blob → the byte ranges this profile names in it.
+  std::map<std::string, cache::chunk_store::byte_ranges> ranges;
   for (const auto& e : p.entries) {
-    std::string b = e.blob.str();
-    if (std::find(blobs.begin(), blobs.end(), b) == blobs.end()) blobs.push_back(std::move(b));
+    if (e.length == 0) continue;
+    ranges[e.blob.str()].emplace_back(e.offset, e.offset + e.length - 1);
   }
+  const std::string manifest = p.manifest.str();
   std::lock_guard lock(mutex_);
-  auto& current = profile_blobs_[p.manifest.str()];
+  auto& current = profile_blobs_[manifest];
   for (const auto& b : current) {
-    if (auto it = hot_.find(b); it != hot_.end() && --it->second == 0) hot_.erase(it);
+    if (auto it = hot_.find(b); it != hot_.end()) {
+      it->second.erase(manifest);
+      if (it->second.empty()) hot_.erase(it);
+    }
   }
-  for (const auto& b : blobs) ++hot_[b];
-  current = std::move(blobs);
+  current.clear();
+  for (auto& [b, r] : ranges) {
+    current.push_back(b);
+    hot_[b][manifest] = std::move(r);
+  }
   stats_.profiles = profile_blobs_.size();
 }
 
 void prefetcher::forget_profile(const oci::digest& manifest) {
+  const std::string key = manifest.str();
   std::lock_guard lock(mutex_);
-  auto it = profile_blobs_.find(manifest.str());
+  auto it = profile_blobs_.find(key);
   if (it == profile_blobs_.end()) return;
   for (const auto& b : it->second) {
-    if (auto h = hot_.find(b); h != hot_.end() && --h->second == 0) hot_.erase(h);
+    if (auto h = hot_.find(b); h != hot_.end()) {
+      h->second.erase(key);
+      if (h->second.empty()) hot_.erase(h);
+    }
   }
   profile_blobs_.erase(it);
   stats_.profiles = profile_blobs_.size();
 }
 
-bool prefetcher::hot(const oci::digest& blob) const {
+cache::chunk_store::byte_ranges prefetcher::hot_ranges(const oci::digest& blob) const {
+  cache::chunk_store::byte_ranges out;
   std::lock_guard lock(mutex_);
-  return hot_.contains(blob.str());
+  auto it = hot_.find(blob.str());
+  if (it == hot_.end()) return out;
+  for (const auto& [manifest, ranges] : it->second)
+    out.insert(out.end(), ranges.begin(), ranges.end());
+  return out;
 }
 
 std::optional<std::string> prefetcher::export_profile(const oci::digest& manifest) {

@@ -76,7 +76,7 @@ class prefetcher {
   prefetcher(const prefetcher&) = delete;
   prefetcher& operator=(const prefetcher&) = delete;
 
-  // Reads which blobs the stored profiles name (for eviction: see hot()). Blocking; call
+  // Reads which blobs the stored profiles name (for eviction: see hot_ranges()). Blocking; call
   // once before serving.
   void load();
 
@@ -102,9 +102,10 @@ class prefetcher {
   // Replays stop after the job they are on; no new ones start.
   void stop();
 
-  // True when a stored profile names `blob`: eviction takes such blobs last. Called by the
-  // store with its lock held: touches only our own state.
-  [[nodiscard]] bool hot(const oci::digest& blob) const;
+  // The byte ranges stored profiles name in `blob` (empty: none): eviction takes such blobs
+  // last, their other chunks first. Called by the store with its lock held: touches only our
+  // own state.
+  [[nodiscard]] cache::chunk_store::byte_ranges hot_ranges(const oci::digest& blob) const;
 
   // Profiles through the admin API (blocking store I/O: call from the blocking pool).
   [[nodiscard]] std::optional<std::string> export_profile(const oci::digest& manifest);
@@ -158,7 +159,8 @@ class prefetcher {
   // Manifests recently looked for in their upstream registry without success.
   std::unordered_map<std::string, clock::time_point> not_published_;
   // Blob digest -> number of stored profiles naming it.
-  std::unordered_map<std::string, unsigned> hot_;
+  // Blob digest -> (manifest -> byte ranges its profile names in the blob).
+  std::unordered_map<std::string, std::map<std::string, cache::chunk_store::byte_ranges>> hot_;
   std::unordered_map<std::string, std::vector<std::string>> profile_blobs_;  // by manifest
   prefetch_stats stats_;
 };

@@ -348,7 +348,7 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
                                                      impl_->cfg.prefetch);
       impl_->prefetch->load();
       impl_->store->set_hot(
-          [p = impl_->prefetch.get()](const oci::digest& d) { return p->hot(d); });
+          [p = impl_->prefetch.get()](const oci::digest& d) { return p->hot_ranges(d); });
     }
     log::info("server", "cache at ", c.path, ": ", impl_->store->used_bytes(), " of ", c.capacity,
               " bytes used");

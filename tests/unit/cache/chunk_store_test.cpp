@@ -383,7 +383,9 @@ TEST_P(chunk_store_test, hot_blobs_are_evicted_after_every_cold_one) {
   clock_.advance(1);
   (void)put_blob(c, 3, chunk);
   // LRU order a, b, c; a is named by an access profile.
-  store_->set_hot([&](const oci::digest& d) { return d == a; });
+  store_->set_hot([&](const oci::digest& d) {
+    return d == a ? chunk_store::byte_ranges{{0, 99}} : chunk_store::byte_ranges{};
+  });
   EXPECT_EQ(store_->evict_to(chunk, nullptr), 2U * chunk);
   EXPECT_TRUE(store_->blob(a).has_value()) << "a hot blob went before cold ones";
   EXPECT_FALSE(store_->blob(b).has_value());
@@ -393,11 +395,54 @@ TEST_P(chunk_store_test, hot_blobs_are_evicted_after_every_cold_one) {
   EXPECT_FALSE(store_->blob(a).has_value());
 }
 
+TEST_P(chunk_store_test, a_hot_blob_loses_its_cold_chunks_before_it_goes) {
+  const oci::digest a = digest_n(1);
+  const oci::digest b = digest_n(2);
+  const std::string data = put_blob(a, 1, 4 * chunk);  // chunks 0..3
+  ASSERT_TRUE(store_->mark_verified(a).ok());
+  clock_.advance(1);
+  (void)put_blob(b, 2, chunk);
+  store_->touch(b);
+  // A profile names bytes inside chunk 1 and the first byte of chunk 3.
+  store_->set_hot([&](const oci::digest& d) {
+    return d == a ? chunk_store::byte_ranges{{chunk + 10, chunk + 20}, {3 * chunk, 3 * chunk}}
+                  : chunk_store::byte_ranges{};
+  });
+  // Cold blob b goes first although more recent, then a's cold chunks (0 and 2); its hot
+  // chunks stay.
+  EXPECT_EQ(store_->evict_to(3 * chunk, nullptr), 3U * chunk);
+  EXPECT_FALSE(store_->blob(b).has_value());
+  ASSERT_TRUE(store_->blob(a).has_value());
+  EXPECT_THAT(store_->present_chunks(a), ElementsAre(1u, 3u));
+  EXPECT_EQ(store_->blob(a)->stored_bytes, 2U * chunk);
+  EXPECT_FALSE(store_->blob(a)->verified) << "a trimmed blob is not whole";
+  EXPECT_EQ(store_->used_bytes(), 2U * chunk);
+  std::string got;
+  ASSERT_TRUE(store_->get_chunk(a, 1, got).ok());
+  EXPECT_EQ(got, data.substr(chunk, chunk));
+  // The trim is durable: a reopened store agrees.
+  if (GetParam() != kind::memory) {
+    reopen();
+    ASSERT_TRUE(store_->blob(a).has_value());
+    EXPECT_EQ(store_->blob(a)->stored_bytes, 2U * chunk);
+    EXPECT_EQ(store_->used_bytes(), 2U * chunk);
+    EXPECT_THAT(store_->present_chunks(a), ElementsAre(1u, 3u));
+  }
+  // Beyond that, hot a goes whole.
+  store_->set_hot([&](const oci::digest& d) {
+    return d == a ? chunk_store::byte_ranges{{chunk + 10, chunk + 20}} : chunk_store::byte_ranges{};
+  });
+  EXPECT_EQ(store_->evict_to(0, nullptr), 2U * chunk);
+  EXPECT_FALSE(store_->blob(a).has_value());
+}
+
 TEST_P(chunk_store_test, put_chunk_evicts_cold_blobs_to_make_room_before_hot_ones) {
   const oci::digest a = digest_n(1);
   const oci::digest b = digest_n(2);
   store_->set_capacity(2 * chunk);
-  store_->set_hot([&](const oci::digest& d) { return d == a; });
+  store_->set_hot([&](const oci::digest& d) {
+    return d == a ? chunk_store::byte_ranges{{0, 99}} : chunk_store::byte_ranges{};
+  });
   (void)put_blob(a, 1, chunk);
   clock_.advance(1);
   (void)put_blob(b, 2, chunk);

@@ -40,7 +40,8 @@ struct prefetcher::replay {
   std::string repository;
   std::string manifest;
   std::vector<job> jobs;
-  std::size_t next = 0;  // only touched on the replay's executor
+  bool resolved_only = false;  // a HEAD: replay a known profile, nothing else
+  std::size_t next = 0;        // only touched on the replay's executor
   unsigned workers = 0;
   unsigned failures = 0;
 };
@@ -65,7 +66,7 @@ void prefetcher::load() {
 
 void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_client& client,
                                  const std::string& repository, const oci::digest& digest,
-                                 std::string_view media_type, std::string_view body) {
+                                 std::string_view media_type, std::string_view body, bool head) {
   if (stopped_) return;
   auto m = oci::parse_manifest(body, media_type);
   if (!m || m->is_index()) return;
@@ -80,14 +81,18 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
   const std::string key = digest.str();
   {
     std::lock_guard lock(mutex_);
-    auto it = windows_.find(key);
+    if (head && !profile_blobs_.contains(key)) return;  // the GET that follows decides
+    auto it = head ? windows_.end() : windows_.find(key);
     if (it != windows_.end() && it->second.deadline <= now) {
       // Closed but not yet saved: keep its run for the next save, open a new window.
       closed_.push_back(std::move(it->second));
       windows_.erase(it);
       it = windows_.end();
     }
-    if (it == windows_.end() && windows_.size() + closed_.size() >= max_open_windows) {
+    if (head) {
+      // A HEAD (containerd resolving a tag) records nothing: the GET that follows opens the
+      // window. It only starts the replay of the profile early.
+    } else if (it == windows_.end() && windows_.size() + closed_.size() >= max_open_windows) {
       // A flood of distinct manifests: record none of them rather than grow without bound.
       log::debug("prefetch", "too many recording windows open; not recording ", key);
     } else if (it == windows_.end()) {
@@ -114,6 +119,7 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
   r->client = &client;
   r->repository = repository;
   r->manifest = key;
+  r->resolved_only = head;
   asio::co_spawn(ex, run_replay(std::move(r), std::move(listed)), asio::detached);
 }
 
@@ -135,7 +141,8 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
   std::optional<cache::profile> prof;
   if (text) prof = cache::profile_from_json(*text);
   if (prof && prof->manifest != manifest) prof.reset();
-  if (!prof && settings_.fetch_published && !recently_not_published(r->manifest)) {
+  if (!prof && !r->resolved_only && settings_.fetch_published &&
+      !recently_not_published(r->manifest)) {
     // None of our own: the upstream registry may have one next to the image.
     auto found =
         co_await find_published_profile(*r->client, r->repository, manifest, max_published_profile);
@@ -206,8 +213,9 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
       }
     }
   }
-  const bool eager = settings_.eager_layers == config::eager_mode::always ||
-                     (settings_.eager_layers == config::eager_mode::automatic && !prof);
+  const bool eager =
+      !r->resolved_only && (settings_.eager_layers == config::eager_mode::always ||
+                            (settings_.eager_layers == config::eager_mode::automatic && !prof));
   if (eager) {
     for (std::size_t i = 0; i < listed.size(); ++i) {
       if (!usable(i)) continue;

@@ -405,7 +405,7 @@ class session final : public session_base {
     res.set("Docker-Content-Digest", digest.str());
     res.set(http::field::etag, "\"" + digest.str() + "\"");
     if (stale) res.set("X-Layercache-Stale", "true");
-    if (req.method() == http::verb::get) note_manifest(digest, m.media_type, m.bytes);
+    note_manifest(digest, m.media_type, m.bytes, req.method() == http::verb::head);
     res.body() = m.bytes;
     const std::uint64_t length = m.bytes.size();
     co_return co_await send(req, std::move(res), keep_alive, length);
@@ -474,6 +474,7 @@ class session final : public session_base {
           auto m = co_await worker_.manifests->manifest(*d);
           if (m && accepts(cached->accept_cls, m->media_type)) {
             co_await worker_.manifests->confirm(cached->key, *d);
+            note_manifest(*d, m->media_type, m->bytes, true);
           }
         }
       }
@@ -875,11 +876,13 @@ class session final : public session_base {
     const std::string* repository = nullptr;
   } current_;
 
-  // A manifest is being sent to a client (GET, 200): recording and prefetch start here.
-  void note_manifest(const oci::digest& d, std::string_view media_type, std::string_view body) {
+  // A manifest is being sent to a client (GET, 200; or HEAD, see manifest_served): recording
+  // and prefetch start here.
+  void note_manifest(const oci::digest& d, std::string_view media_type, std::string_view body,
+                     bool head = false) {
     if (worker_.prefetch == nullptr || current_.client == nullptr) return;
     worker_.prefetch->manifest_served(stream_.get_executor(), *current_.client,
-                                      *current_.repository, d, media_type, body);
+                                      *current_.repository, d, media_type, body, head);
   }
   std::string client_ = client_address();
 

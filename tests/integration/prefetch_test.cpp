@@ -278,6 +278,29 @@ TEST_F(PrefetchTest, PublishedProfileTravelsThroughTheRegistryToANodeWithoutOne)
   EXPECT_NE(listed.body.find(img_->manifest.digest.str()), std::string::npos) << listed.body;
 }
 
+TEST_F(PrefetchTest, AHeadOfAKnownManifestStartsTheReplay) {
+  const auto& l0 = img_->layers[0];
+  auto p = start(dir_.path() / "h", prefetch_yaml("never", 1, "60s"));
+  const std::string profile = "{\"version\":1,\"manifest\":\"" + img_->manifest.digest.str() +
+                              "\",\"runs\":1,\"entries\":[{\"blob\":\"" + l0.digest.str() +
+                              "\",\"offset\":0,\"length\":10,\"seen\":1,\"at_ms\":0}]}";
+  ASSERT_EQ(client_.request("PUT", admin(*p, manifest_path()), {}, profile).status, 200u);
+  ASSERT_EQ(get_manifest(*p).status, 200u);  // stores the manifest (and replays once)
+  ASSERT_TRUE(eventually(
+      [&] { return metric(*p, "layercache_prefetch_fetched_bytes_total") == 1.0 * chunk; }));
+  ASSERT_EQ(client_.request("DELETE", admin(*p, "/admin/blobs")).status, 200u);
+  storage_host_->clear_requests();
+  // containerd resolves the tag with HEAD before its GET: the replay starts there.
+  const auto head = client_.head(p->url() + "/v2/p/app/manifests/v1",
+                                 {{"Accept", std::string(oci::media_types::oci_manifest)}});
+  ASSERT_EQ(head.status, 200u);
+  ASSERT_TRUE(eventually([&] {
+    return metric(*p, "layercache_prefetch_fetched_bytes_total") == 2.0 * chunk;
+  })) << "a HEAD of a manifest with a profile did not replay it";
+  EXPECT_EQ(storage_gets(), (std::vector<fetched>{chunk_of(l0, 0)}));
+  EXPECT_EQ(metric(*p, "layercache_prefetch_replays_total", {{"kind", "profile"}}), 2);
+}
+
 TEST_F(PrefetchTest, RunsMergeIntoOneProfileMostSeenFirst) {
   const auto& l0 = img_->layers[0];
   const auto& l1 = img_->layers[1];

@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""Checks the runtime and deployment files under deploy/ (ctest -L deploy).
+
+  check_deploy.py --deploy-dir DIR [--layercached PATH] CHECK
+
+CHECK is one of: systemd, docker, containerd, kubernetes, kubernetes-config, dockerfile,
+batch. Every layercache config found (a file, a ConfigMap's data, the heredoc of the Batch
+startup script) is run through `layercached --check-config`.
+
+Exit status: 0 when everything holds, 1 on a failed check, 77 (ctest SKIP_RETURN_CODE) when a
+tool the check needs is missing (systemd-analyze for `systemd`, PyYAML for `kubernetes`,
+tomllib (Python < 3.11) for `containerd`, --layercached where a config must be checked).
+Nothing is installed.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+SKIP = 77
+
+
+class Failed(Exception):
+    pass
+
+
+def need(cond, msg):
+    if not cond:
+        raise Failed(msg)
+
+
+class Skipped(Exception):
+    pass
+
+
+def check_config_text(layercached, text, what):
+    if not layercached:
+        raise Skipped(f"no layercached to check {what}")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "layercache.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        check_config_file(layercached, path, what)
+
+
+def check_config_file(layercached, path, what):
+    if not layercached:
+        raise Skipped(f"no layercached to check {what}")
+    r = subprocess.run([layercached, "--check-config", path], capture_output=True, text=True,
+                       timeout=30)
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    need(r.returncode == 0, f"{what}: layercached --check-config failed ({r.returncode})")
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+# --- systemd -----------------------------------------------------------------------------
+
+def unit_directives(text):
+    """[section] -> list of (key, value); continuation lines joined."""
+    out, section, pending = {}, None, ""
+    for raw in text.splitlines():
+        line = pending + raw.strip()
+        pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            out.setdefault(section, [])
+            continue
+        need(section is not None and "=" in line, f"unit: bad line {raw!r}")
+        k, v = line.split("=", 1)
+        out[section].append((k.strip(), v.strip()))
+    return out
+
+
+def check_systemd(args):
+    d = os.path.join(args.deploy_dir, "systemd")
+    unit_path = os.path.join(d, "layercached.service")
+    text = read(unit_path)
+    units = unit_directives(text)
+    svc = dict(units.get("Service", []))
+    want = {
+        "ExecStart": "/usr/local/bin/layercached --config /etc/layercache/layercache.yaml",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
+        "Restart": "on-failure",
+        "StateDirectory": "layercache",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "",
+    }
+    for k, v in want.items():
+        need(svc.get(k) == v, f"unit: {k}={svc.get(k)!r}, want {v!r}")
+    need(svc.get("DynamicUser") == "yes" or svc.get("User") == "layercache",
+         "unit: neither DynamicUser=yes nor User=layercache")
+    families = set(svc.get("RestrictAddressFamilies", "").split())
+    need(families and families <= {"AF_INET", "AF_INET6", "AF_UNIX"},
+         f"unit: RestrictAddressFamilies={families}")
+    need(dict(units.get("Install", [])).get("WantedBy") == "multi-user.target",
+         "unit: WantedBy=multi-user.target missing")
+
+    # The node config the unit names.
+    check_config_file(args.layercached, os.path.join(d, "layercache.yaml"),
+                      "deploy/systemd/layercache.yaml")
+    cfg = read(os.path.join(d, "layercache.yaml"))
+    need(re.search(r"^\s+- address: 127\.0\.0\.1:5000\b", cfg, re.M), "config: listen 127.0.0.1:5000")
+    need(re.search(r"^\s+path: /var/lib/layercache\s*(#.*)?$", cfg, re.M), "config: cache path")
+    need("url: https://registry-1.docker.io" in cfg and "default: true" in cfg,
+         "config: Docker Hub default upstream")
+
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        raise Skipped("systemd-analyze not found (structure and config checked)")
+    # verify needs the ExecStart binary and config to exist: point them at the built ones.
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = args.layercached
+        cfg_copy = os.path.join(tmp, "layercache.yaml")
+        shutil.copy(os.path.join(d, "layercache.yaml"), cfg_copy)
+        t = text.replace("/usr/local/bin/layercached", exe).replace(
+            "/etc/layercache/layercache.yaml", cfg_copy)
+        path = os.path.join(tmp, "layercached.service")
+        with open(path, "w") as f:
+            f.write(t)
+        r = subprocess.run([analyze, "verify", "--man=no", path], capture_output=True,
+                           text=True, timeout=60)
+        out = (r.stdout + r.stderr).strip()
+        print(out)
+        # Lines about our unit are problems; other units' (e.g. docker.service named in
+        # Before=, absent here) are not.
+        ours = [l for l in out.splitlines() if "layercached.service" in l]
+        need(r.returncode == 0 and not ours, f"systemd-analyze verify: rc {r.returncode}")
+
+
+# --- dockerd -----------------------------------------------------------------------------
+
+def check_docker(args):
+    path = os.path.join(args.deploy_dir, "docker", "daemon.json")
+    conf = json.loads(read(path))
+    need(conf.get("registry-mirrors") == ["http://127.0.0.1:5000"],
+         f"daemon.json: registry-mirrors {conf.get('registry-mirrors')!r}")
+    dockerd = shutil.which("dockerd")
+    if dockerd:
+        r = subprocess.run([dockerd, "--validate", "--config-file", path], capture_output=True,
+                           text=True, timeout=60)
+        print(r.stdout + r.stderr)
+        need(r.returncode == 0, "dockerd --validate failed")
+    else:
+        print("dockerd not found: JSON and keys checked only")
+
+
+# --- containerd --------------------------------------------------------------------------
+
+def check_containerd(args):
+    try:
+        import tomllib
+    except ImportError:
+        raise Skipped("tomllib needs Python 3.11")
+    d = os.path.join(args.deploy_dir, "containerd")
+    hosts = {"docker.io": "https://registry-1.docker.io",
+             "europe-docker.pkg.dev": "https://europe-docker.pkg.dev"}
+    for reg, server in hosts.items():
+        with open(os.path.join(d, "certs.d", reg, "hosts.toml"), "rb") as f:
+            t = tomllib.load(f)
+        need(t.get("server") == server, f"{reg}: server {t.get('server')!r}")
+        host = t.get("host", {})
+        need(list(host) == ["http://127.0.0.1:5000"], f"{reg}: hosts {list(host)}")
+        need(host["http://127.0.0.1:5000"].get("capabilities") == ["pull", "resolve"],
+             f"{reg}: capabilities")
+    with open(os.path.join(d, "config.toml"), "rb") as f:
+        c = tomllib.load(f)
+    reg = c.get("plugins", {}).get("io.containerd.grpc.v1.cri", {}).get("registry", {})
+    need(reg.get("config_path") == "/etc/containerd/certs.d", f"config.toml: {reg!r}")
+    need(c.get("version") == 2, "config.toml: version = 2")
+
+
+# --- Kubernetes --------------------------------------------------------------------------
+
+def configmap_text_without_yaml(text):
+    """The `layercache.yaml: |` block scalar of the ConfigMap, by indentation."""
+    lines = text.splitlines()
+    for i, l in enumerate(lines):
+        m = re.match(r"^(\s*)layercache\.yaml: \|\s*$", l)
+        if not m:
+            continue
+        base = len(m.group(1))
+        body, indent = [], None
+        for l2 in lines[i + 1:]:
+            if l2.strip() == "":
+                body.append("")
+                continue
+            ind = len(l2) - len(l2.lstrip())
+            if ind <= base:
+                break
+            indent = ind if indent is None else indent
+            body.append(l2[indent:])
+        return "\n".join(body).rstrip() + "\n"
+    raise Failed("no `layercache.yaml: |` block in the ConfigMap")
+
+
+def check_kubernetes_config(args):
+    text = read(os.path.join(args.deploy_dir, "kubernetes", "layercache.yaml"))
+    cfg = configmap_text_without_yaml(text)
+    need("address: 127.0.0.1:5000" in cfg, "ConfigMap: registry listener not on loopback")
+    with tempfile.TemporaryDirectory() as d:
+        # token_file of the admin listener: the Secret's mount, replaced by a temp file.
+        tok = os.path.join(d, "token")
+        with open(tok, "w") as f:
+            f.write("test-token\n")
+        cfg = cfg.replace("/etc/layercache/admin/token", tok)
+        check_config_text(args.layercached, cfg, "ConfigMap layercache.yaml")
+
+
+def check_kubernetes(args):
+    try:
+        import yaml
+    except ImportError:
+        raise Skipped("PyYAML not found (kubernetes-config checks the ConfigMap)")
+    d = os.path.join(args.deploy_dir, "kubernetes")
+    docs = [x for x in yaml.safe_load_all(read(os.path.join(d, "layercache.yaml"))) if x]
+    by_kind = {}
+    for x in docs:
+        need("apiVersion" in x and "kind" in x and "name" in x.get("metadata", {}),
+             f"document without apiVersion/kind/metadata.name: {x}")
+        by_kind[x["kind"]] = x
+    need(set(by_kind) >= {"Namespace", "ConfigMap", "DaemonSet", "Service"}, f"kinds {set(by_kind)}")
+    cm = by_kind["ConfigMap"]
+    cfg = yaml.safe_load(cm["data"]["layercache.yaml"])
+    need(cm["data"]["layercache.yaml"] == configmap_text_without_yaml(
+        read(os.path.join(d, "layercache.yaml"))), "ConfigMap text extraction differs from PyYAML")
+    need(cfg["server"]["listen"][0]["address"] == "127.0.0.1:5000", "registry listener")
+    admin_port = int(cfg["admin"]["address"].rsplit(":", 1)[1])
+    need(admin_port == 9401, "admin port 9401")
+
+    ds = by_kind["DaemonSet"]
+    need(ds["apiVersion"] == "apps/v1", "DaemonSet apiVersion")
+    sel = ds["spec"]["selector"]["matchLabels"]
+    pod = ds["spec"]["template"]
+    need(all(pod["metadata"]["labels"].get(k) == v for k, v in sel.items()),
+         "DaemonSet selector does not match the pod labels")
+    ps = pod["spec"]
+    need(ps.get("hostNetwork") is True, "hostNetwork: true")
+    c = [c for c in ps["containers"] if c["name"] == "layercached"][0]
+    need(":latest" not in c["image"] and ":" in c["image"], "image without a pinned tag")
+    for kind in ("requests", "limits"):
+        need({"cpu", "memory"} <= set(c["resources"].get(kind, {})), f"resources.{kind}")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        g = c[probe]["httpGet"]
+        need(g["path"] == path and g["port"] == admin_port, f"{probe}: {g}")
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in ps["volumes"]}
+    need(set(mounts) <= set(vols), "volumeMount without a volume")
+    need(mounts.get("store") == cfg["cache"]["path"], "store mount != cache.path")
+    need(vols["store"]["hostPath"]["path"] == "/var/lib/layercache", "hostPath store")
+    need(vols["config"]["configMap"]["name"] == cm["metadata"]["name"], "ConfigMap volume")
+    args_ = c.get("args", [])
+    need(args_[:1] == ["--config"] and args_[1] == mounts["config"], "--config path != mount")
+    tok_dir = os.path.dirname(cfg["admin"]["token_file"])
+    need(mounts.get("admin-token") == tok_dir, "admin token_file not under the Secret mount")
+    need(c["securityContext"].get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation")
+
+    svc = by_kind["Service"]
+    need(svc["spec"]["selector"] == sel, "Service selector")
+    port_names = {p["name"] for p in c["ports"]}
+    need(all(p["targetPort"] in port_names for p in svc["spec"]["ports"]), "Service targetPort")
+    for x in docs:
+        if x["kind"] != "Namespace":
+            need(x["metadata"].get("namespace") == by_kind["Namespace"]["metadata"]["name"],
+                 f"{x['kind']} namespace")
+
+    pm = yaml.safe_load(read(os.path.join(d, "podmonitor.yaml")))
+    need(pm["apiVersion"] == "monitoring.coreos.com/v1" and pm["kind"] == "PodMonitor", "PodMonitor")
+    need(pm["spec"]["selector"]["matchLabels"] == sel, "PodMonitor selector")
+    ep = pm["spec"]["podMetricsEndpoints"][0]
+    need(ep["port"] in port_names and ep["path"] == "/metrics", "PodMonitor endpoint")
+
+    sc = yaml.safe_load(read(os.path.join(d, "prometheus-scrape.yaml")))
+    job = sc["scrape_configs"][0]
+    need(job["kubernetes_sd_configs"][0]["role"] == "pod", "scrape: role pod")
+    promtool = shutil.which("promtool")
+    if promtool:
+        # Debian's Prometheus is built without Kubernetes service discovery: check the rest
+        # of the job (relabelling, intervals) with a static target in its place.
+        job = dict(job)
+        del job["kubernetes_sd_configs"]
+        job["static_configs"] = [{"targets": ["127.0.0.1:9401"]}]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "scrape.yml")
+            with open(path, "w") as f:
+                json.dump({"scrape_configs": [job]}, f)  # JSON is YAML
+            r = subprocess.run([promtool, "check", "config", path], capture_output=True,
+                               text=True, timeout=60)
+        print(r.stdout + r.stderr)
+        need(r.returncode == 0, "promtool check config prometheus-scrape.yaml")
+    else:
+        print("promtool not found: scrape snippet parsed only")
+
+
+# --- Dockerfile --------------------------------------------------------------------------
+
+def check_dockerfile(args):
+    text = read(os.path.join(args.deploy_dir, "Dockerfile"))
+    # Join continuation lines, drop comments.
+    logical, cur = [], ""
+    for raw in text.splitlines():
+        s = raw.strip()
+        if not s or (s.startswith("#") and not cur):
+            continue
+        if s.startswith("#"):
+            continue
+        if s.endswith("\\"):
+            cur += s[:-1] + " "
+            continue
+        logical.append(cur + s)
+        cur = ""
+    need(not cur, "Dockerfile ends in a continuation")
+    instr = [(l.split(None, 1)[0].upper(), l.split(None, 1)[1] if " " in l else "") for l in logical]
+    froms = [a for i, a in instr if i == "FROM"]
+    need(len(froms) >= 2, "not multi-stage")
+    stages = []
+    for a in froms:
+        m = re.match(r"^(\S+)(?:\s+AS\s+(\S+))?$", a, re.I)
+        need(m, f"FROM {a}")
+        image, name = m.group(1), m.group(2)
+        if image in stages:
+            continue
+        need(re.match(r"^debian:12(-slim)?$", image), f"FROM {image}: want debian:12[-slim] with a tag")
+        stages.append(name)
+    need(re.match(r"^debian:12-slim\b", froms[-1]), "runtime stage is not debian:12-slim")
+    need("latest" not in " ".join(froms), "a `latest` tag")
+    # Everything after the last FROM is the runtime stage.
+    last = max(i for i, (k, _) in enumerate(instr) if k == "FROM")
+    rt = instr[last + 1:]
+    users = [a for k, a in rt if k == "USER"]
+    need(users and users[-1].split(":")[0] not in ("root", "0"), "runtime stage runs as root")
+    expose = set(" ".join(a for k, a in rt if k == "EXPOSE").split())
+    need({"5000", "9401"} <= expose, f"EXPOSE {expose}")
+    ep = [a for k, a in rt if k == "ENTRYPOINT"]
+    need(ep and json.loads(ep[-1])[0] == "/usr/local/bin/layercached", "ENTRYPOINT")
+    copies = [a for k, a in rt if k == "COPY" and a.startswith("--from=")]
+    need(any("layercached" in a for a in copies) and any("layercachectl" in a for a in copies),
+         "runtime stage does not copy layercached and layercachectl from the build stage")
+    build = instr[:last]
+    runs = " ".join(a for k, a in build if k == "RUN")
+    need("cmake" in runs and "Ninja" in runs and "layercached" in runs and "layercachectl" in runs,
+         "build stage does not build both targets with cmake/ninja")
+    # Build deps: a subset of the Makefile's DEB_PACKAGES.
+    mk = read(os.path.join(args.deploy_dir, "..", "Makefile"))
+    m = re.search(r"^DEB_PACKAGES\s*:?=((?:.*\\\n)*.*)$", mk, re.M)
+    need(m, "Makefile: no DEB_PACKAGES")
+    deb = set(m.group(1).replace("\\", " ").split())
+    inst = re.search(r"apt-get install\s+(.*?)(?:&&|$)", runs)
+    pkgs = {p for p in inst.group(1).split() if not p.startswith("-")}
+    need(pkgs <= deb, f"build packages not in DEB_PACKAGES: {sorted(pkgs - deb)}")
+    # COPY sources of the runtime stage (other than --from) exist in the repository.
+    for k, a in rt:
+        if k == "COPY" and not a.startswith("--from="):
+            for src in a.split()[:-1]:
+                need(os.path.exists(os.path.join(args.deploy_dir, "..", src)), f"COPY {src}: missing")
+
+
+# --- Cloud Batch -------------------------------------------------------------------------
+
+def check_batch(args):
+    d = os.path.join(args.deploy_dir, "batch")
+    job = json.loads(read(os.path.join(d, "job.json")))
+    need(set(job) <= {"taskGroups", "allocationPolicy", "labels", "logsPolicy", "priority"},
+         f"unknown top-level keys {set(job)}")
+    need(job["logsPolicy"]["destination"] == "CLOUD_LOGGING", "logsPolicy")
+    tg = job["taskGroups"]
+    need(len(tg) == 1, "one task group")
+    spec = tg[0]["taskSpec"]
+    runs = spec["runnables"]
+    need(len(runs) >= 2, "two runnables")
+    first, second = runs[0], runs[-1]
+    script = first["script"]["text"]
+    need(script == read(os.path.join(d, "start-layercache.sh")),
+         "runnables[0].script.text differs from deploy/batch/start-layercache.sh")
+    r = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30)
+    need(r.returncode == 0, f"startup script: bash -n: {r.stderr}")
+    need(not first.get("background"), "the first runnable must finish before the container")
+    img = second["container"]["imageUri"]
+    need(re.match(r"^127\.0\.0\.1:5000/[a-z0-9-]+-docker\.pkg\.dev/", img),
+         f"imageUri {img} not pulled through the mirror from Artifact Registry")
+    ar_host = img.split("/")[1]
+    for k in ("cpuMilli", "memoryMib"):
+        need(k in spec.get("computeResource", {}), f"computeResource.{k}")
+    ap = job["allocationPolicy"]
+    need("@" in ap["serviceAccount"]["email"], "allocationPolicy.serviceAccount.email")
+    inst = ap["instances"]
+    need(inst and all(("policy" in i) != ("instanceTemplate" in i) for i in inst),
+         "allocationPolicy.instances: policy or instanceTemplate")
+    # The embedded layercache config.
+    m = re.search(r"<<'LAYERCACHE_YAML'\n(.*?)\nLAYERCACHE_YAML\n", script, re.S)
+    need(m, "no LAYERCACHE_YAML heredoc in the startup script")
+    cfg = m.group(1) + "\n"
+    need(re.search(r"- name: " + re.escape(ar_host) + r"\n\s+url: https://" + re.escape(ar_host)
+                   + r"\n\s+auth:\n\s+type: gce_metadata", cfg),
+         f"config: no gce_metadata upstream for {ar_host}")
+    need("address: 127.0.0.1:5000" in cfg, "config: listener 127.0.0.1:5000")
+    need('"http://127.0.0.1:5000"' in script and "/etc/docker/daemon.json" in script,
+         "startup script does not configure dockerd's registry-mirrors")
+    need("/readyz" in script, "startup script does not wait for /readyz")
+    check_config_text(args.layercached, cfg, "Batch startup script's layercache.yaml")
+
+
+CHECKS = {
+    "systemd": check_systemd,
+    "docker": check_docker,
+    "containerd": check_containerd,
+    "kubernetes": check_kubernetes,
+    "kubernetes-config": check_kubernetes_config,
+    "dockerfile": check_dockerfile,
+    "batch": check_batch,
+}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--deploy-dir", required=True)
+    p.add_argument("--layercached")
+    p.add_argument("check", choices=sorted(CHECKS))
+    args = p.parse_args()
+    if args.layercached and not os.access(args.layercached, os.X_OK):
+        print(f"{args.layercached}: not executable", file=sys.stderr)
+        return 1
+    try:
+        CHECKS[args.check](args)
+    except Skipped as e:
+        print(f"SKIP: {e}")
+        return SKIP
+    except (Failed, KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.check}: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,7 @@ DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev \
   librocksdb-dev prometheus-cpp-dev libyaml-cpp-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  docker-registry skopeo apache2-utils openssl curl prometheus
+  docker-registry skopeo apache2-utils openssl curl prometheus python3 python3-yaml
 
 .PHONY: deps build run test demo compare clean format
 

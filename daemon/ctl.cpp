@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <optional>
@@ -18,6 +19,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "daemon/doctor.hpp"
 
 namespace {
 
@@ -36,6 +39,9 @@ constexpr std::string_view usage =
     "  profile export DIGEST [FILE]   write a manifest's profile (stdout without FILE)\n"
     "  profile import DIGEST FILE     store FILE as the manifest's profile ('-': stdin)\n"
     "  profile delete DIGEST          drop a profile\n"
+    "  doctor [--root DIR] [--mirror URL] [--no-probe]\n"
+    "                                 what dockerd and containerd on this node miss to pull\n"
+    "                                 through layercache (default mirror http://127.0.0.1:5000)\n"
     "\n"
     "--admin defaults to $LAYERCACHE_ADMIN, else 127.0.0.1:9401. --token-file (or\n"
     "$LAYERCACHE_ADMIN_TOKEN_FILE) holds the admin bearer token when admin.token_file is set.\n"
@@ -185,6 +191,36 @@ int main(int argc, char** argv) {
   if (args.empty()) {
     std::cerr << usage;
     return 2;
+  }
+
+  if (args[0] == "doctor") {
+    layercache::doctor::options d;
+    bool probe = true;
+    for (std::size_t i = 1; i < args.size(); ++i) {
+      if (args[i] == "--root" && i + 1 < args.size()) {
+        d.root = args[++i];
+      } else if (args[i] == "--mirror" && i + 1 < args.size()) {
+        d.mirror = args[++i];
+      } else if (args[i] == "--no-probe") {
+        probe = false;
+      } else {
+        std::cerr << "layercachectl: unknown doctor argument " << args[i] << "\n" << usage;
+        return 2;
+      }
+    }
+    std::function<std::optional<unsigned>(const std::string&)> get;
+    options target;
+    if (probe && d.mirror.starts_with("http://") && parse_admin(d.mirror, target)) {
+      target.timeout = std::chrono::seconds(5);
+      get = [&target](const std::string&) -> std::optional<unsigned> {
+        try {
+          return call(target, http::verb::get, "/v2/", {}).status;
+        } catch (const std::exception&) {
+          return std::nullopt;
+        }
+      };
+    }
+    return layercache::doctor::run(d, std::cout, get);
   }
 
   http::verb method = http::verb::get;

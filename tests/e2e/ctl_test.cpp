@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <filesystem>
 
 #include "tests/support/http_client.hpp"
 #include "tests/support/image.hpp"
@@ -101,6 +102,64 @@ TEST_F(CtlTest, AdminTokenFromAFile) {
   const auto unreachable =
       run_command({LAYERCACHECTL_PATH, "--admin", "127.0.0.1:1", "stats"}, 60s);
   EXPECT_EQ(unreachable.exit_code, 2) << unreachable.output;
+}
+
+TEST_F(CtlTest, DoctorSaysWhatEachRuntimeMissesAndPassesWithTheDeployFiles) {
+  layercache_instance p("upstreams:\n" + upstream_yaml("up", upstream_.url(), true));
+  const std::string mirror = p.url();
+  const auto root = dir_.path() / "node";
+  std::filesystem::create_directories(root);
+  auto doctor = [&] {
+    return run_command({LAYERCACHECTL_PATH, "doctor", "--root", root.string(), "--mirror", mirror},
+                       60s);
+  };
+
+  // A bare node: nothing points at layercache; each file is named with its snippet.
+  const auto bare = doctor();
+  EXPECT_EQ(bare.exit_code, 1) << bare.output;
+  EXPECT_NE(bare.output.find("ok       layercached answers at " + mirror), std::string::npos)
+      << bare.output;
+  EXPECT_NE(bare.output.find("missing  dockerd: " + (root / "etc/docker/daemon.json").string()),
+            std::string::npos)
+      << bare.output;
+  EXPECT_NE(bare.output.find("\"registry-mirrors\": [\"" + mirror + "\"]"), std::string::npos);
+  EXPECT_NE(
+      bare.output.find("missing  containerd: " + (root / "etc/containerd/config.toml").string()),
+      std::string::npos);
+  EXPECT_NE(bare.output.find("[host.\"" + mirror + "\"]"), std::string::npos);
+
+  // The shipped deploy files, pointed at this mirror: nothing is missing.
+  auto install = [&](const std::string& from, const std::string& to) {
+    std::string text = read_file(std::filesystem::path(DEPLOY_DIR) / from);
+    for (std::size_t at; (at = text.find("http://127.0.0.1:5000")) != std::string::npos;) {
+      text.replace(at, std::string_view("http://127.0.0.1:5000").size(), mirror);
+    }
+    std::filesystem::create_directories((root / to).parent_path());
+    write_file(root / to, text);
+  };
+  install("docker/daemon.json", "etc/docker/daemon.json");
+  install("containerd/config.toml", "etc/containerd/config.toml");
+  install("containerd/certs.d/docker.io/hosts.toml", "etc/containerd/certs.d/docker.io/hosts.toml");
+  const auto good = doctor();
+  EXPECT_EQ(good.exit_code, 0) << good.output;
+  EXPECT_NE(good.output.find("all runtimes found use layercache"), std::string::npos)
+      << good.output;
+
+  // containerd 2.1+ with a config_path list (as some distributions ship it): mirrors are
+  // skipped by the transfer service.
+  write_file(root / "etc/containerd/config.toml",
+             "version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\n"
+             "  config_path = \"/etc/containerd/certs.d:/etc/docker/certs.d\"\n");
+  const auto list = doctor();
+  EXPECT_EQ(list.exit_code, 1) << list.output;
+  EXPECT_NE(list.output.find("is a list"), std::string::npos) << list.output;
+
+  // layercached not running.
+  const auto down = run_command(
+      {LAYERCACHECTL_PATH, "doctor", "--root", root.string(), "--mirror", "http://127.0.0.1:1"},
+      60s);
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_NE(down.output.find("missing  layercached: no answer"), std::string::npos) << down.output;
 }
 
 }  // namespace

@@ -1,0 +1,25 @@
+// `layercachectl doctor`: inspects the node's runtime configuration (dockerd daemon.json,
+// containerd config.toml and hosts.toml) and says what is missing for each runtime to pull
+// through layercache, with the snippet to add.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <ostream>
+#include <string>
+
+namespace layercache::doctor {
+
+struct options {
+  std::filesystem::path root = "/";              // where /etc is looked up (tests: a temp dir)
+  std::string mirror = "http://127.0.0.1:5000";  // layercache's address as runtimes see it
+};
+
+// Writes one line per finding ("ok", "note", "missing" + the snippet to add) to `out`;
+// `probe` (optional) GETs a URL and returns its status, nullopt when unreachable. Returns 0
+// when nothing is missing, else 1.
+int run(const options& o, std::ostream& out,
+        const std::function<std::optional<unsigned>(const std::string&)>& probe);
+
+}  // namespace layercache::doctor

@@ -6,7 +6,6 @@
 #include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <deque>
 
 #include "log/log.hpp"
 
@@ -15,7 +14,7 @@ namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_remembered = 1 << 16;
-constexpr std::size_t copy_piece = 256 * 1024;
+constexpr std::size_t max_piece = 256 * 1024;  // handed to a sink at once
 constexpr std::size_t fill_buffer = 64 * 1024;
 constexpr int read_ok = 0;
 constexpr int read_slot_failed = 1;
@@ -27,20 +26,6 @@ constexpr std::size_t write_behind = 4;
 using wakeup = asio::experimental::concurrent_channel<void(boost::system::error_code)>;
 
 }  // namespace
-
-// A chunk's store write started by a fill; the fill and the write run on the same executor.
-struct blob_cache::pending_write {
-  explicit pending_write(const asio::any_io_executor& ex) : done(ex, 1) {}
-  void finish() {
-    finished = true;
-    (void)done.try_send(boost::system::error_code{});
-  }
-  asio::awaitable<void> wait() {
-    if (!finished) (void)co_await done.async_receive(use_nothrow);
-  }
-  bool finished = false;
-  wakeup done;
-};
 
 // One chunk being filled from upstream. `data` only grows, within capacity reserved up
 // front, so what a reader copied stays valid; all access is under `mutex`.
@@ -168,7 +153,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
                            "bytes=" + std::to_string(start) + "-" + std::to_string(end - 1));
   const std::uint64_t generation = purge_generation(d);
   auto ex = co_await asio::this_coro::executor;
-  std::deque<std::shared_ptr<pending_write>> writes;  // store writes not yet finished
+  std::size_t unwritten = 0;  // slots before this one are stored (or failed)
   auto result = co_await client.send(std::move(req));
 
   std::size_t index = 0;  // slot being filled
@@ -231,22 +216,15 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
         // Complete: its store write goes on beside the reading of the next chunks (readers
         // already have its bytes); at most write_behind writes wait per fill.
         const std::uint32_t chunk = first + static_cast<std::uint32_t>(index);
-        auto w = std::make_shared<pending_write>(ex);
-        asio::co_spawn(ex, store_chunk(d, meta, chunk, slots[index], generation, w),
-                       asio::detached);
-        writes.push_back(std::move(w));
-        while (writes.size() > write_behind) {
-          co_await writes.front()->wait();
-          writes.pop_front();
-        }
+        asio::co_spawn(ex, store_chunk(d, meta, chunk, slots[index], generation), asio::detached);
         ++index;
+        for (; index - unwritten > write_behind; ++unwritten) {
+          (void)co_await wait_slot(*slots[unwritten], true);
+        }
       }
     }
   }
-  while (!writes.empty()) {
-    co_await writes.front()->wait();
-    writes.pop_front();
-  }
+  for (; unwritten < index; ++unwritten) (void)co_await wait_slot(*slots[unwritten], true);
   if (index < slots.size()) {
     log::warn("cache", "fill of ", d.str(), " from chunk ", first + index, " failed: ", why);
   }
@@ -257,8 +235,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
 
 asio::awaitable<void> blob_cache::store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
                                               std::shared_ptr<chunk_slot> slot,
-                                              std::uint64_t generation,
-                                              std::shared_ptr<pending_write> done) {
+                                              std::uint64_t generation) {
   // The slot is complete: no more writes to slot->data, so the pool thread may read it
   // unlocked.
   auto stored = cache::status::not_found("blob was purged during the fill");
@@ -277,8 +254,7 @@ asio::awaitable<void> blob_cache::store_chunk(oci::digest d, blob_meta meta, std
     std::lock_guard lock(mutex_);
     ++stats_.store_errors;
   }
-  finish_slot(d, chunk, *slot, false, stored.ok());
-  done->finish();
+  finish_slot(d, chunk, *slot, false, stored.ok());  // wakes the fill if it waits for it
 }
 
 void blob_cache::finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot,
@@ -327,7 +303,7 @@ asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, s
       std::lock_guard lock(slot.mutex);
       const std::size_t available = slot.data.size();
       if (available > pos) {
-        n = std::min(std::min(available - 1, hi) - pos + 1, copy_piece);
+        n = std::min(std::min(available - 1, hi) - pos + 1, max_piece);
         piece = slot.data.data() + pos;
       } else if (slot.failed) {
         co_return read_slot_failed;
@@ -422,15 +398,19 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
         const auto got =
             co_await pool_.run([this, &d, i, &chunk] { return store_.get_chunk(d, i, chunk); });
         if (got.ok() && chunk.size() == length) {
+          bool prefetched = false;
           {
             std::lock_guard lock(mutex_);
             ++stats_.chunks_from_store;
+            // Only client reads (they pass a report) count as using what prefetch fetched.
+            if (report != nullptr && !prefetched_.empty() && prefetched_.erase(key_of(d, i)) != 0) {
+              stats_.prefetch_used_bytes += length;
+              prefetched = true;
+            }
           }
           if (!co_await out(chunk.data() + lo, hi - lo + 1)) co_return false;
           // A chunk this read's own fill stored before the read got to it still counts as
           // fetched for this read.
-          // Only client reads (they pass a report) count as using what prefetch fetched.
-          const bool prefetched = report != nullptr && take_prefetched(d, i, length);
           if (report != nullptr) {
             (mine[i - first] ? report->filled_bytes
              : prefetched    ? report->prefetch_bytes
@@ -479,13 +459,6 @@ asio::awaitable<bool> blob_cache::wait_slot(chunk_slot& slot, bool stored) {
   }
 }
 
-bool blob_cache::take_prefetched(const oci::digest& d, std::uint32_t index, std::size_t length) {
-  std::lock_guard lock(mutex_);
-  if (prefetched_.empty() || prefetched_.erase(key_of(d, index)) == 0) return false;
-  stats_.prefetch_used_bytes += length;
-  return true;
-}
-
 bool blob_cache::claim_prefetched(chunk_slot& slot) {
   {
     std::lock_guard lock(slot.mutex);
@@ -497,34 +470,47 @@ bool blob_cache::claim_prefetched(chunk_slot& slot) {
   return true;
 }
 
-asio::awaitable<blob_meta> blob_cache::describe_listed(const oci::digest& d, std::uint64_t size) {
-  auto record = co_await pool_.run([this, &d] { return store_.blob(d); });
-  if (record) co_return blob_meta{record->size, record->chunk_size, record->verified, true};
-  co_return blob_meta{size, settings_.chunk_size, false, false};
+asio::awaitable<std::vector<listed_blob>> blob_cache::describe_listed(
+    const std::vector<oci::descriptor>& blobs) {
+  const auto* list = &blobs;
+  co_return co_await pool_.run([this, list] {
+    std::vector<listed_blob> out;
+    out.reserve(list->size());
+    for (const auto& b : *list) {
+      listed_blob l;
+      if (auto record = store_.blob(b.digest)) {
+        l.meta = blob_meta{record->size, record->chunk_size, record->verified, true};
+        if (!record->verified && record->chunk_size > 0) {
+          l.present.assign((record->size + record->chunk_size - 1) / record->chunk_size, false);
+          for (auto i : store_.present_chunks(b.digest)) {
+            if (i < l.present.size()) l.present[i] = true;
+          }
+        }
+      } else {
+        l.meta = blob_meta{b.size, settings_.chunk_size, false, false};
+      }
+      out.push_back(std::move(l));
+    }
+    return out;
+  });
 }
 
 asio::awaitable<bool> blob_cache::prefetch(upstream_client& client, const std::string& repository,
-                                           const oci::digest& d, const blob_meta& meta,
+                                           const oci::digest& d, const listed_blob& b,
                                            std::uint32_t first, std::uint32_t last,
                                            const std::atomic<bool>* cancel) {
+  const blob_meta& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0) co_return true;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   if (first >= chunk_count) co_return true;
   last = static_cast<std::uint32_t>(std::min<std::uint64_t>(last, chunk_count - 1));
   if (last < first) co_return true;
   auto ex = co_await asio::this_coro::executor;
-  std::vector<bool> present(last - first + 1, false);
-  if (meta.in_store) {
-    const auto listed = co_await pool_.run([this, &d] { return store_.present_chunks(d); });
-    for (auto i : listed) {
-      if (i >= first && i <= last) present[i - first] = true;
-    }
-  }
   for (std::uint32_t i = first; i <= last; ++i) {
-    if (present[i - first]) continue;
+    if (i < b.present.size() && b.present[i]) continue;
     if (cancel != nullptr && cancel->load()) co_return true;
     std::uint32_t run = 0;
-    auto slot = join_or_start(ex, client, repository, d, meta, i, last, present, first, &run, true);
+    auto slot = join_or_start(ex, client, repository, d, meta, i, last, b.present, 0, &run, true);
     if (!slot) continue;  // stored meanwhile
     if (!co_await wait_slot(*slot)) co_return false;
   }

@@ -19,6 +19,7 @@
 
 #include "cache/chunk_store.hpp"
 #include "oci/digest.hpp"
+#include "oci/manifest.hpp"
 #include "oci/range.hpp"
 #include "server/offload.hpp"
 #include "server/upstream_client.hpp"
@@ -30,6 +31,12 @@ struct blob_meta {
   std::uint32_t chunk_size = 0;
   bool verified = false;  // the store holds it whole and it matched its digest
   bool in_store = false;  // the store has a record of it (some chunks may still be missing)
+};
+
+// A blob as prefetch plans it (blob_cache::describe_listed).
+struct listed_blob {
+  blob_meta meta;
+  std::vector<bool> present;  // by chunk index: stored already (empty: none, or verified whole)
 };
 
 // Where the bytes of one read() came from.
@@ -93,14 +100,16 @@ class blob_cache {
   // at a time (joining fills in flight). The fills it starts are ordinary fills a client read
   // joins (and is then served by), marked so that the first client read of their chunks counts
   // as served by prefetch. False when a fill failed. Stops between runs once `*cancel`.
+  // Chunks `b.present` marks are skipped without asking the store again.
   asio::awaitable<bool> prefetch(upstream_client& client, const std::string& repository,
-                                 const oci::digest& d, const blob_meta& meta, std::uint32_t first,
+                                 const oci::digest& d, const listed_blob& b, std::uint32_t first,
                                  std::uint32_t last, const std::atomic<bool>* cancel = nullptr);
 
-  // The metadata prefetch uses for a blob a manifest lists with `size`: the store's record
-  // when it has one, else `size` with the configured chunk size (remembered nowhere: a
-  // manifest's word is not the upstream's).
-  asio::awaitable<blob_meta> describe_listed(const oci::digest& d, std::uint64_t size);
+  // What prefetch plans with for the blobs a manifest lists, in one trip to the store: each
+  // one's record and stored chunks when the store has it, else the listed size with the
+  // configured chunk size (remembered nowhere: a manifest's word is not the upstream's).
+  asio::awaitable<std::vector<listed_blob>> describe_listed(
+      const std::vector<oci::descriptor>& blobs);
 
   // Drops every stored chunk of `d` (e.g. its bytes failed the digest check).
   asio::awaitable<void> purge(const oci::digest& d);
@@ -111,7 +120,6 @@ class blob_cache {
 
  private:
   struct chunk_slot;
-  struct pending_write;
 
   std::string key_of(const oci::digest& d, std::uint32_t index) const;
   // The slot of chunk `first`: joined if in flight, else a new fill for the run of missing
@@ -128,17 +136,14 @@ class blob_cache {
   // true when complete.
   // With `stored`, until its store write finished.
   static asio::awaitable<bool> wait_slot(chunk_slot& slot, bool stored = false);
-  // A client read chunk `index` of `d` from the store: true (once) if prefetch fetched it.
-  bool take_prefetched(const oci::digest& d, std::uint32_t index, std::size_t length);
   // A client read joined `slot`: true (once) if prefetch started it.
   bool claim_prefetched(chunk_slot& slot);
   asio::awaitable<void> fill(upstream_client& client, std::string repository, oci::digest d,
                              blob_meta meta, std::uint32_t first,
                              std::vector<std::shared_ptr<chunk_slot>> slots);
-  // Stores a completed chunk of a fill and finishes its slot; then signals `done`.
+  // Stores a completed chunk of a fill and finishes its slot (slot->done).
   asio::awaitable<void> store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
-                                    std::shared_ptr<chunk_slot> slot, std::uint64_t generation,
-                                    std::shared_ptr<pending_write> done);
+                                    std::shared_ptr<chunk_slot> slot, std::uint64_t generation);
   asio::awaitable<int> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
                                    const sink& out);
   std::uint64_t purge_generation(const oci::digest& d) const;

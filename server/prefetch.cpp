@@ -29,8 +29,7 @@ constexpr std::size_t max_not_published = 4096;
 }  // namespace
 
 struct prefetcher::job {
-  oci::digest blob;
-  blob_meta meta;
+  std::size_t blob = 0;  // index in the replay's listed / blobs
   std::uint32_t first = 0;
   std::uint32_t last = 0;
 };
@@ -39,6 +38,8 @@ struct prefetcher::replay {
   upstream_client* client = nullptr;
   std::string repository;
   std::string manifest;
+  std::vector<oci::descriptor> listed;  // the blobs the manifest lists
+  std::vector<listed_blob> blobs;       // what the store holds of each
   std::vector<job> jobs;
   bool resolved_only = false;  // a HEAD: replay a known profile, nothing else
   std::size_t next = 0;        // only touched on the replay's executor
@@ -111,7 +112,6 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
         window_blobs_[d.digest.str()].push_back(key);
       }
       windows_.emplace(key, std::move(w));
-      stats_.windows_open = windows_.size() + closed_.size();
     }
     if (!replaying_.insert(key).second) return;
   }
@@ -120,11 +120,11 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
   r->repository = repository;
   r->manifest = key;
   r->resolved_only = head;
-  asio::co_spawn(ex, run_replay(std::move(r), std::move(listed)), asio::detached);
+  r->listed = std::move(listed);
+  asio::co_spawn(ex, run_replay(std::move(r)), asio::detached);
 }
 
-asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
-                                             std::vector<oci::descriptor> listed) {
+asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r) {
   struct done_guard {
     prefetcher& p;
     std::shared_ptr<replay>& r;
@@ -137,9 +137,16 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
   } guard{*this, r};
 
   const auto manifest = *oci::digest::parse(r->manifest);
-  auto text = co_await pool_.run([this, &manifest] { return store_.profile(manifest); });
   std::optional<cache::profile> prof;
-  if (text) prof = cache::profile_from_json(*text);
+  bool known = false;  // every stored profile is in profile_blobs_: no store read without one
+  {
+    std::lock_guard lock(mutex_);
+    known = profile_blobs_.contains(r->manifest);
+  }
+  if (known) {
+    auto text = co_await pool_.run([this, &manifest] { return store_.profile(manifest); });
+    if (text) prof = cache::profile_from_json(*text);
+  }
   if (prof && prof->manifest != manifest) prof.reset();
   if (!prof && !r->resolved_only && settings_.fetch_published &&
       !recently_not_published(r->manifest)) {
@@ -170,14 +177,9 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
     }
   }
 
-  // What the store already knows of each listed blob.
-  std::vector<blob_meta> metas;
-  metas.reserve(listed.size());
-  for (const auto& d : listed) {
-    const auto& blob = d.digest;
-    const std::uint64_t size = d.size;
-    metas.push_back(co_await blobs_.describe_listed(blob, size));
-  }
+  // What the store already holds of each listed blob, in one trip.
+  r->blobs = co_await blobs_.describe_listed(r->listed);
+  const auto& listed = r->listed;
   auto index_of = [&](const oci::digest& blob) -> std::optional<std::size_t> {
     for (std::size_t i = 0; i < listed.size(); ++i) {
       if (listed[i].digest == blob) return i;
@@ -185,7 +187,7 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
     return std::nullopt;
   };
   auto usable = [&](std::size_t i) {
-    const auto& meta = metas[i];
+    const auto& meta = r->blobs[i].meta;
     return !meta.verified && meta.size > 0 && meta.chunk_size > 0;
   };
 
@@ -193,22 +195,25 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
   if (prof) {
     for (const auto& e : prof->entries) {
       const auto i = index_of(e.blob);  // only blobs this manifest lists are ever fetched
-      if (!i || !usable(*i) || e.length == 0 || e.offset >= metas[*i].size) continue;
-      const auto& meta = metas[*i];
+      if (!i || !usable(*i) || e.length == 0 || e.offset >= r->blobs[*i].meta.size) continue;
+      const auto& meta = r->blobs[*i].meta;
       const std::uint64_t end = std::min(meta.size, e.offset + e.length);
       const auto first = static_cast<std::uint32_t>(e.offset / meta.chunk_size);
       const auto last = static_cast<std::uint32_t>((end - 1) / meta.chunk_size);
-      auto& q = queued[*i];
-      if (q.empty()) q.resize((meta.size + meta.chunk_size - 1) / meta.chunk_size, false);
+      auto& q = queued[*i];  // stored chunks count as queued: nothing to fetch
+      if (q.empty()) {
+        q = r->blobs[*i].present;
+        q.resize((meta.size + meta.chunk_size - 1) / meta.chunk_size, false);
+      }
       for (std::uint32_t c = first; c <= last; ++c) {
         if (q[c]) continue;
         q[c] = true;
         job* prev = r->jobs.empty() ? nullptr : &r->jobs.back();
-        if (prev != nullptr && prev->blob == e.blob && prev->last + 1 == c &&
+        if (prev != nullptr && prev->blob == *i && prev->last + 1 == c &&
             prev->last - prev->first + 1 < max_job_chunks) {
           prev->last = c;
         } else {
-          r->jobs.push_back(job{e.blob, meta, c, c});
+          r->jobs.push_back(job{*i, c, c});
         }
       }
     }
@@ -219,11 +224,11 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r,
   if (eager) {
     for (std::size_t i = 0; i < listed.size(); ++i) {
       if (!usable(i)) continue;
-      const auto& meta = metas[i];
+      const auto& meta = r->blobs[i].meta;
       const auto chunks =
           static_cast<std::uint32_t>((meta.size + meta.chunk_size - 1) / meta.chunk_size);
       // One job per blob: blobs arrive in parallel, each in order.
-      r->jobs.push_back(job{listed[i].digest, meta, 0, chunks - 1});
+      r->jobs.push_back(job{i, 0, chunks - 1});
     }
   }
   if (r->jobs.empty() || stopped_) co_return;
@@ -264,12 +269,10 @@ asio::awaitable<void> prefetcher::replay_worker(std::shared_ptr<replay> r) {
       std::lock_guard lock(mutex_);
       if (stats_.queued > 0) --stats_.queued;
     }
-    const bool ok = co_await blobs_.prefetch(*r->client, r->repository, j.blob, j.meta, j.first,
-                                             j.last, &stopped_);
-    std::lock_guard lock(mutex_);
-    if (ok) {
-      ++stats_.jobs_done;
-    } else {
+    const bool ok = co_await blobs_.prefetch(*r->client, r->repository, r->listed[j.blob].digest,
+                                             r->blobs[j.blob], j.first, j.last, &stopped_);
+    if (!ok) {
+      std::lock_guard lock(mutex_);
       ++stats_.jobs_failed;
       if (++r->failures == max_replay_failures) {
         log::warn("prefetch", "replay of ", r->manifest, " gave up after ", max_replay_failures,
@@ -325,7 +328,6 @@ std::vector<prefetcher::window> prefetcher::take_closed(bool all) {
       if (wb->second.empty()) window_blobs_.erase(wb);
     }
   }
-  stats_.windows_open = windows_.size();
   return out;
 }
 
@@ -378,34 +380,31 @@ void prefetcher::note_profile(const cache::profile& p) {
   }
   const std::string manifest = p.manifest.str();
   std::lock_guard lock(mutex_);
+  unhot_locked(manifest);
   auto& current = profile_blobs_[manifest];
-  for (const auto& b : current) {
-    if (auto it = hot_.find(b); it != hot_.end()) {
-      it->second.erase(manifest);
-      if (it->second.empty()) hot_.erase(it);
-    }
-  }
-  current.clear();
   for (auto& [b, r] : ranges) {
     current.push_back(b);
     hot_[b][manifest] = std::move(r);
   }
-  stats_.profiles = profile_blobs_.size();
 }
 
 void prefetcher::forget_profile(const oci::digest& manifest) {
   const std::string key = manifest.str();
   std::lock_guard lock(mutex_);
-  auto it = profile_blobs_.find(key);
+  unhot_locked(key);
+  profile_blobs_.erase(key);
+}
+
+void prefetcher::unhot_locked(const std::string& manifest) {
+  auto it = profile_blobs_.find(manifest);
   if (it == profile_blobs_.end()) return;
   for (const auto& b : it->second) {
     if (auto h = hot_.find(b); h != hot_.end()) {
-      h->second.erase(key);
+      h->second.erase(manifest);
       if (h->second.empty()) hot_.erase(h);
     }
   }
-  profile_blobs_.erase(it);
-  stats_.profiles = profile_blobs_.size();
+  it->second.clear();
 }
 
 cache::chunk_store::byte_ranges prefetcher::hot_ranges(const oci::digest& blob) const {
@@ -442,10 +441,9 @@ bool prefetcher::import_profile(const oci::digest& manifest, std::string_view js
 }
 
 bool prefetcher::erase_profile(const oci::digest& manifest) {
-  const bool existed = store_.profile(manifest).has_value();
-  if (existed) (void)store_.erase_profile(manifest);
+  const auto s = store_.erase_profile(manifest);
   forget_profile(manifest);
-  return existed;
+  return s.ok();
 }
 
 std::string prefetcher::list_profiles_json() {
@@ -469,7 +467,9 @@ std::string prefetcher::list_profiles_json() {
 
 prefetch_stats prefetcher::stats() const {
   std::lock_guard lock(mutex_);
-  return stats_;
+  prefetch_stats s = stats_;
+  s.profiles = profile_blobs_.size();
+  return s;
 }
 
 }  // namespace layercache::server

@@ -46,12 +46,10 @@ struct prefetch_stats {
   std::uint64_t runs_recorded = 0;    // runs merged into profiles
   std::uint64_t profile_replays = 0;  // manifests whose profile was replayed
   std::uint64_t eager_replays = 0;    // manifests whose blobs were fetched whole
-  std::uint64_t jobs_done = 0;        // prefetch jobs (a run of chunks of one blob) finished
   std::uint64_t jobs_failed = 0;
-  std::uint64_t queued = 0;        // jobs waiting, across all replays
-  std::uint64_t windows_open = 0;  // recording windows not yet saved
-  std::uint64_t profiles = 0;      // profiles in the store
-  std::uint64_t published = 0;     // profiles pushed to an upstream registry
+  std::uint64_t queued = 0;     // jobs waiting, across all replays
+  std::uint64_t profiles = 0;   // profiles in the store (filled by stats())
+  std::uint64_t published = 0;  // profiles pushed to an upstream registry
   std::uint64_t publish_failures = 0;
   std::uint64_t found_published = 0;  // profiles found in an upstream registry and imported
 };
@@ -143,8 +141,10 @@ class prefetcher {
   std::vector<saved_profile> save(std::vector<window> closed);
   void note_profile(const cache::profile& p);
   void forget_profile(const oci::digest& manifest);
+  // Drops `manifest`'s byte ranges from hot_ (its profile_blobs_ entry is left empty).
+  void unhot_locked(const std::string& manifest);
   bool recently_not_published(const std::string& manifest);
-  asio::awaitable<void> run_replay(std::shared_ptr<replay> r, std::vector<oci::descriptor> listed);
+  asio::awaitable<void> run_replay(std::shared_ptr<replay> r);
   asio::awaitable<void> replay_worker(std::shared_ptr<replay> r);
 
   cache::chunk_store& store_;

@@ -88,6 +88,17 @@ std::string chunk_key(std::string_view raw, std::uint32_t index) {
   return key;
 }
 
+// The index of chunk key `key` of blob `raw` (the inverse of chunk_key); nullopt for a key of
+// another shape under the same prefix.
+std::optional<std::uint32_t> chunk_index(std::string_view key, std::string_view raw) {
+  if (key.size() != raw.size() + 4) return std::nullopt;
+  std::uint32_t index = 0;
+  for (std::size_t i = raw.size(); i < key.size(); ++i) {
+    index = (index << 8) | static_cast<unsigned char>(key[i]);
+  }
+  return index;
+}
+
 // Past every chunk key of `raw` (which are raw + 4 bytes).
 std::string chunk_range_end(std::string_view raw) {
   std::string key(raw);
@@ -293,13 +304,7 @@ class store final : public chunk_store {
     std::vector<std::uint32_t> present;
     // On a read error the chunks found so far are returned: the caller refetches the rest.
     (void)backend_->scan(family::chunks, raw, true, [&](std::string_view key, std::string_view) {
-      if (key.size() == raw.size() + 4) {
-        std::uint32_t index = 0;
-        for (std::size_t i = raw.size(); i < key.size(); ++i) {
-          index = (index << 8) | static_cast<unsigned char>(key[i]);
-        }
-        present.push_back(index);
-      }
+      if (const auto index = chunk_index(key, raw)) present.push_back(*index);
       return true;
     });
     return present;
@@ -608,14 +613,10 @@ class store final : public chunk_store {
     auto batch = backend_->make_batch();
     std::uint64_t freed = 0;
     (void)backend_->scan(family::chunks, raw, true, [&](std::string_view key, std::string_view) {
-      if (key.size() != raw.size() + 4) return true;
-      std::uint32_t index = 0;
-      for (std::size_t i = raw.size(); i < key.size(); ++i) {
-        index = (index << 8) | static_cast<unsigned char>(key[i]);
-      }
-      if (index < chunk_count && !keep[index]) {
+      const auto index = chunk_index(key, raw);
+      if (index && *index < chunk_count && !keep[*index]) {
         batch->erase(family::chunks, std::string(key));
-        freed += std::min<std::uint64_t>(cs, r.size - std::uint64_t{index} * cs);
+        freed += std::min<std::uint64_t>(cs, r.size - std::uint64_t{*index} * cs);
       }
       return true;
     });

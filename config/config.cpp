@@ -522,8 +522,6 @@ std::optional<std::string> read_token_file(const mapping& m, std::string_view ke
   return content;
 }
 
-bool is_loopback(const std::string& host) { return host == "::1" || host.starts_with("127."); }
-
 void read_admin(problem_list& problems, const YAML::Node& node, int line, admin_settings& out) {
   mapping m(problems, node, "admin", {"enabled", "address", "token_file", "metrics_need_token"},
             line);
@@ -1099,6 +1097,8 @@ std::string describe_problems(const std::string& source, const std::vector<probl
 }
 
 }  // namespace
+
+bool is_loopback(std::string_view host) { return host == "::1" || host.starts_with("127."); }
 
 const upstream* config::default_upstream() const {
   for (const upstream& u : upstreams) {

@@ -187,6 +187,9 @@ struct config {
   [[nodiscard]] const upstream* default_upstream() const;
 };
 
+// True for a literal loopback address (127.0.0.0/8 or ::1), as listener hosts are written.
+[[nodiscard]] bool is_loopback(std::string_view host);
+
 // One validation problem. `path` is the key path ("upstreams[1].tls.ca_file"; empty for the
 // whole document), `line` is 1-based: the line of the offending key (or list item); for a
 // missing key, the line where its parent mapping starts; 0 when unknown (e.g. unreadable file).

@@ -1,7 +1,5 @@
 #include "server/admin.hpp"
 
-#include <openssl/crypto.h>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -15,6 +13,7 @@
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "oci/digest.hpp"
+#include "server/auth.hpp"
 #include "server/blob_cache.hpp"
 #include "server/offload.hpp"
 #include "server/prefetch.hpp"
@@ -47,8 +46,7 @@ response error_response(http::status status, std::string_view message) {
 bool token_ok(const request& req, const std::string& token) {
   const auto auth = req[http::field::authorization];
   constexpr std::string_view prefix = "Bearer ";
-  if (auth.size() != prefix.size() + token.size() || !auth.starts_with(prefix)) return false;
-  return CRYPTO_memcmp(auth.data() + prefix.size(), token.data(), token.size()) == 0;
+  return auth.starts_with(prefix) && same_secret(auth.substr(prefix.size()), token);
 }
 
 boost::json::object blob_json(const cache::blob_entry& e) {

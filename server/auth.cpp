@@ -383,12 +383,14 @@ std::optional<docker_auth_entry> parse_helper_output(std::string_view json) {
   return entry;
 }
 
+bool same_secret(std::string_view presented, std::string_view secret) {
+  return presented.size() == secret.size() &&
+         CRYPTO_memcmp(presented.data(), secret.data(), secret.size()) == 0;
+}
+
 bool client_credentials_ok(std::string_view authorization, std::string_view token) {
   if (token.empty()) return false;
-  auto same = [&](std::string_view presented) {
-    return presented.size() == token.size() &&
-           CRYPTO_memcmp(presented.data(), token.data(), token.size()) == 0;
-  };
+  auto same = [&](std::string_view presented) { return same_secret(presented, token); };
   auto scheme_is = [&](std::string_view scheme) {
     if (authorization.size() <= scheme.size() || authorization[scheme.size()] != ' ') {
       return false;

@@ -75,6 +75,9 @@ struct token_response {
 // wherever the first difference is.
 [[nodiscard]] bool client_credentials_ok(std::string_view authorization, std::string_view token);
 
+// `presented` equals `secret`, compared in time that does not depend on where they differ.
+[[nodiscard]] bool same_secret(std::string_view presented, std::string_view secret);
+
 // Credentials for one registry as a docker config.json gives them.
 struct docker_auth_entry {
   std::string username;

@@ -321,8 +321,7 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
   }
   for (const auto& l : impl_->cfg.server.listen) {
     impl_->listener_tls.push_back(l.tls ? make_server_tls(*l.tls) : nullptr);
-    const bool loopback = l.host == "::1" || l.host.starts_with("127.");
-    if (!loopback && impl_->cfg.server.client_token.empty() &&
+    if (!config::is_loopback(l.host) && impl_->cfg.server.client_token.empty() &&
         (!l.tls || l.tls->client_ca_file.empty())) {
       log::warn("server", "listener ", l.host, ":", l.port,
                 " is not on loopback and has no client authentication (server.client_auth or "

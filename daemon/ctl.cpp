@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "daemon/doctor.hpp"
+#include "log/log.hpp"
 
 namespace {
 
@@ -75,14 +76,8 @@ bool parse_admin(std::string_view text, options& o) {
 }
 
 std::optional<std::string> read_all(const std::string& path) {
-  if (path == "-") {
-    return std::string(std::istreambuf_iterator<char>(std::cin), {});
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
+  if (path == "-") return std::string(std::istreambuf_iterator<char>(std::cin), {});
+  return layercache::doctor::read_text(path);
 }
 
 std::string trimmed(std::string s) {
@@ -128,23 +123,6 @@ std::string digest_arg(const std::vector<std::string>& args, std::size_t i) {
     std::exit(2);
   }
   return d;
-}
-
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
 }
 
 }  // namespace
@@ -239,8 +217,8 @@ int main(int argc, char** argv) {
   } else if (cmd == "preload" && (args.size() == 2 || args.size() == 3)) {
     method = http::verb::post;
     target = "/admin/preload";
-    body = "{\"reference\":" + json_string(args[1]);
-    if (args.size() == 3) body += ",\"platform\":" + json_string(args[2]);
+    body = "{\"reference\":" + layercache::log::json_string(args[1]);
+    if (args.size() == 3) body += ",\"platform\":" + layercache::log::json_string(args[2]);
     body += "}";
   } else if (cmd == "profiles" && args.size() == 1) {
     target = "/admin/profiles";

@@ -7,7 +7,6 @@
 #include <sstream>
 
 namespace layercache::doctor {
-namespace {
 
 std::optional<std::string> read_text(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -16,6 +15,8 @@ std::optional<std::string> read_text(const std::filesystem::path& p) {
   out << in.rdbuf();
   return out.str();
 }
+
+namespace {
 
 std::string strip_slash(std::string s) {
   while (s.size() > 1 && s.back() == '/') s.pop_back();

@@ -16,6 +16,9 @@ struct options {
   std::string mirror = "http://127.0.0.1:5000";  // layercache's address as runtimes see it
 };
 
+// The whole content of file `p`, or nullopt when it cannot be read.
+[[nodiscard]] std::optional<std::string> read_text(const std::filesystem::path& p);
+
 // Writes one line per finding ("ok", "note", "missing" + the snippet to add) to `out`;
 // `probe` (optional) GETs a URL and returns its status, nullopt when unreachable. Returns 0
 // when nothing is missing, else 1.

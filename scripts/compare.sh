@@ -49,7 +49,7 @@ for tool in docker-registry nginx curl awk; do
   command -v "$tool" > /dev/null || { echo "compare: $tool is needed" >&2; exit 1; }
 done
 
-source scripts/lib.sh  # WORK, PIDS, cleanup on exit, wait_http
+source scripts/lib.sh  # WORK, PIDS, cleanup on exit, wait_http, free_port, stop_pid, start_registry, start_throttle
 RESULTS=$WORK/results
 : > "$RESULTS"
 BACKEND_PID=
@@ -57,32 +57,8 @@ BACKEND_URL=
 
 log() { echo "compare: $*" >&2; }
 
-stop_pid() {  # pid: SIGTERM, at most 10 s to exit, then SIGKILL
-  local pid=$1
-  [ -n "$pid" ] || return 0
-  kill "$pid" 2> /dev/null || return 0
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2> /dev/null || break
-    sleep 0.1
-  done
-  kill -9 "$pid" 2> /dev/null || true
-  wait "$pid" 2> /dev/null || true
-}
-
-free_port() { "$BUILD/layercache-seed" --free-port; }
-
 # --- the upstream: docker-registry with an access log, seeded, maybe behind the throttle ---
-REGISTRY_PORT=$(free_port)
-mkdir -p "$WORK/upstream"
-cat > "$WORK/upstream.yml" << YML
-version: 0.1
-log: {level: warn, formatter: text, accesslog: {disabled: false}}
-storage: {filesystem: {rootdirectory: $WORK/upstream}, delete: {enabled: true}}
-http: {addr: 127.0.0.1:$REGISTRY_PORT}
-YML
-docker-registry serve "$WORK/upstream.yml" > "$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$REGISTRY_PORT/v2/"
+start_registry upstream "formatter: text, accesslog: {disabled: false}"
 IMAGES=
 for i in $(seq "$NIMAGES"); do
   "$BUILD/layercache-seed" --registry "http://127.0.0.1:$REGISTRY_PORT" --repo "demo/app$i" \
@@ -90,18 +66,7 @@ for i in $(seq "$NIMAGES"); do
   IMAGES=${IMAGES:+$IMAGES,}demo/app$i:v1
 done
 UPSTREAM="http://127.0.0.1:$REGISTRY_PORT"
-if [ -n "$RTT_MS$BW" ]; then
-  timeout 3600 "$BUILD/layercache-throttle" --target "127.0.0.1:$REGISTRY_PORT" \
-    --rtt-ms "${RTT_MS:-0}" --bandwidth "${BW:-0}" --max-seconds 3500 \
-    > "$WORK/throttle.out" 2> "$WORK/throttle.log" &
-  PIDS+=($!)
-  for _ in $(seq 100); do
-    [ -s "$WORK/throttle.out" ] && break
-    sleep 0.1
-  done
-  UPSTREAM="http://127.0.0.1:$(head -1 "$WORK/throttle.out")"
-  wait_http "$UPSTREAM/v2/"
-fi
+if [ -n "$RTT_MS$BW" ]; then start_throttle "${RTT_MS:-0}" "${BW:-0}"; fi
 manifest=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
   "http://127.0.0.1:$REGISTRY_PORT/v2/demo/app1/manifests/v1")
 HERD_DIGEST=$(printf '%s' "$manifest" | tr -d ' \n' | sed 's/.*"layers":\[//' |

@@ -38,43 +38,14 @@ for tool in docker-registry curl python3; do
   command -v "$tool" > /dev/null || { echo "lazystart: $tool is needed" >&2; exit 1; }
 done
 
-source scripts/lib.sh  # WORK, PIDS, cleanup on exit, wait_http
+source scripts/lib.sh  # WORK, PIDS, cleanup on exit, wait_http, free_port, stop_pid, start_registry, start_throttle
 log() { echo "lazystart: $*" >&2; }
-free_port() { "$BUILD/layercache-seed" --free-port; }
-stop_pid() {  # SIGTERM, at most 10 s, then SIGKILL
-  kill "$1" 2> /dev/null || return 0
-  for _ in $(seq 100); do
-    kill -0 "$1" 2> /dev/null || break
-    sleep 0.1
-  done
-  kill -9 "$1" 2> /dev/null || true
-  wait "$1" 2> /dev/null || true
-}
 
 # --- upstream: docker-registry seeded with one image, behind the throttle ---
-REGISTRY_PORT=$(free_port)
-mkdir -p "$WORK/upstream"
-cat > "$WORK/upstream.yml" << YML
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $WORK/upstream}}
-http: {addr: 127.0.0.1:$REGISTRY_PORT}
-YML
-docker-registry serve "$WORK/upstream.yml" > "$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$REGISTRY_PORT/v2/"
+start_registry upstream
 DIGEST=$("$BUILD/layercache-seed" --registry "http://127.0.0.1:$REGISTRY_PORT" --repo lazy/app \
   --tag v1 --layers "$LAYERS" --seed 6)
-timeout 3600 "$BUILD/layercache-throttle" --target "127.0.0.1:$REGISTRY_PORT" \
-  --rtt-ms "$RTT_MS" --bandwidth "$BW" --max-seconds 3500 \
-  > "$WORK/throttle.out" 2> "$WORK/throttle.log" &
-PIDS+=($!)
-for _ in $(seq 100); do
-  [ -s "$WORK/throttle.out" ] && break
-  sleep 0.1
-done
-UPSTREAM="http://127.0.0.1:$(head -1 "$WORK/throttle.out")"
-wait_http "$UPSTREAM/v2/"
+start_throttle "$RTT_MS" "$BW"
 
 # --- the read set: per layer its tar header, then "files" read front to back in 16-128 KiB
 # pieces; files of all layers interleaved in a fixed pseudo-random order ---

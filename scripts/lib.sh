@@ -18,18 +18,53 @@ wait_http() {  # url: bounded wait (15 s) until it answers
   return 1
 }
 
-start_demo_registry() {  # sets REGISTRY_PORT; seeds demo/app:v1
-  REGISTRY_PORT=$("$BUILD/layercache-seed" --free-port)
-  mkdir -p "$WORK/registry"
-  cat > "$WORK/registry.yml" <<YML
+free_port() { "$BUILD/layercache-seed" --free-port; }
+
+stop_pid() {  # pid: SIGTERM, at most 10 s to exit, then SIGKILL
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2> /dev/null || return 0
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2> /dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2> /dev/null || true
+  wait "$pid" 2> /dev/null || true
+}
+
+# A docker-registry on a free loopback port: storage $WORK/$1, config $WORK/$1.yml, output
+# $WORK/$1.log; $2 = more settings for its `log:` mapping. Sets REGISTRY_PORT.
+start_registry() {
+  REGISTRY_PORT=$(free_port)
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1.yml" <<YML
 version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $WORK/registry}}
+log: {level: warn${2:+, $2}}
+storage: {filesystem: {rootdirectory: $WORK/$1}, delete: {enabled: true}}
 http: {addr: 127.0.0.1:$REGISTRY_PORT}
 YML
-  docker-registry serve "$WORK/registry.yml" > "$WORK/registry.log" 2>&1 &
+  docker-registry serve "$WORK/$1.yml" > "$WORK/$1.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$REGISTRY_PORT/v2/"
+}
+
+# layercache-throttle in front of REGISTRY_PORT: $1 = round trip ms, $2 = bytes/s per connection
+# (0: unlimited). Sets UPSTREAM to its URL.
+start_throttle() {
+  timeout 3600 "$BUILD/layercache-throttle" --target "127.0.0.1:$REGISTRY_PORT" \
+    --rtt-ms "$1" --bandwidth "$2" --max-seconds 3500 \
+    > "$WORK/throttle.out" 2> "$WORK/throttle.log" &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    [ -s "$WORK/throttle.out" ] && break
+    sleep 0.1
+  done
+  UPSTREAM="http://127.0.0.1:$(head -1 "$WORK/throttle.out")"
+  wait_http "$UPSTREAM/v2/"
+}
+
+start_demo_registry() {  # sets REGISTRY_PORT; seeds demo/app:v1
+  start_registry registry
   DEMO_DIGEST=$("$BUILD/layercache-seed" --registry "http://127.0.0.1:$REGISTRY_PORT" \
     --repo demo/app --tag v1 --layers "${DEMO_LAYERS:-4MiB,8MiB,16MiB}")
   echo "demo upstream: docker-registry on 127.0.0.1:$REGISTRY_PORT with demo/app:v1 ($DEMO_DIGEST)"

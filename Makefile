@@ -33,7 +33,11 @@ build: deps
 run: build
 	BUILD=$(BUILD) CONFIG=$(CONFIG) bash scripts/run.sh
 
+# The runtime tests (real dockerd and containerd, `ctest -L runtime`) need root and Debian's
+# docker.io and containerd: installed here unless a dockerd and a containerd exist already or
+# RUNTIME_TESTS=0 is given; without the daemons (or root) they are reported as skipped.
 test: build
+	bash scripts/install-runtimes.sh
 	cd $(BUILD) && ctest --output-on-failure -j2 $(CTEST_ARGS)
 
 # Offline demo: a local docker-registry seeded with a generated image, layercache in front,

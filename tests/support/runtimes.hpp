@@ -1,0 +1,77 @@
+// Real container runtimes for end-to-end tests: dockerd (Debian's docker.io) and containerd
+// (with its `ctr` client), each started by the test as root with its own data, state and
+// socket directories, talking only to loopback. Nothing here touches the machine's own
+// /var/lib/docker, /run/containerd or ~/.docker.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tests/support/process.hpp"
+
+namespace layercache::testing {
+
+// Why runtime tests cannot run here ("" when they can): not root, or a program missing from
+// PATH. Tests GTEST_SKIP with it; CI installs the packages and runs as root.
+[[nodiscard]] std::string runtime_unavailable(const std::vector<std::string>& programs);
+
+// A dead loopback proxy address. dockerd and containerd get it as HTTP(S)_PROXY so that any
+// request that does not go to loopback (a fallback to registry-1.docker.io, say) fails at once
+// instead of leaving the machine; Go's proxy logic never proxies loopback hosts.
+[[nodiscard]] env_vars no_internet_env();
+
+// dockerd with `registry-mirrors: [mirror_url]` (plain http allowed for loopback mirrors),
+// vfs storage and no networking of its own (no bridge, no iptables), in a fresh temp dir.
+// The constructor waits (at most 60 s) until the API answers; throws with dockerd's log when
+// it does not. The destructor stops dockerd (SIGTERM, 30 s grace), then the containerd it
+// spawned if it outlived dockerd, unmounts anything left under the temp dir and removes it.
+class dockerd_process {
+ public:
+  explicit dockerd_process(const std::string& mirror_url);
+  ~dockerd_process();
+  dockerd_process(const dockerd_process&) = delete;
+  dockerd_process& operator=(const dockerd_process&) = delete;
+
+  // Runs the docker CLI against this daemon (its own DOCKER_CONFIG, so no user credentials).
+  [[nodiscard]] command_result docker(std::vector<std::string> args,
+                                      std::chrono::milliseconds timeout) const;
+  [[nodiscard]] std::string log() const;
+
+ private:
+  std::unique_ptr<temp_dir> dir_;
+  std::filesystem::path socket_;
+  std::unique_ptr<child_process> process_;
+};
+
+// containerd with its root, state and sockets in a fresh temp dir (the CRI plugin disabled),
+// plus a hosts dir for `ctr --hosts-dir`. Waits (at most 30 s) until `ctr version` answers.
+// The destructor stops it (SIGTERM, 20 s grace), unmounts what is left and removes the dir.
+class containerd_process {
+ public:
+  containerd_process();
+  ~containerd_process();
+  containerd_process(const containerd_process&) = delete;
+  containerd_process& operator=(const containerd_process&) = delete;
+
+  // Writes <hosts dir>/<registry>/hosts.toml: `server = server_url` and one
+  // [host."<mirror_url>"] with capabilities pull and resolve.
+  void add_mirror(std::string_view registry, std::string_view server_url,
+                  std::string_view mirror_url) const;
+  [[nodiscard]] std::filesystem::path hosts_dir() const;
+
+  // Runs `ctr --address <socket> --namespace layercache-test <args>`.
+  [[nodiscard]] command_result ctr(std::vector<std::string> args,
+                                   std::chrono::milliseconds timeout) const;
+  [[nodiscard]] std::string log() const;
+
+ private:
+  std::unique_ptr<temp_dir> dir_;
+  std::filesystem::path socket_;
+  std::unique_ptr<child_process> process_;
+};
+
+}  // namespace layercache::testing

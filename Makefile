@@ -14,7 +14,7 @@ DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   libgtest-dev libgmock-dev libbenchmark-dev \
   docker-registry skopeo apache2-utils openssl curl prometheus python3 python3-yaml
 
-.PHONY: deps build run test demo compare clean format
+.PHONY: deps build run test demo compare dist clean format
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -52,6 +52,11 @@ compare: deps
 	@command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; }
 	BUILD=$(BUILD) bash scripts/compare.sh
+
+# Release tarball for hosts that install layercache from a file (deploy/batch): build/dist/
+# layercache-<version>-linux-<arch>.tar.gz, unpacked with `tar -xzf … -C /usr/local`.
+dist: build
+	cd $(BUILD) && cpack
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i

@@ -10,8 +10,8 @@ set -euo pipefail
 exec 9>/var/lock/layercache-setup.lock
 flock 9
 
-# Release tarball with bin/layercached and bin/layercachectl (built from deploy/Dockerfile's
-# build stage); replace with your bucket.
+# Release tarball with bin/layercached and bin/layercachectl (`make dist` makes it, as
+# build/dist/layercache-<version>-linux-<arch>.tar.gz); upload it to your bucket.
 LAYERCACHE_TARBALL=gs://BUCKET/layercache/layercache-0.1.0-linux-amd64.tar.gz
 
 if ! command -v layercached >/dev/null; then

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 SKIP = 77
 
@@ -147,19 +148,83 @@ def check_systemd(args):
 
 # --- dockerd -----------------------------------------------------------------------------
 
+def release_dockerd_dirs(tmp):
+    """What a stopped dockerd may leave under its temp dir: the containerd it started, and
+    mounts (it bind-mounts its data root), which removing the dir must not descend into."""
+    try:
+        with open(os.path.join(tmp, "exec", "containerd", "containerd.pid")) as f:
+            pid = int(f.read().strip() or 0)
+        if pid > 1:
+            os.kill(pid, 15)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+    except (OSError, ValueError):
+        pass
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p == tmp or p.startswith(tmp + "/")),
+                        key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
+
+
 def check_docker(args):
     path = os.path.join(args.deploy_dir, "docker", "daemon.json")
     conf = json.loads(read(path))
     need(conf.get("registry-mirrors") == ["http://127.0.0.1:5000"],
          f"daemon.json: registry-mirrors {conf.get('registry-mirrors')!r}")
-    dockerd = shutil.which("dockerd")
-    if dockerd:
+    dockerd = shutil.which("dockerd") or shutil.which("/usr/sbin/dockerd")
+    if not dockerd:
+        print("dockerd not found: JSON and keys checked only")
+        return
+    helptext = subprocess.run([dockerd, "--help"], capture_output=True, text=True,
+                              timeout=60).stdout
+    if "--validate" in helptext:  # dockerd 23 and later
         r = subprocess.run([dockerd, "--validate", "--config-file", path], capture_output=True,
                            text=True, timeout=60)
         print(r.stdout + r.stderr)
         need(r.returncode == 0, "dockerd --validate failed")
-    else:
-        print("dockerd not found: JSON and keys checked only")
+        return
+    if os.geteuid() != 0:
+        print("dockerd before 23 has no --validate and needs root to load a config: "
+              "JSON and keys checked only")
+        return
+    # dockerd 20.10: load the file for real. It refuses a bad config file before it listens;
+    # a good one gets as far as serving its API socket (then it is stopped). Its own dirs,
+    # no networking, a dead proxy: nothing outside the temp dir is touched.
+    with tempfile.TemporaryDirectory(prefix="lc-dockerd-") as tmp:
+        sock = os.path.join(tmp, "d.sock")
+        dead = "http://127.0.0.1:9"
+        env = dict(os.environ, HTTPS_PROXY=dead, HTTP_PROXY=dead, NO_PROXY="127.0.0.1")
+        with open(os.path.join(tmp, "log"), "w") as log:
+            proc = subprocess.Popen(
+                [dockerd, "--config-file", path, "--data-root", os.path.join(tmp, "data"),
+                 "--exec-root", os.path.join(tmp, "exec"), "--pidfile",
+                 os.path.join(tmp, "pid"), "-H", "unix://" + sock, "--iptables=false",
+                 "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
+                 "--bridge=none", "--storage-driver=vfs"],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+            try:
+                # Until it is fully up: stopped half-way, dockerd leaves its data root mounted.
+                for _ in range(600):
+                    if proc.poll() is not None or "API listen on" in read(log.name):
+                        break
+                    time.sleep(0.1)
+                exited = proc.poll()
+            finally:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                release_dockerd_dirs(tmp)
+        output = read(os.path.join(tmp, "log"))
+        need(exited is None and os.path.exists(sock) or "API listen on" in output,
+             f"dockerd did not accept {path}:\n{output[-3000:]}")
+        print(f"dockerd {subprocess.run([dockerd, '--version'], capture_output=True, text=True).stdout.strip()}"
+              " loaded the file and served its API")
 
 
 # --- containerd --------------------------------------------------------------------------
@@ -417,6 +482,84 @@ def check_batch(args):
     check_config_text(args.layercached, cfg, "Batch startup script's layercache.yaml")
 
 
+# Packages every Debian 12 host has (Essential or required by them).
+BASE_PACKAGES = {"libc6", "libstdc++6", "libgcc-s1"}
+
+
+def check_release(args):
+    """`make dist`'s tarball is what deploy/batch/start-layercache.sh unpacks into /usr/local:
+    its name, layout and version, and every shared library its binaries need directly comes
+    from a package the script installs (or from the base system)."""
+    for tool in ("cpack", "readelf", "ldd", "dpkg", "tar"):
+        if not shutil.which(tool):
+            raise Skipped(f"{tool} not found")
+    need(args.build_dir and os.path.exists(os.path.join(args.build_dir, "CPackConfig.cmake")),
+         "--build-dir must be a configured build tree")
+    script = read(os.path.join(args.deploy_dir, "batch", "start-layercache.sh"))
+    m = re.search(r"^LAYERCACHE_TARBALL=\S+/(layercache-[^/\s]+\.tar\.gz)$", script, re.M)
+    need(m, "the Batch script names no LAYERCACHE_TARBALL")
+    wanted = m.group(1)
+    m = re.search(r"apt-get install -y[^\n]*?((?:[^\n]*\\\n)*[^\n]*)\n", script.split(
+        "if ! command -v layercached", 1)[1])
+    need(m, "the Batch script installs no runtime libraries")
+    listed = set(re.findall(r"\b(lib[a-z0-9.+-]+)", m.group(0)))
+    with tempfile.TemporaryDirectory(prefix="layercache-dist-") as tmp:
+        r = subprocess.run(["cpack", "-G", "TGZ", "-B", tmp, "--config",
+                            os.path.join(args.build_dir, "CPackConfig.cmake")],
+                           capture_output=True, text=True, timeout=300)
+        need(r.returncode == 0, f"cpack failed:\n{r.stdout}{r.stderr}")
+        tarballs = [f for f in os.listdir(tmp) if f.endswith(".tar.gz")]
+        need(len(tarballs) == 1, f"cpack made {tarballs}")
+        name = tarballs[0]
+        version = re.match(r"layercache-([0-9.]+)-linux-([a-z0-9_]+)\.tar\.gz$", name)
+        need(version, f"tarball name {name}")
+        arch = version.group(2)
+        if arch in ("amd64",):
+            need(name == wanted, f"cpack made {name}, the Batch script downloads {wanted}")
+        root = os.path.join(tmp, "root")
+        os.mkdir(root)
+        r = subprocess.run(["tar", "-xzf", os.path.join(tmp, name), "-C", root],
+                           capture_output=True, text=True, timeout=60)
+        need(r.returncode == 0, f"tar: {r.stderr}")
+        for entry in os.listdir(root):
+            need(entry in ("bin", "share"), f"tarball has a top-level {entry}: it would land "
+                 "in /usr/local/" + entry)
+        for binary in ("layercached", "layercachectl"):
+            path = os.path.join(root, "bin", binary)
+            need(os.access(path, os.X_OK), f"bin/{binary} missing or not executable")
+            if binary == "layercached":
+                r = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                   timeout=30)
+                need(r.returncode == 0 and r.stdout.split() == ["layercached",
+                                                                 version.group(1)],
+                     f"bin/layercached --version: {r.stdout}{r.stderr}")
+            needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                                subprocess.run(["readelf", "-d", path], capture_output=True,
+                                               text=True, timeout=30).stdout)
+            need(needed, f"bin/{binary}: no NEEDED entries (readelf)")
+            resolved = {}
+            for line in subprocess.run(["ldd", path], capture_output=True, text=True,
+                                       timeout=30).stdout.splitlines():
+                parts = line.split("=>")
+                if len(parts) == 2:
+                    target = parts[1].split("(")[0].strip()
+                    resolved[parts[0].strip()] = target
+            for soname in needed:
+                lib = resolved.get(soname)
+                need(lib and lib != "not found", f"bin/{binary}: {soname} not found by ldd")
+                r = subprocess.run(["dpkg", "-S", lib], capture_output=True, text=True,
+                                   timeout=30)
+                if r.returncode != 0:  # /lib is a symlink to /usr/lib on Debian 12
+                    r = subprocess.run(["dpkg", "-S", os.path.realpath(lib)],
+                                       capture_output=True, text=True, timeout=30)
+                need(r.returncode == 0, f"{lib}: no package owns it")
+                pkg = r.stdout.split(":")[0].strip()
+                need(pkg in BASE_PACKAGES or pkg in listed,
+                     f"bin/{binary} needs {soname} from {pkg}, which the Batch script does not "
+                     f"install (it installs {sorted(listed)})")
+        print(f"{name}: {sorted(os.listdir(os.path.join(root, 'bin')))}, libraries covered")
+
+
 CHECKS = {
     "systemd": check_systemd,
     "docker": check_docker,
@@ -425,6 +568,7 @@ CHECKS = {
     "kubernetes-config": check_kubernetes_config,
     "dockerfile": check_dockerfile,
     "batch": check_batch,
+    "release": check_release,
 }
 
 
@@ -432,6 +576,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--deploy-dir", required=True)
     p.add_argument("--layercached")
+    p.add_argument("--build-dir")
     p.add_argument("check", choices=sorted(CHECKS))
     args = p.parse_args()
     if args.layercached and not os.access(args.layercached, os.X_OK):

@@ -60,6 +60,7 @@ class backend {
 // A chunk_store over `b`. Reads the blob records and the used-bytes counter (repairing the
 // counter when missing or wrong); throws std::runtime_error when they cannot be read.
 [[nodiscard]] std::unique_ptr<chunk_store> make_store(std::unique_ptr<backend> b,
-                                                      std::uint64_t capacity, clock_fn clock);
+                                                      std::uint64_t capacity, clock_fn clock,
+                                                      std::uint64_t memory_cache = 0);
 
 }  // namespace layercache::cache::detail

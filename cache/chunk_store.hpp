@@ -84,6 +84,10 @@ struct store_stats {
   std::uint64_t evicted_blobs = 0;
   std::uint64_t evicted_bytes = 0;
   std::uint64_t corrupt_chunks = 0;  // chunks that failed their checksum and were dropped
+  // The in-memory cache of recently read chunks (store_options::memory_cache).
+  std::uint64_t memory_bytes = 0;   // chunk bytes it holds
+  std::uint64_t memory_hits = 0;    // reads it answered without a store read
+  std::uint64_t memory_misses = 0;  // reads that went to the store
 };
 
 struct blob_entry {
@@ -117,6 +121,16 @@ class chunk_store {
   // checksum. not_found when absent; corruption when the checksum fails: the chunk is then
   // removed (and the blob marked unverified), so a refetch can replace it.
   virtual status get_chunk(const oci::digest& d, std::uint32_t index, std::string& out) = 0;
+
+  // As get_chunk, but the bytes are shared, not copied: from the in-memory cache of recently
+  // read chunks when they are there (no store read, no checksum: they were checked when read),
+  // else read and checked as get_chunk does. With `admit`, a chunk read from the store enters
+  // the memory cache (callers admit chunks read for part of their bytes, the pattern of
+  // random range reads; whole-chunk streaming would only churn it). erase_blob() and a failed
+  // checksum drop a blob's chunks from it; eviction does not need to (a chunk's bytes never
+  // change, and a read served from memory is as correct as one from the store).
+  virtual status get_chunk_shared(const oci::digest& d, std::uint32_t index, bool admit,
+                                  std::shared_ptr<const std::string>& out) = 0;
 
   // Presence is the chunk's own key, so these cost about a read of the chunk (RocksDB loads the
   // block or blob holding it): prefer get_chunk() and handle not_found where bytes are wanted.
@@ -204,7 +218,8 @@ struct store_options {
   std::uint64_t block_cache = 0;  // bytes of RocksDB block cache (shared by all families)
   bool sync_writes = false;       // fsync the WAL on every write
   chunk_layout layout = default_chunk_layout;
-  clock_fn clock;  // empty: the system clock
+  clock_fn clock;                  // empty: the system clock
+  std::uint64_t memory_cache = 0;  // bytes of checked chunks kept in memory (get_chunk_shared)
 };
 
 // Opens (creating) the RocksDB store at options.path. Start-up only: throws std::runtime_error
@@ -213,6 +228,7 @@ struct store_options {
 
 // A store that keeps everything in memory: for tests and a no-disk mode.
 [[nodiscard]] std::unique_ptr<chunk_store> make_memory_store(std::uint64_t capacity,
-                                                             clock_fn clock = {});
+                                                             clock_fn clock = {},
+                                                             std::uint64_t memory_cache = 0);
 
 }  // namespace layercache::cache

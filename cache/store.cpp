@@ -13,7 +13,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
@@ -187,12 +189,91 @@ std::uint64_t system_now() {
                                         .count());
 }
 
+// Recently read chunks, checked and decoded, shared with readers: an LRU bounded in bytes.
+// Thread-safe. Keys are chunk keys (raw digest + index), so a blob's entries share a prefix.
+class memory_chunks {
+ public:
+  explicit memory_chunks(std::uint64_t capacity) : capacity_(capacity) {}
+
+  [[nodiscard]] bool enabled() const { return capacity_ > 0; }
+
+  std::shared_ptr<const std::string> find(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = index_.find(key);
+    if (it == index_.end()) {
+      ++misses_;
+      return nullptr;
+    }
+    order_.splice(order_.begin(), order_, it->second);
+    ++hits_;
+    return it->second->bytes;
+  }
+
+  // The generation to pass to insert(): bytes read after this call may be admitted unless a
+  // drop happened since (it could be dropping exactly what was being read).
+  [[nodiscard]] std::uint64_t generation() const { return generation_.load(); }
+
+  void insert(const std::string& key, std::shared_ptr<const std::string> bytes,
+              std::uint64_t generation) {
+    if (bytes->size() > capacity_) return;
+    std::lock_guard lock(mu_);
+    if (generation != generation_.load() || index_.contains(key)) return;
+    order_.push_front(item{key, std::move(bytes)});
+    index_.emplace(key, order_.begin());
+    used_ += order_.front().bytes->size();
+    while (used_ > capacity_) {
+      used_ -= order_.back().bytes->size();
+      index_.erase(order_.back().key);
+      order_.pop_back();
+    }
+  }
+
+  // Drops every chunk whose key starts with `prefix` (a raw digest, or one chunk's key).
+  void drop(const std::string& prefix) {
+    if (!enabled()) return;
+    std::lock_guard lock(mu_);
+    ++generation_;
+    for (auto it = order_.begin(); it != order_.end();) {
+      if (it->key.starts_with(prefix)) {
+        used_ -= it->bytes->size();
+        index_.erase(it->key);
+        it = order_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void fill(store_stats& s) {
+    std::lock_guard lock(mu_);
+    s.memory_bytes = used_;
+    s.memory_hits = hits_;
+    s.memory_misses = misses_;
+  }
+
+ private:
+  struct item {
+    std::string key;
+    std::shared_ptr<const std::string> bytes;
+  };
+  const std::uint64_t capacity_;
+  std::mutex mu_;
+  std::list<item> order_;  // most recently used first
+  std::unordered_map<std::string, std::list<item>::iterator> index_;
+  std::uint64_t used_ = 0;
+  std::uint64_t hits_ = 0;
+  std::uint64_t misses_ = 0;
+  std::atomic<std::uint64_t> generation_{0};
+};
+
 class store final : public chunk_store {
  public:
-  store(std::unique_ptr<backend> b, std::uint64_t capacity, clock_fn clock)
+  store(std::unique_ptr<backend> b, std::uint64_t capacity, clock_fn clock,
+        std::uint64_t memory_cache)
       : backend_(std::move(b)),
         capacity_(capacity),
-        clock_(clock ? std::move(clock) : clock_fn(system_now)) {
+        clock_(clock ? std::move(clock) : clock_fn(system_now)),
+        memory_(memory_cache) {
     load();
   }
 
@@ -295,6 +376,24 @@ class store final : public chunk_store {
     return remove_corrupt_chunk(d, raw, key, index, out);
   }
 
+  status get_chunk_shared(const oci::digest& d, std::uint32_t index, bool admit,
+                          std::shared_ptr<const std::string>& out) override {
+    const std::string key = chunk_key(d.raw(), index);
+    if (memory_.enabled()) {
+      if (auto hit = memory_.find(key)) {
+        out = std::move(hit);
+        return status::success();
+      }
+    }
+    const std::uint64_t generation = memory_.generation();
+    auto bytes = std::make_shared<std::string>();
+    status s = get_chunk(d, index, *bytes);
+    if (!s.ok()) return s;
+    out = bytes;
+    if (admit && memory_.enabled()) memory_.insert(key, std::move(bytes), generation);
+    return s;
+  }
+
   bool has_chunk(const oci::digest& d, std::uint32_t index) override {
     return backend_->read(family::chunks, chunk_key(d.raw(), index), [](std::string_view) {}).ok();
   }
@@ -343,6 +442,8 @@ class store final : public chunk_store {
   }
 
   status erase_blob(const oci::digest& d) override {
+    // Purged (its bytes may be wrong) or deleted by hand: memory must not keep serving it.
+    memory_.drop(d.raw());
     std::lock_guard lock(mu_);
     auto it = blobs_.find(d.raw());
     if (it == blobs_.end()) return status::not_found(d.str() + " is not stored");
@@ -459,6 +560,7 @@ class store final : public chunk_store {
     s.evicted_blobs = evicted_blobs_;
     s.evicted_bytes = evicted_bytes_;
     s.corrupt_chunks = corrupt_chunks_;
+    memory_.fill(s);
     return s;
   }
 
@@ -688,6 +790,7 @@ class store final : public chunk_store {
                  : s;
     if (!corrupt) return status::success();
 
+    memory_.drop(key);
     auto batch = backend_->make_batch();
     batch->erase(family::chunks, key);
     auto it = blobs_.find(raw);
@@ -730,23 +833,27 @@ class store final : public chunk_store {
   std::uint64_t last_tick_ = 0;
   std::vector<std::string> dirty_;  // raw digests touched since the last flush
   std::uint64_t used_ = 0;
+  memory_chunks memory_;  // has its own lock; taken after mu_ or alone, never before it
 };
 
 }  // namespace
 
 std::unique_ptr<chunk_store> make_store(std::unique_ptr<backend> b, std::uint64_t capacity,
-                                        clock_fn clock) {
-  return std::make_unique<store>(std::move(b), capacity, std::move(clock));
+                                        clock_fn clock, std::uint64_t memory_cache) {
+  return std::make_unique<store>(std::move(b), capacity, std::move(clock), memory_cache);
 }
 
 }  // namespace detail
 
 std::unique_ptr<chunk_store> open_rocksdb_store(const store_options& options) {
-  return detail::make_store(detail::open_rocksdb_backend(options), options.capacity, options.clock);
+  return detail::make_store(detail::open_rocksdb_backend(options), options.capacity, options.clock,
+                            options.memory_cache);
 }
 
-std::unique_ptr<chunk_store> make_memory_store(std::uint64_t capacity, clock_fn clock) {
-  return detail::make_store(detail::make_memory_backend(), capacity, std::move(clock));
+std::unique_ptr<chunk_store> make_memory_store(std::uint64_t capacity, clock_fn clock,
+                                               std::uint64_t memory_cache) {
+  return detail::make_store(detail::make_memory_backend(), capacity, std::move(clock),
+                            memory_cache);
 }
 
 }  // namespace layercache::cache

@@ -608,8 +608,8 @@ void read_server(problem_list& problems, const YAML::Node& node, int line, serve
 void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_settings& out) {
   mapping m(
       problems, node, "cache",
-      {"enabled", "path", "capacity", "chunk_size", "block_cache", "sync_writes", "fetch_size",
-       "parallel_fetches", "io_threads", "complete_partial", "tag_ttl", "max_stale"},
+      {"enabled", "path", "capacity", "chunk_size", "block_cache", "memory_cache", "sync_writes",
+       "fetch_size", "parallel_fetches", "io_threads", "complete_partial", "tag_ttl", "max_stale"},
       line);
   if (!m.valid()) return;
   read_bool(m, "enabled", out.enabled);
@@ -633,6 +633,7 @@ void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_
     }
   }
   read_size(m, "block_cache", out.block_cache, 8 * mib, tib);
+  read_size(m, "memory_cache", out.memory_cache, 0, tib);
   read_bool(m, "sync_writes", out.sync_writes);
   read_duration(m, "tag_ttl", out.tag_ttl, true);
   read_duration(m, "max_stale", out.max_stale, true);

@@ -136,7 +136,10 @@ struct cache_settings {
   // Chunk size of newly cached blobs: 64KiB..16MiB, a power of two. Each blob keeps the chunk
   // size it was stored with, so changing this never misreads cached data.
   std::uint32_t chunk_size = 1U << 20;
-  std::uint64_t block_cache = 256ULL << 20;  // RocksDB block cache
+  std::uint64_t block_cache = 128ULL << 20;  // RocksDB block cache
+  // Checked chunks kept in memory after a read of part of them (random ranges, lazy pulls),
+  // served again with no store read; 0: none.
+  std::uint64_t memory_cache = 128ULL << 20;
   bool sync_writes = false;                  // fsync the WAL on every store write
   bool enabled = true;                       // false: blobs pass straight through, no store
   std::uint64_t fetch_size = 8ULL << 20;     // largest upstream range request (64KiB..256MiB)

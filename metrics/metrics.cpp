@@ -228,6 +228,16 @@ struct registry::impl {
           .Name("layercache_cache_corrupt_chunks_total")
           .Help("Stored chunks that failed their checksum and were dropped.")
           .Register(reg);
+  prometheus::Family<prometheus::Gauge>& memory_bytes =
+      prometheus::BuildGauge()
+          .Name("layercache_cache_memory_bytes")
+          .Help("Chunk bytes held by the in-memory chunk cache (cache.memory_cache).")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& memory_reads =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_memory_reads_total")
+          .Help("Stored-chunk reads that found the chunk in memory (hit) or read the store (miss).")
+          .Register(reg);
   prometheus::Family<prometheus::Counter>& chunk_reads =
       prometheus::BuildCounter()
           .Name("layercache_cache_chunk_reads_total")
@@ -448,6 +458,9 @@ std::string registry::serialize() {
     mirror(m.evicted_blobs.Add({}), s.evicted_blobs);
     mirror(m.evicted_bytes.Add({}), s.evicted_bytes);
     mirror(m.corrupt.Add({}), s.corrupt_chunks);
+    m.memory_bytes.Add({}).Set(static_cast<double>(s.memory_bytes));
+    mirror(m.memory_reads.Add({{"result", "hit"}}), s.memory_hits);
+    mirror(m.memory_reads.Add({{"result", "miss"}}), s.memory_misses);
     mirror(m.chunk_reads.Add({{"source", "store"}}), s.chunks_from_store);
     mirror(m.chunk_reads.Add({{"source", "joined"}}), s.chunks_joined);
     mirror(m.chunk_reads.Add({{"source", "filled"}}), s.chunks_filled);

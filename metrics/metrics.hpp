@@ -16,6 +16,8 @@
 //   layercache_cache_blobs, layercache_cache_chunks                 gauges
 //   layercache_cache_evicted_blobs_total, _evicted_bytes_total      counters
 //   layercache_cache_corrupt_chunks_total                           counter
+//   layercache_cache_memory_bytes                                   gauge (memory_cache held)
+//   layercache_cache_memory_reads_total{result}                     counter (hit|miss)
 //   layercache_cache_chunk_reads_total{source}                      counter (store|joined|filled)
 //   layercache_cache_fills_total                                    counter (upstream range GETs)
 //   layercache_cache_fills_in_flight                                gauge (chunks being filled)
@@ -90,6 +92,9 @@ struct snapshot {
   std::uint64_t evicted_blobs = 0;
   std::uint64_t evicted_bytes = 0;
   std::uint64_t corrupt_chunks = 0;
+  std::uint64_t memory_bytes = 0;
+  std::uint64_t memory_hits = 0;
+  std::uint64_t memory_misses = 0;
   // Blob cache.
   std::uint64_t chunks_from_store = 0;
   std::uint64_t chunks_joined = 0;

@@ -359,7 +359,7 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
       static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / cs));
   const std::uint64_t window = std::uint64_t{settings_.parallel_runs} * run_chunks;
   std::uint32_t ahead = first;  // chunks before this have had their fill decided
-  std::string chunk;
+  std::shared_ptr<const std::string> chunk;
   // Chunks whose fill this read started (for the report).
   std::vector<bool> mine(last - first + 1, false);
   auto mark_mine = [&](std::uint32_t from, std::uint32_t count) {
@@ -395,9 +395,11 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
       }
       if (from_store) {
         from_store = false;  // if this fails, fill it
-        const auto got =
-            co_await pool_.run([this, &d, i, &chunk] { return store_.get_chunk(d, i, chunk); });
-        if (got.ok() && chunk.size() == length) {
+        // Part of a chunk (random ranges, lazy pulls) is worth keeping in memory.
+        const bool admit = lo != 0 || hi + 1 != length;
+        const auto got = co_await pool_.run(
+            [this, &d, i, admit, &chunk] { return store_.get_chunk_shared(d, i, admit, chunk); });
+        if (got.ok() && chunk && chunk->size() == length) {
           bool prefetched = false;
           {
             std::lock_guard lock(mutex_);
@@ -408,7 +410,7 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
               prefetched = true;
             }
           }
-          if (!co_await out(chunk.data() + lo, hi - lo + 1)) co_return false;
+          if (!co_await out(chunk->data() + lo, hi - lo + 1)) co_return false;
           // A chunk this read's own fill stored before the read got to it still counts as
           // fetched for this read.
           if (report != nullptr) {

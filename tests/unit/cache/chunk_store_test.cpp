@@ -75,8 +75,8 @@ std::string name_of(kind k) {
 }
 
 std::unique_ptr<chunk_store> open_store(kind k, const std::string& dir, std::uint64_t capacity,
-                                        clock_fn clock) {
-  if (k == kind::memory) return make_memory_store(capacity, std::move(clock));
+                                        clock_fn clock, std::uint64_t memory_cache = 0) {
+  if (k == kind::memory) return make_memory_store(capacity, std::move(clock), memory_cache);
   return open_rocksdb_store(store_options{
       .path = dir,
       .capacity = capacity,
@@ -84,6 +84,7 @@ std::unique_ptr<chunk_store> open_store(kind k, const std::string& dir, std::uin
       .sync_writes = false,
       .layout = k == kind::rocksdb_sst ? chunk_layout::sst : chunk_layout::blob_files,
       .clock = std::move(clock),
+      .memory_cache = memory_cache,
   });
 }
 
@@ -266,6 +267,47 @@ TEST_P(chunk_store_test, erase_blob_removes_chunks_and_bytes) {
   (void)put_blob(d, 1, 3 * chunk, 2 * chunk);
   EXPECT_EQ(store_->blob(d)->chunk_size, 2 * chunk);
   EXPECT_THAT(store_->present_chunks(d), ElementsAre(0U, 1U));
+}
+
+TEST_P(chunk_store_test, memory_cache_serves_admitted_chunks_and_forgets_erased_blobs) {
+  store_.reset();
+  store_ = open_store(GetParam(), (dir_.path() / "db").string(), 64ULL << 20, clock_.fn(),
+                      3 * chunk);  // room for three chunks
+  const oci::digest d = digest_n(1);
+  const std::string blob = put_blob(d, 1, 5 * chunk);
+  std::shared_ptr<const std::string> got;
+
+  // Not admitted: read from the store every time.
+  ASSERT_TRUE(store_->get_chunk_shared(d, 0, false, got).ok());
+  EXPECT_EQ(*got, chunk_of(blob, chunk, 0));
+  ASSERT_TRUE(store_->get_chunk_shared(d, 0, false, got).ok());
+  EXPECT_EQ(store_->stats().memory_hits, 0U);
+  EXPECT_EQ(store_->stats().memory_bytes, 0U);
+
+  // Admitted: the second read shares the first one's bytes.
+  std::shared_ptr<const std::string> first;
+  ASSERT_TRUE(store_->get_chunk_shared(d, 1, true, first).ok());
+  ASSERT_TRUE(store_->get_chunk_shared(d, 1, false, got).ok());
+  EXPECT_EQ(got.get(), first.get());
+  EXPECT_EQ(*got, chunk_of(blob, chunk, 1));
+  EXPECT_EQ(store_->stats().memory_hits, 1U);
+
+  // Bounded: five admitted chunks, three kept, least recently used out first.
+  for (std::uint32_t i = 0; i < 5; ++i) {
+    ASSERT_TRUE(store_->get_chunk_shared(d, i, true, got).ok());
+    EXPECT_EQ(*got, chunk_of(blob, chunk, i));
+  }
+  EXPECT_EQ(store_->stats().memory_bytes, 3U * chunk);
+  const auto hits = store_->stats().memory_hits;
+  ASSERT_TRUE(store_->get_chunk_shared(d, 4, false, got).ok());
+  EXPECT_EQ(store_->stats().memory_hits, hits + 1);
+  ASSERT_TRUE(store_->get_chunk_shared(d, 0, false, got).ok());
+  EXPECT_EQ(store_->stats().memory_hits, hits + 1) << "chunk 0 was the least recently used";
+
+  // A purged blob (its bytes may have been wrong) is not served from memory.
+  ASSERT_TRUE(store_->erase_blob(d).ok());
+  EXPECT_EQ(store_->stats().memory_bytes, 0U);
+  EXPECT_EQ(store_->get_chunk_shared(d, 4, true, got).code, errc::not_found);
 }
 
 TEST_P(chunk_store_test, manifests_round_trip) {

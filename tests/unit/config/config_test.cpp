@@ -353,7 +353,8 @@ TEST(config, cache_defaults) {
   EXPECT_EQ(cfg.cache.path, "/var/lib/layercache");
   EXPECT_EQ(cfg.cache.capacity, 10 * GiB);
   EXPECT_EQ(cfg.cache.chunk_size, MiB);
-  EXPECT_EQ(cfg.cache.block_cache, 256 * MiB);
+  EXPECT_EQ(cfg.cache.block_cache, 128 * MiB);
+  EXPECT_EQ(cfg.cache.memory_cache, 128 * MiB);
   EXPECT_FALSE(cfg.cache.sync_writes);
   EXPECT_TRUE(cfg.cache.enabled);
   EXPECT_EQ(cfg.cache.fetch_size, 8 * MiB);
@@ -383,6 +384,7 @@ TEST(config, cache_keys_are_read) {
       "  capacity: 1.5TiB\n"
       "  chunk_size: 64KiB\n"
       "  block_cache: 1GiB\n"
+      "  memory_cache: 0\n"
       "  sync_writes: true\n"
       "  enabled: false\n"
       "  fetch_size: 4MiB\n"
@@ -400,6 +402,7 @@ TEST(config, cache_keys_are_read) {
   EXPECT_EQ(cfg.cache.capacity, 1536 * GiB);
   EXPECT_EQ(cfg.cache.chunk_size, 64 * KiB);
   EXPECT_EQ(cfg.cache.block_cache, GiB);
+  EXPECT_EQ(cfg.cache.memory_cache, 0u);
   EXPECT_TRUE(cfg.cache.sync_writes);
   EXPECT_EQ(load_string("cache: {chunk_size: 16MiB}\n" UPSTREAM_FOR_CACHE_TESTS).cache.chunk_size,
             16 * MiB);

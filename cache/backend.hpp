@@ -50,6 +50,10 @@ class backend {
 
   // A hint that [begin, end) was just deleted and its space should be reclaimed soon.
   virtual void reclaim(family f, std::string_view begin, std::string_view end) = 0;
+
+  // Asks for what was written so far to become durable soon (without waiting for it). A
+  // backend whose writes are durable when write() returns does nothing.
+  virtual void persist() = 0;
 };
 
 [[nodiscard]] std::unique_ptr<backend> make_memory_backend();

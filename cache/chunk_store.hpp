@@ -216,7 +216,9 @@ struct store_options {
   std::string path;               // directory; created when missing
   std::uint64_t capacity = 0;     // chunk bytes
   std::uint64_t block_cache = 0;  // bytes of RocksDB block cache (shared by all families)
-  bool sync_writes = false;       // fsync the WAL on every write
+  // false: writes skip the write-ahead log; a crash loses those since the last flush (a
+  // consistent cut: see rocksdb_backend.cpp). true: every write is logged and fsynced.
+  bool sync_writes = false;
   chunk_layout layout = default_chunk_layout;
   clock_fn clock;                  // empty: the system clock
   std::uint64_t memory_cache = 0;  // bytes of checked chunks kept in memory (get_chunk_shared)

@@ -88,6 +88,7 @@ class memory_backend final : public backend {
   }
 
   void reclaim(family, std::string_view, std::string_view) override {}
+  void persist() override {}
 
  private:
   using map = std::map<std::string, std::string, std::less<>>;

@@ -420,6 +420,8 @@ class store final : public chunk_store {
     if (status s = backend_->write(*batch); !s.ok()) return s;
     set_clean_locked(it->second);
     it->second.record = r;
+    // A whole, verified blob is what a restart after a crash should find again.
+    backend_->persist();
     return status::success();
   }
 
@@ -447,7 +449,10 @@ class store final : public chunk_store {
     std::lock_guard lock(mu_);
     auto it = blobs_.find(d.raw());
     if (it == blobs_.end()) return status::not_found(d.str() + " is not stored");
-    return erase_locked(it);
+    status s = erase_locked(it);
+    // A purged blob (its bytes did not match) must not come back after a crash.
+    if (s.ok()) backend_->persist();
+    return s;
   }
 
   status put_manifest(const oci::digest& d, std::string_view media_type,
@@ -478,7 +483,9 @@ class store final : public chunk_store {
     append_le(head, crc32c(bytes));
     auto batch = backend_->make_batch();
     batch->put(family::meta, profile_key(manifest), head, bytes);
-    return backend_->write(*batch);
+    status s = backend_->write(*batch);
+    if (s.ok()) backend_->persist();  // a profile took a whole recording window to make
+    return s;
   }
 
   std::optional<std::string> profile(const oci::digest& manifest) override {

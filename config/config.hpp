@@ -140,11 +140,13 @@ struct cache_settings {
   // Checked chunks kept in memory after a read of part of them (random ranges, lazy pulls),
   // served again with no store read; 0: none.
   std::uint64_t memory_cache = 128ULL << 20;
-  bool sync_writes = false;                  // fsync the WAL on every store write
-  bool enabled = true;                       // false: blobs pass straight through, no store
-  std::uint64_t fetch_size = 8ULL << 20;     // largest upstream range request (64KiB..256MiB)
-  unsigned parallel_fetches = 4;             // runs in flight ahead of one reader (1..64)
-  unsigned io_threads = 2;                   // blocking store I/O threads (1..64)
+  // true: every store write goes through RocksDB's write-ahead log and is fsynced. false (the
+  // default): no log; a crash loses the writes since the last flush, consistently.
+  bool sync_writes = false;
+  bool enabled = true;                    // false: blobs pass straight through, no store
+  std::uint64_t fetch_size = 8ULL << 20;  // largest upstream range request (64KiB..256MiB)
+  unsigned parallel_fetches = 4;          // runs in flight ahead of one reader (1..64)
+  unsigned io_threads = 2;                // blocking store I/O threads (1..64)
   bool complete_partial = true;  // after a range read, fetch the rest of the blob and verify it
   // A tag resolved this long ago is served from the store without asking the upstream; older,
   // it is revalidated with an upstream HEAD. 0s: always revalidate.

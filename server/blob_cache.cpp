@@ -25,6 +25,44 @@ constexpr std::size_t write_behind = 4;
 
 using wakeup = asio::experimental::concurrent_channel<void(boost::system::error_code)>;
 
+// Chunk buffers are recycled: a fresh chunk-sized allocation per fill is pages the kernel
+// faults in and zeroes every time. A few are kept (each at most a few MiB).
+class buffer_pool {
+ public:
+  std::string take(std::size_t capacity) {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if (it->capacity() >= capacity) {
+          std::string out = std::move(*it);
+          free_.erase(it);
+          return out;
+        }
+      }
+    }
+    std::string out;
+    out.reserve(capacity);
+    return out;
+  }
+  void give(std::string&& buffer) {
+    if (buffer.capacity() < (64U << 10) || buffer.capacity() > max_kept_bytes) return;
+    buffer.clear();
+    std::lock_guard lock(mutex_);
+    if (free_.size() < max_kept) free_.push_back(std::move(buffer));
+  }
+
+ private:
+  static constexpr std::size_t max_kept = 8;
+  static constexpr std::size_t max_kept_bytes = 4U << 20;
+  std::mutex mutex_;
+  std::vector<std::string> free_;
+};
+
+buffer_pool& chunk_buffers() {
+  static buffer_pool pool;
+  return pool;
+}
+
 }  // namespace
 
 // One chunk being filled from upstream. `data` only grows, within capacity reserved up
@@ -38,6 +76,11 @@ struct blob_cache::chunk_slot {
   bool prefetch = false;  // started by prefetch
   bool claimed = false;   // a client read joined it (prefetch slots only)
   std::vector<std::shared_ptr<wakeup>> waiters;
+
+  chunk_slot() = default;
+  ~chunk_slot() { chunk_buffers().give(std::move(data)); }
+  chunk_slot(const chunk_slot&) = delete;
+  chunk_slot& operator=(const chunk_slot&) = delete;
 
   // Wakes everyone who was waiting; call without holding `mutex`.
   static void wake(std::vector<std::shared_ptr<wakeup>>& waiters) {
@@ -203,7 +246,13 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
         std::size_t take = 0;
         {
           std::lock_guard lock(slot.mutex);
-          if (slot.data.capacity() < slot.expected) slot.data.reserve(slot.expected);
+          if (slot.data.capacity() < slot.expected) {
+            if (slot.data.empty()) {
+              slot.data = chunk_buffers().take(slot.expected);
+            } else {
+              slot.data.reserve(slot.expected);
+            }
+          }
           take = std::min(left, slot.expected - slot.data.size());
           slot.data.append(p, take);
           full = slot.data.size() == slot.expected;

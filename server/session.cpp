@@ -623,6 +623,13 @@ class session final : public session_base {
         res.body() = oci_error_body("UNSUPPORTED", "requested range not satisfiable");
         co_return co_await send(req, std::move(res), keep_alive);
       }
+      // Several ranges that add up to the whole blob or more (overlapping, or "0-,0-,0-…")
+      // would multiply the response: send the blob once instead, as 200.
+      if (resolved && resolved->size() > 1) {
+        std::uint64_t total = 0;
+        for (const auto& br : *resolved) total += br.length();
+        if (total >= meta.size) resolved.reset();
+      }
       if (resolved) ranges = std::move(*resolved);
     }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -54,6 +55,9 @@ class backend {
   // Asks for what was written so far to become durable soon (without waiting for it). A
   // backend whose writes are durable when write() returns does nothing.
   virtual void persist() = 0;
+
+  // Free bytes on the disk under the store; nullopt when it has none (in memory).
+  [[nodiscard]] virtual std::optional<std::uint64_t> free_disk() = 0;
 };
 
 [[nodiscard]] std::unique_ptr<backend> make_memory_backend();
@@ -65,6 +69,7 @@ class backend {
 // counter when missing or wrong); throws std::runtime_error when they cannot be read.
 [[nodiscard]] std::unique_ptr<chunk_store> make_store(std::unique_ptr<backend> b,
                                                       std::uint64_t capacity, clock_fn clock,
-                                                      std::uint64_t memory_cache = 0);
+                                                      std::uint64_t memory_cache = 0,
+                                                      std::uint64_t min_free_disk = 0);
 
 }  // namespace layercache::cache::detail

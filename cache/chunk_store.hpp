@@ -88,6 +88,9 @@ struct store_stats {
   std::uint64_t memory_bytes = 0;   // chunk bytes it holds
   std::uint64_t memory_hits = 0;    // reads it answered without a store read
   std::uint64_t memory_misses = 0;  // reads that went to the store
+  // The disk under the store (store_options::min_free_disk).
+  bool disk_full = false;           // chunks are refused until space frees
+  std::uint64_t disk_refusals = 0;  // chunks refused for lack of disk
 };
 
 struct blob_entry {
@@ -222,6 +225,10 @@ struct store_options {
   chunk_layout layout = default_chunk_layout;
   clock_fn clock;                  // empty: the system clock
   std::uint64_t memory_cache = 0;  // bytes of checked chunks kept in memory (get_chunk_shared)
+  // Chunks are refused (no_space) while the disk under `path` has less free space than this:
+  // RocksDB needs room to flush memtables and compact, and a RocksDB that runs out of disk
+  // mid-write stops (Debian's build even aborts). Checked at most every 100 ms.
+  std::uint64_t min_free_disk = 0;
 };
 
 // Opens (creating) the RocksDB store at options.path. Start-up only: throws std::runtime_error

@@ -6,6 +6,7 @@
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <sys/statvfs.h>
 
 #include <array>
 #include <filesystem>
@@ -184,6 +185,7 @@ class rocksdb_backend final : public backend {
     // every flush a consistent cut across the families, so a crash loses the writes since the
     // last flush, never half of one: a chunk without its record, or the reverse. persist()
     // asks for a flush where losing writes would cost most (a blob just verified whole).
+    path_ = options.path;
     write_options_.disableWAL = !options.sync_writes;
     write_options_.sync = options.sync_writes;
   }
@@ -200,6 +202,12 @@ class rocksdb_backend final : public backend {
     db_->DestroyColumnFamilyHandle(default_).PermitUncheckedError();
     // A failure to close leaves nothing to do: what was flushed is consistent.
     db_->Close().PermitUncheckedError();
+  }
+
+  std::optional<std::uint64_t> free_disk() override {
+    struct statvfs st {};
+    if (::statvfs(path_.c_str(), &st) != 0) return std::nullopt;
+    return std::uint64_t{st.f_bavail} * st.f_frsize;
   }
 
   void persist() override {
@@ -262,6 +270,7 @@ class rocksdb_backend final : public backend {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by family
   rocksdb::WriteOptions write_options_;
   batch_pool batches_;
+  std::string path_;
 };
 
 }  // namespace

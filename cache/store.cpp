@@ -269,11 +269,12 @@ class memory_chunks {
 class store final : public chunk_store {
  public:
   store(std::unique_ptr<backend> b, std::uint64_t capacity, clock_fn clock,
-        std::uint64_t memory_cache)
+        std::uint64_t memory_cache, std::uint64_t min_free_disk)
       : backend_(std::move(b)),
         capacity_(capacity),
         clock_(clock ? std::move(clock) : clock_fn(system_now)),
-        memory_(memory_cache) {
+        memory_(memory_cache),
+        min_free_disk_(min_free_disk) {
     load();
   }
 
@@ -332,6 +333,12 @@ class store final : public chunk_store {
       return status::no_space("chunk of " + std::to_string(length) +
                               " bytes is larger than the capacity");
     }
+    if (!disk_has_room_locked(length)) {
+      ++disk_refusals_;
+      return status::no_space("the disk under the store has " + std::to_string(disk_free_) +
+                              " bytes free, less than cache.min_free_disk (" +
+                              std::to_string(min_free_disk_) + "): not storing");
+    }
     if (used_ + length > capacity_) {
       evict_locked(capacity_ - length, pinned_ ? &pinned_ : nullptr, &raw);
       if (used_ + length > capacity_) {
@@ -351,6 +358,7 @@ class store final : public chunk_store {
     if (status s = backend_->write(*batch); !s.ok()) return s;
 
     used_ += length;
+    disk_free_ -= std::min<std::uint64_t>(disk_free_, length);
     if (it == blobs_.end()) {
       it = blobs_.emplace(raw, entry{d, r, 0, false}).first;
       bump_locked(it->first, it->second);
@@ -568,6 +576,8 @@ class store final : public chunk_store {
     s.evicted_bytes = evicted_bytes_;
     s.corrupt_chunks = corrupt_chunks_;
     memory_.fill(s);
+    s.disk_full = disk_full_;
+    s.disk_refusals = disk_refusals_;
     return s;
   }
 
@@ -653,6 +663,21 @@ class store final : public chunk_store {
     batch->put(family::meta, used_bytes_key, encode_u64(sum));
     s = backend_->write(*batch);
     if (!s.ok()) throw std::runtime_error("cannot repair the cache's records: " + s.message);
+  }
+
+  // Whether `length` more bytes leave at least min_free_disk_ free. The free space is read
+  // at most every 100 ms (and counted down by what was stored in between).
+  bool disk_has_room_locked(std::uint64_t length) {
+    if (min_free_disk_ == 0) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - disk_checked_ >= std::chrono::milliseconds(100)) {
+      disk_checked_ = now;
+      const auto free = backend_->free_disk();
+      if (!free) return true;
+      disk_free_ = *free;
+    }
+    disk_full_ = disk_free_ < min_free_disk_ + length;
+    return !disk_full_;
   }
 
   // Makes `e` the most recently used.
@@ -841,20 +866,27 @@ class store final : public chunk_store {
   std::vector<std::string> dirty_;  // raw digests touched since the last flush
   std::uint64_t used_ = 0;
   memory_chunks memory_;  // has its own lock; taken after mu_ or alone, never before it
+  const std::uint64_t min_free_disk_;
+  std::chrono::steady_clock::time_point disk_checked_{};  // guarded by mu_, like the rest
+  std::uint64_t disk_free_ = 0;
+  bool disk_full_ = false;
+  std::uint64_t disk_refusals_ = 0;
 };
 
 }  // namespace
 
 std::unique_ptr<chunk_store> make_store(std::unique_ptr<backend> b, std::uint64_t capacity,
-                                        clock_fn clock, std::uint64_t memory_cache) {
-  return std::make_unique<store>(std::move(b), capacity, std::move(clock), memory_cache);
+                                        clock_fn clock, std::uint64_t memory_cache,
+                                        std::uint64_t min_free_disk) {
+  return std::make_unique<store>(std::move(b), capacity, std::move(clock), memory_cache,
+                                 min_free_disk);
 }
 
 }  // namespace detail
 
 std::unique_ptr<chunk_store> open_rocksdb_store(const store_options& options) {
   return detail::make_store(detail::open_rocksdb_backend(options), options.capacity, options.clock,
-                            options.memory_cache);
+                            options.memory_cache, options.min_free_disk);
 }
 
 std::unique_ptr<chunk_store> make_memory_store(std::uint64_t capacity, clock_fn clock,

@@ -606,11 +606,11 @@ void read_server(problem_list& problems, const YAML::Node& node, int line, serve
 }
 
 void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_settings& out) {
-  mapping m(
-      problems, node, "cache",
-      {"enabled", "path", "capacity", "chunk_size", "block_cache", "memory_cache", "sync_writes",
-       "fetch_size", "parallel_fetches", "io_threads", "complete_partial", "tag_ttl", "max_stale"},
-      line);
+  mapping m(problems, node, "cache",
+            {"enabled", "path", "capacity", "chunk_size", "block_cache", "memory_cache",
+             "min_free_disk", "sync_writes", "fetch_size", "parallel_fetches", "io_threads",
+             "complete_partial", "tag_ttl", "max_stale"},
+            line);
   if (!m.valid()) return;
   read_bool(m, "enabled", out.enabled);
   read_size(m, "fetch_size", out.fetch_size, 64 * kib, 256 * mib);
@@ -634,6 +634,7 @@ void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_
   }
   read_size(m, "block_cache", out.block_cache, 8 * mib, tib);
   read_size(m, "memory_cache", out.memory_cache, 0, tib);
+  read_size(m, "min_free_disk", out.min_free_disk, 0, 1024 * tib);
   read_bool(m, "sync_writes", out.sync_writes);
   read_duration(m, "tag_ttl", out.tag_ttl, true);
   read_duration(m, "max_stale", out.max_stale, true);

@@ -140,6 +140,9 @@ struct cache_settings {
   // Checked chunks kept in memory after a read of part of them (random ranges, lazy pulls),
   // served again with no store read; 0: none.
   std::uint64_t memory_cache = 128ULL << 20;
+  // New chunks are not stored while the disk under `path` has less free space than this
+  // (serving goes on from upstream); 0: no check.
+  std::uint64_t min_free_disk = 256ULL << 20;
   // true: every store write goes through RocksDB's write-ahead log and is fsynced. false (the
   // default): no log; a crash loses the writes since the last flush, consistently.
   bool sync_writes = false;

@@ -238,6 +238,18 @@ struct registry::impl {
           .Name("layercache_cache_memory_reads_total")
           .Help("Stored-chunk reads that found the chunk in memory (hit) or read the store (miss).")
           .Register(reg);
+  prometheus::Family<prometheus::Gauge>& disk_full =
+      prometheus::BuildGauge()
+          .Name("layercache_cache_disk_full")
+          .Help(
+              "1 while the disk under the store is below cache.min_free_disk: new chunks are "
+              "served from upstream but not stored.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& disk_refusals =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_disk_refusals_total")
+          .Help("Chunks not stored because the disk under the store was below cache.min_free_disk.")
+          .Register(reg);
   prometheus::Family<prometheus::Counter>& chunk_reads =
       prometheus::BuildCounter()
           .Name("layercache_cache_chunk_reads_total")
@@ -461,6 +473,8 @@ std::string registry::serialize() {
     m.memory_bytes.Add({}).Set(static_cast<double>(s.memory_bytes));
     mirror(m.memory_reads.Add({{"result", "hit"}}), s.memory_hits);
     mirror(m.memory_reads.Add({{"result", "miss"}}), s.memory_misses);
+    m.disk_full.Add({}).Set(s.disk_full ? 1.0 : 0.0);
+    mirror(m.disk_refusals.Add({}), s.disk_refusals);
     mirror(m.chunk_reads.Add({{"source", "store"}}), s.chunks_from_store);
     mirror(m.chunk_reads.Add({{"source", "joined"}}), s.chunks_joined);
     mirror(m.chunk_reads.Add({{"source", "filled"}}), s.chunks_filled);

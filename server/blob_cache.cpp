@@ -6,6 +6,9 @@
 #include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <optional>
+#include <utility>
 
 #include "log/log.hpp"
 
@@ -57,6 +60,34 @@ class buffer_pool {
   std::mutex mutex_;
   std::vector<std::string> free_;
 };
+
+// At most one line a minute for a repeated failure; admit() gives the number of lines left
+// out since the last one, or nullopt when this one is to be left out.
+class log_limiter {
+ public:
+  std::optional<std::uint64_t> admit() {
+    std::lock_guard lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    if (logged_ && now - last_ < std::chrono::minutes(1)) {
+      ++quiet_;
+      return std::nullopt;
+    }
+    logged_ = true;
+    last_ = now;
+    return std::exchange(quiet_, 0);
+  }
+
+ private:
+  std::mutex mutex_;
+  bool logged_ = false;
+  std::chrono::steady_clock::time_point last_{};
+  std::uint64_t quiet_ = 0;
+};
+
+log_limiter& store_error_log() {
+  static log_limiter limiter;
+  return limiter;
+}
 
 buffer_pool& chunk_buffers() {
   static buffer_pool pool;
@@ -299,7 +330,11 @@ asio::awaitable<void> blob_cache::store_chunk(oci::digest d, blob_meta meta, std
     }
   }
   if (!stored.ok() && stored.code != cache::errc::not_found) {
-    log::warn("cache", "storing chunk ", chunk, " of ", d.str(), ": ", stored.message);
+    // A full disk fails every chunk: one line, then one a minute with the count.
+    if (const auto quiet = store_error_log().admit()) {
+      log::warn("cache", "storing chunk ", chunk, " of ", d.str(), ": ", stored.message,
+                *quiet > 0 ? " (" + std::to_string(*quiet) + " more since the last line)" : "");
+    }
     std::lock_guard lock(mutex_);
     ++stats_.store_errors;
   }

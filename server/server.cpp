@@ -135,6 +135,7 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
   if (c.chunk_size != d.chunk_size) out.emplace_back("cache.chunk_size");
   if (c.block_cache != d.block_cache) out.emplace_back("cache.block_cache");
   if (c.memory_cache != d.memory_cache) out.emplace_back("cache.memory_cache");
+  if (c.min_free_disk != d.min_free_disk) out.emplace_back("cache.min_free_disk");
   if (c.sync_writes != d.sync_writes) out.emplace_back("cache.sync_writes");
   if (c.fetch_size != d.fetch_size) out.emplace_back("cache.fetch_size");
   if (c.parallel_fetches != d.parallel_fetches) out.emplace_back("cache.parallel_fetches");
@@ -335,12 +336,13 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
   }
   const auto& c = impl_->cfg.cache;
   if (c.enabled) {
-    impl_->store = cache::open_rocksdb_store(
-        cache::store_options{.path = c.path,
-                             .capacity = c.capacity,
-                             .block_cache = c.block_cache,
-                             .sync_writes = c.sync_writes,
-                             .memory_cache = c.memory_cache});
+    impl_->store =
+        cache::open_rocksdb_store(cache::store_options{.path = c.path,
+                                                       .capacity = c.capacity,
+                                                       .block_cache = c.block_cache,
+                                                       .sync_writes = c.sync_writes,
+                                                       .memory_cache = c.memory_cache,
+                                                       .min_free_disk = c.min_free_disk});
     impl_->blocking = std::make_unique<blocking_pool>(c.io_threads);
     impl_->blobs = std::make_unique<blob_cache>(
         *impl_->store, *impl_->blocking,
@@ -374,6 +376,8 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
       s.memory_bytes = st.memory_bytes;
       s.memory_hits = st.memory_hits;
       s.memory_misses = st.memory_misses;
+      s.disk_full = st.disk_full;
+      s.disk_refusals = st.disk_refusals;
     }
     if (m->blobs) {
       const auto b = m->blobs->stats();

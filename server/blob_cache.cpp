@@ -25,6 +25,8 @@ constexpr int read_sink_failed = 2;
 constexpr int max_attempts = 3;
 // Chunk store writes a fill lets run behind its reading before it waits for the oldest.
 constexpr std::size_t write_behind = 4;
+// Reads of at most this many chunks read them instead of listing the blob's chunks.
+constexpr std::uint32_t few_chunks = 4;
 
 using wakeup = asio::experimental::concurrent_channel<void(boost::system::error_code)>;
 
@@ -428,14 +430,34 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
   const std::uint32_t cs = meta.chunk_size;
   const auto first = static_cast<std::uint32_t>(r.first / cs);
   const auto last = static_cast<std::uint32_t>(r.last / cs);
-  // Which chunks the store has decides what to fetch ahead. A one-chunk read just tries the
-  // store first (listing presence costs about as much as reading the chunk).
-  std::vector<bool> present(last - first + 1, first == last);
-  const bool single = first == last;
-  const auto listed = co_await pool_.run([this, &d, single] {
+  // Which chunks the store has decides what to fetch ahead. Listing them costs about a read
+  // of every chunk of the blob (presence is the chunk key), so a read of a few chunks (random
+  // ranges crossing a chunk boundary) reads those chunks at once instead, and a one-chunk read
+  // just tries the store first.
+  const std::uint32_t count = last - first + 1;
+  const bool few = count <= few_chunks;
+  std::vector<bool> present(count, count == 1);
+  std::vector<std::shared_ptr<const std::string>> early(few && count > 1 ? count : 0);
+  const std::uint64_t r_first = r.first;
+  const std::uint64_t r_last = r.last;
+  const std::uint64_t blob_size = meta.size;
+  auto probe = [this, &d, &early, &present, few, first, cs, r_first, r_last, blob_size] {
     store_.touch(d);
-    return single ? std::vector<std::uint32_t>{} : store_.present_chunks(d);
-  });
+    if (!few) return store_.present_chunks(d);
+    for (std::uint32_t k = 0; k < early.size(); ++k) {
+      const std::uint64_t begin = std::uint64_t{first + k} * cs;
+      const std::uint64_t end = std::min<std::uint64_t>(begin + cs, blob_size);  // exclusive
+      const bool partial = r_first > begin || r_last + 1 < end;
+      std::shared_ptr<const std::string> bytes;
+      if (store_.get_chunk_shared(d, first + k, partial, bytes).ok() && bytes &&
+          bytes->size() == end - begin) {
+        early[k] = std::move(bytes);
+        present[k] = true;
+      }
+    }
+    return std::vector<std::uint32_t>{};
+  };
+  const auto listed = co_await pool_.run(probe);
   for (auto i : listed) {
     if (i >= first && i <= last) present[i - first] = true;
   }
@@ -481,8 +503,13 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
         from_store = false;  // if this fails, fill it
         // Part of a chunk (random ranges, lazy pulls) is worth keeping in memory.
         const bool admit = lo != 0 || hi + 1 != length;
-        const auto got = co_await pool_.run(
-            [this, &d, i, admit, &chunk] { return store_.get_chunk_shared(d, i, admit, chunk); });
+        auto got = cache::status::success();
+        if (!early.empty() && early[i - first]) {
+          chunk = std::move(early[i - first]);  // read with the probe above
+        } else {
+          got = co_await pool_.run(
+              [this, &d, i, admit, &chunk] { return store_.get_chunk_shared(d, i, admit, chunk); });
+        }
         if (got.ok() && chunk && chunk->size() == length) {
           bool prefetched = false;
           {

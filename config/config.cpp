@@ -1182,8 +1182,9 @@ config load_string(std::string_view yaml, std::string_view source) {
     throw invalid_config(std::string(source), {problem{"", line, "the document is empty"}});
   }
   if (documents > 1) {
-    throw invalid_config(std::string(source),
-                         {problem{"", second_line, "expected one YAML document, found more"}});
+    throw invalid_config(
+        std::string(source),
+        {problem{"", second_line, "expected one YAML document, found more than one"}});
   }
   problem_list problems;
   config cfg;

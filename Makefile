@@ -12,9 +12,10 @@ DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev \
   librocksdb-dev prometheus-cpp-dev libyaml-cpp-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  docker-registry skopeo apache2-utils openssl curl prometheus python3 python3-yaml
+  docker-registry skopeo apache2-utils openssl curl prometheus python3 python3-yaml \
+  clang-14 libclang-rt-14-dev libfuzzer-14-dev
 
-.PHONY: deps build run test demo compare dist clean format
+.PHONY: deps build run test fuzz demo compare dist clean format
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -39,6 +40,12 @@ run: build
 test: build
 	bash scripts/install-runtimes.sh
 	cd $(BUILD) && ctest --output-on-failure -j2 $(CTEST_ARGS)
+
+# The libFuzzer harnesses of fuzz/ (a separate clang build in $(BUILD)/fuzz), 300 s each;
+# `ctest -L fuzz` (part of `make test`) runs them for 20 s. docs/reliability.md, "Fuzzing".
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BUILD=$(BUILD)/fuzz bash scripts/fuzz.sh
 
 # Offline demo: a local docker-registry seeded with a generated image, layercache in front,
 # skopeo pulling through it.

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <initializer_list>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -239,6 +241,53 @@ std::string describe(const YAML::Node& node) {
       break;
   }
   return "nothing";
+}
+
+// Counts the documents of a YAML stream up to `limit` and notes the line of the second one's
+// root node. yaml-cpp 0.7's LoadAll never returns on a stray ',' outside a flow collection
+// (every document it reads there is another null node that consumes nothing; found by
+// fuzz/config_fuzz.cpp), so documents are counted with a bound and only the first is loaded.
+class document_counter : public YAML::EventHandler {
+ public:
+  std::size_t documents = 0;
+  int second_line = 0;
+
+  void OnDocumentStart(const YAML::Mark&) override { ++documents; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    node(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void node(const YAML::Mark& mark) {
+    if (documents != 2 || seen_second_) return;
+    seen_second_ = true;
+    second_line = mark.is_null() ? 0 : mark.line + 1;
+  }
+  bool seen_second_ = false;
+};
+
+std::size_t count_documents(const std::string& yaml, std::size_t limit, int& second_line) {
+  std::istringstream in(yaml);
+  YAML::Parser parser(in);
+  document_counter counter;
+  while (counter.documents < limit && parser.HandleNextDocument(counter)) {
+  }
+  second_line = counter.second_line;
+  return counter.documents;
 }
 
 std::string index_path(const std::string& path, std::size_t i) {
@@ -1119,26 +1168,30 @@ invalid_config::invalid_config(std::string source, std::vector<problem> problems
     : std::runtime_error(describe_problems(source, problems)), problems_(std::move(problems)) {}
 
 config load_string(std::string_view yaml, std::string_view source) {
-  std::vector<YAML::Node> documents;
+  const std::string text(yaml);
+  YAML::Node root;
+  std::size_t documents = 0;
+  int second_line = 0;
   try {
-    documents = YAML::LoadAll(std::string(yaml));
+    root = YAML::Load(text);  // the first document only
+    documents = count_documents(text, 2, second_line);
   } catch (const YAML::Exception& e) {
     int line = e.mark.is_null() ? 0 : e.mark.line + 1;
     throw invalid_config(std::string(source), {problem{"", line, "invalid YAML: " + e.msg}});
   }
-  if (documents.empty() || documents.front().IsNull()) {
-    int line = documents.empty() ? 0 : line_of(documents.front());
+  if (documents == 0 || root.IsNull()) {
+    int line = documents == 0 ? 0 : line_of(root);
     throw invalid_config(std::string(source), {problem{"", line, "the document is empty"}});
   }
-  if (documents.size() > 1) {
-    throw invalid_config(std::string(source), {problem{"", line_of(documents[1]),
-                                                       "expected one YAML document, found " +
-                                                           std::to_string(documents.size())}});
+  if (documents > 1) {
+    throw invalid_config(
+        std::string(source),
+        {problem{"", second_line, "expected one YAML document, found more than one"}});
   }
   problem_list problems;
   config cfg;
   try {
-    cfg = parse(problems, documents.front());
+    cfg = parse(problems, root);
   } catch (const YAML::Exception& e) {
     // Not expected from reading an already parsed tree; reported rather than escaping as a
     // yaml-cpp type.

@@ -161,6 +161,9 @@ std::optional<reference> reference::parse(std::string_view text) {
   }
   ref.repository += path;
   if (!is_valid_repository(ref.repository)) return std::nullopt;
+  // The limit holds for the normalised name str() prints ("docker.io/library/" included), or a
+  // long Docker Hub name would parse while parse(str()) refused it.
+  if (ref.registry.size() + 1 + ref.repository.size() > max_name_length) return std::nullopt;
 
   if (ref.tag.empty() && !ref.digest) ref.tag = "latest";
   return ref;

@@ -35,8 +35,9 @@ struct reference {
   //   otherwise the registry is "docker.io" ("index.docker.io" is also mapped to it);
   // - a single-component repository on docker.io gets the "library/" prefix;
   // - with neither tag nor digest the tag is "latest".
-  // Returns nullopt for anything malformed (bad registry, repository, tag or digest;
-  // name longer than 255 bytes). Never throws on bad input.
+  // Returns nullopt for anything malformed (bad registry, repository, tag or digest; name
+  // longer than 255 bytes, as written or normalised to "registry/repository"). Never throws on
+  // bad input.
   [[nodiscard]] static std::optional<reference> parse(std::string_view text);
 
   // "registry/repository[:tag][@digest]"; parse(str()) round-trips.

@@ -455,6 +455,11 @@ const bad_case bad_cases[] = {
     {"null_document", "~\n", "", 1, "empty"},
     {"syntax_error", "server:\n  threads: 1\n\tlisten: []\n", "", 3, "invalid YAML"},
     {"two_documents", UPSTREAM "---\n" UPSTREAM, "", 5, "one YAML document"},
+    {"three_documents", UPSTREAM "---\n" UPSTREAM "---\n" UPSTREAM, "", 5, "one YAML document"},
+    // Found by fuzz/config_fuzz.cpp: yaml-cpp's LoadAll never returned on these (endless null
+    // documents at a stray ','), hanging the loader and exhausting memory.
+    {"stray_comma", ",", "", 1, "empty"},
+    {"stray_comma_then_text", ",K\n", "", 1, "empty"},
     {"top_level_list", "- a\n", "", 1, "expected a mapping, got a list"},
     {"unknown_top_key", UPSTREAM "storage: {}\n", "storage", 4, "unknown key"},
     // The admin listener.

@@ -167,6 +167,12 @@ INSTANTIATE_TEST_SUITE_P(
         ref_case{"name_too_long", "r.io/" + std::string(251, 'a'), std::nullopt},
         ref_case{"name_at_limit", "r.io/" + std::string(250, 'a'),
                  ref("r.io", std::string(250, 'a'), "latest")},
+        // Found by fuzz/reference_fuzz.cpp: "docker.io/library/" + 247 bytes does not parse,
+        // so neither may the short form (parse(str()) must round-trip).
+        ref_case{"normalised_too_long", std::string(247, 'a'), std::nullopt},
+        ref_case{"normalised_user_too_long", "u/" + std::string(245, 'a'), std::nullopt},
+        ref_case{"normalised_at_limit", std::string(237, 'a'),
+                 ref("docker.io", "library/" + std::string(237, 'a'), "latest")},
         ref_case{"overlong", std::string(100000, 'a'), std::nullopt},
         ref_case{"only_colon", ":", std::nullopt}, ref_case{"only_at", "@", std::nullopt}),
     [](const testing::TestParamInfo<ref_case>& info) { return info.param.name; });

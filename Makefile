@@ -15,7 +15,7 @@ DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   docker-registry skopeo apache2-utils openssl curl prometheus python3 python3-yaml \
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
 
-.PHONY: deps build run test fuzz demo compare dist clean format
+.PHONY: deps build run test fuzz soak demo compare dist clean format
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -46,6 +46,13 @@ test: build
 FUZZ_SECONDS ?= 300
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BUILD=$(BUILD)/fuzz bash scripts/fuzz.sh
+
+# The soak test (ctest -L soak, 40 s in `make test`) for SOAK_SECONDS; prints the table row of
+# docs/reliability.md, "Soak".
+SOAK_SECONDS ?= 300
+soak: build
+	cd $(BUILD) && SOAK_SECONDS=$(SOAK_SECONDS) SOAK_REPORT=$(CURDIR)/$(BUILD)/soak.json \
+	  ctest -L soak --output-on-failure -V
 
 # Offline demo: a local docker-registry seeded with a generated image, layercache in front,
 # skopeo pulling through it.

@@ -1005,7 +1005,7 @@ struct upstream_lines {
 void read_upstream(problem_list& problems, const YAML::Node& node, const std::string& path,
                    upstream& u, upstream_lines& lines) {
   mapping m(problems, node, path,
-            {"name", "url", "default", "aliases", "ca_file", "auth", "timeouts",
+            {"name", "url", "default", "aliases", "ca_file", "auth", "timeouts", "retry",
              "max_idle_connections", "max_redirects"});
   if (!m.valid()) return;
 
@@ -1055,6 +1055,21 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
     read_duration(t, "connect", u.timeouts.connect, false);
     read_duration(t, "response", u.timeouts.response, false);
     read_duration(t, "read", u.timeouts.read, false);
+  }
+  if (const YAML::Node* retry = m.find("retry")) {
+    mapping r(problems, *retry, m.child("retry"),
+              {"attempts", "backoff", "max_backoff", "max_retry_after"}, m.key_line("retry"));
+    read_uint(r, "attempts", u.retry.attempts, 1, 10);
+    read_duration(r, "backoff", u.retry.backoff, true);
+    read_duration(r, "max_backoff", u.retry.max_backoff, true);
+    read_duration(r, "max_retry_after", u.retry.max_retry_after, true);
+    if (u.retry.max_backoff < u.retry.backoff) {
+      if (r.find("max_backoff") != nullptr) {
+        r.report("max_backoff", "must not be shorter than backoff");
+      } else {
+        u.retry.max_backoff = u.retry.backoff;  // only backoff was set: it is the cap too
+      }
+    }
   }
   read_uint(m, "max_idle_connections", u.max_idle_connections, 0, 1024);
   read_uint(m, "max_redirects", u.max_redirects, 0, 20);

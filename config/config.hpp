@@ -92,6 +92,16 @@ struct upstream_timeouts {
   duration read{std::chrono::seconds(60)};      // longest pause between body bytes
 };
 
+// How a request that failed before its answer began is tried again: transport failures
+// (connect, reset, timeout) and 429, 500, 502, 503, 504 answers, for GET and HEAD only. The
+// waits grow exponentially (with jitter); a Retry-After header sets the wait instead.
+struct upstream_retry {
+  unsigned attempts = 3;                               // tries in all (1: no retries)
+  duration backoff{std::chrono::milliseconds(200)};    // before the second try; doubles
+  duration max_backoff{std::chrono::seconds(5)};       // cap of the exponential wait
+  duration max_retry_after{std::chrono::seconds(30)};  // longer asked waits: the client decides
+};
+
 // One registry the proxy pulls from.
 struct upstream {
   std::string name;  // routing name: path prefix (/v2/<name>/...) and a `ns=` value
@@ -105,6 +115,7 @@ struct upstream {
   std::string ca_file;               // extra trusted CAs (PEM), beside the system store
   upstream_auth auth;
   upstream_timeouts timeouts;
+  upstream_retry retry;
   std::uint64_t max_idle_connections = 16;  // kept per upstream host
   unsigned max_redirects = 5;
 };

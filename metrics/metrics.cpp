@@ -117,8 +117,13 @@ class upstream_impl final : public upstream_metrics {
  public:
   upstream_impl(std::string name, prometheus::Family<prometheus::Histogram>& duration,
                 prometheus::Family<prometheus::Counter>& bytes,
-                prometheus::Family<prometheus::Counter>& tokens)
-      : name_(std::move(name)), duration_family_(duration) {
+                prometheus::Family<prometheus::Counter>& tokens,
+                prometheus::Family<prometheus::Counter>& retries,
+                prometheus::Family<prometheus::Counter>& fill_failures)
+      : name_(std::move(name)),
+        duration_family_(duration),
+        retry_family_(retries),
+        fill_failure_family_(fill_failures) {
     received_ = &bytes.Add({{"upstream", name_}});
     token_ok_ = &tokens.Add({{"upstream", name_}, {"outcome", "ok"}});
     token_error_ = &tokens.Add({{"upstream", name_}, {"outcome", "error"}});
@@ -138,10 +143,23 @@ class upstream_impl final : public upstream_metrics {
   }
   void received(std::uint64_t n) override { received_->Increment(static_cast<double>(n)); }
   void token_fetch(bool ok) override { (ok ? token_ok_ : token_error_)->Increment(); }
+  void retry(std::string_view reason) override { count(retry_family_, "reason", reason); }
+  void fill_failure(std::string_view reason) override {
+    count(fill_failure_family_, "reason", reason);
+  }
 
  private:
+  // Counters by one more label, created on first use (reasons are few and fixed).
+  void count(prometheus::Family<prometheus::Counter>& family, const std::string& label,
+             std::string_view value) {
+    std::lock_guard lock(mutex_);
+    family.Add({{"upstream", name_}, {label, std::string(value)}}).Increment();
+  }
+
   std::string name_;
   prometheus::Family<prometheus::Histogram>& duration_family_;
+  prometheus::Family<prometheus::Counter>& retry_family_;
+  prometheus::Family<prometheus::Counter>& fill_failure_family_;
   std::mutex mutex_;
   std::array<std::atomic<prometheus::Histogram*>, 5> durations_{};  // 2xx..5xx, error
   prometheus::Counter* received_;
@@ -189,6 +207,18 @@ struct registry::impl {
       prometheus::BuildCounter()
           .Name("layercache_upstream_received_bytes_total")
           .Help("Response body bytes received from upstream registries.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& upstream_retries =
+      prometheus::BuildCounter()
+          .Name("layercache_upstream_retries_total")
+          .Help("Upstream requests tried again, by what went wrong with the previous try.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& upstream_fill_failures =
+      prometheus::BuildCounter()
+          .Name("layercache_upstream_fill_failures_total")
+          .Help(
+              "Blob fills from upstream that stopped before their last byte (readers fetch the "
+              "rest again), by reason.")
           .Register(reg);
   prometheus::Family<prometheus::Counter>& token_fetches =
       prometheus::BuildCounter()
@@ -433,11 +463,13 @@ upstream_metrics& registry::upstream(std::string_view name) {
   std::lock_guard lock(impl_->mutex);
   auto it = impl_->upstreams.find(name);
   if (it == impl_->upstreams.end()) {
-    it = impl_->upstreams
-             .emplace(std::string(name),
-                      std::make_unique<upstream_impl>(std::string(name), impl_->upstream_duration,
-                                                      impl_->upstream_bytes, impl_->token_fetches))
-             .first;
+    it =
+        impl_->upstreams
+            .emplace(std::string(name), std::make_unique<upstream_impl>(
+                                            std::string(name), impl_->upstream_duration,
+                                            impl_->upstream_bytes, impl_->token_fetches,
+                                            impl_->upstream_retries, impl_->upstream_fill_failures))
+            .first;
   }
   return *it->second;
 }

@@ -132,6 +132,12 @@ class upstream_metrics {
   virtual void request(unsigned status, std::chrono::nanoseconds took) = 0;
   virtual void received(std::uint64_t body_bytes) = 0;
   virtual void token_fetch(bool ok) = 0;
+  // A request tried again after `reason`: "transport" (no answer: connect, reset), "timeout",
+  // "429" or "5xx".
+  virtual void retry(std::string_view reason) = 0;
+  // A blob fill that stopped before its last byte: "transport" (the body broke off or
+  // stalled), "status" (not 200/206), "content_range" (another range than asked), "length".
+  virtual void fill_failure(std::string_view reason) = 0;
 };
 
 class registry {

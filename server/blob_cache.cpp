@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "log/log.hpp"
+#include "metrics/metrics.hpp"
 
 namespace layercache::server {
 namespace {
@@ -234,6 +235,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
 
   std::size_t index = 0;  // slot being filled
   std::string why;
+  std::string_view reason = "transport";  // for the metric, when `why` is set
   if (auto* f = std::get_if<upstream_failure>(&result)) {
     why = f->message;
   } else {
@@ -243,15 +245,19 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
       const auto cr = oci::parse_content_range(response.fields()[http::field::content_range]);
       if (!cr || !cr->range || cr->range->first != start || cr->range->last + 1 < end ||
           (cr->complete_length && *cr->complete_length != meta.size)) {
-        why = "unexpected Content-Range from upstream";
+        why = "unexpected Content-Range from upstream: " +
+              std::string(response.fields()[http::field::content_range]).substr(0, 100);
+        reason = "content_range";
       }
     } else if (response.status() == 200) {
       skip = start;  // the upstream ignored Range: skip to our run
       if (response.content_length() && *response.content_length() != meta.size) {
         why = "upstream blob length differs from its HEAD";
+        reason = "length";
       }
     } else {
       why = "upstream answered " + std::to_string(response.status()) + " to a range request";
+      reason = "status";
     }
     std::vector<char> buf(why.empty() ? fill_buffer : 0);
     while (why.empty() && index < slots.size()) {
@@ -309,6 +315,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
   for (; unwritten < index; ++unwritten) (void)co_await wait_slot(*slots[unwritten], true);
   if (index < slots.size()) {
     log::warn("cache", "fill of ", d.str(), " from chunk ", first + index, " failed: ", why);
+    if (auto* m = client.metrics()) m->fill_failure(reason);
   }
   for (; index < slots.size(); ++index) {
     finish_slot(d, first + static_cast<std::uint32_t>(index), *slots[index], true, false);
@@ -376,7 +383,7 @@ void blob_cache::finish_slot(const oci::digest& d, std::uint32_t index, chunk_sl
 }
 
 asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
-                                             const sink& out) {
+                                             const sink& out, std::size_t* delivered) {
   auto ex = co_await asio::this_coro::executor;
   std::size_t pos = lo;
   while (pos <= hi) {
@@ -404,6 +411,7 @@ asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, s
     }
     if (!co_await out(piece, n)) co_return read_sink_failed;
     pos += n;
+    *delivered += n;
   }
   co_return read_ok;
 }
@@ -491,6 +499,9 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
 
     bool done = false;
     bool from_store = present[i - first];
+    // Bytes lo..from-1 of this chunk reached `out` already: a fill that failed part-way through
+    // handed them over, and the next attempt resumes after them.
+    std::size_t from = lo;
     for (int attempt = 0; attempt < max_attempts && !done; ++attempt) {
       std::shared_ptr<chunk_slot> slot;
       if (!from_store) {
@@ -521,13 +532,13 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
               prefetched = true;
             }
           }
-          if (!co_await out(chunk->data() + lo, hi - lo + 1)) co_return false;
+          if (!co_await out(chunk->data() + from, hi - from + 1)) co_return false;
           // A chunk this read's own fill stored before the read got to it still counts as
           // fetched for this read.
           if (report != nullptr) {
             (mine[i - first] ? report->filled_bytes
              : prefetched    ? report->prefetch_bytes
-                             : report->store_bytes) += hi - lo + 1;
+                             : report->store_bytes) += hi - from + 1;
           }
           done = true;
         } else if (got.code != cache::errc::not_found) {
@@ -541,14 +552,16 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
         continue;
       }
       const bool prefetched = report != nullptr && !mine[i - first] && claim_prefetched(*slot);
-      const int rc = co_await stream_slot(*slot, lo, hi, out);
+      std::size_t streamed = 0;
+      const int rc = co_await stream_slot(*slot, from, hi, out, &streamed);
       if (rc == read_sink_failed) co_return false;
       done = rc == read_ok;
-      if (done && report != nullptr) {
+      if (report != nullptr) {
         (mine[i - first] ? report->filled_bytes
          : prefetched    ? report->prefetch_bytes
-                         : report->joined_bytes) += hi - lo + 1;
+                         : report->joined_bytes) += streamed;
       }
+      from += streamed;
     }
     if (!done) co_return false;
   }

@@ -144,8 +144,10 @@ class blob_cache {
   // Stores a completed chunk of a fill and finishes its slot (slot->done).
   asio::awaitable<void> store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
                                     std::shared_ptr<chunk_slot> slot, std::uint64_t generation);
+  // Hands bytes lo..hi of `slot` to `out` as they arrive; adds what `out` took to *delivered
+  // (also when the slot fails part-way).
   asio::awaitable<int> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
-                                   const sink& out);
+                                   const sink& out, std::size_t* delivered);
   std::uint64_t purge_generation(const oci::digest& d) const;
   asio::awaitable<void> complete(upstream_client& client, std::string repository, oci::digest d,
                                  blob_meta meta);

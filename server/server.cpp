@@ -157,7 +157,9 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
         u.aliases != v.aliases || u.ca_file != v.ca_file ||
         u.max_idle_connections != v.max_idle_connections || u.max_redirects != v.max_redirects ||
         u.timeouts.connect != v.timeouts.connect || u.timeouts.response != v.timeouts.response ||
-        u.timeouts.read != v.timeouts.read || u.auth.type != v.auth.type ||
+        u.timeouts.read != v.timeouts.read || u.retry.attempts != v.retry.attempts ||
+        u.retry.backoff != v.retry.backoff || u.retry.max_backoff != v.retry.max_backoff ||
+        u.retry.max_retry_after != v.retry.max_retry_after || u.auth.type != v.auth.type ||
         u.auth.username != v.auth.username || u.auth.password != v.auth.password;
   }
   if (upstreams_differ) out.emplace_back("upstreams");

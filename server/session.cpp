@@ -217,9 +217,8 @@ class session final : public session_base {
   asio::awaitable<bool> send_failure(const request& req, const upstream_client& client,
                                      const upstream_failure& f, bool keep_alive) {
     log::warn("proxy", "upstream ", client.settings().name, ": ", f.message);
-    co_return co_await send_error(req, f.http_status(), f.oci_code(),
-                                  "upstream " + client.settings().name + ": " + f.message,
-                                  keep_alive);
+    const std::string message = "upstream " + client.settings().name + ": " + f.message;
+    co_return co_await send_error(req, f.http_status(), f.oci_code(), message, keep_alive);
   }
 
   // Passes an upstream error response on: its status, its (small) OCI error body, and the
@@ -484,19 +483,18 @@ class session final : public session_base {
     std::string content_type(up.fields()[http::field::content_type]);
     auto [ec, body] = co_await up.read_all(worker_.cfg.server.max_manifest_size);
     if (ec == http::error::body_limit) {
-      co_return co_await send_error(req, 502, "MANIFEST_INVALID",
-                                    "upstream manifest is larger than " +
-                                        std::to_string(worker_.cfg.server.max_manifest_size) +
-                                        " bytes",
-                                    keep_alive);
+      const std::string message = "upstream manifest is larger than " +
+                                  std::to_string(worker_.cfg.server.max_manifest_size) + " bytes";
+      co_return co_await send_error(req, 502, "MANIFEST_INVALID", message, keep_alive);
     }
     if (ec) {
       const std::string reason = "manifest body: " + ec.message();
       if (can_be_stale) {
         co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
       }
-      co_return co_await send_failure(
-          req, client, upstream_failure{upstream_errc::protocol, reason}, keep_alive);
+      // Built before the co_await: g++ 12 double-frees such temporaries in its arguments.
+      const upstream_failure failure{upstream_errc::protocol, reason};
+      co_return co_await send_failure(req, client, failure, keep_alive);
     }
     const auto algorithm = requested ? requested->algorithm() : oci::digest_algorithm::sha256;
     const oci::digest actual = oci::digest_of(body, algorithm);
@@ -664,7 +662,22 @@ class session final : public session_base {
     if (req.method() == http::verb::head) co_return co_await send_head(req, res, length);
     res.content_length(length);
     http::response_serializer<http::buffer_body> sr{res};
-    if (!co_await start_body(res, sr)) co_return false;
+    // The header goes out with the first body bytes: until then an upstream that fails (after
+    // its retries) gets the client a 502 with an OCI error body instead of a cut connection.
+    bool started = false;
+    const auto emit = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
+      if (!started) {
+        started = true;
+        if (!co_await start_body(res, sr)) co_return false;
+      }
+      co_return co_await write_piece(res, sr, p, n);
+    };
+    const auto unavailable = [&]() -> asio::awaitable<bool> {
+      x_.blob.reset();
+      const std::string message =
+          "upstream " + client.settings().name + ": the blob's bytes could not be fetched";
+      co_return co_await send_error(req, 502, "UNAVAILABLE", message, keep_alive);
+    };
     x_.blob.emplace();
     read_report& report = *x_.blob;
     // The request's source: the worst of what its bytes needed.
@@ -693,7 +706,7 @@ class session final : public session_base {
           co_return false;
         }
         sent += n;
-        co_return co_await write_piece(res, sr, p, n);
+        co_return co_await emit(p, n);
       };
       if (worker_.prefetch != nullptr) worker_.prefetch->touched(digest, 0, meta.size);
       bool ok = false;
@@ -712,14 +725,18 @@ class session final : public session_base {
         co_await blobs.purge(digest);
         co_return false;
       }
-      if (!ok) co_return false;
+      if (!ok) {
+        if (!started) co_return co_await unavailable();
+        co_return false;
+      }
       if (!meta.verified) co_await blobs.mark_verified(digest);
+      if (!started && !co_await start_body(res, sr)) co_return false;
       const bool finished = co_await finish_body(res, sr);
       co_return finished&& res.keep_alive();
     }
 
     const blob_cache::sink out = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
-      co_return co_await write_piece(res, sr, p, n);
+      co_return co_await emit(p, n);
     };
     if (worker_.prefetch != nullptr) {
       for (const auto& br : ranges) worker_.prefetch->touched(digest, br.first, br.length());
@@ -727,16 +744,17 @@ class session final : public session_base {
     for (const auto& br : ranges) {
       if (ranges.size() > 1) {
         const std::string header = part_header(br);
-        if (!co_await write_piece(res, sr, header.data(), header.size())) co_return false;
+        if (!co_await emit(header.data(), header.size())) co_return false;
       }
       const bool ok =
           co_await blobs.read(client, choice.repository, digest, meta, br, out, &report);
       classify();
-      if (!ok) co_return false;
+      if (!ok) {
+        if (!started) co_return co_await unavailable();
+        co_return false;
+      }
     }
-    if (ranges.size() > 1 && !co_await write_piece(res, sr, closing.data(), closing.size())) {
-      co_return false;
-    }
+    if (ranges.size() > 1 && !co_await emit(closing.data(), closing.size())) co_return false;
     const bool finished = co_await finish_body(res, sr);
     co_await blobs.complete_later(client, choice.repository, digest, meta);
     co_return finished&& res.keep_alive();

@@ -2,9 +2,11 @@
 
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
@@ -16,10 +18,12 @@
 #include <boost/url/parse.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
 #include <boost/url/url.hpp>
+#include <random>
 #include <stdexcept>
 
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
+#include "oci/retry_after.hpp"
 #include "oci/www_authenticate.hpp"
 
 namespace layercache::server {
@@ -331,7 +335,65 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
   }
 }
 
+config::duration retry_backoff(const config::upstream_retry& policy, unsigned attempt,
+                               double jitter) {
+  auto wait = policy.backoff;
+  for (unsigned i = 1; i < attempt && wait < policy.max_backoff; ++i) wait *= 2;
+  wait = std::min(wait, policy.max_backoff);
+  jitter = std::clamp(jitter, 0.5, 1.0);
+  return std::chrono::duration_cast<config::duration>(wait * jitter);
+}
+
 asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
+  const bool idempotent = req.method == http::verb::get || req.method == http::verb::head;
+  const unsigned attempts = idempotent ? std::max(1U, cfg_.retry.attempts) : 1;
+  for (unsigned attempt = 1;; ++attempt) {
+    auto result = co_await send_once(req);
+    if (attempt >= attempts) co_return result;
+    std::string_view reason;
+    std::optional<std::chrono::seconds> asked;
+    if (auto* f = std::get_if<upstream_failure>(&result)) {
+      // An answer that never began; credentials and redirects are not worth another try.
+      if (f->code != upstream_errc::connect_failed && f->code != upstream_errc::timeout &&
+          f->code != upstream_errc::protocol) {
+        co_return result;
+      }
+      reason = f->code == upstream_errc::timeout ? "timeout" : "transport";
+      log::debug("upstream", cfg_.name, ": try ", attempt, " of ", req.target.substr(0, 200),
+                 " failed: ", f->message);
+    } else {
+      auto& response = *std::get<std::unique_ptr<upstream_response>>(result);
+      const unsigned status = response.status();
+      if (status != 429 && status != 500 && status != 502 && status != 503 && status != 504) {
+        co_return result;
+      }
+      reason = status == 429 ? "429" : "5xx";
+      if (status == 429 || status == 503) {
+        const auto value = response.fields()[http::field::retry_after];
+        if (!value.empty()) {
+          asked = oci::parse_retry_after(value, std::chrono::system_clock::now());
+          // A longer wait than we hold a client for: the client sees it and decides.
+          if (asked && *asked > cfg_.retry.max_retry_after) co_return result;
+        }
+      }
+      log::debug("upstream", cfg_.name, ": try ", attempt, " of ", req.target.substr(0, 200),
+                 " answered ", status);
+      co_await response.discard();
+    }
+    result = upstream_failure{};  // gives the connection back before the wait
+    thread_local std::minstd_rand random{std::random_device{}()};
+    const double jitter = 0.5 + 0.5 * std::uniform_real_distribution<double>(0.0, 1.0)(random);
+    const config::duration wait = asked ? std::chrono::duration_cast<config::duration>(*asked)
+                                        : retry_backoff(cfg_.retry, attempt, jitter);
+    if (metrics_ != nullptr) metrics_->retry(reason);
+    auto ex = co_await asio::this_coro::executor;
+    asio::steady_timer timer(ex);
+    timer.expires_after(wait);
+    (void)co_await timer.async_wait(use_nothrow);
+  }
+}
+
+asio::awaitable<upstream_result> upstream_client::send_once(const upstream_request& req) {
   const std::string scope = pull_scope(req.repository) + (req.push ? ",push" : "");
   origin where = origin_;
   std::string target = req.target;

@@ -157,14 +157,22 @@ class upstream_client {
   upstream_client(const config::upstream& cfg, connection_pool& pool, asio::ssl::context* tls,
                   token_cache& tokens, upstream_credentials& creds);
 
+  // Sends `req`, following challenges and redirects. A GET or HEAD whose answer never began
+  // (connect failure, reset, timeout) or was 429/500/502/503/504 is tried again, up to
+  // `retry.attempts` tries in all, after an exponential backoff with jitter or the wait a
+  // Retry-After asks for (up to `retry.max_retry_after`; a longer one is returned as it is).
+  // The last try's answer or failure is returned.
   asio::awaitable<upstream_result> send(upstream_request req);
 
   [[nodiscard]] const config::upstream& settings() const { return cfg_; }
 
   // Where requests, body bytes and token fetches are counted (null: nowhere). Set before use.
   void set_metrics(metrics::upstream_metrics* m) { metrics_ = m; }
+  [[nodiscard]] metrics::upstream_metrics* metrics() const { return metrics_; }
 
  private:
+  // One try of send(): challenges and redirects, no retries.
+  asio::awaitable<upstream_result> send_once(const upstream_request& req);
   asio::awaitable<upstream_result> exchange(const origin& where, http::verb method,
                                             const std::string& target, const upstream_request& req,
                                             const std::string& authorization);
@@ -206,6 +214,11 @@ asio::awaitable<std::variant<small_response, upstream_failure>> fetch_small(
     const origin& where, std::string target,
     std::vector<std::pair<std::string, std::string>> headers,
     const config::upstream_timeouts& timeouts, asio::ssl::context* tls, std::size_t limit);
+
+// The wait before try `attempt + 1` (attempt >= 1) under `policy`: backoff * 2^(attempt-1),
+// capped at max_backoff, times `jitter` (a factor in [0.5, 1]).
+[[nodiscard]] config::duration retry_backoff(const config::upstream_retry& policy, unsigned attempt,
+                                             double jitter);
 
 // A client TLS context: system CAs plus `ca_file`, peer verification on.
 // Throws std::runtime_error when the CA file cannot be loaded.

@@ -225,6 +225,10 @@ TEST(config, minimal_document_gets_defaults) {
   EXPECT_EQ(u.timeouts.connect, 10s);
   EXPECT_EQ(u.timeouts.response, 30s);
   EXPECT_EQ(u.timeouts.read, 60s);
+  EXPECT_EQ(u.retry.attempts, 3u);
+  EXPECT_EQ(u.retry.backoff, 200ms);
+  EXPECT_EQ(u.retry.max_backoff, 5s);
+  EXPECT_EQ(u.retry.max_retry_after, 30s);
   EXPECT_EQ(u.max_idle_connections, 16u);
   EXPECT_EQ(u.max_redirects, 5u);
   EXPECT_EQ(cfg.default_upstream(), nullptr);
@@ -262,6 +266,8 @@ TEST(config, every_key_is_read) {
                            "      username: alice\n"
                            "      password_file: $DIR/password\n"
                            "    timeouts: {connect: 1s, response: 2s, read: 3s}\n"
+                           "    retry: {attempts: 5, backoff: 50ms, max_backoff: 1s, "
+                           "max_retry_after: 0s}\n"
                            "    max_idle_connections: 0\n"
                            "    max_redirects: 20\n"
                            "  - name: my_registry\n"
@@ -312,6 +318,10 @@ TEST(config, every_key_is_read) {
   EXPECT_EQ(hub.timeouts.connect, 1s);
   EXPECT_EQ(hub.timeouts.response, 2s);
   EXPECT_EQ(hub.timeouts.read, 3s);
+  EXPECT_EQ(hub.retry.attempts, 5u);
+  EXPECT_EQ(hub.retry.backoff, 50ms);
+  EXPECT_EQ(hub.retry.max_backoff, 1s);
+  EXPECT_EQ(hub.retry.max_retry_after, 0s);
   EXPECT_EQ(hub.max_idle_connections, 0u);
   EXPECT_EQ(hub.max_redirects, 20u);
 
@@ -551,6 +561,12 @@ const bad_case bad_cases[] = {
      "upstreams[0].max_idle_connections", 4, "must be between 0 and 1024"},
     {"max_redirects", UPSTREAM "    max_redirects: 21\n", "upstreams[0].max_redirects", 4,
      "must be between 0 and 20"},
+    {"retry_attempts_zero", UPSTREAM "    retry:\n      attempts: 0\n",
+     "upstreams[0].retry.attempts", 5, "must be between 1 and 10, got '0'"},
+    {"retry_backoff_garbage", UPSTREAM "    retry: {backoff: fast}\n", "upstreams[0].retry.backoff",
+     4, "expected a duration like 30s, got 'fast'"},
+    {"retry_max_backoff_short", UPSTREAM "    retry:\n      backoff: 2s\n      max_backoff: 1s\n",
+     "upstreams[0].retry.max_backoff", 6, "must not be shorter than backoff"},
     {"upstream_timeout_zero", UPSTREAM "    timeouts:\n      connect: 0ms\n",
      "upstreams[0].timeouts.connect", 5, "longer than 0s"},
     {"control_characters_escaped", "log:\n  level: \"a\\x01b\"\n" UPSTREAM, "log.level", 2,

@@ -1,0 +1,370 @@
+// The upstream fault matrix: an in-process registry (tests/support/fault_upstream) resets,
+// stalls, truncates, lies and refuses on plan, and for each fault this checks what the client
+// sees (exact bytes after a retry or resume, or a clean error), that nothing wrong is stored
+// (a later read is exact, from upstream again where it must be), and the metric that counts
+// it. docs/reliability.md, "Upstream faults", has the table.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "oci/digest.hpp"
+#include "tests/support/exposition.hpp"
+#include "tests/support/fault_upstream.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/image.hpp"
+#include "tests/support/layercache_instance.hpp"
+#include "tests/support/process.hpp"
+
+namespace layercache::testing {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr std::size_t KiB = 1024;
+constexpr std::size_t MiB = 1024 * KiB;
+constexpr std::size_t chunk = 256 * KiB;
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    blob_ = random_bytes(3 * MiB + 1234, 4242);
+    digest_ = upstream_.add_blob(blob_);
+    start();
+  }
+
+  // Short deadlines and waits, so stalls and retries are quick; no background fetching, so
+  // upstream requests are only the ones a test makes.
+  void start(std::string_view retry =
+                 "{attempts: 3, backoff: 50ms, max_backoff: 200ms, "
+                 "max_retry_after: 5s}",
+             std::string_view complete_partial = "false") {
+    proxy_.reset();
+    proxy_ = std::make_unique<layercache_instance>(
+        "cache:\n  path: " + (dir_.path() / "store").string() +
+        "\n  chunk_size: 256KiB\n  fetch_size: 1MiB\n  capacity: 1GiB\n  complete_partial: " +
+        std::string(complete_partial) +
+        "\nprefetch: {eager_layers: never, fetch_published: false}\nupstreams:\n" +
+        upstream_yaml("up", upstream_.url(), true,
+                      "    timeouts: {connect: 2s, response: 1s, read: 1s}\n    retry: " +
+                          std::string(retry) + "\n"));
+  }
+
+  std::string blob_url() const { return proxy_->url() + "/v2/lib/app/blobs/" + digest_; }
+  http_response get_range(std::uint64_t first, std::uint64_t last) {
+    return client_.get(blob_url(),
+                       {{"Range", "bytes=" + std::to_string(first) + "-" + std::to_string(last)}});
+  }
+  std::string slice(std::uint64_t first, std::uint64_t last) const {
+    return blob_.substr(first, last - first + 1);
+  }
+
+  double metric(std::string_view name, const std::map<std::string, std::string>& labels = {}) {
+    http_client c;
+    const auto r =
+        c.get("http://127.0.0.1:" + std::to_string(proxy_->srv().admin_port()) + "/metrics");
+    if (r.status != 200) return -1;
+    return metric_value(parse_exposition(r.body), name, labels);
+  }
+
+  std::size_t blob_gets() const { return upstream_.requests(request_kind::blob_get).size(); }
+
+  // A whole read of the blob that must now come from the store alone, byte-exact.
+  void expect_stored_whole() {
+    upstream_.clear_requests();
+    const auto again = client_.get(blob_url());
+    ASSERT_EQ(again.status, 200u);
+    EXPECT_TRUE(again.body == blob_) << "a later read differs";
+    EXPECT_EQ(blob_gets(), 0u) << "the blob was not kept whole";
+  }
+
+  temp_dir dir_;
+  fault_upstream upstream_;
+  std::string blob_;
+  std::string digest_;
+  std::unique_ptr<layercache_instance> proxy_;
+  http_client client_;
+};
+
+TEST_F(FaultTest, ResetMidBodyIsResumedExactly) {
+  // A read inside chunk 0 waits on its own fill, which breaks 100 KiB in: the reader has
+  // handed out what arrived, and the refill must continue after it, not repeat it.
+  upstream_.plan(request_kind::blob_get, fault::reset_after(100 * KiB));
+  const auto part = get_range(1000, 200 * KiB);
+  ASSERT_EQ(part.status, 206u);
+  ASSERT_EQ(part.body.size(), 200 * KiB - 1000 + 1);
+  EXPECT_TRUE(part.body == slice(1000, 200 * KiB)) << "bytes differ after a resumed fill";
+  EXPECT_EQ(metric("layercache_upstream_fill_failures_total", {{"reason", "transport"}}), 1);
+  EXPECT_EQ(blob_gets(), 2u);
+
+  // A whole read whose first fill breaks part-way through a chunk.
+  upstream_.plan(request_kind::blob_get, fault::reset_after(2 * chunk + 44 * KiB));
+  const auto r = client_.get(blob_url());
+  ASSERT_EQ(r.status, 200u);
+  ASSERT_EQ(r.body.size(), blob_.size());
+  EXPECT_TRUE(r.body == blob_) << "bytes differ after a resumed fill";
+  EXPECT_EQ(metric("layercache_upstream_fill_failures_total", {{"reason", "transport"}}), 2);
+  expect_stored_whole();
+}
+
+TEST_F(FaultTest, TruncatedBodyIsResumedExactly) {
+  upstream_.plan(request_kind::blob_get, fault::truncate_after(100 * KiB));
+  const auto part = get_range(0, chunk - 1);
+  ASSERT_EQ(part.status, 206u);
+  EXPECT_TRUE(part.body == slice(0, chunk - 1));
+  upstream_.plan(request_kind::blob_get, fault::truncate_after(chunk + 1000));
+  const auto r = client_.get(blob_url());
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_TRUE(r.body == blob_);
+  EXPECT_GE(metric("layercache_upstream_fill_failures_total", {{"reason", "transport"}}), 1);
+  expect_stored_whole();
+}
+
+TEST_F(FaultTest, StallMidBodyHitsTheReadDeadlineAndIsResumed) {
+  upstream_.plan(request_kind::blob_get, fault::stall_after(100 * KiB));
+  const auto r = get_range(50 * KiB, 700 * KiB);
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(50 * KiB, 700 * KiB));
+  EXPECT_GE(metric("layercache_upstream_fill_failures_total", {{"reason", "transport"}}), 1);
+  // The stalled request was given up, and another fetched the range.
+  EXPECT_GE(blob_gets(), 2u);
+}
+
+TEST_F(FaultTest, StallBeforeHeaderIsRetriedThenACleanGatewayError) {
+  // Every try stalls: the client gets a 504 with an OCI error body after `attempts` tries,
+  // each bounded by timeouts.response.
+  upstream_.plan(request_kind::blob_head, fault::stall_before_header(), 3);
+  const auto r = client_.head(blob_url());
+  EXPECT_EQ(r.status, 504u);
+  EXPECT_EQ(upstream_.requests(request_kind::blob_head).size(), 3u);
+  EXPECT_EQ(metric("layercache_upstream_retries_total", {{"reason", "timeout"}}), 2);
+  const auto body = client_.get(blob_url());  // the fault is over: served, exact
+  ASSERT_EQ(body.status, 200u);
+  EXPECT_TRUE(body.body == blob_);
+}
+
+TEST_F(FaultTest, ServerErrorsAreRetriedWithBackoff) {
+  upstream_.plan(request_kind::blob_get, fault::answer(503), 1);
+  upstream_.plan(request_kind::blob_get, fault::answer(500), 1);
+  const auto r = get_range(0, 100 * KiB);
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(0, 100 * KiB));
+  const auto gets = upstream_.requests(request_kind::blob_get);
+  ASSERT_EQ(gets.size(), 3u);
+  // Backoff 50 ms, then 100 ms, each with jitter down to half.
+  EXPECT_GE(gets[1].at - gets[0].at, 25ms);
+  EXPECT_GE(gets[2].at - gets[1].at, 50ms);
+  EXPECT_EQ(gets[0].range, gets[2].range) << "the retry asked for the same bytes";
+  EXPECT_EQ(metric("layercache_upstream_retries_total", {{"reason", "5xx"}}), 2);
+  EXPECT_EQ(metric("layercache_upstream_fill_failures_total"), 0);
+}
+
+TEST_F(FaultTest, PersistentErrorIsA502WithNothingStored) {
+  // More failures than tries: the reader's own attempts each get `attempts` tries, all 502.
+  upstream_.plan(request_kind::blob_get, fault::answer(502), 100);
+  const auto r = get_range(0, 100 * KiB);
+  EXPECT_EQ(r.status, 502u) << "a fill that never began is a clean error, not a cut";
+  EXPECT_NE(r.body.find("\"errors\""), std::string::npos) << r.body;
+  const auto tries = blob_gets();
+  EXPECT_GE(tries, 3u);
+  EXPECT_LE(tries, 9u) << "retries are bounded";
+  EXPECT_GE(metric("layercache_upstream_fill_failures_total", {{"reason", "status"}}), 1);
+  upstream_.clear_plans();
+  upstream_.clear_requests();
+  const auto good = get_range(0, 100 * KiB);
+  ASSERT_EQ(good.status, 206u);
+  EXPECT_TRUE(good.body == slice(0, 100 * KiB));
+  EXPECT_EQ(blob_gets(), 1u);
+}
+
+TEST_F(FaultTest, TooManyRequestsHonoursRetryAfter) {
+  upstream_.plan(request_kind::blob_head, fault::answer(429, "1"));
+  const auto r = client_.head(blob_url());
+  ASSERT_EQ(r.status, 200u);
+  const auto heads = upstream_.requests(request_kind::blob_head);
+  ASSERT_EQ(heads.size(), 2u);
+  EXPECT_GE(heads[1].at - heads[0].at, 950ms) << "Retry-After: 1 was not waited for";
+  EXPECT_EQ(metric("layercache_upstream_retries_total", {{"reason", "429"}}), 1);
+}
+
+TEST_F(FaultTest, RetryAfterBeyondTheLimitGoesToTheClient) {
+  upstream_.plan(request_kind::blob_head, fault::answer(429, "3600"));
+  const auto r = client_.head(blob_url());
+  EXPECT_EQ(r.status, 429u);
+  EXPECT_EQ(r.header("Retry-After"), "3600");
+  EXPECT_EQ(upstream_.requests(request_kind::blob_head).size(), 1u);
+  EXPECT_EQ(metric("layercache_upstream_retries_total"), 0);
+}
+
+TEST_F(FaultTest, WrongContentRangeIsRefusedAndRefetched) {
+  upstream_.plan(request_kind::blob_get, fault::shifted_range(chunk));
+  const auto r = get_range(0, 600 * KiB);
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(0, 600 * KiB)) << "bytes of another range were served";
+  EXPECT_GE(metric("layercache_upstream_fill_failures_total", {{"reason", "content_range"}}), 1);
+  upstream_.clear_requests();
+  const auto again = get_range(0, 600 * KiB);
+  EXPECT_TRUE(again.body == slice(0, 600 * KiB));
+  EXPECT_EQ(blob_gets(), 0u) << "the refetched chunks were not kept";
+}
+
+TEST_F(FaultTest, WrongContentRangeEveryTimeStoresNothing) {
+  upstream_.plan(request_kind::blob_get, fault::shifted_range(chunk), 100);
+  const auto r = get_range(0, 600 * KiB);
+  EXPECT_EQ(r.status, 502u);
+  upstream_.clear_plans();
+  upstream_.clear_requests();
+  const auto good = get_range(0, 600 * KiB);
+  ASSERT_EQ(good.status, 206u);
+  EXPECT_TRUE(good.body == slice(0, 600 * KiB));
+  EXPECT_GE(blob_gets(), 1u) << "something of the wrong answers was stored";
+}
+
+TEST_F(FaultTest, WrongBytesOnAWholeReadAreCutAndNotKept) {
+  // The read's fills ask for 1 MiB ranges in no fixed order: each gets the fault, and only the
+  // one covering the offset is changed.
+  upstream_.plan(request_kind::blob_get, fault::corrupt_at(2 * MiB + 5), 4);
+  bool cut = false;
+  try {
+    const auto r = client_.get(blob_url());
+    cut = r.status != 200 || r.body.size() < blob_.size();
+    EXPECT_FALSE(r.body == blob_);
+  } catch (const std::exception&) {
+    cut = true;
+  }
+  EXPECT_TRUE(cut) << "a blob that fails its digest was delivered whole";
+  EXPECT_EQ(metric("layercache_digest_failures_total"), 1);
+  upstream_.clear_plans();
+  upstream_.clear_requests();
+  const auto good = client_.get(blob_url());
+  ASSERT_EQ(good.status, 200u);
+  EXPECT_TRUE(good.body == blob_);
+  EXPECT_GE(blob_gets(), 1u) << "the lying bytes were served from the store";
+  expect_stored_whole();
+}
+
+TEST_F(FaultTest, WrongBytesOnARangeReadArePurgedByTheBackgroundCheck) {
+  // A range read cannot be checked against the digest before it is served; the background
+  // completion of the blob checks the whole, finds the lie and drops every chunk of it.
+  start("{attempts: 3, backoff: 50ms, max_backoff: 200ms, max_retry_after: 5s}", "true");
+  upstream_.plan(request_kind::blob_get, fault::corrupt_at(10 * KiB));
+  const auto lied = get_range(0, 100 * KiB);
+  ASSERT_EQ(lied.status, 206u);
+  EXPECT_FALSE(lied.body == slice(0, 100 * KiB)) << "the fault was not applied";
+  for (int i = 0; i < 100 && metric("layercache_digest_failures_total") < 1; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(metric("layercache_digest_failures_total"), 1) << "the lie was not found";
+  upstream_.clear_requests();
+  const auto good = get_range(0, 100 * KiB);
+  ASSERT_EQ(good.status, 206u);
+  EXPECT_TRUE(good.body == slice(0, 100 * KiB)) << "the lying chunk is still served";
+  EXPECT_GE(blob_gets(), 1u);
+}
+
+TEST_F(FaultTest, ThrottledUpstreamIsServedExactly) {
+  upstream_.plan(request_kind::blob_get, fault::throttle(2 * MiB), 100);
+  const auto r = get_range(chunk - 7, 3 * chunk + 7);
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(chunk - 7, 3 * chunk + 7));
+  EXPECT_EQ(metric("layercache_upstream_fill_failures_total"), 0);
+}
+
+TEST_F(FaultTest, ConcurrentReadersOfAResetFillAllGetExactBytes) {
+  // One fill shared by several readers breaks; each reader resumes at its own position.
+  upstream_.plan(request_kind::blob_get, fault::reset_after(chunk + 3 * KiB), 2);
+  std::vector<std::thread> threads;
+  std::atomic<int> exact{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      http_client c;
+      const std::uint64_t first = static_cast<std::uint64_t>(i) * 37 * KiB;
+      const auto r = c.get(blob_url(), {{"Range", "bytes=" + std::to_string(first) + "-"}});
+      if (r.status == 206 && r.body == blob_.substr(first)) ++exact;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(exact.load(), 4);
+  expect_stored_whole();
+}
+
+TEST_F(FaultTest, ManifestFaultsAreRetriedOrCleanErrorsAndNeverStored) {
+  const std::string manifest =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)"
+      R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+      digest_ + R"(","size":)" + std::to_string(blob_.size()) + R"(},"layers":[]})";
+  const std::string type = "application/vnd.oci.image.manifest.v1+json";
+  const auto digest = upstream_.add_manifest("v1", type, manifest);
+  const std::string url = proxy_->url() + "/v2/lib/app/manifests/v1";
+  const header_list accept{{"Accept", type}};
+
+  // 503 then a reset before the header: both retried, the third try answers.
+  upstream_.plan(request_kind::manifest, fault::answer(503));
+  upstream_.plan(request_kind::manifest, fault::stall_before_header());
+  auto r = client_.get(url, accept);
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_EQ(r.body, manifest);
+  EXPECT_EQ(upstream_.requests(request_kind::manifest).size(), 3u);
+
+  // Another manifest, asked for by digest (never fetched before). A body cut short: a clean
+  // 502, and the half manifest is not kept.
+  const std::string other = manifest.substr(0, manifest.size() - 1) + R"(,"annotations":{}})";
+  const auto other_digest = upstream_.add_manifest("v2", type, other);
+  const std::string by_digest = proxy_->url() + "/v2/lib/app/manifests/" + other_digest;
+  upstream_.plan(request_kind::manifest, fault::truncate_after(manifest.size() / 2));
+  r = client_.get(by_digest, accept);
+  EXPECT_EQ(r.status, 502u);
+  EXPECT_NE(r.body.find("\"errors\""), std::string::npos) << r.body;
+  // Lying bytes by digest: refused, counted, not kept.
+  upstream_.plan(request_kind::manifest, fault::corrupt_at(10));
+  r = client_.get(by_digest, accept);
+  EXPECT_EQ(r.status, 502u);
+  EXPECT_EQ(metric("layercache_digest_failures_total", {{"kind", "manifest"}}), 1);
+  upstream_.clear_requests();
+  r = client_.get(by_digest, accept);
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_EQ(r.body, other);
+  EXPECT_EQ(upstream_.requests(request_kind::manifest).size(), 1u);
+  // And the first one, by digest, comes from the store.
+  upstream_.clear_requests();
+  r = client_.get(proxy_->url() + "/v2/lib/app/manifests/" + digest, accept);
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_EQ(r.body, manifest);
+  EXPECT_EQ(upstream_.requests(request_kind::manifest).size(), 0u);
+}
+
+TEST_F(FaultTest, RedirectToAnotherHostGetsNoCredentials) {
+  // The upstream wants Basic credentials from layercache; its blob GETs redirect to a storage
+  // host, which must see no Authorization.
+  fault_upstream storage;
+  storage.add_blob(blob_);
+  temp_dir secrets;
+  write_file(secrets.path() / "password", "s3cret\n");
+  proxy_.reset();
+  proxy_ = std::make_unique<layercache_instance>(
+      "cache:\n  path: " + (dir_.path() / "store2").string() +
+      "\nprefetch: {eager_layers: never, fetch_published: false}\nupstreams:\n" +
+      upstream_yaml("up", upstream_.url(), true,
+                    "    auth: {type: basic, username: alice, password_file: " +
+                        (secrets.path() / "password").string() + "}\n"));
+  upstream_.require_basic("alice", "s3cret");
+  upstream_.plan(request_kind::blob_get,
+                 fault::redirect_to(storage.url() + "/v2/lib/app/blobs/" + digest_ + "?sig=x"),
+                 100);
+  const auto r = client_.get(blob_url());
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_TRUE(r.body == blob_);
+  const auto at_storage = storage.requests(request_kind::blob_get);
+  ASSERT_FALSE(at_storage.empty());
+  bool upstream_saw_credentials = false;
+  for (const auto& q : upstream_.requests(request_kind::blob_get)) {
+    upstream_saw_credentials |= q.authorization.has_value();
+  }
+  EXPECT_TRUE(upstream_saw_credentials) << "the test's upstream never asked for credentials";
+  for (const auto& q : at_storage) {
+    EXPECT_FALSE(q.authorization.has_value()) << "credentials went to the redirect target";
+    EXPECT_NE(q.target.find("sig=x"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace layercache::testing

@@ -107,14 +107,14 @@ TEST(Soak, MixedTrafficWithFaultsLeavesExactBytesAndNoLeaks) {
     temp_dir dir;
     fault_upstream upstream;
     std::vector<std::string> blobs, digests;
-    for (std::size_t i = 0; i < 6; ++i) {
-      blobs.push_back(random_bytes((i + 1) * MiB + i * 4099, seed + i));
+    for (std::size_t i = 0; i < 12; ++i) {
+      blobs.push_back(random_bytes(3 * MiB + i * MiB / 2 + i * 4099, seed + i));
       digests.push_back(upstream.add_blob(blobs.back()));
     }
-    // 24 MiB of blobs in a 12 MiB store: eviction runs all the time.
+    // 69 MiB of blobs in a 64 MiB store (the smallest allowed): eviction runs all the time.
     layercache_instance proxy(
         "cache:\n  path: " + (dir.path() / "store").string() +
-        "\n  chunk_size: 256KiB\n  fetch_size: 1MiB\n  capacity: 12MiB\n"
+        "\n  chunk_size: 256KiB\n  fetch_size: 1MiB\n  capacity: 64MiB\n"
         "  memory_cache: 8MiB\n  block_cache: 8MiB\n"
         "prefetch: {eager_layers: never, fetch_published: false}\n"
         "log: {level: error, access: false}\nupstreams:\n" +

@@ -106,6 +106,9 @@ struct blob_cache::chunk_slot {
   std::string data;
   std::size_t expected = 0;
   bool failed = false;
+  // Failed without a body: the upstream client retried already (no answer, or an error
+  // status after its tries), so readers give up instead of starting another fill.
+  bool hopeless = false;
   bool done = false;      // finished: stored (or not) and will not change
   bool prefetch = false;  // started by prefetch
   bool claimed = false;   // a client read joined it (prefetch slots only)
@@ -236,8 +239,10 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
   std::size_t index = 0;  // slot being filled
   std::string why;
   std::string_view reason = "transport";  // for the metric, when `why` is set
+  bool hopeless = false;
   if (auto* f = std::get_if<upstream_failure>(&result)) {
     why = f->message;
+    hopeless = true;
   } else {
     auto& response = *std::get<std::unique_ptr<upstream_response>>(result);
     std::uint64_t skip = 0;
@@ -258,6 +263,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
     } else {
       why = "upstream answered " + std::to_string(response.status()) + " to a range request";
       reason = "status";
+      hopeless = true;
     }
     std::vector<char> buf(why.empty() ? fill_buffer : 0);
     while (why.empty() && index < slots.size()) {
@@ -318,6 +324,10 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
     if (auto* m = client.metrics()) m->fill_failure(reason);
   }
   for (; index < slots.size(); ++index) {
+    if (hopeless) {
+      std::lock_guard lock(slots[index]->mutex);
+      slots[index]->hopeless = true;
+    }
     finish_slot(d, first + static_cast<std::uint32_t>(index), *slots[index], true, false);
   }
 }
@@ -562,6 +572,10 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
                          : report->joined_bytes) += streamed;
       }
       from += streamed;
+      if (rc == read_slot_failed) {
+        std::lock_guard lock(slot->mutex);
+        if (slot->hopeless) break;  // the upstream client's retries were spent on it
+      }
     }
     if (!done) co_return false;
   }

@@ -229,6 +229,12 @@ TEST(Soak, MixedTrafficWithFaultsLeavesExactBytesAndNoLeaks) {
     EXPECT_LE(late, early + 48 * MiB) << "resident memory grew";
   }
 
+  // Resident memory at each tenth of the run, to see a plateau from a leak.
+  std::string trail;
+  for (std::size_t k = 1; k <= 10 && !rss.empty(); ++k) {
+    const std::size_t i = std::min(rss.size() - 1, rss.size() * k / 10);
+    trail += (k > 1 ? " " : "") + std::to_string(rss[i] / MiB);
+  }
   std::uint64_t faults = 0;
   std::string by_kind;
   boost::json::object kinds;
@@ -244,17 +250,17 @@ TEST(Soak, MixedTrafficWithFaultsLeavesExactBytesAndNoLeaks) {
             << t.bytes_verified.load() + final_bytes << " | " << t.wrong.load() << " | "
             << t.clean_errors.load() << " | " << t.cuts.load() << " | " << faults << " (" << by_kind
             << ") | " << early / MiB << "→" << late / MiB << " MiB | " << fds_before << "/"
-            << fds_after << " |\n";
+            << fds_after << " |\nresident MiB at each tenth: " << trail << "\n";
   if (const char* path = std::getenv("SOAK_REPORT"); path != nullptr && *path != '\0') {
     boost::json::object o{
-        {"seconds", seconds},      {"clients", clients},
-        {"fault_rate", rate},      {"requests", t.requests.load()},
-        {"exact", t.exact.load()}, {"bytes_verified", t.bytes_verified.load() + final_bytes},
-        {"wrong", t.wrong.load()}, {"clean_errors", t.clean_errors.load()},
-        {"cuts", t.cuts.load()},   {"faults", faults},
-        {"faults_by_kind", kinds}, {"rss_early", early},
-        {"rss_late", late},        {"fds_before", fds_before},
-        {"fds_after", fds_after}};
+        {"seconds", seconds},       {"clients", clients},
+        {"fault_rate", rate},       {"requests", t.requests.load()},
+        {"exact", t.exact.load()},  {"bytes_verified", t.bytes_verified.load() + final_bytes},
+        {"wrong", t.wrong.load()},  {"clean_errors", t.clean_errors.load()},
+        {"cuts", t.cuts.load()},    {"faults", faults},
+        {"faults_by_kind", kinds},  {"rss_early", early},
+        {"rss_late", late},         {"rss_trail_mib", trail},
+        {"fds_before", fds_before}, {"fds_after", fds_after}};
     std::ofstream(path) << boost::json::serialize(o) << "\n";
   }
 }

@@ -4,6 +4,7 @@
 // (a later read is exact, from upstream again where it must be), and the metric that counts
 // it. docs/reliability.md, "Upstream faults", has the table.
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 
 #include <chrono>
 #include <thread>
@@ -283,6 +284,50 @@ TEST_F(FaultTest, ConcurrentReadersOfAResetFillAllGetExactBytes) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(exact.load(), 4);
+  expect_stored_whole();
+}
+
+TEST_F(FaultTest, CorruptedChunkOnDiskIsDetectedAndRefetched) {
+  ASSERT_TRUE(client_.get(blob_url()).body == blob_);
+  proxy_.reset();  // flushes the store
+  // Flip one byte of chunk 3 as a bad disk would (value: CRC-32C, then the chunk's bytes).
+  {
+    const auto store = (dir_.path() / "store").string();
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), store, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const auto& n : names) families.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    rocksdb::DBOptions options;
+    options.atomic_flush = true;
+    ASSERT_TRUE(rocksdb::DB::Open(options, store, families, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    rocksdb::ColumnFamilyHandle* chunks = nullptr;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == "chunks") chunks = handles[i];
+    }
+    ASSERT_NE(chunks, nullptr);
+    std::string key = oci::digest::parse(digest_)->raw();
+    key.append("\0\0\0\3", 4);
+    std::string value;
+    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), chunks, key, &value).ok());
+    ASSERT_EQ(value.size(), 4 + chunk);
+    value[4 + 777] = static_cast<char>(value[4 + 777] ^ 0x20);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), chunks, key, value).ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+  }
+  start();
+  upstream_.clear_requests();
+  const auto r = client_.get(blob_url());
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_TRUE(r.body == blob_) << "a corrupted chunk was served";
+  const auto gets = upstream_.requests(request_kind::blob_get);
+  ASSERT_EQ(gets.size(), 1u) << "only the corrupted chunk is fetched again";
+  EXPECT_EQ(gets[0].range,
+            "bytes=" + std::to_string(3 * chunk) + "-" + std::to_string(4 * chunk - 1));
+  EXPECT_EQ(metric("layercache_cache_corrupt_chunks_total"), 1);
   expect_stored_whole();
 }
 

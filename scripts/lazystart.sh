@@ -147,11 +147,11 @@ wait_profile() {  # until the profile is saved (at most 60 s)
   return 1
 }
 
-wait_prefetch_idle() {  # until no prefetch job waits and no fill runs (at most 120 s)
-  for _ in $(seq 1200); do
+wait_prefetch_idle() {  # until no prefetch job waits and no fill runs (at most ~120 s)
+  for _ in $(seq 3000); do
     [ "$(metric layercache_prefetch_queue_depth)" = 0 ] &&
       [ "$(metric layercache_cache_fills_in_flight)" = 0 ] && return 0
-    sleep 0.1
+    sleep 0.02
   done
 }
 
@@ -179,9 +179,18 @@ for chunk in $CHUNKS; do
     fetched=$(metric layercache_prefetch_fetched_bytes_total)
     used=$(metric layercache_prefetch_used_bytes_total)
     warm=$(replay "http://127.0.0.1:$LC_PORT")
+    # The prefetch alone: chunks emptied again, the manifest served, no reads; until idle.
+    curl -sf -o /dev/null -X DELETE "http://127.0.0.1:$ADMIN_PORT/admin/blobs"
+    t0=$(date +%s.%N)
+    get_manifest
+    sleep 0.05
+    wait_prefetch_idle
+    alone=$(python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" \
+      "$t0" "$(date +%s.%N)")
     stop_pid "$LC_PID"
+    log "prefetch alone: $alone s"
     log "chunk $chunk, prefetch concurrency $conc: cold $cold s (eager $cold_auto s), second $second s, warm $warm s"
-    echo "$chunk $conc $cold_auto $cold $second $warm $fetched0 $fetched $used0 $used" >> "$RESULTS"
+    echo "$chunk $conc $cold_auto $cold $second $warm $fetched0 $fetched $used0 $used $alone" >> "$RESULTS"
   done
 done
 
@@ -193,14 +202,14 @@ python3 - "$RESULTS" "$DIRECT" "$READ_BYTES" << 'PY'
 import sys
 direct = float(sys.argv[2])
 read_bytes = float(sys.argv[3])
-print("| chunk | prefetch conc. | cold, eager auto (s) | cold, no eager (s) | second start (s) | warm (s) | cold ÷ second | second ÷ warm | prefetched MiB | chunk precision | byte precision |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| chunk | prefetch conc. | cold, eager auto (s) | cold, no eager (s) | second start (s) | warm (s) | cold ÷ second | second ÷ warm | prefetched MiB | chunk precision | byte precision | prefetch alone (s) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
-    chunk, conc, ca, c, s, w, f0, f, u0, u = line.split()
+    chunk, conc, ca, c, s, w, f0, f, u0, u, alone = line.split()
     ca, c, s, w = map(float, (ca, c, s, w))
     fetched = float(f) - float(f0)
     used = float(u) - float(u0)
     prec = used / fetched if fetched else 0
     bprec = read_bytes / fetched if fetched else 0
-    print(f"| {chunk} | {conc} | {ca:.2f} | {c:.2f} | {s:.2f} | {w:.2f} | {c / s:.1f}× | {s / w:.2f}× | {fetched / 2**20:.1f} | {prec:.0%} | {bprec:.0%} |")
+    print(f"| {chunk} | {conc} | {ca:.2f} | {c:.2f} | {s:.2f} | {w:.2f} | {c / s:.1f}× | {s / w:.2f}× | {fetched / 2**20:.1f} | {prec:.0%} | {bprec:.0%} | {float(alone):.2f} |")
 PY

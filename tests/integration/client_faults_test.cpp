@@ -126,11 +126,7 @@ class ClientFaultsTest : public ::testing::Test {
     return n;
   }
   double metric(std::string_view name, const std::map<std::string, std::string>& labels = {}) {
-    http_client c;
-    const auto r =
-        c.get("http://127.0.0.1:" + std::to_string(proxy_->srv().admin_port()) + "/metrics");
-    if (r.status != 200) return -1;
-    return metric_value(parse_exposition(r.body), name, labels);
+    return proxy_->metric(name, labels);
   }
 
   static registry_process* upstream_;

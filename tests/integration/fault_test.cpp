@@ -60,11 +60,7 @@ class FaultTest : public ::testing::Test {
   }
 
   double metric(std::string_view name, const std::map<std::string, std::string>& labels = {}) {
-    http_client c;
-    const auto r =
-        c.get("http://127.0.0.1:" + std::to_string(proxy_->srv().admin_port()) + "/metrics");
-    if (r.status != 200) return -1;
-    return metric_value(parse_exposition(r.body), name, labels);
+    return proxy_->metric(name, labels);
   }
 
   std::size_t blob_gets() const { return upstream_.requests(request_kind::blob_get).size(); }

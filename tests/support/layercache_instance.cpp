@@ -1,5 +1,8 @@
 #include "tests/support/layercache_instance.hpp"
 
+#include "tests/support/exposition.hpp"
+#include "tests/support/http_client.hpp"
+
 namespace layercache::testing {
 
 layercache_instance::layercache_instance(std::string_view yaml) {
@@ -20,6 +23,18 @@ layercache_instance::layercache_instance(std::string_view yaml) {
 }
 
 layercache_instance::~layercache_instance() { server_->stop(); }
+
+std::string layercache_instance::admin_url() const {
+  return "http://127.0.0.1:" + std::to_string(server_->admin_port());
+}
+
+double layercache_instance::metric(std::string_view name,
+                                   const std::map<std::string, std::string>& labels) const {
+  http_client c;
+  const auto r = c.get(admin_url() + "/metrics");
+  if (r.status != 200) return -1;
+  return metric_value(parse_exposition(r.body), name, labels);
+}
 
 std::uint16_t layercache_instance::port(std::size_t listener) const {
   return server_->ports().at(listener);

@@ -1,6 +1,7 @@
 // layercache itself, in-process on 127.0.0.1 with a free port, for integration and e2e tests.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,6 +25,12 @@ class layercache_instance {
   [[nodiscard]] std::uint16_t port(std::size_t listener = 0) const;
   [[nodiscard]] std::string url(std::size_t listener = 0) const;  // http(s)://127.0.0.1:PORT
   [[nodiscard]] const config::config& settings() const { return cfg_; }
+  // http://127.0.0.1:ADMIN_PORT (the operations listener; admin is on unless the YAML says no).
+  [[nodiscard]] std::string admin_url() const;
+  // The sum of the samples of `name` with all of `labels` in a scrape of /metrics now (0 when
+  // none); -1 when the scrape fails.
+  [[nodiscard]] double metric(std::string_view name,
+                              const std::map<std::string, std::string>& labels = {}) const;
   server::server& srv() { return *server_; }
   void stop() { server_->stop(); }
 

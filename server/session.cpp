@@ -444,51 +444,66 @@ class session final : public session_base {
                                                upstream_client& client, const std::string& accept,
                                                manifest_cache_state* cached, bool keep_alive) {
     x_.from = cached != nullptr ? metrics::source::miss : metrics::source::upstream;
-    upstream_request ur;
-    ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
-    ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
-    ur.repository = choice.repository;
-    ur.headers.emplace_back(http::field::accept, accept);
     const bool can_be_stale = cached != nullptr && cached->stale.has_value();
-    auto result = co_await client.send(std::move(ur));
-    if (auto* f = std::get_if<upstream_failure>(&result)) {
-      if (can_be_stale) {
-        co_return co_await send_stale(req, r, client, *cached->stale, f->message, keep_alive);
-      }
-      co_return co_await send_failure(req, client, *f, keep_alive);
-    }
-    auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
-    if (can_be_stale && (up.status() >= 500 || up.status() == 429)) {
-      const std::string reason = "answered " + std::to_string(up.status());
-      co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
-    }
-    if (!is_success(up.status())) co_return co_await forward_error(req, up, keep_alive);
-
     const auto requested = oci::digest::parse(r.reference);
-    if (req.method() == http::verb::head) {
-      if (cached != nullptr && !cached->key.empty()) {
-        // A tag resolved to a manifest already stored: remember it (containerd resolves tags
-        // with HEAD, then GETs by digest).
-        if (const auto d = oci::digest::parse(up.fields()["Docker-Content-Digest"])) {
-          auto m = co_await worker_.manifests->manifest(*d);
-          if (m && accepts(cached->accept_cls, m->media_type)) {
-            co_await worker_.manifests->confirm(cached->key, *d);
-            note_manifest(*d, m->media_type, m->bytes, true);
+    std::string content_type;
+    std::string body;
+    unsigned status = 0;
+    // A body that breaks off (reset, stall, truncation) is asked for once more: the upstream
+    // client retries only answers that never began.
+    for (int attempt = 0;; ++attempt) {
+      upstream_request ur;
+      ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
+      ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
+      ur.repository = choice.repository;
+      ur.headers.emplace_back(http::field::accept, accept);
+      auto result = co_await client.send(std::move(ur));
+      if (auto* f = std::get_if<upstream_failure>(&result)) {
+        if (can_be_stale) {
+          co_return co_await send_stale(req, r, client, *cached->stale, f->message, keep_alive);
+        }
+        co_return co_await send_failure(req, client, *f, keep_alive);
+      }
+      auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+      status = up.status();
+      if (can_be_stale && (status >= 500 || status == 429)) {
+        const std::string reason = "answered " + std::to_string(status);
+        co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
+      }
+      if (!is_success(status)) co_return co_await forward_error(req, up, keep_alive);
+
+      if (req.method() == http::verb::head) {
+        if (cached != nullptr && !cached->key.empty()) {
+          // A tag resolved to a manifest already stored: remember it (containerd resolves tags
+          // with HEAD, then GETs by digest).
+          if (const auto d = oci::digest::parse(up.fields()["Docker-Content-Digest"])) {
+            auto m = co_await worker_.manifests->manifest(*d);
+            if (m && accepts(cached->accept_cls, m->media_type)) {
+              co_await worker_.manifests->confirm(cached->key, *d);
+              note_manifest(*d, m->media_type, m->bytes, true);
+            }
           }
         }
+        co_return co_await answer_head(req, up, requested, keep_alive);
       }
-      co_return co_await answer_head(req, up, requested, keep_alive);
-    }
 
-    std::string content_type(up.fields()[http::field::content_type]);
-    auto [ec, body] = co_await up.read_all(worker_.cfg.server.max_manifest_size);
-    if (ec == http::error::body_limit) {
-      const std::string message = "upstream manifest is larger than " +
-                                  std::to_string(worker_.cfg.server.max_manifest_size) + " bytes";
-      co_return co_await send_error(req, 502, "MANIFEST_INVALID", message, keep_alive);
-    }
-    if (ec) {
+      content_type = std::string(up.fields()[http::field::content_type]);
+      auto [ec, got] = co_await up.read_all(worker_.cfg.server.max_manifest_size);
+      if (ec == http::error::body_limit) {
+        const std::string message = "upstream manifest is larger than " +
+                                    std::to_string(worker_.cfg.server.max_manifest_size) + " bytes";
+        co_return co_await send_error(req, 502, "MANIFEST_INVALID", message, keep_alive);
+      }
+      if (!ec) {
+        body = std::move(got);
+        break;
+      }
       const std::string reason = "manifest body: " + ec.message();
+      if (attempt == 0) {
+        log::info("proxy", "upstream ", client.settings().name, ": ", reason, "; asking again");
+        if (auto* m = client.metrics()) m->retry("transport");
+        continue;
+      }
       if (can_be_stale) {
         co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
       }
@@ -506,10 +521,10 @@ class session final : public session_base {
                                     "upstream manifest does not match its digest", keep_alive);
     }
     if (content_type.empty()) content_type = oci::media_types::oci_manifest;
-    if (cached != nullptr && up.status() == 200) {
+    if (cached != nullptr && status == 200) {
       co_await worker_.manifests->put(actual, content_type, body, cached->key);
     }
-    if (up.status() == 200) note_manifest(actual, content_type, body);
+    if (status == 200) note_manifest(actual, content_type, body);
     http::response<http::string_body> res{http::status::ok, 11};
     res.set(http::field::content_type, content_type);
     res.set("Docker-Content-Digest", actual.str());

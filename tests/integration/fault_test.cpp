@@ -345,24 +345,33 @@ TEST_F(FaultTest, ManifestFaultsAreRetriedOrCleanErrorsAndNeverStored) {
   EXPECT_EQ(r.body, manifest);
   EXPECT_EQ(upstream_.requests(request_kind::manifest).size(), 3u);
 
-  // Another manifest, asked for by digest (never fetched before). A body cut short: a clean
-  // 502, and the half manifest is not kept.
+  // Another manifest, asked for by digest (never fetched before). A body cut short is asked
+  // for again; cut short twice, a clean 502, and the half manifest is not kept.
   const std::string other = manifest.substr(0, manifest.size() - 1) + R"(,"annotations":{}})";
   const auto other_digest = upstream_.add_manifest("v2", type, other);
   const std::string by_digest = proxy_->url() + "/v2/lib/app/manifests/" + other_digest;
-  upstream_.plan(request_kind::manifest, fault::truncate_after(manifest.size() / 2));
+  upstream_.plan(request_kind::manifest, fault::reset_after(other.size() / 2));
   r = client_.get(by_digest, accept);
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_EQ(r.body, other);
+  EXPECT_EQ(metric("layercache_upstream_retries_total", {{"reason", "transport"}}), 1);
+  const std::string third =
+      manifest.substr(0, manifest.size() - 1) + R"(,"annotations":{"a":"b"}})";
+  const std::string by_digest3 =
+      proxy_->url() + "/v2/lib/app/manifests/" + upstream_.add_manifest("v3", type, third);
+  upstream_.plan(request_kind::manifest, fault::truncate_after(third.size() / 2), 2);
+  r = client_.get(by_digest3, accept);
   EXPECT_EQ(r.status, 502u);
   EXPECT_NE(r.body.find("\"errors\""), std::string::npos) << r.body;
   // Lying bytes by digest: refused, counted, not kept.
   upstream_.plan(request_kind::manifest, fault::corrupt_at(10));
-  r = client_.get(by_digest, accept);
+  r = client_.get(by_digest3, accept);
   EXPECT_EQ(r.status, 502u);
   EXPECT_EQ(metric("layercache_digest_failures_total", {{"kind", "manifest"}}), 1);
   upstream_.clear_requests();
-  r = client_.get(by_digest, accept);
+  r = client_.get(by_digest3, accept);
   ASSERT_EQ(r.status, 200u);
-  EXPECT_EQ(r.body, other);
+  EXPECT_EQ(r.body, third);
   EXPECT_EQ(upstream_.requests(request_kind::manifest).size(), 1u);
   // And the first one, by digest, comes from the store.
   upstream_.clear_requests();

@@ -17,7 +17,8 @@
 #
 # Knobs (environment): LAYERS (96MiB x 4), READS (300), RTT_MS (30), BW (25MB per connection),
 # CHUNKS ("256KiB 1MiB"), PF_CONCURRENCY ("4 16"), CLIENTS (4: reads in flight, like a lazy
-# snapshotter's FUSE threads), IO_THREADS (2: cache.io_threads), BUILD (build).
+# snapshotter's FUSE threads), IO_THREADS (2: cache.io_threads), MAX_IDLE (16: the upstream's
+# max_idle_connections), BUILD (build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -126,6 +127,7 @@ upstreams:
   - name: lazy
     url: $UPSTREAM
     default: true
+    max_idle_connections: ${MAX_IDLE:-16}
 YML
   "$BUILD/layercached" --config "$dir/layercache.yaml" > "$dir/layercached.log" 2>&1 &
   LC_PID=$!

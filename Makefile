@@ -15,7 +15,7 @@ DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   docker-registry skopeo apache2-utils openssl curl prometheus python3 python3-yaml \
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
 
-.PHONY: deps build run test fuzz soak demo compare dist clean format
+.PHONY: deps build run test sanitize fuzz soak demo compare dist clean format
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -40,6 +40,12 @@ run: build
 test: build
 	bash scripts/install-runtimes.sh
 	cd $(BUILD) && ctest --output-on-failure -j2 $(CTEST_ARGS)
+
+# The unit, integration and e2e suites in an ASan+UBSan build and in a TSan build
+# ($(BUILD)/sanitize/asan, .../tsan); `make test` runs the same as `ctest -L sanitize`.
+# SANITIZERS=asan (or tsan) for one. docs/reliability.md, "Sanitizers".
+sanitize: deps
+	SANITIZE_BUILD=$(BUILD)/sanitize bash scripts/sanitize.sh
 
 # The libFuzzer harnesses of fuzz/ (a separate clang build in $(BUILD)/fuzz), 300 s each;
 # `ctest -L fuzz` (part of `make test`) runs them for 20 s. docs/reliability.md, "Fuzzing".

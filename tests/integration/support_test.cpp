@@ -1,5 +1,6 @@
 // The test fixtures themselves, against the real docker-registry, skopeo, tar and openssl.
 #include <arpa/inet.h>
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -85,6 +86,50 @@ TEST(Process, ChildProcessStopTerminatesAndIsIdempotent) {
   EXPECT_EQ(p.stop(5s), 128 + SIGTERM);
   EXPECT_FALSE(p.running());
   EXPECT_EQ(p.stop(), 128 + SIGTERM);
+}
+
+TEST(Process, SanitizerReportIsFound) {
+  EXPECT_EQ(sanitizer_report(""), "");
+  EXPECT_EQ(sanitizer_report("info: started\npanic: runtime error: index out of range [3]\n"), "");
+  EXPECT_EQ(sanitizer_report("a\n==12==ERROR: AddressSanitizer: heap-use-after-free on\n#0"),
+            "==12==ERROR: AddressSanitizer: heap-use-after-free on\n#0");
+  EXPECT_EQ(sanitizer_report("x\nWARNING: ThreadSanitizer: data race (pid=3)\n"),
+            "WARNING: ThreadSanitizer: data race (pid=3)\n");
+  EXPECT_EQ(sanitizer_report("==9==ERROR: LeakSanitizer: detected memory leaks"),
+            "==9==ERROR: LeakSanitizer: detected memory leaks");
+  EXPECT_EQ(sanitizer_report("ok\nserver/a.cpp:12:7: runtime error: signed integer overflow\n"),
+            "server/a.cpp:12:7: runtime error: signed integer overflow\n");
+  EXPECT_EQ(sanitizer_report(std::string(20000, 'x') +
+                             "\nERROR: AddressSanitizer: " + std::string(20000, 'y'))
+                .size(),
+            std::size_t{8 * 1024});
+}
+
+// A child (layercached, layercachectl) whose sanitizer reports something fails the test that
+// ran it, even when the test never reads its exit status or log.
+TEST(Process, SanitizerReportInAChildFailsTheTest) {
+  EXPECT_NONFATAL_FAILURE(
+      {
+        temp_dir dir;
+        child_process p({"sh", "-c", "echo '==7==ERROR: AddressSanitizer: heap-buffer-overflow'"},
+                        dir.path() / "log");
+        (void)p.wait(command_timeout);
+      },
+      "heap-buffer-overflow");
+  EXPECT_NONFATAL_FAILURE(
+      {
+        temp_dir dir;
+        child_process p(
+            {"sh", "-c", "echo 'x.cpp:3:9: runtime error: load of value 7'; exec sleep 30"},
+            dir.path() / "log");
+        (void)eventually([&] { return !p.log().empty(); });
+        (void)p.stop(5s);
+      },
+      "load of value 7");
+  EXPECT_NONFATAL_FAILURE(
+      (void)run_command({"sh", "-c", "echo 'WARNING: ThreadSanitizer: data race' >&2"},
+                        command_timeout),
+      "data race");
 }
 
 TEST(Process, TempDirIsRemovedWithItsContents) {

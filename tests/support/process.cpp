@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -121,6 +125,10 @@ pid_t spawn(const std::vector<std::string>& argv, int out_fd, const env_vars& en
   return pid;
 }
 
+// How much of a sanitizer report a failure message carries: the report's first lines (the
+// error and the top of its stack) — the whole output is in the process's log.
+constexpr std::size_t report_excerpt = 8 * 1024;
+
 int decode_status(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -199,12 +207,22 @@ bool child_process::reap(bool block) {
     const pid_t rc = ::waitpid(pid_, &status, block ? 0 : WNOHANG);
     if (rc == pid_) {
       exit_code_ = decode_status(status);
+      check_sanitizer_report();
       return true;
     }
     if (rc == 0) return false;
     if (errno == EINTR) continue;
     exit_code_ = -1;  // ECHILD: someone else reaped it; treat as gone
+    check_sanitizer_report();
     return true;
+  }
+}
+
+void child_process::check_sanitizer_report() {
+  if (const auto report = sanitizer_report(log()); !report.empty()) {
+    ADD_FAILURE() << "sanitizer report from process " << pid_ << " (exit "
+                  << exit_code_.value_or(-1) << ", log " << log_file_.string() << "):\n"
+                  << report;
   }
 }
 
@@ -321,7 +339,35 @@ command_result run_command(const std::vector<std::string>& argv, std::chrono::mi
     std::this_thread::sleep_for(poll_interval);
   }
   result.exit_code = result.timed_out ? -1 : code.value_or(-1);
+  if (const auto report = sanitizer_report(result.output); !report.empty()) {
+    ADD_FAILURE() << "sanitizer report from " << quote_command(argv) << " (exit "
+                  << result.exit_code << "):\n"
+                  << report;
+  }
   return result;
+}
+
+std::string sanitizer_report(std::string_view output) {
+  static constexpr std::array<std::string_view, 5> markers{
+      "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer",
+      "ThreadSanitizer: ", "SUMMARY: UndefinedBehaviorSanitizer"};
+  std::size_t first = std::string_view::npos;
+  for (const auto marker : markers) first = std::min(first, output.find(marker));
+  // UBSan without a summary line: "FILE:LINE:COL: runtime error: ..." (or "<unknown>" /
+  // "(module+0x...)" without debug information). Go prints "panic: runtime error:".
+  constexpr std::string_view ub = ": runtime error: ";
+  for (auto at = output.find(ub); at != std::string_view::npos && at < first;
+       at = output.find(ub, at + 1)) {
+    const unsigned char before = at == 0 ? ' ' : static_cast<unsigned char>(output[at - 1]);
+    if (std::isdigit(before) != 0 || before == '>' || before == ')') {
+      first = at;
+      break;
+    }
+  }
+  if (first == std::string_view::npos) return {};
+  const auto line = output.rfind('\n', first);
+  const auto start = line == std::string_view::npos ? 0 : line + 1;
+  return std::string(output.substr(start, report_excerpt));
 }
 
 std::string quote_command(const std::vector<std::string>& argv) {

@@ -40,6 +40,10 @@ class temp_dir {
 // /dev/null and its stdout and stderr are appended to `log_file`. `env` adds to (or overrides)
 // the parent's environment. Throws if the process cannot be spawned. The destructor stops it
 // (SIGTERM, then SIGKILL after 5 s). Not thread-safe: use one child_process from one thread.
+// Once the process has exited, its log is searched for a sanitizer report
+// (sanitizer_report()): one fails the running test (ADD_FAILURE) with the report, whether or
+// not the test looks at the exit status or the log — a sanitized layercached child must not
+// hide what it found.
 class child_process {
  public:
   child_process(std::vector<std::string> argv, std::filesystem::path log_file,
@@ -66,6 +70,7 @@ class child_process {
 
  private:
   bool reap(bool block);
+  void check_sanitizer_report();
   pid_t pid_ = -1;
   std::optional<int> exit_code_;
   std::filesystem::path log_file_;
@@ -87,10 +92,16 @@ struct command_result {
 
 // Runs a tool (htpasswd, openssl, skopeo, tar, ...) to completion with stdin from /dev/null.
 // Kills it with SIGKILL when `timeout` expires (then timed_out is true). Throws only if the
-// program cannot be started.
+// program cannot be started. As with child_process, a sanitizer report in the output fails the
+// running test.
 [[nodiscard]] command_result run_command(const std::vector<std::string>& argv,
                                          std::chrono::milliseconds timeout,
                                          const env_vars& env = {});
+
+// The first AddressSanitizer, LeakSanitizer, ThreadSanitizer or UndefinedBehaviorSanitizer
+// report in a process's output (from its first line, at most ~8 KiB), or empty when there is
+// none. UBSan's "FILE:LINE:COL: runtime error:" counts; Go's "panic: runtime error:" does not.
+[[nodiscard]] std::string sanitizer_report(std::string_view output);
 
 // "a b 'c d'" — for error messages.
 [[nodiscard]] std::string quote_command(const std::vector<std::string>& argv);

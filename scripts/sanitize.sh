@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Builds layercache with sanitizers and runs the test suites in those builds: ASan+UBSan
+# (unit, integration, e2e) in $SANITIZE_BUILD/asan and TSan (unit, integration, e2e, minus the
+# store crash test) in $SANITIZE_BUILD/tsan. docs/reliability.md, "Sanitizers".
+#
+#   bash scripts/sanitize.sh                  # both (make sanitize; part of make test)
+#   SANITIZERS=tsan bash scripts/sanitize.sh  # one
+#
+# Any sanitizer report fails: in-process reports halt the test binary (halt_on_error,
+# abort_on_error); reports of sanitized child processes (layercached, layercachectl) fail the
+# test that ran them (tests/support/process.cpp, sanitizer_report()).
+#
+# Exit status: 0 when every suite passed; 1 when a build or a test failed; 77 (skipped) only
+# when the compiler cannot build and run a program with any of the sanitizers (e.g. no
+# libasan/libubsan/libtsan) — a sanitizer that is missing is skipped, the others still run.
+#
+# Knobs (environment): SANITIZERS ("asan tsan"), SANITIZE_BUILD (build/sanitize),
+# SANITIZE_BUILD_JOBS (ninja's default), SANITIZE_TEST_JOBS (2), ASAN_LABELS
+# ("unit|integration|e2e"), TSAN_LABELS (the same), ASAN_EXCLUDE, TSAN_EXCLUDE (ctest -E
+# regexes), SANITIZE_CTEST_ARGS (more ctest arguments), CXX (c++).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+SANITIZERS=${SANITIZERS:-asan tsan}
+SANITIZE_BUILD=${SANITIZE_BUILD:-build/sanitize}
+SANITIZE_TEST_JOBS=${SANITIZE_TEST_JOBS:-2}
+ASAN_LABELS=${ASAN_LABELS:-unit|integration|e2e}
+TSAN_LABELS=${TSAN_LABELS:-unit|integration|e2e}
+ASAN_EXCLUDE=${ASAN_EXCLUDE:-}
+TSAN_EXCLUDE=${TSAN_EXCLUDE:-}
+SANITIZE_CTEST_ARGS=${SANITIZE_CTEST_ARGS:-}
+CXX=${CXX:-c++}
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT}
+export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
+
+# The runtime options of every sanitized process, the tests and their children alike.
+# ASan: stop at the first error (abort: a core-less SIGABRT the harness sees), leaks at exit.
+ASAN_RUNTIME="halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1"
+UBSAN_RUNTIME="print_stacktrace=1:halt_on_error=1:abort_on_error=1:print_summary=1"
+# TSan: stop at the first report; the suppressions are uninstrumented libraries only
+# (tests/tsan.supp says why each one is there).
+TSAN_RUNTIME="halt_on_error=1:abort_on_error=1:second_deadlock_stack=1:history_size=4"
+TSAN_RUNTIME+=":suppressions=$ROOT/tests/tsan.supp"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/layercache-sanitize.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+now() { date +%s; }
+
+# Can $CXX build a threaded C++20 program with -fsanitize=$1 and run it cleanly? Prints the
+# reason when not.
+probe() {
+  local flags=$1
+  printf '%s\n' '#include <thread>' '#include <vector>' \
+    'int main() { std::vector<int> v(4); std::thread t([&] { v[1] = 1; }); t.join();' \
+    '  return v[1] == 1 ? 0 : 1; }' >"$WORK/probe.cpp"
+  if ! "$CXX" -std=c++20 -fsanitize="$flags" "$WORK/probe.cpp" -o "$WORK/probe" -pthread \
+    >"$WORK/probe.log" 2>&1; then
+    echo "$CXX cannot link -fsanitize=$flags: $(head -3 "$WORK/probe.log")"
+    return 1
+  fi
+  if ! "$WORK/probe" >"$WORK/probe.log" 2>&1; then
+    echo "a -fsanitize=$flags program does not run here: $(head -3 "$WORK/probe.log")"
+    return 1
+  fi
+}
+
+failed=()
+passed=()
+skipped=()
+summary=()
+
+# run <name> <-fsanitize list> <labels> <exclude regex>
+run() {
+  local name=$1 flags=$2 labels=$3 exclude=$4
+  local dir=$SANITIZE_BUILD/$name reason
+  if ! reason=$(probe "$flags"); then
+    echo "sanitize: $name SKIPPED: $reason" >&2
+    skipped+=("$name")
+    summary+=("$name: skipped ($reason)")
+    return 0
+  fi
+  local t0 t1 t2 rc=0
+  t0=$(now)
+  echo "sanitize: $name: building $dir (-fsanitize=$flags)"
+  if [ ! -f "$dir/build.ninja" ]; then
+    nice -n 19 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_COMPILER="$CXX" -DLAYERCACHE_SANITIZE="$flags" >"$WORK/$name-configure.log" \
+      2>&1 || {
+      cat "$WORK/$name-configure.log" >&2
+      echo "sanitize: $name FAILED: cmake could not configure $dir" >&2
+      failed+=("$name")
+      summary+=("$name: configure failed")
+      return 0
+    }
+  fi
+  if ! nice -n 19 cmake --build "$dir" ${SANITIZE_BUILD_JOBS:+-j "$SANITIZE_BUILD_JOBS"}; then
+    echo "sanitize: $name FAILED: the build failed" >&2
+    failed+=("$name")
+    summary+=("$name: build failed")
+    return 0
+  fi
+  t1=$(now)
+  echo "sanitize: $name: ctest -L '$labels'${exclude:+ -E '$exclude'}"
+  (
+    cd "$dir"
+    # shellcheck disable=SC2086  # SANITIZE_CTEST_ARGS is a list of arguments
+    ASAN_OPTIONS=$ASAN_RUNTIME UBSAN_OPTIONS=$UBSAN_RUNTIME TSAN_OPTIONS=$TSAN_RUNTIME \
+      nice -n 19 ctest --output-on-failure -j "$SANITIZE_TEST_JOBS" -L "$labels" \
+      ${exclude:+-E "$exclude"} $SANITIZE_CTEST_ARGS
+  ) || rc=$?
+  t2=$(now)
+  local line="$name: build $((t1 - t0)) s, tests $((t2 - t1)) s"
+  if [ "$rc" != 0 ]; then
+    failed+=("$name")
+    summary+=("$line: FAILED")
+  else
+    passed+=("$name")
+    summary+=("$line: passed")
+  fi
+}
+
+for s in $SANITIZERS; do
+  case $s in
+    asan) run asan address,undefined "$ASAN_LABELS" "$ASAN_EXCLUDE" ;;
+    tsan) run tsan thread "$TSAN_LABELS" "$TSAN_EXCLUDE" ;;
+    *)
+      echo "sanitize: unknown sanitizer '$s' (asan, tsan)" >&2
+      exit 1
+      ;;
+  esac
+done
+
+echo "sanitize: summary"
+printf '  %s\n' "${summary[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "sanitize: FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+if [ ${#passed[@]} -eq 0 ]; then
+  echo "sanitize: SKIPPED: no sanitizer could run (${skipped[*]})" >&2
+  exit 77
+fi
+echo "sanitize: passed: ${passed[*]}"

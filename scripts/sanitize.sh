@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds layercache with sanitizers and runs the test suites in those builds: ASan+UBSan
-# (unit, integration, e2e) in $SANITIZE_BUILD/asan and TSan (unit, integration, e2e, minus the
-# store crash test) in $SANITIZE_BUILD/tsan. docs/reliability.md, "Sanitizers".
+# Builds layercache with sanitizers and runs the test suites in those builds: ASan+UBSan in
+# $SANITIZE_BUILD/asan and TSan in $SANITIZE_BUILD/tsan, the unit, integration and e2e labels
+# in each (`make test` narrows TSan to unit and integration: tests/CMakeLists.txt).
+# docs/reliability.md, "Sanitizers".
 #
 #   bash scripts/sanitize.sh                  # both (make sanitize; part of make test)
 #   SANITIZERS=tsan bash scripts/sanitize.sh  # one
@@ -15,7 +16,7 @@
 # libasan/libubsan/libtsan) — a sanitizer that is missing is skipped, the others still run.
 #
 # Knobs (environment): SANITIZERS ("asan tsan"), SANITIZE_BUILD (build/sanitize),
-# SANITIZE_BUILD_JOBS (ninja's default), SANITIZE_TEST_JOBS (2), ASAN_LABELS
+# SANITIZE_BUILD_JOBS (the number of cores), SANITIZE_TEST_JOBS (2), ASAN_LABELS
 # ("unit|integration|e2e"), TSAN_LABELS (the same), ASAN_EXCLUDE, TSAN_EXCLUDE (ctest -E
 # regexes), SANITIZE_CTEST_ARGS (more ctest arguments), CXX (c++).
 set -euo pipefail
@@ -25,10 +26,16 @@ ROOT=$(pwd)
 SANITIZERS=${SANITIZERS:-asan tsan}
 SANITIZE_BUILD=${SANITIZE_BUILD:-build/sanitize}
 SANITIZE_TEST_JOBS=${SANITIZE_TEST_JOBS:-2}
+SANITIZE_BUILD_JOBS=${SANITIZE_BUILD_JOBS:-$(nproc)}
 ASAN_LABELS=${ASAN_LABELS:-unit|integration|e2e}
 TSAN_LABELS=${TSAN_LABELS:-unit|integration|e2e}
 ASAN_EXCLUDE=${ASAN_EXCLUDE:-}
-TSAN_EXCLUDE=${TSAN_EXCLUDE:-}
+# StoreCrash: SIGKILLs its writer process 150-750 ms after spawning it, a window tuned to the
+# plain build; under TSan the child spends most of it starting and opening RocksDB, so some
+# rounds (nondeterministically all) kill it before anything was flushed and the test's "some
+# writes survive" check fails. The test is single-threaded in our code (one writer process, then
+# a reopen): TSan has nothing to find there, and ASan+UBSan still runs it.
+TSAN_EXCLUDE=${TSAN_EXCLUDE:-^StoreCrash\.}
 SANITIZE_CTEST_ARGS=${SANITIZE_CTEST_ARGS:-}
 CXX=${CXX:-c++}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT}
@@ -95,7 +102,7 @@ run() {
       return 0
     }
   fi
-  if ! nice -n 19 cmake --build "$dir" ${SANITIZE_BUILD_JOBS:+-j "$SANITIZE_BUILD_JOBS"}; then
+  if ! nice -n 19 cmake --build "$dir" -j "$SANITIZE_BUILD_JOBS"; then
     echo "sanitize: $name FAILED: the build failed" >&2
     failed+=("$name")
     summary+=("$name: build failed")

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "oci/digest.hpp"
+#include "tests/support/http_client.hpp"
 
 namespace layercache::testing {
 namespace {
@@ -513,21 +514,8 @@ std::string fault_upstream::add_manifest(const std::string& tag, std::string med
 }
 
 void fault_upstream::require_basic(const std::string& user, const std::string& password) {
-  static constexpr std::string_view alphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const std::string in = user + ":" + password;
-  std::string out;
-  for (std::size_t i = 0; i < in.size(); i += 3) {
-    std::uint32_t v = static_cast<unsigned char>(in[i]) << 16;
-    if (i + 1 < in.size()) v |= static_cast<unsigned char>(in[i + 1]) << 8;
-    if (i + 2 < in.size()) v |= static_cast<unsigned char>(in[i + 2]);
-    out += alphabet[(v >> 18) & 63];
-    out += alphabet[(v >> 12) & 63];
-    out += i + 1 < in.size() ? alphabet[(v >> 6) & 63] : '=';
-    out += i + 2 < in.size() ? alphabet[v & 63] : '=';
-  }
   std::lock_guard lock(impl_->mutex);
-  impl_->required_authorization = "Basic " + out;
+  impl_->required_authorization = basic_auth_header(user, password);
 }
 
 void fault_upstream::plan(request_kind k, fault f, unsigned count) {

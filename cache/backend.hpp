@@ -43,6 +43,12 @@ class backend {
   virtual status read(family f, std::string_view key,
                       const std::function<void(std::string_view)>& on_value) = 0;
 
+  // The value of `key`, valid while `owner` is held — the backend's own buffer where it has
+  // one (a RocksDB block, pinned), so nothing is copied. The backend's block checksums are
+  // skipped: only for values that carry their own (chunks). not_found when absent.
+  virtual status read_shared(family f, std::string_view key, std::shared_ptr<const void>& owner,
+                             std::string_view& value) = 0;
+
   // Calls `on_entry` for each key starting with `prefix`, ascending, until it returns false.
   // The value is empty when `keys_only`.
   virtual status scan(

@@ -93,14 +93,25 @@ struct store_stats {
   std::uint64_t disk_refusals = 0;  // chunks refused for lack of disk
 };
 
+// A chunk's bytes, shared and immutable. get_chunk_shared() hands out the store's own buffer
+// (a RocksDB block, pinned by `owner`), not a copy.
+struct chunk_bytes {
+  std::shared_ptr<const void> owner;
+  std::string_view bytes;
+  [[nodiscard]] const char* data() const { return bytes.data(); }
+  [[nodiscard]] std::size_t size() const { return bytes.size(); }
+};
+using shared_chunk = std::shared_ptr<const chunk_bytes>;
+
 struct blob_entry {
   oci::digest digest;
   blob_record record;
 };
 
 // Thread-safe: any method may be called from any thread at once. Blocking (disk I/O): callers
-// run it on the blocking-I/O pool, never on I/O threads. Bytes handed in are copied; nothing
-// returned refers to store memory.
+// run it on the blocking-I/O pool, never on I/O threads — except try_blob, try_touch and
+// memory_chunk, which never block. Bytes handed in are copied; nothing returned refers to
+// store memory, except a shared_chunk (which keeps what it refers to alive).
 class chunk_store {
  public:
   virtual ~chunk_store() = default;
@@ -133,7 +144,15 @@ class chunk_store {
   // checksum drop a blob's chunks from it; eviction does not need to (a chunk's bytes never
   // change, and a read served from memory is as correct as one from the store).
   virtual status get_chunk_shared(const oci::digest& d, std::uint32_t index, bool admit,
-                                  std::shared_ptr<const std::string>& out) = 0;
+                                  shared_chunk& out) = 0;
+
+  // For I/O threads: no disk I/O, and no wait for the lock that is held around it. false when
+  // the answer would have needed either: ask blob() / touch() on the blocking pool instead.
+  virtual bool try_blob(const oci::digest& d, std::optional<blob_record>& out) = 0;
+  virtual bool try_touch(const oci::digest& d) = 0;
+  // The chunk from the in-memory cache of get_chunk_shared(), or nullptr: never reads the
+  // store (callers go on to get_chunk_shared() on the pool, which counts the miss).
+  virtual shared_chunk memory_chunk(const oci::digest& d, std::uint32_t index) = 0;
 
   // Presence is the chunk's own key, so these cost about a read of the chunk (RocksDB loads the
   // block or blob holding it): prefer get_chunk() and handle not_found where bytes are wanted.

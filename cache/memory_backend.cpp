@@ -75,6 +75,18 @@ class memory_backend final : public backend {
     return status::success();
   }
 
+  status read_shared(family f, std::string_view key, std::shared_ptr<const void>& owner,
+                     std::string_view& value) override {
+    std::shared_lock lock(mu_);
+    auto& t = table(f);
+    auto it = t.find(key);
+    if (it == t.end()) return status::not_found("no such key");
+    auto copy = std::make_shared<const std::string>(it->second);
+    value = *copy;
+    owner = std::move(copy);
+    return status::success();
+  }
+
   status scan(family f, std::string_view prefix, bool keys_only,
               const std::function<bool(std::string_view, std::string_view)>& on_entry) override {
     std::shared_lock lock(mu_);

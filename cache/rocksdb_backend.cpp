@@ -149,6 +149,7 @@ class rocksdb_backend final : public backend {
                                ec.message());
     }
     auto cache = rocksdb::NewLRUCache(options.block_cache);
+    block_cache_ = cache;
 
     rocksdb::DBOptions db;
     db.create_if_missing = true;
@@ -238,6 +239,25 @@ class rocksdb_backend final : public backend {
     return status::success();
   }
 
+  status read_shared(family f, std::string_view key, std::shared_ptr<const void>& owner,
+                     std::string_view& value) override {
+    // The value stays where RocksDB read it (the block in the block cache, pinned); the cache
+    // is kept alive with it, so a chunk may outlive the database that read it.
+    struct pinned {
+      std::shared_ptr<rocksdb::Cache> cache;
+      rocksdb::PinnableSlice slice;  // released before `cache`
+    };
+    auto p = std::make_shared<pinned>();
+    p->cache = block_cache_;
+    rocksdb::ReadOptions ro;
+    ro.verify_checksums = false;  // the value's own CRC-32C is checked by the caller
+    rocksdb::Status s = db_->Get(ro, cf(f), slice(key), &p->slice);
+    if (!s.ok()) return from_rocksdb(s, "read");
+    value = std::string_view(p->slice.data(), p->slice.size());
+    owner = std::move(p);
+    return status::success();
+  }
+
   status scan(family f, std::string_view prefix, bool keys_only,
               const std::function<bool(std::string_view, std::string_view)>& on_entry) override {
     rocksdb::ReadOptions ro;
@@ -265,6 +285,7 @@ class rocksdb_backend final : public backend {
  private:
   rocksdb::ColumnFamilyHandle* cf(family f) const { return handles_[static_cast<std::size_t>(f)]; }
 
+  std::shared_ptr<rocksdb::Cache> block_cache_;
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* default_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by family

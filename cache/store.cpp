@@ -197,11 +197,12 @@ class memory_chunks {
 
   [[nodiscard]] bool enabled() const { return capacity_ > 0; }
 
-  std::shared_ptr<const std::string> find(const std::string& key) {
+  // `count_miss`: false for a look that a store read follows when it misses (counted there).
+  shared_chunk find(const std::string& key, bool count_miss = true) {
     std::lock_guard lock(mu_);
     auto it = index_.find(key);
     if (it == index_.end()) {
-      ++misses_;
+      if (count_miss) ++misses_;
       return nullptr;
     }
     order_.splice(order_.begin(), order_, it->second);
@@ -213,8 +214,7 @@ class memory_chunks {
   // drop happened since (it could be dropping exactly what was being read).
   [[nodiscard]] std::uint64_t generation() const { return generation_.load(); }
 
-  void insert(const std::string& key, std::shared_ptr<const std::string> bytes,
-              std::uint64_t generation) {
+  void insert(const std::string& key, shared_chunk bytes, std::uint64_t generation) {
     if (bytes->size() > capacity_) return;
     std::lock_guard lock(mu_);
     if (generation != generation_.load() || index_.contains(key)) return;
@@ -254,7 +254,7 @@ class memory_chunks {
  private:
   struct item {
     std::string key;
-    std::shared_ptr<const std::string> bytes;
+    shared_chunk bytes;
   };
   const std::uint64_t capacity_;
   std::mutex mu_;
@@ -289,6 +289,14 @@ class store final : public chunk_store {
     auto it = blobs_.find(d.raw());
     if (it == blobs_.end()) return std::nullopt;
     return it->second.record;
+  }
+
+  bool try_blob(const oci::digest& d, std::optional<blob_record>& out) override {
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    auto it = blobs_.find(d.raw());
+    out = it == blobs_.end() ? std::nullopt : std::optional<blob_record>(it->second.record);
+    return true;
   }
 
   status put_chunk(const oci::digest& d, std::uint64_t blob_size, std::uint32_t chunk_size,
@@ -385,8 +393,9 @@ class store final : public chunk_store {
   }
 
   status get_chunk_shared(const oci::digest& d, std::uint32_t index, bool admit,
-                          std::shared_ptr<const std::string>& out) override {
-    const std::string key = chunk_key(d.raw(), index);
+                          shared_chunk& out) override {
+    const std::string raw = d.raw();
+    const std::string key = chunk_key(raw, index);
     if (memory_.enabled()) {
       if (auto hit = memory_.find(key)) {
         out = std::move(hit);
@@ -394,12 +403,29 @@ class store final : public chunk_store {
       }
     }
     const std::uint64_t generation = memory_.generation();
-    auto bytes = std::make_shared<std::string>();
-    status s = get_chunk(d, index, *bytes);
+    // No copy: the bytes stay in the backend's buffer, which the chunk keeps alive.
+    auto chunk = std::make_shared<chunk_bytes>();
+    std::string_view value;
+    status s = backend_->read_shared(family::chunks, key, chunk->owner, value);
     if (!s.ok()) return s;
-    out = bytes;
-    if (admit && memory_.enabled()) memory_.insert(key, std::move(bytes), generation);
+    if (auto bytes = checked_chunk(value)) {
+      chunk->bytes = *bytes;
+    } else {
+      auto copy = std::make_shared<std::string>();
+      chunk->owner.reset();
+      s = remove_corrupt_chunk(d, raw, key, index, *copy);
+      if (!s.ok()) return s;
+      chunk->bytes = *copy;  // written again meanwhile, and good
+      chunk->owner = std::move(copy);
+    }
+    out = chunk;
+    if (admit && memory_.enabled()) memory_.insert(key, std::move(chunk), generation);
     return s;
+  }
+
+  shared_chunk memory_chunk(const oci::digest& d, std::uint32_t index) override {
+    if (!memory_.enabled()) return nullptr;
+    return memory_.find(chunk_key(d.raw(), index), false);
   }
 
   bool has_chunk(const oci::digest& d, std::uint32_t index) override {
@@ -435,20 +461,12 @@ class store final : public chunk_store {
 
   void touch(const oci::digest& d) override {
     std::lock_guard lock(mu_);
-    auto it = blobs_.find(d.raw());
-    if (it == blobs_.end()) return;
-    entry& e = it->second;
-    e.record.hits += 1;
-    e.record.last_access = clock_();
-    bump_locked(it->first, e);
-    if (!e.dirty) {
-      e.dirty = true;
-      dirty_.push_back(it->first);
-    }
-    if (dirty_.size() >= touch_flush_threshold) {
-      // A failed flush keeps the records dirty: the next one retries.
-      (void)flush_touches_locked();
-    }
+    touch_locked(d, true);
+  }
+
+  bool try_touch(const oci::digest& d) override {
+    std::unique_lock lock(mu_, std::try_to_lock);
+    return lock.owns_lock() && touch_locked(d, false);
   }
 
   status erase_blob(const oci::digest& d) override {
@@ -691,6 +709,27 @@ class store final : public chunk_store {
     // Its record is about to be written in full; it stays in dirty_ until the next flush,
     // which then skips it.
     e.dirty = false;
+  }
+
+  // Records an access. A touch that fills the batch of dirty records writes them (disk I/O):
+  // without `may_flush` it is not done and false is returned.
+  bool touch_locked(const oci::digest& d, bool may_flush) {
+    auto it = blobs_.find(d.raw());
+    if (it == blobs_.end()) return true;
+    entry& e = it->second;
+    if (!may_flush && dirty_.size() + (e.dirty ? 0 : 1) >= touch_flush_threshold) return false;
+    e.record.hits += 1;
+    e.record.last_access = clock_();
+    bump_locked(it->first, e);
+    if (!e.dirty) {
+      e.dirty = true;
+      dirty_.push_back(it->first);
+    }
+    if (dirty_.size() >= touch_flush_threshold) {
+      // A failed flush keeps the records dirty: the next one retries.
+      (void)flush_touches_locked();
+    }
+    return true;
   }
 
   status flush_touches_locked() {

@@ -152,7 +152,10 @@ blob_cache_stats blob_cache::stats() const {
 asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_client& client,
                                                                   const std::string& repository,
                                                                   const oci::digest& d) {
-  auto record = co_await pool_.run([this, &d] { return store_.blob(d); });
+  // The record is in memory: read it here unless a writer holds the store's lock.
+  std::optional<cache::blob_record> record;
+  if (!store_.try_blob(d, record))
+    record = co_await pool_.run([this, &d] { return store_.blob(d); });
   if (record) co_return blob_meta{record->size, record->chunk_size, record->verified, true};
   {
     std::lock_guard lock(mutex_);
@@ -450,23 +453,39 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
   const auto last = static_cast<std::uint32_t>(r.last / cs);
   // Which chunks the store has decides what to fetch ahead. Listing them costs about a read
   // of every chunk of the blob (presence is the chunk key), so a read of a few chunks (random
-  // ranges crossing a chunk boundary) reads those chunks at once instead, and a one-chunk read
-  // just tries the store first.
+  // ranges, perhaps crossing a chunk boundary) reads those chunks at once instead. Chunks in
+  // the memory cache are taken here, on the I/O thread: a read they answer whole (with the
+  // access recorded without waiting) never goes to the blocking pool.
   const std::uint32_t count = last - first + 1;
   const bool few = count <= few_chunks;
-  std::vector<bool> present(count, count == 1);
-  std::vector<std::shared_ptr<const std::string>> early(few && count > 1 ? count : 0);
+  std::vector<bool> present(count, false);
+  std::vector<cache::shared_chunk> early(few ? count : 0);
   const std::uint64_t r_first = r.first;
   const std::uint64_t r_last = r.last;
   const std::uint64_t blob_size = meta.size;
-  auto probe = [this, &d, &early, &present, few, first, cs, r_first, r_last, blob_size] {
-    store_.touch(d);
+  auto chunk_end = [first, cs, blob_size](std::uint32_t k) {  // exclusive
+    return std::min<std::uint64_t>(std::uint64_t{first + k} * cs + cs, blob_size);
+  };
+  bool all_in_memory = few;
+  for (std::uint32_t k = 0; k < early.size(); ++k) {
+    auto bytes = store_.memory_chunk(d, first + k);
+    if (bytes && bytes->size() == chunk_end(k) - std::uint64_t{first + k} * cs) {
+      early[k] = std::move(bytes);
+      present[k] = true;
+    } else {
+      all_in_memory = false;
+    }
+  }
+  const bool touched = all_in_memory && store_.try_touch(d);
+  auto probe = [this, &d, &early, &present, few, touched, first, cs, r_first, r_last, chunk_end] {
+    if (!touched) store_.touch(d);
     if (!few) return store_.present_chunks(d);
     for (std::uint32_t k = 0; k < early.size(); ++k) {
+      if (early[k]) continue;
       const std::uint64_t begin = std::uint64_t{first + k} * cs;
-      const std::uint64_t end = std::min<std::uint64_t>(begin + cs, blob_size);  // exclusive
+      const std::uint64_t end = chunk_end(k);
       const bool partial = r_first > begin || r_last + 1 < end;
-      std::shared_ptr<const std::string> bytes;
+      cache::shared_chunk bytes;
       if (store_.get_chunk_shared(d, first + k, partial, bytes).ok() && bytes &&
           bytes->size() == end - begin) {
         early[k] = std::move(bytes);
@@ -475,7 +494,8 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
     }
     return std::vector<std::uint32_t>{};
   };
-  const auto listed = co_await pool_.run(probe);
+  std::vector<std::uint32_t> listed;
+  if (!touched) listed = co_await pool_.run(probe);
   for (auto i : listed) {
     if (i >= first && i <= last) present[i - first] = true;
   }
@@ -483,7 +503,7 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
       static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / cs));
   const std::uint64_t window = std::uint64_t{settings_.parallel_runs} * run_chunks;
   std::uint32_t ahead = first;  // chunks before this have had their fill decided
-  std::shared_ptr<const std::string> chunk;
+  cache::shared_chunk chunk;
   // Chunks whose fill this read started (for the report).
   std::vector<bool> mine(last - first + 1, false);
   auto mark_mine = [&](std::uint32_t from, std::uint32_t count) {

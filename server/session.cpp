@@ -560,17 +560,21 @@ class session final : public session_base {
     co_return !ec;
   }
 
-  // Writes one piece of a streamed body.
+  // Writes one piece of a streamed body; the header too, in the same write, when start_body
+  // has not sent it (one send per small response instead of two).
   asio::awaitable<bool> write_piece(http::response<http::buffer_body>& res,
                                     http::response_serializer<http::buffer_body>& sr,
                                     const char* data, std::size_t size) {
     res.body().data = const_cast<char*>(data);
     res.body().size = size;
     res.body().more = true;
+    const bool with_header = !sr.is_header_done();
+    if (with_header) x_.status = res.result_int();
     lowest().expires_after(worker_.cfg.server.timeouts.write);
     auto [ec, n] = co_await http::async_write(stream_, sr, use_nothrow);
     const bool ok = !ec || ec == http::error::need_buffer;
     if (ok) x_.bytes += size;
+    if (ok && with_header) x_.header_at = clock::now();
     co_return ok;
   }
 
@@ -681,10 +685,7 @@ class session final : public session_base {
     // its retries) gets the client a 502 with an OCI error body instead of a cut connection.
     bool started = false;
     const auto emit = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
-      if (!started) {
-        started = true;
-        if (!co_await start_body(res, sr)) co_return false;
-      }
+      started = true;
       co_return co_await write_piece(res, sr, p, n);
     };
     const auto unavailable = [&]() -> asio::awaitable<bool> {

@@ -275,27 +275,27 @@ TEST_P(chunk_store_test, memory_cache_serves_admitted_chunks_and_forgets_erased_
                       3 * chunk);  // room for three chunks
   const oci::digest d = digest_n(1);
   const std::string blob = put_blob(d, 1, 5 * chunk);
-  std::shared_ptr<const std::string> got;
+  cache::shared_chunk got;
 
   // Not admitted: read from the store every time.
   ASSERT_TRUE(store_->get_chunk_shared(d, 0, false, got).ok());
-  EXPECT_EQ(*got, chunk_of(blob, chunk, 0));
+  EXPECT_EQ(got->bytes, chunk_of(blob, chunk, 0));
   ASSERT_TRUE(store_->get_chunk_shared(d, 0, false, got).ok());
   EXPECT_EQ(store_->stats().memory_hits, 0U);
   EXPECT_EQ(store_->stats().memory_bytes, 0U);
 
   // Admitted: the second read shares the first one's bytes.
-  std::shared_ptr<const std::string> first;
+  cache::shared_chunk first;
   ASSERT_TRUE(store_->get_chunk_shared(d, 1, true, first).ok());
   ASSERT_TRUE(store_->get_chunk_shared(d, 1, false, got).ok());
   EXPECT_EQ(got.get(), first.get());
-  EXPECT_EQ(*got, chunk_of(blob, chunk, 1));
+  EXPECT_EQ(got->bytes, chunk_of(blob, chunk, 1));
   EXPECT_EQ(store_->stats().memory_hits, 1U);
 
   // Bounded: five admitted chunks, three kept, least recently used out first.
   for (std::uint32_t i = 0; i < 5; ++i) {
     ASSERT_TRUE(store_->get_chunk_shared(d, i, true, got).ok());
-    EXPECT_EQ(*got, chunk_of(blob, chunk, i));
+    EXPECT_EQ(got->bytes, chunk_of(blob, chunk, i));
   }
   EXPECT_EQ(store_->stats().memory_bytes, 3U * chunk);
   const auto hits = store_->stats().memory_hits;
@@ -375,6 +375,58 @@ TEST_P(chunk_store_test, touch_records_hits_and_time) {
   // A chunk written later keeps the touches.
   ASSERT_TRUE(store_->mark_verified(d).ok());
   EXPECT_EQ(store_->blob(d)->hits, 2U);
+}
+
+// The lookups an I/O thread may make: no disk, no wait for a writer.
+TEST_P(chunk_store_test, non_blocking_lookups_for_io_threads) {
+  store_.reset();
+  store_ =
+      open_store(GetParam(), (dir_.path() / "db").string(), 64ULL << 20, clock_.fn(), 4 * chunk);
+  const oci::digest d = digest_n(1);
+  std::optional<blob_record> r{blob_record{}};
+  ASSERT_TRUE(store_->try_blob(d, r));
+  EXPECT_FALSE(r.has_value());
+  EXPECT_TRUE(store_->try_touch(d));  // unknown: nothing to record
+  const std::string blob = put_blob(d, 1, 2 * chunk);
+  ASSERT_TRUE(store_->try_blob(d, r));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->size, 2U * chunk);
+
+  clock_.advance(100);
+  ASSERT_TRUE(store_->try_touch(d));
+  EXPECT_EQ(store_->blob(d)->hits, 1U);
+  EXPECT_EQ(store_->blob(d)->last_access, clock_.now->load());
+
+  // Only what a read admitted is in memory; looking does not count as a miss.
+  EXPECT_EQ(store_->memory_chunk(d, 1), nullptr);
+  EXPECT_EQ(store_->stats().memory_misses, 0U);
+  shared_chunk read;
+  ASSERT_TRUE(store_->get_chunk_shared(d, 1, true, read).ok());
+  auto seen = store_->memory_chunk(d, 1);
+  ASSERT_NE(seen, nullptr);
+  EXPECT_EQ(seen.get(), read.get());
+  EXPECT_EQ(seen->bytes, chunk_of(blob, chunk, 1));
+  EXPECT_EQ(store_->stats().memory_hits, 1U);
+  EXPECT_EQ(store_->stats().memory_misses, 1U);
+}
+
+// A touch that would have to write the batch of dirty records (disk I/O) is refused, and
+// done by touch() instead.
+TEST_P(chunk_store_test, try_touch_leaves_a_flush_to_touch) {
+  std::vector<oci::digest> blobs;
+  for (std::uint64_t i = 1; i <= 64; ++i) {
+    blobs.push_back(digest_n(i));
+    (void)put_blob(blobs.back(), i, 10);
+  }
+  bool refused = false;
+  for (const auto& d : blobs) {
+    if (!store_->try_touch(d)) {
+      refused = true;
+      store_->touch(d);
+    }
+  }
+  EXPECT_TRUE(refused) << "64 dirty records fill a batch";
+  for (const auto& d : blobs) EXPECT_EQ(store_->blob(d)->hits, 1U) << d.str();
 }
 
 TEST_P(chunk_store_test, eviction_is_least_recently_used_first) {
@@ -793,6 +845,42 @@ TEST_F(rocksdb_store_test, a_corrupted_chunk_is_detected_and_removed) {
   ASSERT_TRUE(store->get_chunk(d, 1, got).ok());
   EXPECT_EQ(got, chunk_of(blob, chunk, 1));
   EXPECT_EQ(store->used_bytes(), 2U * chunk);
+}
+
+// get_chunk_shared hands out RocksDB's own block (no copy): it stays valid after the store
+// that read it is gone (ASan would see a use after free), and a bad one is still caught.
+TEST_F(rocksdb_store_test, shared_chunks_outlive_the_store_and_are_checked) {
+  const oci::digest d = digest_n(1);
+  const std::string blob = pattern(1, 2 * chunk);
+  shared_chunk kept;
+  {
+    auto store = open();
+    ASSERT_TRUE(store->put_chunk(d, blob.size(), chunk, 0, chunk_of(blob, chunk, 0)).ok());
+    ASSERT_TRUE(store->put_chunk(d, blob.size(), chunk, 1, chunk_of(blob, chunk, 1)).ok());
+  }
+  {
+    auto store = open();  // chunks now come from table files, not the memtable
+    ASSERT_TRUE(store->get_chunk_shared(d, 0, true, kept).ok());
+  }
+  ASSERT_NE(kept, nullptr);
+  EXPECT_EQ(kept->bytes, chunk_of(blob, chunk, 0));
+
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    std::string key = d.raw();
+    key.append("\0\0\0\1", 4);
+    std::string value;
+    ASSERT_TRUE(db.Get(rocksdb::ReadOptions(), cf("chunks"), key, &value).ok());
+    value[4 + 7] = static_cast<char>(value[4 + 7] ^ 0x40);
+    ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), cf("chunks"), key, value).ok());
+    ASSERT_TRUE(db.Flush(rocksdb::FlushOptions(), cf("chunks")).ok());
+  });
+  auto store = open();
+  shared_chunk got;
+  EXPECT_EQ(store->get_chunk_shared(d, 1, true, got).code, errc::corruption);
+  EXPECT_EQ(store->memory_chunk(d, 1), nullptr);
+  EXPECT_EQ(store->get_chunk_shared(d, 1, true, got).code, errc::not_found);
+  EXPECT_EQ(store->stats().corrupt_chunks, 1U);
+  EXPECT_EQ(kept->bytes, chunk_of(blob, chunk, 0));
 }
 
 TEST_F(rocksdb_store_test, a_truncated_chunk_value_is_corruption) {

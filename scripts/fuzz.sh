@@ -11,14 +11,14 @@
 # directory kept); 77 (skipped) only when clang++ or libFuzzer are missing.
 #
 # Knobs (environment): FUZZ_SECONDS (20, per harness), FUZZ_TARGETS (all: "range
-# www_authenticate reference config manifest route retry_after"), FUZZ_BUILD (build-fuzz), FUZZ_CXX
+# www_authenticate reference config manifest route retry_after multipart"), FUZZ_BUILD (build-fuzz), FUZZ_CXX
 # (clang++-14, else clang++), FUZZ_TIMEOUT (30: seconds one input may take), FUZZ_RSS_MB (2048).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
-FUZZ_TARGETS=${FUZZ_TARGETS:-range www_authenticate reference config manifest route retry_after}
+FUZZ_TARGETS=${FUZZ_TARGETS:-range www_authenticate reference config manifest route retry_after multipart}
 FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
 FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-30}
 FUZZ_RSS_MB=${FUZZ_RSS_MB:-2048}

@@ -84,7 +84,8 @@ bool byteranges_reader::parse_head(std::string_view head) {
     }
   }
   if (!range) return fail("multipart part without a Content-Range");
-  if (range->complete_length && *range->complete_length != complete_length_) {
+  if ((range->complete_length && *range->complete_length != complete_length_) ||
+      range->range->last >= complete_length_) {
     return fail("multipart part for a resource of another length");
   }
   offset_ = range->range->first;

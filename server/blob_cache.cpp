@@ -1,5 +1,6 @@
 #include "server/blob_cache.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -12,6 +13,7 @@
 
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
+#include "oci/multipart.hpp"
 
 namespace layercache::server {
 namespace {
@@ -105,6 +107,7 @@ struct blob_cache::chunk_slot {
   std::mutex mutex;
   std::string data;
   std::size_t expected = 0;
+  std::uint32_t chunk = 0;  // its index in the blob
   bool failed = false;
   // Failed without a body: the upstream client retried already (no answer, or an error
   // status after its tries), so readers give up instead of starting another fill.
@@ -207,6 +210,7 @@ std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
       }
       auto slot = std::make_shared<chunk_slot>();
       slot->prefetch = prefetch;
+      slot->chunk = i;
       const std::uint64_t begin = std::uint64_t{i} * meta.chunk_size;
       slot->expected =
           static_cast<std::size_t>(std::min<std::uint64_t>(meta.chunk_size, meta.size - begin));
@@ -217,23 +221,34 @@ std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
   }
   *run = static_cast<std::uint32_t>(slots.size());
   auto joined = slots.front();
-  asio::co_spawn(ex, fill(client, repository, d, meta, first, std::move(slots)), asio::detached);
+  asio::co_spawn(ex, fill(client, repository, d, meta, std::move(slots)), asio::detached);
   return joined;
 }
 
 asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repository,
-                                       oci::digest d, blob_meta meta, std::uint32_t first,
+                                       oci::digest d, blob_meta meta,
                                        std::vector<std::shared_ptr<chunk_slot>> slots) {
-  const std::uint64_t start = std::uint64_t{first} * meta.chunk_size;
-  std::uint64_t end = start;  // exclusive
-  for (const auto& s : slots) end += s->expected;
+  // The slots' chunks, ascending, as runs of consecutive chunks: one range each. Several runs
+  // (a prefetch batch) make a multi-range request, answered by a multipart/byteranges 206.
+  const std::uint64_t cs = meta.chunk_size;
+  std::string ranges;
+  std::size_t segments = 0;
+  for (std::size_t k = 0; k < slots.size(); ++k) {
+    if (k > 0 && slots[k]->chunk == slots[k - 1]->chunk + 1) continue;
+    std::size_t e = k;
+    while (e + 1 < slots.size() && slots[e + 1]->chunk == slots[e]->chunk + 1) ++e;
+    const std::uint64_t b = std::uint64_t{slots[k]->chunk} * cs;
+    const std::uint64_t last = std::uint64_t{slots[e]->chunk} * cs + slots[e]->expected - 1;
+    ranges += (segments++ == 0 ? "bytes=" : ",") + std::to_string(b) + "-" + std::to_string(last);
+  }
+  const std::uint64_t start = std::uint64_t{slots.front()->chunk} * cs;
+  const std::uint64_t end = std::uint64_t{slots.back()->chunk} * cs + slots.back()->expected;
 
   upstream_request req;
   req.method = http::verb::get;
   req.target = "/v2/" + repository + "/blobs/" + d.str();
   req.repository = repository;
-  req.headers.emplace_back(http::field::range,
-                           "bytes=" + std::to_string(start) + "-" + std::to_string(end - 1));
+  req.headers.emplace_back(http::field::range, ranges);
   const std::uint64_t generation = purge_generation(d);
   auto ex = co_await asio::this_coro::executor;
   std::size_t unwritten = 0;  // slots before this one are stored (or failed)
@@ -248,17 +263,42 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
     hopeless = true;
   } else {
     auto& response = *std::get<std::unique_ptr<upstream_response>>(result);
-    std::uint64_t skip = 0;
+    // The body is either one stream of bytes from `offset` on, or parts (multipart).
+    std::uint64_t offset = 0;
+    std::optional<oci::byteranges_reader> parts;
     if (response.status() == 206) {
-      const auto cr = oci::parse_content_range(response.fields()[http::field::content_range]);
-      if (!cr || !cr->range || cr->range->first != start || cr->range->last + 1 < end ||
-          (cr->complete_length && *cr->complete_length != meta.size)) {
-        why = "unexpected Content-Range from upstream: " +
-              std::string(response.fields()[http::field::content_range]).substr(0, 100);
-        reason = "content_range";
+      const auto type = response.fields()[http::field::content_type];
+      if (auto boundary = oci::byteranges_boundary(type)) {
+        parts.emplace(std::move(*boundary), meta.size);
+      } else {
+        const auto cr = oci::parse_content_range(response.fields()[http::field::content_range]);
+        if (segments > 1 && cr && cr->range &&
+            (!cr->complete_length || *cr->complete_length == meta.size)) {
+          // One range for several: coalesced (its bytes between ours are skipped), or only
+          // the first served (the rest fail; prefetch asks one range at a time from now on).
+          offset = cr->range->first;
+          if (cr->range->first > start || cr->range->last + 1 < end) {
+            std::lock_guard lock(mutex_);
+            single_range_only_.insert(client.settings().name);
+          }
+        } else if (!cr || !cr->range || cr->range->first != start || cr->range->last + 1 < end ||
+                   (cr->complete_length && *cr->complete_length != meta.size)) {
+          why = "unexpected Content-Range from upstream: " +
+                std::string(response.fields()[http::field::content_range]).substr(0, 100);
+          reason = "content_range";
+        } else {
+          offset = cr->range->first;
+        }
       }
+    } else if (response.status() == 200 && segments > 1) {
+      // It ignored the ranges and sends the whole blob: not worth reading for a few chunks.
+      // Prefetch asks it one range at a time from now on.
+      why = "upstream answered a multi-range request with the whole blob";
+      reason = "status";
+      std::lock_guard lock(mutex_);
+      single_range_only_.insert(client.settings().name);
     } else if (response.status() == 200) {
-      skip = start;  // the upstream ignored Range: skip to our run
+      // The upstream ignored Range: skip to our run (offset 0 is the blob's first byte).
       if (response.content_length() && *response.content_length() != meta.size) {
         why = "upstream blob length differs from its HEAD";
         reason = "length";
@@ -268,7 +308,18 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
       reason = "status";
       hopeless = true;
     }
+    struct piece {
+      std::uint64_t offset;
+      const char* data;
+      std::size_t size;
+    };
+    std::vector<piece> pieces;
+    const auto collect = [&pieces](std::uint64_t at, const char* p, std::size_t n) {
+      pieces.push_back(piece{at, p, n});
+      return true;
+    };
     std::vector<char> buf(why.empty() ? fill_buffer : 0);
+    std::size_t have = 0;  // bytes of slots[index] so far
     while (why.empty() && index < slots.size()) {
       auto [ec, n] = co_await response.read_some(buf.data(), buf.size());
       if (ec) {
@@ -279,51 +330,81 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
         why = "upstream body ended early";
         break;
       }
-      const char* p = buf.data();
-      std::size_t left = n;
-      if (skip > 0) {
-        const auto s = static_cast<std::size_t>(std::min<std::uint64_t>(skip, left));
-        p += s;
-        left -= s;
-        skip -= s;
+      pieces.clear();
+      if (parts) {
+        if (!parts->feed(buf.data(), n, collect)) {
+          why = "upstream multipart body: " + parts->error();
+          reason = "content_range";
+          break;
+        }
+      } else {
+        pieces.push_back(piece{offset, buf.data(), n});
+        offset += n;
       }
-      while (left > 0 && index < slots.size()) {
-        auto& slot = *slots[index];
-        std::vector<std::shared_ptr<wakeup>> waiters;
-        bool full = false;
-        std::size_t take = 0;
-        {
-          std::lock_guard lock(slot.mutex);
-          if (slot.data.capacity() < slot.expected) {
-            if (slot.data.empty()) {
-              slot.data = chunk_buffers().take(slot.expected);
-            } else {
-              slot.data.reserve(slot.expected);
-            }
+      for (const auto& pc : pieces) {
+        std::uint64_t at = pc.offset;
+        const char* p = pc.data;
+        std::size_t left = pc.size;
+        while (left > 0 && index < slots.size() && why.empty()) {
+          auto& slot = *slots[index];
+          const std::uint64_t expect = std::uint64_t{slot.chunk} * cs + have;
+          if (at < expect) {  // bytes between our ranges (or before them): not ours
+            const auto s = static_cast<std::size_t>(std::min<std::uint64_t>(expect - at, left));
+            at += s;
+            p += s;
+            left -= s;
+            continue;
           }
-          take = std::min(left, slot.expected - slot.data.size());
-          slot.data.append(p, take);
-          full = slot.data.size() == slot.expected;
-          waiters.swap(slot.waiters);
-        }
-        chunk_slot::wake(waiters);
-        p += take;
-        left -= take;
-        if (!full) continue;
-        // Complete: its store write goes on beside the reading of the next chunks (readers
-        // already have its bytes); at most write_behind writes wait per fill.
-        const std::uint32_t chunk = first + static_cast<std::uint32_t>(index);
-        asio::co_spawn(ex, store_chunk(d, meta, chunk, slots[index], generation), asio::detached);
-        ++index;
-        for (; index - unwritten > write_behind; ++unwritten) {
-          (void)co_await wait_slot(*slots[unwritten], true);
+          if (at > expect) {
+            why = "upstream skipped bytes " + std::to_string(expect) + "-" + std::to_string(at - 1);
+            reason = "content_range";
+            break;
+          }
+          std::vector<std::shared_ptr<wakeup>> waiters;
+          bool full = false;
+          std::size_t take = 0;
+          {
+            std::lock_guard lock(slot.mutex);
+            if (slot.data.capacity() < slot.expected) {
+              if (slot.data.empty()) {
+                slot.data = chunk_buffers().take(slot.expected);
+              } else {
+                slot.data.reserve(slot.expected);
+              }
+            }
+            take = std::min(left, slot.expected - slot.data.size());
+            slot.data.append(p, take);
+            full = slot.data.size() == slot.expected;
+            waiters.swap(slot.waiters);
+          }
+          chunk_slot::wake(waiters);
+          p += take;
+          at += take;
+          left -= take;
+          have += take;
+          if (!full) continue;
+          // Complete: its store write goes on beside the reading of the next chunks (readers
+          // already have its bytes); at most write_behind writes wait per fill.
+          asio::co_spawn(ex, store_chunk(d, meta, slot.chunk, slots[index], generation),
+                         asio::detached);
+          ++index;
+          have = 0;
+          for (; index - unwritten > write_behind; ++unwritten) {
+            (void)co_await wait_slot(*slots[unwritten], true);
+          }
         }
       }
+    }
+    // The closing delimiter of a multipart body is a few bytes: read it, so the connection
+    // goes back to the pool.
+    for (int extra = 0; parts && why.empty() && !parts->done() && extra < 4; ++extra) {
+      auto [ec, n] = co_await response.read_some(buf.data(), buf.size());
+      if (ec || n == 0 || !parts->feed(buf.data(), n, [](auto...) { return true; })) break;
     }
   }
   for (; unwritten < index; ++unwritten) (void)co_await wait_slot(*slots[unwritten], true);
   if (index < slots.size()) {
-    log::warn("cache", "fill of ", d.str(), " from chunk ", first + index, " failed: ", why);
+    log::warn("cache", "fill of ", d.str(), " from chunk ", slots[index]->chunk, " failed: ", why);
     if (auto* m = client.metrics()) m->fill_failure(reason);
   }
   for (; index < slots.size(); ++index) {
@@ -331,7 +412,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
       std::lock_guard lock(slots[index]->mutex);
       slots[index]->hopeless = true;
     }
-    finish_slot(d, first + static_cast<std::uint32_t>(index), *slots[index], true, false);
+    finish_slot(d, slots[index]->chunk, *slots[index], true, false);
   }
 }
 
@@ -675,6 +756,88 @@ asio::awaitable<bool> blob_cache::prefetch(upstream_client& client, const std::s
     if (!co_await wait_slot(*slot)) co_return false;
   }
   co_return true;
+}
+
+bool blob_cache::multi_range(const upstream_client& client) const {
+  std::lock_guard lock(mutex_);
+  return !single_range_only_.contains(client.settings().name);
+}
+
+asio::awaitable<bool> blob_cache::prefetch_batch(upstream_client& client,
+                                                 const std::string& repository,
+                                                 const oci::digest& d, const listed_blob& b,
+                                                 std::vector<std::uint32_t> chunks,
+                                                 const std::atomic<bool>* cancel) {
+  const blob_meta& meta = b.meta;
+  if (meta.verified || meta.size == 0 || meta.chunk_size == 0 || chunks.empty()) co_return true;
+  const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
+  std::erase_if(chunks, [&](std::uint32_t c) {
+    return c >= chunk_count || (c < b.present.size() && b.present[c]);
+  });
+  if (chunks.empty()) co_return true;
+  const std::string& upstream = client.settings().name;
+  auto single_only = [this, &upstream] {
+    std::lock_guard lock(mutex_);
+    return single_range_only_.contains(upstream);
+  };
+  // One run at a time, in the order given (the profile's).
+  auto one_by_one = [&](std::vector<std::uint32_t> list) -> asio::awaitable<bool> {
+    bool ok = true;
+    for (std::size_t k = 0; k < list.size();) {
+      std::size_t e = k;
+      while (e + 1 < list.size() && list[e + 1] == list[e] + 1) ++e;
+      if (cancel != nullptr && cancel->load()) co_return true;
+      const bool got = co_await prefetch(client, repository, d, b, list[k], list[e], cancel);
+      ok = got && ok;
+      k = e + 1;
+    }
+    co_return ok;
+  };
+  if (single_only()) co_return co_await one_by_one(std::move(chunks));
+  std::vector<std::uint32_t> sorted = chunks;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  std::vector<std::shared_ptr<chunk_slot>> mine;
+  std::vector<std::shared_ptr<chunk_slot>> joined;
+  {
+    std::lock_guard lock(mutex_);
+    for (const std::uint32_t c : sorted) {
+      const auto k = key_of(d, c);
+      if (auto it = inflight_.find(k); it != inflight_.end()) {
+        joined.push_back(it->second);
+        continue;
+      }
+      if (completed_.contains(k)) continue;
+      auto slot = std::make_shared<chunk_slot>();
+      slot->prefetch = true;
+      slot->chunk = c;
+      const std::uint64_t begin = std::uint64_t{c} * meta.chunk_size;
+      slot->expected =
+          static_cast<std::size_t>(std::min<std::uint64_t>(meta.chunk_size, meta.size - begin));
+      inflight_.emplace(k, slot);
+      mine.push_back(std::move(slot));
+    }
+    if (!mine.empty()) ++stats_.fills_started;
+  }
+  if (!mine.empty()) {
+    auto ex = co_await asio::this_coro::executor;
+    asio::co_spawn(ex, fill(client, repository, d, meta, mine), asio::detached);
+  }
+  bool ok = true;
+  std::vector<std::uint32_t> failed;
+  for (auto& s : mine) {
+    if (!co_await wait_slot(*s)) failed.push_back(s->chunk);
+  }
+  for (auto& s : joined) ok = co_await wait_slot(*s) && ok;
+  if (failed.empty()) co_return ok;
+  // The upstream turned out not to serve several ranges at once (blob storage behind a
+  // redirect rarely does): the chunks it did not send, one run at a time.
+  if (!single_only()) co_return false;
+  std::erase_if(chunks, [&](std::uint32_t c) {
+    return std::find(failed.begin(), failed.end(), c) == failed.end();
+  });
+  const bool again = co_await one_by_one(std::move(chunks));
+  co_return again&& ok;
 }
 
 asio::awaitable<void> blob_cache::complete_later(upstream_client& client,

@@ -105,6 +105,19 @@ class blob_cache {
                                  const oci::digest& d, const listed_blob& b, std::uint32_t first,
                                  std::uint32_t last, const std::atomic<bool>* cancel = nullptr);
 
+  // Prefetch of scattered chunks of `d` (ascending), fetched together: one multi-range
+  // request for those neither stored nor in flight (chunks in flight are joined), so a batch
+  // costs one round trip instead of one per run. An upstream that answered a multi-range
+  // request with the whole blob is asked one run at a time instead. Otherwise as prefetch().
+  asio::awaitable<bool> prefetch_batch(upstream_client& client, const std::string& repository,
+                                       const oci::digest& d, const listed_blob& b,
+                                       std::vector<std::uint32_t> chunks,
+                                       const std::atomic<bool>* cancel = nullptr);
+
+  // False once `client`'s upstream answered a multi-range request with something else than
+  // the ranges (prefetch_batch would fetch one run at a time anyway).
+  [[nodiscard]] bool multi_range(const upstream_client& client) const;
+
   // What prefetch plans with for the blobs a manifest lists, in one trip to the store: each
   // one's record and stored chunks when the store has it, else the listed size with the
   // configured chunk size (remembered nowhere: a manifest's word is not the upstream's).
@@ -138,9 +151,10 @@ class blob_cache {
   static asio::awaitable<bool> wait_slot(chunk_slot& slot, bool stored = false);
   // A client read joined `slot`: true (once) if prefetch started it.
   bool claim_prefetched(chunk_slot& slot);
+  // Fetches the chunks of `slots` (ascending by chunk; runs of consecutive chunks become the
+  // ranges of one request) into them and the store.
   asio::awaitable<void> fill(upstream_client& client, std::string repository, oci::digest d,
-                             blob_meta meta, std::uint32_t first,
-                             std::vector<std::shared_ptr<chunk_slot>> slots);
+                             blob_meta meta, std::vector<std::shared_ptr<chunk_slot>> slots);
   // Stores a completed chunk of a fill and finishes its slot (slot->done).
   asio::awaitable<void> store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
                                     std::shared_ptr<chunk_slot> slot, std::uint64_t generation);
@@ -165,7 +179,9 @@ class blob_cache {
   std::unordered_set<std::string> completed_;
   std::unordered_map<std::string, blob_meta> sizes_;   // from upstream HEADs, by digest
   std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction
-  std::unordered_set<std::string> completing_;         // background completions running
+  std::unordered_set<std::string> completing_;
+  // Upstreams that answered a multi-range request with the whole blob (by name).
+  std::unordered_set<std::string> single_range_only_;  // background completions running
   // Chunks prefetch stored that no client has read yet (bounded; cleared when full).
   std::unordered_set<std::string> prefetched_;
   // Purges per digest: a fill that started before a purge must not store what it fetched.

@@ -9,6 +9,7 @@
 #include <map>
 #include <thread>
 
+#include "cache/profile.hpp"
 #include "oci/media_types.hpp"
 #include "tests/support/exposition.hpp"
 #include "tests/support/file_server.hpp"
@@ -200,9 +201,22 @@ TEST_F(PrefetchTest, RecordedProfileIsExportedImportedAndReplayedInOrderOnAnothe
   ASSERT_TRUE(eventually([&] {
     return metric(*b, "layercache_prefetch_fetched_bytes_total") == 4.0 * chunk;
   })) << "prefetch did not fetch the profile's four chunks";
-  const std::vector<fetched> expected = {chunk_of(l1, 7), chunk_of(l0, 3), chunk_of(l1, 1),
+  // The storage host serves one range per request, as blob storage behind a registry's
+  // redirect usually does. The first job took the profile's other chunk of the same layer
+  // along (a batch: one multi-range request); answered with the whole blob, which is not
+  // read, the batch's chunks are fetched one range at a time, and later jobs ask one range.
+  const auto requests = storage_host_->requests();
+  ASSERT_FALSE(requests.empty());
+  const auto c1 = chunk_of(l1, 1);
+  const auto c7 = chunk_of(l1, 7);
+  EXPECT_EQ(requests.front().header("Range").value_or(""),
+            "bytes=" + std::to_string(c1.first) + "-" + std::to_string(c1.last) + "," +
+                std::to_string(c7.first) + "-" + std::to_string(c7.last));
+  auto gets = storage_gets();
+  gets.erase(gets.begin());
+  const std::vector<fetched> expected = {chunk_of(l1, 7), chunk_of(l1, 1), chunk_of(l0, 3),
                                          chunk_of(l0, 0)};
-  EXPECT_EQ(storage_gets(), expected);
+  EXPECT_EQ(gets, expected);
   EXPECT_EQ(metric(*b, "layercache_prefetch_replays_total", {{"kind", "profile"}}), 1);
   EXPECT_EQ(metric(*b, "layercache_prefetch_queue_depth"), 0);
 
@@ -396,6 +410,66 @@ TEST_F(PrefetchTest, DisabledPrefetchRecordsAndFetchesNothing) {
 
 // An upstream whose blob range GETs each take `delay`: prefetch of a long profile is slow, and
 // a client's read must not wait behind it.
+// A registry that serves blobs itself (no redirect) answers several ranges with one
+// multipart/byteranges 206: the profile's scattered chunks of a layer come in one request.
+TEST(PrefetchBatchTest, ScatteredChunksOfALayerComeInOneMultiRangeRequest) {
+  temp_dir dir;
+  registry_process upstream;
+  const image img = make_image(image_format::oci, {3 * MiB + 100, 2 * MiB + 5}, 23);
+  registry_pusher(upstream.url()).push_image("p/app", "v1", img);
+  const auto& l0 = img.layers[0];
+  const auto& l1 = img.layers[1];
+  layercache_instance node(prefetch_yaml("never", 1, "60s") + cache_yaml(dir.path() / "s") +
+                           "upstreams:\n" + upstream_yaml("up", upstream.url(), true));
+  const auto admin = "http://127.0.0.1:" + std::to_string(node.srv().admin_port());
+  http_client client;
+
+  // Chunks of l1 (7, 1, and the short last one, 8) and of l0 (3, 0), interleaved.
+  cache::profile p{img.manifest.digest, 1, {}};
+  const struct {
+    const blob* b;
+    std::uint64_t index;
+  } order[] = {{&l1, 7}, {&l0, 3}, {&l1, 1}, {&l0, 0}, {&l1, 8}};
+  std::uint32_t at = 0;
+  for (const auto& o : order) {
+    p.entries.push_back(cache::profile_entry{o.b->digest, o.index * chunk + 5, 10, 1, at += 10});
+  }
+  const auto imported = client.request(
+      "PUT", admin + "/admin/profiles/" + img.manifest.digest.str(), {}, cache::to_json(p));
+  ASSERT_EQ(imported.status, 200u) << imported.body;
+
+  ASSERT_EQ(client
+                .get(node.url() + "/v2/p/app/manifests/v1",
+                     {{"Accept", std::string(oci::media_types::oci_manifest)}})
+                .status,
+            200u);
+  const double expected_bytes = 4.0 * chunk + double(l1.data.size() - 8 * chunk);
+  ASSERT_TRUE(eventually([&] {
+    return node.metric("layercache_prefetch_fetched_bytes_total") == expected_bytes;
+  })) << "prefetch did not fetch the profile's five chunks";
+  // One worker: its first job takes l1's other chunks along (one request for three chunks in
+  // two ranges), the next job l0's two chunks (two ranges).
+  EXPECT_EQ(node.metric("layercache_cache_fills_total"), 2);
+  for (const char* reason : {"transport", "status", "content_range", "length"}) {
+    EXPECT_EQ(node.metric("layercache_upstream_fill_failures_total",
+                          {{"upstream", "up"}, {"reason", reason}}),
+              0)
+        << reason;
+  }
+
+  // Every byte of those chunks is right, and served from the store.
+  for (const auto& o : order) {
+    const std::uint64_t first = o.index * chunk;
+    const std::uint64_t last = std::min<std::uint64_t>(first + chunk, o.b->data.size()) - 1;
+    const auto r =
+        client.get(node.url() + "/v2/p/app/blobs/" + o.b->digest.str(),
+                   {{"Range", "bytes=" + std::to_string(first) + "-" + std::to_string(last)}});
+    ASSERT_EQ(r.status, 206u);
+    EXPECT_TRUE(r.body == o.b->data.substr(first, last - first + 1)) << o.index;
+  }
+  EXPECT_EQ(node.metric("layercache_cache_fills_total"), 2) << "a read went upstream";
+}
+
 class SlowUpstreamTest : public ::testing::Test {
  protected:
   void SetUp() override {

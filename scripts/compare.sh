@@ -46,7 +46,7 @@ BW=${THROTTLE_BW:-}
 nice -n 19 cmake --build "$BUILD" -j "${BUILD_JOBS:-2}" --target layercached layercache-seed \
   layercache-bench layercache-throttle > /dev/null
 for tool in docker-registry nginx curl awk; do
-  command -v "$tool" > /dev/null || { echo "compare: $tool is needed" >&2; exit 1; }
+  command -v "$tool" > /dev/null || { echo "compare: $tool is needed (make compare installs nginx)" >&2; exit 1; }
 done
 
 source scripts/lib.sh  # WORK, PIDS, cleanup on exit, wait_http, free_port, stop_pid, start_registry, start_throttle

@@ -17,9 +17,11 @@ namespace {
 // A job covers at most this many chunks, so that other replays' jobs interleave.
 constexpr std::uint32_t max_job_chunks = 64;
 // A worker takes, with its job, later jobs of the same blob (among the next batch_lookahead
-// not yet taken) up to batch_bytes of chunks: one multi-range request instead of one round
-// trip each (docs/benchmarks.md, lazy start).
-constexpr std::uint64_t batch_bytes = 2ULL << 20;
+// not yet taken) up to the replay's batch size: one multi-range request instead of one round
+// trip each (docs/benchmarks.md, lazy start). The batch size spreads the replay's bytes over
+// its workers (one round of requests where it can), at most max_batch_bytes: a transfer
+// per connection is slower than several in parallel.
+constexpr std::uint64_t max_batch_bytes = 4ULL << 20;
 constexpr std::size_t batch_lookahead = 64;
 // Recording windows open at once (each holds at most max_profile_entries touches).
 constexpr std::size_t max_open_windows = 1024;
@@ -46,10 +48,11 @@ struct prefetcher::replay {
   std::vector<oci::descriptor> listed;  // the blobs the manifest lists
   std::vector<listed_blob> blobs;       // what the store holds of each
   std::vector<job> jobs;
-  std::vector<bool> taken;     // jobs a worker took (in order from `next`, or into a batch)
-  bool resolved_only = false;  // a HEAD: replay a known profile, nothing else
-  std::size_t next = 0;        // first job not taken; only touched on the replay's executor
-  std::size_t left = 0;        // jobs not taken
+  std::vector<bool> taken;        // jobs a worker took (in order from `next`, or into a batch)
+  std::uint64_t batch_bytes = 0;  // largest batch a worker makes
+  bool resolved_only = false;     // a HEAD: replay a known profile, nothing else
+  std::size_t next = 0;           // first job not taken; only touched on the replay's executor
+  std::size_t left = 0;           // jobs not taken
   unsigned workers = 0;
   unsigned failures = 0;
 };
@@ -251,6 +254,11 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r) {
              prof ? " from its profile" : "", eager ? " (eager layers)" : "", " with ", workers,
              " fills in flight");
   r->workers = workers;
+  std::uint64_t total = 0;
+  for (const auto& j : r->jobs) {
+    total += std::uint64_t{j.last - j.first + 1} * r->blobs[j.blob].meta.chunk_size;
+  }
+  r->batch_bytes = std::min(max_batch_bytes, (total + workers - 1) / workers);
   r->taken.assign(r->jobs.size(), false);
   r->left = r->jobs.size();
   guard.armed = false;  // the last worker clears replaying_
@@ -281,7 +289,8 @@ asio::awaitable<void> prefetcher::replay_worker(std::shared_ptr<replay> r) {
   while (!stopped_ && r->next < r->jobs.size() && r->failures < max_replay_failures) {
     const job j = r->jobs[r->next];
     take(r->next);
-    // Later jobs of the same blob join this one's request, up to batch_bytes.
+    // Later jobs of the same blob join this one's request, up to the batch size.
+    const std::uint64_t batch_bytes = r->batch_bytes;
     const std::uint64_t cs = r->blobs[j.blob].meta.chunk_size;
     std::vector<std::uint32_t> batch;
     std::uint64_t bytes = std::uint64_t{j.last - j.first + 1} * cs;

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <list>
 #include <map>
 #include <memory>
@@ -216,6 +217,9 @@ class memory_chunks {
 
   void insert(const std::string& key, shared_chunk bytes, std::uint64_t generation) {
     if (bytes->size() > capacity_) return;
+    // Evicted chunks are released after the lock (a pinned RocksDB block goes back to its
+    // cache then): I/O threads look here and must not wait for that.
+    std::list<item> gone;
     std::lock_guard lock(mu_);
     if (generation != generation_.load() || index_.contains(key)) return;
     order_.push_front(item{key, std::move(bytes)});
@@ -224,20 +228,21 @@ class memory_chunks {
     while (used_ > capacity_) {
       used_ -= order_.back().bytes->size();
       index_.erase(order_.back().key);
-      order_.pop_back();
+      gone.splice(gone.end(), order_, std::prev(order_.end()));
     }
   }
 
   // Drops every chunk whose key starts with `prefix` (a raw digest, or one chunk's key).
   void drop(const std::string& prefix) {
     if (!enabled()) return;
+    std::list<item> gone;  // released after the lock, as in insert()
     std::lock_guard lock(mu_);
     ++generation_;
     for (auto it = order_.begin(); it != order_.end();) {
       if (it->key.starts_with(prefix)) {
         used_ -= it->bytes->size();
         index_.erase(it->key);
-        it = order_.erase(it);
+        gone.splice(gone.end(), order_, it++);
       } else {
         ++it;
       }

@@ -208,14 +208,7 @@ std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
         if (rel < present.size() && present[rel]) break;
         if (inflight_.contains(k) || completed_.contains(k)) break;
       }
-      auto slot = std::make_shared<chunk_slot>();
-      slot->prefetch = prefetch;
-      slot->chunk = i;
-      const std::uint64_t begin = std::uint64_t{i} * meta.chunk_size;
-      slot->expected =
-          static_cast<std::size_t>(std::min<std::uint64_t>(meta.chunk_size, meta.size - begin));
-      inflight_.emplace(k, slot);
-      slots.push_back(std::move(slot));
+      slots.push_back(add_slot_locked(k, meta, i, prefetch));
     }
     ++stats_.fills_started;
   }
@@ -223,6 +216,25 @@ std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
   auto joined = slots.front();
   asio::co_spawn(ex, fill(client, repository, d, meta, std::move(slots)), asio::detached);
   return joined;
+}
+
+std::shared_ptr<blob_cache::chunk_slot> blob_cache::add_slot_locked(const std::string& key,
+                                                                    const blob_meta& meta,
+                                                                    std::uint32_t index,
+                                                                    bool prefetch) {
+  auto slot = std::make_shared<chunk_slot>();
+  slot->prefetch = prefetch;
+  slot->chunk = index;
+  const std::uint64_t begin = std::uint64_t{index} * meta.chunk_size;
+  slot->expected =
+      static_cast<std::size_t>(std::min<std::uint64_t>(meta.chunk_size, meta.size - begin));
+  inflight_.emplace(key, slot);
+  return slot;
+}
+
+void blob_cache::refuse_multi_range(const upstream_client& client) {
+  std::lock_guard lock(mutex_);
+  single_range_only_.insert(client.settings().name);
 }
 
 asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repository,
@@ -277,10 +289,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
           // One range for several: coalesced (its bytes between ours are skipped), or only
           // the first served (the rest fail; prefetch asks one range at a time from now on).
           offset = cr->range->first;
-          if (cr->range->first > start || cr->range->last + 1 < end) {
-            std::lock_guard lock(mutex_);
-            single_range_only_.insert(client.settings().name);
-          }
+          if (cr->range->first > start || cr->range->last + 1 < end) refuse_multi_range(client);
         } else if (!cr || !cr->range || cr->range->first != start || cr->range->last + 1 < end ||
                    (cr->complete_length && *cr->complete_length != meta.size)) {
           why = "unexpected Content-Range from upstream: " +
@@ -295,8 +304,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
       // Prefetch asks it one range at a time from now on.
       why = "upstream answered a multi-range request with the whole blob";
       reason = "status";
-      std::lock_guard lock(mutex_);
-      single_range_only_.insert(client.settings().name);
+      refuse_multi_range(client);
     } else if (response.status() == 200) {
       // The upstream ignored Range: skip to our run (offset 0 is the blob's first byte).
       if (response.content_length() && *response.content_length() != meta.size) {
@@ -775,11 +783,6 @@ asio::awaitable<bool> blob_cache::prefetch_batch(upstream_client& client,
     return c >= chunk_count || (c < b.present.size() && b.present[c]);
   });
   if (chunks.empty()) co_return true;
-  const std::string& upstream = client.settings().name;
-  auto single_only = [this, &upstream] {
-    std::lock_guard lock(mutex_);
-    return single_range_only_.contains(upstream);
-  };
   // One run at a time, in the order given (the profile's).
   auto one_by_one = [&](std::vector<std::uint32_t> list) -> asio::awaitable<bool> {
     bool ok = true;
@@ -793,7 +796,7 @@ asio::awaitable<bool> blob_cache::prefetch_batch(upstream_client& client,
     }
     co_return ok;
   };
-  if (single_only()) co_return co_await one_by_one(std::move(chunks));
+  if (!multi_range(client)) co_return co_await one_by_one(std::move(chunks));
   std::vector<std::uint32_t> sorted = chunks;
   std::sort(sorted.begin(), sorted.end());
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
@@ -807,15 +810,7 @@ asio::awaitable<bool> blob_cache::prefetch_batch(upstream_client& client,
         joined.push_back(it->second);
         continue;
       }
-      if (completed_.contains(k)) continue;
-      auto slot = std::make_shared<chunk_slot>();
-      slot->prefetch = true;
-      slot->chunk = c;
-      const std::uint64_t begin = std::uint64_t{c} * meta.chunk_size;
-      slot->expected =
-          static_cast<std::size_t>(std::min<std::uint64_t>(meta.chunk_size, meta.size - begin));
-      inflight_.emplace(k, slot);
-      mine.push_back(std::move(slot));
+      if (!completed_.contains(k)) mine.push_back(add_slot_locked(k, meta, c, true));
     }
     if (!mine.empty()) ++stats_.fills_started;
   }
@@ -832,7 +827,7 @@ asio::awaitable<bool> blob_cache::prefetch_batch(upstream_client& client,
   if (failed.empty()) co_return ok;
   // The upstream turned out not to serve several ranges at once (blob storage behind a
   // redirect rarely does): the chunks it did not send, one run at a time.
-  if (!single_only()) co_return false;
+  if (multi_range(client)) co_return false;
   std::erase_if(chunks, [&](std::uint32_t c) {
     return std::find(failed.begin(), failed.end(), c) == failed.end();
   });

@@ -149,6 +149,11 @@ class blob_cache {
   // true when complete.
   // With `stored`, until its store write finished.
   static asio::awaitable<bool> wait_slot(chunk_slot& slot, bool stored = false);
+  // A new slot for chunk `index` of `d`, entered in inflight_. Call with mutex_ held.
+  std::shared_ptr<chunk_slot> add_slot_locked(const std::string& key, const blob_meta& meta,
+                                              std::uint32_t index, bool prefetch);
+  // `client`'s upstream answered a multi-range request with something else than the ranges.
+  void refuse_multi_range(const upstream_client& client);
   // A client read joined `slot`: true (once) if prefetch started it.
   bool claim_prefetched(chunk_slot& slot);
   // Fetches the chunks of `slots` (ascending by chunk; runs of consecutive chunks become the
@@ -179,9 +184,9 @@ class blob_cache {
   std::unordered_set<std::string> completed_;
   std::unordered_map<std::string, blob_meta> sizes_;   // from upstream HEADs, by digest
   std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction
-  std::unordered_set<std::string> completing_;
-  // Upstreams that answered a multi-range request with the whole blob (by name).
-  std::unordered_set<std::string> single_range_only_;  // background completions running
+  std::unordered_set<std::string> completing_;         // background completions running
+  // Upstreams that answered a multi-range request with something else (by name).
+  std::unordered_set<std::string> single_range_only_;
   // Chunks prefetch stored that no client has read yet (bounded; cleared when full).
   std::unordered_set<std::string> prefetched_;
   // Purges per digest: a fill that started before a purge must not store what it fetched.

@@ -281,10 +281,12 @@ asio::awaitable<void> prefetcher::replay_worker(std::shared_ptr<replay> r) {
     }
   } guard{*this, *r};
 
-  auto take = [&r](std::size_t k) {
+  auto take = [this, &r](std::size_t k) {
     r->taken[k] = true;
     --r->left;
     while (r->next < r->jobs.size() && r->taken[r->next]) ++r->next;
+    std::lock_guard lock(mutex_);
+    if (stats_.queued > 0) --stats_.queued;
   };
   while (!stopped_ && r->next < r->jobs.size() && r->failures < max_replay_failures) {
     const job j = r->jobs[r->next];
@@ -305,13 +307,7 @@ asio::awaitable<void> prefetcher::replay_worker(std::shared_ptr<replay> r) {
         for (std::uint32_t c = o.first; c <= o.last; ++c) batch.push_back(c);
         bytes += more;
         take(k);
-        std::lock_guard lock(mutex_);
-        if (stats_.queued > 0) --stats_.queued;
       }
-    }
-    {
-      std::lock_guard lock(mutex_);
-      if (stats_.queued > 0) --stats_.queued;
     }
     // (No conditional expression around co_await: g++ 12 miscompiles its temporaries.)
     bool ok = false;

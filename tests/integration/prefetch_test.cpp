@@ -212,6 +212,10 @@ TEST_F(PrefetchTest, RecordedProfileIsExportedImportedAndReplayedInOrderOnAnothe
   EXPECT_EQ(requests.front().header("Range").value_or(""),
             "bytes=" + std::to_string(c1.first) + "-" + std::to_string(c1.last) + "," +
                 std::to_string(c7.first) + "-" + std::to_string(c7.last));
+  EXPECT_EQ(metric(*b, "layercache_upstream_fill_failures_total",
+                   {{"upstream", "up"}, {"reason", "status"}}),
+            1)
+      << "the whole blob answering the batch";
   auto gets = storage_gets();
   gets.erase(gets.begin());
   const std::vector<fetched> expected = {chunk_of(l1, 7), chunk_of(l1, 1), chunk_of(l0, 3),

@@ -1006,7 +1006,7 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
                    upstream& u, upstream_lines& lines) {
   mapping m(problems, node, path,
             {"name", "url", "default", "aliases", "ca_file", "auth", "timeouts", "retry",
-             "max_idle_connections", "max_redirects"});
+             "max_idle_connections", "max_redirects", "redirect_reuse"});
   if (!m.valid()) return;
 
   if (read_string(m, "name", u.name, true)) {
@@ -1073,6 +1073,7 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
   }
   read_uint(m, "max_idle_connections", u.max_idle_connections, 0, 1024);
   read_uint(m, "max_redirects", u.max_redirects, 0, 20);
+  read_duration(m, "redirect_reuse", u.redirect_reuse, true);
 }
 
 // Names and aliases share one namespace (both select an upstream); at most one default.

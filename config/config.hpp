@@ -118,6 +118,10 @@ struct upstream {
   upstream_retry retry;
   std::uint64_t max_idle_connections = 16;  // kept per upstream host
   unsigned max_redirects = 5;
+  // How long the place a blob GET was redirected to is used again for that blob's later GETs
+  // (ranges of it) without asking the upstream first; 0: never. A refused or failed reuse asks
+  // the upstream again.
+  duration redirect_reuse{std::chrono::seconds(60)};
 };
 
 enum class log_level { debug, info, warn, error };

@@ -119,11 +119,13 @@ class upstream_impl final : public upstream_metrics {
                 prometheus::Family<prometheus::Counter>& bytes,
                 prometheus::Family<prometheus::Counter>& tokens,
                 prometheus::Family<prometheus::Counter>& retries,
-                prometheus::Family<prometheus::Counter>& fill_failures)
+                prometheus::Family<prometheus::Counter>& fill_failures,
+                prometheus::Family<prometheus::Counter>& redirects)
       : name_(std::move(name)),
         duration_family_(duration),
         retry_family_(retries),
-        fill_failure_family_(fill_failures) {
+        fill_failure_family_(fill_failures),
+        redirect_family_(redirects) {
     received_ = &bytes.Add({{"upstream", name_}});
     token_ok_ = &tokens.Add({{"upstream", name_}, {"outcome", "ok"}});
     token_error_ = &tokens.Add({{"upstream", name_}, {"outcome", "error"}});
@@ -147,6 +149,7 @@ class upstream_impl final : public upstream_metrics {
   void fill_failure(std::string_view reason) override {
     count(fill_failure_family_, "reason", reason);
   }
+  void redirect(std::string_view outcome) override { count(redirect_family_, "outcome", outcome); }
 
  private:
   // Counters by one more label, created on first use (reasons are few and fixed).
@@ -160,6 +163,7 @@ class upstream_impl final : public upstream_metrics {
   prometheus::Family<prometheus::Histogram>& duration_family_;
   prometheus::Family<prometheus::Counter>& retry_family_;
   prometheus::Family<prometheus::Counter>& fill_failure_family_;
+  prometheus::Family<prometheus::Counter>& redirect_family_;
   std::mutex mutex_;
   std::array<std::atomic<prometheus::Histogram*>, 5> durations_{};  // 2xx..5xx, error
   prometheus::Counter* received_;
@@ -219,6 +223,14 @@ struct registry::impl {
           .Help(
               "Blob fills from upstream that stopped before their last byte (readers fetch the "
               "rest again), by reason.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& upstream_redirects =
+      prometheus::BuildCounter()
+          .Name("layercache_upstream_redirects_total")
+          .Help(
+              "Blob GETs and the upstream's redirects, by outcome: followed (the upstream "
+              "answered 3xx), reused (sent straight to where the blob was redirected before), "
+              "stale (that place refused or failed; the upstream was asked again).")
           .Register(reg);
   prometheus::Family<prometheus::Counter>& token_fetches =
       prometheus::BuildCounter()
@@ -463,13 +475,13 @@ upstream_metrics& registry::upstream(std::string_view name) {
   std::lock_guard lock(impl_->mutex);
   auto it = impl_->upstreams.find(name);
   if (it == impl_->upstreams.end()) {
-    it =
-        impl_->upstreams
-            .emplace(std::string(name), std::make_unique<upstream_impl>(
-                                            std::string(name), impl_->upstream_duration,
-                                            impl_->upstream_bytes, impl_->token_fetches,
-                                            impl_->upstream_retries, impl_->upstream_fill_failures))
-            .first;
+    it = impl_->upstreams
+             .emplace(std::string(name),
+                      std::make_unique<upstream_impl>(
+                          std::string(name), impl_->upstream_duration, impl_->upstream_bytes,
+                          impl_->token_fetches, impl_->upstream_retries,
+                          impl_->upstream_fill_failures, impl_->upstream_redirects))
+             .first;
   }
   return *it->second;
 }

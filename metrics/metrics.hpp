@@ -12,6 +12,7 @@
 //   layercache_upstream_request_duration_seconds{upstream,outcome}  histogram (to the header)
 //   layercache_upstream_received_bytes_total{upstream}              counter (body bytes)
 //   layercache_upstream_token_fetches_total{upstream,outcome}       counter (ok|error)
+//   layercache_upstream_redirects_total{upstream,outcome}           counter (followed|reused|stale)
 //   layercache_cache_used_bytes, layercache_cache_capacity_bytes    gauges
 //   layercache_cache_blobs, layercache_cache_chunks                 gauges
 //   layercache_cache_evicted_blobs_total, _evicted_bytes_total      counters
@@ -138,6 +139,10 @@ class upstream_metrics {
   // A blob fill that stopped before its last byte: "transport" (the body broke off or
   // stalled), "status" (not 200/206), "content_range" (another range than asked), "length".
   virtual void fill_failure(std::string_view reason) = 0;
+  // A blob GET and the upstream's redirect: "followed" (the upstream answered 3xx), "reused"
+  // (sent straight to where an earlier GET of the blob was redirected), "stale" (that place
+  // refused or failed; the upstream was asked again).
+  virtual void redirect(std::string_view outcome) = 0;
 };
 
 class registry {

@@ -264,7 +264,9 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
   const std::uint64_t generation = purge_generation(d);
   auto ex = co_await asio::this_coro::executor;
   std::size_t unwritten = 0;  // slots before this one are stored (or failed)
+  const auto t_start = std::chrono::steady_clock::now();
   auto result = co_await client.send(std::move(req));
+  const auto t_header = std::chrono::steady_clock::now();
 
   std::size_t index = 0;  // slot being filled
   std::string why;
@@ -410,7 +412,17 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
       if (ec || n == 0 || !parts->feed(buf.data(), n, [](auto...) { return true; })) break;
     }
   }
+  const auto t_body = std::chrono::steady_clock::now();
   for (; unwritten < index; ++unwritten) (void)co_await wait_slot(*slots[unwritten], true);
+  if (log::enabled(log::level::debug)) {  // where a fill's time went
+    const auto ms = [t_start](auto t) {
+      return std::chrono::duration_cast<std::chrono::microseconds>(t - t_start).count() / 1000.0;
+    };
+    log::debug("cache", "fill of ", d.str(), " chunks ", slots.front()->chunk, "-",
+               slots.back()->chunk, " (", slots.size(), " in ", segments, " ranges): header after ",
+               ms(t_header), " ms, body ", ms(t_body), " ms, stored ",
+               ms(std::chrono::steady_clock::now()), " ms");
+  }
   if (index < slots.size()) {
     log::warn("cache", "fill of ", d.str(), " from chunk ", slots[index]->chunk, " failed: ", why);
     if (auto* m = client.metrics()) m->fill_failure(reason);

@@ -189,6 +189,7 @@ struct server::impl {
   std::unique_ptr<prefetcher> prefetch;
   std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;   // by upstream name
   std::map<std::string, std::unique_ptr<upstream_credentials>> credentials;  // by upstream name
+  std::map<std::string, std::unique_ptr<redirect_memory>> redirects;         // by upstream name
   std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;             // by listener index
   std::vector<std::unique_ptr<worker>> workers;
   // On worker 0 (declared after the workers: destroyed before their io_contexts).
@@ -322,6 +323,7 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
   for (const auto& u : impl_->cfg.upstreams) {
     impl_->upstream_tls[u.name] = make_client_tls(u.ca_file);
     impl_->credentials[u.name] = std::make_unique<upstream_credentials>(u);
+    impl_->redirects[u.name] = std::make_unique<redirect_memory>();
   }
   for (const auto& l : impl_->cfg.server.listen) {
     impl_->listener_tls.push_back(l.tls ? make_server_tls(*l.tls) : nullptr);
@@ -427,8 +429,9 @@ void server::start() {
     w->context.metrics = &m.metrics;
     w->context.access_log = &m.access_log;
     for (const auto& u : m.cfg.upstreams) {
-      auto client = std::make_unique<upstream_client>(u, w->pool, m.upstream_tls[u.name].get(),
-                                                      m.tokens, *m.credentials[u.name]);
+      auto client =
+          std::make_unique<upstream_client>(u, w->pool, m.upstream_tls[u.name].get(), m.tokens,
+                                            *m.credentials[u.name], *m.redirects[u.name]);
       client->set_metrics(&m.metrics.upstream(u.name));
       w->context.clients.emplace(u.name, std::move(client));
     }

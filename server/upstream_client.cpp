@@ -269,8 +269,8 @@ asio::awaitable<void> upstream_response::discard() {
 
 upstream_client::upstream_client(const config::upstream& cfg, connection_pool& pool,
                                  asio::ssl::context* tls, token_cache& tokens,
-                                 upstream_credentials& creds)
-    : cfg_(cfg), pool_(pool), tls_(tls), tokens_(tokens), creds_(creds) {
+                                 upstream_credentials& creds, redirect_memory& redirects)
+    : cfg_(cfg), pool_(pool), tls_(tls), tokens_(tokens), creds_(creds), redirects_(redirects) {
   origin_.scheme = cfg.scheme;
   origin_.host = cfg.host;
   origin_.port = cfg.port;
@@ -333,6 +333,38 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
     response->metrics_ = metrics_;
     co_return std::move(response);
   }
+}
+
+std::optional<redirect_memory::place> redirect_memory::find(const std::string& request_target,
+                                                            clock::time_point now) {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(request_target);
+  if (it == entries_.end()) return std::nullopt;
+  if (now >= it->second.until) {
+    entries_.erase(it);
+    return std::nullopt;
+  }
+  return it->second.p;
+}
+
+void redirect_memory::remember(const std::string& request_target, place p, clock::time_point until,
+                               clock::time_point now) {
+  std::lock_guard lock(mutex_);
+  if (entries_.size() >= capacity_ && !entries_.contains(request_target)) {
+    std::erase_if(entries_, [now](const auto& e) { return e.second.until <= now; });
+    if (entries_.size() >= capacity_) entries_.clear();
+  }
+  entries_.insert_or_assign(request_target, entry{std::move(p), until});
+}
+
+void redirect_memory::forget(const std::string& request_target) {
+  std::lock_guard lock(mutex_);
+  entries_.erase(request_target);
+}
+
+std::size_t redirect_memory::size() {
+  std::lock_guard lock(mutex_);
+  return entries_.size();
 }
 
 config::duration retry_backoff(const config::upstream_retry& policy, unsigned attempt,
@@ -400,6 +432,18 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
   bool at_upstream = true;  // false once redirected: no credentials leave for other places
   bool auth_retried = false;
   unsigned redirects = 0;
+  // A blob GET may go straight to where the upstream redirected the blob's last GET.
+  const bool reusable = req.method == http::verb::get && cfg_.redirect_reuse.count() > 0 &&
+                        req.target.find("/blobs/") != std::string::npos;
+  bool reused = false;
+  if (reusable) {
+    if (auto place = redirects_.find(req.target)) {
+      where = std::move(place->where);
+      target = std::move(place->target);
+      at_upstream = false;
+      reused = true;
+    }
+  }
 
   for (;;) {
     std::string authorization;
@@ -409,6 +453,22 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
       authorization = std::move(std::get<std::string>(got));
     }
     auto result = co_await exchange(where, req.method, target, req, authorization);
+    if (reused) {
+      reused = false;
+      auto* r = std::get_if<std::unique_ptr<upstream_response>>(&result);
+      if (r == nullptr || (*r)->status() >= 400) {
+        // Expired or gone: the upstream says where the blob is now.
+        if (r != nullptr) co_await (*r)->discard();
+        result = upstream_failure{};  // gives the connection back
+        redirects_.forget(req.target);
+        if (metrics_ != nullptr) metrics_->redirect("stale");
+        where = origin_;
+        target = req.target;
+        at_upstream = true;
+        continue;
+      }
+      if (metrics_ != nullptr) metrics_->redirect("reused");
+    }
     if (std::holds_alternative<upstream_failure>(result)) co_return result;
     auto& response = std::get<std::unique_ptr<upstream_response>>(result);
     const unsigned status = response->status();
@@ -476,10 +536,15 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
       co_await response->discard();
       response.reset();
       log::debug("upstream", cfg_.name, ": redirect to ", next->first.key());
+      if (reusable && metrics_ != nullptr) metrics_->redirect("followed");
       where = std::move(next->first);
       target = std::move(next->second);
       at_upstream = false;
       continue;
+    }
+    if (reusable && redirects > 0 && (status == 200 || status == 206)) {
+      redirects_.remember(req.target, redirect_memory::place{where, target},
+                          std::chrono::steady_clock::now() + cfg_.redirect_reuse);
     }
     co_return result;
   }

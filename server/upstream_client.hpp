@@ -19,6 +19,8 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -141,9 +143,43 @@ struct upstream_request {
 
 using upstream_result = std::variant<std::unique_ptr<upstream_response>, upstream_failure>;
 
+// Where one upstream redirected blob GETs, by request target, each until its deadline; at most
+// `capacity` places (expired ones are dropped first, then all). Thread-safe: shared by the
+// workers' clients of that upstream.
+class redirect_memory {
+ public:
+  using clock = std::chrono::steady_clock;
+  struct place {
+    origin where;
+    std::string target;  // origin-form, with the query (a signed URL's signature)
+  };
+  explicit redirect_memory(std::size_t capacity = 4096) : capacity_(capacity) {}
+
+  [[nodiscard]] std::optional<place> find(const std::string& request_target,
+                                          clock::time_point now = clock::now());
+  void remember(const std::string& request_target, place p, clock::time_point until,
+                clock::time_point now = clock::now());
+  void forget(const std::string& request_target);
+  [[nodiscard]] std::size_t size();
+
+ private:
+  struct entry {
+    place p;
+    clock::time_point until;
+  };
+  std::size_t capacity_;
+  std::mutex mutex_;
+  std::map<std::string, entry, std::less<>> entries_;
+};
+
 // Sends requests to one configured upstream: answers its auth challenges and follows its
 // redirects. Credentials go only to the upstream's own origin and to allowed token realms;
 // never to redirect targets.
+//
+// Redirects of blob GETs: where the upstream sent a blob GET that then succeeded is remembered
+// for `redirect_reuse`, and that blob's next GETs (the other ranges of a cold pull, prefetch)
+// go there directly, one round trip and one registry request fewer each. Such a reuse that is
+// refused (an expired signature: 4xx) or fails (5xx, no answer) asks the upstream again.
 //
 // Auth: a Bearer challenge with a realm → a token from the realm (presenting the configured
 // credentials: Basic user/password, an identity token as an OAuth2 refresh-token grant, a GCE
@@ -155,7 +191,7 @@ using upstream_result = std::variant<std::unique_ptr<upstream_response>, upstrea
 class upstream_client {
  public:
   upstream_client(const config::upstream& cfg, connection_pool& pool, asio::ssl::context* tls,
-                  token_cache& tokens, upstream_credentials& creds);
+                  token_cache& tokens, upstream_credentials& creds, redirect_memory& redirects);
 
   // Sends `req`, following challenges and redirects. A GET or HEAD whose answer never began
   // (connect failure, reset, timeout) or was 429/500/502/503/504 is tried again, up to
@@ -196,6 +232,7 @@ class upstream_client {
   std::string service_;          // bearer: the challenge's service
   std::string challenge_scope_;  // bearer: the scope the last challenge named
   metrics::upstream_metrics* metrics_ = nullptr;
+  redirect_memory& redirects_;
 };
 
 // Splits an absolute http(s) URL into its origin and origin-form target ("/path?query");

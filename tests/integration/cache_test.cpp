@@ -79,6 +79,20 @@ std::vector<std::pair<std::string, std::string>> parse_multipart(const std::stri
   return parts;
 }
 
+// GETs of blob `d` the registry answered, from its access log.
+std::size_t registry_blob_gets(const registry_process& registry, const oci::digest& d) {
+  const std::string log = registry.log();
+  const std::string needle = "\"GET /v2/";
+  std::size_t count = 0;
+  for (auto at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) {
+    const auto line_end = log.find('"', at + 1);  // the request line ends the quote
+    if (line_end == std::string::npos) break;
+    const std::string_view request(log.data() + at, line_end - at);
+    if (request.find("/blobs/" + d.str()) != std::string_view::npos) ++count;
+  }
+  return count;
+}
+
 class CacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -340,6 +354,54 @@ TEST_F(CacheTest, WrongBytesFromUpstreamAreCutAndNotKept) {
   ASSERT_EQ(good.status, 200u);
   EXPECT_TRUE(good.body == layer.data);
   EXPECT_FALSE(storage_host_->requests().empty()) << "the corrupt bytes were served from the store";
+}
+
+// docker-registry redirects every blob GET to its storage host. After the first, a blob's
+// later fills go to that place directly: one registry request for the blob, not one per fill
+// (a round trip saved per fill on a distant registry). With redirect_reuse: 0s, every fill
+// asks the registry.
+TEST_F(CacheTest, TheRedirectOfABlobIsReusedForItsLaterFills) {
+  temp_dir storage;
+  file_server storage_host(storage.path());
+  registry_process registry(registry_options{
+      .redirect_base_url = storage_host.url(), .storage_dir = storage.path(), .access_log = true});
+  registry_pusher(registry.url()).push_image("c/app", "v1", *img_);
+  const auto& layer = img_->layers[0];
+  const auto read_three_chunks = [&](layercache_instance& proxy) {
+    // Three ranges far apart: three fills (complete_partial is off).
+    for (const std::uint64_t at : {std::uint64_t{0}, 2 * MiB, 4 * MiB + 100}) {
+      const auto r =
+          client_.get(proxy.url() + "/v2/c/app/blobs/" + layer.digest.str(),
+                      {{"Range", "bytes=" + std::to_string(at) + "-" + std::to_string(at + 999)}});
+      ASSERT_EQ(r.status, 206u);
+      EXPECT_TRUE(r.body == layer.data.substr(at, 1000));
+    }
+  };
+  const auto config = [&](const std::string& dir, const std::string& reuse) {
+    return "cache:\n  path: " + (cache_dir_.path() / dir).string() +
+           "\n  chunk_size: 256KiB\n  capacity: 1GiB\n  complete_partial: false\n"
+           "prefetch: {eager_layers: never, fetch_published: false}\nupstreams:\n" +
+           upstream_yaml("up", registry.url(), true, "    redirect_reuse: " + reuse + "\n");
+  };
+  {
+    layercache_instance proxy(config("reuse", "60s"));
+    storage_host.clear_requests();
+    read_three_chunks(proxy);
+    EXPECT_EQ(registry_blob_gets(registry, layer.digest), 1u)
+        << "later fills asked the registry again";
+    std::size_t at_storage = 0;
+    for (const auto& q : storage_host.requests()) at_storage += q.method == "GET" ? 1 : 0;
+    EXPECT_EQ(at_storage, 3u);
+    EXPECT_EQ(proxy.metric("layercache_upstream_redirects_total", {{"outcome", "followed"}}), 1);
+    EXPECT_EQ(proxy.metric("layercache_upstream_redirects_total", {{"outcome", "reused"}}), 2);
+  }
+  {
+    layercache_instance proxy(config("no-reuse", "0s"));
+    const std::size_t before = registry_blob_gets(registry, layer.digest);
+    read_three_chunks(proxy);
+    EXPECT_EQ(registry_blob_gets(registry, layer.digest) - before, 3u);
+    EXPECT_EQ(proxy.metric("layercache_upstream_redirects_total", {{"outcome", "reused"}}), 0);
+  }
 }
 
 }  // namespace

@@ -415,5 +415,53 @@ TEST_F(FaultTest, RedirectToAnotherHostGetsNoCredentials) {
   }
 }
 
+// A blob GET goes straight to where the blob was redirected before. When that place refuses
+// (an expired signature: 403) or fails, the upstream is asked again and the client never sees
+// it; the new place is remembered in turn.
+TEST_F(FaultTest, AStaleRedirectAsksTheUpstreamAgain) {
+  fault_upstream storage;
+  storage.add_blob(blob_);
+  upstream_.plan(request_kind::blob_get,
+                 fault::redirect_to(storage.url() + "/v2/lib/app/blobs/" + digest_ + "?sig=1"),
+                 100);
+  auto r = get_range(0, 999);  // chunk 0: the upstream redirects, the storage host serves
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(0, 999));
+  EXPECT_EQ(blob_gets(), 1u);
+  EXPECT_EQ(storage.requests(request_kind::blob_get).size(), 1u);
+
+  r = get_range(chunk, chunk + 999);  // chunk 1: straight to the storage host
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(chunk, chunk + 999));
+  EXPECT_EQ(blob_gets(), 1u) << "the upstream was asked again for a remembered redirect";
+  EXPECT_EQ(storage.requests(request_kind::blob_get).size(), 2u);
+  EXPECT_EQ(metric("layercache_upstream_redirects_total", {{"outcome", "reused"}}), 1);
+
+  // The signature expires: the storage host refuses the remembered place once.
+  storage.plan(request_kind::blob_get, fault::answer(403));
+  r = get_range(2 * chunk, 2 * chunk + 999);
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(2 * chunk, 2 * chunk + 999));
+  EXPECT_EQ(blob_gets(), 2u);
+  EXPECT_EQ(storage.requests(request_kind::blob_get).size(), 4u);  // refused, then served
+  EXPECT_EQ(metric("layercache_upstream_redirects_total", {{"outcome", "stale"}}), 1);
+  EXPECT_EQ(metric("layercache_upstream_redirects_total", {{"outcome", "followed"}}), 2);
+  EXPECT_EQ(metric("layercache_upstream_fill_failures_total"), 0);
+
+  // A storage host that went away: the upstream again, with no error for the client.
+  upstream_.clear_plans();  // the upstream now serves the blob itself
+  storage.plan(request_kind::blob_get, fault::answer(503));
+  r = get_range(3 * chunk, 3 * chunk + 999);
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(3 * chunk, 3 * chunk + 999));
+  EXPECT_EQ(blob_gets(), 3u);
+  EXPECT_EQ(metric("layercache_upstream_redirects_total", {{"outcome", "stale"}}), 2);
+  // It served the blob without a redirect: nothing is remembered, so the next fill asks it.
+  r = get_range(4 * chunk, 4 * chunk + 999);
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_EQ(blob_gets(), 4u);
+  EXPECT_EQ(storage.requests(request_kind::blob_get).size(), 5u);
+}
+
 }  // namespace
 }  // namespace layercache::testing

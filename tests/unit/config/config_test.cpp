@@ -231,6 +231,7 @@ TEST(config, minimal_document_gets_defaults) {
   EXPECT_EQ(u.retry.max_retry_after, 30s);
   EXPECT_EQ(u.max_idle_connections, 16u);
   EXPECT_EQ(u.max_redirects, 5u);
+  EXPECT_EQ(u.redirect_reuse, 60s);
   EXPECT_EQ(cfg.default_upstream(), nullptr);
 }
 
@@ -270,6 +271,7 @@ TEST(config, every_key_is_read) {
                            "max_retry_after: 0s}\n"
                            "    max_idle_connections: 0\n"
                            "    max_redirects: 20\n"
+                           "    redirect_reuse: 0s\n"
                            "  - name: my_registry\n"
                            "    url: http://[fd00::1]:5000/\n"
                            "    default: false\n"
@@ -324,6 +326,7 @@ TEST(config, every_key_is_read) {
   EXPECT_EQ(hub.retry.max_retry_after, 0s);
   EXPECT_EQ(hub.max_idle_connections, 0u);
   EXPECT_EQ(hub.max_redirects, 20u);
+  EXPECT_EQ(hub.redirect_reuse, 0s);
 
   const upstream& mine = cfg.upstreams[1];
   EXPECT_EQ(mine.name, "my_registry");
@@ -561,6 +564,8 @@ const bad_case bad_cases[] = {
      "upstreams[0].max_idle_connections", 4, "must be between 0 and 1024"},
     {"max_redirects", UPSTREAM "    max_redirects: 21\n", "upstreams[0].max_redirects", 4,
      "must be between 0 and 20"},
+    {"redirect_reuse", UPSTREAM "    redirect_reuse: forever\n", "upstreams[0].redirect_reuse", 4,
+     "expected a duration like 30s"},
     {"retry_attempts_zero", UPSTREAM "    retry:\n      attempts: 0\n",
      "upstreams[0].retry.attempts", 5, "must be between 1 and 10, got '0'"},
     {"retry_backoff_garbage", UPSTREAM "    retry: {backoff: fast}\n", "upstreams[0].retry.backoff",

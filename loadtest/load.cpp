@@ -84,6 +84,7 @@ struct response {
   std::optional<std::uint64_t> content_length;
   std::uint64_t body_bytes = 0;
   std::string content_type;
+  std::string location;  // of a redirect
   std::string body;
   double ttfb_ms = 0;
   double total_ms = 0;
@@ -103,7 +104,9 @@ struct clock_limits {
 
 // One keep-alive HTTP/1.1 connection, reopened after a failure. A request on a reused
 // connection that fails before any answer (the server closed it while idle) is retried once
-// on a fresh one.
+// on a fresh one. A GET answered with a redirect (a registry sending blobs to its storage
+// host) is followed on a second keep-alive connection to the place it names, as a registry
+// client would; the times then count from the first request.
 class connection {
  public:
   connection(asio::any_io_executor ex, const origin* o, const clock_limits* limits,
@@ -111,13 +114,30 @@ class connection {
       : ex_(std::move(ex)), origin_(o), limits_(limits), connects_(connects) {}
 
   asio::awaitable<response> send(request_spec spec) {
-    response res;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      const bool reused = stream_.has_value();
-      res = response{};
-      bool answered = false;
-      co_await exchange(&spec, &res, &answered);
-      if (res.error.empty() || !reused || answered) break;
+    response res = co_await send_here(spec);
+    for (int hop = 0; hop < max_redirects && res.error.empty() && spec.method != http::verb::head &&
+                      (res.status == 301 || res.status == 302 || res.status == 303 ||
+                       res.status == 307 || res.status == 308);
+         ++hop) {
+      const auto url = parse_http_url(res.location);
+      boost::system::error_code ec;
+      const auto address = url ? asio::ip::make_address(url->host, ec) : asio::ip::address{};
+      if (!url || ec) {
+        res.error = "redirect to an unsupported place (only http://IP:port): " +
+                    res.location.substr(0, 200);
+        break;
+      }
+      const tcp::endpoint to(address, static_cast<std::uint16_t>(std::stoul(url->port)));
+      if (!redirected_ || redirected_origin_->endpoint != to) {
+        redirected_origin_ = std::make_unique<origin>(origin{to, url->host + ":" + url->port, ""});
+        redirected_ =
+            std::make_unique<connection>(ex_, redirected_origin_.get(), limits_, connects_);
+      }
+      const double before = res.total_ms;
+      spec.target = url->target;
+      res = co_await redirected_->send_here(spec);
+      res.ttfb_ms += before;
+      res.total_ms += before;
     }
     co_return res;
   }
@@ -130,6 +150,20 @@ class connection {
   }
 
  private:
+  static constexpr int max_redirects = 5;
+
+  asio::awaitable<response> send_here(request_spec spec) {
+    response res;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool reused = stream_.has_value();
+      res = response{};
+      bool answered = false;
+      co_await exchange(&spec, &res, &answered);
+      if (res.error.empty() || !reused || answered) break;
+    }
+    co_return res;
+  }
+
   asio::awaitable<void> exchange(request_spec* spec, response* res, bool* answered) {
     if (!stream_) {
       stream_.emplace(ex_);
@@ -175,7 +209,10 @@ class connection {
     const auto& head = parser.get();
     res->status = head.result_int();
     res->content_type = std::string(head[http::field::content_type]);
+    res->location = std::string(head[http::field::location]);
     if (const auto length = parser.content_length()) res->content_length = *length;
+    // A redirect's body is not the blob: never hashed or kept.
+    const bool redirect = res->status >= 300 && res->status < 400 && !res->location.empty();
     bool first_byte = false;
     const auto take = [&](const char* data, std::size_t n) {
       if (n == 0) return;
@@ -184,6 +221,7 @@ class connection {
         res->ttfb_ms = ms_between(t0, clock_type::now());
       }
       res->body_bytes += n;
+      if (redirect) return;
       if (spec->hash != nullptr) spec->hash->update(data, n);
       if (spec->capture && res->body.size() + n <= max_captured_body) res->body.append(data, n);
     };
@@ -242,6 +280,9 @@ class connection {
   std::optional<beast::tcp_stream> stream_;
   beast::flat_buffer buffer_;
   std::vector<char> body_;
+  // Where the last redirect went, and a connection there.
+  std::unique_ptr<origin> redirected_origin_;
+  std::unique_ptr<connection> redirected_;
 };
 
 // A blob with its size, for ranges and pulls.

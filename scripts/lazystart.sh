@@ -18,7 +18,12 @@
 # Knobs (environment): LAYERS (96MiB x 4), READS (300), RTT_MS (30), BW (25MB per connection),
 # CHUNKS ("256KiB 1MiB"), PF_CONCURRENCY ("4 16"), CLIENTS (4: reads in flight, like a lazy
 # snapshotter's FUSE threads), IO_THREADS (2: cache.io_threads), MAX_IDLE (16: the upstream's
-# max_idle_connections), BUILD (build).
+# max_idle_connections), BUILD (build), STORAGE (registry: docker-registry serves the blobs;
+# redirect: it answers blob GETs 307 to a storage host — nginx on its storage directory,
+# behind a throttle of its own — as Artifact Registry, Docker Hub and ECR do), STORAGE_RANGES
+# (with redirect: empty = the storage host answers several ranges in one multipart 206; 1 =
+# it answers them with the whole blob, as GCS and S3 do), REDIRECT_REUSE (60s: layercache's
+# upstreams[].redirect_reuse).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +40,10 @@ CLIENTS=${CLIENTS:-4}
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
 nice -n 19 cmake --build "$BUILD" -j 2 --target layercached layercache-seed layercache-bench \
   layercache-throttle > /dev/null
-for tool in docker-registry curl python3; do
+STORAGE=${STORAGE:-registry}
+tools="docker-registry curl python3"
+[ "$STORAGE" = redirect ] && tools="$tools nginx"
+for tool in $tools; do
   command -v "$tool" > /dev/null || { echo "lazystart: $tool is needed" >&2; exit 1; }
 done
 
@@ -43,7 +51,13 @@ source scripts/lib.sh  # WORK, PIDS, cleanup on exit, wait_http, free_port, stop
 log() { echo "lazystart: $*" >&2; }
 
 # --- upstream: docker-registry seeded with one image, behind the throttle ---
-start_registry upstream
+if [ "$STORAGE" = redirect ]; then
+  start_storage_host storage "$WORK/upstream" "${STORAGE_RANGES:-}"
+  start_throttle "$RTT_MS" "$BW" "$STORAGE_PORT" storage-throttle
+  start_registry upstream "" "$THROTTLE_URL"
+else
+  start_registry upstream
+fi
 DIGEST=$("$BUILD/layercache-seed" --registry "http://127.0.0.1:$REGISTRY_PORT" --repo lazy/app \
   --tag v1 --layers "$LAYERS" --seed 6)
 start_throttle "$RTT_MS" "$BW"
@@ -128,6 +142,7 @@ upstreams:
     url: $UPSTREAM
     default: true
     max_idle_connections: ${MAX_IDLE:-16}
+    redirect_reuse: ${REDIRECT_REUSE:-60s}
 YML
   "$BUILD/layercached" --config "$dir/layercache.yaml" > "$dir/layercached.log" 2>&1 &
   LC_PID=$!
@@ -199,7 +214,8 @@ done
 echo
 echo "lazy start: $(wc -l < "$WORK/reads") reads, $((READ_BYTES / 1024)) KiB, $CLIENTS in flight;" \
   "image $LAYERS; upstream behind layercache-throttle, RTT $RTT_MS ms, $BW/s per connection;" \
-  "direct $DIRECT s"
+  "blobs from ${STORAGE}${STORAGE_RANGES:+ (max_ranges $STORAGE_RANGES)}," \
+  "redirect_reuse ${REDIRECT_REUSE:-60s}; direct $DIRECT s"
 python3 - "$RESULTS" "$DIRECT" "$READ_BYTES" << 'PY'
 import sys
 direct = float(sys.argv[2])

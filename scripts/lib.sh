@@ -33,7 +33,9 @@ stop_pid() {  # pid: SIGTERM, at most 10 s to exit, then SIGKILL
 }
 
 # A docker-registry on a free loopback port: storage $WORK/$1, config $WORK/$1.yml, output
-# $WORK/$1.log; $2 = more settings for its `log:` mapping. Sets REGISTRY_PORT.
+# $WORK/$1.log; $2 = more settings for its `log:` mapping; $3 = a storage host's URL: blob
+# GETs are answered 307 to it + the blob's storage path (its `redirect` middleware), as
+# registries send blobs to GCS, S3 or a CDN. Sets REGISTRY_PORT.
 start_registry() {
   REGISTRY_PORT=$(free_port)
   mkdir -p "$WORK/$1"
@@ -43,24 +45,66 @@ log: {level: warn${2:+, $2}}
 storage: {filesystem: {rootdirectory: $WORK/$1}, delete: {enabled: true}}
 http: {addr: 127.0.0.1:$REGISTRY_PORT}
 YML
+  if [ -n "${3:-}" ]; then
+    echo "middleware: {storage: [{name: redirect, options: {baseurl: $3}}]}" >> "$WORK/$1.yml"
+  fi
   docker-registry serve "$WORK/$1.yml" > "$WORK/$1.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$REGISTRY_PORT/v2/"
 }
 
 # layercache-throttle in front of REGISTRY_PORT: $1 = round trip ms, $2 = bytes/s per connection
-# (0: unlimited). Sets UPSTREAM to its URL.
+# (0: unlimited). Sets UPSTREAM to its URL. With $3 (a port) and $4 (a name for its files), in
+# front of that port instead, and only THROTTLE_URL is set.
 start_throttle() {
-  timeout 3600 "$BUILD/layercache-throttle" --target "127.0.0.1:$REGISTRY_PORT" \
+  local name=${4:-throttle}
+  timeout 3600 "$BUILD/layercache-throttle" --target "127.0.0.1:${3:-$REGISTRY_PORT}" \
     --rtt-ms "$1" --bandwidth "$2" --max-seconds 3500 \
-    > "$WORK/throttle.out" 2> "$WORK/throttle.log" &
+    > "$WORK/$name.out" 2> "$WORK/$name.log" &
   PIDS+=($!)
   for _ in $(seq 100); do
-    [ -s "$WORK/throttle.out" ] && break
+    [ -s "$WORK/$name.out" ] && break
     sleep 0.1
   done
-  UPSTREAM="http://127.0.0.1:$(head -1 "$WORK/throttle.out")"
-  wait_http "$UPSTREAM/v2/"
+  THROTTLE_URL="http://127.0.0.1:$(head -1 "$WORK/$name.out")"
+  [ -n "${4:-}" ] || UPSTREAM=$THROTTLE_URL
+  wait_http "$THROTTLE_URL/"  # any answer, even a 404
+}
+
+# nginx serving the directory $2 as a storage host — where a registry's blob redirects point
+# (GCS, S3, a CDN) — on a free loopback port; $1 = a name for its files ($WORK/$1); $3 =
+# max_ranges (empty: any number of ranges, one multipart answer; 1: a request for several
+# ranges gets the whole file, as GCS and S3 answer it). Sets STORAGE_PORT.
+start_storage_host() {
+  local dir=$WORK/$1
+  mkdir -p "$dir/tmp" "$2"
+  STORAGE_PORT=$(free_port)
+  cat > "$dir/nginx.conf" << CONF
+user $(id -un) $(id -gn);
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  default_type application/octet-stream;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:$STORAGE_PORT;
+    root $2;
+    ${3:+max_ranges $3;}
+  }
+}
+CONF
+  nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' \
+    > "$dir/nginx.out" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$STORAGE_PORT/"
 }
 
 start_demo_registry() {  # sets REGISTRY_PORT; seeds demo/app:v1

@@ -175,13 +175,23 @@ class fake_registry {
     std::lock_guard lock(mutex_);
     delay_ = d;
   }
+  // Blob GETs are answered 307 to `base` + their path (with a signature-like query), as a
+  // registry sends them to its storage host.
+  void redirect_blobs_to(std::string base) {
+    std::lock_guard lock(mutex_);
+    redirect_base_ = std::move(base);
+  }
   [[nodiscard]] std::string url() const { return stub_.url(); }
   [[nodiscard]] std::vector<stub_request> requests() const { return stub_.requests(); }
 
  private:
   stub_response answer(const stub_request& r) {
     std::lock_guard lock(mutex_);
-    const auto f = files_.find(r.target);
+    if (!redirect_base_.empty() && r.method == "GET" &&
+        r.target.find("/blobs/") != std::string::npos) {
+      return {307, {{"Location", redirect_base_ + r.target + "?sig=1"}}, "redirected", delay_};
+    }
+    const auto f = files_.find(r.target.substr(0, r.target.find('?')));
     if (f == files_.end()) return {404, {}, "{}", delay_};
     const auto& [type, data] = f->second;
     const auto range = r.header("Range");
@@ -201,6 +211,7 @@ class fake_registry {
   std::mutex mutex_;
   std::map<std::string, std::pair<std::string, std::string>> files_;
   std::chrono::milliseconds delay_{0};
+  std::string redirect_base_;
   http_stub stub_;  // last: stopped before the maps it reads go away
 };
 
@@ -245,6 +256,50 @@ TEST(LoadGenerator, PullsImagesThroughAnIndexAndVerifiesBlobs) {
   const auto text = text_report(r);
   EXPECT_NE(text.find("pulls  ok=15 errors=0"), std::string::npos) << text;
   EXPECT_NE(text.find(" pulls=3 pulls_failed=0"), std::string::npos) << text;
+}
+
+// A registry that sends blob GETs to a storage host: the bench follows, verifies the blob
+// (not the redirect's body), and reuses one connection per place.
+TEST(LoadGenerator, FollowsBlobRedirectsToTheStorageHost) {
+  fake_registry reg;
+  fake_registry storage;
+  const served_image s;
+  serve(reg, s);
+  serve(storage, s);
+  reg.redirect_blobs_to(storage.url());
+  plan p;
+  p.registry = reg.url();
+  scenario full;
+  full.name = "pulls";
+  full.images = {"demo/app:v1"};
+  full.count = 2;
+  full.concurrency = 1;
+  full.parallel = 1;
+  full.verify = true;
+  scenario ranges;
+  ranges.kind = scenario_kind::ranges;
+  ranges.name = "ranges";
+  ranges.images = {"demo/app:v1"};
+  ranges.range = 4096;
+  ranges.count = 10;
+  ranges.concurrency = 1;
+  p.scenarios = {full, ranges};
+  const auto r = run_plan(p);
+  ASSERT_EQ(r.scenarios.size(), 2u);
+  EXPECT_EQ(r.scenarios[0].errors, 0u) << r.scenarios[0].first_error;
+  EXPECT_EQ(r.scenarios[0].pulls_ok, 2u);
+  const std::uint64_t blob_bytes =
+      s.img.config.data.size() + s.img.layers[0].data.size() + s.img.layers[1].data.size();
+  const std::uint64_t per_pull = s.index.data.size() + s.img.manifest.data.size() + blob_bytes;
+  EXPECT_EQ(r.scenarios[0].bytes, 2 * per_pull) << "a redirect's body was counted";
+  EXPECT_EQ(r.scenarios[1].ok, 10u) << r.scenarios[1].first_error;
+  EXPECT_EQ(r.scenarios[1].bytes, 10u * 4096);
+  std::size_t at_storage = 0;
+  for (const auto& q : storage.requests()) {
+    EXPECT_NE(q.target.find("?sig=1"), std::string::npos) << q.target;
+    ++at_storage;
+  }
+  EXPECT_EQ(at_storage, 2u * 3 + 10);  // config and two layers per pull, then the ranges
 }
 
 TEST(LoadGenerator, ADigestMismatchFailsThePull) {

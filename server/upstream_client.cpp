@@ -433,8 +433,9 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
   bool auth_retried = false;
   unsigned redirects = 0;
   // A blob GET may go straight to where the upstream redirected the blob's last GET.
+  // (Blob reads by digest: not upload sessions, /blobs/uploads/.)
   const bool reusable = req.method == http::verb::get && cfg_.redirect_reuse.count() > 0 &&
-                        req.target.find("/blobs/") != std::string::npos;
+                        req.target.find("/blobs/sha") != std::string::npos;
   bool reused = false;
   if (reusable) {
     if (auto place = redirects_.find(req.target)) {

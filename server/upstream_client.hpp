@@ -153,7 +153,8 @@ class redirect_memory {
     origin where;
     std::string target;  // origin-form, with the query (a signed URL's signature)
   };
-  explicit redirect_memory(std::size_t capacity = 4096) : capacity_(capacity) {}
+  // 1024 signed URLs of up to a few KiB each: a few MiB at most.
+  explicit redirect_memory(std::size_t capacity = 1024) : capacity_(capacity) {}
 
   [[nodiscard]] std::optional<place> find(const std::string& request_target,
                                           clock::time_point now = clock::now());

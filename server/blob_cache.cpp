@@ -183,6 +183,20 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   co_return meta;
 }
 
+void blob_cache::learn_sizes(const std::vector<oci::descriptor>& blobs) {
+  std::lock_guard lock(mutex_);
+  for (const auto& b : blobs) {
+    if (b.size == 0) continue;
+    if (sizes_.size() >= max_remembered) sizes_.clear();
+    sizes_.try_emplace(b.digest.str(), blob_meta{b.size, settings_.chunk_size, false});
+  }
+}
+
+void blob_cache::forget_size(const oci::digest& d) {
+  std::lock_guard lock(mutex_);
+  sizes_.erase(d.str());
+}
+
 std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
     const asio::any_io_executor& ex, upstream_client& client, const std::string& repository,
     const oci::digest& d, const blob_meta& meta, std::uint32_t first, std::uint32_t limit,
@@ -297,6 +311,8 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
           why = "unexpected Content-Range from upstream: " +
                 std::string(response.fields()[http::field::content_range]).substr(0, 100);
           reason = "content_range";
+          // The size we had (a HEAD's, a manifest's) is wrong: the next read asks again.
+          if (cr && cr->complete_length && *cr->complete_length != meta.size) forget_size(d);
         } else {
           offset = cr->range->first;
         }
@@ -312,11 +328,13 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
       if (response.content_length() && *response.content_length() != meta.size) {
         why = "upstream blob length differs from its HEAD";
         reason = "length";
+        forget_size(d);
       }
     } else {
       why = "upstream answered " + std::to_string(response.status()) + " to a range request";
       reason = "status";
       hopeless = true;
+      if (response.status() == 416) forget_size(d);  // a size past the blob's end
     }
     struct piece {
       std::uint64_t offset;

@@ -81,6 +81,12 @@ class blob_cache {
   asio::awaitable<describe_result> describe(upstream_client& client, const std::string& repository,
                                             const oci::digest& d);
 
+  // Sizes from a manifest just served (its config and layers): the client's GETs of those
+  // blobs then need no upstream HEAD first — one round trip fewer per cold blob. A size the
+  // upstream contradicts (Content-Range or Content-Length) is forgotten, and the next read asks
+  // with a HEAD.
+  void learn_sizes(const std::vector<oci::descriptor>& blobs);
+
   // Receives consecutive pieces of the requested bytes; returns false to stop.
   using sink = std::function<asio::awaitable<bool>(const char*, std::size_t)>;
 
@@ -154,6 +160,7 @@ class blob_cache {
                                               std::uint32_t index, bool prefetch);
   // `client`'s upstream answered a multi-range request with something else than the ranges.
   void refuse_multi_range(const upstream_client& client);
+  void forget_size(const oci::digest& d);
   // A client read joined `slot`: true (once) if prefetch started it.
   bool claim_prefetched(chunk_slot& slot);
   // Fetches the chunks of `slots` (ascending by chunk; runs of consecutive chunks become the
@@ -182,7 +189,7 @@ class blob_cache {
   // Chunks completed by a fill since it was last cleared: closes the window between a
   // reader's store lookup and its decision to fill (a cleared set only risks a second fill).
   std::unordered_set<std::string> completed_;
-  std::unordered_map<std::string, blob_meta> sizes_;   // from upstream HEADs, by digest
+  std::unordered_map<std::string, blob_meta> sizes_;   // from HEADs and manifests, by digest
   std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction
   std::unordered_set<std::string> completing_;         // background completions running
   // Upstreams that answered a multi-range request with something else (by name).

@@ -88,6 +88,8 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
                                  [&](const oci::descriptor& x) { return x.digest == l.digest; });
     if (!dup) listed.push_back(l);
   }
+  // The client's GETs of these blobs follow: their sizes spare each an upstream HEAD.
+  if (!head) blobs_.learn_sizes(listed);
   const auto now = clock::now();
   const std::string key = digest.str();
   {

@@ -463,5 +463,51 @@ TEST_F(FaultTest, AStaleRedirectAsksTheUpstreamAgain) {
   EXPECT_EQ(storage.requests(request_kind::blob_get).size(), 5u);
 }
 
+// A manifest served tells the sizes of the blobs it lists: the client's GETs that follow need
+// no upstream HEAD first. A size the upstream contradicts is forgotten: that read fails
+// cleanly, and the next one asks with a HEAD and is exact.
+TEST_F(FaultTest, BlobSizesFromAServedManifestSpareTheHead) {
+  const std::string type = "application/vnd.oci.image.manifest.v1+json";
+  const auto manifest_listing = [&](std::uint64_t size) {
+    return R"({"schemaVersion":2,"mediaType":")" + type +
+           R"(","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+           "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a" +
+           R"(","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",)" +
+           R"("digest":")" + digest_ + R"(","size":)" + std::to_string(size) + "}]}";
+  };
+  const header_list accept{{"Accept", type}};
+  upstream_.add_manifest("v1", type, manifest_listing(blob_.size()));
+  auto m = client_.get(proxy_->url() + "/v2/lib/app/manifests/v1", accept);
+  ASSERT_EQ(m.status, 200u);
+  auto r = get_range(chunk + 5, chunk + 5004);
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(chunk + 5, chunk + 5004));
+  EXPECT_EQ(upstream_.requests(request_kind::blob_head).size(), 0u) << "the size was asked for";
+  EXPECT_EQ(r.header("Content-Range"), "bytes " + std::to_string(chunk + 5) + "-" +
+                                           std::to_string(chunk + 5004) + "/" +
+                                           std::to_string(blob_.size()));
+
+  // Another blob, listed with a wrong size by another manifest.
+  const std::string other = random_bytes(MiB + 77, 99);
+  const std::string other_digest = upstream_.add_blob(other);
+  const std::string listed = manifest_listing(other.size() + 4096);
+  const std::string wrong = listed.substr(0, listed.find(digest_)) + other_digest +
+                            listed.substr(listed.find(digest_) + digest_.size());
+  upstream_.add_manifest("v2", type, wrong);
+  m = client_.get(proxy_->url() + "/v2/lib/app/manifests/v2", accept);
+  ASSERT_EQ(m.status, 200u);
+  const std::string other_url = proxy_->url() + "/v2/lib/app/blobs/" + other_digest;
+  r = client_.get(other_url, {{"Range", "bytes=0-999"}});
+  EXPECT_EQ(r.status, 502u) << "a read with the manifest's wrong size";
+  EXPECT_EQ(upstream_.requests(request_kind::blob_head).size(), 0u);
+  r = client_.get(other_url, {{"Range", "bytes=0-999"}});
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == other.substr(0, 1000));
+  EXPECT_EQ(upstream_.requests(request_kind::blob_head).size(), 1u);
+  r = client_.get(other_url);
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_TRUE(r.body == other);
+}
+
 }  // namespace
 }  // namespace layercache::testing

@@ -24,7 +24,13 @@
 # COMPARE_RANGES (2000), COMPARE_COLD_RANGES (500), COMPARE_HERD (100),
 # COMPARE_BACKENDS ("direct layercache nginx registry-proxy"), COMPARE_MAX_SECONDS (120 per
 # scenario), THROTTLE_RTT_MS and THROTTLE_BW (e.g. 30 and 25MB: round trip added and bytes/s
-# per connection and direction; unset: no throttle), BUILD (build), BUILD_JOBS (2).
+# per connection and direction; unset: no throttle), BUILD (build), BUILD_JOBS (2),
+# COMPARE_STORAGE (registry: docker-registry serves blobs itself; redirect: it answers blob GETs
+# 307 to a storage host — nginx on its storage directory, behind a throttle of its own when
+# there is one — as Artifact Registry, Docker Hub and ECR do; the upstream's requests and bytes
+# are then the registry's and the storage host's together; the nginx backend is left out by
+# default, as its slice cache does not follow redirects), COMPARE_STORAGE_RANGES (with
+# redirect: 1 = the storage host answers several ranges with the whole blob, as GCS and S3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -36,7 +42,12 @@ WARM_PULLS=${COMPARE_WARM_PULLS:-8}
 RANGES=${COMPARE_RANGES:-2000}
 COLD_RANGES=${COMPARE_COLD_RANGES:-500}
 HERD=${COMPARE_HERD:-100}
-BACKENDS=${COMPARE_BACKENDS:-direct layercache nginx registry-proxy}
+STORAGE=${COMPARE_STORAGE:-registry}
+if [ "$STORAGE" = redirect ]; then
+  BACKENDS=${COMPARE_BACKENDS:-direct layercache registry-proxy}
+else
+  BACKENDS=${COMPARE_BACKENDS:-direct layercache nginx registry-proxy}
+fi
 MAX_SECONDS=${COMPARE_MAX_SECONDS:-120}
 RTT_MS=${THROTTLE_RTT_MS:-}
 BW=${THROTTLE_BW:-}
@@ -58,7 +69,19 @@ BACKEND_URL=
 log() { echo "compare: $*" >&2; }
 
 # --- the upstream: docker-registry with an access log, seeded, maybe behind the throttle ---
-start_registry upstream "formatter: text, accesslog: {disabled: false}"
+STORAGE_LOG=/dev/null
+if [ "$STORAGE" = redirect ]; then
+  start_storage_host storage "$WORK/upstream" "${COMPARE_STORAGE_RANGES:-}"
+  STORAGE_LOG=$WORK/storage/access.log
+  STORAGE_URL="http://127.0.0.1:$STORAGE_PORT"
+  if [ -n "$RTT_MS$BW" ]; then
+    start_throttle "${RTT_MS:-0}" "${BW:-0}" "$STORAGE_PORT" storage-throttle
+    STORAGE_URL=$THROTTLE_URL
+  fi
+  start_registry upstream "formatter: text, accesslog: {disabled: false}" "$STORAGE_URL"
+else
+  start_registry upstream "formatter: text, accesslog: {disabled: false}"
+fi
 IMAGES=
 for i in $(seq "$NIMAGES"); do
   "$BUILD/layercache-seed" --registry "http://127.0.0.1:$REGISTRY_PORT" --repo "demo/app$i" \
@@ -71,7 +94,7 @@ manifest=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
   "http://127.0.0.1:$REGISTRY_PORT/v2/demo/app1/manifests/v1")
 HERD_DIGEST=$(printf '%s' "$manifest" | tr -d ' \n' | sed 's/.*"layers":\[//' |
   grep -o 'sha256:[0-9a-f]\{64\}' | head -1)
-HERD_SIZE=$(curl -sfI "http://127.0.0.1:$REGISTRY_PORT/v2/demo/app1/blobs/$HERD_DIGEST" |
+HERD_SIZE=$(curl -sfIL "http://127.0.0.1:$REGISTRY_PORT/v2/demo/app1/blobs/$HERD_DIGEST" |
   tr -d '\r' | sed -n 's/^[Cc]ontent-[Ll]ength: *//p')
 IMAGE_BYTES=0
 for i in $(seq "$NIMAGES"); do
@@ -82,12 +105,13 @@ for i in $(seq "$NIMAGES"); do
   done
 done
 
-# Upstream requests and bytes: lines of the registry's access log (combined format).
-log_lines() { wc -l < "$WORK/upstream.log"; }
-settle() {  # until the access log has not grown for 2 s (at most 30 s)
+# Upstream requests and bytes: lines of the registry's access log and, with a storage host,
+# of its access log too (both in combined format).
+log_lines() { echo "$(wc -l < "$WORK/upstream.log") $(wc -l < "$STORAGE_LOG")"; }
+settle() {  # until the access logs have not grown for 2 s (at most 30 s)
   local last=-1 same=0 n
   for _ in $(seq 300); do
-    n=$(wc -c < "$WORK/upstream.log")
+    n=$(($(wc -c < "$WORK/upstream.log") + $(wc -c < "$STORAGE_LOG")))
     if [ "$n" = "$last" ]; then
       same=$((same + 1))
       [ "$same" -ge 20 ] && return 0
@@ -98,9 +122,12 @@ settle() {  # until the access log has not grown for 2 s (at most 30 s)
     sleep 0.1
   done
 }
-upstream_since() {  # first line number → "requests bytes"
-  tail -n +"$(($1 + 1))" "$WORK/upstream.log" |
-    awk '/^[0-9.]+ - - \[/ { n++; if ($10 ~ /^[0-9]+$/) b += $10 } END { printf "%d %.0f\n", n, b }'
+upstream_since() {  # "registry-lines storage-lines" (from log_lines) → "requests bytes"
+  local marks=($1)
+  {
+    tail -n +"$((marks[0] + 1))" "$WORK/upstream.log"
+    tail -n +"$((marks[1] + 1))" "$STORAGE_LOG"
+  } | awk '/^[0-9.]+ - - \[/ { n++; if ($10 ~ /^[0-9]+$/) b += $10 } END { printf "%d %.0f\n", n, b }'
 }
 
 # --- the backends: start_<name> sets BACKEND_URL and BACKEND_PID (empty for direct) ---
@@ -294,6 +321,7 @@ echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM,"
   "load average:$(uptime | sed 's/.*load average://'); commit $commit"
 echo "image(s): $NIMAGES × layers $LAYERS (+ config), $IMAGE_BYTES bytes each pull;" \
   "upstream: docker-registry $(docker-registry --version 2> /dev/null | awk '{ print $3 }')" \
+  "$([ "$STORAGE" = redirect ] && echo "redirecting blob GETs to an nginx storage host${COMPARE_STORAGE_RANGES:+ (max_ranges $COMPARE_STORAGE_RANGES)}")" \
   "$([ -n "$RTT_MS$BW" ] && echo "behind layercache-throttle: RTT ${RTT_MS:-0} ms, ${BW:-unlimited}/s per connection" || echo "on loopback, no throttle");" \
   "$(nginx -v 2>&1 | sed 's/.*: //')"
 echo

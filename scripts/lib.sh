@@ -74,10 +74,12 @@ start_throttle() {
 # nginx serving the directory $2 as a storage host — where a registry's blob redirects point
 # (GCS, S3, a CDN) — on a free loopback port; $1 = a name for its files ($WORK/$1); $3 =
 # max_ranges (empty: any number of ranges, one multipart answer; 1: a request for several
-# ranges gets the whole file, as GCS and S3 answer it). Sets STORAGE_PORT.
+# ranges gets the whole file, as GCS and S3 answer it). Its access log (combined format, as
+# docker-registry's) is $WORK/$1/access.log. Sets STORAGE_PORT.
 start_storage_host() {
   local dir=$WORK/$1
   mkdir -p "$dir/tmp" "$2"
+  : > "$dir/access.log"
   STORAGE_PORT=$(free_port)
   cat > "$dir/nginx.conf" << CONF
 user $(id -un) $(id -gn);
@@ -86,7 +88,7 @@ pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 1024; }
 http {
-  access_log off;
+  access_log $dir/access.log combined;
   default_type application/octet-stream;
   client_body_temp_path $dir/tmp/body;
   proxy_temp_path $dir/tmp/proxy;

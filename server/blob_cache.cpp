@@ -160,27 +160,57 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   if (!store_.try_blob(d, record))
     record = co_await pool_.run([this, &d] { return store_.blob(d); });
   if (record) co_return blob_meta{record->size, record->chunk_size, record->verified, true};
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = sizes_.find(d.str()); it != sizes_.end()) co_return it->second;
+  if (auto known = known_size(d)) co_return *known;
+
+  // One HEAD per blob at a time: the others wait for its answer.
+  const auto& t = client.settings().timeouts;
+  const config::duration limit = t.connect + t.response + std::chrono::seconds(5);
+  std::string key = d.str();
+  auto joined = co_await heads_.join(std::move(key), limit);
+  std::optional<flight_table::lead> lead;
+  if (auto* claimed = std::get_if<flight_table::lead>(&joined)) {
+    lead.emplace(std::move(*claimed));
+    if (auto known = known_size(d)) {  // one finished between our miss and the claim
+      lead->finish(std::to_string(known->size));
+      co_return *known;
+    }
+  } else if (auto& waited = std::get<std::optional<fetch_result>>(joined)) {
+    if (auto* size = std::get_if<std::string>(&*waited)) {
+      co_return blob_meta{std::stoull(*size), settings_.chunk_size, false};
+    }
+    // The leader's HEAD was refused or failed: ask for ourselves, to pass its answer on.
   }
+
   upstream_request req;
   req.method = http::verb::head;
   req.target = "/v2/" + repository + "/blobs/" + d.str();
   req.repository = repository;
   auto result = co_await client.send(std::move(req));
-  if (auto* f = std::get_if<upstream_failure>(&result)) co_return std::move(*f);
+  if (auto* f = std::get_if<upstream_failure>(&result)) {
+    if (lead) lead->finish(*f);
+    co_return std::move(*f);
+  }
   auto& response = std::get<std::unique_ptr<upstream_response>>(result);
-  if (response->status() != 200) co_return std::move(response);
   const auto length = response->content_length();
-  if (!length) {
+  if (response->status() != 200 || !length) {
+    if (lead) lead->finish(upstream_failure{upstream_errc::protocol, "blob HEAD refused"});
+    if (response->status() != 200) co_return std::move(response);
     co_return upstream_failure{upstream_errc::protocol, "blob HEAD answered without a length"};
   }
   const blob_meta meta{*length, settings_.chunk_size, false};
-  std::lock_guard lock(mutex_);
-  if (sizes_.size() >= max_remembered) sizes_.clear();
-  sizes_[d.str()] = meta;
+  {
+    std::lock_guard lock(mutex_);
+    if (sizes_.size() >= max_remembered) sizes_.clear();
+    sizes_[d.str()] = meta;
+  }
+  if (lead) lead->finish(std::to_string(*length));
   co_return meta;
+}
+
+std::optional<blob_meta> blob_cache::known_size(const oci::digest& d) const {
+  std::lock_guard lock(mutex_);
+  if (auto it = sizes_.find(d.str()); it != sizes_.end()) return it->second;
+  return std::nullopt;
 }
 
 void blob_cache::learn_sizes(const std::vector<oci::descriptor>& blobs) {

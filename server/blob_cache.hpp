@@ -21,6 +21,7 @@
 #include "oci/digest.hpp"
 #include "oci/manifest.hpp"
 #include "oci/range.hpp"
+#include "server/credentials.hpp"
 #include "server/offload.hpp"
 #include "server/upstream_client.hpp"
 
@@ -76,8 +77,10 @@ class blob_cache {
   using describe_result =
       std::variant<blob_meta, std::unique_ptr<upstream_response>, upstream_failure>;
 
-  // The blob's size and chunk size: from the store, from memory, or from an upstream HEAD.
-  // A non-2xx upstream answer is returned for the caller to pass on.
+  // The blob's size and chunk size: from the store, from memory, or from an upstream HEAD —
+  // one at a time per blob: readers arriving while it runs wait for its answer (a herd of
+  // clients on a cold blob sends one HEAD, not one each). A non-2xx upstream answer is
+  // returned for the caller to pass on (each such caller asks for its own).
   asio::awaitable<describe_result> describe(upstream_client& client, const std::string& repository,
                                             const oci::digest& d);
 
@@ -161,6 +164,7 @@ class blob_cache {
   // `client`'s upstream answered a multi-range request with something else than the ranges.
   void refuse_multi_range(const upstream_client& client);
   void forget_size(const oci::digest& d);
+  [[nodiscard]] std::optional<blob_meta> known_size(const oci::digest& d) const;
   // A client read joined `slot`: true (once) if prefetch started it.
   bool claim_prefetched(chunk_slot& slot);
   // Fetches the chunks of `slots` (ascending by chunk; runs of consecutive chunks become the
@@ -189,7 +193,8 @@ class blob_cache {
   // Chunks completed by a fill since it was last cleared: closes the window between a
   // reader's store lookup and its decision to fill (a cleared set only risks a second fill).
   std::unordered_set<std::string> completed_;
-  std::unordered_map<std::string, blob_meta> sizes_;   // from HEADs and manifests, by digest
+  std::unordered_map<std::string, blob_meta> sizes_;  // from HEADs and manifests, by digest
+  flight_table heads_;  // upstream HEADs in flight, by digest (the size, as text)
   std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction
   std::unordered_set<std::string> completing_;         // background completions running
   // Upstreams that answered a multi-range request with something else (by name).

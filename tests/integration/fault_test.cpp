@@ -509,5 +509,30 @@ TEST_F(FaultTest, BlobSizesFromAServedManifestSpareTheHead) {
   EXPECT_TRUE(r.body == other);
 }
 
+// A herd of readers on a blob nobody described yet: one upstream HEAD (slowed here so that
+// every reader arrives while it runs; under the 1 s response timeout), the others wait for its
+// answer; every read is exact.
+TEST_F(FaultTest, AHerdOnAColdBlobSendsOneHead) {
+  upstream_.plan(request_kind::blob_head, fault::delay_ms(600));
+  constexpr int readers = 16;
+  std::vector<http_response> got(readers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < readers; ++i) {
+    threads.emplace_back([&, i] {
+      http_client c;
+      const std::uint64_t at = (i % 4) * chunk + 7;
+      got[i] = c.get(blob_url(),
+                     {{"Range", "bytes=" + std::to_string(at) + "-" + std::to_string(at + 999)}});
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < readers; ++i) {
+    const std::uint64_t at = (i % 4) * chunk + 7;
+    ASSERT_EQ(got[i].status, 206u) << i;
+    EXPECT_TRUE(got[i].body == slice(at, at + 999)) << i;
+  }
+  EXPECT_EQ(upstream_.requests(request_kind::blob_head).size(), 1u);
+}
+
 }  // namespace
 }  // namespace layercache::testing

@@ -80,6 +80,8 @@ std::string_view kind_name(fault::kind k) {
       return "throttle";
     case fault::kind::redirect:
       return "redirect";
+    case fault::kind::delay:
+      return "delay";
     case fault::kind::none:
       break;
   }

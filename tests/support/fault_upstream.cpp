@@ -134,6 +134,13 @@ fault fault::throttle(std::uint64_t bytes_per_second) {
   f.bytes_per_second = bytes_per_second;
   return f;
 }
+fault fault::delay_ms(std::uint64_t ms) {
+  fault f;
+  f.what = kind::delay;
+  f.after = ms;
+  return f;
+}
+
 fault fault::redirect_to(std::string location) {
   fault f;
   f.what = kind::redirect;
@@ -325,6 +332,9 @@ struct fault_upstream::impl {
     if (f.what == fault::kind::stall && f.before_header) {
       wait_for_close(fd);
       return false;
+    }
+    if (f.what == fault::kind::delay) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(f.after));
     }
     if (f.what == fault::kind::status) {
       const std::string body = R"({"errors":[{"code":"UNAVAILABLE","message":"planned fault"}]})";

@@ -31,6 +31,7 @@ struct fault {
     wrong_range,  // a range answered with the range `after` bytes further on, said so
     throttle,     // the body at `bytes_per_second`
     redirect,     // 307 to `location`
+    delay,        // the normal answer, after `after` milliseconds
   };
   kind what = kind::none;
   unsigned status = 503;
@@ -49,6 +50,7 @@ struct fault {
   static fault shifted_range(std::uint64_t by);
   static fault throttle(std::uint64_t bytes_per_second);
   static fault redirect_to(std::string location);
+  static fault delay_ms(std::uint64_t ms);
 };
 
 struct fault_request {

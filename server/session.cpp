@@ -13,6 +13,7 @@
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "oci/digest.hpp"
+#include "oci/manifest.hpp"
 #include "oci/media_types.hpp"
 #include "oci/range.hpp"
 #include "server/auth.hpp"
@@ -921,6 +922,14 @@ class session final : public session_base {
   // and prefetch start here.
   void note_manifest(const oci::digest& d, std::string_view media_type, std::string_view body,
                      bool head = false) {
+    if (worker_.prefetch == nullptr && worker_.blobs != nullptr && !head) {
+      // Without prefetch (which learns them too), the blob sizes it lists are still learnt.
+      if (auto m = oci::parse_manifest(body, media_type); m && !m->is_index()) {
+        std::vector<oci::descriptor> listed = m->layers;
+        if (m->config) listed.push_back(*m->config);
+        worker_.blobs->learn_sizes(listed);
+      }
+    }
     if (worker_.prefetch == nullptr || current_.client == nullptr) return;
     worker_.prefetch->manifest_served(stream_.get_executor(), *current_.client,
                                       *current_.repository, d, media_type, body, head);

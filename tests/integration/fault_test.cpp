@@ -509,6 +509,30 @@ TEST_F(FaultTest, BlobSizesFromAServedManifestSpareTheHead) {
   EXPECT_TRUE(r.body == other);
 }
 
+// Without prefetch the sizes a served manifest lists are learnt all the same.
+TEST_F(FaultTest, BlobSizesAreLearntWithPrefetchOff) {
+  proxy_.reset();
+  proxy_ = std::make_unique<layercache_instance>(
+      "cache:\n  path: " + (dir_.path() / "store-np").string() +
+      "\n  chunk_size: 256KiB\n  complete_partial: false\nprefetch: {enabled: false}\n"
+      "upstreams:\n" +
+      upstream_yaml("up", upstream_.url(), true));
+  const std::string type = "application/vnd.oci.image.manifest.v1+json";
+  upstream_.add_manifest(
+      "v1", type,
+      R"({"schemaVersion":2,"mediaType":")" + type +
+          R"(","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+          "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a" +
+          R"(","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",)" +
+          R"("digest":")" + digest_ + R"(","size":)" + std::to_string(blob_.size()) + "}]}");
+  const auto m = client_.get(proxy_->url() + "/v2/lib/app/manifests/v1", {{"Accept", type}});
+  ASSERT_EQ(m.status, 200u);
+  const auto r = get_range(10, 1009);
+  ASSERT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == slice(10, 1009));
+  EXPECT_EQ(upstream_.requests(request_kind::blob_head).size(), 0u);
+}
+
 // A herd of readers on a blob nobody described yet: one upstream HEAD (slowed here so that
 // every reader arrives while it runs; under the 1 s response timeout), the others wait for its
 // answer; every read is exact.

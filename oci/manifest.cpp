@@ -1,5 +1,6 @@
 #include "oci/manifest.hpp"
 
+#include <algorithm>
 #include <boost/json.hpp>
 
 #include "oci/media_types.hpp"
@@ -131,6 +132,17 @@ bool is_schema1(std::string_view media_type) {
 }  // namespace
 
 bool manifest::is_index() const { return is_index_media_type(media_type); }
+
+std::vector<descriptor> manifest::blobs() const {
+  std::vector<descriptor> out;
+  if (config) out.push_back(*config);
+  for (const auto& l : layers) {
+    const bool seen = std::any_of(out.begin(), out.end(),
+                                  [&](const descriptor& x) { return x.digest == l.digest; });
+    if (!seen) out.push_back(l);
+  }
+  return out;
+}
 
 std::optional<manifest> parse_manifest(std::string_view text, std::string_view content_type) {
   json::parse_options options;

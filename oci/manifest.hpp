@@ -40,6 +40,8 @@ struct manifest {
 
   // True for an OCI index or a Docker manifest list.
   [[nodiscard]] bool is_index() const;
+  // The blobs an image manifest lists: its config, then its layers, each digest once.
+  [[nodiscard]] std::vector<descriptor> blobs() const;
 };
 
 // Parses a manifest or index. Returns nullopt for invalid JSON (or nesting deeper than 64),

@@ -81,13 +81,7 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
   if (stopped_) return;
   auto m = oci::parse_manifest(body, media_type);
   if (!m || m->is_index()) return;
-  std::vector<oci::descriptor> listed;
-  if (m->config) listed.push_back(*m->config);
-  for (const auto& l : m->layers) {
-    const bool dup = std::any_of(listed.begin(), listed.end(),
-                                 [&](const oci::descriptor& x) { return x.digest == l.digest; });
-    if (!dup) listed.push_back(l);
-  }
+  std::vector<oci::descriptor> listed = m->blobs();
   // The client's GETs of these blobs follow: their sizes spare each an upstream HEAD.
   if (!head) blobs_.learn_sizes(listed);
   const auto now = clock::now();

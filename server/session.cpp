@@ -925,9 +925,7 @@ class session final : public session_base {
     if (worker_.prefetch == nullptr && worker_.blobs != nullptr && !head) {
       // Without prefetch (which learns them too), the blob sizes it lists are still learnt.
       if (auto m = oci::parse_manifest(body, media_type); m && !m->is_index()) {
-        std::vector<oci::descriptor> listed = m->layers;
-        if (m->config) listed.push_back(*m->config);
-        worker_.blobs->learn_sizes(listed);
+        worker_.blobs->learn_sizes(m->blobs());
       }
     }
     if (worker_.prefetch == nullptr || current_.client == nullptr) return;

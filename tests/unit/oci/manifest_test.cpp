@@ -59,6 +59,17 @@ TEST(manifest, oci_image_manifest) {
   EXPECT_EQ(m->layers[1].size, 16724u);
   EXPECT_TRUE(m->manifests.empty());
   EXPECT_FALSE(m->subject.has_value());
+  // Its blobs: the config, then each layer digest once (db is listed again below).
+  const auto again =
+      parse_manifest(oci_image.substr(0, oci_image.rfind(']')) + "," +
+                     desc("application/vnd.oci.image.layer.v1.tar+gzip", db, "32654") + "]}");
+  ASSERT_TRUE(again.has_value());
+  ASSERT_EQ(again->layers.size(), 3u);
+  const auto blobs = again->blobs();
+  ASSERT_EQ(blobs.size(), 3u);
+  EXPECT_EQ(blobs[0].digest.str(), da);
+  EXPECT_EQ(blobs[1].digest.str(), db);
+  EXPECT_EQ(blobs[2].size, 16724u);
 }
 
 TEST(manifest, docker_schema2) {

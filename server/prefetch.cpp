@@ -77,13 +77,10 @@ void prefetcher::load() {
 
 void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_client& client,
                                  const std::string& repository, const oci::digest& digest,
-                                 std::string_view media_type, std::string_view body, bool head) {
+                                 std::string_view media_type, const oci::manifest& m,
+                                 std::size_t body_size, bool head) {
   if (stopped_) return;
-  auto m = oci::parse_manifest(body, media_type);
-  if (!m || m->is_index()) return;
-  std::vector<oci::descriptor> listed = m->blobs();
-  // The client's GETs of these blobs follow: their sizes spare each an upstream HEAD.
-  if (!head) blobs_.learn_sizes(listed);
+  std::vector<oci::descriptor> listed = m.blobs();
   const auto now = clock::now();
   const std::string key = digest.str();
   {
@@ -107,7 +104,7 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
                client.settings().name,
                repository,
                std::string(media_type),
-               body.size(),
+               body_size,
                now,
                now + settings_.window,
                {},

@@ -78,16 +78,17 @@ class prefetcher {
   // once before serving.
   void load();
 
-  // A client was sent manifest `digest` (a 200 GET) of `repository` through `client`. For an
-  // image manifest: opens its recording window (at once) and starts its replay on `ex` (the
-  // worker `client` belongs to). Indexes are ignored (the platform manifest the client pulls
-  // next is recorded).
+  // A client was sent image manifest `digest` (a 200 GET; `m` parsed from its `body_size`
+  // bytes) of `repository` through `client`: opens its recording window (at once) and starts
+  // its replay on `ex` (the worker `client` belongs to). The session passes only image
+  // manifests (the platform manifest a client pulls after an index is the one recorded).
   // With `head` (a HEAD answered from a stored manifest): no window, no eager layers, only the
   // replay of a profile already held — containerd resolves a tag with HEAD before it GETs the
   // manifest, so the replay starts one round trip earlier.
   void manifest_served(const asio::any_io_executor& ex, upstream_client& client,
                        const std::string& repository, const oci::digest& digest,
-                       std::string_view media_type, std::string_view body, bool head = false);
+                       std::string_view media_type, const oci::manifest& m, std::size_t body_size,
+                       bool head = false);
 
   // A client read bytes [offset, offset + length) of blob `blob`.
   void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length);

@@ -922,15 +922,14 @@ class session final : public session_base {
   // and prefetch start here.
   void note_manifest(const oci::digest& d, std::string_view media_type, std::string_view body,
                      bool head = false) {
-    if (worker_.prefetch == nullptr && worker_.blobs != nullptr && !head) {
-      // Without prefetch (which learns them too), the blob sizes it lists are still learnt.
-      if (auto m = oci::parse_manifest(body, media_type); m && !m->is_index()) {
-        worker_.blobs->learn_sizes(m->blobs());
-      }
-    }
+    if (worker_.prefetch == nullptr && worker_.blobs == nullptr) return;
+    const auto m = oci::parse_manifest(body, media_type);
+    if (!m || m->is_index()) return;
+    // The client's GETs of the blobs it lists follow: their sizes spare each an upstream HEAD.
+    if (worker_.blobs != nullptr && !head) worker_.blobs->learn_sizes(m->blobs());
     if (worker_.prefetch == nullptr || current_.client == nullptr) return;
     worker_.prefetch->manifest_served(stream_.get_executor(), *current_.client,
-                                      *current_.repository, d, media_type, body, head);
+                                      *current_.repository, d, media_type, *m, body.size(), head);
   }
   std::string client_ = client_address();
 

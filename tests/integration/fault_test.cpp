@@ -25,6 +25,17 @@ constexpr std::size_t KiB = 1024;
 constexpr std::size_t MiB = 1024 * KiB;
 constexpr std::size_t chunk = 256 * KiB;
 
+constexpr std::string_view image_manifest_type = "application/vnd.oci.image.manifest.v1+json";
+
+// An image manifest listing one layer, `layer` of `size` bytes (its config is never fetched).
+std::string manifest_listing(const std::string& layer, std::uint64_t size) {
+  return R"({"schemaVersion":2,"mediaType":")" + std::string(image_manifest_type) +
+         R"(","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+         "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a" +
+         R"(","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",)" +
+         R"("digest":")" + layer + R"(","size":)" + std::to_string(size) + "}]}";
+}
+
 class FaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -467,16 +478,9 @@ TEST_F(FaultTest, AStaleRedirectAsksTheUpstreamAgain) {
 // no upstream HEAD first. A size the upstream contradicts is forgotten: that read fails
 // cleanly, and the next one asks with a HEAD and is exact.
 TEST_F(FaultTest, BlobSizesFromAServedManifestSpareTheHead) {
-  const std::string type = "application/vnd.oci.image.manifest.v1+json";
-  const auto manifest_listing = [&](std::uint64_t size) {
-    return R"({"schemaVersion":2,"mediaType":")" + type +
-           R"(","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
-           "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a" +
-           R"(","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",)" +
-           R"("digest":")" + digest_ + R"(","size":)" + std::to_string(size) + "}]}";
-  };
+  const std::string type(image_manifest_type);
   const header_list accept{{"Accept", type}};
-  upstream_.add_manifest("v1", type, manifest_listing(blob_.size()));
+  upstream_.add_manifest("v1", type, manifest_listing(digest_, blob_.size()));
   auto m = client_.get(proxy_->url() + "/v2/lib/app/manifests/v1", accept);
   ASSERT_EQ(m.status, 200u);
   auto r = get_range(chunk + 5, chunk + 5004);
@@ -490,10 +494,7 @@ TEST_F(FaultTest, BlobSizesFromAServedManifestSpareTheHead) {
   // Another blob, listed with a wrong size by another manifest.
   const std::string other = random_bytes(MiB + 77, 99);
   const std::string other_digest = upstream_.add_blob(other);
-  const std::string listed = manifest_listing(other.size() + 4096);
-  const std::string wrong = listed.substr(0, listed.find(digest_)) + other_digest +
-                            listed.substr(listed.find(digest_) + digest_.size());
-  upstream_.add_manifest("v2", type, wrong);
+  upstream_.add_manifest("v2", type, manifest_listing(other_digest, other.size() + 4096));
   m = client_.get(proxy_->url() + "/v2/lib/app/manifests/v2", accept);
   ASSERT_EQ(m.status, 200u);
   const std::string other_url = proxy_->url() + "/v2/lib/app/blobs/" + other_digest;
@@ -517,14 +518,8 @@ TEST_F(FaultTest, BlobSizesAreLearntWithPrefetchOff) {
       "\n  chunk_size: 256KiB\n  complete_partial: false\nprefetch: {enabled: false}\n"
       "upstreams:\n" +
       upstream_yaml("up", upstream_.url(), true));
-  const std::string type = "application/vnd.oci.image.manifest.v1+json";
-  upstream_.add_manifest(
-      "v1", type,
-      R"({"schemaVersion":2,"mediaType":")" + type +
-          R"(","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
-          "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a" +
-          R"(","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip",)" +
-          R"("digest":")" + digest_ + R"(","size":)" + std::to_string(blob_.size()) + "}]}");
+  const std::string type(image_manifest_type);
+  upstream_.add_manifest("v1", type, manifest_listing(digest_, blob_.size()));
   const auto m = client_.get(proxy_->url() + "/v2/lib/app/manifests/v1", {{"Accept", type}});
   ASSERT_EQ(m.status, 200u);
   const auto r = get_range(10, 1009);

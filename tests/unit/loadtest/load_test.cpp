@@ -227,20 +227,25 @@ void serve(fake_registry& reg, const served_image& s) {
   for (const auto& l : s.img.layers) reg.add_blob("demo/app", l);
 }
 
+// `count` verified pulls of demo/app:v1, `concurrency` at once, `parallel` blobs at once each.
+scenario verified_pulls(std::uint64_t count, unsigned concurrency, unsigned parallel) {
+  scenario full;
+  full.name = "pulls";
+  full.images = {"demo/app:v1"};
+  full.count = count;
+  full.concurrency = concurrency;
+  full.parallel = parallel;
+  full.verify = true;
+  return full;
+}
+
 TEST(LoadGenerator, PullsImagesThroughAnIndexAndVerifiesBlobs) {
   fake_registry reg;
   const served_image s;
   serve(reg, s);
   plan p;
   p.registry = reg.url();
-  scenario full;
-  full.name = "pulls";
-  full.images = {"demo/app:v1"};
-  full.count = 3;
-  full.concurrency = 2;
-  full.parallel = 2;
-  full.verify = true;
-  p.scenarios = {full};
+  p.scenarios = {verified_pulls(3, 2, 2)};
   const auto r = run_plan(p);
   ASSERT_EQ(r.scenarios.size(), 1u);
   const auto& got = r.scenarios[0];
@@ -269,13 +274,7 @@ TEST(LoadGenerator, FollowsBlobRedirectsToTheStorageHost) {
   reg.redirect_blobs_to(storage.url());
   plan p;
   p.registry = reg.url();
-  scenario full;
-  full.name = "pulls";
-  full.images = {"demo/app:v1"};
-  full.count = 2;
-  full.concurrency = 1;
-  full.parallel = 1;
-  full.verify = true;
+  const scenario full = verified_pulls(2, 1, 1);
   scenario ranges;
   ranges.kind = scenario_kind::ranges;
   ranges.name = "ranges";

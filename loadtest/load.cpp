@@ -16,6 +16,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/json.hpp>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -122,12 +123,18 @@ class connection {
       const auto url = parse_http_url(res.location);
       boost::system::error_code ec;
       const auto address = url ? asio::ip::make_address(url->host, ec) : asio::ip::address{};
-      if (!url || ec) {
+      unsigned port = 0;
+      const bool port_ok =
+          url &&
+          std::from_chars(url->port.data(), url->port.data() + url->port.size(), port).ec ==
+              std::errc{} &&
+          port > 0 && port < 65536;
+      if (!url || ec || !port_ok) {  // (a port like "x" would otherwise throw here)
         res.error = "redirect to an unsupported place (only http://IP:port): " +
                     res.location.substr(0, 200);
         break;
       }
-      const tcp::endpoint to(address, static_cast<std::uint16_t>(std::stoul(url->port)));
+      const tcp::endpoint to(address, static_cast<std::uint16_t>(port));
       if (!redirected_ || redirected_origin_->endpoint != to) {
         redirected_origin_ = std::make_unique<origin>(origin{to, url->host + ":" + url->port, ""});
         redirected_ =

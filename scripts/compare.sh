@@ -169,23 +169,10 @@ YML
 start_nginx() {
   local port dir=$WORK/nginx
   rm -rf "$dir"
-  mkdir -p "$dir/cache" "$dir/tmp"
+  mkdir -p "$dir/cache"
   port=$(free_port)
-  # Workers run as the user starting nginx: the temporary directory is private to it.
-  cat > "$dir/nginx.conf" << CONF
-user $(id -un) $(id -gn);
-worker_processes auto;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
+  run_nginx "$dir" auto "
   access_log off;
-  default_type application/octet-stream;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
   proxy_cache_path $dir/cache levels=1:2 keys_zone=layers:32m max_size=8g inactive=1d
                    use_temp_path=off;
   upstream registry {
@@ -202,18 +189,12 @@ http {
       proxy_cache_valid 200 206 1h;
       proxy_cache_lock on;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
       proxy_pass http://registry;
     }
-  }
-}
-CONF
-  nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' \
-    > "$dir/nginx.out" 2>&1 &
-  BACKEND_PID=$!
-  PIDS+=("$BACKEND_PID")
+  }" "http://127.0.0.1:$port/v2/"
+  BACKEND_PID=$NGINX_PID
   BACKEND_URL="http://127.0.0.1:$port"
-  wait_http "$BACKEND_URL/v2/"
 }
 
 start_registry-proxy() {

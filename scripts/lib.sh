@@ -77,36 +77,47 @@ start_throttle() {
 # ranges gets the whole file, as GCS and S3 answer it). Its access log (combined format, as
 # docker-registry's) is $WORK/$1/access.log. Sets STORAGE_PORT.
 start_storage_host() {
-  local dir=$WORK/$1
-  mkdir -p "$dir/tmp" "$2"
-  : > "$dir/access.log"
+  mkdir -p "$2" "$WORK/$1"
+  : > "$WORK/$1/access.log"
   STORAGE_PORT=$(free_port)
+  run_nginx "$WORK/$1" 1 "
+  access_log $WORK/$1/access.log combined;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:$STORAGE_PORT;
+    root $2;
+    ${3:+max_ranges $3;}
+  }" "http://127.0.0.1:$STORAGE_PORT/"
+}
+
+# nginx from directory $1 (config, pid, logs and temporary files there; workers run as the
+# calling user, so that directory stays private to it) with $2 worker processes; $3 = the
+# lines inside its http {} beside the shared ones; waits until the URL $4 answers. Sets
+# NGINX_PID.
+run_nginx() {
+  local dir=$1
+  mkdir -p "$dir/tmp"
   cat > "$dir/nginx.conf" << CONF
 user $(id -un) $(id -gn);
-worker_processes 1;
+worker_processes $2;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 1024; }
+events { worker_connections 4096; }
 http {
-  access_log $dir/access.log combined;
   default_type application/octet-stream;
   client_body_temp_path $dir/tmp/body;
   proxy_temp_path $dir/tmp/proxy;
   fastcgi_temp_path $dir/tmp/fastcgi;
   uwsgi_temp_path $dir/tmp/uwsgi;
   scgi_temp_path $dir/tmp/scgi;
-  keepalive_requests 100000;
-  server {
-    listen 127.0.0.1:$STORAGE_PORT;
-    root $2;
-    ${3:+max_ranges $3;}
-  }
+$3
 }
 CONF
   nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' \
     > "$dir/nginx.out" 2>&1 &
-  PIDS+=($!)
-  wait_http "http://127.0.0.1:$STORAGE_PORT/"
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
+  wait_http "$4"
 }
 
 start_demo_registry() {  # sets REGISTRY_PORT; seeds demo/app:v1

@@ -62,6 +62,9 @@ class backend {
   // backend whose writes are durable when write() returns does nothing.
   virtual void persist() = 0;
 
+  // Bytes held by the backend's block cache (0 when it has none).
+  [[nodiscard]] virtual std::uint64_t block_cache_bytes() = 0;
+
   // Free bytes on the disk under the store; nullopt when it has none (in memory).
   [[nodiscard]] virtual std::optional<std::uint64_t> free_disk() = 0;
 };

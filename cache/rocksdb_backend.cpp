@@ -211,6 +211,8 @@ class rocksdb_backend final : public backend {
     return std::uint64_t{st.f_bavail} * st.f_frsize;
   }
 
+  std::uint64_t block_cache_bytes() override { return block_cache_->GetUsage(); }
+
   void persist() override {
     if (!write_options_.disableWAL) return;  // the WAL already has every write
     rocksdb::FlushOptions fo;
@@ -233,7 +235,7 @@ class rocksdb_backend final : public backend {
   status read(family f, std::string_view key,
               const std::function<void(std::string_view)>& on_value) override {
     rocksdb::PinnableSlice value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(f), slice(key), &value);
+    rocksdb::Status s = db_->Get(point_read(f), cf(f), slice(key), &value);
     if (!s.ok()) return from_rocksdb(s, "read");
     on_value(std::string_view(value.data(), value.size()));
     return status::success();
@@ -249,7 +251,7 @@ class rocksdb_backend final : public backend {
     };
     auto p = std::make_shared<pinned>();
     p->cache = block_cache_;
-    rocksdb::ReadOptions ro;
+    rocksdb::ReadOptions ro = point_read(f);
     ro.verify_checksums = false;  // the value's own CRC-32C is checked by the caller
     rocksdb::Status s = db_->Get(ro, cf(f), slice(key), &p->slice);
     if (!s.ok()) return from_rocksdb(s, "read");
@@ -284,6 +286,18 @@ class rocksdb_backend final : public backend {
 
  private:
   rocksdb::ColumnFamilyHandle* cf(family f) const { return handles_[static_cast<std::size_t>(f)]; }
+
+  // Chunks read are not put in the block cache: the chunk store keeps the ones worth keeping
+  // (read in part) in its own memory cache, and a chunk in both would be held twice — the
+  // memory cache pins the block, which still counts against the block cache, so with both
+  // caches full the block cache had no room left for anything else: 128 + 128 MiB configured
+  // held 128 MiB of chunks. The block cache keeps what is small and read everywhere: index
+  // and filter blocks, blob records, manifests, tags.
+  static rocksdb::ReadOptions point_read(family f) {
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = f != family::chunks;
+    return ro;
+  }
 
   std::shared_ptr<rocksdb::Cache> block_cache_;
   std::unique_ptr<rocksdb::DB> db_;

@@ -280,6 +280,12 @@ struct registry::impl {
           .Name("layercache_cache_memory_reads_total")
           .Help("Stored-chunk reads that found the chunk in memory (hit) or read the store (miss).")
           .Register(reg);
+  prometheus::Family<prometheus::Gauge>& block_cache_bytes =
+      prometheus::BuildGauge()
+          .Name("layercache_cache_block_cache_bytes")
+          .Help("Bytes held by RocksDB's block cache (cache.block_cache): index and filter "
+                "blocks, records, manifests; chunks are kept by the memory cache instead.")
+          .Register(reg);
   prometheus::Family<prometheus::Gauge>& disk_full =
       prometheus::BuildGauge()
           .Name("layercache_cache_disk_full")
@@ -517,6 +523,7 @@ std::string registry::serialize() {
     m.memory_bytes.Add({}).Set(static_cast<double>(s.memory_bytes));
     mirror(m.memory_reads.Add({{"result", "hit"}}), s.memory_hits);
     mirror(m.memory_reads.Add({{"result", "miss"}}), s.memory_misses);
+    m.block_cache_bytes.Add({}).Set(static_cast<double>(s.block_cache_bytes));
     m.disk_full.Add({}).Set(s.disk_full ? 1.0 : 0.0);
     mirror(m.disk_refusals.Add({}), s.disk_refusals);
     mirror(m.chunk_reads.Add({{"source", "store"}}), s.chunks_from_store);

@@ -366,8 +366,8 @@ TEST(config, cache_defaults) {
   EXPECT_EQ(cfg.cache.path, "/var/lib/layercache");
   EXPECT_EQ(cfg.cache.capacity, 10 * GiB);
   EXPECT_EQ(cfg.cache.chunk_size, MiB);
-  EXPECT_EQ(cfg.cache.block_cache, 128 * MiB);
-  EXPECT_EQ(cfg.cache.memory_cache, 128 * MiB);
+  EXPECT_EQ(cfg.cache.block_cache, 32 * MiB);
+  EXPECT_EQ(cfg.cache.memory_cache, 256 * MiB);
   EXPECT_FALSE(cfg.cache.sync_writes);
   EXPECT_TRUE(cfg.cache.enabled);
   EXPECT_EQ(cfg.cache.fetch_size, 8 * MiB);

@@ -283,8 +283,9 @@ struct registry::impl {
   prometheus::Family<prometheus::Gauge>& block_cache_bytes =
       prometheus::BuildGauge()
           .Name("layercache_cache_block_cache_bytes")
-          .Help("Bytes held by RocksDB's block cache (cache.block_cache): index and filter "
-                "blocks, records, manifests; chunks are kept by the memory cache instead.")
+          .Help(
+              "Bytes held by RocksDB's block cache (cache.block_cache): index and filter "
+              "blocks, records, manifests; chunks are kept by the memory cache instead.")
           .Register(reg);
   prometheus::Family<prometheus::Gauge>& disk_full =
       prometheus::BuildGauge()

@@ -888,6 +888,13 @@ TEST_F(rocksdb_store_test, shared_chunks_outlive_the_store_and_are_checked) {
   {
     auto store = open();  // chunks now come from table files, not the memtable
     ASSERT_TRUE(store->get_chunk_shared(d, 0, true, kept).ok());
+    // Not a copy: a second read (not through the memory cache) gets the same block.
+    shared_chunk again;
+    ASSERT_TRUE(store->get_chunk_shared(d, 1, false, again).ok());
+    shared_chunk same;
+    ASSERT_TRUE(store->get_chunk_shared(d, 1, false, same).ok());
+    EXPECT_NE(again.get(), same.get());
+    EXPECT_EQ(again->data(), same->data()) << "chunk bytes were copied out of RocksDB";
   }
   ASSERT_NE(kept, nullptr);
   EXPECT_EQ(kept->bytes, chunk_of(blob, chunk, 0));

@@ -151,8 +151,8 @@ struct cache_settings {
   // Chunk size of newly cached blobs: 64KiB..16MiB, a power of two. Each blob keeps the chunk
   // size it was stored with, so changing this never misreads cached data.
   std::uint32_t chunk_size = 1U << 20;
-  // RocksDB block cache: index and filter blocks, records, manifests (chunks read are not
-  // put there: the memory cache keeps those worth keeping).
+  // RocksDB block cache: index and filter blocks, records, manifests (chunks are not kept
+  // there: the memory cache keeps those worth keeping).
   std::uint64_t block_cache = 32ULL << 20;
   // Checked chunks kept in memory after a read of part of them (random ranges, lazy pulls),
   // served again with no store read; 0: none.

@@ -316,12 +316,12 @@ TEST_P(chunk_store_test, memory_cache_serves_admitted_chunks_and_forgets_erased_
 // chunks as one).
 TEST_P(chunk_store_test, chunk_reads_leave_the_block_cache_to_the_memory_cache) {
   const oci::digest d = digest_n(1);
-  const std::uint32_t n = 40;  // 2.5 MiB of chunks; the block cache has 8 MiB
+  const std::uint32_t n = 40;              // 2.5 MiB of chunks; the block cache has 8 MiB
   if (GetParam() == kind::memory) return;  // no block cache, and nothing survives a reopen
   const std::string blob = put_blob(d, 1, std::size_t{n} * chunk);
   store_.reset();  // flushed to table files: reads now come from disk, not memtables
-  store_ = open_store(GetParam(), (dir_.path() / "db").string(), 64ULL << 20, clock_.fn(),
-                      4 * chunk);
+  store_ =
+      open_store(GetParam(), (dir_.path() / "db").string(), 64ULL << 20, clock_.fn(), 4 * chunk);
   std::vector<cache::shared_chunk> held;
   for (std::uint32_t i = 0; i < n; ++i) {
     cache::shared_chunk got;

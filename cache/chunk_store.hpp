@@ -138,8 +138,9 @@ class chunk_store {
   // removed (and the blob marked unverified), so a refetch can replace it.
   virtual status get_chunk(const oci::digest& d, std::uint32_t index, std::string& out) = 0;
 
-  // As get_chunk, but the bytes are shared, not copied: from the in-memory cache of recently
-  // read chunks when they are there (no store read, no checksum: they were checked when read),
+  // As get_chunk, but the bytes are shared, not copied: from memory when they are there (no
+  // store read, no checksum: they were checked when read) — the memory cache of recently read
+  // chunks, or a chunk another caller still holds (read once for readers side by side) —
   // else read and checked as get_chunk does. With `admit`, a chunk read from the store enters
   // the memory cache (callers admit chunks read for part of their bytes, the pattern of
   // random range reads; whole-chunk streaming would only churn it). erase_blob() and a failed

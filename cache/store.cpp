@@ -190,54 +190,60 @@ std::uint64_t system_now() {
                                         .count());
 }
 
-// Recently read chunks, checked and decoded, shared with readers: an LRU bounded in bytes.
+// Chunks read from the store, checked and decoded, shared with readers. Two kinds:
+// - kept: chunks admitted (read in part), an LRU bounded in bytes (cache.memory_cache);
+// - live: every chunk some reader still holds, whatever the capacity (weak references: they
+//   cost no memory of their own). A reader that asks for a chunk another one is sending gets
+//   the same bytes, with no store read and no second checksum — a herd, or pulls of one image
+//   side by side, read each chunk from the store about once.
 // Thread-safe. Keys are chunk keys (raw digest + index), so a blob's entries share a prefix.
 class memory_chunks {
  public:
   explicit memory_chunks(std::uint64_t capacity) : capacity_(capacity) {}
 
-  [[nodiscard]] bool enabled() const { return capacity_ > 0; }
-
   // `count_miss`: false for a look that a store read follows when it misses (counted there).
   shared_chunk find(const std::string& key, bool count_miss = true) {
     std::lock_guard lock(mu_);
     auto it = index_.find(key);
-    if (it == index_.end()) {
-      if (count_miss) ++misses_;
-      return nullptr;
+    if (it != index_.end()) {
+      order_.splice(order_.begin(), order_, it->second);
+      ++hits_;
+      return it->second->bytes;
     }
-    order_.splice(order_.begin(), order_, it->second);
-    ++hits_;
-    return it->second->bytes;
+    if (auto l = live_.find(key); l != live_.end()) {
+      if (auto bytes = l->second.lock()) {
+        ++hits_;
+        return bytes;
+      }
+    }
+    if (count_miss) ++misses_;
+    return nullptr;
+  }
+
+  // A chunk just read and checked: live while a reader holds it; kept too when `admit`.
+  void add(const std::string& key, const shared_chunk& bytes, bool admit,
+           std::uint64_t generation) {
+    std::list<item> gone;  // released after the lock, as in insert()
+    std::lock_guard lock(mu_);
+    if (generation != generation_.load()) return;
+    live_[key] = bytes;
+    if (live_.size() >= sweep_at_) {
+      std::erase_if(live_, [](const auto& e) { return e.second.expired(); });
+      sweep_at_ = std::max<std::size_t>(min_sweep, 2 * live_.size());
+    }
+    if (admit && capacity_ > 0) insert_locked(key, bytes, gone);
   }
 
   // The generation to pass to insert(): bytes read after this call may be admitted unless a
   // drop happened since (it could be dropping exactly what was being read).
   [[nodiscard]] std::uint64_t generation() const { return generation_.load(); }
 
-  void insert(const std::string& key, shared_chunk bytes, std::uint64_t generation) {
-    if (bytes->size() > capacity_) return;
-    // Evicted chunks are released after the lock (a pinned RocksDB block goes back to its
-    // cache then): I/O threads look here and must not wait for that.
-    std::list<item> gone;
-    std::lock_guard lock(mu_);
-    if (generation != generation_.load() || index_.contains(key)) return;
-    order_.push_front(item{key, std::move(bytes)});
-    index_.emplace(key, order_.begin());
-    used_ += order_.front().bytes->size();
-    while (used_ > capacity_) {
-      used_ -= order_.back().bytes->size();
-      index_.erase(order_.back().key);
-      gone.splice(gone.end(), order_, std::prev(order_.end()));
-    }
-  }
-
   // Drops every chunk whose key starts with `prefix` (a raw digest, or one chunk's key).
   void drop(const std::string& prefix) {
-    if (!enabled()) return;
-    std::list<item> gone;  // released after the lock, as in insert()
+    std::list<item> gone;  // released after the lock, as in add()
     std::lock_guard lock(mu_);
     ++generation_;
+    std::erase_if(live_, [&](const auto& e) { return e.first.starts_with(prefix); });
     for (auto it = order_.begin(); it != order_.end();) {
       if (it->key.starts_with(prefix)) {
         used_ -= it->bytes->size();
@@ -261,10 +267,28 @@ class memory_chunks {
     std::string key;
     shared_chunk bytes;
   };
+  static constexpr std::size_t min_sweep = 1024;  // live entries before expired ones are swept
+
+  // Evicted chunks go to `gone`, released by the caller after the lock (a pinned RocksDB
+  // block goes back to its cache then): I/O threads look here and must not wait for that.
+  void insert_locked(const std::string& key, const shared_chunk& bytes, std::list<item>& gone) {
+    if (bytes->size() > capacity_ || index_.contains(key)) return;
+    order_.push_front(item{key, bytes});
+    index_.emplace(key, order_.begin());
+    used_ += order_.front().bytes->size();
+    while (used_ > capacity_) {
+      used_ -= order_.back().bytes->size();
+      index_.erase(order_.back().key);
+      gone.splice(gone.end(), order_, std::prev(order_.end()));
+    }
+  }
+
   const std::uint64_t capacity_;
   std::mutex mu_;
   std::list<item> order_;  // most recently used first
   std::unordered_map<std::string, std::list<item>::iterator> index_;
+  std::unordered_map<std::string, std::weak_ptr<const chunk_bytes>> live_;
+  std::size_t sweep_at_ = min_sweep;
   std::uint64_t used_ = 0;
   std::uint64_t hits_ = 0;
   std::uint64_t misses_ = 0;
@@ -401,11 +425,9 @@ class store final : public chunk_store {
                           shared_chunk& out) override {
     const std::string raw = d.raw();
     const std::string key = chunk_key(raw, index);
-    if (memory_.enabled()) {
-      if (auto hit = memory_.find(key)) {
-        out = std::move(hit);
-        return status::success();
-      }
+    if (auto hit = memory_.find(key)) {
+      out = std::move(hit);
+      return status::success();
     }
     const std::uint64_t generation = memory_.generation();
     // No copy: the bytes stay in the backend's buffer, which the chunk keeps alive.
@@ -424,12 +446,11 @@ class store final : public chunk_store {
       chunk->owner = std::move(copy);
     }
     out = chunk;
-    if (admit && memory_.enabled()) memory_.insert(key, std::move(chunk), generation);
+    memory_.add(key, chunk, admit, generation);
     return s;
   }
 
   shared_chunk memory_chunk(const oci::digest& d, std::uint32_t index) override {
-    if (!memory_.enabled()) return nullptr;
     return memory_.find(chunk_key(d.raw(), index), false);
   }
 

@@ -22,7 +22,8 @@
 # Knobs (environment): COMPARE_LAYERS (64MiB,64MiB,64MiB: the image's layers, incompressible),
 # COMPARE_IMAGES (1), COMPARE_PARALLEL (3), COMPARE_CLIENTS (4), COMPARE_WARM_PULLS (8),
 # COMPARE_RANGES (2000), COMPARE_COLD_RANGES (500), COMPARE_HERD (100),
-# COMPARE_BACKENDS ("direct layercache nginx registry-proxy"), COMPARE_MAX_SECONDS (120 per
+# COMPARE_BACKENDS ("direct layercache nginx registry-proxy"), COMPARE_CHUNK (layercache's
+# cache.chunk_size, 1MiB; nginx's slice stays 1m), COMPARE_MAX_SECONDS (120 per
 # scenario), THROTTLE_RTT_MS and THROTTLE_BW (e.g. 30 and 25MB: round trip added and bytes/s
 # per connection and direction; unset: no throttle), BUILD (build), BUILD_JOBS (2),
 # COMPARE_STORAGE (registry: docker-registry serves blobs itself; redirect: it answers blob GETs
@@ -42,6 +43,7 @@ WARM_PULLS=${COMPARE_WARM_PULLS:-8}
 RANGES=${COMPARE_RANGES:-2000}
 COLD_RANGES=${COMPARE_COLD_RANGES:-500}
 HERD=${COMPARE_HERD:-100}
+CHUNK=${COMPARE_CHUNK:-1MiB}
 STORAGE=${COMPARE_STORAGE:-registry}
 if [ "$STORAGE" = redirect ]; then
   BACKENDS=${COMPARE_BACKENDS:-direct layercache registry-proxy}
@@ -153,7 +155,7 @@ log:
 cache:
   path: $dir/cache
   capacity: 8GiB
-  chunk_size: 1MiB
+  chunk_size: $CHUNK
 upstreams:
   - name: demo
     url: $UPSTREAM
@@ -304,7 +306,7 @@ echo "image(s): $NIMAGES × layers $LAYERS (+ config), $IMAGE_BYTES bytes each p
   "upstream: docker-registry $(docker-registry --version 2> /dev/null | awk '{ print $3 }')" \
   "$([ "$STORAGE" = redirect ] && echo "redirecting blob GETs to an nginx storage host${COMPARE_STORAGE_RANGES:+ (max_ranges $COMPARE_STORAGE_RANGES)}")" \
   "$([ -n "$RTT_MS$BW" ] && echo "behind layercache-throttle: RTT ${RTT_MS:-0} ms, ${BW:-unlimited}/s per connection" || echo "on loopback, no throttle");" \
-  "$(nginx -v 2>&1 | sed 's/.*: //')"
+  "$(nginx -v 2>&1 | sed 's/.*: //'); layercache chunk_size $CHUNK"
 echo
 awk -F'|' -v image_bytes="$IMAGE_BYTES" -v nimages="$NIMAGES" -v warm_pulls="$WARM_PULLS" \
   -v clients="$CLIENTS" -v herd="$HERD" -v herd_size="$HERD_SIZE" -v ranges="$RANGES" \

@@ -7,10 +7,13 @@
 // configured default). Throughput is reported as bytes_per_second and as a GB/s counter.
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <random>
@@ -166,6 +169,83 @@ void bm_present_chunks(benchmark::State& state) {
   }
 }
 
+// Bytes this process has had written to storage so far (/proc/self/io write_bytes, background
+// RocksDB threads included; 0 when unreadable).
+std::uint64_t storage_writes() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  std::uint64_t value = 0;
+  while (io >> key >> value) {
+    if (key == "write_bytes:") return value;
+  }
+  return 0;
+}
+
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+std::uint64_t disk_usage(const std::filesystem::path& dir) {
+  std::uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec)) total += e.file_size(ec);
+  }
+  return total;
+}
+
+// A cache in steady state: 64 MiB blobs stored one after another into a 1 GiB store, 3 GiB in
+// all, so the store evicts for two thirds of them — every byte is written once, then deleted.
+// What the layout costs beyond storing each byte once: `write_amp` (bytes written to storage,
+// flushes and compactions included, per byte stored), `cpu_s_per_GiB` (this process's CPU,
+// background threads included) and `space_amp` (files on disk at the end per byte the store
+// holds).
+void bm_put_churn(benchmark::State& state) {
+  constexpr std::uint64_t capacity = 1ULL << 30;
+  constexpr std::uint64_t blob = 64 * MiB;
+  constexpr int blobs = 48;
+  const std::string name = "churn-" + std::to_string(state.range(0));
+  const std::filesystem::path path = root().path() / name;
+  auto store = cache::open_rocksdb_store(cache::store_options{
+      .path = path.string(),
+      .capacity = capacity,
+      .block_cache = 32 * MiB,
+      .sync_writes = false,
+      .layout = layout_of(state),
+  });
+  const std::string& bytes = blob_bytes();
+  std::uint64_t written = 0;
+  const std::uint64_t writes_before = storage_writes();
+  const double cpu_before = cpu_seconds();
+  for (auto _ : state) {
+    for (int b = 0; b < blobs; ++b) {
+      const oci::digest d = digest_n(1000 + static_cast<std::uint64_t>(b));
+      for (std::uint32_t i = 0; i < blob / MiB; ++i) {
+        const std::string_view chunk(bytes.data() + (std::size_t{i} + b % 4 * 64) * MiB, MiB);
+        cache::status s = store->put_chunk(d, blob, MiB, i, chunk);
+        if (!s.ok()) {
+          state.SkipWithError(s.message.c_str());
+          return;
+        }
+        written += MiB;
+      }
+      (void)store->mark_verified(d);
+    }
+  }
+  const std::uint64_t held = store->used_bytes();
+  store.reset();  // flushes what is still in memtables, as a running daemon eventually would
+  const double cpu = cpu_seconds() - cpu_before;
+  const std::uint64_t disk = storage_writes() - writes_before;
+  report(state, written);
+  state.counters["write_amp"] = static_cast<double>(disk) / static_cast<double>(written);
+  state.counters["cpu_s_per_GiB"] = cpu / (static_cast<double>(written) / (1ULL << 30));
+  state.counters["space_amp"] =
+      static_cast<double>(disk_usage(path)) / static_cast<double>(std::max<std::uint64_t>(held, 1));
+}
+
 // The per-chunk checksum alone, on a 1 MiB chunk in the CPU cache.
 void bm_crc32c(benchmark::State& state) {
   const std::string_view chunk(blob_bytes().data(), MiB);
@@ -188,6 +268,13 @@ void layouts(benchmark::internal::Benchmark* b) {
 BENCHMARK(bm_present_chunks)->Apply(layouts)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_crc32c)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_put_sequential)->Apply(layouts)->MinTime(3.0);
+BENCHMARK(bm_put_churn)
+    ->ArgName("blobdb")
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_get_sequential_warm)->Apply(layouts)->MinTime(2.0);
 BENCHMARK(bm_get_random_64k)->Apply(layouts)->MinTime(2.0)->Unit(benchmark::kMicrosecond);
 

@@ -290,8 +290,8 @@ class rocksdb_backend final : public backend {
   rocksdb::ColumnFamilyHandle* cf(family f) const { return handles_[static_cast<std::size_t>(f)]; }
 
   // The block cache (cache.block_cache) keeps what is small and read everywhere: index and
-  // filter blocks, blob records, manifests, tags. Chunk blocks go to a cache of their own,
-  // a few MiB: the chunk store's memory cache decides which chunks stay in memory, and keeps
+  // filter blocks, blob records, manifests, tags. Chunk blocks go to a small cache of their
+  // own: the chunk store's memory cache decides which chunks stay in memory, and keeps
   // them by pinning their blocks here. Pinned blocks count against the cache that holds
   // them; in the shared block cache a full memory cache left no room for anything else, so
   // 128 + 128 MiB configured held 128 MiB of chunks. A chunk read must still go through a

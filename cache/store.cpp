@@ -223,7 +223,7 @@ class memory_chunks {
   // A chunk just read and checked: live while a reader holds it; kept too when `admit`.
   void add(const std::string& key, const shared_chunk& bytes, bool admit,
            std::uint64_t generation) {
-    std::list<item> gone;  // released after the lock, as in insert()
+    std::list<item> gone;  // evicted by insert_locked(), released after the lock
     std::lock_guard lock(mu_);
     if (generation != generation_.load()) return;
     live_[key] = bytes;
@@ -234,7 +234,7 @@ class memory_chunks {
     if (admit && capacity_ > 0) insert_locked(key, bytes, gone);
   }
 
-  // The generation to pass to insert(): bytes read after this call may be admitted unless a
+  // The generation to pass to add(): bytes read after this call may be added unless a
   // drop happened since (it could be dropping exactly what was being read).
   [[nodiscard]] std::uint64_t generation() const { return generation_.load(); }
 

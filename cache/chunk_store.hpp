@@ -87,6 +87,7 @@ struct store_stats {
   // The in-memory cache of recently read chunks (store_options::memory_cache).
   std::uint64_t memory_bytes = 0;   // chunk bytes it holds
   std::uint64_t memory_hits = 0;    // reads it answered without a store read
+  std::uint64_t memory_shared = 0;  // reads answered with a chunk another reader still held
   std::uint64_t memory_misses = 0;  // reads that went to the store
   // RocksDB's block cache (store_options::block_cache): bytes it holds (pinned ones too).
   std::uint64_t block_cache_bytes = 0;

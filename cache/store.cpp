@@ -212,7 +212,7 @@ class memory_chunks {
     }
     if (auto l = live_.find(key); l != live_.end()) {
       if (auto bytes = l->second.lock()) {
-        ++hits_;
+        ++shared_;
         return bytes;
       }
     }
@@ -259,6 +259,7 @@ class memory_chunks {
     std::lock_guard lock(mu_);
     s.memory_bytes = used_;
     s.memory_hits = hits_;
+    s.memory_shared = shared_;
     s.memory_misses = misses_;
   }
 
@@ -290,7 +291,8 @@ class memory_chunks {
   std::unordered_map<std::string, std::weak_ptr<const chunk_bytes>> live_;
   std::size_t sweep_at_ = min_sweep;
   std::uint64_t used_ = 0;
-  std::uint64_t hits_ = 0;
+  std::uint64_t hits_ = 0;    // from the kept chunks
+  std::uint64_t shared_ = 0;  // from the live ones
   std::uint64_t misses_ = 0;
   std::atomic<std::uint64_t> generation_{0};
 };

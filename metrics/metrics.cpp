@@ -278,7 +278,9 @@ struct registry::impl {
   prometheus::Family<prometheus::Counter>& memory_reads =
       prometheus::BuildCounter()
           .Name("layercache_cache_memory_reads_total")
-          .Help("Stored-chunk reads that found the chunk in memory (hit) or read the store (miss).")
+          .Help(
+              "Stored-chunk reads that found the chunk in the memory cache (hit), held by "
+              "another reader (shared), or read the store (miss).")
           .Register(reg);
   prometheus::Family<prometheus::Gauge>& block_cache_bytes =
       prometheus::BuildGauge()
@@ -523,6 +525,7 @@ std::string registry::serialize() {
     mirror(m.corrupt.Add({}), s.corrupt_chunks);
     m.memory_bytes.Add({}).Set(static_cast<double>(s.memory_bytes));
     mirror(m.memory_reads.Add({{"result", "hit"}}), s.memory_hits);
+    mirror(m.memory_reads.Add({{"result", "shared"}}), s.memory_shared);
     mirror(m.memory_reads.Add({{"result", "miss"}}), s.memory_misses);
     m.block_cache_bytes.Add({}).Set(static_cast<double>(s.block_cache_bytes));
     m.disk_full.Add({}).Set(s.disk_full ? 1.0 : 0.0);

@@ -18,7 +18,7 @@
 //   layercache_cache_evicted_blobs_total, _evicted_bytes_total      counters
 //   layercache_cache_corrupt_chunks_total                           counter
 //   layercache_cache_memory_bytes                                   gauge (memory_cache held)
-//   layercache_cache_memory_reads_total{result}                     counter (hit|miss)
+//   layercache_cache_memory_reads_total{result}                     counter (hit|shared|miss)
 //   layercache_cache_block_cache_bytes                              gauge (block_cache held)
 //   layercache_cache_disk_full                                      gauge (1: not storing)
 //   layercache_cache_disk_refusals_total                            counter (chunks not stored)
@@ -98,6 +98,7 @@ struct snapshot {
   std::uint64_t corrupt_chunks = 0;
   std::uint64_t memory_bytes = 0;
   std::uint64_t memory_hits = 0;
+  std::uint64_t memory_shared = 0;
   std::uint64_t memory_misses = 0;
   std::uint64_t block_cache_bytes = 0;
   bool disk_full = false;

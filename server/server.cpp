@@ -379,6 +379,7 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
       s.corrupt_chunks = st.corrupt_chunks;
       s.memory_bytes = st.memory_bytes;
       s.memory_hits = st.memory_hits;
+      s.memory_shared = st.memory_shared;
       s.memory_misses = st.memory_misses;
       s.block_cache_bytes = st.block_cache_bytes;
       s.disk_full = st.disk_full;

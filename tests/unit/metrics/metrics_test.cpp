@@ -104,6 +104,10 @@ TEST(metrics, snapshot_values_are_read_at_each_scrape_and_counters_never_fall) {
   next.evicted_blobs = 3;
   next.blob_digest_failures = 1;
   next.open_connections = 7;
+  next.memory_hits = 11;
+  next.memory_shared = 12;
+  next.memory_misses = 13;
+  next.block_cache_bytes = 4096;
   r.on_collect([&next](snapshot& s) { s = next; });
   auto m = parse_exposition(r.serialize());
   EXPECT_EQ(metric_value(m, "layercache_cache_used_bytes"), 100);
@@ -111,6 +115,10 @@ TEST(metrics, snapshot_values_are_read_at_each_scrape_and_counters_never_fall) {
   EXPECT_EQ(metric_value(m, "layercache_cache_evicted_blobs_total"), 3);
   EXPECT_EQ(metric_value(m, "layercache_digest_failures_total", {{"kind", "blob"}}), 1);
   EXPECT_EQ(metric_value(m, "layercache_http_open_connections"), 7);
+  EXPECT_EQ(metric_value(m, "layercache_cache_memory_reads_total", {{"result", "hit"}}), 11);
+  EXPECT_EQ(metric_value(m, "layercache_cache_memory_reads_total", {{"result", "shared"}}), 12);
+  EXPECT_EQ(metric_value(m, "layercache_cache_memory_reads_total", {{"result", "miss"}}), 13);
+  EXPECT_EQ(metric_value(m, "layercache_cache_block_cache_bytes"), 4096);
   next.used_bytes = 50;
   next.evicted_blobs = 5;
   m = parse_exposition(r.serialize());

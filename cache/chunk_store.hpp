@@ -154,8 +154,9 @@ class chunk_store {
   // the answer would have needed either: ask blob() / touch() on the blocking pool instead.
   virtual bool try_blob(const oci::digest& d, std::optional<blob_record>& out) = 0;
   virtual bool try_touch(const oci::digest& d) = 0;
-  // The chunk from the in-memory cache of get_chunk_shared(), or nullptr: never reads the
-  // store (callers go on to get_chunk_shared() on the pool, which counts the miss).
+  // The chunk from memory (the memory cache, or a chunk another reader holds: see
+  // get_chunk_shared()), or nullptr: never reads the store (callers go on to
+  // get_chunk_shared() on the pool, which counts the miss).
   virtual shared_chunk memory_chunk(const oci::digest& d, std::uint32_t index) = 0;
 
   // Presence is the chunk's own key, so these cost about a read of the chunk (RocksDB loads the

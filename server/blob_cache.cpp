@@ -171,15 +171,15 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   if (auto* claimed = std::get_if<flight_table::lead>(&joined)) {
     lead.emplace(std::move(*claimed));
     if (auto known = known_size(d)) {  // one finished between our miss and the claim
-      lead->finish(std::to_string(known->size));
+      lead->finish(std::string{});
       co_return *known;
     }
-  } else if (auto& waited = std::get<std::optional<fetch_result>>(joined)) {
-    if (auto* size = std::get_if<std::string>(&*waited)) {
-      co_return blob_meta{std::stoull(*size), settings_.chunk_size, false};
-    }
-    // The leader's HEAD was refused or failed: ask for ourselves, to pass its answer on.
+  } else if (auto& waited = std::get<std::optional<fetch_result>>(joined);
+             waited && std::holds_alternative<std::string>(*waited)) {
+    // The leader learnt the size (into sizes_, unless cleared since: then ask again).
+    if (auto known = known_size(d)) co_return *known;
   }
+  // Leading, or the leader's HEAD was refused or failed: ask, to pass its answer on.
 
   upstream_request req;
   req.method = http::verb::head;
@@ -203,7 +203,7 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
     if (sizes_.size() >= max_remembered) sizes_.clear();
     sizes_[d.str()] = meta;
   }
-  if (lead) lead->finish(std::to_string(*length));
+  if (lead) lead->finish(std::string{});
   co_return meta;
 }
 

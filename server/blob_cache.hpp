@@ -194,7 +194,7 @@ class blob_cache {
   // reader's store lookup and its decision to fill (a cleared set only risks a second fill).
   std::unordered_set<std::string> completed_;
   std::unordered_map<std::string, blob_meta> sizes_;  // from HEADs and manifests, by digest
-  flight_table heads_;  // upstream HEADs in flight, by digest (the size, as text)
+  flight_table heads_;  // upstream HEADs in flight, by digest (the size goes to sizes_)
   std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction
   std::unordered_set<std::string> completing_;         // background completions running
   // Upstreams that answered a multi-range request with something else (by name).

@@ -49,10 +49,14 @@ class backend {
   virtual status read_shared(family f, std::string_view key, std::shared_ptr<const void>& owner,
                              std::string_view& value) = 0;
 
+  // What a scan hands out: keys and values; keys only (the value is empty); or keys only with
+  // the backend's block checksums skipped, where a key read wrong costs nothing worse than a
+  // refetch (chunk presence: a chunk's block is its value, so checking it doubles the cost).
+  enum class scan_mode { entries, keys, keys_unchecked };
+
   // Calls `on_entry` for each key starting with `prefix`, ascending, until it returns false.
-  // The value is empty when `keys_only`.
   virtual status scan(
-      family f, std::string_view prefix, bool keys_only,
+      family f, std::string_view prefix, scan_mode mode,
       const std::function<bool(std::string_view key, std::string_view value)>& on_entry) = 0;
 
   // A hint that [begin, end) was just deleted and its space should be reclaimed soon.

@@ -144,7 +144,9 @@ class chunk_store {
   // chunks, or a chunk another caller still holds (read once for readers side by side) —
   // else read and checked as get_chunk does. With `admit`, a chunk read from the store enters
   // the memory cache (callers admit chunks read for part of their bytes, the pattern of
-  // random range reads; whole-chunk streaming would only churn it). erase_blob() and a failed
+  // random range reads); without, it enters at its second read, if that comes before a
+  // memory cache's worth of other whole reads twice over (an image pulled again is kept, one
+  // pull bigger than that passes without flushing what is kept). erase_blob() and a failed
   // checksum drop a blob's chunks from it; eviction does not need to (a chunk's bytes never
   // change, and a read served from memory is as correct as one from the store).
   virtual status get_chunk_shared(const oci::digest& d, std::uint32_t index, bool admit,

@@ -87,12 +87,13 @@ class memory_backend final : public backend {
     return status::success();
   }
 
-  status scan(family f, std::string_view prefix, bool keys_only,
+  status scan(family f, std::string_view prefix, scan_mode mode,
               const std::function<bool(std::string_view, std::string_view)>& on_entry) override {
     std::shared_lock lock(mu_);
     auto& t = table(f);
     for (auto it = t.lower_bound(prefix); it != t.end() && it->first.starts_with(prefix); ++it) {
-      if (!on_entry(it->first, keys_only ? std::string_view{} : std::string_view(it->second))) {
+      if (!on_entry(it->first, mode != scan_mode::entries ? std::string_view{}
+                                                          : std::string_view(it->second))) {
         break;
       }
     }

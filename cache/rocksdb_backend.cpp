@@ -262,10 +262,12 @@ class rocksdb_backend final : public backend {
     return status::success();
   }
 
-  status scan(family f, std::string_view prefix, bool keys_only,
+  status scan(family f, std::string_view prefix, scan_mode mode,
               const std::function<bool(std::string_view, std::string_view)>& on_entry) override {
+    const bool keys_only = mode != scan_mode::entries;
     rocksdb::ReadOptions ro;
     ro.fill_cache = !keys_only;
+    ro.verify_checksums = mode != scan_mode::keys_unchecked;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf(f)));
     for (it->Seek(slice(prefix)); it->Valid(); it->Next()) {
       const rocksdb::Slice k = it->key();

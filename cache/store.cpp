@@ -191,7 +191,11 @@ std::uint64_t system_now() {
 }
 
 // Chunks read from the store, checked and decoded, shared with readers. Two kinds:
-// - kept: chunks admitted (read in part), an LRU bounded in bytes (cache.memory_cache);
+// - kept: an LRU bounded in bytes (cache.memory_cache). A chunk read in part (random ranges,
+//   lazy pulls) is admitted at once; one read whole (pulls) at its second read: the first
+//   leaves its key in a list of recent whole reads (twice the capacity's worth of bytes,
+//   oldest out first). An image pulled again is served from memory, while one pull of an
+//   image bigger than that passes through without flushing what is kept;
 // - live: every chunk some reader still holds, whatever the capacity (weak references: they
 //   cost no memory of their own). A reader that asks for a chunk another one is sending gets
 //   the same bytes, with no store read and no second checksum — a herd, or pulls of one image
@@ -220,8 +224,9 @@ class memory_chunks {
     return nullptr;
   }
 
-  // A chunk just read and checked: live while a reader holds it; kept too when `admit`.
-  void add(const std::string& key, const shared_chunk& bytes, bool admit,
+  // A chunk just read and checked: live while a reader holds it; kept too when `partial`
+  // (read in part) or read whole before, recently.
+  void add(const std::string& key, const shared_chunk& bytes, bool partial,
            std::uint64_t generation) {
     std::list<item> gone;  // evicted by insert_locked(), released after the lock
     std::lock_guard lock(mu_);
@@ -231,7 +236,8 @@ class memory_chunks {
       std::erase_if(live_, [](const auto& e) { return e.second.expired(); });
       sweep_at_ = std::max<std::size_t>(min_sweep, 2 * live_.size());
     }
-    if (admit && capacity_ > 0) insert_locked(key, bytes, gone);
+    if (capacity_ == 0) return;
+    if (partial || seen_before_locked(key, bytes->size())) insert_locked(key, bytes, gone);
   }
 
   // The generation to pass to add(): bytes read after this call may be added unless a
@@ -244,6 +250,15 @@ class memory_chunks {
     std::lock_guard lock(mu_);
     ++generation_;
     std::erase_if(live_, [&](const auto& e) { return e.first.starts_with(prefix); });
+    for (auto it = seen_order_.begin(); it != seen_order_.end();) {
+      if (it->key.starts_with(prefix)) {
+        seen_bytes_ -= it->size;
+        seen_.erase(it->key);
+        it = seen_order_.erase(it);
+      } else {
+        ++it;
+      }
+    }
     for (auto it = order_.begin(); it != order_.end();) {
       if (it->key.starts_with(prefix)) {
         used_ -= it->bytes->size();
@@ -284,9 +299,37 @@ class memory_chunks {
     }
   }
 
+  // Whether `key` was read whole recently: true (and forgotten) if so; else remembered.
+  bool seen_before_locked(const std::string& key, std::size_t size) {
+    if (auto it = seen_.find(key); it != seen_.end()) {
+      seen_bytes_ -= it->second->size;
+      seen_order_.erase(it->second);
+      seen_.erase(it);
+      return true;
+    }
+    if (index_.contains(key)) return false;
+    seen_order_.push_back(seen_item{key, size});
+    seen_.emplace(key, std::prev(seen_order_.end()));
+    seen_bytes_ += size;
+    while (seen_bytes_ > 2 * capacity_) {
+      seen_bytes_ -= seen_order_.front().size;
+      seen_.erase(seen_order_.front().key);
+      seen_order_.pop_front();
+    }
+    return false;
+  }
+
+  struct seen_item {
+    std::string key;
+    std::size_t size;
+  };
+
   const std::uint64_t capacity_;
   std::mutex mu_;
-  std::list<item> order_;  // most recently used first
+  std::list<seen_item> seen_order_;  // keys of chunks read whole once, oldest first
+  std::unordered_map<std::string, std::list<seen_item>::iterator> seen_;
+  std::uint64_t seen_bytes_ = 0;  // the bytes those reads were
+  std::list<item> order_;         // most recently used first
   std::unordered_map<std::string, std::list<item>::iterator> index_;
   std::unordered_map<std::string, std::weak_ptr<const chunk_bytes>> live_;
   std::size_t sweep_at_ = min_sweep;
@@ -464,10 +507,13 @@ class store final : public chunk_store {
     const std::string raw = d.raw();
     std::vector<std::uint32_t> present;
     // On a read error the chunks found so far are returned: the caller refetches the rest.
-    (void)backend_->scan(family::chunks, raw, true, [&](std::string_view key, std::string_view) {
-      if (const auto index = chunk_index(key, raw)) present.push_back(*index);
-      return true;
-    });
+    // A key misread from a damaged block makes a chunk look present (its read fails its CRC
+    // and it is refetched) or absent (refetched): not worth checksumming every chunk here.
+    (void)backend_->scan(family::chunks, raw, backend::scan_mode::keys_unchecked,
+                         [&](std::string_view key, std::string_view) {
+                           if (const auto index = chunk_index(key, raw)) present.push_back(*index);
+                           return true;
+                         });
     return present;
   }
 
@@ -561,7 +607,7 @@ class store final : public chunk_store {
 
   std::vector<oci::digest> profiles() override {
     std::vector<oci::digest> out;
-    (void)backend_->scan(family::meta, profile_prefix, true,
+    (void)backend_->scan(family::meta, profile_prefix, backend::scan_mode::keys,
                          [&](std::string_view key, std::string_view) {
                            if (auto d = digest_from_raw(key.substr(profile_prefix.size()))) {
                              out.push_back(std::move(*d));
@@ -668,18 +714,18 @@ class store final : public chunk_store {
   void load() {
     std::vector<std::pair<std::uint64_t, std::string>> order;  // (last_access, raw)
     std::vector<std::string> unreadable;
-    status s =
-        backend_->scan(family::blobs, {}, false, [&](std::string_view k, std::string_view v) {
-          auto d = digest_from_raw(k);
-          auto r = decode_blob(v);
-          if (!d || !r) {
-            unreadable.emplace_back(k);
-            return true;
-          }
-          order.emplace_back(r->last_access, std::string(k));
-          blobs_.emplace(std::string(k), entry{std::move(*d), *r, 0, false});
-          return true;
-        });
+    status s = backend_->scan(family::blobs, {}, backend::scan_mode::entries,
+                              [&](std::string_view k, std::string_view v) {
+                                auto d = digest_from_raw(k);
+                                auto r = decode_blob(v);
+                                if (!d || !r) {
+                                  unreadable.emplace_back(k);
+                                  return true;
+                                }
+                                order.emplace_back(r->last_access, std::string(k));
+                                blobs_.emplace(std::string(k), entry{std::move(*d), *r, 0, false});
+                                return true;
+                              });
     if (!s.ok()) throw std::runtime_error("cannot read the cache's blob records: " + s.message);
 
     std::sort(order.begin(), order.end());
@@ -814,14 +860,15 @@ class store final : public chunk_store {
     }
     auto batch = backend_->make_batch();
     std::uint64_t freed = 0;
-    (void)backend_->scan(family::chunks, raw, true, [&](std::string_view key, std::string_view) {
-      const auto index = chunk_index(key, raw);
-      if (index && *index < chunk_count && !keep[*index]) {
-        batch->erase(family::chunks, std::string(key));
-        freed += std::min<std::uint64_t>(cs, r.size - std::uint64_t{*index} * cs);
-      }
-      return true;
-    });
+    (void)backend_->scan(
+        family::chunks, raw, backend::scan_mode::keys, [&](std::string_view key, std::string_view) {
+          const auto index = chunk_index(key, raw);
+          if (index && *index < chunk_count && !keep[*index]) {
+            batch->erase(family::chunks, std::string(key));
+            freed += std::min<std::uint64_t>(cs, r.size - std::uint64_t{*index} * cs);
+          }
+          return true;
+        });
     if (freed == 0) return 0;
     r.stored_bytes -= std::min(freed, r.stored_bytes);
     r.verified = false;

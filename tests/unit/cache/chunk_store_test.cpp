@@ -278,11 +278,9 @@ TEST_P(chunk_store_test, memory_cache_serves_admitted_chunks_and_forgets_erased_
   const std::string blob = put_blob(d, 1, 5 * chunk);
   cache::shared_chunk got;
 
-  // Not admitted (and let go of): read from the store every time.
+  // Read whole for the first time (and let go of): not kept.
   ASSERT_TRUE(store_->get_chunk_shared(d, 0, false, got).ok());
   EXPECT_EQ(got->bytes, chunk_of(blob, chunk, 0));
-  got.reset();
-  ASSERT_TRUE(store_->get_chunk_shared(d, 0, false, got).ok());
   got.reset();
   EXPECT_EQ(store_->stats().memory_hits, 0U);
   EXPECT_EQ(store_->stats().memory_bytes, 0U);
@@ -312,6 +310,51 @@ TEST_P(chunk_store_test, memory_cache_serves_admitted_chunks_and_forgets_erased_
   ASSERT_TRUE(store_->erase_blob(d).ok());
   EXPECT_EQ(store_->stats().memory_bytes, 0U);
   EXPECT_EQ(store_->get_chunk_shared(d, 4, true, got).code, errc::not_found);
+}
+
+// A chunk read whole (a pull) is kept from its second read on, if that comes while the first
+// is among the recent whole reads (twice the capacity's worth): an image pulled again is served
+// from memory, and one pull bigger than that passes without flushing what is kept.
+TEST_P(chunk_store_test, whole_chunk_reads_are_kept_from_their_second_read_on) {
+  store_.reset();
+  store_ = open_store(GetParam(), (dir_.path() / "db").string(), 64ULL << 20, clock_.fn(),
+                      3 * chunk);  // room for three chunks; six remembered
+  const oci::digest d = digest_n(1);
+  const std::string blob = put_blob(d, 1, 12 * chunk);
+  auto read_whole = [&](std::uint32_t i) {
+    cache::shared_chunk got;
+    EXPECT_TRUE(store_->get_chunk_shared(d, i, false, got).ok());
+    EXPECT_EQ(got->bytes, chunk_of(blob, chunk, i));
+    return got.get();  // let go of: only the memory cache may keep it
+  };
+  (void)read_whole(0);
+  EXPECT_EQ(store_->stats().memory_bytes, 0U);
+  const chunk_bytes* second = read_whole(0);
+  EXPECT_EQ(store_->stats().memory_bytes, std::uint64_t{chunk});
+  EXPECT_EQ(store_->stats().memory_hits, 0U);
+  EXPECT_EQ(read_whole(0), second);
+  EXPECT_EQ(store_->stats().memory_hits, 1U);
+
+  // A scan of nine chunks read once: none kept (chunk 0 stays), and only the last six are
+  // remembered.
+  for (std::uint32_t i = 1; i <= 9; ++i) (void)read_whole(i);
+  EXPECT_EQ(store_->stats().memory_bytes, std::uint64_t{chunk});
+  (void)read_whole(0);
+  EXPECT_EQ(store_->stats().memory_hits, 2U);
+  (void)read_whole(1);  // forgotten: remembered again, not kept
+  EXPECT_EQ(store_->stats().memory_bytes, std::uint64_t{chunk});
+  (void)read_whole(9);  // still remembered: kept
+  EXPECT_EQ(store_->stats().memory_bytes, 2U * chunk);
+
+  // A purge forgets the reads too: the blob stored again starts over.
+  ASSERT_TRUE(store_->erase_blob(d).ok());
+  EXPECT_EQ(store_->stats().memory_bytes, 0U);
+  const std::string other = put_blob(d, 2, 12 * chunk);
+  cache::shared_chunk got;
+  ASSERT_TRUE(store_->get_chunk_shared(d, 8, false, got).ok());
+  EXPECT_EQ(got->bytes, chunk_of(other, chunk, 8));
+  got.reset();
+  EXPECT_EQ(store_->stats().memory_bytes, 0U) << "chunk 8's first read was before the purge";
 }
 
 // A chunk some reader still holds is handed to the next reader too, with no store read and no

@@ -704,6 +704,8 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
         auto got = cache::status::success();
         if (!early.empty() && early[i - first]) {
           chunk = std::move(early[i - first]);  // read with the probe above
+        } else if (auto held = store_.memory_chunk(d, i); held && held->size() == length) {
+          chunk = std::move(held);  // in memory (kept, or another reader's): no pool round trip
         } else {
           got = co_await pool_.run(
               [this, &d, i, admit, &chunk] { return store_.get_chunk_shared(d, i, admit, chunk); });

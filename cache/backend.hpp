@@ -69,6 +69,9 @@ class backend {
   // Bytes held by the backend's block cache (0 when it has none).
   [[nodiscard]] virtual std::uint64_t block_cache_bytes() = 0;
 
+  // Bytes of writes held in memory until they are flushed to files (0 when none).
+  [[nodiscard]] virtual std::uint64_t write_buffer_bytes() = 0;
+
   // Free bytes on the disk under the store; nullopt when it has none (in memory).
   [[nodiscard]] virtual std::optional<std::uint64_t> free_disk() = 0;
 };

@@ -91,6 +91,8 @@ struct store_stats {
   std::uint64_t memory_misses = 0;  // reads that went to the store
   // RocksDB's block cache (store_options::block_cache): bytes it holds (pinned ones too).
   std::uint64_t block_cache_bytes = 0;
+  // RocksDB's memtables: stored chunks not yet flushed to table files.
+  std::uint64_t write_buffer_bytes = 0;
   // The disk under the store (store_options::min_free_disk).
   bool disk_full = false;           // chunks are refused until space frees
   std::uint64_t disk_refusals = 0;  // chunks refused for lack of disk

@@ -104,6 +104,7 @@ class memory_backend final : public backend {
   void persist() override {}
   std::optional<std::uint64_t> free_disk() override { return std::nullopt; }
   std::uint64_t block_cache_bytes() override { return 0; }
+  std::uint64_t write_buffer_bytes() override { return 0; }
 
  private:
   using map = std::map<std::string, std::string, std::less<>>;

@@ -289,6 +289,13 @@ struct registry::impl {
               "Bytes held by RocksDB's block cache (cache.block_cache): index and filter "
               "blocks, records, manifests; chunks are kept by the memory cache instead.")
           .Register(reg);
+  prometheus::Family<prometheus::Gauge>& write_buffer_bytes =
+      prometheus::BuildGauge()
+          .Name("layercache_cache_write_buffer_bytes")
+          .Help(
+              "Bytes of stored chunks and records held in RocksDB's memtables until they are "
+              "flushed to table files.")
+          .Register(reg);
   prometheus::Family<prometheus::Gauge>& disk_full =
       prometheus::BuildGauge()
           .Name("layercache_cache_disk_full")
@@ -528,6 +535,7 @@ std::string registry::serialize() {
     mirror(m.memory_reads.Add({{"result", "shared"}}), s.memory_shared);
     mirror(m.memory_reads.Add({{"result", "miss"}}), s.memory_misses);
     m.block_cache_bytes.Add({}).Set(static_cast<double>(s.block_cache_bytes));
+    m.write_buffer_bytes.Add({}).Set(static_cast<double>(s.write_buffer_bytes));
     m.disk_full.Add({}).Set(s.disk_full ? 1.0 : 0.0);
     mirror(m.disk_refusals.Add({}), s.disk_refusals);
     mirror(m.chunk_reads.Add({{"source", "store"}}), s.chunks_from_store);

@@ -20,6 +20,7 @@
 //   layercache_cache_memory_bytes                                   gauge (memory_cache held)
 //   layercache_cache_memory_reads_total{result}                     counter (hit|shared|miss)
 //   layercache_cache_block_cache_bytes                              gauge (block_cache held)
+//   layercache_cache_write_buffer_bytes                             gauge (memtables held)
 //   layercache_cache_disk_full                                      gauge (1: not storing)
 //   layercache_cache_disk_refusals_total                            counter (chunks not stored)
 //   layercache_cache_chunk_reads_total{source}                      counter (store|joined|filled)
@@ -101,6 +102,7 @@ struct snapshot {
   std::uint64_t memory_shared = 0;
   std::uint64_t memory_misses = 0;
   std::uint64_t block_cache_bytes = 0;
+  std::uint64_t write_buffer_bytes = 0;
   bool disk_full = false;
   std::uint64_t disk_refusals = 0;
   // Blob cache.

@@ -143,12 +143,13 @@ start_layercache() {
   rm -rf "$dir"
   mkdir -p "$dir"
   port=$(free_port)
+  ADMIN_PORT=$(free_port)
   cat > "$dir/layercache.yaml" << YML
 server:
   listen:
     - address: 127.0.0.1:$port
 admin:
-  address: 127.0.0.1:0
+  address: 127.0.0.1:$ADMIN_PORT
 log:
   level: warn
   access: false
@@ -241,8 +242,8 @@ scenario() {
   EXTRA=
 }
 
-# The herd, with layercached's memory sampled every 100 ms and the established client
-# connections counted at the same time.
+# The herd, with layercached's memory sampled every 100 ms, and at the same time the established
+# client connections and what its configured memory cache and its memtables hold (metrics).
 herd() {
   local backend=$1 sampler port
   port=${BACKEND_URL##*:}
@@ -253,7 +254,11 @@ herd() {
       for _ in $(seq 3000); do
         rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$BACKEND_PID/status" 2> /dev/null) || break
         conns=$(ss -Htn state established "( sport = :$port )" 2> /dev/null | wc -l)
-        echo "$rss $conns"
+        held=$(curl -s --max-time 1 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+          /^layercache_cache_memory_bytes / { m = $2 }
+          /^layercache_cache_write_buffer_bytes / { w = $2 }
+          END { printf "%d %d", m / 1024, w / 1024 }') || held="0 0"
+        echo "$rss $conns $held"
         sleep 0.1
       done
     ) > "$WORK/herd.samples" &
@@ -264,13 +269,17 @@ herd() {
     --count "$HERD" --concurrency "$HERD"
   if [ "$backend" = layercache ]; then
     stop_pid "$sampler"
-    local peak hwm streams
-    peak=$(sort -n "$WORK/herd.samples" | tail -1 | cut -d' ' -f1)
+    local peak hwm streams cached memtables beyond
+    read -r peak _ cached _ < <(sort -n "$WORK/herd.samples" | tail -1)
     streams=$(sort -n -k2 "$WORK/herd.samples" | tail -1 | cut -d' ' -f2)
+    memtables=$(sort -n -k4 "$WORK/herd.samples" | tail -1 | cut -d' ' -f4)
+    beyond=$(sort -n "$WORK/herd.samples" | awk '{ b = $1 - $3; if (b > max) max = b } END { print max + 0 }')
     hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$BACKEND_PID/status")
     MEMORY="layercached resident memory: $((idle / 1024)) MiB idle before the herd,"
     MEMORY+=" peak VmRSS $((peak / 1024)) MiB while serving (up to $streams client"
-    MEMORY+=" connections established at once), VmHWM $((hwm / 1024)) MiB"
+    MEMORY+=" connections established at once; memory cache $((cached / 1024)) MiB then),"
+    MEMORY+=" at most $((beyond / 1024)) MiB beyond the memory cache's chunks,"
+    MEMORY+=" memtables up to $((memtables / 1024)) MiB, VmHWM $((hwm / 1024)) MiB"
     log "$MEMORY"
   fi
 }

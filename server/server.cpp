@@ -382,6 +382,7 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
       s.memory_shared = st.memory_shared;
       s.memory_misses = st.memory_misses;
       s.block_cache_bytes = st.block_cache_bytes;
+      s.write_buffer_bytes = st.write_buffer_bytes;
       s.disk_full = st.disk_full;
       s.disk_refusals = st.disk_refusals;
     }

@@ -108,6 +108,7 @@ TEST(metrics, snapshot_values_are_read_at_each_scrape_and_counters_never_fall) {
   next.memory_shared = 12;
   next.memory_misses = 13;
   next.block_cache_bytes = 4096;
+  next.write_buffer_bytes = 8192;
   r.on_collect([&next](snapshot& s) { s = next; });
   auto m = parse_exposition(r.serialize());
   EXPECT_EQ(metric_value(m, "layercache_cache_used_bytes"), 100);
@@ -119,6 +120,7 @@ TEST(metrics, snapshot_values_are_read_at_each_scrape_and_counters_never_fall) {
   EXPECT_EQ(metric_value(m, "layercache_cache_memory_reads_total", {{"result", "shared"}}), 12);
   EXPECT_EQ(metric_value(m, "layercache_cache_memory_reads_total", {{"result", "miss"}}), 13);
   EXPECT_EQ(metric_value(m, "layercache_cache_block_cache_bytes"), 4096);
+  EXPECT_EQ(metric_value(m, "layercache_cache_write_buffer_bytes"), 8192);
   next.used_bytes = 50;
   next.evicted_blobs = 5;
   m = parse_exposition(r.serialize());

@@ -421,6 +421,22 @@ TEST_P(chunk_store_test, chunk_reads_leave_the_block_cache_to_the_memory_cache) 
   EXPECT_LT(s.block_cache_bytes, std::uint64_t{chunk}) << "chunks were put in the block cache";
 }
 
+// Stored chunks wait in memtables until a flush: the store says how many bytes (they are
+// resident memory beyond the configured caches), and none once they are in table files.
+TEST_P(chunk_store_test, stats_count_chunks_not_yet_flushed) {
+  const oci::digest d = digest_n(1);
+  const std::size_t bytes = 6 * chunk;
+  (void)put_blob(d, 1, bytes);
+  if (GetParam() == kind::memory) {
+    EXPECT_EQ(store_->stats().write_buffer_bytes, 0U);  // it has no memtables
+    return;
+  }
+  EXPECT_GE(store_->stats().write_buffer_bytes, bytes);
+  store_.reset();  // flushed on close
+  store_ = open_store(GetParam(), (dir_.path() / "db").string(), 64ULL << 20, clock_.fn());
+  EXPECT_LT(store_->stats().write_buffer_bytes, std::uint64_t{chunk});
+}
+
 TEST_P(chunk_store_test, manifests_round_trip) {
   const oci::digest d = digest_n(1);
   EXPECT_FALSE(store_->manifest(d).has_value());

@@ -126,8 +126,8 @@ rocksdb::ColumnFamilyOptions chunk_family(const std::shared_ptr<rocksdb::Cache>&
   o.compression = rocksdb::kNoCompression;
   o.bottommost_compression = rocksdb::kNoCompression;
   // Memtables are resident memory beyond the configured caches (a cold pull fills them as
-  // fast as it receives): 32 MiB each, where 64 MiB had a herd's daemon at 166 MiB resident
-  // against 119, with no slower cold pulls and about the same write amplification
+  // fast as it receives): 32 MiB each; with 64 MiB compare.sh's herd peaked at 158-160 MiB
+  // resident against 135, with no faster cold pulls and about the same write amplification
   // (docs/benchmarks.md).
   o.write_buffer_size = 32 << 20;
   o.max_write_buffer_number = 3;

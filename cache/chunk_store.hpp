@@ -60,6 +60,8 @@ struct blob_record {
 
   // ceil(size / chunk_size); 0 for an empty blob.
   [[nodiscard]] std::uint32_t chunk_count() const;
+  // Every chunk is stored (stored_bytes counts exactly the chunks present).
+  [[nodiscard]] bool complete() const { return stored_bytes >= size; }
   // Length of chunk `index` (the last one is the remainder); 0 when out of range.
   [[nodiscard]] std::uint32_t chunk_length(std::uint32_t index) const;
 };

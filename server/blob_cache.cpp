@@ -159,10 +159,7 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   std::optional<cache::blob_record> record;
   if (!store_.try_blob(d, record))
     record = co_await pool_.run([this, &d] { return store_.blob(d); });
-  if (record) {
-    co_return blob_meta{record->size, record->chunk_size, record->verified, true,
-                        record->stored_bytes >= record->size};
-  }
+  if (record) co_return blob_meta{record->size, record->chunk_size, record->verified, true};
   if (auto known = known_size(d)) co_return *known;
 
   // One HEAD per blob at a time: the others wait for its answer.
@@ -604,16 +601,14 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
   const auto first = static_cast<std::uint32_t>(r.first / cs);
   const auto last = static_cast<std::uint32_t>(r.last / cs);
   // Which chunks the store has decides what to fetch ahead. Listing them costs about a read
-  // of every chunk of the blob (presence is the chunk key), so a read of a few chunks (random
-  // ranges, perhaps crossing a chunk boundary) reads those chunks at once instead, and a blob
-  // whose record counts all its chunks stored is not listed at all (one evicted or dropped
-  // since is refetched when its read finds it gone). Chunks in the memory cache are taken
-  // here, on the I/O thread: a read they answer whole (with the access recorded without
-  // waiting) never goes to the blocking pool.
+  // of every chunk of a blob held in part (presence is the chunk key; a whole one is answered
+  // from its record), so a read of a few chunks (random ranges, perhaps crossing a chunk
+  // boundary) reads those chunks at once instead. Chunks in the memory cache are taken here,
+  // on the I/O thread: a read they answer whole (with the access recorded without waiting)
+  // never goes to the blocking pool.
   const std::uint32_t count = last - first + 1;
   const bool few = count <= few_chunks;
-  const bool listed_all = !few && meta.complete;
-  std::vector<bool> present(count, listed_all);
+  std::vector<bool> present(count, false);
   std::vector<cache::shared_chunk> early(few ? count : 0);
   const std::uint64_t r_first = r.first;
   const std::uint64_t r_last = r.last;
@@ -631,11 +626,9 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
       all_in_memory = false;
     }
   }
-  const bool touched = (all_in_memory || listed_all) && store_.try_touch(d);
-  auto probe = [this, &d, &early, &present, few, listed_all, touched, first, cs, r_first, r_last,
-                chunk_end] {
+  const bool touched = all_in_memory && store_.try_touch(d);
+  auto probe = [this, &d, &early, &present, few, touched, first, cs, r_first, r_last, chunk_end] {
     if (!touched) store_.touch(d);
-    if (listed_all) return std::vector<std::uint32_t>{};
     if (!few) return store_.present_chunks(d);
     for (std::uint32_t k = 0; k < early.size(); ++k) {
       if (early[k]) continue;
@@ -798,15 +791,11 @@ asio::awaitable<std::vector<listed_blob>> blob_cache::describe_listed(
     for (const auto& b : *list) {
       listed_blob l;
       if (auto record = store_.blob(b.digest)) {
-        l.meta = blob_meta{record->size, record->chunk_size, record->verified, true,
-                           record->stored_bytes >= record->size};
+        l.meta = blob_meta{record->size, record->chunk_size, record->verified, true};
         if (!record->verified && record->chunk_size > 0) {
-          l.present.assign((record->size + record->chunk_size - 1) / record->chunk_size,
-                           l.meta.complete);
-          if (!l.meta.complete) {
-            for (auto i : store_.present_chunks(b.digest)) {
-              if (i < l.present.size()) l.present[i] = true;
-            }
+          l.present.assign((record->size + record->chunk_size - 1) / record->chunk_size, false);
+          for (auto i : store_.present_chunks(b.digest)) {
+            if (i < l.present.size()) l.present[i] = true;
           }
         }
       } else {

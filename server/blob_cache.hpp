@@ -32,7 +32,6 @@ struct blob_meta {
   std::uint32_t chunk_size = 0;
   bool verified = false;  // the store holds it whole and it matched its digest
   bool in_store = false;  // the store has a record of it (some chunks may still be missing)
-  bool complete = false;  // the record counted every chunk stored when it was read
 };
 
 // A blob as prefetch plans it (blob_cache::describe_listed).

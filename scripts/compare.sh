@@ -243,7 +243,8 @@ scenario() {
 }
 
 # The herd, with layercached's memory sampled every 100 ms, and at the same time the established
-# client connections and what its configured memory cache and its memtables hold (metrics).
+# client connections and what its caches hold (metrics: memory cache, block cache, memtables —
+# resident memory beyond them is what alert LayercacheHighMemory watches).
 herd() {
   local backend=$1 sampler port
   port=${BACKEND_URL##*:}
@@ -257,7 +258,8 @@ herd() {
         held=$(curl -s --max-time 1 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
           /^layercache_cache_memory_bytes / { m = $2 }
           /^layercache_cache_write_buffer_bytes / { w = $2 }
-          END { printf "%d %d", m / 1024, w / 1024 }') || held="0 0"
+          /^layercache_cache_block_cache_bytes / { b = $2 }
+          END { printf "%d %d %d", m / 1024, w / 1024, b / 1024 }') || held="0 0 0"
         echo "$rss $conns $held"
         sleep 0.1
       done
@@ -273,12 +275,13 @@ herd() {
     read -r peak _ cached _ < <(sort -n "$WORK/herd.samples" | tail -1)
     streams=$(sort -n -k2 "$WORK/herd.samples" | tail -1 | cut -d' ' -f2)
     memtables=$(sort -n -k4 "$WORK/herd.samples" | tail -1 | cut -d' ' -f4)
-    beyond=$(sort -n "$WORK/herd.samples" | awk '{ b = $1 - $3; if (b > max) max = b } END { print max + 0 }')
+    beyond=$(awk '{ b = $1 - $3 - $4 - $5; if (b > max) max = b } END { print max + 0 }' \
+      "$WORK/herd.samples")
     hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$BACKEND_PID/status")
     MEMORY="layercached resident memory: $((idle / 1024)) MiB idle before the herd,"
     MEMORY+=" peak VmRSS $((peak / 1024)) MiB while serving (up to $streams client"
     MEMORY+=" connections established at once; memory cache $((cached / 1024)) MiB then),"
-    MEMORY+=" at most $((beyond / 1024)) MiB beyond the memory cache's chunks,"
+    MEMORY+=" at most $((beyond / 1024)) MiB beyond the memory cache, block cache and memtables,"
     MEMORY+=" memtables up to $((memtables / 1024)) MiB, VmHWM $((hwm / 1024)) MiB"
     log "$MEMORY"
   fi

@@ -72,6 +72,10 @@ class backend {
   // Bytes of writes held in memory until they are flushed to files (0 when none).
   [[nodiscard]] virtual std::uint64_t write_buffer_bytes() = 0;
 
+  // Whether writes are refused since one failed (a full disk): write() then answers no_space
+  // without touching the disk until there is room again, when it resumes by itself.
+  [[nodiscard]] virtual bool writes_stopped() = 0;
+
   // Free bytes on the disk under the store; nullopt when it has none (in memory).
   [[nodiscard]] virtual std::optional<std::uint64_t> free_disk() = 0;
 };

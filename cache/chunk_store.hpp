@@ -96,7 +96,7 @@ struct store_stats {
   // RocksDB's memtables: stored chunks not yet flushed to table files.
   std::uint64_t write_buffer_bytes = 0;
   // The disk under the store (store_options::min_free_disk).
-  bool disk_full = false;           // chunks are refused until space frees
+  bool disk_full = false;  // chunks are refused until space frees (min_free_disk or a failed write)
   std::uint64_t disk_refusals = 0;  // chunks refused for lack of disk
 };
 
@@ -256,8 +256,9 @@ struct store_options {
   clock_fn clock;                  // empty: the system clock
   std::uint64_t memory_cache = 0;  // bytes of checked chunks kept in memory (get_chunk_shared)
   // Chunks are refused (no_space) while the disk under `path` has less free space than this:
-  // RocksDB needs room to flush memtables and compact, and a RocksDB that runs out of disk
-  // mid-write stops (Debian's build even aborts). Checked at most every 100 ms.
+  // RocksDB needs room to flush memtables and compact. Checked at most every 100 ms. When the
+  // disk fills anyway (another process), a failed write stops all writing until there is room
+  // again (store_stats::disk_full), then writing resumes by itself.
   std::uint64_t min_free_disk = 0;
 };
 

@@ -102,6 +102,7 @@ class memory_backend final : public backend {
 
   void reclaim(family, std::string_view, std::string_view) override {}
   void persist() override {}
+  bool writes_stopped() override { return false; }
   std::optional<std::uint64_t> free_disk() override { return std::nullopt; }
   std::uint64_t block_cache_bytes() override { return 0; }
   std::uint64_t write_buffer_bytes() override { return 0; }

@@ -2,13 +2,17 @@
 #include <rocksdb/db.h>
 #include <rocksdb/experimental.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -17,13 +21,52 @@
 #include <vector>
 
 #include "cache/backend.hpp"
+#include "cache/rocksdb_logger.hpp"
 
 namespace layercache::cache::detail {
 namespace {
 
-// Column family names, indexed by `family`; the database also has RocksDB's "default".
-constexpr std::array<const char*, family_count> family_names = {"chunks", "blobs", "manifests",
-                                                                "tags", "meta"};
+// Column families. Blob records live in the chunks family, under record_prefix: a chunk and
+// its record must survive a crash together, and a family's flushes are a consistent cut of
+// its own writes (oldest memtable first), so no flush across families has to be atomic.
+// (atomic_flush across families, as before, can hang Close() after a failed flush in RocksDB
+// 7.8: facebook/rocksdb#11867, #11872.) The database also has RocksDB's "default".
+enum class column : std::uint8_t { chunks, manifests, tags, meta };
+constexpr std::size_t column_count = 4;
+constexpr std::array<const char*, column_count> column_names = {"chunks", "manifests", "tags",
+                                                                "meta"};
+// Where records were before: moved into the chunks family at open, then dropped.
+constexpr const char* legacy_blobs_column = "blobs";
+
+// Chunk keys are a raw digest (32 or 64 bytes) + 4, records record_prefix + a raw digest (40
+// or 72): the lengths never meet, and a chunk key would fall among the records only for a
+// digest starting with 64 zero bits. Records sort first; loading them reads only their blocks.
+constexpr std::string_view record_prefix{"\0\0\0\0\0\0\0\0", 8};
+
+constexpr column column_of(family f) {
+  switch (f) {
+    case family::chunks:
+    case family::blobs:
+      return column::chunks;
+    case family::manifests:
+      return column::manifests;
+    case family::tags:
+      return column::tags;
+    case family::meta:
+      return column::meta;
+  }
+  return column::meta;
+}
+
+constexpr std::string_view prefix_of(family f) {
+  return f == family::blobs ? record_prefix : std::string_view{};
+}
+
+// Whether `key`, found under a family's prefix, belongs to that family: a chunk key of a digest
+// starting with record_prefix is not a record (see above).
+bool in_family(family f, std::string_view key) {
+  return f != family::blobs || (key.size() != 32 + 4 && key.size() != 64 + 4);
+}
 
 rocksdb::Slice slice(std::string_view s) { return {s.data(), s.size()}; }
 
@@ -70,24 +113,29 @@ class batch_pool {
 
 class rocksdb_batch final : public write_batch {
  public:
-  rocksdb_batch(const std::vector<rocksdb::ColumnFamilyHandle*>& handles, batch_pool& pool)
-      : handles_(handles), pool_(pool), owned_(pool.take()), batch_(*owned_) {}
+  rocksdb_batch(const std::vector<rocksdb::ColumnFamilyHandle*>& columns, batch_pool& pool)
+      : columns_(columns), pool_(pool), owned_(pool.take()), batch_(*owned_) {}
   ~rocksdb_batch() override { pool_.give(std::move(owned_)); }
   rocksdb_batch(const rocksdb_batch&) = delete;
   rocksdb_batch& operator=(const rocksdb_batch&) = delete;
 
   void put(family f, std::string_view key, std::string_view head, std::string_view tail) override {
-    const rocksdb::Slice k = slice(key);
+    const std::array<rocksdb::Slice, 2> k = {slice(prefix_of(f)), slice(key)};
     const std::array<rocksdb::Slice, 2> parts = {slice(head), slice(tail)};
-    check(batch_.Put(cf(f), rocksdb::SliceParts(&k, 1),
+    check(batch_.Put(cf(f), rocksdb::SliceParts(k.data(), 2),
                      rocksdb::SliceParts(parts.data(), tail.empty() ? 1 : 2)));
   }
-  void erase(family f, std::string_view key) override { check(batch_.Delete(cf(f), slice(key))); }
+  void erase(family f, std::string_view key) override {
+    const std::array<rocksdb::Slice, 2> k = {slice(prefix_of(f)), slice(key)};
+    check(batch_.Delete(cf(f), rocksdb::SliceParts(k.data(), 2)));
+  }
   void erase_range(family f, std::string_view begin, std::string_view end) override {
-    check(batch_.DeleteRange(cf(f), slice(begin), slice(end)));
+    const std::string b = std::string(prefix_of(f)).append(begin);
+    const std::string e = std::string(prefix_of(f)).append(end);
+    check(batch_.DeleteRange(cf(f), slice(b), slice(e)));
   }
 
-  const std::vector<rocksdb::ColumnFamilyHandle*>& handles_;
+  const std::vector<rocksdb::ColumnFamilyHandle*>& columns_;
   batch_pool& pool_;
   std::unique_ptr<rocksdb::WriteBatch> owned_;
 
@@ -96,7 +144,9 @@ class rocksdb_batch final : public write_batch {
   rocksdb::Status error_;  // the first failure to build the batch (e.g. an oversized value)
 
  private:
-  rocksdb::ColumnFamilyHandle* cf(family f) const { return handles_[static_cast<std::size_t>(f)]; }
+  rocksdb::ColumnFamilyHandle* cf(family f) const {
+    return columns_[static_cast<std::size_t>(column_of(f))];
+  }
   void check(rocksdb::Status s) {
     if (error_.ok()) {
       error_ = std::move(s);
@@ -104,6 +154,28 @@ class rocksdb_batch final : public write_batch {
       s.PermitUncheckedError();
     }
   }
+};
+
+// Takes RocksDB's automatic recovery from background errors away: it runs flushes on its own
+// threads that race Close() (facebook/rocksdb#11440, #11867) and writes again into a disk that
+// just failed (in Debian's build, with assertions on, a writer used after an error aborts the
+// process). The backend stops writing instead and resumes itself once there is room
+// (rocksdb_backend::resume_if_room).
+class error_listener final : public rocksdb::EventListener {
+ public:
+  explicit error_listener(std::atomic<bool>& stopped) : stopped_(stopped) {}
+  void OnBackgroundError(rocksdb::BackgroundErrorReason /*reason*/,
+                         rocksdb::Status* error) override {
+    if (error != nullptr && !error->ok()) stopped_.store(true);
+  }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status error,
+                            bool* auto_recovery) override {
+    error.PermitUncheckedError();
+    if (auto_recovery != nullptr) *auto_recovery = false;
+  }
+
+ private:
+  std::atomic<bool>& stopped_;
 };
 
 rocksdb::ColumnFamilyOptions base_family(const std::shared_ptr<rocksdb::Cache>& cache) {
@@ -156,60 +228,35 @@ class rocksdb_backend final : public backend {
     auto cache = rocksdb::NewLRUCache(options.block_cache);
     block_cache_ = cache;
     chunk_blocks_ = rocksdb::NewLRUCache(chunk_blocks_bytes, chunk_blocks_shard_bits);
-
-    rocksdb::DBOptions db;
-    db.create_if_missing = true;
-    db.create_missing_column_families = true;
-    // A chunk and its blob record live in different families: flush them together so a
-    // recovered database never has one without the other.
-    db.atomic_flush = true;
-    db.max_background_jobs = 4;
-    db.bytes_per_sync = 1 << 20;
-    db.max_log_file_size = 16 << 20;
-    db.keep_log_file_num = 4;
-    db.max_total_wal_size = 512 << 20;
-
-    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, base_family(cache));
-    for (std::size_t i = 0; i < family_count; ++i) {
-      descriptors.emplace_back(family_names[i], static_cast<family>(i) == family::chunks
-                                                    ? chunk_family(chunk_blocks_, options.layout)
-                                                    : base_family(cache));
-    }
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* raw = nullptr;
-    rocksdb::Status s = rocksdb::DB::Open(db, options.path, descriptors, &handles, &raw);
-    if (!s.ok()) {
-      throw std::runtime_error("cannot open the cache store at " + options.path + ": " +
-                               s.ToString());
-    }
-    db_.reset(raw);
-    default_ = handles[0];
-    handles_.assign(handles.begin() + 1, handles.end());
+    path_ = options.path;
+    open(options);
     // Without sync_writes, nothing goes through the write-ahead log. Writing every chunk there
     // cost a quarter of layercached's CPU in a cold pull (Debian's RocksDB checksums log
-    // records in software) and wrote every byte to disk once more. atomic_flush (above) makes
-    // every flush a consistent cut across the families, so a crash loses the writes since the
-    // last flush, never half of one: a chunk without its record, or the reverse. persist()
-    // asks for a flush where losing writes would cost most (a blob just verified whole).
-    path_ = options.path;
+    // records in software) and wrote every byte to disk once more. A crash loses the writes
+    // since the chunks family's last flush, never half of one: a chunk and its record are in
+    // one family, whose flushes keep its writes' order (see record_prefix). persist() asks
+    // for a flush where losing writes would cost most (a blob just verified whole).
     write_options_.disableWAL = !options.sync_writes;
     write_options_.sync = options.sync_writes;
   }
 
   ~rocksdb_backend() override {
-    // Writes that bypassed the WAL live only in memtables: flush them (all families at once).
-    if (write_options_.disableWAL) {
+    // Writes that bypassed the WAL live only in memtables: flush them — unless writing has
+    // stopped after an error (the disk is full): what was flushed before is consistent.
+    if (write_options_.disableWAL && !stopped_.load()) {
       rocksdb::FlushOptions fo;
       fo.wait = true;
       fo.allow_write_stall = true;
-      db_->Flush(fo, handles_).PermitUncheckedError();
+      db_->Flush(fo, columns_).PermitUncheckedError();
     }
-    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    for (auto* h : columns_) db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
     db_->DestroyColumnFamilyHandle(default_).PermitUncheckedError();
     // A failure to close leaves nothing to do: what was flushed is consistent.
     db_->Close().PermitUncheckedError();
   }
+
+  rocksdb_backend(const rocksdb_backend&) = delete;
+  rocksdb_backend& operator=(const rocksdb_backend&) = delete;
 
   std::optional<std::uint64_t> free_disk() override {
     struct statvfs st {};
@@ -227,29 +274,40 @@ class rocksdb_backend final : public backend {
     return bytes;
   }
 
+  bool writes_stopped() override { return stopped_.load(); }
+
   void persist() override {
-    if (!write_options_.disableWAL) return;  // the WAL already has every write
+    // The WAL already has every write; a stopped database takes no flush.
+    if (!write_options_.disableWAL || stopped_.load()) return;
     rocksdb::FlushOptions fo;
     fo.wait = false;
     fo.allow_write_stall = true;
     // A failed flush is retried by the next one; the data stays in memory meanwhile.
-    db_->Flush(fo, handles_).PermitUncheckedError();
+    db_->Flush(fo, columns_).PermitUncheckedError();
   }
 
   std::unique_ptr<write_batch> make_batch() override {
-    return std::make_unique<rocksdb_batch>(handles_, batches_);
+    return std::make_unique<rocksdb_batch>(columns_, batches_);
   }
 
   status write(write_batch& batch) override {
     auto& b = static_cast<rocksdb_batch&>(batch);
     if (!b.error_.ok()) return from_rocksdb(b.error_, "building a write batch");
-    return from_rocksdb(db_->Write(write_options_, &b.batch_), "write");
+    if (stopped_.load()) {
+      if (status s = resume_if_room(); !s.ok()) return s;
+    }
+    rocksdb::Status s = db_->Write(write_options_, &b.batch_);
+    // Nothing more goes to a disk that just failed a write, not even a flush (the listener
+    // stops the background errors the same way).
+    if (s.IsNoSpace() || s.IsIOError()) stopped_.store(true);
+    return from_rocksdb(s, "write");
   }
 
   status read(family f, std::string_view key,
               const std::function<void(std::string_view)>& on_value) override {
     rocksdb::PinnableSlice value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(f), slice(key), &value);
+    const std::string k = physical_key(f, key);
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(f), slice(k), &value);
     if (!s.ok()) return from_rocksdb(s, "read");
     on_value(std::string_view(value.data(), value.size()));
     return status::success();
@@ -264,10 +322,11 @@ class rocksdb_backend final : public backend {
       rocksdb::PinnableSlice slice;  // released before `cache`
     };
     auto p = std::make_shared<pinned>();
-    p->cache = f == family::chunks ? chunk_blocks_ : block_cache_;
+    p->cache = column_of(f) == column::chunks ? chunk_blocks_ : block_cache_;
     rocksdb::ReadOptions ro;
     ro.verify_checksums = false;  // the value's own CRC-32C is checked by the caller
-    rocksdb::Status s = db_->Get(ro, cf(f), slice(key), &p->slice);
+    const std::string k = physical_key(f, key);
+    rocksdb::Status s = db_->Get(ro, cf(f), slice(k), &p->slice);
     if (!s.ok()) return from_rocksdb(s, "read");
     value = std::string_view(p->slice.data(), p->slice.size());
     owner = std::move(p);
@@ -281,30 +340,132 @@ class rocksdb_backend final : public backend {
     ro.fill_cache = !keys_only;
     ro.verify_checksums = mode != scan_mode::keys_unchecked;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf(f)));
-    for (it->Seek(slice(prefix)); it->Valid(); it->Next()) {
+    const std::string start = physical_key(f, prefix);
+    const std::size_t strip = prefix_of(f).size();
+    for (it->Seek(slice(start)); it->Valid(); it->Next()) {
       const rocksdb::Slice k = it->key();
       const std::string_view key(k.data(), k.size());
-      if (!key.starts_with(prefix)) break;
+      if (!key.starts_with(start)) break;
+      if (!in_family(f, key)) continue;
       std::string_view value;
       if (!keys_only) value = std::string_view(it->value().data(), it->value().size());
-      if (!on_entry(key, value)) break;
+      if (!on_entry(key.substr(strip), value)) break;
     }
     return from_rocksdb(it->status(), "scan");
   }
 
   void reclaim(family f, std::string_view begin, std::string_view end) override {
-    const rocksdb::Slice b = slice(begin);
-    const rocksdb::Slice e = slice(end);
+    const std::string pb = physical_key(f, begin);
+    const std::string pe = physical_key(f, end);
+    const rocksdb::Slice b = slice(pb);
+    const rocksdb::Slice e = slice(pe);
     // Only a hint: marks the files holding the range for compaction. Failing it costs disk
     // space until a later compaction, nothing else.
     rocksdb::experimental::SuggestCompactRange(db_.get(), cf(f), &b, &e).PermitUncheckedError();
   }
 
  private:
-  rocksdb::ColumnFamilyHandle* cf(family f) const { return handles_[static_cast<std::size_t>(f)]; }
+  rocksdb::ColumnFamilyHandle* cf(family f) const {
+    return columns_[static_cast<std::size_t>(column_of(f))];
+  }
+  static std::string physical_key(family f, std::string_view key) {
+    return std::string(prefix_of(f)).append(key);
+  }
+
+  static rocksdb::DBOptions db_options(const std::string& path,
+                                       const std::shared_ptr<rocksdb::EventListener>& listener) {
+    rocksdb::DBOptions db;
+    db.create_if_missing = true;
+    db.create_missing_column_families = true;
+    db.max_background_jobs = 4;
+    db.bytes_per_sync = 1 << 20;
+    // RocksDB's own LOG writer aborts on the line after a failed write (rocksdb_logger.hpp).
+    db.info_log = make_rocksdb_logger(path, info_log_size);
+    db.max_total_wal_size = 512 << 20;
+    // No automatic recovery from background errors (error_listener): resume_if_room() decides.
+    db.max_bgerror_resume_count = 0;
+    db.listeners.push_back(listener);
+    return db;
+  }
+
+  void open(const store_options& options) {
+    const rocksdb::DBOptions db =
+        db_options(options.path, std::make_shared<error_listener>(stopped_));
+    std::vector<std::string> existing;
+    // Fails for a database not created yet: nothing to migrate then.
+    rocksdb::DB::ListColumnFamilies(db, options.path, &existing).PermitUncheckedError();
+    const bool legacy =
+        std::find(existing.begin(), existing.end(), legacy_blobs_column) != existing.end();
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, base_family(block_cache_));
+    for (std::size_t i = 0; i < column_count; ++i) {
+      descriptors.emplace_back(column_names[i], static_cast<column>(i) == column::chunks
+                                                    ? chunk_family(chunk_blocks_, options.layout)
+                                                    : base_family(block_cache_));
+    }
+    if (legacy) descriptors.emplace_back(legacy_blobs_column, base_family(block_cache_));
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    rocksdb::Status s = rocksdb::DB::Open(db, options.path, descriptors, &handles, &raw);
+    if (!s.ok()) {
+      throw std::runtime_error("cannot open the cache store at " + options.path + ": " +
+                               s.ToString());
+    }
+    db_.reset(raw);
+    default_ = handles[0];
+    columns_.assign(handles.begin() + 1, handles.begin() + 1 + column_count);
+    if (legacy) migrate_records(handles.back());
+  }
+
+  // A store written before records moved into the chunks family (atomic flushes kept the two
+  // families consistent): its records are copied there, made durable, and the old family
+  // dropped. A crash before the drop copies them again at the next open (nothing is written
+  // in between).
+  void migrate_records(rocksdb::ColumnFamilyHandle* legacy) {
+    rocksdb::WriteBatch batch;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), legacy));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string key =
+          physical_key(family::blobs, std::string_view(it->key().data(), it->key().size()));
+      rocksdb::Status s = batch.Put(cf(family::chunks), key, it->value());
+      if (!s.ok()) throw std::runtime_error("cannot move the blob records: " + s.ToString());
+    }
+    rocksdb::Status s = it->status();
+    it.reset();
+    if (s.ok()) s = db_->Write(rocksdb::WriteOptions(), &batch);
+    if (s.ok()) s = db_->Flush(rocksdb::FlushOptions(), cf(family::chunks));
+    if (s.ok()) s = db_->DropColumnFamily(legacy);
+    db_->DestroyColumnFamilyHandle(legacy).PermitUncheckedError();
+    if (!s.ok()) throw std::runtime_error("cannot move the blob records: " + s.ToString());
+  }
+
+  // A database stopped after a failed write (a full disk) takes writes again once the disk
+  // has room for its memtables and some more: DB::Resume() flushes them and clears the
+  // error. Tried at once when room is seen, then at most every resume_backoff while it fails.
+  // Called from write(), which the store serializes; never concurrent with the destructor.
+  status resume_if_room() {
+    const auto now = std::chrono::steady_clock::now();
+    const auto free = free_disk();
+    const std::uint64_t needed = write_buffer_bytes() + resume_headroom;
+    if (now < next_resume_ || (free && *free < needed)) {
+      return status::no_space("the store stopped writing after a failed write (disk full?); " +
+                              (free ? std::to_string(*free) + " bytes free" : std::string()));
+    }
+    rocksdb::Status s = db_->Resume();
+    if (s.ok()) {
+      stopped_.store(false);
+      return status::success();
+    }
+    next_resume_ = now + resume_backoff;
+    return from_rocksdb(s, "resuming writes after a failed write");
+  }
+
+  static constexpr std::uint64_t resume_headroom = 64 << 20;
+  static constexpr std::size_t info_log_size = 16 << 20;  // LOG, then LOG.old
+  static constexpr std::chrono::seconds resume_backoff{1};
 
   // The block cache (cache.block_cache) keeps what is small and read everywhere: index and
-  // filter blocks, blob records, manifests, tags. Chunk blocks go to a small cache of their
+  // filter blocks, manifests, tags. Chunk blocks go to a small cache of their
   // own: the chunk store's memory cache decides which chunks stay in memory, and keeps
   // them by pinning their blocks here. Pinned blocks count against the cache that holds
   // them; in the shared block cache a full memory cache left no room for anything else, so
@@ -318,12 +479,15 @@ class rocksdb_backend final : public backend {
 
   std::shared_ptr<rocksdb::Cache> block_cache_;
   std::shared_ptr<rocksdb::Cache> chunk_blocks_;
+  // Writes refused: a write or a background flush failed. Set by the listener: outlives db_.
+  std::atomic<bool> stopped_{false};
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* default_ = nullptr;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by family
+  std::vector<rocksdb::ColumnFamilyHandle*> columns_;  // indexed by column
   rocksdb::WriteOptions write_options_;
   batch_pool batches_;
   std::string path_;
+  std::chrono::steady_clock::time_point next_resume_{};
 };
 
 }  // namespace

@@ -682,7 +682,7 @@ class store final : public chunk_store {
     memory_.fill(s);
     s.block_cache_bytes = backend_->block_cache_bytes();
     s.write_buffer_bytes = backend_->write_buffer_bytes();
-    s.disk_full = disk_full_;
+    s.disk_full = disk_full_ || backend_->writes_stopped();
     s.disk_refusals = disk_refusals_;
     return s;
   }

@@ -1,16 +1,24 @@
 // layercached: wires config → server, and turns signals into a graceful stop.
 #include <signal.h>
 
+#include <chrono>
 #include <cstring>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "config/config.hpp"
+#include "daemon/shutdown_watchdog.hpp"
 #include "log/log.hpp"
 #include "server/server.hpp"
 
 namespace {
+
+// Past timeouts.shutdown, the server closes what is left (up to 5 s more); closing the store
+// and saving profiles get the rest of this before the watchdog ends the process.
+constexpr std::chrono::seconds shutdown_grace{15};
 
 constexpr std::string_view usage =
     "usage: layercached [--config FILE]     run (default: the built-in configuration)\n"
@@ -85,9 +93,10 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  std::optional<layercache::daemon::shutdown_watchdog> watchdog;
   try {
-    layercache::server::server srv(cfg);
-    srv.start();
+    auto srv = std::make_unique<layercache::server::server>(cfg);
+    srv->start();
     layercache::log::info("main", "layercached ready (",
                           config_path.empty() ? "built-in config" : config_path, ")");
     for (;;) {
@@ -101,9 +110,9 @@ int main(int argc, char** argv) {
         layercache::log::info("main", "SIGHUP: reloading ", config_path);
         try {
           const auto next = config::load_file(config_path);
-          (void)srv.reload(next);
+          (void)srv->reload(next);
         } catch (const std::exception& e) {
-          srv.reload_failed();
+          srv->reload_failed();
           layercache::log::error("main", "reload refused, keeping the running config: ", e.what());
         }
         continue;
@@ -111,7 +120,13 @@ int main(int argc, char** argv) {
       layercache::log::info("main", strsignal(sig), ": draining");
       break;
     }
-    srv.stop();
+    watchdog.emplace(std::chrono::duration_cast<std::chrono::milliseconds>(
+                         cfg.server.timeouts.shutdown + shutdown_grace),
+                     "draining connections");
+    srv->stop();
+    watchdog->phase("closing the store");
+    srv.reset();
+    watchdog->finish();
   } catch (const std::exception& e) {
     layercache::log::error("main", e.what());
     return 1;

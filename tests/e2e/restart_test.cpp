@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "oci/digest.hpp"
+#include "tests/support/daemon_process.hpp"
 #include "tests/support/file_server.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/image.hpp"
@@ -38,8 +39,6 @@ using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 constexpr std::size_t MiB = 1024 * 1024;
 
-constexpr auto ready_timeout = 20s;
-constexpr auto ready_poll_interval = 20ms;
 constexpr auto skopeo_timeout = 180s;
 constexpr auto exit_timeout = 60s;
 
@@ -144,98 +143,6 @@ std::string damage_lines(const std::string& log) {
   return out;
 }
 
-// layercached as a child process with a generated config, on a fixed port and store that
-// survive restarts (the port is chosen once with free_port()).
-class daemon_process {
- public:
-  daemon_process(fs::path dir, std::string upstream_url)
-      : dir_(std::move(dir)), upstream_url_(std::move(upstream_url)) {
-    fs::create_directories(dir_);
-  }
-
-  // First start: another process may take the free port before the daemon binds it, so a
-  // start that fails is retried with another port (a few times).
-  void start_first() {
-    std::string failures;
-    for (int attempt = 0; attempt < 5; ++attempt) {
-      port_ = free_port();
-      if (try_start()) return;
-      failures += "attempt " + std::to_string(attempt) + ":\n" + proc_->log() + "\n";
-      proc_.reset();
-    }
-    throw std::runtime_error("layercached did not start:\n" + failures);
-  }
-
-  // Restart on the same port and store.
-  void restart() {
-    if (proc_) throw std::logic_error("restart() while the daemon is running");
-    if (!try_start())
-      throw std::runtime_error("layercached did not restart on port " + std::to_string(port_) +
-                               ":\n" + proc_->log());
-  }
-
-  // SIGKILL: no chance to flush, close or drain anything. Returns the exit status.
-  int kill9() {
-    ::kill(proc_->pid(), SIGKILL);
-    const auto code = proc_->wait(exit_timeout);
-    if (!code) throw std::runtime_error("layercached survived SIGKILL");
-    logs_ += proc_->log();
-    proc_.reset();
-    return *code;
-  }
-
-  // SIGTERM: graceful drain. Returns the exit status (0 expected).
-  int terminate() {
-    const int code = proc_->stop(30s);
-    logs_ += proc_->log();
-    proc_.reset();
-    return code;
-  }
-
-  [[nodiscard]] bool running() { return proc_ && proc_->running(); }
-  [[nodiscard]] std::uint16_t port() const { return port_; }
-  [[nodiscard]] fs::path store() const { return dir_ / "store"; }
-  [[nodiscard]] std::string logs() const { return logs_ + (proc_ ? proc_->log() : ""); }
-
- private:
-  bool try_start() {
-    const auto config = dir_ / "layercached.yaml";
-    std::string yaml = "server:\n  threads: 2\n  listen:\n    - address: 127.0.0.1:";
-    yaml += std::to_string(port_) + "\n";
-    yaml += "  timeouts:\n    shutdown: 10s\n";
-    yaml += "admin:\n  address: 127.0.0.1:0\n";
-    yaml += "log:\n  level: warn\n";
-    yaml += "cache:\n  path: " + store().string() + "\n";
-    yaml += "  capacity: 1GiB\n  chunk_size: 256KiB\n";
-    yaml += "upstreams:\n  - name: origin\n    url: " + upstream_url_ + "\n    default: true\n";
-    write_file(config, yaml);
-    proc_ = std::make_unique<child_process>(
-        std::vector<std::string>{LAYERCACHED_PATH, "--config", config.string()},
-        dir_ / ("layercached." + std::to_string(++starts_) + ".log"));
-    http_client client;
-    const std::string url = "http://127.0.0.1:" + std::to_string(port_) + "/v2/";
-    const auto deadline = clock::now() + ready_timeout;
-    while (clock::now() < deadline) {
-      if (!proc_->running()) return false;
-      try {
-        const auto r = client.request("GET", url, {}, {}, 2s);
-        if (r.status == 200 || r.status == 401) return proc_->running();
-      } catch (const std::exception&) {
-        // not listening yet
-      }
-      std::this_thread::sleep_for(ready_poll_interval);
-    }
-    return false;
-  }
-
-  fs::path dir_;
-  std::string upstream_url_;
-  std::uint16_t port_ = 0;
-  int starts_ = 0;
-  std::string logs_;
-  std::unique_ptr<child_process> proc_;
-};
-
 // A docker-registry whose blob GETs redirect to a recording file server on its storage.
 class RestartTest : public ::testing::Test {
  protected:
@@ -257,7 +164,9 @@ class RestartTest : public ::testing::Test {
   }
 
   void start_daemon() {
-    daemon_ = std::make_unique<daemon_process>(work_.path() / "daemon", upstream_->url());
+    daemon_ = std::make_unique<daemon_process>(daemon_options{.binary = LAYERCACHED_PATH,
+                                                              .dir = work_.path() / "daemon",
+                                                              .upstream_url = upstream_->url()});
     daemon_->start_first();
   }
 

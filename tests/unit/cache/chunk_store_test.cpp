@@ -5,6 +5,7 @@
 #include <rocksdb/db.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -877,9 +878,8 @@ class rocksdb_store_test : public ::testing::Test {
     for (const auto& n : names) descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* db = nullptr;
-    rocksdb::DBOptions options;
-    options.atomic_flush = true;
-    ASSERT_TRUE(rocksdb::DB::Open(options, db_path(), descriptors, &handles, &db).ok());
+    ASSERT_TRUE(
+        rocksdb::DB::Open(rocksdb::DBOptions(), db_path(), descriptors, &handles, &db).ok());
     auto cf = [&](const std::string& name) {
       for (std::size_t i = 0; i < names.size(); ++i) {
         if (names[i] == name) return handles[i];
@@ -892,6 +892,10 @@ class rocksdb_store_test : public ::testing::Test {
     ASSERT_TRUE(db->Close().ok());
     delete db;
   }
+
+  // Where the store keeps blob records: in the chunks family, after 8 zero bytes
+  // (rocksdb_backend.cpp, record_prefix).
+  static std::string record_key(const oci::digest& d) { return std::string(8, '\0') + d.raw(); }
 
   temp_dir dir_;
   fake_clock clock_;
@@ -1075,12 +1079,75 @@ TEST_F(rocksdb_store_test, unreadable_blob_records_are_dropped_with_their_chunks
     ASSERT_TRUE(store->put_chunk(digest_n(2), 2, chunk, 0, "yz").ok());
   }
   with_raw_db([&](rocksdb::DB& db, auto cf) {
-    ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), cf("blobs"), digest_n(1).raw(), "junk").ok());
+    ASSERT_TRUE(
+        db.Put(rocksdb::WriteOptions(), cf("chunks"), record_key(digest_n(1)), "junk").ok());
   });
   auto store = open();
   EXPECT_FALSE(store->blob(digest_n(1)).has_value());
   EXPECT_FALSE(store->has_chunk(digest_n(1), 0));
   EXPECT_EQ(store->used_bytes(), 2U);
+}
+
+// A store written before records moved into the chunks family (they were in "blobs", flushed
+// atomically with the chunks): its records are moved at open and the old family dropped.
+TEST_F(rocksdb_store_test, records_of_a_store_from_before_move_into_the_chunks_family) {
+  std::string record_of_1;
+  {
+    auto store = open();
+    ASSERT_TRUE(store->put_chunk(digest_n(1), 3, chunk, 0, "abc").ok());
+    ASSERT_TRUE(store->mark_verified(digest_n(1)).ok());
+    ASSERT_TRUE(store->put_chunk(digest_n(2), 2, chunk, 0, "yz").ok());
+  }
+  // Make it look as it did: the records in a "blobs" family, none in the chunks family.
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    ASSERT_TRUE(
+        db.Get(rocksdb::ReadOptions(), cf("chunks"), record_key(digest_n(1)), &record_of_1).ok());
+    rocksdb::ColumnFamilyHandle* blobs = nullptr;
+    ASSERT_TRUE(db.CreateColumnFamily(rocksdb::ColumnFamilyOptions(), "blobs", &blobs).ok());
+    for (int n : {1, 2}) {
+      std::string value;
+      ASSERT_TRUE(
+          db.Get(rocksdb::ReadOptions(), cf("chunks"), record_key(digest_n(n)), &value).ok());
+      ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), blobs, digest_n(n).raw(), value).ok());
+      ASSERT_TRUE(db.Delete(rocksdb::WriteOptions(), cf("chunks"), record_key(digest_n(n))).ok());
+    }
+    ASSERT_TRUE(db.DestroyColumnFamilyHandle(blobs).ok());
+  });
+  {
+    auto store = open();
+    ASSERT_TRUE(store->blob(digest_n(1)).has_value());
+    EXPECT_TRUE(store->blob(digest_n(1))->verified);
+    EXPECT_TRUE(store->blob(digest_n(2)).has_value());
+    EXPECT_EQ(store->used_bytes(), 5U);
+    std::string out;
+    ASSERT_TRUE(store->get_chunk(digest_n(1), 0, out).ok());
+    EXPECT_EQ(out, "abc");
+  }
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), db_path(), &names).ok());
+  EXPECT_EQ(std::count(names.begin(), names.end(), "blobs"), 0) << "the old family stays";
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    std::string value;
+    ASSERT_TRUE(db.Get(rocksdb::ReadOptions(), cf("chunks"), record_key(digest_n(1)), &value).ok());
+    EXPECT_EQ(value, record_of_1);
+  });
+}
+
+// A chunk whose key starts like a record (a digest of 64 leading zero bits) is not read as one.
+TEST_F(rocksdb_store_test, a_chunk_key_among_the_records_is_not_a_record) {
+  const auto zeros = oci::digest::parse("sha256:0000000000000000" + std::string(48, 'a'));
+  ASSERT_TRUE(zeros.has_value());
+  {
+    auto store = open();
+    ASSERT_TRUE(store->put_chunk(*zeros, 3, chunk, 0, "abc").ok());
+    ASSERT_TRUE(store->put_chunk(digest_n(2), 2, chunk, 0, "yz").ok());
+  }
+  auto store = open();
+  EXPECT_EQ(store->list_blobs().size(), 2U);
+  EXPECT_EQ(store->used_bytes(), 5U);
+  std::string out;
+  ASSERT_TRUE(store->get_chunk(*zeros, 0, out).ok());
+  EXPECT_EQ(out, "abc");
 }
 
 TEST_F(rocksdb_store_test, opening_a_bad_path_throws_a_clear_error) {

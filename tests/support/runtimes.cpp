@@ -154,7 +154,7 @@ std::string dockerd_process::log() const { return process_ ? process_->log() : s
 
 // ---- containerd ---------------------------------------------------------------------------
 
-containerd_process::containerd_process()
+containerd_process::containerd_process(std::string_view extra_config)
     : dir_(std::make_unique<temp_dir>("lc-containerd")), socket_(dir_->path() / "containerd.sock") {
   const auto& d = dir_->path();
   std::filesystem::create_directories(hosts_dir());
@@ -165,7 +165,8 @@ containerd_process::containerd_process()
        << "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
        << "[grpc]\n  address = \"" << socket_.string() << "\"\n"
        << "[ttrpc]\n  address = \"" << socket_.string() << ".ttrpc\"\n"
-       << "[debug]\n  address = \"" << (d / "debug.sock").string() << "\"\n";
+       << "[debug]\n  address = \"" << (d / "debug.sock").string() << "\"\n"
+       << extra_config;
   write_file(d / "config.toml", toml.str());
   process_ = std::make_unique<child_process>(
       std::vector<std::string>{"containerd", "--config", (d / "config.toml").string()},
@@ -198,12 +199,71 @@ void containerd_process::add_mirror(std::string_view registry, std::string_view 
 
 command_result containerd_process::ctr(std::vector<std::string> args,
                                        std::chrono::milliseconds timeout) const {
-  std::vector<std::string> argv{"ctr", "--address", socket_.string(), "--namespace",
+  return client("ctr", std::move(args), timeout);
+}
+
+command_result containerd_process::client(std::string_view program, std::vector<std::string> args,
+                                          std::chrono::milliseconds timeout) const {
+  std::vector<std::string> argv{std::string(program), "--address", socket_.string(), "--namespace",
                                 "layercache-test"};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command(argv, timeout, no_internet_env());
 }
 
 std::string containerd_process::log() const { return process_ ? process_->log() : std::string{}; }
+
+// ---- the stargz snapshotter ---------------------------------------------------------------
+
+std::string lazy_unavailable(const std::filesystem::path& snapshotter) {
+  if (::geteuid() != 0) return "lazy-pull tests mount FUSE and start containerd: they need root";
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) return "no usable /dev/fuse";
+  for (std::string_view p : {"containerd", "ctr", "ctr-remote", "runc"}) {
+    if (!in_path(p)) {
+      return std::string(p) +
+             " is not installed (Debian: containerd, runc, stargz-snapshotter; "
+             "scripts/install-runtimes.sh)";
+    }
+  }
+  if (snapshotter.empty() || ::access(snapshotter.c_str(), X_OK) != 0) {
+    return "layercache-stargz was not built (needs golang-go and "
+           "golang-github-containerd-stargz-snapshotter-dev at configure time)";
+  }
+  return {};
+}
+
+stargz_snapshotter_process::stargz_snapshotter_process(const std::filesystem::path& binary,
+                                                       const stargz_options& options)
+    : dir_(std::make_unique<temp_dir>("lc-stargz")), socket_(dir_->path() / "stargz.sock") {
+  std::vector<std::string> argv{binary.string(), "-root",          (dir_->path() / "root").string(),
+                                "-address",      socket_.string(), "-log-level",
+                                "debug"};
+  if (!options.background_fetch) argv.emplace_back("-no-background-fetch");
+  for (const auto& [registry, mirror] : options.mirrors) {
+    argv.emplace_back("-mirror");
+    argv.push_back(registry + "=" + mirror);
+  }
+  process_ =
+      std::make_unique<child_process>(argv, dir_->path() / "snapshotter.log", no_internet_env());
+  const bool up =
+      wait_until_ok([this] { return std::filesystem::exists(socket_); }, 30s, *process_);
+  if (!up) {
+    const std::string why = log();
+    throw std::runtime_error("layercache-stargz did not come up:\n" + why);
+  }
+}
+
+stargz_snapshotter_process::~stargz_snapshotter_process() {
+  if (process_) process_->stop(20s);
+  unmount_all_under(dir_->path());
+}
+
+std::string stargz_snapshotter_process::proxy_plugin_config() const {
+  return "[proxy_plugins.stargz]\n  type = \"snapshot\"\n  address = \"" + socket_.string() +
+         "\"\n";
+}
+
+std::string stargz_snapshotter_process::log() const {
+  return process_ ? process_->log() : std::string{};
+}
 
 }  // namespace layercache::testing

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "tests/support/process.hpp"
@@ -48,11 +49,13 @@ class dockerd_process {
 };
 
 // containerd with its root, state and sockets in a fresh temp dir (the CRI plugin disabled),
-// plus a hosts dir for `ctr --hosts-dir`. Waits (at most 30 s) until `ctr version` answers.
-// The destructor stops it (SIGTERM, 20 s grace), unmounts what is left and removes the dir.
+// plus a hosts dir for `ctr --hosts-dir`. `extra_config` is appended to its config.toml (e.g.
+// a `[proxy_plugins.stargz]` table: stargz_proxy_plugin()). Waits (at most 30 s) until `ctr
+// version` answers. The destructor stops it (SIGTERM, 20 s grace), unmounts what is left and
+// removes the dir.
 class containerd_process {
  public:
-  containerd_process();
+  explicit containerd_process(std::string_view extra_config = {});
   ~containerd_process();
   containerd_process(const containerd_process&) = delete;
   containerd_process& operator=(const containerd_process&) = delete;
@@ -66,6 +69,46 @@ class containerd_process {
   // Runs `ctr --address <socket> --namespace layercache-test <args>`.
   [[nodiscard]] command_result ctr(std::vector<std::string> args,
                                    std::chrono::milliseconds timeout) const;
+  // The same with another ctr-compatible client (`ctr-remote`).
+  [[nodiscard]] command_result client(std::string_view program, std::vector<std::string> args,
+                                      std::chrono::milliseconds timeout) const;
+  [[nodiscard]] std::string log() const;
+
+ private:
+  std::unique_ptr<temp_dir> dir_;
+  std::filesystem::path socket_;
+  std::unique_ptr<child_process> process_;
+};
+
+// ---- lazy pulling: the stargz snapshotter --------------------------------------------------
+
+// Why lazy-pull tests cannot run here ("" when they can): not root, no /dev/fuse, or one of
+// containerd, ctr, ctr-remote, runc missing, or `snapshotter` (the built layercache-stargz)
+// not there.
+[[nodiscard]] std::string lazy_unavailable(const std::filesystem::path& snapshotter);
+
+struct stargz_options {
+  // false: the snapshotter reads only what the container touches (plus footer, TOC and the
+  // eStargz prefetch region); true: it also fetches every layer whole in the background.
+  bool background_fetch = false;
+  // REGISTRY=MIRROR pairs for `-mirror` (layer reads go to the mirror first).
+  std::vector<std::pair<std::string, std::string>> mirrors;
+};
+
+// layercache-stargz (snapshotter/) with its root and socket in a fresh temp dir; waits (at
+// most 30 s) until the socket exists. The destructor stops it (SIGTERM, 20 s grace: it
+// unmounts its FUSE layers), unmounts whatever is left under its dir and removes the dir.
+// Stop the containerd that uses it first.
+class stargz_snapshotter_process {
+ public:
+  stargz_snapshotter_process(const std::filesystem::path& binary, const stargz_options& options);
+  ~stargz_snapshotter_process();
+  stargz_snapshotter_process(const stargz_snapshotter_process&) = delete;
+  stargz_snapshotter_process& operator=(const stargz_snapshotter_process&) = delete;
+
+  [[nodiscard]] const std::filesystem::path& socket() const { return socket_; }
+  // containerd config: `[proxy_plugins.stargz]` with type "snapshot" and this socket.
+  [[nodiscard]] std::string proxy_plugin_config() const;
   [[nodiscard]] std::string log() const;
 
  private:

@@ -34,11 +34,14 @@ build: deps
 run: build
 	BUILD=$(BUILD) CONFIG=$(CONFIG) bash scripts/run.sh
 
-# The runtime tests (real dockerd and containerd, `ctest -L runtime`) need root and Debian's
-# docker.io and containerd: installed here unless a dockerd and a containerd exist already or
-# RUNTIME_TESTS=0 is given; without the daemons (or root) they are reported as skipped.
-test: build
+# The runtime tests (real dockerd and containerd, `ctest -L runtime`) and the lazy-pull tests
+# (containerd + the stargz snapshotter the build makes from Debian's Go library, `ctest -L
+# lazy`) need root and Debian packages: installed here, before the build (which builds the
+# snapshotter only where Go and the library are there), unless RUNTIME_TESTS=0; without them
+# (or root) the tests are reported as skipped.
+test: deps
 	bash scripts/install-runtimes.sh
+	$(MAKE) build
 	cd $(BUILD) && ctest --output-on-failure -j2 $(CTEST_ARGS)
 
 # The unit, integration and e2e suites in an ASan+UBSan build and in a TSan build

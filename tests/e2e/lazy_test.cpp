@@ -11,18 +11,22 @@
 // built snapshotter; skipped with the reason otherwise. `ctest -L lazy`.
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "oci/digest.hpp"
+#include "tests/support/http_client.hpp"
 #include "tests/support/image.hpp"
 #include "tests/support/layercache_instance.hpp"
 #include "tests/support/process.hpp"
@@ -51,6 +55,7 @@ struct upstream_request {
   std::string path;
   int status = 0;
   std::size_t bytes = 0;
+  std::string user_agent;  // the line's last quoted field
 };
 
 // The blob requests (GET and HEAD) in docker-registry's access log from byte `from` on:
@@ -80,6 +85,11 @@ std::vector<upstream_request> upstream_blob_requests(const registry_process& ups
       const std::string rest(line.substr(quote + 1));
       std::size_t bytes = 0;
       if (std::sscanf(rest.c_str(), " %d %zu", &r.status, &bytes) >= 1) r.bytes = bytes;
+      const auto ua_end = line.rfind('"');
+      const auto ua_begin = ua_end == std::string_view::npos ? ua_end : line.rfind('"', ua_end - 1);
+      if (ua_begin != std::string_view::npos && ua_begin > quote) {
+        r.user_agent = std::string(line.substr(ua_begin + 1, ua_end - ua_begin - 1));
+      }
       out.push_back(r);
     }
   }
@@ -90,6 +100,46 @@ std::size_t total_bytes(const std::vector<upstream_request>& requests) {
   std::size_t sum = 0;
   for (const auto& r : requests) sum += r.method == "GET" ? r.bytes : 0;
   return sum;
+}
+
+// GET bytes of the blobs named in `digests` (paths ending in one of them).
+std::size_t bytes_of(const std::vector<upstream_request>& requests,
+                     const std::vector<std::string>& digests) {
+  std::size_t sum = 0;
+  for (const auto& r : requests) {
+    for (const auto& d : digests) {
+      if (r.method == "GET" && r.path.ends_with(d)) sum += r.bytes;
+    }
+  }
+  return sum;
+}
+
+// Polls `done` every 200 ms for at most `limit`.
+bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(200ms);
+  }
+  return done();
+}
+
+// The layers (digest, size) of an image manifest the registry has under `repo:tag`.
+std::vector<std::pair<std::string, std::size_t>> layers_of(const registry_process& registry,
+                                                           std::string_view repo,
+                                                           std::string_view tag) {
+  http_client client;
+  const auto got =
+      client.get(registry.url() + "/v2/" + std::string(repo) + "/manifests/" + std::string(tag),
+                 {{"Accept", std::string(media_type::accept_all_manifests)}});
+  if (got.status != 200) throw std::runtime_error("manifest: " + std::to_string(got.status));
+  std::vector<std::pair<std::string, std::size_t>> out;
+  const auto manifest = boost::json::parse(got.body);  // outlives the loop over its layers
+  for (const auto& l : manifest.at("layers").as_array()) {
+    out.emplace_back(std::string(l.at("digest").as_string()),
+                     static_cast<std::size_t>(l.at("size").to_number<std::int64_t>()));
+  }
+  return out;
 }
 
 // A file of the test image: its path in the container and its bytes.
@@ -167,9 +217,15 @@ struct lazy_node {
 
 // rpull through the snapshotter, then `ctr run` with `argv`; returns the container's output.
 std::string lazy_run(const lazy_node& node, const std::string& ref, const std::string& id,
-                     const std::vector<std::string>& argv) {
+                     const std::vector<std::string>& argv, bool hosts_dir = false) {
   const auto started = std::chrono::steady_clock::now();
-  auto pull = node.containerd.client("ctr-remote", {"images", "rpull", "--plain-http", ref}, 300s);
+  std::vector<std::string> rpull{"images", "rpull", "--plain-http"};
+  if (hosts_dir) {
+    rpull.emplace_back("--hosts-dir");
+    rpull.push_back(node.containerd.hosts_dir().string());
+  }
+  rpull.push_back(ref);
+  auto pull = node.containerd.client("ctr-remote", rpull, 300s);
   EXPECT_EQ(pull.exit_code, 0) << pull.output << node.logs();
   if (pull.exit_code != 0) return {};
   const auto pulled = std::chrono::steady_clock::now();
@@ -282,6 +338,62 @@ TEST(LazyPull, EstargzThroughLayercacheStartsBeforeTheImageIsDownloaded) {
     const auto plain_output =
         lazy_run(node, lc + "/lazy/plain:v1", "plain-1", {"/bin/busybox", "cat", "/" + hello.path});
     EXPECT_TRUE(contains(plain_output, hello.data)) << plain_output;
+  }
+  const auto after_node2 = upstream_blob_requests(upstream).size();
+
+  // Node 3: layercache as a mirror of the upstream registry, the image named by its own
+  // registry: containerd through a hosts.toml mirror (`?ns=<registry>`, the `server` dead), the
+  // snapshotter through `-mirror` (no ns=: layercache's default upstream). With background
+  // fetch: the snapshotter then reads every layer whole, through layercache, which fetches
+  // from the upstream only the chunks it does not have.
+  const auto esgz_layers = layers_of(upstream, "lazy/app", "esgz");
+  std::vector<std::string> esgz_digests;
+  std::size_t esgz_bytes = 0;
+  for (const auto& [digest, size] : esgz_layers) {
+    esgz_digests.push_back(digest);
+    esgz_bytes += size;
+  }
+  const stargz_options mirrored{.background_fetch = true, .mirrors = {{upstream.host(), lc}}};
+  {
+    lazy_node node(mirrored);
+    node.containerd.add_mirror(upstream.host(), "http://127.0.0.1:9", proxy.url());
+    const auto output = lazy_run(node, esgz_ref, "lazy-3", command, true);
+    expect_checksums(output, read);
+    const bool whole = wait_for(
+        [&] { return bytes_of(upstream_blob_requests(upstream), esgz_digests) >= esgz_bytes; },
+        120s);
+    EXPECT_TRUE(whole) << "the background fetch did not bring every layer into layercache"
+                       << node.logs();
+  }
+  const auto all = upstream_blob_requests(upstream, mark1);
+  for (const auto& r : all) {
+    EXPECT_TRUE(r.user_agent.starts_with("layercache/"))
+        << "only layercache may read blobs upstream: " << r.method << " " << r.path << " by "
+        << r.user_agent;
+  }
+  EXPECT_EQ(bytes_of(all, esgz_digests), esgz_bytes)
+      << "each byte of the layers must have come from the upstream once";
+  std::cout << "[lazy] node 3 (mirror, background fetch): "
+            << upstream_blob_requests(upstream).size() - after_node2
+            << " more upstream blob requests; layers " << esgz_bytes << " bytes\n";
+  const auto after_node3 = upstream_blob_requests(upstream).size();
+
+  // Node 4: fresh, mirror, background fetch: the whole image from layercache, none upstream.
+  {
+    const auto served_before = proxy.metric("layercache_http_response_bytes_total");
+    lazy_node node(mirrored);
+    node.containerd.add_mirror(upstream.host(), "http://127.0.0.1:9", proxy.url());
+    const auto output = lazy_run(node, esgz_ref, "lazy-4", command, true);
+    expect_checksums(output, read);
+    const bool whole = wait_for(
+        [&] {
+          return proxy.metric("layercache_http_response_bytes_total") - served_before >=
+                 static_cast<double>(esgz_bytes);
+        },
+        120s);
+    EXPECT_TRUE(whole) << "the background fetch did not read every layer" << node.logs();
+    EXPECT_EQ(upstream_blob_requests(upstream).size(), after_node3)
+        << "a background fetch of what layercache holds must not reach the upstream" << node.logs();
   }
   const auto ended = std::chrono::steady_clock::now();
   using s = std::chrono::duration<double>;

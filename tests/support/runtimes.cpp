@@ -234,9 +234,11 @@ std::string lazy_unavailable(const std::filesystem::path& snapshotter) {
 stargz_snapshotter_process::stargz_snapshotter_process(const std::filesystem::path& binary,
                                                        const stargz_options& options)
     : dir_(std::make_unique<temp_dir>("lc-stargz")), socket_(dir_->path() / "stargz.sock") {
-  std::vector<std::string> argv{binary.string(), "-root",          (dir_->path() / "root").string(),
-                                "-address",      socket_.string(), "-log-level",
-                                "debug"};
+  // setpriv --pdeathsig TERM: a test that crashes still stops it, and SIGTERM makes it
+  // unmount its FUSE layers (SIGKILL would leave them behind, disconnected).
+  std::vector<std::string> argv{"setpriv", "--pdeathsig", "TERM", binary.string()};
+  argv.insert(argv.end(), {"-root", (dir_->path() / "root").string(), "-address", socket_.string(),
+                           "-log-level", "debug"});
   if (!options.background_fetch) argv.emplace_back("-no-background-fetch");
   for (const auto& [registry, mirror] : options.mirrors) {
     argv.emplace_back("-mirror");

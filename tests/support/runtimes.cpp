@@ -242,7 +242,8 @@ stargz_snapshotter_process::stargz_snapshotter_process(const std::filesystem::pa
   if (!options.background_fetch) argv.emplace_back("-no-background-fetch");
   for (const auto& [registry, mirror] : options.mirrors) {
     argv.emplace_back("-mirror");
-    argv.push_back(registry + "=" + mirror);
+    argv.push_back(registry);
+    argv.back().append("=").append(mirror);
   }
   process_ =
       std::make_unique<child_process>(argv, dir_->path() / "snapshotter.log", no_internet_env());

@@ -7,8 +7,8 @@
 // Registry hosts: an image's own registry (plain HTTP where it is loopback or -insecure), tried
 // after the mirrors given with -mirror REGISTRY=MIRROR (e.g. -mirror
 // 127.0.0.1:5001=127.0.0.1:5000 sends the layer reads of 127.0.0.1:5001/app:v1 to the layercache
-// at 127.0.0.1:5000 first). The library fetches blobs itself, without containerd's ns= query
-// parameter, so a mirror that is a layercache routes them to its default upstream.
+// at 127.0.0.1:5000 first). Requests to a mirror carry ns=REGISTRY, as containerd's do, so a
+// layercache routes them to that registry's upstream.
 package main
 
 import (
@@ -54,13 +54,33 @@ func (m mirrorFlags) Set(v string) error {
 	return nil
 }
 
+// nsTransport adds ns=<registry> to the requests it sends to a mirror, as containerd does for
+// hosts.toml mirrors: a mirror that serves several registries (layercache) routes by it; the
+// library builds blob URLs itself and would send none.
+type nsTransport struct {
+	inner http.RoundTripper
+	host  string // the mirror, host[:port]
+	ns    string // the registry it stands in for
+}
+
+func (t nsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host == t.host && req.URL.Query().Get("ns") == "" {
+		req = req.Clone(req.Context())
+		q := req.URL.Query()
+		q.Set("ns", t.ns)
+		req.URL.RawQuery = q.Encode()
+	}
+	return t.inner.RoundTrip(req)
+}
+
 // registryHosts returns, for a reference, the mirrors of its registry and then the registry.
 // Each host gets its own http.Client with a non-nil Transport: the library dereferences it.
 func registryHosts(mirrors mirrorFlags, insecure map[string]bool, timeout time.Duration) source.RegistryHosts {
 	return func(ref reference.Spec) ([]docker.RegistryHost, error) {
 		registry := ref.Hostname()
 		var hosts []docker.RegistryHost
-		for _, h := range append(append([]string{}, mirrors[registry]...), registry) {
+		for i, h := range append(append([]string{}, mirrors[registry]...), registry) {
+			isMirror := i < len(mirrors[registry])
 			scheme := "https"
 			if s, rest, ok := strings.Cut(h, "://"); ok {
 				scheme, h = s, rest
@@ -70,10 +90,11 @@ func registryHosts(mirrors mirrorFlags, insecure map[string]bool, timeout time.D
 			if h == "docker.io" {
 				h = "registry-1.docker.io"
 			}
-			client := &http.Client{
-				Transport: http.DefaultTransport.(*http.Transport).Clone(),
-				Timeout:   timeout,
+			var transport http.RoundTripper = http.DefaultTransport.(*http.Transport).Clone()
+			if isMirror {
+				transport = nsTransport{inner: transport, host: h, ns: registry}
 			}
+			client := &http.Client{Transport: transport, Timeout: timeout}
 			hosts = append(hosts, docker.RegistryHost{
 				Client:       client,
 				Host:         h,

@@ -309,12 +309,15 @@ TEST(LazyPull, EstargzThroughLayercacheStartsBeforeTheImageIsDownloaded) {
   // whole-layer fetch; and no completion of partly read blobs, so that what the upstream
   // served is what the snapshotter asked for.
   temp_dir store("lc-lazy-store");
-  layercache_instance proxy("upstreams:\n" + upstream_yaml("origin", upstream.url(), true) +
+  // The default upstream is dead: only path-prefix routing (`/origin/…`) or ns= reaches the
+  // real one, so a request that lost its way fails instead of passing by luck.
+  layercache_instance proxy("upstreams:\n" + upstream_yaml("hub", "http://127.0.0.1:9", true) +
+                            upstream_yaml("origin", upstream.url(), false) +
                             "cache:\n  path: " + (store.path() / "db").string() +
                             "\n  chunk_size: 256KiB\n  complete_partial: false\n"
                             "prefetch:\n  eager_layers: never\n");
   const std::string lc = "127.0.0.1:" + std::to_string(proxy.port());
-  const std::string ref = lc + "/lazy/app:esgz";
+  const std::string ref = lc + "/origin/lazy/app:esgz";
   const std::vector<std::string> command{"/bin/busybox",    "sha256sum",       "/" + hello.path,
                                          "/" + small1.path, "/" + small2.path, "/" + medium.path};
   const std::vector<image_file> read{hello, small1, small2, medium};
@@ -348,15 +351,15 @@ TEST(LazyPull, EstargzThroughLayercacheStartsBeforeTheImageIsDownloaded) {
         << "a second node's start must be served from layercache's store" << node.logs();
 
     // An ordinary gzip image through the same snapshotter: fetched whole, still runs.
-    const auto plain_output =
-        lazy_run(node, lc + "/lazy/plain:v1", "plain-1", {"/bin/busybox", "cat", "/" + hello.path});
+    const auto plain_output = lazy_run(node, lc + "/origin/lazy/plain:v1", "plain-1",
+                                       {"/bin/busybox", "cat", "/" + hello.path});
     EXPECT_TRUE(contains(plain_output, hello.data)) << plain_output;
   }
   const auto after_node2 = upstream_blob_requests(upstream).size();
 
   // Node 3: layercache as a mirror of the upstream registry, the image named by its own
   // registry: containerd through a hosts.toml mirror (`?ns=<registry>`, the `server` dead), the
-  // snapshotter through `-mirror` (no ns=: layercache's default upstream). With background
+  // snapshotter through `-mirror` (which adds the same ns=). With background
   // fetch: the snapshotter then reads every layer whole, through layercache, which fetches
   // from the upstream only the chunks it does not have.
   const stargz_options mirrored{.background_fetch = true, .mirrors = {{upstream.host(), lc}}};

@@ -50,6 +50,11 @@ struct [[nodiscard]] status {
 // What the store knows about one blob. Which chunks are present is not recorded here: a chunk
 // is present exactly when its bytes are (see chunk_store::present_chunks), so metadata can never
 // claim a chunk that is not there.
+// Where the bytes of a blob not yet verified came from (an upstream, as the caller names it;
+// 0 = none). Until a blob is verified whole, its chunks are only as good as the upstream that
+// served them: they belong to that origin, and only a verified blob is anyone's.
+using origin_id = std::uint64_t;
+
 struct blob_record {
   std::uint64_t size = 0;          // the whole blob's bytes
   std::uint32_t chunk_size = 0;    // fixed when the record is created; later puts must match it
@@ -57,6 +62,7 @@ struct blob_record {
   std::uint64_t last_access = 0;   // unix seconds: creation or the last touch()
   std::uint64_t hits = 0;          // touch() calls
   std::uint64_t stored_bytes = 0;  // bytes of the chunks present
+  origin_id origin = 0;            // whose put_chunk() created it
 
   // ceil(size / chunk_size); 0 for an empty blob.
   [[nodiscard]] std::uint32_t chunk_count() const;
@@ -135,8 +141,11 @@ class chunk_store {
   //   the caller must use blob(d)->chunk_size).
   // no_space: storing would exceed capacity() and evicting other blobs cannot make room. The
   //   blob being written is never evicted to make room for itself.
+  // A new record takes `origin` (as does one of origin 0); a blob not verified yet takes
+  // chunks only from its own origin (invalid_argument otherwise), so bytes one upstream served
+  // never mix with another's before the whole was checked.
   virtual status put_chunk(const oci::digest& d, std::uint64_t blob_size, std::uint32_t chunk_size,
-                           std::uint32_t index, std::string_view bytes) = 0;
+                           std::uint32_t index, std::string_view bytes, origin_id origin = 0) = 0;
 
   // Reads chunk `index` of `d` into `out` (replacing its content), verifying the chunk's
   // checksum. not_found when absent; corruption when the checksum fails: the chunk is then

@@ -4,8 +4,10 @@
 // digest; tags = the caller's key; meta = a name.
 // Values (integers little-endian):
 //   chunks    crc32c (4) + chunk bytes
-//   blobs     version 1 (1), size (8), chunk_size (4), verified (1), last_access (8), hits (8),
-//             stored_bytes (8)
+//   blobs     version 2 (1), size (8), chunk_size (4), verified (1), last_access (8), hits (8),
+//             stored_bytes (8), origin (8). Version 1 had no origin: its verified records are
+//             read with origin 0, unverified ones dropped with their chunks at open (whose
+//             upstream served them is unknown).
 //   manifests media type length (4) + media type + manifest bytes
 //   tags      version 1 (1), fetched_at (8), digest text
 //   meta      "used_bytes" → u64; "profile/" + raw manifest digest → crc32c (4) + profile
@@ -64,8 +66,9 @@ namespace {
 
 constexpr std::string_view used_bytes_key = "used_bytes";
 constexpr std::size_t touch_flush_threshold = 64;  // dirty records written together
-constexpr std::uint8_t blob_record_version = 1;
-constexpr std::size_t blob_record_bytes = 1 + 8 + 4 + 1 + 8 + 8 + 8;
+constexpr std::uint8_t blob_record_version = 2;
+constexpr std::size_t blob_record_v1_bytes = 1 + 8 + 4 + 1 + 8 + 8 + 8;
+constexpr std::size_t blob_record_bytes = blob_record_v1_bytes + 8;
 constexpr std::uint8_t tag_record_version = 1;
 
 template <class T>
@@ -120,11 +123,14 @@ std::string encode(const blob_record& r) {
   append_le(out, r.last_access);
   append_le(out, r.hits);
   append_le(out, r.stored_bytes);
+  append_le(out, r.origin);
   return out;
 }
 
 std::optional<blob_record> decode_blob(std::string_view in) {
-  if (in.size() != blob_record_bytes || read_le<std::uint8_t>(in, 0) != blob_record_version) {
+  const bool v1 = in.size() == blob_record_v1_bytes && read_le<std::uint8_t>(in, 0) == 1;
+  if (!v1 &&
+      (in.size() != blob_record_bytes || read_le<std::uint8_t>(in, 0) != blob_record_version)) {
     return std::nullopt;
   }
   blob_record r;
@@ -134,7 +140,9 @@ std::optional<blob_record> decode_blob(std::string_view in) {
   r.last_access = read_le<std::uint64_t>(in, 14);
   r.hits = read_le<std::uint64_t>(in, 22);
   r.stored_bytes = read_le<std::uint64_t>(in, 30);
+  if (!v1) r.origin = read_le<std::uint64_t>(in, 38);
   if (r.chunk_size == 0 || r.size == 0 || r.chunk_count() == 0) return std::nullopt;
+  if (v1 && !r.verified) return std::nullopt;  // whose bytes they are is unknown: dropped
   return r;
 }
 
@@ -375,7 +383,7 @@ class store final : public chunk_store {
   }
 
   status put_chunk(const oci::digest& d, std::uint64_t blob_size, std::uint32_t chunk_size,
-                   std::uint32_t index, std::string_view bytes) override {
+                   std::uint32_t index, std::string_view bytes, origin_id origin) override {
     blob_record shape;
     shape.size = blob_size;
     shape.chunk_size = chunk_size;
@@ -408,6 +416,9 @@ class store final : public chunk_store {
                                         ", not " + std::to_string(blob_size) + " and " +
                                         std::to_string(chunk_size));
       }
+      if (!r.verified && r.origin != 0 && r.origin != origin) {
+        return status::invalid_argument(d.str() + " is being stored from another upstream");
+      }
       status s = backend_->read(family::chunks, key, [](std::string_view) {});
       if (s.ok()) return status::success();
       if (s.code != errc::not_found) return s;
@@ -433,6 +444,7 @@ class store final : public chunk_store {
 
     blob_record r = it != blobs_.end() ? it->second.record : shape;
     if (it == blobs_.end()) r.last_access = clock_();
+    if (r.origin == 0) r.origin = origin;
     r.stored_bytes += length;
     auto batch = backend_->make_batch();
     batch->put(family::chunks, key, checksum, bytes);

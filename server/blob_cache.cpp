@@ -101,6 +101,15 @@ buffer_pool& chunk_buffers() {
 
 }  // namespace
 
+cache::origin_id origin_of(const upstream_client& client) {
+  std::uint64_t h = 14695981039346656037ULL;  // FNV-1a: the same across restarts and builds
+  for (const char c : client.settings().name) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ULL;
+  }
+  return h == 0 ? 1 : h;
+}
+
 // One chunk being filled from upstream. `data` only grows, within capacity reserved up
 // front, so what a reader copied stays valid; all access is under `mutex`.
 struct blob_cache::chunk_slot {
@@ -138,6 +147,27 @@ blob_cache::blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_sett
   });
 }
 
+std::string blob_cache::size_key(const upstream_client& client, const oci::digest& d) {
+  return client.settings().name + '\n' + d.str();
+}
+
+bool blob_cache::claim(cache::origin_id origin, const oci::digest& d, const blob_meta& meta) {
+  if (meta.verified) return true;
+  std::lock_guard lock(mutex_);
+  // Only entries of blobs a claim saw unverified; a full map is cleared (the records keep
+  // their origin: only a blob whose first chunk is still being fetched loses its claim).
+  if (owners_.size() >= 4 * max_remembered) owners_.clear();
+  const auto [it, inserted] =
+      owners_.try_emplace(d.str(), meta.in_store && meta.origin != 0 ? meta.origin : origin);
+  return it->second == origin;
+}
+
+bool blob_cache::owns(cache::origin_id origin, const oci::digest& d) const {
+  std::lock_guard lock(mutex_);
+  const auto it = owners_.find(d.str());
+  return it == owners_.end() || it->second == origin;
+}
+
 std::string blob_cache::key_of(const oci::digest& d, std::uint32_t index) const {
   std::string k = d.str();
   k += '#';
@@ -159,25 +189,26 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   std::optional<cache::blob_record> record;
   if (!store_.try_blob(d, record))
     record = co_await pool_.run([this, &d] { return store_.blob(d); });
-  if (record) co_return blob_meta{record->size, record->chunk_size, record->verified, true};
-  if (auto known = known_size(d)) co_return *known;
+  if (record) {
+    co_return blob_meta{record->size, record->chunk_size, record->verified, true, record->origin};
+  }
+  if (auto known = known_size(client, d)) co_return *known;
 
   // One HEAD per blob at a time: the others wait for its answer.
   const auto& t = client.settings().timeouts;
   const config::duration limit = t.connect + t.response + std::chrono::seconds(5);
-  std::string key = d.str();
-  auto joined = co_await heads_.join(std::move(key), limit);
+  auto joined = co_await heads_.join(size_key(client, d), limit);
   std::optional<flight_table::lead> lead;
   if (auto* claimed = std::get_if<flight_table::lead>(&joined)) {
     lead.emplace(std::move(*claimed));
-    if (auto known = known_size(d)) {  // one finished between our miss and the claim
+    if (auto known = known_size(client, d)) {  // one finished between our miss and the claim
       lead->finish(std::string{});
       co_return *known;
     }
   } else if (auto& waited = std::get<std::optional<fetch_result>>(joined);
              waited && std::holds_alternative<std::string>(*waited)) {
     // The leader learnt the size (into sizes_, unless cleared since: then ask again).
-    if (auto known = known_size(d)) co_return *known;
+    if (auto known = known_size(client, d)) co_return *known;
   }
   // Leading, or the leader's HEAD was refused or failed: ask, to pass its answer on.
 
@@ -201,30 +232,34 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   {
     std::lock_guard lock(mutex_);
     if (sizes_.size() >= max_remembered) sizes_.clear();
-    sizes_[d.str()] = meta;
+    sizes_[size_key(client, d)] = meta;
   }
   if (lead) lead->finish(std::string{});
   co_return meta;
 }
 
-std::optional<blob_meta> blob_cache::known_size(const oci::digest& d) const {
+std::optional<blob_meta> blob_cache::known_size(const upstream_client& client,
+                                                const oci::digest& d) const {
+  const std::string key = size_key(client, d);
   std::lock_guard lock(mutex_);
-  if (auto it = sizes_.find(d.str()); it != sizes_.end()) return it->second;
+  if (auto it = sizes_.find(key); it != sizes_.end()) return it->second;
   return std::nullopt;
 }
 
-void blob_cache::learn_sizes(const std::vector<oci::descriptor>& blobs) {
+void blob_cache::learn_sizes(const upstream_client& client,
+                             const std::vector<oci::descriptor>& blobs) {
   std::lock_guard lock(mutex_);
   for (const auto& b : blobs) {
     if (b.size == 0) continue;
     if (sizes_.size() >= max_remembered) sizes_.clear();
-    sizes_.try_emplace(b.digest.str(), blob_meta{b.size, settings_.chunk_size, false});
+    sizes_.try_emplace(size_key(client, b.digest), blob_meta{b.size, settings_.chunk_size, false});
   }
 }
 
-void blob_cache::forget_size(const oci::digest& d) {
+void blob_cache::forget_size(const upstream_client& client, const oci::digest& d) {
+  const std::string key = size_key(client, d);
   std::lock_guard lock(mutex_);
-  sizes_.erase(d.str());
+  sizes_.erase(key);
 }
 
 std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
@@ -342,7 +377,8 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
                 std::string(response.fields()[http::field::content_range]).substr(0, 100);
           reason = "content_range";
           // The size we had (a HEAD's, a manifest's) is wrong: the next read asks again.
-          if (cr && cr->complete_length && *cr->complete_length != meta.size) forget_size(d);
+          if (cr && cr->complete_length && *cr->complete_length != meta.size)
+            forget_size(client, d);
         } else {
           offset = cr->range->first;
         }
@@ -358,13 +394,13 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
       if (response.content_length() && *response.content_length() != meta.size) {
         why = "upstream blob length differs from its HEAD";
         reason = "length";
-        forget_size(d);
+        forget_size(client, d);
       }
     } else {
       why = "upstream answered " + std::to_string(response.status()) + " to a range request";
       reason = "status";
       hopeless = true;
-      if (response.status() == 416) forget_size(d);  // a size past the blob's end
+      if (response.status() == 416) forget_size(client, d);  // a size past the blob's end
     }
     struct piece {
       std::uint64_t offset;
@@ -443,8 +479,9 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
           if (!full) continue;
           // Complete: its store write goes on beside the reading of the next chunks (readers
           // already have its bytes); at most write_behind writes wait per fill.
-          asio::co_spawn(ex, store_chunk(d, meta, slot.chunk, slots[index], generation),
-                         asio::detached);
+          asio::co_spawn(
+              ex, store_chunk(d, meta, slot.chunk, slots[index], generation, origin_of(client)),
+              asio::detached);
           ++index;
           have = 0;
           for (; index - unwritten > write_behind; ++unwritten) {
@@ -486,14 +523,14 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
 
 asio::awaitable<void> blob_cache::store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
                                               std::shared_ptr<chunk_slot> slot,
-                                              std::uint64_t generation) {
+                                              std::uint64_t generation, cache::origin_id origin) {
   // The slot is complete: no more writes to slot->data, so the pool thread may read it
   // unlocked.
   auto stored = cache::status::not_found("blob was purged during the fill");
   if (purge_generation(d) == generation) {
     auto* s = slot.get();
-    stored = co_await pool_.run([this, &d, &meta, chunk, s] {
-      return store_.put_chunk(d, meta.size, meta.chunk_size, chunk, s->data);
+    stored = co_await pool_.run([this, &d, &meta, chunk, s, origin] {
+      return store_.put_chunk(d, meta.size, meta.chunk_size, chunk, s->data, origin);
     });
     if (purge_generation(d) != generation) {  // purged while we wrote: undo
       (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
@@ -581,6 +618,9 @@ asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, s
 asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::string& repository,
                                        const oci::digest& d, const blob_meta& meta,
                                        oci::byte_range r, const sink& out, read_report* report) {
+  if (!claim(origin_of(client), d, meta)) {
+    co_return co_await read_direct(client, repository, d, meta, r, out, report);
+  }
   auto ex = co_await asio::this_coro::executor;
   // Pinned while read: eviction to make room for other blobs skips it.
   struct pin {
@@ -754,6 +794,52 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
   co_return true;
 }
 
+asio::awaitable<bool> blob_cache::read_direct(upstream_client& client,
+                                              const std::string& repository, const oci::digest& d,
+                                              const blob_meta& meta, oci::byte_range r,
+                                              const sink& out, read_report* report) {
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.foreign_reads;
+  }
+  upstream_request req;
+  req.method = http::verb::get;
+  req.target = "/v2/" + repository + "/blobs/" + d.str();
+  req.repository = repository;
+  req.headers.emplace_back(http::field::range,
+                           "bytes=" + std::to_string(r.first) + "-" + std::to_string(r.last));
+  auto result = co_await client.send(std::move(req));
+  if (std::holds_alternative<upstream_failure>(result)) co_return false;
+  auto& response = *std::get<std::unique_ptr<upstream_response>>(result);
+  std::uint64_t at = 0;  // the blob offset of the next body byte
+  if (response.status() == 206) {
+    const auto cr = oci::parse_content_range(response.fields()[http::field::content_range]);
+    if (!cr || !cr->range || cr->range->first != r.first || cr->range->last < r.last ||
+        (cr->complete_length && *cr->complete_length != meta.size)) {
+      co_return false;
+    }
+    at = r.first;
+  } else if (response.status() != 200 ||
+             (response.content_length() && *response.content_length() != meta.size)) {
+    co_return false;  // a 200 (Range ignored) is read from the blob's first byte
+  }
+  std::vector<char> buf(fill_buffer);
+  while (at <= r.last) {
+    auto [ec, n] = co_await response.read_some(buf.data(), buf.size());
+    if (ec || n == 0) co_return false;
+    const std::uint64_t lo = std::max<std::uint64_t>(at, r.first);
+    const std::uint64_t end = std::min<std::uint64_t>(at + n, r.last + 1);  // exclusive
+    if (lo < end) {
+      if (!co_await out(buf.data() + (lo - at), static_cast<std::size_t>(end - lo))) {
+        co_return false;
+      }
+      if (report != nullptr) report->filled_bytes += end - lo;
+    }
+    at += n;
+  }
+  co_return true;
+}
+
 asio::awaitable<bool> blob_cache::wait_slot(chunk_slot& slot, bool stored) {
   auto ex = co_await asio::this_coro::executor;
   for (;;) {
@@ -791,7 +877,8 @@ asio::awaitable<std::vector<listed_blob>> blob_cache::describe_listed(
     for (const auto& b : *list) {
       listed_blob l;
       if (auto record = store_.blob(b.digest)) {
-        l.meta = blob_meta{record->size, record->chunk_size, record->verified, true};
+        l.meta =
+            blob_meta{record->size, record->chunk_size, record->verified, true, record->origin};
         if (!record->verified && record->chunk_size > 0) {
           l.present.assign((record->size + record->chunk_size - 1) / record->chunk_size, false);
           for (auto i : store_.present_chunks(b.digest)) {
@@ -813,6 +900,7 @@ asio::awaitable<bool> blob_cache::prefetch(upstream_client& client, const std::s
                                            const std::atomic<bool>* cancel) {
   const blob_meta& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0) co_return true;
+  if (!claim(origin_of(client), d, meta)) co_return true;  // another upstream's: not ours to fill
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   if (first >= chunk_count) co_return true;
   last = static_cast<std::uint32_t>(std::min<std::uint64_t>(last, chunk_count - 1));
@@ -841,6 +929,7 @@ asio::awaitable<bool> blob_cache::prefetch_batch(upstream_client& client,
                                                  const std::atomic<bool>* cancel) {
   const blob_meta& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0 || chunks.empty()) co_return true;
+  if (!claim(origin_of(client), d, meta)) co_return true;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   std::erase_if(chunks, [&](std::uint32_t c) {
     return c >= chunk_count || (c < b.present.size() && b.present[c]);
@@ -901,13 +990,31 @@ asio::awaitable<bool> blob_cache::prefetch_batch(upstream_client& client,
 asio::awaitable<void> blob_cache::complete_later(upstream_client& client,
                                                  const std::string& repository,
                                                  const oci::digest& d, const blob_meta& meta) {
-  if (!settings_.complete_partial || meta.verified || meta.size == 0) co_return;
+  if (meta.verified || meta.size == 0 || !claim(origin_of(client), d, meta)) co_return;
+  auto ex = co_await asio::this_coro::executor;
+  if (!settings_.complete_partial) {
+    asio::co_spawn(ex, verify_if_whole(client, repository, d, meta), asio::detached);
+    co_return;
+  }
   {
     std::lock_guard lock(mutex_);
     if (!completing_.insert(d.str()).second) co_return;
   }
-  auto ex = co_await asio::this_coro::executor;
   asio::co_spawn(ex, complete(client, repository, d, meta), asio::detached);
+}
+
+asio::awaitable<void> blob_cache::verify_if_whole(upstream_client& client, std::string repository,
+                                                  oci::digest d, blob_meta meta) {
+  co_await wait_stored(d);  // the read's last chunks may still be landing in the store
+  std::optional<cache::blob_record> record;
+  if (!store_.try_blob(d, record))
+    record = co_await pool_.run([this, &d] { return store_.blob(d); });
+  if (!record || record->verified || !record->complete()) co_return;
+  {
+    std::lock_guard lock(mutex_);
+    if (!completing_.insert(d.str()).second) co_return;
+  }
+  co_await complete(client, std::move(repository), std::move(d), meta);  // from the store alone
 }
 
 asio::awaitable<void> blob_cache::complete(upstream_client& client, std::string repository,
@@ -921,14 +1028,14 @@ asio::awaitable<void> blob_cache::complete(upstream_client& client, std::string 
       co_await read(client, repository, d, meta, oci::byte_range{0, meta.size - 1}, out);
   if (ok) {
     if (hash.finish() == d) {
-      co_await mark_verified(d);
+      co_await mark_verified(client, d);
       std::lock_guard lock(mutex_);
       ++stats_.verified;
     } else {
       log::error("cache", "blob ", d.str(),
                  " completed in the background does not match its "
                  "digest; purged");
-      co_await purge(d);
+      co_await purge(client, d);
       std::lock_guard lock(mutex_);
       ++stats_.digest_failures;
     }
@@ -952,14 +1059,19 @@ asio::awaitable<void> blob_cache::purge(const oci::digest& d) {
   }
   (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
   std::lock_guard lock(mutex_);
-  sizes_.erase(d.str());
+  const std::string size_suffix = '\n' + d.str();
+  std::erase_if(sizes_, [&](const auto& e) { return e.first.ends_with(size_suffix); });
+  owners_.erase(d.str());
   const std::string prefix = d.str() + "#";
   std::erase_if(completed_, [&](const std::string& k) { return k.starts_with(prefix); });
 }
 
-asio::awaitable<void> blob_cache::mark_verified(const oci::digest& d) {
-  // A read is done when its bytes arrived; their store writes may still run (write-behind).
-  // The record is marked once they have finished, so that it exists and the mark sticks.
+asio::awaitable<void> blob_cache::purge(const upstream_client& client, const oci::digest& d) {
+  if (!owns(origin_of(client), d)) co_return;  // the bytes read were passed through
+  co_await purge(d);
+}
+
+asio::awaitable<void> blob_cache::wait_stored(const oci::digest& d) {
   for (int bound = 0; bound < 1 << 16; ++bound) {
     std::shared_ptr<chunk_slot> pending;
     {
@@ -972,10 +1084,22 @@ asio::awaitable<void> blob_cache::mark_verified(const oci::digest& d) {
         }
       }
     }
-    if (!pending) break;
+    if (!pending) co_return;
     (void)co_await wait_slot(*pending, true);
   }
-  (void)co_await pool_.run([this, &d] { return store_.mark_verified(d); });
+}
+
+asio::awaitable<void> blob_cache::mark_verified(const upstream_client& client,
+                                                const oci::digest& d) {
+  if (!owns(origin_of(client), d)) co_return;  // passed through: the store's copy is not it
+  // A read is done when its bytes arrived; their store writes may still run (write-behind).
+  // The record is marked once they have finished, so that it exists and the mark sticks.
+  co_await wait_stored(d);
+  const auto marked = co_await pool_.run([this, &d] { return store_.mark_verified(d); });
+  if (marked.ok()) {
+    std::lock_guard lock(mutex_);
+    owners_.erase(d.str());
+  }
 }
 
 }  // namespace layercache::server

@@ -30,8 +30,9 @@ namespace layercache::server {
 struct blob_meta {
   std::uint64_t size = 0;
   std::uint32_t chunk_size = 0;
-  bool verified = false;  // the store holds it whole and it matched its digest
-  bool in_store = false;  // the store has a record of it (some chunks may still be missing)
+  bool verified = false;        // the store holds it whole and it matched its digest
+  bool in_store = false;        // the store has a record of it (some chunks may still be missing)
+  cache::origin_id origin = 0;  // the record's: whose upstream served what is stored
 };
 
 // A blob as prefetch plans it (blob_cache::describe_listed).
@@ -68,8 +69,18 @@ struct blob_cache_stats {
   std::uint64_t chunks_in_flight = 0;        // being filled now
   std::uint64_t prefetch_fetched_bytes = 0;  // chunk bytes fetched by prefetch
   std::uint64_t prefetch_used_bytes = 0;     // of those, chunk bytes a client read later
+  // Reads of a blob another upstream is filling, passed through from the reader's own.
+  std::uint64_t foreign_reads = 0;
 };
 
+// Which upstream a client's bytes come from, as the store keeps it (blob_record::origin):
+// a hash of the upstream's name, never 0.
+[[nodiscard]] cache::origin_id origin_of(const upstream_client& client);
+
+// Bytes of a blob not yet verified whole are only as good as the upstream that served them:
+// they belong to that upstream (its origin_of), for reads, fills and sizes alike. A client of
+// another upstream asking for that blob gets the bytes from its own upstream, passed through
+// and stored nowhere, until the blob is verified (then it is everyone's) or purged.
 class blob_cache {
  public:
   blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_settings settings);
@@ -84,11 +95,11 @@ class blob_cache {
   asio::awaitable<describe_result> describe(upstream_client& client, const std::string& repository,
                                             const oci::digest& d);
 
-  // Sizes from a manifest just served (its config and layers): the client's GETs of those
-  // blobs then need no upstream HEAD first — one round trip fewer per cold blob. A size the
-  // upstream contradicts (Content-Range or Content-Length) is forgotten, and the next read asks
-  // with a HEAD.
-  void learn_sizes(const std::vector<oci::descriptor>& blobs);
+  // Sizes from a manifest `client`'s upstream just served (its config and layers): the
+  // client's GETs of those blobs then need no upstream HEAD first — one round trip fewer per
+  // cold blob. Remembered for that upstream only. A size the upstream contradicts
+  // (Content-Range or Content-Length) is forgotten, and the next read asks with a HEAD.
+  void learn_sizes(const upstream_client& client, const std::vector<oci::descriptor>& blobs);
 
   // Receives consecutive pieces of the requested bytes; returns false to stop.
   using sink = std::function<asio::awaitable<bool>(const char*, std::size_t)>;
@@ -101,7 +112,10 @@ class blob_cache {
                              const sink& out, read_report* report = nullptr);
 
   // After a range read: unless `meta.verified`, fetches the rest of the blob in the background
-  // (on the caller's worker) and checks it against its digest; a mismatch purges it.
+  // (on the caller's worker) and checks it against its digest; a mismatch purges it. Without
+  // `complete_partial`, only a blob the store now holds whole is checked (from the store, no
+  // upstream request): range reads alone then make it verified. Not for a blob another
+  // upstream owns.
   asio::awaitable<void> complete_later(upstream_client& client, const std::string& repository,
                                        const oci::digest& d, const blob_meta& meta);
 
@@ -133,10 +147,15 @@ class blob_cache {
   asio::awaitable<std::vector<listed_blob>> describe_listed(
       const std::vector<oci::descriptor>& blobs);
 
-  // Drops every stored chunk of `d` (e.g. its bytes failed the digest check).
+  // Drops every stored chunk of `d` (the operator's purge).
   asio::awaitable<void> purge(const oci::digest& d);
-  // Records that a full read of `d` matched its digest.
-  asio::awaitable<void> mark_verified(const oci::digest& d);
+  // A full read of `d` through `client` did not match its digest: drops what is stored,
+  // unless another upstream's bytes are (the read was passed through: the store is not
+  // at fault).
+  asio::awaitable<void> purge(const upstream_client& client, const oci::digest& d);
+  // A full read of `d` through `client` matched its digest: the store's copy is verified,
+  // if it is the copy that was read (not another upstream's).
+  asio::awaitable<void> mark_verified(const upstream_client& client, const oci::digest& d);
 
   [[nodiscard]] blob_cache_stats stats() const;
 
@@ -144,6 +163,25 @@ class blob_cache {
   struct chunk_slot;
 
   std::string key_of(const oci::digest& d, std::uint32_t index) const;
+  // sizes_ and heads_ keys: one upstream's word about a blob's size is not another's.
+  static std::string size_key(const upstream_client& client, const oci::digest& d);
+  // Whether `origin` may use the store for `d`: read its chunks, join and start its fills.
+  // Verified: anyone. Else the owner in owners_, taken from the record (meta.origin) or
+  // claimed now by `origin` when nobody has it.
+  bool claim(cache::origin_id origin, const oci::digest& d, const blob_meta& meta);
+  // Whether what the store holds of `d` is `origin`'s (or nobody's yet).
+  bool owns(cache::origin_id origin, const oci::digest& d) const;
+  // Without complete_partial, after a range read: a blob the store now holds whole (once the
+  // read's store writes landed) is hashed from the store and verified.
+  asio::awaitable<void> verify_if_whole(upstream_client& client, std::string repository,
+                                        oci::digest d, blob_meta meta);
+  // Until every fill's store write of `d` in flight now has finished.
+  asio::awaitable<void> wait_stored(const oci::digest& d);
+  // A read of a blob another origin owns: from `client`'s upstream, stored nowhere.
+  asio::awaitable<bool> read_direct(upstream_client& client, const std::string& repository,
+                                    const oci::digest& d, const blob_meta& meta, oci::byte_range r,
+                                    const sink& out, read_report* report);
+
   // The slot of chunk `first`: joined if in flight, else a new fill for the run of missing
   // chunks from `first` (up to `limit`, `run_bytes`, a present or in-flight chunk). nullptr
   // when `first` was completed into the store meanwhile. `*run` = chunks started (0 if joined).
@@ -163,8 +201,9 @@ class blob_cache {
                                               std::uint32_t index, bool prefetch);
   // `client`'s upstream answered a multi-range request with something else than the ranges.
   void refuse_multi_range(const upstream_client& client);
-  void forget_size(const oci::digest& d);
-  [[nodiscard]] std::optional<blob_meta> known_size(const oci::digest& d) const;
+  void forget_size(const upstream_client& client, const oci::digest& d);
+  [[nodiscard]] std::optional<blob_meta> known_size(const upstream_client& client,
+                                                    const oci::digest& d) const;
   // A client read joined `slot`: true (once) if prefetch started it.
   bool claim_prefetched(chunk_slot& slot);
   // Fetches the chunks of `slots` (ascending by chunk; runs of consecutive chunks become the
@@ -173,7 +212,8 @@ class blob_cache {
                              blob_meta meta, std::vector<std::shared_ptr<chunk_slot>> slots);
   // Stores a completed chunk of a fill and finishes its slot (slot->done).
   asio::awaitable<void> store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
-                                    std::shared_ptr<chunk_slot> slot, std::uint64_t generation);
+                                    std::shared_ptr<chunk_slot> slot, std::uint64_t generation,
+                                    cache::origin_id origin);
   // Hands bytes lo..hi of `slot` to `out` as they arrive; adds what `out` took to *delivered
   // (also when the slot fails part-way).
   asio::awaitable<int> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
@@ -193,8 +233,11 @@ class blob_cache {
   // Chunks completed by a fill since it was last cleared: closes the window between a
   // reader's store lookup and its decision to fill (a cleared set only risks a second fill).
   std::unordered_set<std::string> completed_;
-  std::unordered_map<std::string, blob_meta> sizes_;  // from HEADs and manifests, by digest
-  flight_table heads_;  // upstream HEADs in flight, by digest (the size goes to sizes_)
+  // From HEADs and manifests, by size_key (upstream and digest).
+  std::unordered_map<std::string, blob_meta> sizes_;
+  flight_table heads_;  // upstream HEADs in flight, by size_key (the size goes to sizes_)
+  // Blobs not verified, by digest: the origin whose bytes the store holds or will hold.
+  std::unordered_map<std::string, cache::origin_id> owners_;
   std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction
   std::unordered_set<std::string> completing_;         // background completions running
   // Upstreams that answered a multi-range request with something else (by name).

@@ -170,10 +170,10 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
     if (!ok) co_return failed(r, 502, "blob " + d.str() + ": reading it failed");
     if (hash.finish() != d) {
       if (worker.metrics != nullptr) worker.metrics->digest_failure("stream");
-      co_await cache.purge(d);
+      co_await cache.purge(client, d);
       co_return failed(r, 502, "blob " + d.str() + " does not match its digest; purged");
     }
-    co_await cache.mark_verified(d);
+    co_await cache.mark_verified(client, d);
     r.bytes += meta.size;
   }
   r.ok = true;

@@ -739,14 +739,14 @@ class session final : public session_base {
         if (worker_.metrics != nullptr) worker_.metrics->digest_failure("stream");
         log::error("proxy", "digest mismatch for ", digest.str(), " from upstream ",
                    client.settings().name, ": connection cut before the last byte, blob purged");
-        co_await blobs.purge(digest);
+        co_await blobs.purge(client, digest);
         co_return false;
       }
       if (!ok) {
         if (!started) co_return co_await unavailable();
         co_return false;
       }
-      if (!meta.verified) co_await blobs.mark_verified(digest);
+      if (!meta.verified) co_await blobs.mark_verified(client, digest);
       if (!started && !co_await start_body(res, sr)) co_return false;
       const bool finished = co_await finish_body(res, sr);
       co_return finished&& res.keep_alive();
@@ -926,7 +926,9 @@ class session final : public session_base {
     const auto m = oci::parse_manifest(body, media_type);
     if (!m || m->is_index()) return;
     // The client's GETs of the blobs it lists follow: their sizes spare each an upstream HEAD.
-    if (worker_.blobs != nullptr && !head) worker_.blobs->learn_sizes(m->blobs());
+    if (worker_.blobs != nullptr && !head && current_.client != nullptr) {
+      worker_.blobs->learn_sizes(*current_.client, m->blobs());
+    }
     if (worker_.prefetch == nullptr || current_.client == nullptr) return;
     worker_.prefetch->manifest_served(stream_.get_executor(), *current_.client,
                                       *current_.repository, d, media_type, *m, body.size(), head);

@@ -387,20 +387,34 @@ TEST(LazyPull, EstargzThroughLayercacheStartsBeforeTheImageIsDownloaded) {
             << " more upstream blob requests\n";
   const auto after_node3 = upstream_blob_requests(upstream).size();
   {
-    // What layercache holds now: every layer whole. (Not asserted: a blob completed by range
-    // reads with complete_partial off is not verified against its digest — issue 19, part 2.)
-    const auto listed =
-        boost::json::parse(http_client().get(proxy.admin_url() + "/admin/blobs?limit=100").body);
-    for (const auto& b : listed.at("blobs").as_array()) {
-      const std::string digest(b.at("digest").as_string());
-      if (std::find(esgz_digests.begin(), esgz_digests.end(), digest) == esgz_digests.end()) {
-        continue;
-      }
-      std::cout << "[lazy] layercache holds " << digest.substr(0, 15)
-                << "…: " << b.at("stored_bytes").to_number<std::int64_t>() << " of "
-                << b.at("size").to_number<std::int64_t>()
-                << " bytes, verified: " << (b.at("verified").as_bool() ? "yes" : "no") << "\n";
-    }
+    // What layercache holds now: every layer whole and verified — by range reads alone
+    // (complete_partial off: a blob stored whole is hashed from the store).
+    std::string held;
+    const bool verified = wait_for(
+        [&] {
+          held.clear();
+          std::size_t good = 0;
+          const auto listed = boost::json::parse(
+              http_client().get(proxy.admin_url() + "/admin/blobs?limit=100").body);
+          for (const auto& b : listed.at("blobs").as_array()) {
+            const std::string digest(b.at("digest").as_string());
+            if (std::find(esgz_digests.begin(), esgz_digests.end(), digest) == esgz_digests.end()) {
+              continue;
+            }
+            const bool ok =
+                b.at("verified").as_bool() && b.at("stored_bytes").to_number<std::int64_t>() ==
+                                                  b.at("size").to_number<std::int64_t>();
+            good += ok ? 1 : 0;
+            held += "  " + digest.substr(0, 15) +
+                    "…: " + std::to_string(b.at("stored_bytes").to_number<std::int64_t>()) +
+                    " of " + std::to_string(b.at("size").to_number<std::int64_t>()) +
+                    " bytes, verified: " + (b.at("verified").as_bool() ? "yes" : "no") + "\n";
+          }
+          return good == esgz_digests.size();
+        },
+        60s);
+    EXPECT_TRUE(verified) << "every eStargz layer stored whole and verified:\n" << held;
+    std::cout << "[lazy] layercache holds:\n" << held;
   }
 
   // Node 4: fresh, mirror, background fetch: the whole image from layercache, none upstream.

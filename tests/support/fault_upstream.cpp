@@ -513,6 +513,11 @@ std::string fault_upstream::add_blob(std::string bytes) {
   return d;
 }
 
+void fault_upstream::add_blob_as(const std::string& digest, std::string bytes) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->blobs[digest] = std::move(bytes);
+}
+
 std::string fault_upstream::add_manifest(const std::string& tag, std::string media_type,
                                          std::string bytes) {
   auto d = oci::digest_of(bytes).str();

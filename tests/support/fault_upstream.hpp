@@ -75,6 +75,8 @@ class fault_upstream {
 
   // Served by digest (sha256 of `bytes`) under any repository; returns the digest.
   std::string add_blob(std::string bytes);
+  // A lying registry: `bytes` served as blob `digest` (whatever their sha256).
+  void add_blob_as(const std::string& digest, std::string bytes);
   // Served by `tag` and by digest under any repository; returns the digest.
   std::string add_manifest(const std::string& tag, std::string media_type, std::string bytes);
 

@@ -246,6 +246,26 @@ TEST_P(chunk_store_test, mark_verified) {
   EXPECT_EQ(store_->blob(d)->stored_bytes, chunk + 1U);
 }
 
+// Until a blob is verified, its chunks come from the origin that created its record only.
+TEST_P(chunk_store_test, an_unverified_blob_takes_chunks_from_its_own_origin_only) {
+  const oci::digest d = digest_n(1);
+  const std::string a(chunk, 'a');
+  ASSERT_TRUE(store_->put_chunk(d, 3 * chunk, chunk, 0, a, 7).ok());
+  EXPECT_EQ(store_->blob(d)->origin, 7U);
+  EXPECT_EQ(store_->put_chunk(d, 3 * chunk, chunk, 1, a, 8).code, errc::invalid_argument);
+  EXPECT_FALSE(store_->has_chunk(d, 1));
+  ASSERT_TRUE(store_->put_chunk(d, 3 * chunk, chunk, 1, a, 7).ok());
+  ASSERT_TRUE(store_->put_chunk(d, 3 * chunk, chunk, 2, a, 7).ok());
+  ASSERT_TRUE(store_->mark_verified(d).ok());
+  // Verified: whole, and anyone's (a present chunk is a no-op for any origin).
+  EXPECT_TRUE(store_->put_chunk(d, 3 * chunk, chunk, 0, a, 8).ok());
+  // A record of no origin is taken by the first that stores into it.
+  const oci::digest e = digest_n(2);
+  ASSERT_TRUE(store_->put_chunk(e, 2 * chunk, chunk, 0, a).ok());
+  ASSERT_TRUE(store_->put_chunk(e, 2 * chunk, chunk, 1, a, 9).ok());
+  EXPECT_EQ(store_->blob(e)->origin, 9U);
+}
+
 TEST_P(chunk_store_test, erase_blob_removes_chunks_and_bytes) {
   const oci::digest d = digest_n(1);
   const oci::digest kept = digest_n(2);
@@ -1131,6 +1151,40 @@ TEST_F(rocksdb_store_test, records_of_a_store_from_before_move_into_the_chunks_f
     ASSERT_TRUE(db.Get(rocksdb::ReadOptions(), cf("chunks"), record_key(digest_n(1)), &value).ok());
     EXPECT_EQ(value, record_of_1);
   });
+}
+
+// A record's origin survives a restart; a record written before origins existed (version 1)
+// is kept if verified (anyone's) and dropped with its chunks if not (whose bytes is unknown).
+TEST_F(rocksdb_store_test, origins_persist_and_records_without_one_are_kept_only_verified) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store->put_chunk(digest_n(1), 3, chunk, 0, "abc", 5).ok());
+    ASSERT_TRUE(store->put_chunk(digest_n(2), 2, chunk, 0, "yz", 5).ok());
+    ASSERT_TRUE(store->mark_verified(digest_n(2)).ok());
+    ASSERT_TRUE(store->put_chunk(digest_n(3), 1, chunk, 0, "q", 6).ok());
+  }
+  // Blobs 2 and 3 as version 1 wrote them: 38 bytes, no origin.
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    for (int n : {2, 3}) {
+      std::string value;
+      ASSERT_TRUE(
+          db.Get(rocksdb::ReadOptions(), cf("chunks"), record_key(digest_n(n)), &value).ok());
+      ASSERT_EQ(value.size(), 46U);
+      value.resize(38);
+      value[0] = 1;
+      ASSERT_TRUE(
+          db.Put(rocksdb::WriteOptions(), cf("chunks"), record_key(digest_n(n)), value).ok());
+    }
+  });
+  auto store = open();
+  ASSERT_TRUE(store->blob(digest_n(1)).has_value());
+  EXPECT_EQ(store->blob(digest_n(1))->origin, 5U);
+  ASSERT_TRUE(store->blob(digest_n(2)).has_value());
+  EXPECT_TRUE(store->blob(digest_n(2))->verified);
+  EXPECT_EQ(store->blob(digest_n(2))->origin, 0U);
+  EXPECT_FALSE(store->blob(digest_n(3)).has_value());
+  EXPECT_FALSE(store->has_chunk(digest_n(3), 0));
+  EXPECT_EQ(store->used_bytes(), 5U);
 }
 
 // A chunk whose key starts like a record (a digest of 64 leading zero bits) is not read as one.

@@ -2,7 +2,9 @@
 // from Debian's packaged stargz-snapshotter Go library (golang-github-containerd-stargz-
 // snapshotter-dev). The library's service/ package needs k8s.io/cri-api, which Debian does not
 // package, so this wires what it would: fs.NewFilesystem + snapshot.NewSnapshotter, served by
-// containerd's snapshotservice on a gRPC unix socket.
+// containerd's snapshotservice on a gRPC unix socket. Layers are found from the snapshot labels
+// of ctr-remote rpull and of containerd's CRI plugin (cri.go). Under systemd (Type=notify,
+// deploy/systemd/layercache-stargz.service) it reports READY=1 once the socket listens.
 //
 // Registry hosts: an image's own registry (plain HTTP where it is loopback or -insecure), tried
 // after the mirrors given with -mirror REGISTRY=MIRROR (e.g. -mirror
@@ -141,6 +143,24 @@ func main() {
 	}
 }
 
+// sdNotify tells systemd the daemon's state (a Type=notify unit: "started" means the socket
+// listens); nothing without $NOTIFY_SOCKET. Go's net package maps a leading '@' (an abstract
+// socket) itself.
+func sdNotify(ctx context.Context, state string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err == nil {
+		_, err = conn.Write([]byte(state))
+		conn.Close()
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("notifying systemd")
+	}
+}
+
 func run(ctx context.Context, root, address string, noBackgroundFetch, noPrefetch bool, hosts source.RegistryHosts) error {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return err
@@ -155,7 +175,8 @@ func run(ctx context.Context, root, address string, noBackgroundFetch, noPrefetc
 		opq = layer.OverlayOpaqueUser
 	}
 	fs, err := stargzfs.NewFilesystem(filepath.Join(root, "stargz"), cfg,
-		stargzfs.WithGetSources(source.FromDefaultLabels(hosts)), stargzfs.WithOverlayOpaqueType(opq))
+		stargzfs.WithGetSources(firstSource(sourceFromCRILabels(hosts), source.FromDefaultLabels(hosts))),
+		stargzfs.WithOverlayOpaqueType(opq))
 	if err != nil {
 		return fmt.Errorf("filesystem: %w", err)
 	}
@@ -184,12 +205,14 @@ func run(ctx context.Context, root, address string, noBackgroundFetch, noPrefetc
 	served := make(chan error, 1)
 	go func() { served <- rpc.Serve(l) }()
 	log.G(ctx).WithField("address", address).WithField("root", root).Info("layercache-stargz serving")
+	sdNotify(ctx, "READY=1")
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case s := <-signals:
 		log.G(ctx).WithField("signal", s).Info("stopping")
+		sdNotify(ctx, "STOPPING=1")
 		rpc.Stop()
 		return nil
 	case err := <-served:

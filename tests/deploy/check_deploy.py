@@ -3,14 +3,16 @@
 
   check_deploy.py --deploy-dir DIR [--layercached PATH] CHECK
 
-CHECK is one of: systemd, docker, containerd, kubernetes, kubernetes-config, dockerfile,
-batch. Every layercache config found (a file, a ConfigMap's data, the heredoc of the Batch
-startup script) is run through `layercached --check-config`.
+CHECK is one of: systemd, systemd-stargz, docker, containerd, kubernetes, kubernetes-config,
+dockerfile, batch, batch-lazy, release. Every layercache config found (a file, a ConfigMap's
+data, the heredoc of a Batch startup script) is run through `layercached --check-config`;
+every containerd config through `containerd config dump` where containerd is installed; every
+shell script through `bash -n` and, where installed, shellcheck.
 
 Exit status: 0 when everything holds, 1 on a failed check, 77 (ctest SKIP_RETURN_CODE) when a
-tool the check needs is missing (systemd-analyze for `systemd`, PyYAML for `kubernetes`,
-tomllib (Python < 3.11) for `containerd`, --layercached where a config must be checked).
-Nothing is installed.
+tool the check needs is missing (systemd-analyze for `systemd` and `systemd-stargz`, PyYAML for
+`kubernetes`, tomllib (Python < 3.11) for `containerd` and `batch-lazy`, --layercached where a
+config must be checked). Nothing is installed.
 """
 
 import argparse
@@ -62,6 +64,83 @@ def check_config_file(layercached, path, what):
 def read(path):
     with open(path) as f:
         return f.read()
+
+
+def check_script(path, what):
+    """bash -n, and shellcheck where it is installed (its warnings fail the check)."""
+    r = subprocess.run(["bash", "-n", path], capture_output=True, text=True, timeout=30)
+    need(r.returncode == 0, f"{what}: bash -n: {r.stderr}")
+    shellcheck = shutil.which("shellcheck")
+    if not shellcheck:
+        print(f"{what}: shellcheck not found, bash -n only")
+        return
+    r = subprocess.run([shellcheck, "--shell=bash", path], capture_output=True, text=True,
+                       timeout=60)
+    need(r.returncode == 0, f"{what}: shellcheck:\n{r.stdout}{r.stderr}")
+
+
+def load_toml(path_or_text, what, text=False):
+    try:
+        import tomllib
+    except ImportError:
+        raise Skipped("tomllib needs Python 3.11")
+    try:
+        if text:
+            return tomllib.loads(path_or_text)
+        with open(path_or_text, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise Failed(f"{what}: {e}")
+
+
+def containerd_loads(path, what):
+    """`containerd config dump` of the file (containerd's own parser and defaults), or None
+    when containerd is not installed."""
+    containerd = shutil.which("containerd")
+    if not containerd:
+        print(f"{what}: containerd not found, parsed with tomllib only")
+        return None
+    r = subprocess.run([containerd, "--config", path, "config", "dump"], capture_output=True,
+                       text=True, timeout=60)
+    need(r.returncode == 0, f"{what}: containerd config dump: {r.stderr.strip()}")
+    return load_toml(r.stdout, f"{what} (as containerd dumps it)", text=True)
+
+
+def stargz_proxy_address(conf, what):
+    """The socket of a containerd config's [proxy_plugins.stargz] (type snapshot)."""
+    plugin = conf.get("proxy_plugins", {}).get("stargz")
+    need(plugin, f"{what}: no [proxy_plugins.stargz]")
+    need(plugin.get("type") == "snapshot", f"{what}: proxy_plugins.stargz type {plugin.get('type')!r}")
+    need(plugin.get("address", "").startswith("/"), f"{what}: proxy_plugins.stargz address")
+    return plugin["address"]
+
+
+def flag_values(argv, name):
+    """Values of a Go flag (-name V, -name=V, --name V, --name=V) in an argument list."""
+    out = []
+    for i, a in enumerate(argv):
+        for dash in ("-", "--"):
+            if a == dash + name and i + 1 < len(argv):
+                out.append(argv[i + 1])
+            elif a.startswith(dash + name + "="):
+                out.append(a[len(dash + name) + 1:])
+    return out
+
+
+def env_file(path):
+    """KEY=VALUE lines of a systemd EnvironmentFile (comments, quotes)."""
+    out = {}
+    for raw in read(path).splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        need("=" in line, f"{path}: bad line {raw!r}")
+        k, v = line.split("=", 1)
+        v = v.strip()
+        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
+            v = v[1:-1]
+        out[k.strip()] = v
+    return out
 
 
 # --- systemd -----------------------------------------------------------------------------
@@ -144,6 +223,130 @@ def check_systemd(args):
         # Before=, absent here) are not.
         ours = [l for l in out.splitlines() if "layercached.service" in l]
         need(r.returncode == 0 and not ours, f"systemd-analyze verify: rc {r.returncode}")
+
+
+# --- systemd: layercache-stargz ----------------------------------------------------------
+
+STARGZ_UNIT = "layercache-stargz.service"
+STARGZ_BINARY = "/usr/local/bin/layercache-stargz"
+STARGZ_ENV = "/etc/layercache/stargz.env"
+# Options that give the service a mount namespace of its own (or drop root): its FUSE mounts
+# would then be invisible to containerd, which mounts overlays on them.
+NAMESPACING = {"ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateMounts",
+               "PrivateNetwork", "PrivateUsers", "ProtectKernelTunables",
+               "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+               "ProtectProc", "ProcSubset", "ReadOnlyPaths", "ReadWritePaths",
+               "InaccessiblePaths", "ExecPaths", "NoExecPaths", "TemporaryFileSystem",
+               "BindPaths", "BindReadOnlyPaths", "RootDirectory", "RootImage", "MountFlags",
+               "MountAPIVFS", "DynamicUser", "User", "Group", "NetworkNamespacePath",
+               "LogNamespace"}
+
+
+def stargz_unit(deploy_dir):
+    """The unit's directives and its ExecStart argv."""
+    text = read(os.path.join(deploy_dir, "systemd", STARGZ_UNIT))
+    units = unit_directives(text)
+    svc = units.get("Service", [])
+    execs = [v for k, v in svc if k == "ExecStart"]
+    need(len(execs) == 1, f"{STARGZ_UNIT}: {len(execs)} ExecStart lines")
+    return text, units, execs[0].split()
+
+
+def check_systemd_stargz(args):
+    d = os.path.join(args.deploy_dir, "systemd")
+    text, units, argv = stargz_unit(args.deploy_dir)
+    unit = units.get("Unit", [])
+    svc_list = units.get("Service", [])
+    svc = dict(svc_list)
+    need(argv[0] == STARGZ_BINARY, f"ExecStart runs {argv[0]}, want {STARGZ_BINARY}")
+    need(flag_values(argv, "root") == ["/var/lib/layercache-stargz"], "ExecStart: -root")
+    address = flag_values(argv, "address")
+    need(address == ["/run/layercache-stargz/stargz.sock"], f"ExecStart: -address {address}")
+    need("$LAYERCACHE_STARGZ_FLAGS" in argv,
+         "ExecStart does not pass $LAYERCACHE_STARGZ_FLAGS (unbraced: split into words)")
+    want = {
+        "Type": "notify",  # the daemon sends READY=1 once its socket listens
+        "EnvironmentFile": STARGZ_ENV,
+        "StateDirectory": "layercache-stargz",
+        "RuntimeDirectory": "layercache-stargz",
+        "NoNewPrivileges": "yes",
+        "DevicePolicy": "closed",
+        "DeviceAllow": "/dev/fuse rw",
+        "KillMode": "mixed",
+    }
+    for k, v in want.items():
+        need(svc.get(k) == v, f"{STARGZ_UNIT}: {k}={svc.get(k)!r}, want {v!r}")
+    need(svc.get("Restart") in ("always", "on-failure"), f"Restart={svc.get('Restart')!r}")
+    caps = set(svc.get("CapabilityBoundingSet", "").split())
+    need("CAP_SYS_ADMIN" in caps, "CapabilityBoundingSet lacks CAP_SYS_ADMIN (mount)")
+    need(not caps & {"CAP_NET_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_PTRACE", "CAP_SETUID"},
+         f"CapabilityBoundingSet too wide: {sorted(caps)}")
+    families = set(svc.get("RestrictAddressFamilies", "").split())
+    need(families and families <= {"AF_INET", "AF_INET6", "AF_UNIX"},
+         f"RestrictAddressFamilies={families}")
+    namespacing = sorted({k for k, _ in svc_list} & NAMESPACING)
+    need(not namespacing, f"{STARGZ_UNIT}: {namespacing} would hide the FUSE mounts from "
+         "containerd (a mount namespace of the service's own) or drop root")
+    need("UMask" not in svc or svc["UMask"] in ("0022", "022"),
+         "UMask: snapshot directories become containers' root directories")
+    order = lambda key: set(" ".join(v for k, v in unit if k == key).split())
+    need("containerd.service" in order("Before"), "Before=containerd.service")
+    need("layercached.service" in order("After"), "After=layercached.service")
+    wanted_by = {v for k, v in units.get("Install", []) if k == "WantedBy"}
+    need("multi-user.target" in wanted_by, "WantedBy=multi-user.target")
+
+    # The flags file: LAYERCACHE_STARGZ_FLAGS with -mirror REGISTRY=http://127.0.0.1:5000, one
+    # per registry the containerd hosts.toml files send through layercache.
+    env = env_file(os.path.join(d, "layercache-stargz.env"))
+    need(set(env) == {"LAYERCACHE_STARGZ_FLAGS"}, f"layercache-stargz.env sets {sorted(env)}")
+    flags = env["LAYERCACHE_STARGZ_FLAGS"].split()
+    mirrors = flag_values(flags, "mirror")
+    need(mirrors, "layercache-stargz.env: no -mirror")
+    registries = set()
+    for m in mirrors:
+        reg, _, url = m.partition("=")
+        need(url == "http://127.0.0.1:5000", f"-mirror {m}: not layercache (http://127.0.0.1:5000)")
+        registries.add(reg)
+    hosts = set(os.listdir(os.path.join(args.deploy_dir, "containerd", "certs.d")))
+    need(registries == hosts, f"-mirror registries {sorted(registries)} != the hosts.toml "
+         f"registries {sorted(hosts)}")
+    for f in flags:
+        if f.startswith("-") and "=" not in f:
+            need(f.lstrip("-") in STARGZ_FLAGS, f"layercache-stargz has no flag {f}")
+
+    # The binary's own flags, when built: every one the unit and the file use exists.
+    if args.stargz:
+        r = subprocess.run([args.stargz, "-h"], capture_output=True, text=True, timeout=30)
+        known = set(re.findall(r"^\s+-([a-z-]+)", r.stdout + r.stderr, re.M))
+        used = {a.lstrip("-").split("=")[0] for a in argv[1:] + flags if a.startswith("-")}
+        need(used <= known, f"flags the binary does not know: {sorted(used - known)}")
+
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        raise Skipped("systemd-analyze not found (structure and flags checked)")
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = os.path.abspath(args.stargz) if args.stargz else None
+        if not exe:  # not built here: any executable does for verify
+            exe = os.path.join(tmp, "layercache-stargz")
+            with open(exe, "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(exe, 0o755)
+        envcopy = os.path.join(tmp, "stargz.env")
+        shutil.copy(os.path.join(d, "layercache-stargz.env"), envcopy)
+        path = os.path.join(tmp, STARGZ_UNIT)
+        with open(path, "w") as f:
+            f.write(text.replace(STARGZ_BINARY, exe).replace(STARGZ_ENV, envcopy))
+        r = subprocess.run([analyze, "verify", "--man=no", path], capture_output=True,
+                           text=True, timeout=60)
+        out = (r.stdout + r.stderr).strip()
+        print(out)
+        ours = [l for l in out.splitlines() if STARGZ_UNIT in l]
+        need(r.returncode == 0 and not ours, f"systemd-analyze verify: rc {r.returncode}")
+
+
+# layercache-stargz's flags (snapshotter/main.go), for when the binary is not built.
+STARGZ_FLAGS = {"root", "address", "log-level", "no-background-fetch", "no-prefetch",
+                "request-timeout", "mirror", "insecure"}
 
 
 # --- dockerd -----------------------------------------------------------------------------
@@ -234,6 +437,7 @@ def check_containerd(args):
         import tomllib
     except ImportError:
         raise Skipped("tomllib needs Python 3.11")
+    # (config-stargz.toml below, against deploy/systemd/layercache-stargz.service)
     d = os.path.join(args.deploy_dir, "containerd")
     hosts = {"docker.io": "https://registry-1.docker.io",
              "europe-docker.pkg.dev": "https://europe-docker.pkg.dev"}
@@ -250,6 +454,28 @@ def check_containerd(args):
     reg = c.get("plugins", {}).get("io.containerd.grpc.v1.cri", {}).get("registry", {})
     need(reg.get("config_path") == "/etc/containerd/certs.d", f"config.toml: {reg!r}")
     need(c.get("version") == 2, "config.toml: version = 2")
+    containerd_loads(os.path.join(d, "config.toml"), "config.toml")
+
+    # A lazy node's: the proxy plugin at the unit's socket, CRI's snapshotter stargz with the
+    # snapshot labels on, the same hosts directory. As written and as containerd reads it.
+    path = os.path.join(d, "config-stargz.toml")
+    _, _, argv = stargz_unit(args.deploy_dir)
+    for what, conf in (("config-stargz.toml", load_toml(path, "config-stargz.toml")),
+                       ("config-stargz.toml", containerd_loads(path, "config-stargz.toml"))):
+        if conf is None:
+            continue
+        need(conf.get("version") == 2, f"{what}: version = 2 (containerd 1.x)")
+        address = stargz_proxy_address(conf, what)
+        need([address] == flag_values(argv, "address"),
+             f"{what}: proxy address {address} is not the unit's -address")
+        cri = conf.get("plugins", {}).get("io.containerd.grpc.v1.cri", {})
+        need(cri.get("containerd", {}).get("snapshotter") == "stargz",
+             f"{what}: CRI snapshotter is not stargz")
+        need(cri.get("containerd", {}).get("disable_snapshot_annotations") is False,
+             f"{what}: disable_snapshot_annotations must be false (containerd 1.6 defaults to "
+             "true: no labels, no lazy pull)")
+        need(cri.get("registry", {}).get("config_path") == "/etc/containerd/certs.d",
+             f"{what}: registry config_path")
 
 
 # --- Kubernetes --------------------------------------------------------------------------
@@ -454,8 +680,7 @@ def check_batch(args):
     script = first["script"]["text"]
     need(script == read(os.path.join(d, "start-layercache.sh")),
          "runnables[0].script.text differs from deploy/batch/start-layercache.sh")
-    r = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30)
-    need(r.returncode == 0, f"startup script: bash -n: {r.stderr}")
+    check_script(os.path.join(d, "start-layercache.sh"), "start-layercache.sh")
     need(not first.get("background"), "the first runnable must finish before the container")
     img = second["container"]["imageUri"]
     need(re.match(r"^127\.0\.0\.1:5000/[a-z0-9-]+-docker\.pkg\.dev/", img),
@@ -480,6 +705,102 @@ def check_batch(args):
          "startup script does not configure dockerd's registry-mirrors")
     need("/readyz" in script, "startup script does not wait for /readyz")
     check_config_text(args.layercached, cfg, "Batch startup script's layercache.yaml")
+
+
+def heredoc(script, tag, what):
+    m = re.search(r"<<'" + tag + r"'\n(.*?)\n" + tag + r"\n", script, re.S)
+    need(m, f"{what}: no {tag} heredoc")
+    return m.group(1) + "\n"
+
+
+def check_batch_lazy(args):
+    """deploy/batch/job-lazy.json: a lazy node (start-lazy-node.sh) and the task's container
+    pulled lazily through containerd + layercache-stargz + layercache (run-lazy.sh)."""
+    d = os.path.join(args.deploy_dir, "batch")
+    job = json.loads(read(os.path.join(d, "job-lazy.json")))
+    plain = json.loads(read(os.path.join(d, "job.json")))
+    need(set(job) <= {"taskGroups", "allocationPolicy", "labels", "logsPolicy", "priority"},
+         f"unknown top-level keys {set(job)}")
+    need(job["logsPolicy"]["destination"] == "CLOUD_LOGGING", "logsPolicy")
+    need(job["allocationPolicy"] == plain["allocationPolicy"],
+         "allocationPolicy differs from job.json's (same VMs, same service account)")
+    tg = job["taskGroups"]
+    need(len(tg) == 1, "one task group")
+    spec = tg[0]["taskSpec"]
+    for k in ("cpuMilli", "memoryMib"):
+        need(k in spec.get("computeResource", {}), f"computeResource.{k}")
+    runs = spec["runnables"]
+    need(len(runs) == 2, "two runnables: the lazy node, then the task")
+    need(all("script" in r and "container" not in r for r in runs),
+         "script runnables only (a container runnable runs through dockerd: no lazy pull)")
+    need(not any(r.get("background") for r in runs), "no background runnable")
+    for r, name in zip(runs, ("start-lazy-node.sh", "run-lazy.sh")):
+        need(r["script"]["text"] == read(os.path.join(d, name)),
+             f"script.text of runnable {r.get('displayName')!r} differs from deploy/batch/{name}")
+        check_script(os.path.join(d, name), name)
+    setup = runs[0]["script"]["text"]
+    task = runs[1]["script"]["text"]
+
+    # The task: IMAGE through layercache from Artifact Registry, and a COMMAND.
+    env = runs[1].get("environment", {}).get("variables", {})
+    need({"IMAGE", "COMMAND"} <= set(env), f"runnable 2 environment: {sorted(env)}")
+    img = env["IMAGE"]
+    need(re.match(r"^127\.0\.0\.1:5000/[a-z0-9-]+-docker\.pkg\.dev/", img),
+         f"IMAGE {img} not named through layercache from Artifact Registry")
+    ar_host = img.split("/")[1]
+    need("ctr-remote" in task and "rpull --plain-http" in task, "run-lazy.sh: no ctr-remote rpull")
+    need("--snapshotter stargz" in task, "run-lazy.sh: ctr run without --snapshotter stargz")
+
+    # The layercache config.
+    cfg = heredoc(setup, "LAYERCACHE_YAML", "start-lazy-node.sh")
+    need(re.search(r"- name: " + re.escape(ar_host) + r"\n\s+url: https://" + re.escape(ar_host)
+                   + r"\n\s+auth:\n\s+type: gce_metadata", cfg),
+         f"config: no gce_metadata upstream for {ar_host}")
+    need("address: 127.0.0.1:5000" in cfg, "config: listener 127.0.0.1:5000")
+    need(re.search(r"^\s+chunk_size: 256KiB$", cfg, re.M) and
+         re.search(r"^\s+eager_layers: never$", cfg, re.M),
+         "config: not the lazy-node settings (chunk_size 256KiB, eager_layers never)")
+    need("/readyz" in setup, "start-lazy-node.sh does not wait for /readyz")
+
+    # The snapshotter: the unit the tarball ships, its flags file written.
+    need("/usr/local/share/layercache/systemd/" + STARGZ_UNIT in setup,
+         "start-lazy-node.sh does not install the shipped unit")
+    need(STARGZ_ENV in setup, f"start-lazy-node.sh does not write {STARGZ_ENV}")
+    flags_file = heredoc(setup, "STARGZ_ENV", "start-lazy-node.sh")
+    _, _, argv = stargz_unit(args.deploy_dir)
+    socket = flag_values(argv, "address")[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        p = os.path.join(tmp, "stargz.env")
+        with open(p, "w") as f:
+            f.write(flags_file)
+        flags = env_file(p)
+    for m in flag_values(flags.get("LAYERCACHE_STARGZ_FLAGS", "").split(), "mirror"):
+        need(m.endswith("=http://127.0.0.1:5000"), f"-mirror {m}: not layercache")
+
+    # containerd: its own instance with the stargz proxy plugin at the unit's socket.
+    conf_text = heredoc(setup, "CONTAINERD_TOML", "start-lazy-node.sh")
+    conf = load_toml(conf_text, "start-lazy-node.sh containerd config", text=True)
+    need(stargz_proxy_address(conf, "containerd config") == socket,
+         f"containerd's proxy plugin address is not the unit's -address {socket}")
+    need(re.search(r"^STARGZ_SOCKET=" + re.escape(socket) + "$", setup, re.M),
+         "STARGZ_SOCKET is not the unit's -address")
+    grpc_address = conf.get("grpc", {}).get("address", "")
+    need(grpc_address and grpc_address != "/run/containerd/containerd.sock",
+         "the lazy node's containerd must not take the VM's containerd socket")
+    need(conf.get("root") and conf["root"] != "/var/lib/containerd", "containerd root")
+    for script, what in ((setup, "start-lazy-node.sh"), (task, "run-lazy.sh")):
+        m = re.search(r"^(?:CONTAINERD_SOCKET|ADDRESS)=(\S+)$", script, re.M)
+        need(m and m.group(1) == grpc_address, f"{what}: containerd socket != {grpc_address}")
+    with tempfile.TemporaryDirectory() as tmp:
+        p = os.path.join(tmp, "containerd.toml")
+        with open(p, "w") as f:
+            f.write(conf_text)
+        dumped = containerd_loads(p, "start-lazy-node.sh containerd config")
+        if dumped is not None:
+            stargz_proxy_address(dumped, "containerd config (dumped)")
+            need("io.containerd.grpc.v1.cri" in dumped.get("disabled_plugins", []),
+                 "the lazy node's containerd runs a CRI plugin")
+    check_config_text(args.layercached, cfg, "start-lazy-node.sh's layercache.yaml")
 
 
 # Packages every Debian 12 host has (Essential or required by them).
@@ -524,6 +845,26 @@ def check_release(args):
         for entry in os.listdir(root):
             need(entry in ("bin", "share"), f"tarball has a top-level {entry}: it would land "
                  "in /usr/local/" + entry)
+        # layercache-stargz (start-lazy-node.sh, the unit) when this build made it: Go,
+        # static (no shared library to install), with its unit and flags file.
+        stargz = os.path.join(root, "bin", "layercache-stargz")
+        if args.stargz:
+            need(os.access(stargz, os.X_OK), "bin/layercache-stargz missing (it was built)")
+            r = subprocess.run([stargz, "-h"], capture_output=True, text=True, timeout=30)
+            need(r.returncode == 0 and "-mirror" in r.stderr, f"bin/layercache-stargz -h: {r.stderr}")
+            r = subprocess.run(["readelf", "-d", stargz], capture_output=True, text=True,
+                               timeout=30)
+            need("(NEEDED)" not in r.stdout, "bin/layercache-stargz needs shared libraries")
+            for f in ("systemd/layercache-stargz.service", "systemd/layercache-stargz.env",
+                      "containerd/config-stargz.toml"):
+                need(os.path.exists(os.path.join(root, "share", "layercache", f)),
+                     f"share/layercache/{f} missing")
+            need(read(os.path.join(root, "share", "layercache", "systemd", STARGZ_UNIT)) ==
+                 read(os.path.join(args.deploy_dir, "systemd", STARGZ_UNIT)),
+                 "the tarball's layercache-stargz.service differs from deploy/systemd's")
+        else:
+            need(not os.path.exists(stargz), "bin/layercache-stargz in the tarball, not built?")
+            print("layercache-stargz not built here: not in the tarball")
         for binary in ("layercached", "layercachectl"):
             path = os.path.join(root, "bin", binary)
             need(os.access(path, os.X_OK), f"bin/{binary} missing or not executable")
@@ -562,12 +903,14 @@ def check_release(args):
 
 CHECKS = {
     "systemd": check_systemd,
+    "systemd-stargz": check_systemd_stargz,
     "docker": check_docker,
     "containerd": check_containerd,
     "kubernetes": check_kubernetes,
     "kubernetes-config": check_kubernetes_config,
     "dockerfile": check_dockerfile,
     "batch": check_batch,
+    "batch-lazy": check_batch_lazy,
     "release": check_release,
 }
 
@@ -577,10 +920,15 @@ def main():
     p.add_argument("--deploy-dir", required=True)
     p.add_argument("--layercached")
     p.add_argument("--build-dir")
+    p.add_argument("--stargz", help="the built layercache-stargz, if the build made one")
     p.add_argument("check", choices=sorted(CHECKS))
     args = p.parse_args()
     if args.layercached and not os.access(args.layercached, os.X_OK):
         print(f"{args.layercached}: not executable", file=sys.stderr)
+        return 1
+    if args.stargz and not os.access(args.stargz, os.X_OK):
+        print(f"{args.stargz}: not executable (build the layercache_stargz target)",
+              file=sys.stderr)
         return 1
     try:
         CHECKS[args.check](args)

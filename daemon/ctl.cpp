@@ -42,7 +42,10 @@ constexpr std::string_view usage =
     "  profile delete DIGEST          drop a profile\n"
     "  doctor [--root DIR] [--mirror URL] [--no-probe]\n"
     "                                 what dockerd and containerd on this node miss to pull\n"
-    "                                 through layercache (default mirror http://127.0.0.1:5000)\n"
+    "                                 through layercache (default mirror http://127.0.0.1:5000),\n"
+    "                                 and on a lazy node containerd's stargz proxy plugin,\n"
+    "                                 layercache-stargz (socket, -mirror flags) and /dev/fuse;\n"
+    "                                 --no-probe reads files only\n"
     "\n"
     "--admin defaults to $LAYERCACHE_ADMIN, else 127.0.0.1:9401. --token-file (or\n"
     "$LAYERCACHE_ADMIN_TOKEN_FILE) holds the admin bearer token when admin.token_file is set.\n"
@@ -181,6 +184,7 @@ int main(int argc, char** argv) {
         d.mirror = args[++i];
       } else if (args[i] == "--no-probe") {
         probe = false;
+        d.probe_sockets = false;
       } else {
         std::cerr << "layercachectl: unknown doctor argument " << args[i] << "\n" << usage;
         return 2;

@@ -1,10 +1,21 @@
 #include "daemon/doctor.hpp"
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <array>
 #include <boost/json.hpp>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <regex>
+#include <set>
 #include <sstream>
+#include <vector>
 
 namespace layercache::doctor {
 
@@ -14,6 +25,59 @@ std::optional<std::string> read_text(const std::filesystem::path& p) {
   std::ostringstream out;
   out << in.rdbuf();
   return out.str();
+}
+
+std::string grpc_answers(const std::filesystem::path& path, std::chrono::milliseconds timeout) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string name = path.string();
+  if (name.size() >= sizeof(addr.sun_path)) return "socket path too long";
+  std::memcpy(addr.sun_path, name.c_str(), name.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::strerror(errno);
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } close_fd{fd};
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return std::string("connect: ") + std::strerror(errno);
+  }
+  static const std::string not_grpc = "closed without an HTTP/2 answer (not a gRPC server)";
+  // The client connection preface: the magic, then an empty SETTINGS frame.
+  using namespace std::string_view_literals;
+  static constexpr std::string_view preface =
+      "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"sv;
+  static_assert(preface.size() == 24 + 9);
+  if (::send(fd, preface.data(), preface.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(preface.size())) {
+    if (errno == EPIPE || errno == ECONNRESET) return not_grpc;
+    return std::string("send: ") + std::strerror(errno);
+  }
+  // The server's first frame: 9 bytes of header, type 4 (SETTINGS), no ACK flag.
+  std::array<unsigned char, 9> header{};
+  std::size_t got = 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (got < header.size()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return "no answer within " + std::to_string(timeout.count()) + " ms";
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno != EINTR) return std::string("poll: ") + std::strerror(errno);
+    if (ready <= 0) continue;
+    const auto n = ::recv(fd, header.data() + got, header.size() - got, 0);
+    if (n == 0) return not_grpc;
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == ECONNRESET) return not_grpc;
+      return std::string("recv: ") + std::strerror(errno);
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  if (header[3] != 0x04 || (header[4] & 0x01) != 0) {
+    return "answered, but not with HTTP/2 SETTINGS (not a gRPC server)";
+  }
+  return {};
 }
 
 namespace {
@@ -72,7 +136,14 @@ void check_dockerd(report& r, const options& o) {
             "\"registry-mirrors\": [\"" + o.mirror + "\"]");
 }
 
-void check_containerd(report& r, const options& o) {
+// What check_containerd read, for the lazy-node checks.
+struct containerd_view {
+  std::optional<std::string> config;  // config.toml's text
+  bool v3 = false;                    // config version 3 (containerd 2.x)
+  std::filesystem::path hosts;        // the hosts directory, under the root
+};
+
+containerd_view check_containerd(report& r, const options& o) {
   const auto config = under(o.root, "/etc/containerd/config.toml");
   const auto text = read_text(config);
   std::string hosts_dir;
@@ -125,20 +196,21 @@ void check_containerd(report& r, const options& o) {
     }
   }
   if (hosts_dir.empty()) hosts_dir = "/etc/containerd/certs.d";
+  const containerd_view view{text, v3, under(o.root, hosts_dir)};
   const auto hosts = under(o.root, hosts_dir) / "docker.io" / "hosts.toml";
   const std::string snippet = "server = \"https://registry-1.docker.io\"\n\n[host.\"" + o.mirror +
                               "\"]\n  capabilities = [\"pull\", \"resolve\"]";
   const auto h = read_text(hosts);
   if (!h) {
     r.missing("containerd: " + hosts.string() + " does not exist; create it with:", snippet);
-    return;
+    return view;
   }
   const std::string header = "[host.\"" + strip_slash(o.mirror) + "\"]";
   const auto at = h->find(header);
   if (at == std::string::npos) {
     r.missing("containerd: " + hosts.string() + " has no " + header + " section; add:",
               "[host.\"" + o.mirror + "\"]\n  capabilities = [\"pull\", \"resolve\"]");
-    return;
+    return view;
   }
   const auto next = h->find("\n[", at + header.size());
   const std::string section =
@@ -148,9 +220,246 @@ void check_containerd(report& r, const options& o) {
     r.missing("containerd: " + header + " in " + hosts.string() +
               " needs capabilities = [\"pull\", \"resolve\"] (resolve: tags are resolved "
               "through the mirror too)");
-    return;
+    return view;
   }
   r.ok("containerd: " + hosts.string() + " sends docker.io pulls to " + o.mirror);
+  return view;
+}
+
+// ---- a lazy node: containerd's stargz proxy plugin, layercache-stargz, /dev/fuse ----------
+
+constexpr std::string_view stargz_socket = "/run/layercache-stargz/stargz.sock";
+constexpr std::string_view stargz_env = "/etc/layercache/stargz.env";
+constexpr std::string_view stargz_unit = "/etc/systemd/system/layercache-stargz.service";
+
+// The body of the first TOML table whose header matches `header` (up to the next header),
+// or nullopt. Good enough for containerd's configs: tables, not inline tables.
+std::optional<std::string> toml_table(const std::string& text, const std::regex& header) {
+  std::smatch m;
+  if (!std::regex_search(text, m, header)) return std::nullopt;
+  const auto from = static_cast<std::size_t>(m.position(0) + m.length(0));
+  static const std::regex next_header(R"((^|\n)\s*\[)");
+  std::smatch n;
+  const std::string rest = text.substr(from);
+  if (std::regex_search(rest, n, next_header)) return rest.substr(0, n.position(0));
+  return rest;
+}
+
+// `key = "value"` (or a bare value: true, false, numbers) in a table body.
+std::optional<std::string> toml_value(const std::string& body, const std::string& key) {
+  const std::regex re("(^|\\n)\\s*" + key + R"rx(\s*=\s*("([^"]*)"|'([^']*)'|([^\s#]+)))rx");
+  std::smatch m;
+  if (!std::regex_search(body, m, re)) return std::nullopt;
+  if (m[3].matched) return m[3].str();
+  if (m[4].matched) return m[4].str();
+  return m[5].str();
+}
+
+// A table header regex for dotted keys, each bare or quoted: {"proxy_plugins", "stargz"}.
+std::regex table_header(const std::vector<std::string>& keys) {
+  std::string re = R"((^|\n)\s*\[\s*)";
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (i != 0) re += R"(\s*\.\s*)";
+    const std::string k = std::regex_replace(keys[i], std::regex(R"([.])"), R"(\.)");
+    re += "(" + k + "|\"" + k + "\"|'" + k + "')";
+  }
+  return std::regex(re + R"(\s*\])");
+}
+
+bool loopback_host(std::string_view host) {
+  return host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+}
+
+// A -mirror value as a URL: "http://" for a loopback host without a scheme, as
+// layercache-stargz reads it; "https://" for another.
+std::string mirror_url(const std::string& m) {
+  if (m.find("://") != std::string::npos) return strip_slash(m);
+  return strip_slash((loopback_host(m) ? "http://" : "https://") + m);
+}
+
+// Values of a Go flag (-name V, -name=V, --name V, --name=V) in whitespace-separated words.
+std::vector<std::string> flag_values(const std::vector<std::string>& words, std::string_view name) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    for (const std::string dash : {"-", "--"}) {
+      const std::string flag = dash + std::string(name);
+      if (words[i] == flag && i + 1 < words.size()) out.push_back(words[i + 1]);
+      if (words[i].starts_with(flag + "=")) out.push_back(words[i].substr(flag.size() + 1));
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> words_of(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// LAYERCACHE_STARGZ_FLAGS of the flags file (a systemd EnvironmentFile), or nullopt.
+std::optional<std::string> env_flags(const std::string& text) {
+  const std::regex re(
+      R"rx((^|\n)\s*LAYERCACHE_STARGZ_FLAGS\s*=\s*("([^"]*)"|'([^']*)'|([^\n]*)))rx");
+  std::smatch m;
+  if (!std::regex_search(text, m, re)) return std::nullopt;
+  return m[3].matched ? m[3].str() : m[4].matched ? m[4].str() : m[5].str();
+}
+
+// The registries whose hosts.toml sends pulls to the mirror.
+std::set<std::string> registries_through(const std::filesystem::path& hosts_dir,
+                                         const std::string& mirror) {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(hosts_dir, ec)) {
+    const auto text = read_text(e.path() / "hosts.toml");
+    if (text && text->find("[host.\"" + strip_slash(mirror) + "\"]") != std::string::npos) {
+      out.insert(e.path().filename().string());
+    }
+  }
+  return out;
+}
+
+void check_lazy(report& r, const options& o, const containerd_view& c) {
+  const std::string text = c.config.value_or("");
+  const auto proxy = toml_table(text, table_header({"proxy_plugins", "stargz"}));
+  // CRI: containerd 1.x (config version 2) or 2.x (version 3).
+  const auto cri =
+      c.v3 ? toml_table(text, table_header({"plugins", "io.containerd.cri.v1.images"}))
+           : toml_table(text, table_header({"plugins", "io.containerd.grpc.v1.cri", "containerd"}));
+  const auto cri_snapshotter = cri ? toml_value(*cri, "snapshotter") : std::nullopt;
+  const auto env_path = under(o.root, std::string(stargz_env));
+  const auto unit_path = under(o.root, std::string(stargz_unit));
+  const auto env = read_text(env_path);
+  const auto unit = read_text(unit_path);
+  if (!proxy && cri_snapshotter != "stargz" && !env && !unit) {
+    r.note(
+        "lazy pulling: not set up (containerd has no [proxy_plugins.stargz]); a lazy node "
+        "needs deploy/containerd/config-stargz.toml and deploy/systemd/layercache-stargz.*");
+    return;
+  }
+  const auto config = under(o.root, "/etc/containerd/config.toml").string();
+
+  // containerd → the snapshotter.
+  std::string address(stargz_socket);
+  if (!proxy) {
+    r.missing("lazy: " + config + " has no [proxy_plugins.stargz]; add (then restart containerd):",
+              "[proxy_plugins.stargz]\n  type = \"snapshot\"\n  address = \"" + address + "\"");
+  } else if (toml_value(*proxy, "type") != "snapshot") {
+    r.missing("lazy: [proxy_plugins.stargz] in " + config + " needs type = \"snapshot\"");
+  } else if (const auto a = toml_value(*proxy, "address"); !a || a->empty()) {
+    r.missing("lazy: [proxy_plugins.stargz] in " + config + " has no address; add:",
+              "  address = \"" + address + "\"");
+  } else {
+    address = *a;
+    r.ok("lazy: containerd has the stargz snapshotter at " + address);
+  }
+  if (cri_snapshotter == "stargz") {
+    const auto annotations = toml_value(*cri, "disable_snapshot_annotations");
+    // containerd 1.6 defaults to true (no labels: every pull is a full one), 2.x to false.
+    if (annotations == "true" || (!c.v3 && annotations != "false")) {
+      r.missing(
+          "lazy: the CRI plugin uses stargz but passes it no image labels (containerd 1.x "
+          "defaults to disable_snapshot_annotations = true): Kubernetes pulls are full "
+          "pulls; add to its [plugins.\"io.containerd.grpc.v1.cri\".containerd]:",
+          "disable_snapshot_annotations = false");
+    } else {
+      r.ok("lazy: the CRI plugin (Kubernetes) pulls with snapshotter stargz");
+    }
+  } else {
+    r.note("lazy: the CRI plugin's snapshotter is " +
+           (cri_snapshotter ? "\"" + *cri_snapshotter + "\"" : std::string("the default")) +
+           ": Kubernetes pulls are full pulls; only ctr-remote rpull and `ctr run --snapshotter "
+           "stargz` are lazy (deploy/containerd/config-stargz.toml sets snapshotter = "
+           "\"stargz\")");
+  }
+
+  // The snapshotter's socket.
+  const auto socket = under(o.root, address);
+  std::error_code ec;
+  if (!std::filesystem::is_socket(socket, ec)) {
+    r.missing("lazy: no socket at " + socket.string() +
+              " (is layercache-stargz running? `systemctl status layercache-stargz`)");
+  } else if (o.probe_sockets) {
+    if (const auto why = grpc_answers(socket, std::chrono::seconds(2)); !why.empty()) {
+      r.missing("lazy: layercache-stargz does not answer at " + socket.string() + ": " + why);
+    } else {
+      r.ok("lazy: layercache-stargz answers at " + socket.string());
+    }
+  }
+
+  // The snapshotter's flags: the file the unit reads, and the unit's own ExecStart.
+  std::vector<std::string> words;
+  if (env) {
+    if (const auto f = env_flags(*env)) words = words_of(*f);
+  }
+  if (unit) {
+    static const std::regex exec(R"((^|\n)\s*ExecStart\s*=\s*([^\n]*))");
+    std::smatch m;
+    if (std::regex_search(*unit, m, exec)) {
+      const auto argv = words_of(m[2].str());
+      const auto unit_address = flag_values(argv, "address");
+      if (!unit_address.empty() && unit_address.back() != address) {
+        r.missing("lazy: " + unit_path.string() + " serves -address " + unit_address.back() +
+                  ", containerd dials " + address);
+      }
+      words.insert(words.end(), argv.begin(), argv.end());
+    }
+  }
+  if (!env && !unit) {
+    r.missing("lazy: neither " + env_path.string() + " nor " + unit_path.string() +
+                  " exists: layercache-stargz's -mirror flags unknown; create " +
+                  env_path.string() + " with:",
+              "LAYERCACHE_STARGZ_FLAGS=\"-mirror docker.io=" + o.mirror + "\"");
+  } else {
+    std::set<std::string> through;
+    std::map<std::string, std::string> elsewhere;
+    for (const auto& m : flag_values(words, "mirror")) {
+      const auto eq = m.find('=');
+      if (eq == std::string::npos) continue;
+      const std::string registry = m.substr(0, eq);
+      const std::string url = mirror_url(m.substr(eq + 1));
+      if (url == strip_slash(o.mirror)) {
+        through.insert(registry);
+      } else {
+        elsewhere.emplace(registry, url);
+      }
+    }
+    for (const auto& [registry, url] : elsewhere) {
+      if (!through.contains(registry)) {
+        r.missing("lazy: layercache-stargz reads " + registry + "'s layers through " + url +
+                  ", not through " + o.mirror);
+      }
+    }
+    std::string listed;
+    for (const auto& reg : through) listed += (listed.empty() ? "" : ", ") + reg;
+    const auto resolved = registries_through(c.hosts, o.mirror);
+    for (const auto& reg : resolved) {
+      if (!through.contains(reg)) {
+        r.missing("lazy: containerd pulls " + reg + " through " + o.mirror +
+                      " but layercache-stargz reads its layers from " + reg +
+                      " directly; add to LAYERCACHE_STARGZ_FLAGS in " + env_path.string() + ":",
+                  "-mirror " + reg + "=" + o.mirror);
+      }
+    }
+    if (through.empty() && resolved.empty() && elsewhere.empty()) {
+      r.missing("lazy: layercache-stargz has no -mirror for " + o.mirror +
+                    " (it reads layers from the registries directly); in " + env_path.string() +
+                    ":",
+                "LAYERCACHE_STARGZ_FLAGS=\"-mirror docker.io=" + o.mirror + "\"");
+    } else if (!through.empty()) {
+      r.ok("lazy: layercache-stargz reads the layers of " + listed + " through " + o.mirror);
+    }
+  }
+
+  // FUSE.
+  const auto fuse = under(o.root, "/dev/fuse");
+  if (!std::filesystem::is_character_file(fuse, ec)) {
+    r.missing("lazy: no " + fuse.string() +
+              " (`modprobe fuse`; in a container, pass the device through)");
+  } else {
+    r.ok("lazy: " + fuse.string() + " is there");
+  }
 }
 
 }  // namespace
@@ -172,7 +481,7 @@ int run(const options& o, std::ostream& out,
     }
   }
   check_dockerd(r, o);
-  check_containerd(r, o);
+  check_lazy(r, o, check_containerd(r, o));
   out << (r.problems == 0 ? "all runtimes found use layercache\n"
                           : std::to_string(r.problems) + " thing(s) to fix\n");
   return r.problems == 0 ? 0 : 1;

@@ -1,9 +1,22 @@
 // layercachectl against a running layercache: stats, preload, blobs, purge, and a profile's
-// round trip (import from a file, list, export, delete), with and without the admin token.
+// round trip (import from a file, list, export, delete), with and without the admin token;
+// `doctor` on a node's runtime files, and on a lazy node's (containerd's stargz proxy plugin,
+// layercache-stargz's socket and flags, /dev/fuse).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <array>
 #include <boost/json.hpp>
+#include <cstring>
 #include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
 
 #include "tests/support/http_client.hpp"
 #include "tests/support/image.hpp"
@@ -15,6 +28,68 @@ namespace layercache::testing {
 namespace {
 
 using namespace std::chrono_literals;
+
+// A unix socket server standing in for layercache-stargz: each connection's HTTP/2 preface is
+// answered with a SETTINGS frame, as a gRPC server answers it, or (`grpc` false) the connection
+// is closed at once.
+class fake_grpc_socket {
+ public:
+  fake_grpc_socket(const std::filesystem::path& path, bool grpc) : path_(path), grpc_(grpc) {
+    std::filesystem::create_directories(path.parent_path());
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string name = path.string();
+    if (name.size() >= sizeof(addr.sun_path)) throw std::runtime_error("socket path too long");
+    std::memcpy(addr.sun_path, name.c_str(), name.size() + 1);
+    listen_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listen_ < 0 ||
+        ::bind(listen_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::listen(listen_, 8) != 0 || ::pipe2(stop_.data(), O_CLOEXEC) != 0) {
+      throw std::runtime_error(std::string("fake_grpc_socket: ") + std::strerror(errno));
+    }
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~fake_grpc_socket() {
+    ::close(stop_[1]);
+    thread_.join();
+    ::close(stop_[0]);
+    ::close(listen_);
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+  fake_grpc_socket(const fake_grpc_socket&) = delete;
+  fake_grpc_socket& operator=(const fake_grpc_socket&) = delete;
+
+ private:
+  void serve() const {
+    for (;;) {
+      std::array<pollfd, 2> fds{pollfd{listen_, POLLIN, 0}, pollfd{stop_[0], POLLIN, 0}};
+      if (::poll(fds.data(), fds.size(), -1) < 0 || fds[1].revents != 0) return;
+      const int c = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      if (grpc_) {
+        // The client preface (24 bytes of magic and a 9-byte SETTINGS frame), then ours.
+        std::array<char, 33> preface{};
+        std::size_t got = 0;
+        for (ssize_t n = 1; got < preface.size() && n > 0; got += static_cast<std::size_t>(n)) {
+          n = ::recv(c, preface.data() + got, preface.size() - got, 0);
+          if (n <= 0) break;
+        }
+        static constexpr std::array<unsigned char, 9> settings{0, 0, 0, 4, 0, 0, 0, 0, 0};
+        if (got == preface.size()) {
+          (void)::send(c, settings.data(), settings.size(), MSG_NOSIGNAL);
+        }
+      }
+      ::close(c);
+    }
+  }
+
+  std::filesystem::path path_;
+  bool grpc_;
+  int listen_ = -1;
+  std::array<int, 2> stop_{-1, -1};
+  std::thread thread_;
+};
 
 class CtlTest : public ::testing::Test {
  protected:
@@ -144,6 +219,8 @@ TEST_F(CtlTest, DoctorSaysWhatEachRuntimeMissesAndPassesWithTheDeployFiles) {
   EXPECT_EQ(good.exit_code, 0) << good.output;
   EXPECT_NE(good.output.find("all runtimes found use layercache"), std::string::npos)
       << good.output;
+  EXPECT_NE(good.output.find("note     lazy pulling: not set up"), std::string::npos)
+      << good.output;
 
   // containerd 2.1+ with a config_path list (as some distributions ship it): mirrors are
   // skipped by the transfer service.
@@ -160,6 +237,124 @@ TEST_F(CtlTest, DoctorSaysWhatEachRuntimeMissesAndPassesWithTheDeployFiles) {
       60s);
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_NE(down.output.find("missing  layercached: no answer"), std::string::npos) << down.output;
+}
+
+TEST_F(CtlTest, DoctorChecksALazyNodesProxyPluginSnapshotterAndFuse) {
+  layercache_instance p("upstreams:\n" + upstream_yaml("up", upstream_.url(), true));
+  const std::string mirror = p.url();
+  const auto root = dir_.path() / "lazy";
+  auto install = [&](const std::string& from, const std::string& to) {
+    std::string text = read_file(std::filesystem::path(DEPLOY_DIR) / from);
+    for (std::size_t at; (at = text.find("http://127.0.0.1:5000")) != std::string::npos;) {
+      text.replace(at, std::string_view("http://127.0.0.1:5000").size(), mirror);
+    }
+    std::filesystem::create_directories((root / to).parent_path());
+    write_file(root / to, text);
+    return text;
+  };
+  auto doctor = [&] {
+    return run_command({LAYERCACHECTL_PATH, "doctor", "--root", root.string(), "--mirror", mirror},
+                       60s);
+  };
+  auto has = [](const command_result& r, const std::string& line) {
+    return r.output.find(line) != std::string::npos;
+  };
+  // The lazy node of deploy/README.md: its containerd config, both registries' hosts.toml,
+  // the snapshotter's flags file.
+  install("docker/daemon.json", "etc/docker/daemon.json");
+  const std::string config = install("containerd/config-stargz.toml", "etc/containerd/config.toml");
+  install("containerd/certs.d/docker.io/hosts.toml", "etc/containerd/certs.d/docker.io/hosts.toml");
+  install("containerd/certs.d/europe-docker.pkg.dev/hosts.toml",
+          "etc/containerd/certs.d/europe-docker.pkg.dev/hosts.toml");
+  const std::string flags = install("systemd/layercache-stargz.env", "etc/layercache/stargz.env");
+  const auto socket = root / "run/layercache-stargz/stargz.sock";
+
+  // The snapshotter not running, no FUSE device.
+  const auto down = doctor();
+  EXPECT_EQ(down.exit_code, 1) << down.output;
+  EXPECT_TRUE(has(down,
+                  "ok       lazy: containerd has the stargz snapshotter at "
+                  "/run/layercache-stargz/stargz.sock"))
+      << down.output;
+  EXPECT_TRUE(has(down, "ok       lazy: the CRI plugin (Kubernetes) pulls with snapshotter stargz"))
+      << down.output;
+  EXPECT_TRUE(has(down, "missing  lazy: no socket at " + socket.string())) << down.output;
+  EXPECT_TRUE(has(down, "missing  lazy: no " + (root / "dev/fuse").string())) << down.output;
+  EXPECT_TRUE(has(down,
+                  "ok       lazy: layercache-stargz reads the layers of docker.io, "
+                  "europe-docker.pkg.dev through " +
+                      mirror))
+      << down.output;
+
+  // Running (a gRPC server answers), a character device at /dev/fuse: nothing is missing.
+  std::filesystem::create_directories(root / "dev");
+  std::filesystem::create_symlink("/dev/null", root / "dev/fuse");
+  {
+    fake_grpc_socket snapshotter(socket, true);
+    const auto up = doctor();
+    EXPECT_EQ(up.exit_code, 0) << up.output;
+    EXPECT_TRUE(has(up, "ok       lazy: layercache-stargz answers at " + socket.string()))
+        << up.output;
+    EXPECT_TRUE(has(up, "ok       lazy: " + (root / "dev/fuse").string() + " is there"))
+        << up.output;
+  }
+  {
+    // Something else listens there: it does not speak HTTP/2.
+    fake_grpc_socket other(socket, false);
+    const auto wrong = doctor();
+    EXPECT_EQ(wrong.exit_code, 1) << wrong.output;
+    EXPECT_TRUE(has(wrong, "missing  lazy: layercache-stargz does not answer at " +
+                               socket.string() + ": closed without an HTTP/2 answer"))
+        << wrong.output;
+    // --no-probe reads files only.
+    const auto files = run_command(
+        {LAYERCACHECTL_PATH, "doctor", "--root", root.string(), "--mirror", mirror, "--no-probe"},
+        60s);
+    EXPECT_EQ(files.exit_code, 0) << files.output;
+  }
+  fake_grpc_socket snapshotter(socket, true);
+
+  // The snapshotter reads docker.io's layers from Docker Hub while containerd pulls through
+  // layercache; and from another mirror.
+  write_file(root / "etc/layercache/stargz.env",
+             "LAYERCACHE_STARGZ_FLAGS=\"-mirror europe-docker.pkg.dev=" + mirror + "\"\n");
+  const auto direct = doctor();
+  EXPECT_EQ(direct.exit_code, 1) << direct.output;
+  EXPECT_TRUE(has(direct, "missing  lazy: containerd pulls docker.io through " + mirror +
+                              " but layercache-stargz reads its layers from docker.io directly"))
+      << direct.output;
+  EXPECT_TRUE(has(direct, "-mirror docker.io=" + mirror)) << direct.output;
+  write_file(root / "etc/layercache/stargz.env",
+             "LAYERCACHE_STARGZ_FLAGS='--mirror=docker.io=127.0.0.1:1 -mirror "
+             "europe-docker.pkg.dev=" +
+                 mirror + "'\n");
+  const auto elsewhere = doctor();
+  EXPECT_EQ(elsewhere.exit_code, 1) << elsewhere.output;
+  EXPECT_TRUE(has(elsewhere,
+                  "missing  lazy: layercache-stargz reads docker.io's layers through "
+                  "http://127.0.0.1:1, not through " +
+                      mirror))
+      << elsewhere.output;
+  write_file(root / "etc/layercache/stargz.env", flags);
+
+  // containerd 1.6's default disable_snapshot_annotations = true: CRI pulls are not lazy.
+  auto without = [&](std::string text, std::string_view line) {
+    const auto at = text.find(line);
+    EXPECT_NE(at, std::string::npos) << line;
+    if (at != std::string::npos) text.erase(at, line.size());
+    write_file(root / "etc/containerd/config.toml", text);
+  };
+  without(config, "disable_snapshot_annotations = false");
+  const auto annotations = doctor();
+  EXPECT_EQ(annotations.exit_code, 1) << annotations.output;
+  EXPECT_TRUE(has(annotations, "passes it no image labels")) << annotations.output;
+  // No proxy plugin while the CRI plugin asks for stargz.
+  without(config, "[proxy_plugins.stargz]");
+  const auto no_proxy = doctor();
+  EXPECT_EQ(no_proxy.exit_code, 1) << no_proxy.output;
+  EXPECT_TRUE(has(no_proxy, "missing  lazy: " + (root / "etc/containerd/config.toml").string() +
+                                " has no [proxy_plugins.stargz]"))
+      << no_proxy.output;
 }
 
 }  // namespace

@@ -10,7 +10,9 @@
 set -euo pipefail
 : "${IMAGE:?IMAGE is not set (environment of the runnable)}"
 : "${COMMAND:?COMMAND is not set (environment of the runnable)}"
-ADDRESS=/run/layercache-containerd/containerd.sock
+# The lazy node's containerd (start-lazy-node.sh); ctest -L lazy points both elsewhere.
+ADDRESS=${LAYERCACHE_CONTAINERD_ADDRESS:-/run/layercache-containerd/containerd.sock}
+LOCK=${LAYERCACHE_RPULL_LOCK:-/var/lock/layercache-rpull.lock}
 NAMESPACE="batch"
 
 # Seconds since $1 (a `date +%s.%N`).
@@ -22,7 +24,7 @@ start=$(date +%s.%N)
 (
   flock 8
   ctr-remote --address "$ADDRESS" --namespace "$NAMESPACE" images rpull --plain-http "$IMAGE"
-) 8>/var/lock/layercache-rpull.lock
+) 8>"$LOCK"
 echo "rpull of $IMAGE: $(elapsed "$start") s" >&2
 
 id="task-${BATCH_TASK_INDEX:-0}-$$"

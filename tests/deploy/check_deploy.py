@@ -789,7 +789,8 @@ def check_batch_lazy(args):
          "the lazy node's containerd must not take the VM's containerd socket")
     need(conf.get("root") and conf["root"] != "/var/lib/containerd", "containerd root")
     for script, what in ((setup, "start-lazy-node.sh"), (task, "run-lazy.sh")):
-        m = re.search(r"^(?:CONTAINERD_SOCKET|ADDRESS)=(\S+)$", script, re.M)
+        m = re.search(r"^(?:CONTAINERD_SOCKET|ADDRESS)=(?:\$\{\w+:-)?([^\s}]+)\}?$", script,
+                      re.M)
         need(m and m.group(1) == grpc_address, f"{what}: containerd socket != {grpc_address}")
     with tempfile.TemporaryDirectory() as tmp:
         p = os.path.join(tmp, "containerd.toml")

@@ -7,8 +7,9 @@
 // checksums; the upstream served a small part of the layers, not the layers whole; a second
 // node (fresh containerd and snapshotter state, same layercache) starts without one upstream
 // blob request; an ordinary gzip image still runs through the same snapshotter (it falls back
-// to fetching the layer whole). Needs root, /dev/fuse, containerd, runc, ctr-remote and the
-// built snapshotter; skipped with the reason otherwise. `ctest -L lazy`.
+// to fetching the layer whole). And the Cloud Batch lazy variant's task script
+// (deploy/batch/run-lazy.sh) starts its container the same way. Needs root, /dev/fuse, containerd,
+// runc, ctr-remote and the built snapshotter; skipped with the reason otherwise. `ctest -L lazy`.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -37,6 +38,9 @@
 
 #ifndef LAYERCACHE_STARGZ_PATH
 #define LAYERCACHE_STARGZ_PATH ""
+#endif
+#ifndef DEPLOY_DIR
+#define DEPLOY_DIR "deploy"
 #endif
 
 namespace layercache::testing {
@@ -438,6 +442,74 @@ TEST(LazyPull, EstargzThroughLayercacheStartsBeforeTheImageIsDownloaded) {
   using s = std::chrono::duration<double>;
   std::cout << "[lazy] image prepared in " << s(prepared - t0).count() << " s, nodes in "
             << s(ended - prepared).count() << " s\n";
+}
+
+// deploy/batch/job-lazy.json's second runnable, deploy/batch/run-lazy.sh, as Batch runs it:
+// IMAGE and COMMAND from the runnable's environment, the containerd start-lazy-node.sh starts
+// (here a test one with the stargz proxy plugin). The task prints what it read, the upstream
+// serves a small part of the layer, and the container's exit status is the runnable's.
+TEST(LazyPull, BatchScriptRunnableStartsTheTaskLazilyThroughLayercache) {
+  if (auto why = lazy_unavailable(LAYERCACHE_STARGZ_PATH); !why.empty()) GTEST_SKIP() << why;
+  if (!std::filesystem::exists(busybox)) {
+    GTEST_SKIP() << busybox << " is missing (Debian: busybox-static)";
+  }
+  temp_dir work("lc-batch-lazy");
+  registry_process upstream(registry_options{.access_log = true});
+  const image_file hello{"etc/task/hello.txt", "hello from deploy/batch/run-lazy.sh\n"};
+  const std::string box = read_file(busybox);
+  const std::string tar = make_tar(work, "layer0",
+                                   {{"bin/busybox", box, true},
+                                    {"bin/sh", box, true},
+                                    hello,
+                                    {"data/big.bin", random_bytes(32 * MiB, 1921)}});
+  const auto src = make_oci_image({tar}, media_type::oci_layer, {oci::digest_of(tar)});
+  registry_pusher(upstream.url()).push_image("batch/app", "src", src);
+  {
+    containerd_process converter;
+    const std::string from = upstream.host() + "/batch/app:src";
+    const std::string to = upstream.host() + "/batch/app:esgz";
+    auto pull = converter.client("ctr-remote", {"images", "pull", "--plain-http", from}, 300s);
+    ASSERT_EQ(pull.exit_code, 0) << pull.output << converter.log();
+    auto convert =
+        converter.client("ctr-remote", {"images", "convert", "--estargz", "--oci", from, to}, 300s);
+    ASSERT_EQ(convert.exit_code, 0) << convert.output << converter.log();
+    auto push = converter.client("ctr-remote", {"images", "push", "--plain-http", to}, 300s);
+    ASSERT_EQ(push.exit_code, 0) << push.output << converter.log();
+  }
+  std::size_t esgz_bytes = 0;
+  for (const auto& layer : layers_of(upstream, "batch/app", "esgz")) esgz_bytes += layer.second;
+
+  // layercache as start-lazy-node.sh configures it, and, as above, no completion of partly read
+  // blobs (which would fetch the rest of the layer upstream in the background right away);
+  // the image named through it.
+  layercache_instance proxy("upstreams:\n" + upstream_yaml("origin", upstream.url(), true) +
+                            "cache:\n  path: " + (work.path() / "store").string() +
+                            "\n  chunk_size: 256KiB\n  complete_partial: false\n"
+                            "prefetch:\n  eager_layers: never\n");
+  const std::string image = "127.0.0.1:" + std::to_string(proxy.port()) + "/batch/app:esgz";
+  lazy_node node(stargz_options{.background_fetch = false});
+  auto task = [&](const std::string& command) {
+    env_vars env = no_internet_env();
+    env.insert(env.end(), {{"IMAGE", image},
+                           {"COMMAND", command},
+                           {"BATCH_TASK_INDEX", "3"},
+                           {"LAYERCACHE_CONTAINERD_ADDRESS", node.containerd.socket().string()},
+                           {"LAYERCACHE_RPULL_LOCK", (work.path() / "rpull.lock").string()}});
+    return run_command({"bash", std::string(DEPLOY_DIR) + "/batch/run-lazy.sh"}, 300s, env);
+  };
+  const auto mark = upstream.log().size();
+  const auto ran = task("/bin/busybox cat /" + hello.path + "; echo task $BATCH_TASK_INDEX");
+  EXPECT_EQ(ran.exit_code, 0) << ran.output << node.logs();
+  EXPECT_TRUE(contains(ran.output, hello.data)) << ran.output;
+  EXPECT_TRUE(contains(ran.output, "task 3")) << ran.output;
+  const auto bytes = total_bytes(upstream_blob_requests(upstream, mark));
+  std::cout << "[lazy] run-lazy.sh: " << bytes << " upstream blob bytes of " << esgz_bytes << "\n"
+            << ran.output;
+  EXPECT_GT(bytes, 0u);
+  EXPECT_LT(bytes, esgz_bytes / 4) << "the task's start was not lazy" << node.logs();
+
+  const auto failed = task("exit 7");
+  EXPECT_EQ(failed.exit_code, 7) << failed.output;
 }
 
 }  // namespace

@@ -65,6 +65,8 @@ class containerd_process {
   void add_mirror(std::string_view registry, std::string_view server_url,
                   std::string_view mirror_url) const;
   [[nodiscard]] std::filesystem::path hosts_dir() const;
+  // Its gRPC socket (ctr --address).
+  [[nodiscard]] const std::filesystem::path& socket() const { return socket_; }
 
   // Runs `ctr --address <socket> --namespace layercache-test <args>`.
   [[nodiscard]] command_result ctr(std::vector<std::string> args,

@@ -27,6 +27,10 @@ std::optional<std::string> read_text(const std::filesystem::path& p) {
   return out.str();
 }
 
+namespace {
+std::string errno_text() { return std::error_code(errno, std::generic_category()).message(); }
+}  // namespace
+
 std::string grpc_answers(const std::filesystem::path& path, std::chrono::milliseconds timeout) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -34,13 +38,13 @@ std::string grpc_answers(const std::filesystem::path& path, std::chrono::millise
   if (name.size() >= sizeof(addr.sun_path)) return "socket path too long";
   std::memcpy(addr.sun_path, name.c_str(), name.size() + 1);
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return std::strerror(errno);
+  if (fd < 0) return errno_text();
   struct closer {
     int fd;
     ~closer() { ::close(fd); }
   } close_fd{fd};
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return std::string("connect: ") + std::strerror(errno);
+    return std::string("connect: ") + errno_text();
   }
   static const std::string not_grpc = "closed without an HTTP/2 answer (not a gRPC server)";
   // The client connection preface: the magic, then an empty SETTINGS frame.
@@ -51,7 +55,7 @@ std::string grpc_answers(const std::filesystem::path& path, std::chrono::millise
   if (::send(fd, preface.data(), preface.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(preface.size())) {
     if (errno == EPIPE || errno == ECONNRESET) return not_grpc;
-    return std::string("send: ") + std::strerror(errno);
+    return std::string("send: ") + errno_text();
   }
   // The server's first frame: 9 bytes of header, type 4 (SETTINGS), no ACK flag.
   std::array<unsigned char, 9> header{};
@@ -63,14 +67,14 @@ std::string grpc_answers(const std::filesystem::path& path, std::chrono::millise
     if (left.count() <= 0) return "no answer within " + std::to_string(timeout.count()) + " ms";
     pollfd p{fd, POLLIN, 0};
     const int ready = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (ready < 0 && errno != EINTR) return std::string("poll: ") + std::strerror(errno);
+    if (ready < 0 && errno != EINTR) return std::string("poll: ") + errno_text();
     if (ready <= 0) continue;
     const auto n = ::recv(fd, header.data() + got, header.size() - got, 0);
     if (n == 0) return not_grpc;
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
       if (errno == ECONNRESET) return not_grpc;
-      return std::string("recv: ") + std::strerror(errno);
+      return std::string("recv: ") + errno_text();
     }
     got += static_cast<std::size_t>(n);
   }
@@ -196,7 +200,7 @@ containerd_view check_containerd(report& r, const options& o) {
     }
   }
   if (hosts_dir.empty()) hosts_dir = "/etc/containerd/certs.d";
-  const containerd_view view{text, v3, under(o.root, hosts_dir)};
+  containerd_view view{text, v3, under(o.root, hosts_dir)};
   const auto hosts = under(o.root, hosts_dir) / "docker.io" / "hosts.toml";
   const std::string snippet = "server = \"https://registry-1.docker.io\"\n\n[host.\"" + o.mirror +
                               "\"]\n  capabilities = [\"pull\", \"resolve\"]";
@@ -261,9 +265,10 @@ std::regex table_header(const std::vector<std::string>& keys) {
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (i != 0) re += R"(\s*\.\s*)";
     const std::string k = std::regex_replace(keys[i], std::regex(R"([.])"), R"(\.)");
-    re += "(" + k + "|\"" + k + "\"|'" + k + "')";
+    re.append("(").append(k).append("|\"").append(k).append("\"|'").append(k).append("')");
   }
-  return std::regex(re + R"(\s*\])");
+  re += R"(\s*\])";
+  return std::regex(re);
 }
 
 bool loopback_host(std::string_view host) {
@@ -427,19 +432,23 @@ void check_lazy(report& r, const options& o, const containerd_view& c) {
     }
     for (const auto& [registry, url] : elsewhere) {
       if (!through.contains(registry)) {
-        r.missing("lazy: layercache-stargz reads " + registry + "'s layers through " + url +
-                  ", not through " + o.mirror);
+        std::string what = "lazy: layercache-stargz reads ";
+        what.append(registry).append("'s layers through ").append(url);
+        r.missing(what.append(", not through ").append(o.mirror));
       }
     }
     std::string listed;
-    for (const auto& reg : through) listed += (listed.empty() ? "" : ", ") + reg;
+    for (const auto& reg : through) listed.append(listed.empty() ? "" : ", ").append(reg);
     const auto resolved = registries_through(c.hosts, o.mirror);
     for (const auto& reg : resolved) {
       if (!through.contains(reg)) {
-        r.missing("lazy: containerd pulls " + reg + " through " + o.mirror +
-                      " but layercache-stargz reads its layers from " + reg +
-                      " directly; add to LAYERCACHE_STARGZ_FLAGS in " + env_path.string() + ":",
-                  "-mirror " + reg + "=" + o.mirror);
+        std::string what = "lazy: containerd pulls ";
+        what.append(reg).append(" through ").append(o.mirror);
+        what.append(" but layercache-stargz reads its layers from ").append(reg);
+        what.append(" directly; add to LAYERCACHE_STARGZ_FLAGS in ").append(env_path.string());
+        std::string flag = "-mirror ";
+        flag.append(reg).append("=").append(o.mirror);
+        r.missing(what.append(":"), flag);
       }
     }
     if (through.empty() && resolved.empty() && elsewhere.empty()) {

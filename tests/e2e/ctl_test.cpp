@@ -45,7 +45,8 @@ class fake_grpc_socket {
     if (listen_ < 0 ||
         ::bind(listen_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 ||
         ::listen(listen_, 8) != 0 || ::pipe2(stop_.data(), O_CLOEXEC) != 0) {
-      throw std::runtime_error(std::string("fake_grpc_socket: ") + std::strerror(errno));
+      throw std::runtime_error(std::string("fake_grpc_socket: ") +
+                               std::error_code(errno, std::generic_category()).message());
     }
     thread_ = std::thread([this] { serve(); });
   }

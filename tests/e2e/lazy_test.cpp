@@ -42,6 +42,9 @@
 #ifndef DEPLOY_DIR
 #define DEPLOY_DIR "deploy"
 #endif
+#ifndef CRI_PULL_PATH
+#define CRI_PULL_PATH ""
+#endif
 
 namespace layercache::testing {
 namespace {
@@ -444,6 +447,36 @@ TEST(LazyPull, EstargzThroughLayercacheStartsBeforeTheImageIsDownloaded) {
             << s(ended - prepared).count() << " s\n";
 }
 
+// An eStargz image `repo`:esgz in `upstream` (converted from `repo`:src with ctr-remote):
+// one layer with busybox as /bin/busybox and /bin/sh, `file`, and 32 MiB nobody reads. Returns
+// the eStargz layer's size.
+std::size_t push_small_estargz(const temp_dir& work, const registry_process& upstream,
+                               const std::string& repo, const image_file& file) {
+  const std::string box = read_file(busybox);
+  const std::string tar = make_tar(work, "layer0",
+                                   {{"bin/busybox", box, true},
+                                    {"bin/sh", box, true},
+                                    file,
+                                    {"data/big.bin", random_bytes(32 * MiB, 1921)}});
+  const auto src = make_oci_image({tar}, media_type::oci_layer, {oci::digest_of(tar)});
+  registry_pusher(upstream.url()).push_image(repo, "src", src);
+  containerd_process converter;
+  const std::string from = upstream.host() + "/" + repo + ":src";
+  const std::string to = upstream.host() + "/" + repo + ":esgz";
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"images", "pull", "--plain-http", from},
+                                             {"images", "convert", "--estargz", "--oci", from, to},
+                                             {"images", "push", "--plain-http", to}}) {
+    const auto r = converter.client("ctr-remote", args, 300s);
+    if (r.exit_code != 0) {
+      throw std::runtime_error("ctr-remote " + args[1] + ": " + r.output + converter.log());
+    }
+  }
+  std::size_t bytes = 0;
+  for (const auto& layer : layers_of(upstream, repo, "esgz")) bytes += layer.second;
+  return bytes;
+}
+
 // deploy/batch/job-lazy.json's second runnable, deploy/batch/run-lazy.sh, as Batch runs it:
 // IMAGE and COMMAND from the runnable's environment, the containerd start-lazy-node.sh starts
 // (here a test one with the stargz proxy plugin). The task prints what it read, the upstream
@@ -456,28 +489,7 @@ TEST(LazyPull, BatchScriptRunnableStartsTheTaskLazilyThroughLayercache) {
   temp_dir work("lc-batch-lazy");
   registry_process upstream(registry_options{.access_log = true});
   const image_file hello{"etc/task/hello.txt", "hello from deploy/batch/run-lazy.sh\n"};
-  const std::string box = read_file(busybox);
-  const std::string tar = make_tar(work, "layer0",
-                                   {{"bin/busybox", box, true},
-                                    {"bin/sh", box, true},
-                                    hello,
-                                    {"data/big.bin", random_bytes(32 * MiB, 1921)}});
-  const auto src = make_oci_image({tar}, media_type::oci_layer, {oci::digest_of(tar)});
-  registry_pusher(upstream.url()).push_image("batch/app", "src", src);
-  {
-    containerd_process converter;
-    const std::string from = upstream.host() + "/batch/app:src";
-    const std::string to = upstream.host() + "/batch/app:esgz";
-    auto pull = converter.client("ctr-remote", {"images", "pull", "--plain-http", from}, 300s);
-    ASSERT_EQ(pull.exit_code, 0) << pull.output << converter.log();
-    auto convert =
-        converter.client("ctr-remote", {"images", "convert", "--estargz", "--oci", from, to}, 300s);
-    ASSERT_EQ(convert.exit_code, 0) << convert.output << converter.log();
-    auto push = converter.client("ctr-remote", {"images", "push", "--plain-http", to}, 300s);
-    ASSERT_EQ(push.exit_code, 0) << push.output << converter.log();
-  }
-  std::size_t esgz_bytes = 0;
-  for (const auto& layer : layers_of(upstream, "batch/app", "esgz")) esgz_bytes += layer.second;
+  const std::size_t esgz_bytes = push_small_estargz(work, upstream, "batch/app", hello);
 
   // layercache as start-lazy-node.sh configures it, and, as above, no completion of partly read
   // blobs (which would fetch the rest of the layer upstream in the background right away);
@@ -510,6 +522,48 @@ TEST(LazyPull, BatchScriptRunnableStartsTheTaskLazilyThroughLayercache) {
 
   const auto failed = task("exit 7");
   EXPECT_EQ(failed.exit_code, 7) << failed.output;
+}
+
+// A Kubernetes pull on a lazy node: containerd's CRI plugin with snapshotter stargz
+// (deploy/containerd/config-stargz.toml) labels each layer with containerd.io/snapshot/cri.*,
+// and layercache-stargz must mount the layers remotely from those labels (snapshotter/cri.go;
+// without it, every CRI pull fell back to a full one). cri-pull labels the pull as the CRI
+// plugin does (no CRI client is packaged here).
+TEST(LazyPull, CriLabelledPullIsLazy) {
+  if (auto why = lazy_unavailable(LAYERCACHE_STARGZ_PATH); !why.empty()) GTEST_SKIP() << why;
+  if (!std::filesystem::exists(busybox)) {
+    GTEST_SKIP() << busybox << " is missing (Debian: busybox-static)";
+  }
+  if (std::string_view(CRI_PULL_PATH).empty() || !std::filesystem::exists(CRI_PULL_PATH)) {
+    GTEST_SKIP() << "cri-pull was not built (tests/support/cri-pull)";
+  }
+  temp_dir work("lc-cri-lazy");
+  registry_process upstream(registry_options{.access_log = true});
+  const image_file hello{"etc/cri/hello.txt", "hello from a CRI-labelled pull\n"};
+  const std::size_t esgz_bytes = push_small_estargz(work, upstream, "cri/app", hello);
+  layercache_instance proxy("upstreams:\n" + upstream_yaml("origin", upstream.url(), true) +
+                            "cache:\n  path: " + (work.path() / "store").string() +
+                            "\n  chunk_size: 256KiB\n  complete_partial: false\n"
+                            "prefetch:\n  eager_layers: never\n");
+  const std::string ref = "127.0.0.1:" + std::to_string(proxy.port()) + "/cri/app:esgz";
+  lazy_node node(stargz_options{.background_fetch = false});
+  const auto mark = upstream.log().size();
+  const auto pull =
+      run_command({CRI_PULL_PATH, node.containerd.socket().string(), "layercache-test", ref}, 300s,
+                  no_internet_env());
+  ASSERT_EQ(pull.exit_code, 0) << pull.output << node.logs();
+  const auto ran = node.containerd.ctr({"run", "--rm", "--snapshotter", "stargz", ref, "cri-1",
+                                        "/bin/busybox", "cat", "/" + hello.path},
+                                       300s);
+  EXPECT_EQ(ran.exit_code, 0) << ran.output << node.logs();
+  EXPECT_TRUE(contains(ran.output, hello.data)) << ran.output;
+  const std::string log = node.snapshotter.log();
+  EXPECT_TRUE(contains(log, "prepared remote snapshot")) << node.logs();
+  EXPECT_FALSE(contains(log, "failed to prepare remote snapshot")) << node.logs();
+  const auto bytes = total_bytes(upstream_blob_requests(upstream, mark));
+  std::cout << "[lazy] CRI-labelled pull: " << bytes << " upstream blob bytes of " << esgz_bytes
+            << "\n";
+  EXPECT_LT(bytes, esgz_bytes / 4) << "the CRI-labelled pull was not lazy" << node.logs();
 }
 
 }  // namespace

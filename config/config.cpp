@@ -691,12 +691,13 @@ void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_
 
 void read_prefetch(problem_list& problems, const YAML::Node& node, int line,
                    prefetch_settings& out) {
-  mapping m(
-      problems, node, "prefetch",
-      {"enabled", "window", "concurrency", "eager_layers", "preload", "publish", "fetch_published"},
-      line);
+  mapping m(problems, node, "prefetch",
+            {"enabled", "window", "quiet", "concurrency", "eager_layers", "preload", "publish",
+             "fetch_published"},
+            line);
   if (!m.valid()) return;
   read_bool(m, "enabled", out.enabled);
+  read_duration(m, "quiet", out.quiet, true);
   read_bool(m, "publish", out.publish);
   read_bool(m, "fetch_published", out.fetch_published);
   read_duration(m, "window", out.window, false);
@@ -1106,11 +1107,26 @@ void check_upstreams(problem_list& problems, const std::vector<upstream>& ups,
   }
 }
 
+// `mode: lazy`, measured with containerd + the stargz snapshotter (docs/benchmarks.md, time to
+// start): chunks near the snapshotter's reads (50 000-byte aligned, 50 KB-2 MB), no fetch of
+// the rest of a layer after a range read (the snapshotter's own background fetch reads every
+// layer, and a blob stored whole is verified from the store), no whole layers for a manifest
+// without a profile, and recording that ends before the background fetch begins.
+void apply_lazy_defaults(config& cfg) {
+  cfg.cache.chunk_size = 256 * 1024;
+  cfg.cache.complete_partial = false;
+  cfg.prefetch.eager_layers = eager_mode::never;
+  cfg.prefetch.quiet = std::chrono::seconds(3);
+}
+
 config parse(problem_list& problems, const YAML::Node& root) {
   config cfg;
   cfg.server.listen.push_back(listener{"127.0.0.1", 5000, std::nullopt});
-  mapping top(problems, root, "", {"server", "admin", "log", "cache", "prefetch", "upstreams"});
+  mapping top(problems, root, "",
+              {"mode", "server", "admin", "log", "cache", "prefetch", "upstreams"});
   if (!top.valid()) return cfg;
+  read_enum(top, "mode", cfg.mode, {{"pull", node_mode::pull}, {"lazy", node_mode::lazy}});
+  if (cfg.mode == node_mode::lazy) apply_lazy_defaults(cfg);
 
   if (const YAML::Node* server = top.find("server")) {
     read_server(problems, *server, top.key_line("server"), cfg.server);

@@ -190,7 +190,11 @@ enum class eager_mode {
 struct prefetch_settings {
   bool enabled = true;
   duration window{std::chrono::seconds(60)};  // recording window after a manifest is served
-  unsigned concurrency = 16;                  // prefetch fills in flight per replay (1..64)
+  // With a non-zero `quiet`, recording also ends once no read came for this long after the
+  // first: a lazy-pulling snapshotter's background fetch of whole layers (5 s after the start
+  // went quiet, in the stargz snapshotter) is not part of the start.
+  duration quiet{0};
+  unsigned concurrency = 16;  // prefetch fills in flight per replay (1..64)
   eager_mode eager_layers = eager_mode::automatic;
   // Image references ("[registry/]repository[:tag][@digest]") preloaded at start-up.
   std::vector<std::string> preload;
@@ -200,7 +204,15 @@ struct prefetch_settings {
   bool fetch_published = true;
 };
 
+// What the node's runtime does with layers (the top-level `mode`; docs/configuration.md):
+// pull = downloads them whole before a container starts (dockerd, containerd's overlayfs);
+// lazy = a lazy-pulling snapshotter (stargz) reads them by range while the container runs. A
+// mode only sets defaults: cache.chunk_size, cache.complete_partial, prefetch.eager_layers and
+// prefetch.quiet written in the file win.
+enum class node_mode { pull, lazy };
+
 struct config {
+  node_mode mode = node_mode::pull;
   server_settings server;
   admin_settings admin;
   log_settings log;

@@ -87,7 +87,7 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
     std::lock_guard lock(mutex_);
     if (head && !profile_blobs_.contains(key)) return;  // the GET that follows decides
     auto it = head ? windows_.end() : windows_.find(key);
-    if (it != windows_.end() && it->second.deadline <= now) {
+    if (it != windows_.end() && closes(it->second) <= now) {
       // Closed but not yet saved: keep its run for the next save, open a new window.
       closed_.push_back(std::move(it->second));
       windows_.erase(it);
@@ -107,6 +107,7 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
                body_size,
                now,
                now + settings_.window,
+               {},
                {},
                {},
                {}};
@@ -336,14 +337,20 @@ void prefetcher::touched(const oci::digest& blob, std::uint64_t offset, std::uin
   if (it == window_blobs_.end()) return;
   for (const auto& m : it->second) {
     auto w = windows_.find(m);
-    if (w == windows_.end() || now >= w->second.deadline) continue;
+    if (w == windows_.end() || now >= closes(w->second)) continue;
     auto& win = w->second;
     if (win.touches.size() >= cache::max_profile_entries) continue;
     if (!win.seen.insert(blob.str() + "#" + std::to_string(offset)).second) continue;
     const auto at = std::chrono::duration_cast<std::chrono::milliseconds>(now - win.opened);
     win.touches.push_back(
         cache::touch{blob, offset, length, static_cast<std::uint32_t>(at.count())});
+    win.last_touch = now;
   }
+}
+
+prefetcher::clock::time_point prefetcher::closes(const window& w) const {
+  if (settings_.quiet.count() == 0 || w.touches.empty()) return w.deadline;
+  return std::min(w.deadline, w.last_touch + settings_.quiet);
 }
 
 std::vector<prefetcher::window> prefetcher::take_closed(bool all) {
@@ -352,7 +359,7 @@ std::vector<prefetcher::window> prefetcher::take_closed(bool all) {
   std::vector<window> out = std::move(closed_);
   closed_.clear();
   for (auto it = windows_.begin(); it != windows_.end();) {
-    if (!all && it->second.deadline > now) {
+    if (!all && closes(it->second) > now) {
       ++it;
       continue;
     }

@@ -130,6 +130,7 @@ class prefetcher {
     std::uint64_t size = 0;
     clock::time_point opened;
     clock::time_point deadline;
+    clock::time_point last_touch;    // of the last read recorded (with touches)
     std::vector<std::string> blobs;  // digests the manifest lists
     std::vector<cache::touch> touches;
     std::unordered_set<std::string> seen;  // "digest#offset"
@@ -137,6 +138,8 @@ class prefetcher {
   struct replay;
   struct job;
 
+  // When `w` stops recording: its deadline, or settings_.quiet after its last read.
+  [[nodiscard]] clock::time_point closes(const window& w) const;
   // Moves windows whose deadline passed (all with `all`) out of the open set.
   std::vector<window> take_closed(bool all);
   std::vector<saved_profile> save(std::vector<window> closed);

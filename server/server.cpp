@@ -247,8 +247,10 @@ struct server::impl {
 
   // Saves the runs of closed recording windows every few seconds (worker 0).
   asio::awaitable<void> save_loop() {
-    const auto period = std::clamp<config::duration>(
-        cfg.prefetch.window / 2, std::chrono::seconds(1), std::chrono::seconds(10));
+    const auto& p = cfg.prefetch;
+    const auto closes_after = p.quiet.count() > 0 ? std::min(p.window, p.quiet) : p.window;
+    const auto period = std::clamp<config::duration>(closes_after / 2, std::chrono::seconds(1),
+                                                     std::chrono::seconds(10));
     while (save_timer && !workers.front()->context.draining) {
       save_timer->expires_after(period);
       auto [ec] = co_await save_timer->async_wait(use_nothrow);

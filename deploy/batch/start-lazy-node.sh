@@ -46,8 +46,11 @@ fi
 
 mkdir -p /etc/layercache
 cat > /etc/layercache/layercache.yaml <<'LAYERCACHE_YAML'
-# deploy/artifact-registry/layercache.yaml with the settings for lazy pulls: 256 KiB chunks
-# (the snapshotter reads 50 000-byte-aligned ranges), no eager fetch of whole layers.
+# deploy/artifact-registry/layercache.yaml for a lazy node: `mode: lazy` sets 256 KiB chunks
+# (the snapshotter reads 50 000-byte-aligned ranges), no eager fetch of whole layers, no
+# background completion (the snapshotter's own background fetch reads every layer) and a
+# recording that ends before that background fetch (docs/configuration.md, "mode").
+mode: lazy
 server:
   listen:
     - address: 127.0.0.1:5000
@@ -65,11 +68,8 @@ log:
 cache:
   path: /var/lib/layercache
   capacity: 50GiB
-  chunk_size: 256KiB
   fetch_size: 8MiB
   parallel_fetches: 4
-prefetch:
-  eager_layers: never
 upstreams:
   # The VM's service account (roles/artifactregistry.reader) through the metadata server.
   - name: europe-docker.pkg.dev

@@ -757,9 +757,9 @@ def check_batch_lazy(args):
                    + r"\n\s+auth:\n\s+type: gce_metadata", cfg),
          f"config: no gce_metadata upstream for {ar_host}")
     need("address: 127.0.0.1:5000" in cfg, "config: listener 127.0.0.1:5000")
-    need(re.search(r"^\s+chunk_size: 256KiB$", cfg, re.M) and
-         re.search(r"^\s+eager_layers: never$", cfg, re.M),
-         "config: not the lazy-node settings (chunk_size 256KiB, eager_layers never)")
+    need(re.search(r"^mode: lazy$", cfg, re.M) and
+         not re.search(r"^\s+(chunk_size|complete_partial|eager_layers|quiet):", cfg, re.M),
+         "config: not the lazy-node settings (mode: lazy, none of its keys overridden)")
     need("/readyz" in setup, "start-lazy-node.sh does not wait for /readyz")
 
     # The snapshotter: the unit the tarball ships, its flags file written.

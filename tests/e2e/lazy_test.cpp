@@ -320,9 +320,7 @@ TEST(LazyPull, EstargzThroughLayercacheStartsBeforeTheImageIsDownloaded) {
   // real one, so a request that lost its way fails instead of passing by luck.
   layercache_instance proxy("upstreams:\n" + upstream_yaml("hub", "http://127.0.0.1:9", true) +
                             upstream_yaml("origin", upstream.url(), false) +
-                            "cache:\n  path: " + (store.path() / "db").string() +
-                            "\n  chunk_size: 256KiB\n  complete_partial: false\n"
-                            "prefetch:\n  eager_layers: never\n");
+                            "cache:\n  path: " + (store.path() / "db").string() + "\nmode: lazy\n");
   const std::string lc = "127.0.0.1:" + std::to_string(proxy.port());
   const std::string ref = lc + "/origin/lazy/app:esgz";
   const std::vector<std::string> command{"/bin/busybox",    "sha256sum",       "/" + hello.path,
@@ -496,8 +494,7 @@ TEST(LazyPull, BatchScriptRunnableStartsTheTaskLazilyThroughLayercache) {
   // the image named through it.
   layercache_instance proxy("upstreams:\n" + upstream_yaml("origin", upstream.url(), true) +
                             "cache:\n  path: " + (work.path() / "store").string() +
-                            "\n  chunk_size: 256KiB\n  complete_partial: false\n"
-                            "prefetch:\n  eager_layers: never\n");
+                            "\nmode: lazy\n");
   const std::string image = "127.0.0.1:" + std::to_string(proxy.port()) + "/batch/app:esgz";
   lazy_node node(stargz_options{.background_fetch = false});
   auto task = [&](const std::string& command) {
@@ -543,8 +540,7 @@ TEST(LazyPull, CriLabelledPullIsLazy) {
   const std::size_t esgz_bytes = push_small_estargz(work, upstream, "cri/app", hello);
   layercache_instance proxy("upstreams:\n" + upstream_yaml("origin", upstream.url(), true) +
                             "cache:\n  path: " + (work.path() / "store").string() +
-                            "\n  chunk_size: 256KiB\n  complete_partial: false\n"
-                            "prefetch:\n  eager_layers: never\n");
+                            "\nmode: lazy\n");
   const std::string ref = "127.0.0.1:" + std::to_string(proxy.port()) + "/cri/app:esgz";
   lazy_node node(stargz_options{.background_fetch = false});
   const auto mark = upstream.log().size();

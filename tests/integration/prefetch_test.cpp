@@ -346,6 +346,31 @@ TEST_F(PrefetchTest, RunsMergeIntoOneProfileMostSeenFirst) {
   EXPECT_EQ(entries[1].at("seen").to_number<int>(), 1);
 }
 
+// prefetch.quiet: recording ends once reads have gone quiet — a lazy-pulling snapshotter's
+// background fetch of whole layers, which starts after the start went quiet, is not part of
+// the start's profile (and the profile is saved without waiting for the whole window).
+TEST_F(PrefetchTest, ReadsAfterAQuietGapAreNotPartOfTheStart) {
+  const auto& l0 = img_->layers[0];
+  const auto& l1 = img_->layers[1];
+  auto p = start(dir_.path() / "q", prefetch_yaml("never", 1, "60s") + "  quiet: 400ms\n");
+  ASSERT_EQ(get_manifest(*p).status, 200u);
+  read_range(*p, l1, 0, 10);  // the start
+  read_range(*p, l0, 100, 10);
+  std::this_thread::sleep_for(700ms);  // quiet: longer than prefetch.quiet
+  read_range(*p, l0, 2 * MiB, 10);     // a background fetch, later
+  read_range(*p, l1, MiB, 10);
+  // Saved well before the 60 s window ends.
+  ASSERT_TRUE(
+      eventually([&] { return metric(*p, "layercache_prefetch_runs_recorded_total") == 1; }));
+  const auto r = client_.get(admin(*p, manifest_path()));
+  ASSERT_EQ(r.status, 200u);
+  const auto doc = boost::json::parse(r.body);
+  const auto& entries = doc.as_object().at("entries").as_array();
+  ASSERT_EQ(entries.size(), 2u) << r.body;
+  EXPECT_EQ(entries[0].at("blob").as_string(), l1.digest.str());
+  EXPECT_EQ(entries[1].at("blob").as_string(), l0.digest.str());
+}
+
 TEST_F(PrefetchTest, EagerLayersFetchEveryBlobOnceWhenTheManifestIsServed) {
   auto p = start(dir_.path() / "e", prefetch_yaml("auto", 4, "60s"));
   std::uint64_t total = img_->config.data.size();

@@ -361,6 +361,30 @@ TEST(config, name_grammar) {
 
 #define UPSTREAM_FOR_CACHE_TESTS "upstreams: [{name: a, url: 'http://a'}]\n"
 
+// `mode: lazy` is one switch for nodes whose runtime pulls lazily; keys written win.
+TEST(config, lazy_mode_sets_defaults_that_written_keys_override) {
+  const config pull = load_string(UPSTREAM_FOR_CACHE_TESTS);
+  EXPECT_EQ(pull.mode, node_mode::pull);
+  EXPECT_EQ(pull.prefetch.quiet, std::chrono::seconds(0));
+  const config lazy = load_string("mode: lazy\n" UPSTREAM_FOR_CACHE_TESTS);
+  EXPECT_EQ(lazy.mode, node_mode::lazy);
+  EXPECT_EQ(lazy.cache.chunk_size, 256 * KiB);
+  EXPECT_FALSE(lazy.cache.complete_partial);
+  EXPECT_EQ(lazy.prefetch.eager_layers, eager_mode::never);
+  EXPECT_EQ(lazy.prefetch.quiet, std::chrono::seconds(3));
+  const config written = load_string(
+      "cache: {chunk_size: 1MiB, complete_partial: true}\nprefetch: {quiet: 0s}\nmode: "
+      "lazy\n" UPSTREAM_FOR_CACHE_TESTS);
+  EXPECT_EQ(written.cache.chunk_size, MiB);
+  EXPECT_TRUE(written.cache.complete_partial);
+  EXPECT_EQ(written.prefetch.quiet, std::chrono::seconds(0));
+  EXPECT_EQ(written.prefetch.eager_layers, eager_mode::never);
+  const auto bad = load_failure("mode: lazzy\n" UPSTREAM_FOR_CACHE_TESTS);
+  ASSERT_EQ(bad.problems.size(), 1u) << dump(bad.problems);
+  EXPECT_EQ(bad.problems[0].path, "mode");
+  EXPECT_EQ(bad.problems[0].line, 1);
+}
+
 TEST(config, cache_defaults) {
   const config cfg = load_string(UPSTREAM_FOR_CACHE_TESTS);
   EXPECT_EQ(cfg.cache.path, "/var/lib/layercache");

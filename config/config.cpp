@@ -571,11 +571,34 @@ std::optional<std::string> read_token_file(const mapping& m, std::string_view ke
   return content;
 }
 
+// admin.hosts: "name" or "name:port" ([v6] too).
+void read_admin_hosts(problem_list& problems, const mapping& m, admin_settings& out) {
+  const YAML::Node* hosts = m.find("hosts");
+  if (hosts == nullptr) return;
+  const std::string path = m.child("hosts");
+  if (!expect_list(problems, *hosts, path, m.key_line("hosts"))) return;
+  for (std::size_t i = 0; i < hosts->size(); ++i) {
+    const YAML::Node& host = (*hosts)[i];
+    constexpr std::string_view expected = "a host name like node1.example.com or host:port";
+    const auto a = host.IsScalar() ? split_authority(host.Scalar()) : std::nullopt;
+    const bool ok = a && (a->bracketed ? is_ipv6(a->host) : is_host_name(a->host)) &&
+                    (!a->port || parse_port(*a->port, 1));
+    if (!ok) {
+      problems.wrong_type(index_path(path, i), line_of(host), host, expected);
+      continue;
+    }
+    out.hosts.push_back(to_lower(host.Scalar()));
+  }
+}
+
 void read_admin(problem_list& problems, const YAML::Node& node, int line, admin_settings& out) {
-  mapping m(problems, node, "admin", {"enabled", "address", "token_file", "metrics_need_token"},
+  mapping m(problems, node, "admin",
+            {"enabled", "address", "token_file", "metrics_need_token", "max_connections", "hosts"},
             line);
   if (!m.valid()) return;
   read_bool(m, "enabled", out.enabled);
+  read_uint(m, "max_connections", out.max_connections, 1, 65536);
+  read_admin_hosts(problems, m, out);
   bool address_ok = true;
   if (m.find("address") != nullptr) address_ok = read_address(m, "address", out.host, out.port);
   read_bool(m, "metrics_need_token", out.metrics_need_token);
@@ -885,16 +908,22 @@ void read_realm_hosts(problem_list& problems, const mapping& m, upstream_auth& o
   }
   for (std::size_t i = 0; i < hosts->size(); ++i) {
     const YAML::Node& host = (*hosts)[i];
-    constexpr std::string_view expected = "a host name like auth.example.com or *.example.com";
+    constexpr std::string_view expected =
+        "a host name like auth.example.com, *.example.com or auth.example.com:5001";
     if (!host.IsScalar()) {
       problems.wrong_type(index_path(path, i), line_of(host), host, expected);
       continue;
     }
-    std::string_view name = host.Scalar();
+    // An optional ":port" ("[v6]:port" for IPv6 addresses).
+    auto a = split_authority(host.Scalar());
+    if (!a && is_ipv6(host.Scalar())) a = authority{host.Scalar(), false, std::nullopt};
+    std::string_view name = a ? std::string_view(a->host) : std::string_view();
     const bool wildcard = name.starts_with("*.");
     if (wildcard) name.remove_prefix(2);
-    const bool ok = wildcard ? is_host_name(name) && name.find('.') != std::string_view::npos
-                             : is_host_name(name) || is_ipv6(name);
+    const bool host_ok = wildcard ? is_host_name(name) && name.find('.') != std::string_view::npos
+                         : (a && a->bracketed) ? is_ipv6(name)
+                                               : is_host_name(name) || is_ipv6(name);
+    const bool ok = a && host_ok && (!a->port || parse_port(*a->port, 1));
     if (!ok) {
       problems.wrong_type(index_path(path, i), line_of(host), host, expected);
       continue;
@@ -1005,9 +1034,10 @@ struct upstream_lines {
 
 void read_upstream(problem_list& problems, const YAML::Node& node, const std::string& path,
                    upstream& u, upstream_lines& lines) {
-  mapping m(problems, node, path,
-            {"name", "url", "default", "aliases", "ca_file", "auth", "timeouts", "retry",
-             "max_idle_connections", "max_redirects", "redirect_reuse"});
+  mapping m(
+      problems, node, path,
+      {"name", "url", "default", "aliases", "ca_file", "auth", "timeouts", "retry",
+       "max_idle_connections", "max_redirects", "redirect_reuse", "allow_internal_redirects"});
   if (!m.valid()) return;
 
   if (read_string(m, "name", u.name, true)) {
@@ -1051,11 +1081,12 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
     read_auth(problems, *auth, m.child("auth"), m.key_line("auth"), u.auth);
   }
   if (const YAML::Node* timeouts = m.find("timeouts")) {
-    mapping t(problems, *timeouts, m.child("timeouts"), {"connect", "response", "read"},
+    mapping t(problems, *timeouts, m.child("timeouts"), {"connect", "response", "read", "body"},
               m.key_line("timeouts"));
     read_duration(t, "connect", u.timeouts.connect, false);
     read_duration(t, "response", u.timeouts.response, false);
     read_duration(t, "read", u.timeouts.read, false);
+    read_duration(t, "body", u.timeouts.body, false);
   }
   if (const YAML::Node* retry = m.find("retry")) {
     mapping r(problems, *retry, m.child("retry"),
@@ -1075,6 +1106,7 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
   read_uint(m, "max_idle_connections", u.max_idle_connections, 0, 1024);
   read_uint(m, "max_redirects", u.max_redirects, 0, 20);
   read_duration(m, "redirect_reuse", u.redirect_reuse, true);
+  read_bool(m, "allow_internal_redirects", u.allow_internal_redirects);
 }
 
 // Names and aliases share one namespace (both select an upstream); at most one default.

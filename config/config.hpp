@@ -82,7 +82,8 @@ struct upstream_auth {
   std::string helper_dir;
   duration helper_timeout{std::chrono::seconds(10)};  // a helper run longer than this is killed
   // Hosts a token realm may be on to receive credentials (lowercase; "*.example.com" matches
-  // any subdomain). Empty: the upstream's host and hosts under its parent domain.
+  // any subdomain; "host:port" that port only, a bare host the realm scheme's default port).
+  // Empty: the upstream's host:port and hosts under its parent domain on the upstream's port.
   std::vector<std::string> realm_hosts;
 };
 
@@ -90,6 +91,9 @@ struct upstream_timeouts {
   duration connect{std::chrono::seconds(10)};   // TCP connect + TLS handshake
   duration response{std::chrono::seconds(30)};  // request sent → response header received
   duration read{std::chrono::seconds(60)};      // longest pause between body bytes
+  // The whole of a body that is read into memory (a manifest, a tag list's error, a token
+  // answer), from its first read: a body that trickles forever fails after it.
+  duration body{std::chrono::seconds(60)};
 };
 
 // How a request that failed before its answer began is tried again: transport failures
@@ -122,6 +126,9 @@ struct upstream {
   // (ranges of it) without asking the upstream first; 0: never. A refused or failed reuse asks
   // the upstream again.
   duration redirect_reuse{std::chrono::seconds(60)};
+  // Blob redirects may lead to loopback, private and link-local addresses even when the
+  // upstream itself is not on an address of that kind (never to layercache's own listeners).
+  bool allow_internal_redirects = false;
 };
 
 enum class log_level { debug, info, warn, error };
@@ -142,6 +149,12 @@ struct admin_settings {
   std::string token;
   std::string token_file;
   bool metrics_need_token = false;
+  // Connections open at once on the operations listener; more are closed at accept.
+  std::uint64_t max_connections = 64;
+  // Host header values accepted beside the listener's own address (and `localhost` on a
+  // loopback listener): names the operations listener is reached by, lowercase, with or
+  // without a port. Anything else is refused (421): no DNS rebinding.
+  std::vector<std::string> hosts;
 };
 
 // The chunk store (RocksDB) on local disk.

@@ -95,10 +95,14 @@ answer call(const options& o, http::verb method, const std::string& target, std:
   stream.expires_after(o.timeout);
   stream.connect(resolver.resolve(o.host, o.port));
   http::request<http::string_body> req{method, target, 11};
-  req.set(http::field::host, o.host + ":" + o.port);
+  const bool v6 = o.host.find(':') != std::string::npos;
+  req.set(http::field::host, (v6 ? "[" + o.host + "]" : o.host) + ":" + o.port);
   req.set(http::field::user_agent, "layercachectl");
   if (!o.token.empty()) req.set(http::field::authorization, "Bearer " + o.token);
-  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  // Every state-changing call says JSON (the admin API refuses those that do not).
+  if (!body.empty() || method != http::verb::get) {
+    req.set(http::field::content_type, "application/json");
+  }
   req.body() = std::move(body);
   req.prepare_payload();
   req.keep_alive(false);

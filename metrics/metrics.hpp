@@ -12,9 +12,9 @@
 //   layercache_upstream_request_duration_seconds{upstream,outcome}  histogram (to the header)
 //   layercache_upstream_received_bytes_total{upstream}              counter (body bytes)
 //   layercache_upstream_token_fetches_total{upstream,outcome}       counter (ok|error)
-//   layercache_upstream_redirects_total{upstream,outcome}           counter (followed|reused|stale)
-//   layercache_cache_used_bytes, layercache_cache_capacity_bytes    gauges
-//   layercache_cache_blobs, layercache_cache_chunks                 gauges
+//   layercache_upstream_redirects_total{upstream,outcome}           counter
+//   (followed|reused|stale|refused) layercache_cache_used_bytes, layercache_cache_capacity_bytes
+//   gauges layercache_cache_blobs, layercache_cache_chunks                 gauges
 //   layercache_cache_evicted_blobs_total, _evicted_bytes_total      counters
 //   layercache_cache_corrupt_chunks_total                           counter
 //   layercache_cache_memory_bytes                                   gauge (memory_cache held)
@@ -146,7 +146,8 @@ class upstream_metrics {
   virtual void fill_failure(std::string_view reason) = 0;
   // A blob GET and the upstream's redirect: "followed" (the upstream answered 3xx), "reused"
   // (sent straight to where an earlier GET of the blob was redirected), "stale" (that place
-  // refused or failed; the upstream was asked again).
+  // refused or failed; the upstream was asked again), "refused" (a redirect layercache does not
+  // follow: not a blob GET, a scheme downgrade, a forbidden address).
   virtual void redirect(std::string_view outcome) = 0;
 };
 

@@ -13,6 +13,7 @@
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "oci/digest.hpp"
+#include "server/address_policy.hpp"
 #include "server/auth.hpp"
 #include "server/blob_cache.hpp"
 #include "server/offload.hpp"
@@ -47,6 +48,16 @@ bool token_ok(const request& req, const std::string& token) {
   const auto auth = req[http::field::authorization];
   constexpr std::string_view prefix = "Bearer ";
   return auth.starts_with(prefix) && same_secret(auth.substr(prefix.size()), token);
+}
+
+// `Content-Type: application/json` (any parameters), which no simple cross-site request has.
+bool is_json(std::string_view content_type) {
+  const auto type = content_type.substr(0, content_type.find(';'));
+  std::string t;
+  for (char c : type) {
+    if (c != ' ' && c != '\t') t += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return t == "application/json";
 }
 
 boost::json::object blob_json(const cache::blob_entry& e) {
@@ -101,6 +112,13 @@ class admin_session final : public session_base {
         }
         break;
       }
+      if (parser.get().count(http::field::transfer_encoding) > 0 && !parser.chunked()) {
+        // An unknown coding: the body's end is unknown, nothing after it is read (RFC 9112).
+        response res = error_response(http::status::bad_request, "unsupported Transfer-Encoding");
+        res.keep_alive(false);
+        co_await write(res);
+        break;
+      }
       request req = parser.release();
       response res = co_await handle(req);
       res.keep_alive(req.keep_alive() && !admin_.worker.draining);
@@ -120,11 +138,28 @@ class admin_session final : public session_base {
     co_return !ec;
   }
 
+  // Refusals for requests a web page could have sent: a Host that is not this listener (DNS
+  // rebinding), a state-changing call without JSON or the token (a simple cross-site request).
+  std::optional<response> refusal(const request& req, bool get) const {
+    const auto& a = admin_.cfg.admin;
+    if (!admin_host_allowed(req[http::field::host], a.host, admin_.port, a.hosts)) {
+      return error_response(http::status::forbidden,
+                            "the Host header does not name this listener (see admin.hosts)");
+    }
+    if (!get && !is_json(req[http::field::content_type]) &&
+        (a.token.empty() || !token_ok(req, a.token))) {
+      return error_response(http::status::unsupported_media_type,
+                            "a request that changes state needs Content-Type: application/json");
+    }
+    return std::nullopt;
+  }
+
   asio::awaitable<response> handle(const request& req) {
     const auto parsed = boost::urls::parse_origin_form(req.target());
     if (!parsed) co_return error_response(http::status::bad_request, "bad request target");
     const std::string path = parsed->path();
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+    if (auto refused = refusal(req, get)) co_return std::move(*refused);
 
     if (path == "/healthz") {
       if (!get) co_return not_allowed("GET");
@@ -363,6 +398,11 @@ class admin_session final : public session_base {
 }  // namespace
 
 asio::awaitable<void> serve_admin_connection(asio::ip::tcp::socket socket, admin_context& admin) {
+  // Counted by the accept loop when it spawned this; uncounted however this ends.
+  struct counted {
+    admin_context& a;
+    ~counted() { --a.open; }
+  } count{admin};
   boost::system::error_code ec;
   socket.set_option(asio::ip::tcp::no_delay(true), ec);
   beast::tcp_stream stream(std::move(socket));

@@ -14,7 +14,12 @@
 //   PUT    /admin/profiles/<digest> import one (replaces any; must name that manifest)
 //   DELETE /admin/profiles/<digest> drop one
 //
-// /admin/* needs `Authorization: Bearer <token>` when admin.token_file is set.
+// /admin/* needs `Authorization: Bearer <token>` when admin.token_file is set. Every request
+// must name the listener in its Host (its address, `localhost` on loopback, or admin.hosts):
+// a page whose name was rebound to 127.0.0.1 is refused (403). A request that changes state
+// (any method but GET and HEAD) needs `Content-Type: application/json` or the token, so a
+// page's simple cross-site POST (text/plain, form data) is refused (415). At most
+// admin.max_connections connections are open at once.
 #pragma once
 
 #include <atomic>
@@ -38,8 +43,12 @@ struct admin_context {
   cache::chunk_store* store = nullptr;  // null: cache disabled
   blocking_pool* pool = nullptr;
   const std::atomic<bool>& ready;
+  std::uint16_t port = 0;  // the bound port (admin.port may be 0)
+  std::uint64_t open = 0;  // connections open now (worker 0 only)
 };
 
+// Serves one operations connection; the caller counted it in `admin.open`, which this
+// decrements when the connection ends.
 asio::awaitable<void> serve_admin_connection(asio::ip::tcp::socket socket, admin_context& admin);
 
 }  // namespace layercache::server

@@ -116,28 +116,69 @@ std::optional<token_response> parse_metadata_token(std::string_view json) {
   return parse_token_response(json);
 }
 
-bool realm_host_allowed(const config::upstream& u, std::string_view realm_host) {
-  const std::string realm = lower(realm_host);
-  const std::string host = lower(u.host);
-  if (realm == host) return true;
+namespace {
+
+// A realm_hosts entry: "host", "*.domain", "[v6]" or "::1", each with an optional ":port".
+struct host_pattern {
+  std::string host;
+  std::optional<std::uint16_t> port;
+};
+
+host_pattern parse_pattern(std::string_view entry) {
+  host_pattern p;
+  if (entry.starts_with('[')) {
+    const auto close = entry.find(']');
+    p.host = std::string(entry.substr(1, close - 1));
+    entry.remove_prefix(std::min(entry.size(), close + 1));
+  } else if (entry.find(':') == entry.rfind(':') && entry.find(':') != std::string_view::npos) {
+    p.host = std::string(entry.substr(0, entry.find(':')));
+    entry.remove_prefix(entry.find(':'));
+  } else {
+    p.host = std::string(entry);  // no port, or a bare IPv6 address
+    entry = {};
+  }
+  if (entry.starts_with(':')) {
+    unsigned v = 0;
+    for (char c : entry.substr(1)) v = v * 10 + static_cast<unsigned>(c - '0');
+    if (v > 0 && v <= 65535) p.port = static_cast<std::uint16_t>(v);
+  }
+  return p;
+}
+
+bool host_matches(const std::string& pattern, const std::string& host) {
+  if (pattern.starts_with("*.")) {
+    const std::string_view suffix = std::string_view(pattern).substr(1);  // ".example.com"
+    return host.size() > suffix.size() && host.ends_with(suffix);
+  }
+  return host == pattern;
+}
+
+}  // namespace
+
+bool realm_allowed(const config::upstream& u, const realm_location& realm) {
+  const std::string scheme = lower(realm.scheme);
+  if (scheme != "https" && scheme != "http") return false;
+  // Credentials that travel encrypted to the upstream never travel in clear to its realm.
+  if (lower(u.scheme) == "https" && scheme != "https") return false;
+  const std::string host = lower(realm.host);
+  const std::string own = lower(u.host);
+  if (host == own && realm.port == u.port) return true;
   if (!u.auth.realm_hosts.empty()) {
-    for (const auto& allowed : u.auth.realm_hosts) {
-      if (allowed.starts_with("*.")) {
-        const std::string_view suffix = std::string_view(allowed).substr(1);  // ".example.com"
-        if (realm.size() > suffix.size() && realm.ends_with(suffix)) return true;
-      } else if (realm == allowed) {
-        return true;
-      }
+    const std::uint16_t default_port = scheme == "https" ? 443 : 80;
+    for (const auto& entry : u.auth.realm_hosts) {
+      const auto p = parse_pattern(entry);
+      if (host_matches(p.host, host) && realm.port == p.port.value_or(default_port)) return true;
     }
     return false;
   }
-  if (is_ip_literal(host) || is_ip_literal(realm)) return false;
-  const auto dot = host.find('.');
+  if (realm.port != u.port) return false;
+  if (is_ip_literal(own) || is_ip_literal(host)) return false;
+  const auto dot = own.find('.');
   if (dot == std::string::npos) return false;
-  const std::string parent = host.substr(dot + 1);
+  const std::string parent = own.substr(dot + 1);
   // A parent must itself be a domain (contain a dot): "example.com", not "com".
   if (parent.find('.') == std::string::npos) return false;
-  return realm == parent || (realm.size() > parent.size() && realm.ends_with("." + parent));
+  return host == parent || (host.size() > parent.size() && host.ends_with("." + parent));
 }
 
 std::string pull_scope(std::string_view repository) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -56,12 +57,21 @@ struct token_response {
 // "Bearer"}. nullopt without a non-empty access_token or with a token_type other than Bearer.
 [[nodiscard]] std::optional<token_response> parse_metadata_token(std::string_view json);
 
-// Whether credentials configured for `u` may be sent to a token realm on `realm_host`:
-// the upstream's own host, always; then with `auth.realm_hosts` set, a host listed there
-// ("*.example.com" matches subdomains of example.com); otherwise (for DNS names) a host under
-// the upstream's parent domain (registry-1.docker.io → auth.docker.io). IP-literal upstreams
-// allow only themselves unless listed.
-[[nodiscard]] bool realm_host_allowed(const config::upstream& u, std::string_view realm_host);
+// Where a Bearer challenge's realm is: scheme ("http"/"https"), host (no brackets), port.
+struct realm_location {
+  std::string_view scheme;
+  std::string_view host;
+  std::uint16_t port = 0;
+};
+
+// Whether credentials configured for `u` may be sent to the token realm at `realm`. Never to
+// an http realm of an https upstream. Then: the upstream's own host:port, always; with
+// `auth.realm_hosts` set, a host listed there ("*.example.com" matches subdomains of
+// example.com; "host:port" that port, a bare host the realm scheme's default port); otherwise
+// (for DNS names) a host under the upstream's parent domain (registry-1.docker.io →
+// auth.docker.io) on the upstream's port. IP-literal upstreams allow only themselves unless
+// listed.
+[[nodiscard]] bool realm_allowed(const config::upstream& u, const realm_location& realm);
 
 // "repository:<name>:pull"
 [[nodiscard]] std::string pull_scope(std::string_view repository);

@@ -339,6 +339,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
   req.method = http::verb::get;
   req.target = "/v2/" + repository + "/blobs/" + d.str();
   req.repository = repository;
+  req.follow_redirects = true;
   req.headers.emplace_back(http::field::range, ranges);
   const std::uint64_t generation = purge_generation(d);
   auto ex = co_await asio::this_coro::executor;

@@ -36,7 +36,8 @@ enum class upstream_errc {
   auth_denied,      // the token endpoint refused our credentials (401/403)
   realm_forbidden,  // a challenge named a token realm outside the upstream's hosts
   too_many_redirects,
-  bad_redirect,  // unusable Location
+  bad_redirect,      // unusable Location
+  redirect_refused,  // a redirect layercache does not follow (which says nothing of where to)
 };
 
 struct upstream_failure {

@@ -31,6 +31,7 @@ struct call_args {
   std::string body;
   std::string content_type;
   std::size_t limit = 64 * 1024;  // largest body read
+  bool follow_redirects = false;  // a blob GET
 };
 
 asio::awaitable<reply> call(upstream_client& client, const std::string& repository, call_args& a) {
@@ -39,6 +40,7 @@ asio::awaitable<reply> call(upstream_client& client, const std::string& reposito
   req.target = a.target;
   req.repository = repository;
   req.push = a.method == http::verb::post || a.method == http::verb::put;
+  req.follow_redirects = a.follow_redirects;
   if (!a.accept.empty()) req.headers.emplace_back(http::field::accept, a.accept);
   if (!a.content_type.empty()) req.headers.emplace_back(http::field::content_type, a.content_type);
   if (a.body.empty() && req.push) req.headers.emplace_back(http::field::content_length, "0");
@@ -247,6 +249,7 @@ asio::awaitable<std::optional<std::string>> find_published_profile(upstream_clie
   const oci::digest layer = manifest->layers[0].digest;
   call_args blob{http::verb::get, "/v2/" + repository + "/blobs/" + layer.str()};
   blob.limit = max_size;
+  blob.follow_redirects = true;
   auto fetched = co_await call(client, repository, blob);
   if (!fetched.error.empty() || fetched.status != 200) co_return std::nullopt;
   if (oci::digest_of(fetched.body, layer.algorithm()) != layer) {

@@ -1,5 +1,7 @@
 #include "server/server.hpp"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -10,7 +12,9 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -19,6 +23,7 @@
 #include "cache/chunk_store.hpp"
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
+#include "server/address_policy.hpp"
 #include "server/admin.hpp"
 #include "server/blob_cache.hpp"
 #include "server/credentials.hpp"
@@ -190,7 +195,8 @@ struct server::impl {
   std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;   // by upstream name
   std::map<std::string, std::unique_ptr<upstream_credentials>> credentials;  // by upstream name
   std::map<std::string, std::unique_ptr<redirect_memory>> redirects;         // by upstream name
-  std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;             // by listener index
+  own_endpoints own;  // filled in start() before the workers run; read-only after
+  std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;  // by listener index
   std::vector<std::unique_ptr<worker>> workers;
   // On worker 0 (declared after the workers: destroyed before their io_contexts).
   std::optional<asio::steady_timer> save_timer;  // saves closed recording windows
@@ -240,6 +246,12 @@ struct server::impl {
         co_await t.async_wait(use_nothrow);
         continue;
       }
+      // Worker 0 alone runs this loop and the admin sessions: a plain counter.
+      if (admin->open >= cfg.admin.max_connections) {
+        log::warn("admin", "connection limit (", cfg.admin.max_connections, ") reached");
+        continue;  // closes the socket
+      }
+      ++admin->open;
       asio::co_spawn(acceptor.get_executor(), serve_admin_connection(std::move(socket), *admin),
                      asio::detached);
     }
@@ -419,10 +431,48 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
 
 server::~server() { stop(); }
 
+namespace {
+
+// Client connections, each with upstream connections of its own (a fill and a few ahead),
+// admin connections, and the store's files and pipes: what RLIMIT_NOFILE must allow.
+std::uint64_t descriptors_needed(const config::config& cfg) {
+  constexpr std::uint64_t reserve = 1024;  // RocksDB files, upstream pools, helpers, logs
+  const std::uint64_t admin = cfg.admin.enabled ? cfg.admin.max_connections : 0;
+  return cfg.server.max_connections * 2 + admin + reserve;
+}
+
+// Raises the soft RLIMIT_NOFILE toward the hard limit so that max_connections fit; warns when
+// they still do not (accept would fail with EMFILE before the connection cap is reached).
+void fit_descriptor_limit(const config::config& cfg) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  const std::uint64_t needed = descriptors_needed(cfg);
+  auto plan = plan_nofile(lim.rlim_cur, lim.rlim_max, needed);
+  if (plan.soft > lim.rlim_cur) {
+    rlimit raised = lim;
+    raised.rlim_cur = static_cast<rlim_t>(plan.soft);
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      log::info("server", "descriptor limit raised from ", lim.rlim_cur, " to ", plan.soft);
+    } else {
+      log::warn("server", "cannot raise the descriptor limit: ", std::strerror(errno));
+      plan.soft = lim.rlim_cur;
+    }
+  }
+  if (plan.short_of_needed || plan.soft < needed) {
+    log::warn("server", "the descriptor limit (", plan.soft, ", hard ", lim.rlim_max,
+              ") is below the ", needed, " that server.max_connections ",
+              cfg.server.max_connections,
+              " may need: raise LimitNOFILE / ulimit -n, or lower max_connections");
+  }
+}
+
+}  // namespace
+
 void server::start() {
   auto& m = *impl_;
   if (m.started) throw std::logic_error("server already started");
   m.started = true;
+  fit_descriptor_limit(m.cfg);
   unsigned threads = m.cfg.server.threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
 
@@ -438,6 +488,7 @@ void server::start() {
           std::make_unique<upstream_client>(u, w->pool, m.upstream_tls[u.name].get(), m.tokens,
                                             *m.credentials[u.name], *m.redirects[u.name]);
       client->set_metrics(&m.metrics.upstream(u.name));
+      client->set_own_endpoints(&m.own);
       w->context.clients.emplace(u.name, std::move(client));
     }
     m.workers.push_back(std::move(w));
@@ -471,6 +522,7 @@ void server::start() {
       port = a.local_endpoint().port();
       w->acceptors.emplace_back(std::move(a), m.listener_tls[li].get());
     }
+    m.own.add(asio::ip::tcp::endpoint(address, port));
     m.bound_ports.push_back(port);
     log::info("server", "listening on ",
               l.host.find(':') != std::string::npos ? "[" + l.host + "]" : l.host, ":", port,
@@ -493,9 +545,10 @@ void server::start() {
                                std::to_string(m.cfg.admin.port) + ": " + ec.message());
     }
     m.admin_port = a.local_endpoint().port();
+    m.own.add(asio::ip::tcp::endpoint(address, m.admin_port));
     m.admin_acceptor.emplace(std::move(a));
-    m.admin = std::make_unique<admin_context>(
-        admin_context{m.cfg, m.metrics, w0.context, m.store.get(), m.blocking.get(), m.ready});
+    m.admin = std::make_unique<admin_context>(admin_context{
+        m.cfg, m.metrics, w0.context, m.store.get(), m.blocking.get(), m.ready, m.admin_port});
     asio::co_spawn(w0.io, m.admin_loop(*m.admin_acceptor), asio::detached);
     log::info("server", "metrics and admin API on http://",
               m.cfg.admin.host.find(':') != std::string::npos ? "[" + m.cfg.admin.host + "]"

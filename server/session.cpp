@@ -112,6 +112,13 @@ class session final : public session_base {
         break;
       }
       const request& req = parser.get();
+      if (req.count(http::field::transfer_encoding) > 0 && !parser.chunked()) {
+        // A coding we do not know (RFC 9112 6.1): where its body ends is unknown, so the bytes
+        // after the header are never read as a request of their own.
+        co_await send_error(req, 400, "UNSUPPORTED", "unsupported Transfer-Encoding", false);
+        finish_exchange(req);
+        break;
+      }
       // A body we will not read leaves the connection unusable for the next request.
       const bool has_body = parser.chunked() || parser.content_length().value_or(0) > 0;
       const bool keep = co_await handle(req, req.keep_alive() && !has_body);
@@ -788,6 +795,7 @@ class session final : public session_base {
     ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
     ur.target = "/v2/" + choice.repository + "/blobs/" + digest.str();
     ur.repository = choice.repository;
+    ur.follow_redirects = ur.method == http::verb::get;
     for (auto field : {http::field::range, http::field::if_range}) {
       if (auto v = req[field]; !v.empty()) ur.headers.emplace_back(field, v);
     }

@@ -117,7 +117,8 @@ beast::tcp_stream& upstream_connection::lowest() {
 
 asio::awaitable<std::variant<std::unique_ptr<upstream_connection>, upstream_failure>>
 connection_pool::acquire(const origin& where, asio::ssl::context* tls,
-                         config::duration connect_timeout, bool fresh) {
+                         config::duration connect_timeout, bool fresh,
+                         const redirect_policy* policy) {
   const auto now = std::chrono::steady_clock::now();
   if (!fresh) {
     if (auto it = idle_.find(where.key()); it != idle_.end()) {
@@ -125,6 +126,7 @@ connection_pool::acquire(const origin& where, asio::ssl::context* tls,
       while (!list.empty()) {
         auto c = std::move(list.back());
         list.pop_back();
+        if (policy != nullptr && !redirect_allowed(*policy, c->peer())) continue;
         if (now - c->idle_since < max_idle_age) co_return std::move(c);
       }
     }
@@ -143,6 +145,17 @@ connection_pool::acquire(const origin& where, asio::ssl::context* tls,
                         "resolve " + where.host + ": " + ec.message());
     for (const auto& r : results) endpoints.push_back(r.endpoint());
   }
+  // The addresses, not the name: a name may point anywhere (and change between two lookups).
+  if (policy != nullptr) {
+    for (const auto& ep : endpoints) {
+      if (redirect_allowed(*policy, ep)) continue;
+      log::warn("upstream", "redirect to ", where.key(), " refused: it resolves to ",
+                ep.address().to_string(), " (", to_string(classify(ep.address())),
+                policy->own != nullptr && policy->own->contains(ep) ? ", layercache itself" : "",
+                ")");
+      co_return failure(upstream_errc::redirect_refused, "redirect refused");
+    }
+  }
   auto& tcp = c->lowest();
   tcp.expires_after(connect_timeout);
   auto [ec, ep] = co_await tcp.async_connect(endpoints, use_nothrow);
@@ -151,6 +164,7 @@ connection_pool::acquire(const origin& where, asio::ssl::context* tls,
         ec == beast::error::timeout ? upstream_errc::timeout : upstream_errc::connect_failed,
         "connect " + where.key() + ": " + ec.message());
   }
+  c->peer_ = ep;
   tcp.socket().set_option(asio::ip::tcp::no_delay(true), ec);
   if (c->tls_) {
     auto& s = *c->tls_;
@@ -186,8 +200,13 @@ std::size_t connection_pool::idle_count() const {
 }
 
 upstream_response::upstream_response(std::unique_ptr<upstream_connection> c, connection_pool& pool,
-                                     std::size_t max_idle, config::duration read_timeout, bool head)
-    : conn_(std::move(c)), pool_(pool), max_idle_(max_idle), read_timeout_(read_timeout) {
+                                     std::size_t max_idle, config::duration read_timeout,
+                                     config::duration body_timeout, bool head)
+    : conn_(std::move(c)),
+      pool_(pool),
+      max_idle_(max_idle),
+      read_timeout_(read_timeout),
+      body_timeout_(body_timeout) {
   parser_.header_limit(64 * 1024);  // signed redirect URLs make long Location headers
   parser_.body_limit(boost::none);  // blobs are streamed, never held
   if (head) parser_.skip(true);
@@ -220,7 +239,8 @@ asio::awaitable<std::pair<boost::system::error_code, std::size_t>> upstream_resp
     if (failed_) co_return std::pair{boost::system::error_code(beast::error::timeout), 0};
     parser_.get().body().data = data;
     parser_.get().body().size = size;
-    conn_->lowest().expires_after(read_timeout_);
+    const auto pause_ends = std::chrono::steady_clock::now() + read_timeout_;
+    conn_->lowest().expires_at(deadline_ ? std::min(*deadline_, pause_ends) : pause_ends);
     auto [ec, n] = co_await conn_->with_stream([this](auto& s) {
       return http::async_read_some(s, conn_->buffer(), parser_, use_nothrow);
     });
@@ -243,6 +263,7 @@ asio::awaitable<std::pair<boost::system::error_code, std::string>> upstream_resp
     if (*n > limit) co_return std::pair{make_error_code(http::error::body_limit), std::string()};
     out.reserve(static_cast<std::size_t>(*n));
   }
+  if (!deadline_) deadline_ = std::chrono::steady_clock::now() + body_timeout_;
   char buf[16 * 1024];
   for (;;) {
     auto [ec, n] = co_await read_some(buf, sizeof buf);
@@ -281,7 +302,8 @@ asio::ssl::context* upstream_client::tls_for(const origin&) const { return tls_;
 asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, http::verb method,
                                                            const std::string& target,
                                                            const upstream_request& req,
-                                                           const std::string& authorization) {
+                                                           const std::string& authorization,
+                                                           const redirect_policy* policy) {
   // Counts the exchange when it ends, however it ends (status 0: no response).
   struct timing {
     metrics::upstream_metrics* m;
@@ -295,7 +317,7 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
   // it is used. Such a failure before any response byte is retried once on a new connection.
   for (int attempt = 0;; ++attempt) {
     auto acquired =
-        co_await pool_.acquire(where, tls_for(where), cfg_.timeouts.connect, attempt > 0);
+        co_await pool_.acquire(where, tls_for(where), cfg_.timeouts.connect, attempt > 0, policy);
     if (auto* f = std::get_if<upstream_failure>(&acquired)) co_return std::move(*f);
     auto conn = std::move(std::get<std::unique_ptr<upstream_connection>>(acquired));
     const bool reused = conn->requests > 0;
@@ -319,8 +341,9 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
       co_return io_failure(wec, "sending request to", where);
     }
     const bool head = method == http::verb::head;
-    auto response = std::make_unique<upstream_response>(
-        std::move(conn), pool_, cfg_.max_idle_connections, cfg_.timeouts.read, head);
+    auto response =
+        std::make_unique<upstream_response>(std::move(conn), pool_, cfg_.max_idle_connections,
+                                            cfg_.timeouts.read, cfg_.timeouts.body, head);
     response->where = where.key() + target.substr(0, target.find('?'));
     auto rec = co_await response->read_header();
     if (rec) {
@@ -427,78 +450,76 @@ asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
 
 asio::awaitable<upstream_result> upstream_client::send_once(const upstream_request& req) {
   const std::string scope = pull_scope(req.repository) + (req.push ? ",push" : "");
-  origin where = origin_;
-  std::string target = req.target;
-  bool at_upstream = true;  // false once redirected: no credentials leave for other places
+  hop at{origin_, req.target, true};
+  redirect_policy policy{std::nullopt, cfg_.allow_internal_redirects, own_};
   bool auth_retried = false;
   unsigned redirects = 0;
   // A blob GET may go straight to where the upstream redirected the blob's last GET.
-  // (Blob reads by digest: not upload sessions, /blobs/uploads/.)
-  const bool reusable = req.method == http::verb::get && cfg_.redirect_reuse.count() > 0 &&
-                        req.target.find("/blobs/sha") != std::string::npos;
+  const bool reusable =
+      req.follow_redirects && req.method == http::verb::get && cfg_.redirect_reuse.count() > 0;
   bool reused = false;
   if (reusable) {
     if (auto place = redirects_.find(req.target)) {
-      where = std::move(place->where);
-      target = std::move(place->target);
-      at_upstream = false;
+      at = hop{std::move(place->where), std::move(place->target), false};
+      policy.upstream_class = place->upstream_class;
       reused = true;
     }
   }
 
   for (;;) {
     std::string authorization;
-    if (at_upstream) {
+    if (at.at_upstream) {
       auto got = co_await authorization_for(scope);
       if (auto* f = std::get_if<upstream_failure>(&got)) co_return std::move(*f);
       authorization = std::move(std::get<std::string>(got));
     }
-    auto result = co_await exchange(where, req.method, target, req, authorization);
+    auto result = co_await exchange(at.where, req.method, at.target, req, authorization,
+                                    at.at_upstream ? nullptr : &policy);
     if (reused) {
       reused = false;
       auto* r = std::get_if<std::unique_ptr<upstream_response>>(&result);
       if (r == nullptr || (*r)->status() >= 400) {
-        // Expired or gone: the upstream says where the blob is now.
+        // Expired, gone or now refused: the upstream says where the blob is now.
         if (r != nullptr) co_await (*r)->discard();
         result = upstream_failure{};  // gives the connection back
         redirects_.forget(req.target);
         if (metrics_ != nullptr) metrics_->redirect("stale");
-        where = origin_;
-        target = req.target;
-        at_upstream = true;
+        at = hop{origin_, req.target, true};
         continue;
       }
       if (metrics_ != nullptr) metrics_->redirect("reused");
     }
-    if (std::holds_alternative<upstream_failure>(result)) co_return result;
+    if (auto* f = std::get_if<upstream_failure>(&result)) {
+      if (f->code == upstream_errc::redirect_refused && metrics_ != nullptr) {
+        metrics_->redirect("refused");
+      } else if (!at.at_upstream) {
+        // Whether a redirect target answered, refused or timed out is not the client's to learn.
+        log::warn("upstream", cfg_.name, ": redirect target: ", f->message);
+        f->message = "the upstream's redirect target failed";
+      }
+      co_return result;
+    }
     auto& response = std::get<std::unique_ptr<upstream_response>>(result);
     const unsigned status = response->status();
+    if (at.at_upstream) policy.upstream_class = classify(response->peer_address());
 
-    if (status == 401 && at_upstream) {
-      const bool sent_token = scheme_ == scheme::bearer && authorization.starts_with("Bearer ");
+    if (status == 401 && at.at_upstream) {
+      const auto* known = challenge_for(scope);
+      const bool sent_token =
+          known != nullptr && known->kind == scheme::bearer && authorization.starts_with("Bearer ");
       // What we sent was refused: never send it again.
       if (sent_token) tokens_.erase(cfg_.name, scope, std::string_view(authorization).substr(7));
       if (auth_retried) co_return result;  // refused with fresh credentials: the client sees it
-
-      const auto challenges = oci::parse_www_authenticate(
-          all_values(response->fields(), http::field::www_authenticate));
-      const auto bearer = oci::find_challenge(challenges, "bearer");
-      const auto basic = oci::find_challenge(challenges, "basic");
-      auto* source = creds_.source();
-      scheme next = scheme::unknown;
-      if (bearer && bearer->param("realm") && !bearer->param("realm")->empty()) {
-        realm_ = std::string(*bearer->param("realm"));
-        service_ = std::string(bearer->param("service").value_or(std::string_view{}));
-        challenge_scope_ = std::string(bearer->param("scope").value_or(std::string_view{}));
-        next = scheme::bearer;
-      } else if (bearer && source != nullptr) {
-        next = scheme::direct_bearer;
-      } else if (basic && source != nullptr) {
-        next = scheme::basic;
+      auto next = read_challenge(*response, scope);
+      if (std::holds_alternative<std::monostate>(next)) co_return result;  // the client sees it
+      if (auto* f = std::get_if<upstream_failure>(&next)) {
+        challenges_.erase(scope);
+        co_await response->discard();
+        co_return std::move(*f);
       }
-      if (next == scheme::unknown) co_return result;  // the client sees the upstream's refusal
-      if (!sent_token && !authorization.empty() && source != nullptr &&
-          (scheme_ == scheme::basic || scheme_ == scheme::direct_bearer)) {
+      auto* source = creds_.source();
+      if (!sent_token && !authorization.empty() && source != nullptr && known != nullptr &&
+          (known->kind == scheme::basic || known->kind == scheme::direct_bearer)) {
         // Credentials sent directly were refused: the source fetches new ones.
         auto current = co_await source->get();
         if (auto* c = std::get_if<credentials>(&current)) source->refused(*c);
@@ -506,80 +527,144 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
       auth_retried = true;
       co_await response->discard();
       response.reset();
-      scheme_ = next;
+      remember(scope, std::move(std::get<challenge>(next)));
       continue;
     }
 
-    if (is_redirect(status) && req.method != http::verb::post) {
-      const auto location = response->fields()[http::field::location];
-      if (location.empty()) co_return result;
+    if (is_redirect(status) && !response->fields()[http::field::location].empty()) {
+      auto next = redirect_hop(at, *response, req);
+      co_await response->discard();
+      response.reset();
+      if (auto* f = std::get_if<upstream_failure>(&next)) {
+        if (f->code == upstream_errc::redirect_refused && metrics_ != nullptr) {
+          metrics_->redirect("refused");
+        }
+        co_return std::move(*f);
+      }
       if (++redirects > cfg_.max_redirects) {
         co_return failure(upstream_errc::too_many_redirects,
                           "more than " + std::to_string(cfg_.max_redirects) + " redirects");
       }
-      // Relative locations (Artifact Registry sends them) resolve against the request URL.
-      boost::urls::url base;
-      base.set_scheme(where.scheme);
-      base.set_encoded_host(where.host.find(':') != std::string::npos ? "[" + where.host + "]"
-                                                                      : where.host);
-      base.set_port_number(where.port);
-      auto base_target = boost::urls::parse_origin_form(target);
-      if (!base_target) co_return failure(upstream_errc::bad_redirect, "bad request target");
-      base.set_encoded_path(base_target->encoded_path());
-      auto ref = boost::urls::parse_uri_reference(location);
-      if (!ref) co_return failure(upstream_errc::bad_redirect, "unparsable Location");
-      boost::urls::url resolved;
-      if (auto rr = boost::urls::resolve(base, *ref, resolved); !rr) {
-        co_return failure(upstream_errc::bad_redirect, "unresolvable Location");
-      }
-      auto next = split_url(resolved);
-      if (!next) co_return failure(upstream_errc::bad_redirect, "Location is not http(s)");
-      co_await response->discard();
-      response.reset();
-      log::debug("upstream", cfg_.name, ": redirect to ", next->first.key());
       if (reusable && metrics_ != nullptr) metrics_->redirect("followed");
-      where = std::move(next->first);
-      target = std::move(next->second);
-      at_upstream = false;
+      at = std::move(std::get<hop>(next));
       continue;
     }
     if (reusable && redirects > 0 && (status == 200 || status == 206)) {
-      redirects_.remember(req.target, redirect_memory::place{where, target},
+      redirects_.remember(req.target,
+                          redirect_memory::place{at.where, at.target, policy.upstream_class},
                           std::chrono::steady_clock::now() + cfg_.redirect_reuse);
     }
     co_return result;
   }
 }
 
+std::variant<upstream_client::hop, upstream_failure> upstream_client::redirect_hop(
+    const hop& from, const upstream_response& r, const upstream_request& req) const {
+  const auto refused = [&](std::string_view why) -> upstream_failure {
+    log::warn("upstream", cfg_.name, ": redirect of ", http::to_string(req.method), " ",
+              req.target.substr(0, req.target.find('?')).substr(0, 200), " refused: ", why);
+    return failure(upstream_errc::redirect_refused, "redirect refused");
+  };
+  if (!req.follow_redirects) return refused("only blob GETs follow redirects");
+  // Relative locations (Artifact Registry sends them) resolve against the request URL.
+  boost::urls::url base;
+  base.set_scheme(from.where.scheme);
+  base.set_encoded_host(from.where.host.find(':') != std::string::npos ? "[" + from.where.host + "]"
+                                                                       : from.where.host);
+  base.set_port_number(from.where.port);
+  auto base_target = boost::urls::parse_origin_form(from.target);
+  if (!base_target) return failure(upstream_errc::bad_redirect, "bad request target");
+  base.set_encoded_path(base_target->encoded_path());
+  auto ref = boost::urls::parse_uri_reference(r.fields()[http::field::location]);
+  if (!ref) return failure(upstream_errc::bad_redirect, "unparsable Location");
+  boost::urls::url resolved;
+  if (auto rr = boost::urls::resolve(base, *ref, resolved); !rr) {
+    return failure(upstream_errc::bad_redirect, "unresolvable Location");
+  }
+  auto next = split_url(resolved);
+  if (!next) return refused("Location is not http(s)");
+  // Blobs of an https upstream never travel in clear (nor through a proxy that can read them).
+  if (!next->first.tls() && origin_.tls()) return refused("https to http");
+  log::debug("upstream", cfg_.name, ": redirect to ", next->first.key());
+  return hop{std::move(next->first), std::move(next->second), false};
+}
+
+std::variant<std::monostate, upstream_client::challenge, upstream_failure>
+upstream_client::read_challenge(const upstream_response& response, const std::string& scope) const {
+  const auto challenges =
+      oci::parse_www_authenticate(all_values(response.fields(), http::field::www_authenticate));
+  const auto bearer = oci::find_challenge(challenges, "bearer");
+  const auto basic = oci::find_challenge(challenges, "basic");
+  const bool have_source = creds_.source() != nullptr;
+  challenge c;
+  if (bearer && bearer->param("realm") && !bearer->param("realm")->empty()) {
+    c.kind = scheme::bearer;
+    c.realm = std::string(*bearer->param("realm"));
+    c.service = std::string(bearer->param("service").value_or(std::string_view{}));
+    c.scope = std::string(bearer->param("scope").value_or(std::string_view{}));
+    // Never let an upstream's challenge send us (and our credentials) to a place of its choice.
+    const auto where = parse_http_url(c.realm);
+    if (!where) return failure(upstream_errc::auth_failed, "unusable token realm");
+    if (!realm_allowed(cfg_,
+                       realm_location{where->first.scheme, where->first.host, where->first.port})) {
+      log::warn("upstream", cfg_.name, ": token realm ", where->first.key(), " refused (scope ",
+                scope, ")");
+      return failure(
+          upstream_errc::realm_forbidden,
+          "token realm " + where->first.key() + " is not allowed for upstream " + cfg_.name);
+    }
+  } else if (bearer && have_source) {
+    c.kind = scheme::direct_bearer;
+  } else if (basic && have_source) {
+    c.kind = scheme::basic;
+  } else {
+    return std::monostate{};
+  }
+  return c;
+}
+
+void upstream_client::remember(const std::string& scope, challenge c) {
+  constexpr std::size_t max_challenges = 1024;
+  if (challenges_.size() >= max_challenges && !challenges_.contains(scope)) challenges_.clear();
+  challenges_.insert_or_assign(scope, std::move(c));
+}
+
+const upstream_client::challenge* upstream_client::challenge_for(const std::string& scope) const {
+  auto it = challenges_.find(scope);
+  return it == challenges_.end() ? nullptr : &it->second;
+}
+
 asio::awaitable<std::variant<std::string, upstream_failure>> upstream_client::authorization_for(
     const std::string& scope) {
-  switch (scheme_) {
-    case scheme::unknown:
-      co_return std::string();
-    case scheme::bearer: {
-      if (auto t = tokens_.find(cfg_.name, scope)) co_return "Bearer " + *t;
-      auto got = co_await obtain_token(scope);
-      if (auto* f = std::get_if<upstream_failure>(&got)) co_return std::move(*f);
-      co_return "Bearer " + std::get<std::string>(got);
+  const challenge* known = challenge_for(scope);
+  if (known == nullptr) co_return std::string();
+  const scheme kind = known->kind;
+  if (kind == scheme::bearer) {
+    if (auto t = tokens_.find(cfg_.name, scope)) co_return "Bearer " + *t;
+    const challenge copy = *known;  // the map may change while this waits
+    auto got = co_await obtain_token(scope, copy);
+    if (auto* f = std::get_if<upstream_failure>(&got)) {
+      // Nothing sticks: the scope's next request starts afresh, with a new challenge.
+      challenges_.erase(scope);
+      co_return std::move(*f);
     }
-    case scheme::basic:
-    case scheme::direct_bearer:
-      break;
+    co_return "Bearer " + std::get<std::string>(got);
   }
   auto* source = creds_.source();
-  if (source == nullptr) co_return std::string();
+  if (source == nullptr || kind == scheme::unknown) co_return std::string();
   auto got = co_await source->get();
   if (auto* f = std::get_if<upstream_failure>(&got)) co_return std::move(*f);
   const auto& c = std::get<credentials>(got);
   // A GCE access token is a bearer token: sent as such on Basic challenges too.
   if (!c.access_token.empty()) co_return "Bearer " + c.access_token;
-  if (scheme_ == scheme::basic && c.has_basic()) {
+  if (kind == scheme::basic && c.has_basic()) {
     co_return basic_authorization(c.username, c.password);
   }
   co_return std::string();
 }
 
-asio::awaitable<fetch_result> upstream_client::obtain_token(const std::string& scope) {
+asio::awaitable<fetch_result> upstream_client::obtain_token(const std::string& scope,
+                                                            const challenge& c) {
   // Waiters give up on a fetch that outlives every deadline it could meet: a credential fetch
   // and a token request, each connect + response + read.
   const auto& t = cfg_.timeouts;
@@ -598,7 +683,7 @@ asio::awaitable<fetch_result> upstream_client::obtain_token(const std::string& s
         lead.finish(*cached);
         co_return *cached;
       }
-      auto fetched = co_await fetch_token(scope);
+      auto fetched = co_await fetch_token(scope, c);
       if (metrics_ != nullptr)
         metrics_->token_fetch(!std::holds_alternative<upstream_failure>(fetched));
       lead.finish(fetched);
@@ -609,21 +694,20 @@ asio::awaitable<fetch_result> upstream_client::obtain_token(const std::string& s
   co_return failure(upstream_errc::auth_failed, "token fetch for " + scope + " did not finish");
 }
 
-asio::awaitable<fetch_result> upstream_client::fetch_token(const std::string& scope) {
-  // Copies: another request on this worker may learn a new challenge while this one waits.
-  const std::string realm = realm_;
-  const std::string service = service_;
-  const std::string challenge_scope = challenge_scope_;
-  auto parsed = boost::urls::parse_absolute_uri(realm);
+asio::awaitable<fetch_result> upstream_client::fetch_token(const std::string& scope, challenge ch) {
+  const std::string& service = ch.service;
+  const std::string& challenge_scope = ch.scope;
+  auto parsed = boost::urls::parse_absolute_uri(ch.realm);
   if (!parsed) co_return failure(upstream_errc::auth_failed, "unparsable token realm");
   boost::urls::url url = *parsed;
   auto split = split_url(url);
   if (!split) co_return failure(upstream_errc::auth_failed, "token realm is not http(s)");
-  // Never let an upstream's challenge send us (and our credentials) to a host of its choice.
-  if (!realm_host_allowed(cfg_, split->first.host)) {
+  // Checked when the challenge was read; again here, where the credentials leave.
+  if (!realm_allowed(cfg_,
+                     realm_location{split->first.scheme, split->first.host, split->first.port})) {
     co_return failure(
         upstream_errc::realm_forbidden,
-        "token realm host " + split->first.host + " is not allowed for upstream " + cfg_.name);
+        "token realm " + split->first.key() + " is not allowed for upstream " + cfg_.name);
   }
   // The challenge names the scope for the repository it refused; it is ours unless the
   // upstream renamed the repository.

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "server/address_policy.hpp"
 #include "server/auth.hpp"
 #include "server/credentials.hpp"
 
@@ -56,6 +57,8 @@ class upstream_connection {
  public:
   upstream_connection(const origin& where, asio::any_io_executor ex, asio::ssl::context* tls);
   [[nodiscard]] const origin& where() const { return where_; }
+  // The address this connection was made to.
+  [[nodiscard]] const asio::ip::tcp::endpoint& peer() const { return peer_; }
   beast::tcp_stream& lowest();
   // Runs `op(stream)` on the plain or TLS stream; `op` returns an awaitable.
   template <typename Op>
@@ -70,6 +73,7 @@ class upstream_connection {
  private:
   friend class connection_pool;
   origin where_;
+  asio::ip::tcp::endpoint peer_;
   std::unique_ptr<beast::tcp_stream> plain_;
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls_;
   beast::flat_buffer buffer_;
@@ -81,9 +85,12 @@ class connection_pool {
   explicit connection_pool(asio::any_io_executor ex) : executor_(std::move(ex)) {}
 
   // An idle connection to `where` (unless `fresh`), or a new one: resolve, connect and TLS
-  // handshake within `connect_timeout`.
+  // handshake within `connect_timeout`. With `policy` (a redirect target), every address
+  // `where` resolves to must be allowed by it (and an idle connection's), else
+  // redirect_refused and nothing is dialled.
   asio::awaitable<std::variant<std::unique_ptr<upstream_connection>, upstream_failure>> acquire(
-      const origin& where, asio::ssl::context* tls, config::duration connect_timeout, bool fresh);
+      const origin& where, asio::ssl::context* tls, config::duration connect_timeout, bool fresh,
+      const redirect_policy* policy = nullptr);
   // Keeps `c` for reuse, at most `max_idle` per origin.
   void release(std::unique_ptr<upstream_connection> c, std::size_t max_idle);
   [[nodiscard]] std::size_t idle_count() const;
@@ -98,7 +105,8 @@ class connection_pool {
 class upstream_response {
  public:
   upstream_response(std::unique_ptr<upstream_connection> c, connection_pool& pool,
-                    std::size_t max_idle, config::duration read_timeout, bool head);
+                    std::size_t max_idle, config::duration read_timeout,
+                    config::duration body_timeout, bool head);
   ~upstream_response();
   upstream_response(const upstream_response&) = delete;
   upstream_response& operator=(const upstream_response&) = delete;
@@ -107,11 +115,14 @@ class upstream_response {
   [[nodiscard]] const http::fields& fields() const { return parser_.get().base(); }
   [[nodiscard]] std::optional<std::uint64_t> content_length() const;
   [[nodiscard]] bool done() const { return parser_.is_done(); }
+  // The address the response came from.
+  [[nodiscard]] asio::ip::address peer_address() const { return conn_->peer().address(); }
 
   // Reads body bytes into [data, data+size); returns 0 only at the end of the body.
   asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read_some(char* data,
                                                                                std::size_t size);
-  // Reads the rest of the body; fails with message_size when it exceeds `limit`.
+  // Reads the rest of the body; fails with body_limit when it exceeds `limit`, and with timeout
+  // when it takes longer than the upstream's `timeouts.body` in all (a body that trickles).
   asio::awaitable<std::pair<boost::system::error_code, std::string>> read_all(std::size_t limit);
   // Makes the connection reusable if the rest of the body is small, else gives it up.
   asio::awaitable<void> discard();
@@ -126,6 +137,9 @@ class upstream_response {
   connection_pool& pool_;
   std::size_t max_idle_;
   config::duration read_timeout_;
+  config::duration body_timeout_;
+  // While read_all runs: when the whole body must have arrived.
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
   http::response_parser<http::buffer_body> parser_;
   bool failed_ = false;
   metrics::upstream_metrics* metrics_ = nullptr;  // body bytes counted on destruction
@@ -139,6 +153,10 @@ struct upstream_request {
   std::vector<std::pair<http::field, std::string>> headers;  // Accept, Range, If-Range, ...
   std::string body;   // sent when not empty (a token request's form), with Content-Length
   bool push = false;  // token scope "repository:<name>:pull,push" (publishing profiles)
+  // A blob GET: a 3xx is followed (https only, unless the upstream is http; never to an
+  // internal address of another kind than the upstream's, nor to layercache itself). Any
+  // other request answered 3xx fails with redirect_refused.
+  bool follow_redirects = false;
 };
 
 using upstream_result = std::variant<std::unique_ptr<upstream_response>, upstream_failure>;
@@ -152,6 +170,7 @@ class redirect_memory {
   struct place {
     origin where;
     std::string target;  // origin-form, with the query (a signed URL's signature)
+    std::optional<address_class> upstream_class;  // of the upstream that sent it there
   };
   // 1024 signed URLs of up to a few KiB each: a few MiB at most.
   explicit redirect_memory(std::size_t capacity = 1024) : capacity_(capacity) {}
@@ -186,9 +205,10 @@ class redirect_memory {
 // credentials: Basic user/password, an identity token as an OAuth2 refresh-token grant, a GCE
 // access token as Basic oauth2accesstoken), cached in `tokens` per (upstream, scope) and
 // fetched once for all workers (`creds.token_flights()`); a Basic challenge, or a Bearer one
-// without a realm → the credentials directly (a GCE access token as Bearer). The scheme and
-// realm learnt from the first challenge are remembered, so later requests carry a token from
-// the start.
+// without a realm → the credentials directly (a GCE access token as Bearer). A challenge is
+// remembered per repository scope (never used for another), so that scope's later requests
+// carry a token from the start; one whose realm is not allowed (realm_allowed) fails that
+// request and is not remembered.
 class upstream_client {
  public:
   upstream_client(const config::upstream& cfg, connection_pool& pool, asio::ssl::context* tls,
@@ -203,23 +223,51 @@ class upstream_client {
 
   [[nodiscard]] const config::upstream& settings() const { return cfg_; }
 
+  // layercache's own listeners, which redirects never reach (null: none known). Set before use.
+  void set_own_endpoints(const own_endpoints* own) { own_ = own; }
+
   // Where requests, body bytes and token fetches are counted (null: nowhere). Set before use.
   void set_metrics(metrics::upstream_metrics* m) { metrics_ = m; }
   [[nodiscard]] metrics::upstream_metrics* metrics() const { return metrics_; }
 
  private:
+  // How the upstream asked to be authenticated for one scope, learnt from its challenge.
+  enum class scheme { unknown, bearer, basic, direct_bearer };
+  struct challenge {
+    scheme kind = scheme::unknown;
+    std::string realm;    // bearer: the token realm URL
+    std::string service;  // bearer: the challenge's service
+    std::string scope;    // bearer: the scope the challenge named
+  };
+  // Where one try of a request is sent.
+  struct hop {
+    origin where;
+    std::string target;
+    bool at_upstream = true;  // false once redirected: no credentials leave for other places
+  };
+
   // One try of send(): challenges and redirects, no retries.
   asio::awaitable<upstream_result> send_once(const upstream_request& req);
   asio::awaitable<upstream_result> exchange(const origin& where, http::verb method,
                                             const std::string& target, const upstream_request& req,
-                                            const std::string& authorization);
+                                            const std::string& authorization,
+                                            const redirect_policy* policy = nullptr);
+  // A 401's challenge for `scope`, remembered for that scope when it can be answered; nullopt
+  // when it cannot (the client sees the 401), a failure when its realm is not allowed.
+  std::variant<std::monostate, challenge, upstream_failure> read_challenge(
+      const upstream_response& response, const std::string& scope) const;
+  // The next hop of a redirect answered at `from`, or why it is refused.
+  std::variant<hop, upstream_failure> redirect_hop(const hop& from, const upstream_response& r,
+                                                   const upstream_request& req) const;
   // The Authorization value for a request at the upstream itself; empty for none.
   asio::awaitable<std::variant<std::string, upstream_failure>> authorization_for(
       const std::string& scope);
   // A token for `scope` from the cache, or fetched once for all workers.
-  asio::awaitable<fetch_result> obtain_token(const std::string& scope);
-  asio::awaitable<fetch_result> fetch_token(const std::string& scope);
+  asio::awaitable<fetch_result> obtain_token(const std::string& scope, const challenge& c);
+  asio::awaitable<fetch_result> fetch_token(const std::string& scope, challenge c);
   asio::ssl::context* tls_for(const origin& where) const;
+  void remember(const std::string& scope, challenge c);
+  [[nodiscard]] const challenge* challenge_for(const std::string& scope) const;
 
   const config::upstream& cfg_;
   connection_pool& pool_;
@@ -227,13 +275,11 @@ class upstream_client {
   token_cache& tokens_;
   upstream_credentials& creds_;
   origin origin_;
-  // How the upstream asked to be authenticated, learnt from its last challenge.
-  enum class scheme { unknown, bearer, basic, direct_bearer } scheme_ = scheme::unknown;
-  std::string realm_;            // bearer: the token realm URL
-  std::string service_;          // bearer: the challenge's service
-  std::string challenge_scope_;  // bearer: the scope the last challenge named
+  // Challenges by scope, at most max_challenges (this worker's; cleared when full).
+  std::map<std::string, challenge, std::less<>> challenges_;
   metrics::upstream_metrics* metrics_ = nullptr;
   redirect_memory& redirects_;
+  const own_endpoints* own_ = nullptr;
 };
 
 // Splits an absolute http(s) URL into its origin and origin-form target ("/path?query");

@@ -7,6 +7,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <mutex>
@@ -46,6 +47,22 @@ struct http_stub::impl {
       if (ec) continue;
       asio::co_spawn(self->ioc, serve(self, std::move(socket)), asio::detached);
     }
+  }
+
+  // Sends `body` one byte per `every`.
+  static asio::awaitable<boost::system::error_code> trickle(impl* self, beast::tcp_stream& stream,
+                                                            const std::string& body,
+                                                            std::chrono::milliseconds every) {
+    for (char c : body) {
+      asio::steady_timer timer(self->ioc);
+      timer.expires_after(every);
+      auto [tec] = co_await timer.async_wait(use_tuple);
+      if (tec) co_return tec;
+      stream.expires_after(io_timeout);
+      auto [wec, n] = co_await asio::async_write(stream, asio::buffer(&c, 1), use_tuple);
+      if (wec) co_return wec;
+    }
+    co_return boost::system::error_code{};
   }
 
   static asio::awaitable<void> serve(impl* self, tcp::socket socket) {
@@ -92,11 +109,14 @@ struct http_stub::impl {
       res.keep_alive(req.keep_alive());
       stream.expires_after(io_timeout);
       boost::system::error_code wec;
-      if (req.method() == http::verb::head) {
+      if (req.method() == http::verb::head || answer.trickle.count() > 0) {
         // The header of the GET answer (its Content-Length included), without the body.
         http::response<http::empty_body> head{http::response_header<>(res.base())};
         auto [hec, hn] = co_await http::async_write(stream, head, use_tuple);
         wec = hec;
+        if (!wec && req.method() != http::verb::head) {
+          wec = co_await trickle(self, stream, res.body(), answer.trickle);
+        }
       } else {
         auto [gec, gn] = co_await http::async_write(stream, res, use_tuple);
         wec = gec;

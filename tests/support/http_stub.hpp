@@ -27,6 +27,9 @@ struct stub_response {
   // Wait this long before answering (a hanging endpoint); the wait ends early when the stub
   // is destroyed.
   std::chrono::milliseconds delay{0};
+  // Not zero: the header at once, then the body one byte at a time, this long apart (a body
+  // that trickles); ends early when the client goes or the stub is destroyed.
+  std::chrono::milliseconds trickle{0};
 };
 
 // Answers every request with `handler(request)`, called on the stub's own thread (one at a

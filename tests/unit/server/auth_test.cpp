@@ -68,11 +68,20 @@ INSTANTIATE_TEST_SUITE_P(
                       token_case{"{", std::nullopt},
                       token_case{std::string(100, '[') + std::string(100, ']'), std::nullopt}));
 
-config::upstream upstream_on(std::string host) {
+config::upstream upstream_on(std::string host, std::string scheme = "https",
+                             std::uint16_t port = 443) {
   config::upstream u;
   u.name = "u";
+  u.scheme = std::move(scheme);
   u.host = std::move(host);
+  u.port = port;
   return u;
+}
+
+// Whether `u` may send credentials to a realm at scheme://host:port.
+bool realm_host_allowed(const config::upstream& u, std::string_view host,
+                        std::string_view scheme = "https", std::uint16_t port = 443) {
+  return realm_allowed(u, realm_location{scheme, host, port});
 }
 
 TEST(ClientCredentials, BearerOrBasicPasswordMatchesTheToken) {
@@ -114,6 +123,7 @@ TEST(RealmHost, ParentDomainRule) {
 
   const auto ip = upstream_on("127.0.0.1");
   EXPECT_TRUE(realm_host_allowed(ip, "127.0.0.1"));
+  EXPECT_FALSE(realm_host_allowed(ip, "127.0.0.1", "https", 8443));
   EXPECT_FALSE(realm_host_allowed(ip, "127.0.0.2"));
   EXPECT_FALSE(realm_host_allowed(ip, "0.1"));
 
@@ -168,6 +178,37 @@ TEST(RealmHost, ConfiguredList) {
   ip.auth.realm_hosts = {"127.0.0.2"};
   EXPECT_TRUE(realm_host_allowed(ip, "127.0.0.2"));
   EXPECT_FALSE(realm_host_allowed(ip, "127.0.0.3"));
+}
+
+// Issue 25: the scheme and the port are part of the check.
+TEST(RealmHost, SchemeAndPortCount) {
+  const auto hub = upstream_on("registry-1.docker.io");
+  EXPECT_FALSE(realm_host_allowed(hub, "auth.docker.io", "http", 443));
+  EXPECT_FALSE(realm_host_allowed(hub, "auth.docker.io", "http", 80));
+  EXPECT_FALSE(realm_host_allowed(hub, "registry-1.docker.io", "http", 443));
+  EXPECT_FALSE(realm_host_allowed(hub, "registry-1.docker.io", "https", 22));
+  EXPECT_FALSE(realm_host_allowed(hub, "auth.docker.io", "https", 9401));
+  EXPECT_FALSE(realm_host_allowed(hub, "auth.docker.io", "ftp", 443));
+
+  // An http upstream may use an http or https realm, on its own port.
+  const auto plain = upstream_on("127.0.0.1", "http", 5000);
+  EXPECT_TRUE(realm_host_allowed(plain, "127.0.0.1", "http", 5000));
+  EXPECT_TRUE(realm_host_allowed(plain, "127.0.0.1", "https", 5000));
+  EXPECT_FALSE(realm_host_allowed(plain, "127.0.0.1", "http", 5001));
+
+  auto listed = upstream_on("registry.example.com", "https", 5000);
+  listed.auth.realm_hosts = {"auth.example.com:5001", "tokens.example.com", "[::1]:7000", "::2",
+                             "*.example.net:8443"};
+  EXPECT_TRUE(realm_host_allowed(listed, "auth.example.com", "https", 5001));
+  EXPECT_FALSE(realm_host_allowed(listed, "auth.example.com", "https", 443));
+  EXPECT_TRUE(realm_host_allowed(listed, "tokens.example.com", "https", 443));
+  EXPECT_FALSE(realm_host_allowed(listed, "tokens.example.com", "https", 5000));
+  EXPECT_FALSE(realm_host_allowed(listed, "tokens.example.com", "http", 443));
+  EXPECT_TRUE(realm_host_allowed(listed, "::1", "https", 7000));
+  EXPECT_TRUE(realm_host_allowed(listed, "::2", "https", 443));
+  EXPECT_TRUE(realm_host_allowed(listed, "a.example.net", "https", 8443));
+  EXPECT_FALSE(realm_host_allowed(listed, "a.example.net", "https", 443));
+  EXPECT_TRUE(realm_host_allowed(listed, "registry.example.com", "https", 5000));
 }
 
 TEST(MetadataToken, Parses) {

@@ -187,7 +187,8 @@ for chunk in $CHUNKS; do
     get_manifest
     cold=$(replay "http://127.0.0.1:$LC_PORT")
     wait_profile
-    curl -sf -o /dev/null -X DELETE "http://127.0.0.1:$ADMIN_PORT/admin/blobs"
+    curl -sf -o /dev/null -X DELETE -H "Content-Type: application/json" \
+      "http://127.0.0.1:$ADMIN_PORT/admin/blobs"
     fetched0=$(metric layercache_prefetch_fetched_bytes_total)
     used0=$(metric layercache_prefetch_used_bytes_total)
     get_manifest
@@ -197,7 +198,8 @@ for chunk in $CHUNKS; do
     used=$(metric layercache_prefetch_used_bytes_total)
     warm=$(replay "http://127.0.0.1:$LC_PORT")
     # The prefetch alone: chunks emptied again, the manifest served, no reads; until idle.
-    curl -sf -o /dev/null -X DELETE "http://127.0.0.1:$ADMIN_PORT/admin/blobs"
+    curl -sf -o /dev/null -X DELETE -H "Content-Type: application/json" \
+      "http://127.0.0.1:$ADMIN_PORT/admin/blobs"
     t0=$(date +%s.%N)
     get_manifest
     sleep 0.05

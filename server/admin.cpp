@@ -139,15 +139,17 @@ class admin_session final : public session_base {
   }
 
   // Refusals for requests a web page could have sent: a Host that is not this listener (DNS
-  // rebinding), a state-changing call without JSON or the token (a simple cross-site request).
-  std::optional<response> refusal(const request& req, bool get) const {
+  // rebinding), a state-changing admin call without JSON when no token guards it (a simple
+  // cross-site request).
+  std::optional<response> refusal(const request& req, const std::string& path, bool get) const {
     const auto& a = admin_.cfg.admin;
     if (!admin_host_allowed(req[http::field::host], a.host, admin_.port, a.hosts)) {
       return error_response(http::status::forbidden,
                             "the Host header does not name this listener (see admin.hosts)");
     }
-    if (!get && !is_json(req[http::field::content_type]) &&
-        (a.token.empty() || !token_ok(req, a.token))) {
+    // With a token, /admin/* needs it (below), and no page can send it without a preflight.
+    if (!get && a.token.empty() && path.starts_with("/admin/") &&
+        !is_json(req[http::field::content_type])) {
       return error_response(http::status::unsupported_media_type,
                             "a request that changes state needs Content-Type: application/json");
     }
@@ -159,7 +161,7 @@ class admin_session final : public session_base {
     if (!parsed) co_return error_response(http::status::bad_request, "bad request target");
     const std::string path = parsed->path();
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
-    if (auto refused = refusal(req, get)) co_return std::move(*refused);
+    if (auto refused = refusal(req, path, get)) co_return std::move(*refused);
 
     if (path == "/healthz") {
       if (!get) co_return not_allowed("GET");

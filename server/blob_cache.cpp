@@ -168,6 +168,19 @@ bool blob_cache::owns(cache::origin_id origin, const oci::digest& d) const {
   return it == owners_.end() || it->second == origin;
 }
 
+namespace {
+
+// A blob's size as an answer about it tells it: a HEAD's or 200's Content-Length, a 206's
+// Content-Range complete length.
+std::optional<std::uint64_t> size_told(const upstream_response& r) {
+  if (r.status() == 200) return r.content_length();
+  if (r.status() != 206) return std::nullopt;
+  const auto range = oci::parse_content_range(r.fields()[http::field::content_range]);
+  return range ? range->complete_length : std::nullopt;
+}
+
+}  // namespace
+
 std::string blob_cache::key_of(const oci::digest& d, std::uint32_t index) const {
   std::string k = d.str();
   k += '#';
@@ -217,15 +230,27 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   req.target = "/v2/" + repository + "/blobs/" + d.str();
   req.repository = repository;
   auto result = co_await client.send(std::move(req));
+  if (auto* f = std::get_if<upstream_failure>(&result);
+      f != nullptr && f->code == upstream_errc::redirect_refused) {
+    // A HEAD never follows a redirect (issue 25); a blob GET may: its first byte's
+    // Content-Range tells the size (registries that send blobs to storage redirect HEADs too).
+    upstream_request first;
+    first.target = "/v2/" + repository + "/blobs/" + d.str();
+    first.repository = repository;
+    first.follow_redirects = true;
+    first.headers.emplace_back(http::field::range, "bytes=0-0");
+    result = co_await client.send(std::move(first));
+  }
   if (auto* f = std::get_if<upstream_failure>(&result)) {
     if (lead) lead->finish(*f);
     co_return std::move(*f);
   }
   auto& response = std::get<std::unique_ptr<upstream_response>>(result);
-  const auto length = response->content_length();
-  if (response->status() != 200 || !length) {
+  const auto length = size_told(*response);
+  if (response->status() == 206) co_await response->discard();
+  if ((response->status() != 200 && response->status() != 206) || !length) {
     if (lead) lead->finish(upstream_failure{upstream_errc::protocol, "blob HEAD refused"});
-    if (response->status() != 200) co_return std::move(response);
+    if (response->status() != 200 && response->status() != 206) co_return std::move(response);
     co_return upstream_failure{upstream_errc::protocol, "blob HEAD answered without a length"};
   }
   const blob_meta meta{*length, settings_.chunk_size, false};

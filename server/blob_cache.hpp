@@ -88,8 +88,9 @@ class blob_cache {
   using describe_result =
       std::variant<blob_meta, std::unique_ptr<upstream_response>, upstream_failure>;
 
-  // The blob's size and chunk size: from the store, from memory, or from an upstream HEAD —
-  // one at a time per blob: readers arriving while it runs wait for its answer (a herd of
+  // The blob's size and chunk size: from the store, from memory, or from an upstream HEAD (a
+  // HEAD the upstream redirects: a GET of the first byte, which may follow) — one at a time
+  // per blob: readers arriving while it runs wait for its answer (a herd of
   // clients on a cold blob sends one HEAD, not one each). A non-2xx upstream answer is
   // returned for the caller to pass on (each such caller asks for its own).
   asio::awaitable<describe_result> describe(upstream_client& client, const std::string& repository,

@@ -130,7 +130,8 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
   if (s.client_token != t.client_token) out.emplace_back("server.client_auth");
   if (a.admin.enabled != b.admin.enabled || a.admin.host != b.admin.host ||
       a.admin.port != b.admin.port || a.admin.token != b.admin.token ||
-      a.admin.metrics_need_token != b.admin.metrics_need_token) {
+      a.admin.metrics_need_token != b.admin.metrics_need_token ||
+      a.admin.max_connections != b.admin.max_connections || a.admin.hosts != b.admin.hosts) {
     out.emplace_back("admin");
   }
   const auto& c = a.cache;
@@ -162,7 +163,9 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
         u.aliases != v.aliases || u.ca_file != v.ca_file ||
         u.max_idle_connections != v.max_idle_connections || u.max_redirects != v.max_redirects ||
         u.timeouts.connect != v.timeouts.connect || u.timeouts.response != v.timeouts.response ||
-        u.timeouts.read != v.timeouts.read || u.retry.attempts != v.retry.attempts ||
+        u.timeouts.read != v.timeouts.read || u.timeouts.body != v.timeouts.body ||
+        u.allow_internal_redirects != v.allow_internal_redirects ||
+        u.auth.realm_hosts != v.auth.realm_hosts || u.retry.attempts != v.retry.attempts ||
         u.retry.backoff != v.retry.backoff || u.retry.max_backoff != v.retry.max_backoff ||
         u.retry.max_retry_after != v.retry.max_retry_after || u.auth.type != v.auth.type ||
         u.auth.username != v.auth.username || u.auth.password != v.auth.password;

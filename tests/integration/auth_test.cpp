@@ -37,6 +37,14 @@ std::size_t count_scope(const std::vector<token_request>& seen, std::string_view
   }));
 }
 
+// The issuer's realm host:port listed for an upstream's credentials: a realm on the
+// registry's host but another port is refused unless listed (issue 25).
+std::string realm_hosts_of(const token_issuer& issuer) {
+  const std::string realm = issuer.realm();  // http://127.0.0.1:PORT/token
+  const auto start = realm.find("//") + 2;
+  return "      realm_hosts: ['" + realm.substr(start, realm.find('/', start) - start) + "']\n";
+}
+
 // One token issuer and one `auth: token` registry seeded through it, shared by this file.
 class TokenAuthTest : public ::testing::Test {
  protected:
@@ -71,15 +79,18 @@ class TokenAuthTest : public ::testing::Test {
 
   std::string basic_auth_yaml(std::string_view password_file) const {
     return "    auth:\n      type: basic\n      username: " + std::string(kUser) +
-           "\n      password_file: " + std::string(password_file) + "\n";
+           "\n      password_file: " + std::string(password_file) + "\n" + realm_hosts_of(*issuer_);
   }
 
   std::unique_ptr<layercache_instance> proxy_with(std::string_view auth_yaml,
                                                   std::string_view extra = {}) const {
     // No eager prefetch: token fetches are counted per client request.
+    std::string auth =
+        auth_yaml.empty() ? "    auth:\n      type: anonymous\n" : std::string(auth_yaml);
+    if (auth.find("realm_hosts") == std::string::npos) auth += realm_hosts_of(*issuer_);
     return std::make_unique<layercache_instance>(
         "prefetch:\n  eager_layers: never\nupstreams:\n" +
-        upstream_yaml("reg", registry_->url(), true, std::string(auth_yaml) + std::string(extra)));
+        upstream_yaml("reg", registry_->url(), true, auth + std::string(extra)));
   }
 
   // Pulls team/app:v1 (manifest by tag, then every blob) and checks the bytes.
@@ -348,7 +359,7 @@ TEST_F(TokenAuthTest, SecretsStayOutOfTheLogAndExposedFilesAreFlagged) {
         upstream_yaml("dc", registry_->url(), false,
                       "    auth:\n      type: docker_config\n"
                       "      docker_config: " +
-                          config_json.string() + "\n"));
+                          config_json.string() + "\n" + realm_hosts_of(*issuer_)));
     pull_app(client_, proxy);
     auto via_docker_config =
         client_.get(proxy.url() + "/v2/dc/team/other/manifests/v1", kAcceptAll);
@@ -420,7 +431,7 @@ TEST_F(GceMetadataTest, AccessTokenIsBasicPasswordAtTheRealm) {
   layercache_instance proxy(
       "upstreams:\n" + upstream_yaml("ar", ar.url(), true,
                                      "    auth:\n      type: gce_metadata\n      metadata_url: " +
-                                         metadata.url() + "\n"));
+                                         metadata.url() + "\n" + realm_hosts_of(gce_issuer)));
   auto m = client_.get(proxy.url() + "/v2/proj/repo/img/manifests/v1", kAcceptAll);
   ASSERT_EQ(m.status, 200u) << m.body;
   auto b = client_.get(proxy.url() + "/v2/proj/repo/img/blobs/" + img.layers[0].digest.str());
@@ -450,7 +461,7 @@ TEST_F(GceMetadataTest, AccessTokenRefreshedBeforeItExpires) {
   layercache_instance proxy(
       "upstreams:\n" + upstream_yaml("ar", ar.url(), true,
                                      "    auth:\n      type: gce_metadata\n      metadata_url: " +
-                                         metadata.url() + "\n"));
+                                         metadata.url() + "\n" + realm_hosts_of(gce_issuer)));
   auto first = client_.get(proxy.url() + "/v2/p/r/blobs/" + img.layers[0].digest.str());
   ASSERT_EQ(first.status, 200u) << first.body;
   ASSERT_EQ(metadata.requests().size(), 1u);
@@ -530,9 +541,10 @@ TEST(AuthSecurity, RealmOnForeignHostGetsNoCredentials) {
   }
   // Control: once the realm host is allowed, it does get the credentials.
   {
-    layercache_instance proxy(
-        "upstreams:\n" +
-        upstream_yaml("m", upstream.url(), true, auth + "      realm_hosts: [127.0.0.2]\n"));
+    layercache_instance proxy("upstreams:\n" +
+                              upstream_yaml("m", upstream.url(), true,
+                                            auth + "      realm_hosts: ['127.0.0.2:" +
+                                                std::to_string(foreign_realm.port()) + "']\n"));
     auto r = c.get(proxy.url() + "/v2/a/b/manifests/v1", kAcceptAll);
     EXPECT_EQ(r.status, 404u) << r.body;
     const auto seen = foreign_realm.requests();

@@ -30,7 +30,6 @@ namespace {
 using namespace std::chrono_literals;
 constexpr std::size_t MiB = 1024 * 1024;
 
-
 class ClientFaultsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

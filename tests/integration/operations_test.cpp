@@ -14,6 +14,9 @@
 namespace layercache::testing {
 namespace {
 
+// State-changing admin calls say JSON, as layercachectl does (issue 25).
+const header_list kJson = {{"Content-Type", "application/json"}};
+
 constexpr std::size_t KiB = 1024;
 constexpr std::size_t MiB = 1024 * KiB;
 
@@ -35,7 +38,8 @@ class OperationsTest : public ::testing::Test {
     proxy_.reset();
     // No eager prefetch, no profile lookups upstream: the sequences below count exact requests.
     proxy_ = std::make_unique<layercache_instance>(
-        admin_yaml + "prefetch:\n  eager_layers: never\n  fetch_published: false\ncache:\n  path: " +
+        admin_yaml +
+        "prefetch:\n  eager_layers: never\n  fetch_published: false\ncache:\n  path: " +
         (cache_dir_.path() / "store").string() +
         "\n  chunk_size: 256KiB\n  capacity: 1GiB\n  complete_partial: false\nupstreams:\n" +
         upstream_yaml("up", upstream_->url(), true));
@@ -172,12 +176,13 @@ TEST_F(OperationsTest, AdminStatsListAndPurge) {
   EXPECT_EQ(json_of(client_.get(admin("/admin/blobs?limit=1"))).at("blobs").as_array().size(), 1u);
   EXPECT_EQ(client_.get(admin("/admin/blobs?limit=x")).status, 400u);
 
-  const auto purged = client_.request("DELETE", admin("/admin/blobs/" + big.digest.str()));
+  const auto purged = client_.request("DELETE", admin("/admin/blobs/" + big.digest.str()), kJson);
   EXPECT_EQ(purged.status, 200u) << purged.body;
   EXPECT_EQ(text(json_of(purged).at("purged")), big.digest.str());
-  EXPECT_EQ(client_.request("DELETE", admin("/admin/blobs/" + big.digest.str())).status, 404u);
-  EXPECT_EQ(client_.request("DELETE", admin("/admin/blobs/sha256:nothex")).status, 400u);
-  EXPECT_EQ(client_.request("POST", admin("/admin/blobs/" + big.digest.str())).status, 405u);
+  EXPECT_EQ(client_.request("DELETE", admin("/admin/blobs/" + big.digest.str()), kJson).status,
+            404u);
+  EXPECT_EQ(client_.request("DELETE", admin("/admin/blobs/sha256:nothex"), kJson).status, 400u);
+  EXPECT_EQ(client_.request("POST", admin("/admin/blobs/" + big.digest.str()), kJson).status, 405u);
   listed = json_of(client_.get(admin("/admin/blobs")));
   ASSERT_EQ(listed.at("total"), 1);
 
@@ -186,7 +191,7 @@ TEST_F(OperationsTest, AdminStatsListAndPurge) {
   ASSERT_EQ(again.status, 200u);
   EXPECT_TRUE(again.body == big.data);
 
-  const auto all = client_.request("DELETE", admin("/admin/blobs"));
+  const auto all = client_.request("DELETE", admin("/admin/blobs"), kJson);
   EXPECT_EQ(all.status, 200u);
   EXPECT_EQ(json_of(all).at("purged_blobs"), 2);
   stats = json_of(client_.get(admin("/admin/stats")));
@@ -205,8 +210,7 @@ TEST_F(OperationsTest, PreloadWarmsAnImageSoItServesWithTheUpstreamGone) {
 
   const std::string body = R"({"reference": ")" + upstream_->url().substr(7) +
                            R"(/ops/app:multi", "platform": "linux/arm64"})";
-  const auto r = client_.request("POST", admin("/admin/preload"),
-                                 {{"Content-Type", "application/json"}}, body);
+  const auto r = client_.request("POST", admin("/admin/preload"), kJson, body);
   ASSERT_EQ(r.status, 200u) << r.body;
   const auto result = json_of(r);
   EXPECT_EQ(text(result.at("digest")), index.digest.str());
@@ -219,7 +223,7 @@ TEST_F(OperationsTest, PreloadWarmsAnImageSoItServesWithTheUpstreamGone) {
   EXPECT_EQ(listed.at("total"), 2);
 
   // Now amd64 by name of the upstream, then everything with the upstream stopped.
-  const auto amd = client_.request("POST", admin("/admin/preload"), {},
+  const auto amd = client_.request("POST", admin("/admin/preload"), kJson,
                                    R"({"reference": "ops/app:multi", "upstream": "up"})");
   ASSERT_EQ(amd.status, 200u) << amd.body;
   EXPECT_EQ(json_of(amd).at("blobs"), 3);
@@ -241,7 +245,7 @@ TEST_F(OperationsTest, PreloadWarmsAnImageSoItServesWithTheUpstreamGone) {
 TEST_F(OperationsTest, PreloadErrorsAreClear) {
   start_proxy();
   auto post = [&](const std::string& body) {
-    return client_.request("POST", admin("/admin/preload"), {}, body);
+    return client_.request("POST", admin("/admin/preload"), kJson, body);
   };
   EXPECT_EQ(post("not json").status, 400u);
   EXPECT_EQ(post(R"({"reference": 5})").status, 400u);
@@ -268,7 +272,7 @@ TEST_F(OperationsTest, AdminTokenGuardsTheAdminApiButNotMetrics) {
             401u);
   EXPECT_EQ(client_.get(admin("/admin/stats"), {{"Authorization", "Bearer s3cret-token"}}).status,
             200u);
-  EXPECT_EQ(client_.request("DELETE", admin("/admin/blobs")).status, 401u);
+  EXPECT_EQ(client_.request("DELETE", admin("/admin/blobs"), kJson).status, 401u);
   EXPECT_EQ(client_.get(admin("/metrics")).status, 200u);
   EXPECT_EQ(client_.get(admin("/healthz")).status, 200u);
 

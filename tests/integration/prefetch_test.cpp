@@ -25,6 +25,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// State-changing admin calls say JSON, as layercachectl does (issue 25).
+const header_list kJson = {{"Content-Type", "application/json"}};
+
 constexpr std::uint64_t KiB = 1024;
 constexpr std::uint64_t MiB = 1024 * KiB;
 constexpr std::uint64_t chunk = 256 * KiB;
@@ -188,10 +191,10 @@ TEST_F(PrefetchTest, RecordedProfileIsExportedImportedAndReplayedInOrderOnAnothe
   // Node B starts empty and imports the profile.
   auto b = start(dir_.path() / "b", prefetch_yaml("never", 1, "60s"));
   const auto wrong =
-      client_.request("PUT", admin(*b, "/admin/profiles/" + l0.digest.str()), {}, exported.body);
+      client_.request("PUT", admin(*b, "/admin/profiles/" + l0.digest.str()), kJson, exported.body);
   EXPECT_EQ(wrong.status, 400u) << "a profile was stored under another manifest";
-  EXPECT_EQ(client_.request("PUT", admin(*b, manifest_path()), {}, "{nope").status, 400u);
-  const auto imported = client_.request("PUT", admin(*b, manifest_path()), {}, exported.body);
+  EXPECT_EQ(client_.request("PUT", admin(*b, manifest_path()), kJson, "{nope").status, 400u);
+  const auto imported = client_.request("PUT", admin(*b, manifest_path()), kJson, exported.body);
   ASSERT_EQ(imported.status, 200u) << imported.body;
   EXPECT_EQ(metric(*b, "layercache_prefetch_profiles"), 1);
 
@@ -233,9 +236,9 @@ TEST_F(PrefetchTest, RecordedProfileIsExportedImportedAndReplayedInOrderOnAnothe
   EXPECT_EQ(metric(*b, "layercache_prefetch_used_bytes_total"), 4.0 * chunk);  // precision 1
 
   // Deleting the profile.
-  EXPECT_EQ(client_.request("DELETE", admin(*b, manifest_path())).status, 200u);
+  EXPECT_EQ(client_.request("DELETE", admin(*b, manifest_path()), kJson).status, 200u);
   EXPECT_EQ(client_.get(admin(*b, manifest_path())).status, 404u);
-  EXPECT_EQ(client_.request("DELETE", admin(*b, manifest_path())).status, 404u);
+  EXPECT_EQ(client_.request("DELETE", admin(*b, manifest_path()), kJson).status, 404u);
 }
 
 TEST_F(PrefetchTest, PublishedProfileTravelsThroughTheRegistryToANodeWithoutOne) {
@@ -302,11 +305,11 @@ TEST_F(PrefetchTest, AHeadOfAKnownManifestStartsTheReplay) {
   const std::string profile = "{\"version\":1,\"manifest\":\"" + img_->manifest.digest.str() +
                               "\",\"runs\":1,\"entries\":[{\"blob\":\"" + l0.digest.str() +
                               "\",\"offset\":0,\"length\":10,\"seen\":1,\"at_ms\":0}]}";
-  ASSERT_EQ(client_.request("PUT", admin(*p, manifest_path()), {}, profile).status, 200u);
+  ASSERT_EQ(client_.request("PUT", admin(*p, manifest_path()), kJson, profile).status, 200u);
   ASSERT_EQ(get_manifest(*p).status, 200u);  // stores the manifest (and replays once)
   ASSERT_TRUE(eventually(
       [&] { return metric(*p, "layercache_prefetch_fetched_bytes_total") == 1.0 * chunk; }));
-  ASSERT_EQ(client_.request("DELETE", admin(*p, "/admin/blobs")).status, 200u);
+  ASSERT_EQ(client_.request("DELETE", admin(*p, "/admin/blobs"), kJson).status, 200u);
   storage_host_->clear_requests();
   // containerd resolves the tag with HEAD before its GET: the replay starts there.
   const auto head = client_.head(p->url() + "/v2/p/app/manifests/v1",
@@ -464,7 +467,7 @@ TEST(PrefetchBatchTest, ScatteredChunksOfALayerComeInOneMultiRangeRequest) {
     p.entries.push_back(cache::profile_entry{o.b->digest, o.index * chunk + 5, 10, 1, at += 10});
   }
   const auto imported = client.request(
-      "PUT", admin + "/admin/profiles/" + img.manifest.digest.str(), {}, cache::to_json(p));
+      "PUT", admin + "/admin/profiles/" + img.manifest.digest.str(), kJson, cache::to_json(p));
   ASSERT_EQ(imported.status, 200u) << imported.body;
 
   ASSERT_EQ(client
@@ -568,7 +571,7 @@ TEST_F(SlowUpstreamTest, DemandReadsOvertakePrefetchAndShareItsFills) {
                         "upstreams:\n" + upstream_yaml("slow", stub_->url(), true));
   const std::string admin = "http://127.0.0.1:" + std::to_string(p.srv().admin_port()) +
                             "/admin/profiles/" + img_->manifest.digest.str();
-  ASSERT_EQ(client_.request("PUT", admin, {}, profile).status, 200u);
+  ASSERT_EQ(client_.request("PUT", admin, kJson, profile).status, 200u);
 
   ASSERT_EQ(client_
                 .get(p.url() + "/v2/slow/app/manifests/v1",

@@ -34,8 +34,9 @@ struct stub_response {
 
 // Answers every request with `handler(request)`, called on the stub's own thread (one at a
 // time); a HEAD is answered with the header the handler's answer would have (Content-Length
-// of its body included) and no body. Every request is recorded before the handler runs. `address` must be a loopback
-// address (127.0.0.1, 127.0.0.2, ...). requests()/clear_requests() are thread-safe.
+// of its body included) and no body. Every request is recorded before the handler runs. `address`
+// must be a loopback address (127.0.0.1, 127.0.0.2, ...). requests()/clear_requests() are
+// thread-safe.
 class http_stub {
  public:
   using handler = std::function<stub_response(const stub_request&)>;

@@ -504,30 +504,11 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
     if (at.at_upstream) policy.upstream_class = classify(response->peer_address());
 
     if (status == 401 && at.at_upstream) {
-      const auto* known = challenge_for(scope);
-      const bool sent_token =
-          known != nullptr && known->kind == scheme::bearer && authorization.starts_with("Bearer ");
-      // What we sent was refused: never send it again.
-      if (sent_token) tokens_.erase(cfg_.name, scope, std::string_view(authorization).substr(7));
-      if (auth_retried) co_return result;  // refused with fresh credentials: the client sees it
-      auto next = read_challenge(*response, scope);
-      if (std::holds_alternative<std::monostate>(next)) co_return result;  // the client sees it
-      if (auto* f = std::get_if<upstream_failure>(&next)) {
-        challenges_.erase(scope);
-        co_await response->discard();
-        co_return std::move(*f);
-      }
-      auto* source = creds_.source();
-      if (!sent_token && !authorization.empty() && source != nullptr && known != nullptr &&
-          (known->kind == scheme::basic || known->kind == scheme::direct_bearer)) {
-        // Credentials sent directly were refused: the source fetches new ones.
-        auto current = co_await source->get();
-        if (auto* c = std::get_if<credentials>(&current)) source->refused(*c);
-      }
-      auth_retried = true;
-      co_await response->discard();
+      auto next = co_await on_unauthorized(*response, scope, authorization, auth_retried);
+      if (next.failure) co_return std::move(*next.failure);
+      if (!next.retry) co_return result;  // the client sees the upstream's refusal
       response.reset();
-      remember(scope, std::move(std::get<challenge>(next)));
+      auth_retried = true;
       continue;
     }
 
@@ -556,6 +537,34 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
     }
     co_return result;
   }
+}
+
+asio::awaitable<upstream_client::after_401> upstream_client::on_unauthorized(
+    upstream_response& response, const std::string& scope, const std::string& authorization,
+    bool retried) {
+  const auto* known = challenge_for(scope);
+  const bool sent_token =
+      known != nullptr && known->kind == scheme::bearer && authorization.starts_with("Bearer ");
+  // What we sent was refused: never send it again.
+  if (sent_token) tokens_.erase(cfg_.name, scope, std::string_view(authorization).substr(7));
+  if (retried) co_return after_401{};  // refused with fresh credentials: the client sees it
+  auto next = read_challenge(response, scope);
+  if (std::holds_alternative<std::monostate>(next)) co_return after_401{};
+  if (auto* f = std::get_if<upstream_failure>(&next)) {
+    challenges_.erase(scope);
+    co_await response.discard();
+    co_return after_401{false, std::move(*f)};
+  }
+  auto* source = creds_.source();
+  if (!sent_token && !authorization.empty() && source != nullptr && known != nullptr &&
+      (known->kind == scheme::basic || known->kind == scheme::direct_bearer)) {
+    // Credentials sent directly were refused: the source fetches new ones.
+    auto current = co_await source->get();
+    if (auto* c = std::get_if<credentials>(&current)) source->refused(*c);
+  }
+  co_await response.discard();
+  remember(scope, std::move(std::get<challenge>(next)));
+  co_return after_401{true, std::nullopt};
 }
 
 std::variant<upstream_client::hop, upstream_failure> upstream_client::redirect_hop(

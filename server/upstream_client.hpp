@@ -252,6 +252,14 @@ class upstream_client {
                                             const std::string& target, const upstream_request& req,
                                             const std::string& authorization,
                                             const redirect_policy* policy = nullptr);
+  // After a 401 from the upstream: retry with what its challenge asks for (remembered for
+  // `scope`), pass the 401 on (neither set), or fail (a realm that is not allowed).
+  struct after_401 {
+    bool retry = false;
+    std::optional<upstream_failure> failure;
+  };
+  asio::awaitable<after_401> on_unauthorized(upstream_response& response, const std::string& scope,
+                                             const std::string& authorization, bool retried);
   // A 401's challenge for `scope`, remembered for that scope when it can be answered; nullopt
   // when it cannot (the client sees the 401), a failure when its realm is not allowed.
   std::variant<std::monostate, challenge, upstream_failure> read_challenge(

@@ -20,6 +20,7 @@
 #include "tests/support/layercache_instance.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/raw_connection.hpp"
+#include "tests/support/registry.hpp"
 
 namespace layercache::testing {
 namespace {
@@ -353,6 +354,64 @@ TEST_F(HostileUpstreamTest, ATokenEndpointsRedirectIsNotFollowed) {
   EXPECT_EQ(r.status, 502u) << r.body;
   EXPECT_TRUE(collector.requests().empty());
   EXPECT_EQ(front.requests().size(), 2u);  // the manifest's 401, the token request
+}
+
+// An https upstream's blobs never travel in clear: its redirect to an http URL is refused
+// (the control: a relative one, on its own https origin, is followed).
+TEST_F(HostileUpstreamTest, AnHttpsUpstreamsRedirectToHttpIsRefused) {
+  temp_dir certs;
+  const auto tls = make_test_certificates(certs.path());
+  const std::string blob = random_bytes(100'000, 27);
+  const std::string digest = oci::digest_of(blob, oci::digest_algorithm::sha256).str();
+  http_stub plain([&](const stub_request&) -> stub_response { return {200, {}, blob, {}}; });
+  const std::string plain_url = plain.url();
+  std::atomic<bool> downgrade{true};
+  http_stub upstream(
+      [&](const stub_request& r) -> stub_response {
+        if (r.target.starts_with("/storage/")) return {200, {}, blob, {}};
+        if (!contains(r.target, "/blobs/")) return not_found();
+        if (r.method == "HEAD") return {200, {}, blob, {}};
+        return {307,
+                {{"Location", downgrade ? plain_url + "/storage/b?sig=1" : "/storage/b?sig=1"}},
+                "",
+                {}};
+      },
+      "127.0.0.1", stub_tls{tls.server_cert, tls.server_key});
+  auto proxy = proxy_for(upstream.url(), "    ca_file: " + tls.ca_cert + "\n");
+  const std::string url = proxy->url() + "/v2/lib/app/blobs/" + digest;
+  auto r = client_.get(url, {{"Range", "bytes=0-99"}});
+  expect_refused_quietly(r, plain.port());
+  EXPECT_TRUE(plain.requests().empty()) << "a blob of an https upstream was fetched over http";
+  EXPECT_EQ(refused_redirects(*proxy), 1);
+  downgrade = false;
+  r = client_.get(url, {{"Range", "bytes=0-99"}});
+  ASSERT_EQ(r.status, 206u) << r.body;
+  EXPECT_EQ(r.body, blob.substr(0, 100));
+}
+
+// The issue: an https upstream's `Bearer realm="http://…"` received its Basic credentials in
+// clear. Even on a listed host:port, an https upstream's realm must be https.
+TEST_F(HostileUpstreamTest, AnHttpsUpstreamsHttpRealmGetsNoCredentials) {
+  temp_dir certs;
+  const auto tls = make_test_certificates(certs.path());
+  http_stub plain([](const stub_request&) -> stub_response {
+    return {200, {{"Content-Type", "application/json"}}, R"({"token":"t"})", {}};
+  });
+  const std::string realm = plain.url() + "/token";
+  http_stub upstream(
+      [&](const stub_request& r) -> stub_response {
+        if (r.header("Authorization") == "Bearer t") return manifest_answer();
+        return {
+            401, {{"WWW-Authenticate", "Bearer realm=\"" + realm + "\",service=\"s\""}}, "", {}};
+      },
+      "127.0.0.1", stub_tls{tls.server_cert, tls.server_key});
+  auto proxy =
+      proxy_for(upstream.url(), "    ca_file: " + tls.ca_cert + "\n" +
+                                    basic_auth_yaml("      realm_hosts: ['127.0.0.1:" +
+                                                    std::to_string(plain.port()) + "']\n"));
+  const auto r = client_.get(proxy->url() + "/v2/lib/app/manifests/v1", kAccept);
+  EXPECT_EQ(r.status, 502u) << r.body;
+  EXPECT_TRUE(plain.requests().empty()) << "credentials went to an http realm";
 }
 
 // The issue: `timeouts.read` is per pause, so a manifest body that trickles a byte at a time

@@ -5,11 +5,13 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -31,6 +33,7 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 struct http_stub::impl {
   impl(handler h, std::string a) : respond(std::move(h)), address(std::move(a)) {}
 
+  std::unique_ptr<asio::ssl::context> tls;  // set: HTTPS
   asio::io_context ioc{1};
   tcp::acceptor acceptor{ioc};
   handler respond;
@@ -45,12 +48,17 @@ struct http_stub::impl {
       auto [ec, socket] = co_await self->acceptor.async_accept(use_tuple);
       if (ec == asio::error::operation_aborted) co_return;
       if (ec) continue;
-      asio::co_spawn(self->ioc, serve(self, std::move(socket)), asio::detached);
+      if (self->tls) {
+        asio::co_spawn(self->ioc, serve_tls(self, std::move(socket)), asio::detached);
+      } else {
+        asio::co_spawn(self->ioc, serve(self, std::move(socket)), asio::detached);
+      }
     }
   }
 
   // Sends `body` one byte per `every`.
-  static asio::awaitable<boost::system::error_code> trickle(impl* self, beast::tcp_stream& stream,
+  template <typename Stream>
+  static asio::awaitable<boost::system::error_code> trickle(impl* self, Stream& stream,
                                                             const std::string& body,
                                                             std::chrono::milliseconds every) {
     for (char c : body) {
@@ -58,7 +66,7 @@ struct http_stub::impl {
       timer.expires_after(every);
       auto [tec] = co_await timer.async_wait(use_tuple);
       if (tec) co_return tec;
-      stream.expires_after(io_timeout);
+      beast::get_lowest_layer(stream).expires_after(io_timeout);
       auto [wec, n] = co_await asio::async_write(stream, asio::buffer(&c, 1), use_tuple);
       if (wec) co_return wec;
     }
@@ -69,11 +77,33 @@ struct http_stub::impl {
     beast::error_code peer_ec;
     const auto peer = socket.remote_endpoint(peer_ec);
     beast::tcp_stream stream(std::move(socket));
+    // A local, not a conditional in the co_await: g++ 12 destroys such a temporary twice.
+    std::string peer_address = peer_ec ? std::string() : peer.address().to_string();
+    co_await exchanges(self, stream, std::move(peer_address));
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  static asio::awaitable<void> serve_tls(impl* self, tcp::socket socket) {
+    beast::error_code peer_ec;
+    const auto peer = socket.remote_endpoint(peer_ec);
+    beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *self->tls);
+    beast::get_lowest_layer(stream).expires_after(io_timeout);
+    auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
+    std::string peer_address = peer_ec ? std::string() : peer.address().to_string();
+    if (!hec) co_await exchanges(self, stream, std::move(peer_address));
+    beast::error_code ignored;
+    beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  // Requests and answers on one connection until either side ends it.
+  template <typename Stream>
+  static asio::awaitable<void> exchanges(impl* self, Stream& stream, std::string peer) {
     beast::flat_buffer buffer;
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(1 << 20);
-      stream.expires_after(io_timeout);
+      beast::get_lowest_layer(stream).expires_after(io_timeout);
       auto [read_ec, read_n] = co_await http::async_read(stream, buffer, parser, use_tuple);
       if (read_ec) break;
       const auto req = parser.release();
@@ -84,7 +114,7 @@ struct http_stub::impl {
         r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
       }
       r.body = req.body();
-      r.peer = peer_ec ? std::string() : peer.address().to_string();
+      r.peer = peer;
       {
         std::lock_guard lock(self->mutex);
         self->recorded.push_back(r);
@@ -107,7 +137,7 @@ struct http_stub::impl {
       res.body() = std::move(answer.body);
       res.prepare_payload();
       res.keep_alive(req.keep_alive());
-      stream.expires_after(io_timeout);
+      beast::get_lowest_layer(stream).expires_after(io_timeout);
       boost::system::error_code wec;
       if (req.method() == http::verb::head || answer.trickle.count() > 0) {
         // The header of the GET answer (its Content-Length included), without the body.
@@ -123,13 +153,16 @@ struct http_stub::impl {
       }
       if (wec || !res.keep_alive()) break;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 };
 
-http_stub::http_stub(handler h, std::string address)
+http_stub::http_stub(handler h, std::string address, std::optional<stub_tls> tls)
     : impl_(std::make_unique<impl>(std::move(h), std::move(address))) {
+  if (tls) {
+    impl_->tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    impl_->tls->use_certificate_chain_file(tls->cert_file);
+    impl_->tls->use_private_key_file(tls->key_file, asio::ssl::context::pem);
+  }
   const tcp::endpoint endpoint(asio::ip::make_address(impl_->address), 0);
   if (!endpoint.address().is_loopback()) throw std::invalid_argument("http_stub: not loopback");
   impl_->acceptor.open(endpoint.protocol());
@@ -148,7 +181,7 @@ http_stub::~http_stub() {
 std::uint16_t http_stub::port() const { return impl_->port; }
 
 std::string http_stub::url() const {
-  return "http://" + impl_->address + ":" + std::to_string(port());
+  return (impl_->tls ? "https://" : "http://") + impl_->address + ":" + std::to_string(port());
 }
 
 std::vector<stub_request> http_stub::requests() const {

@@ -1,11 +1,12 @@
-// An in-process HTTP server on 127.0.0.1 whose answers come from a test's handler: fake
-// metadata servers, token endpoints and misbehaving upstreams.
+// An in-process HTTP (or HTTPS) server on 127.0.0.1 whose answers come from a test's handler:
+// fake metadata servers, token endpoints and misbehaving upstreams.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,16 +38,24 @@ struct stub_response {
 // of its body included) and no body. Every request is recorded before the handler runs. `address`
 // must be a loopback address (127.0.0.1, 127.0.0.2, ...). requests()/clear_requests() are
 // thread-safe.
+// A server certificate chain and key (PEM), e.g. from make_test_certificates.
+struct stub_tls {
+  std::string cert_file;
+  std::string key_file;
+};
+
 class http_stub {
  public:
   using handler = std::function<stub_response(const stub_request&)>;
-  explicit http_stub(handler h, std::string address = "127.0.0.1");
+  // With `tls`, HTTPS (url() says https).
+  explicit http_stub(handler h, std::string address = "127.0.0.1",
+                     std::optional<stub_tls> tls = std::nullopt);
   ~http_stub();
   http_stub(const http_stub&) = delete;
   http_stub& operator=(const http_stub&) = delete;
 
   [[nodiscard]] std::uint16_t port() const;
-  [[nodiscard]] std::string url() const;  // http://ADDRESS:PORT
+  [[nodiscard]] std::string url() const;  // http(s)://ADDRESS:PORT
 
   [[nodiscard]] std::vector<stub_request> requests() const;
   void clear_requests();

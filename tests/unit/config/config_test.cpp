@@ -232,6 +232,8 @@ TEST(config, minimal_document_gets_defaults) {
   EXPECT_EQ(u.max_idle_connections, 16u);
   EXPECT_EQ(u.max_redirects, 5u);
   EXPECT_EQ(u.redirect_reuse, 60s);
+  EXPECT_EQ(u.timeouts.body, 60s);
+  EXPECT_FALSE(u.allow_internal_redirects);
   EXPECT_EQ(cfg.default_upstream(), nullptr);
 }
 
@@ -266,12 +268,13 @@ TEST(config, every_key_is_read) {
                            "      type: basic\n"
                            "      username: alice\n"
                            "      password_file: $DIR/password\n"
-                           "    timeouts: {connect: 1s, response: 2s, read: 3s}\n"
+                           "    timeouts: {connect: 1s, response: 2s, read: 3s, body: 4s}\n"
                            "    retry: {attempts: 5, backoff: 50ms, max_backoff: 1s, "
                            "max_retry_after: 0s}\n"
                            "    max_idle_connections: 0\n"
                            "    max_redirects: 20\n"
                            "    redirect_reuse: 0s\n"
+                           "    allow_internal_redirects: true\n"
                            "  - name: my_registry\n"
                            "    url: http://[fd00::1]:5000/\n"
                            "    default: false\n"
@@ -320,6 +323,8 @@ TEST(config, every_key_is_read) {
   EXPECT_EQ(hub.timeouts.connect, 1s);
   EXPECT_EQ(hub.timeouts.response, 2s);
   EXPECT_EQ(hub.timeouts.read, 3s);
+  EXPECT_EQ(hub.timeouts.body, 4s);
+  EXPECT_TRUE(hub.allow_internal_redirects);
   EXPECT_EQ(hub.retry.attempts, 5u);
   EXPECT_EQ(hub.retry.backoff, 50ms);
   EXPECT_EQ(hub.retry.max_backoff, 1s);
@@ -590,6 +595,22 @@ const bad_case bad_cases[] = {
      "must be between 0 and 20"},
     {"redirect_reuse", UPSTREAM "    redirect_reuse: forever\n", "upstreams[0].redirect_reuse", 4,
      "expected a duration like 30s"},
+    {"timeouts_body_zero", UPSTREAM "    timeouts: {body: 0s}\n", "upstreams[0].timeouts.body", 4,
+     "must be"},
+    {"timeouts_body_garbage", UPSTREAM "    timeouts: {body: forever}\n",
+     "upstreams[0].timeouts.body", 4, "expected a duration like 30s"},
+    {"allow_internal_redirects", UPSTREAM "    allow_internal_redirects: sometimes\n",
+     "upstreams[0].allow_internal_redirects", 4, "expected true or false"},
+    {"admin_max_connections_zero", "admin:\n  max_connections: 0\n" UPSTREAM,
+     "admin.max_connections", 2, "must be between 1 and 65536"},
+    {"admin_hosts_not_list", "admin:\n  hosts: node1\n" UPSTREAM, "admin.hosts", 2,
+     "expected a list"},
+    {"admin_hosts_bad_entry", "admin:\n  hosts: ['a b']\n" UPSTREAM, "admin.hosts[0]", 2,
+     "a host name like"},
+    {"admin_hosts_bad_port", "admin:\n  hosts: ['node1:99999']\n" UPSTREAM, "admin.hosts[0]", 2,
+     "a host name like"},
+    {"realm_hosts_bad_port", UPSTREAM "    auth:\n      realm_hosts: ['auth.example.com:0']\n",
+     "upstreams[0].auth.realm_hosts[0]", 5, "a host name like"},
     {"retry_attempts_zero", UPSTREAM "    retry:\n      attempts: 0\n",
      "upstreams[0].retry.attempts", 5, "must be between 1 and 10, got '0'"},
     {"retry_backoff_garbage", UPSTREAM "    retry: {backoff: fast}\n", "upstreams[0].retry.backoff",
@@ -801,6 +822,25 @@ TEST(config, admin_defaults_and_keys) {
   EXPECT_FALSE(c.log.access);
   const config off = load_string("admin: {enabled: false, address: '0.0.0.0:1'}\n" UPSTREAM);
   EXPECT_FALSE(off.admin.enabled);  // disabled: no token needed
+
+  // Issue 25: the connection cap and the names the listener may be reached by.
+  EXPECT_EQ(d.admin.max_connections, 64u);
+  EXPECT_TRUE(d.admin.hosts.empty());
+  const config named = load_string(
+      "admin:\n  max_connections: 8\n  hosts: [Node1.Example.com, 'ops.example.com:9401', "
+      "'[::1]:9401']\n" UPSTREAM);
+  EXPECT_EQ(named.admin.max_connections, 8u);
+  EXPECT_EQ(named.admin.hosts,
+            (std::vector<std::string>{"node1.example.com", "ops.example.com:9401", "[::1]:9401"}));
+}
+
+TEST(config, realm_hosts_may_name_ports) {
+  const config c = load_string(UPSTREAM
+                               "    auth:\n      realm_hosts: ['auth.example.com:5001', "
+                               "'*.example.net:8443', '[::1]:7000', '::2', tokens.example.com]\n");
+  EXPECT_EQ(c.upstreams[0].auth.realm_hosts,
+            (std::vector<std::string>{"auth.example.com:5001", "*.example.net:8443", "[::1]:7000",
+                                      "::2", "tokens.example.com"}));
 }
 
 TEST(config, prefetch_defaults_and_keys) {

@@ -490,13 +490,7 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
       if (metrics_ != nullptr) metrics_->redirect("reused");
     }
     if (auto* f = std::get_if<upstream_failure>(&result)) {
-      if (f->code == upstream_errc::redirect_refused && metrics_ != nullptr) {
-        metrics_->redirect("refused");
-      } else if (!at.at_upstream) {
-        // Whether a redirect target answered, refused or timed out is not the client's to learn.
-        log::warn("upstream", cfg_.name, ": redirect target: ", f->message);
-        f->message = "the upstream's redirect target failed";
-      }
+      quieten(*f, at);
       co_return result;
     }
     auto& response = std::get<std::unique_ptr<upstream_response>>(result);
@@ -517,9 +511,7 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
       co_await response->discard();
       response.reset();
       if (auto* f = std::get_if<upstream_failure>(&next)) {
-        if (f->code == upstream_errc::redirect_refused && metrics_ != nullptr) {
-          metrics_->redirect("refused");
-        }
+        quieten(*f, at);
         co_return std::move(*f);
       }
       if (++redirects > cfg_.max_redirects) {
@@ -536,6 +528,16 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
                           std::chrono::steady_clock::now() + cfg_.redirect_reuse);
     }
     co_return result;
+  }
+}
+
+void upstream_client::quieten(upstream_failure& f, const hop& at) const {
+  if (f.code == upstream_errc::redirect_refused) {
+    if (metrics_ != nullptr) metrics_->redirect("refused");
+  } else if (!at.at_upstream) {
+    // Whether a redirect target answered, refused or timed out is not the client's to learn.
+    log::warn("upstream", cfg_.name, ": redirect target: ", f.message);
+    f.message = "the upstream's redirect target failed";
   }
 }
 

@@ -264,6 +264,9 @@ class upstream_client {
   // when it cannot (the client sees the 401), a failure when its realm is not allowed.
   std::variant<std::monostate, challenge, upstream_failure> read_challenge(
       const upstream_response& response, const std::string& scope) const;
+  // Counts a refused redirect; a failure at a redirect target loses its details (logged) so
+  // that the client learns nothing of the target.
+  void quieten(upstream_failure& f, const hop& at) const;
   // The next hop of a redirect answered at `from`, or why it is refused.
   std::variant<hop, upstream_failure> redirect_hop(const hop& from, const upstream_response& r,
                                                    const upstream_request& req) const;

@@ -200,13 +200,15 @@ struct server::impl {
   std::map<std::string, std::unique_ptr<redirect_memory>> redirects;         // by upstream name
   own_endpoints own;  // filled in start() before the workers run; read-only after
   std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;  // by listener index
+  // What sessions and upstream responses count into: still there when a worker's io_context,
+  // stopped with coroutines in flight (a shutdown past its deadline), destroys their frames.
+  std::atomic<std::uint64_t> open{0};
+  metrics::registry metrics;
+  std::atomic<bool> access_log{true};
   std::vector<std::unique_ptr<worker>> workers;
   // On worker 0 (declared after the workers: destroyed before their io_contexts).
   std::optional<asio::steady_timer> save_timer;  // saves closed recording windows
   std::vector<std::uint16_t> bound_ports;
-  std::atomic<std::uint64_t> open{0};
-  metrics::registry metrics;
-  std::atomic<bool> access_log{true};
   std::atomic<bool> ready{false};
   std::unique_ptr<admin_context> admin;
   std::optional<asio::ip::tcp::acceptor> admin_acceptor;  // on worker 0

@@ -8,9 +8,11 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "oci/digest.hpp"
@@ -65,16 +67,16 @@ class HostileUpstreamTest : public ::testing::Test {
  protected:
   // One worker thread, so that what one request taught the upstream client is what the next
   // one finds; no prefetch and no background completion: upstream requests are the test's.
-  std::unique_ptr<layercache_instance> proxy_for(const std::string& url,
-                                                 std::string_view upstream_extra = {},
-                                                 std::string_view top_extra = {}) {
+  std::unique_ptr<layercache_instance> proxy_for(
+      const std::string& url, std::string_view upstream_extra = {}, std::string_view top_extra = {},
+      std::string_view timeouts = "{connect: 2s, response: 5s, read: 5s, body: 1s}") {
     return std::make_unique<layercache_instance>(
-        "server:\n  threads: 1\n  listen:\n    - address: 127.0.0.1:0\n" + std::string(top_extra) +
-        "cache:\n  path: " + (dir_.path() / "store").string() +
+        "server:\n  threads: 1\n  timeouts: {shutdown: 1s}\n  listen:\n"
+        "    - address: 127.0.0.1:0\n" +
+        std::string(top_extra) + "cache:\n  path: " + (dir_.path() / "store").string() +
         "\n  complete_partial: false\nprefetch:\n  enabled: false\nupstreams:\n" +
         upstream_yaml("up", url, true,
-                      "    retry: {attempts: 1}\n"
-                      "    timeouts: {connect: 2s, response: 5s, read: 5s, body: 1s}\n" +
+                      "    retry: {attempts: 1}\n    timeouts: " + std::string(timeouts) + "\n" +
                           std::string(upstream_extra)));
   }
 
@@ -451,6 +453,35 @@ TEST_F(HostileUpstreamTest, ATokenAnswerThatTricklesFailsAtItsBodyDeadline) {
   const auto r =
       client_.request("GET", proxy->url() + "/v2/lib/app/manifests/v1", kAccept, {}, 60s);
   EXPECT_EQ(r.status, 502u) << r.body;
+}
+
+// A body that trickles past every deadline a shutdown waits for: the workers are stopped with
+// that upstream read still in flight, and its frame is destroyed with the worker's io_context
+// — which used to touch the metrics registry, already destroyed (a crash at exit).
+TEST_F(HostileUpstreamTest, AShutdownWithAnUpstreamReadStillInFlightIsClean) {
+  std::promise<void> asked;
+  std::once_flag once;
+  http_stub upstream([&](const stub_request& r) -> stub_response {
+    if (!contains(r.target, "/manifests/")) return not_found();
+    std::call_once(once, [&] { asked.set_value(); });
+    stub_response s = manifest_answer();
+    s.body.append(1'000'000, ' ');
+    s.trickle = 1ms;
+    return s;
+  });
+  auto proxy = proxy_for(upstream.url(), {}, {}, "{read: 10s, body: 1h}");
+  const std::string url = proxy->url() + "/v2/lib/app/manifests/v1";
+  std::thread client([&] {
+    http_client c;
+    try {
+      (void)c.request("GET", url, kAccept, {}, 60s);
+    } catch (const std::exception&) {
+      // The connection is closed under it: what a shutdown does.
+    }
+  });
+  asked.get_future().wait();
+  proxy.reset();  // stop: the shutdown deadline passes with the read in flight
+  client.join();
 }
 
 // A web page on the node: DNS rebinding (its own name, resolved to 127.0.0.1, in Host) and a

@@ -47,8 +47,12 @@ profile merge_run(std::optional<profile> base, const oci::digest& manifest,
   for (const auto& t : run) {
     if (t.length == 0) continue;
     key k{t.blob.str(), t.offset};
-    if (!in_run.insert(k).second) continue;  // only the first touch counts
     auto it = index.find(k);
+    if (!in_run.insert(k).second) {  // the first touch's time counts; the longest length
+      auto& e = out.entries[it->second];
+      e.length = std::max(e.length, t.length);
+      continue;
+    }
     if (it == index.end()) {
       index.emplace(k, out.entries.size());
       out.entries.push_back(profile_entry{t.blob, t.offset, t.length, 1, t.at_ms});

@@ -339,8 +339,21 @@ void prefetcher::touched(const oci::digest& blob, std::uint64_t offset, std::uin
     auto w = windows_.find(m);
     if (w == windows_.end() || now >= closes(w->second)) continue;
     auto& win = w->second;
-    if (win.touches.size() >= cache::max_profile_entries) continue;
-    if (!win.seen.insert(blob.str() + "#" + std::to_string(offset)).second) continue;
+    // A read at an offset already recorded keeps the first time and the longest length: the
+    // stargz snapshotter probes each layer with `bytes=0-1` before the container reads the
+    // layer's first file from offset 0 (that read was lost, and missed at every next start).
+    const auto [seen, first] =
+        win.seen.try_emplace(blob.str() + "#" + std::to_string(offset), win.touches.size());
+    if (!first) {
+      auto& t = win.touches[seen->second];
+      t.length = std::max(t.length, length);
+      win.last_touch = now;
+      continue;
+    }
+    if (win.touches.size() >= cache::max_profile_entries) {
+      win.seen.erase(seen);
+      continue;
+    }
     const auto at = std::chrono::duration_cast<std::chrono::milliseconds>(now - win.opened);
     win.touches.push_back(
         cache::touch{blob, offset, length, static_cast<std::uint32_t>(at.count())});

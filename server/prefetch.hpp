@@ -133,7 +133,7 @@ class prefetcher {
     clock::time_point last_touch;    // of the last read recorded (with touches)
     std::vector<std::string> blobs;  // digests the manifest lists
     std::vector<cache::touch> touches;
-    std::unordered_set<std::string> seen;  // "digest#offset"
+    std::unordered_map<std::string, std::size_t> seen;  // "digest#offset" → index in touches
   };
   struct replay;
   struct job;

@@ -357,6 +357,7 @@ TEST_F(PrefetchTest, ReadsAfterAQuietGapAreNotPartOfTheStart) {
   const auto& l1 = img_->layers[1];
   auto p = start(dir_.path() / "q", prefetch_yaml("never", 1, "60s") + "  quiet: 400ms\n");
   ASSERT_EQ(get_manifest(*p).status, 200u);
+  read_range(*p, l1, 0, 2);   // a snapshotter's probe, then the start reading from there
   read_range(*p, l1, 0, 10);  // the start
   read_range(*p, l0, 100, 10);
   std::this_thread::sleep_for(700ms);  // quiet: longer than prefetch.quiet
@@ -371,6 +372,7 @@ TEST_F(PrefetchTest, ReadsAfterAQuietGapAreNotPartOfTheStart) {
   const auto& entries = doc.as_object().at("entries").as_array();
   ASSERT_EQ(entries.size(), 2u) << r.body;
   EXPECT_EQ(entries[0].at("blob").as_string(), l1.digest.str());
+  EXPECT_EQ(entries[0].at("length").to_number<std::uint64_t>(), 10u) << "the probe's length";
   EXPECT_EQ(entries[1].at("blob").as_string(), l0.digest.str());
 }
 

@@ -44,6 +44,18 @@ TEST(profile, entries_seen_in_more_runs_come_first_then_by_mean_time) {
   EXPECT_EQ(p.entries[1].at_ms, 30u);
 }
 
+// A probe of two bytes, then the read of the file at the same offset: the entry keeps the
+// probe's time and the read's length (the stargz snapshotter probes every layer at offset 0).
+TEST(profile, a_later_longer_read_at_an_offset_extends_its_entry) {
+  const auto p = merge_run(std::nullopt, manifest,
+                           {{d(1), 0, 2, 5}, {d(2), 0, 10, 8}, {d(1), 0, 1050000, 400}});
+  ASSERT_EQ(p.entries.size(), 2u);
+  EXPECT_EQ(p.entries[0].blob, d(1));
+  EXPECT_EQ(p.entries[0].length, 1050000u);
+  EXPECT_EQ(p.entries[0].at_ms, 5u);
+  EXPECT_EQ(p.entries[0].seen, 1u);
+}
+
 TEST(profile, a_profile_of_another_manifest_is_not_merged) {
   auto other = merge_run(std::nullopt, oci::digest_of("other"), {{d(1), 0, 10, 1}});
   const auto p = merge_run(other, manifest, {{d(2), 0, 10, 1}});

@@ -121,17 +121,48 @@ boost::asio::awaitable<std::optional<cached_tag>> manifest_cache::tag(const std:
 boost::asio::awaitable<void> manifest_cache::put(const oci::digest& d,
                                                  const std::string& media_type,
                                                  const std::string& bytes, const std::string& key) {
-  co_await pool_.run([this, &d, &media_type, &bytes, &key] {
+  std::vector<expected_tag> tags = take_expected(d, media_type);
+  if (!key.empty()) tags.push_back(expected_tag{key, {}, now_seconds()});
+  co_await pool_.run([this, &d, &media_type, &bytes, &tags] {
     if (auto s = store_.put_manifest(d, media_type, bytes); !s.ok()) {
       log::warn("cache", "storing manifest ", d.str(), ": ", s.message);
       return 0;
     }
-    if (key.empty()) return 0;
-    if (auto s = store_.put_tag(key, cache::tag_record{d, now_seconds()}); !s.ok()) {
-      log::warn("cache", "storing a tag record: ", s.message);
+    for (const auto& t : tags) {
+      if (auto s = store_.put_tag(t.key, cache::tag_record{d, t.resolved_at}); !s.ok()) {
+        log::warn("cache", "storing a tag record: ", s.message);
+      }
     }
     return 0;
   });
+}
+
+void manifest_cache::expect(const std::string& key, const std::string& accept_cls,
+                            const oci::digest& d) {
+  constexpr std::size_t max_expected = 4096;
+  std::lock_guard lock(expected_mutex_);
+  if (expected_count_ >= max_expected) {  // clients that HEAD and never GET: start over
+    expected_.clear();
+    expected_count_ = 0;
+  }
+  auto& list = expected_[d.str()];
+  std::erase_if(list, [&](const expected_tag& t) { return t.key == key; });
+  list.push_back(expected_tag{key, accept_cls, now_seconds()});
+  ++expected_count_;
+}
+
+std::vector<manifest_cache::expected_tag> manifest_cache::take_expected(
+    const oci::digest& d, std::string_view media_type) {
+  std::vector<expected_tag> out;
+  std::lock_guard lock(expected_mutex_);
+  auto it = expected_.find(d.str());
+  if (it == expected_.end()) return out;
+  expected_count_ -= std::min(expected_count_, it->second.size());
+  for (auto& t : it->second) {
+    if (fresh(t.resolved_at) && accepts(t.accept_cls, media_type)) out.push_back(std::move(t));
+  }
+  expected_.erase(it);
+  return out;
 }
 
 boost::asio::awaitable<void> manifest_cache::confirm(const std::string& key, const oci::digest& d) {

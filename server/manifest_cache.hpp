@@ -10,9 +10,12 @@
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "cache/chunk_store.hpp"
 #include "config/config.hpp"
@@ -59,6 +62,12 @@ class manifest_cache {
   // Points `key` at `d` (already stored), confirmed now.
   boost::asio::awaitable<void> confirm(const std::string& key, const oci::digest& d);
 
+  // A HEAD resolved tag `key` (for clients of `accept_cls`) upstream to `d`, not stored yet:
+  // when `d` is stored (put(), within tag_ttl) the tag record is written too, as fetched now.
+  // containerd resolves a tag with HEAD, then GETs the manifest by digest: without this a
+  // node's first pull left no tag record, and its next start asked the upstream again.
+  void expect(const std::string& key, const std::string& accept_cls, const oci::digest& d);
+
   // Whether a record fetched at `fetched_at` may be served without asking the upstream, or,
   // when the upstream failed, served stale.
   [[nodiscard]] bool fresh(std::int64_t fetched_at) const;
@@ -72,6 +81,18 @@ class manifest_cache {
   blocking_pool& pool_;
   std::atomic<config::duration> tag_ttl_;
   std::atomic<config::duration> max_stale_;
+
+  struct expected_tag {
+    std::string key;
+    std::string accept_cls;
+    std::int64_t resolved_at = 0;  // unix seconds
+  };
+  // Tags to record when their manifest is stored, by manifest digest (bounded).
+  std::mutex expected_mutex_;
+  std::unordered_map<std::string, std::vector<expected_tag>> expected_;
+  std::size_t expected_count_ = 0;
+  // The expected tags of `d` that a manifest of `media_type` answers (removed).
+  std::vector<expected_tag> take_expected(const oci::digest& d, std::string_view media_type);
 
  public:
   // Live reload (any thread).

@@ -489,6 +489,8 @@ class session final : public session_base {
             if (m && accepts(cached->accept_cls, m->media_type)) {
               co_await worker_.manifests->confirm(cached->key, *d);
               note_manifest(*d, m->media_type, m->bytes, true);
+            } else if (!m) {
+              worker_.manifests->expect(cached->key, cached->accept_cls, *d);
             }
           }
         }

@@ -120,6 +120,23 @@ TEST_F(ManifestCacheTest, HeadByTagRemembersAManifestPulledByDigest) {
   EXPECT_EQ(h.header("Content-Length"), std::to_string(m.data.size()));
 }
 
+// A node's first pull (HEAD of the tag upstream, then GET by digest) leaves the tag recorded:
+// the next start resolves it without the upstream (timetostart found every warm start paying
+// an upstream HEAD).
+TEST_F(ManifestCacheTest, AFirstPullsHeadThenGetLeavesTheTagRecorded) {
+  start_proxy("  tag_ttl: 1h\n");
+  const auto& m = first_->manifest;
+  auto cold = client_.head(manifest_url("v1"), kAcceptAll);
+  EXPECT_EQ(cold.header("Docker-Content-Digest"), m.digest.str());
+  expect_manifest(client_.get(manifest_url(m.digest.str()), kAcceptAll), m);
+
+  upstream_->stop();
+  auto h = client_.head(manifest_url("v1"), kAcceptAll);
+  EXPECT_EQ(h.status, 200u);
+  EXPECT_EQ(h.header("Docker-Content-Digest"), m.digest.str());
+  expect_manifest(client_.get(manifest_url("v1"), kAcceptAll), m);
+}
+
 TEST_F(ManifestCacheTest, StaleTagServedAndFlaggedWhenUpstreamDown) {
   start_proxy("  tag_ttl: 0s\n");
   const auto& m = first_->manifest;

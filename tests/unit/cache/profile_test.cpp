@@ -20,8 +20,11 @@ std::vector<std::pair<int, std::uint64_t>> order_of(const profile& p) {
 
 TEST(profile, a_first_run_keeps_first_touch_order) {
   const auto p = merge_run(std::nullopt, manifest,
-                           {{d(1), 0, 100, 5}, {d(2), 1 << 20, 100, 9}, {d(1), 0, 100, 20},
-                            {d(1), 1 << 20, 50, 30}, {d(3), 0, 0, 31}});
+                           {{d(1), 0, 100, 5},
+                            {d(2), 1 << 20, 100, 9},
+                            {d(1), 0, 100, 20},
+                            {d(1), 1 << 20, 50, 30},
+                            {d(3), 0, 0, 31}});
   EXPECT_EQ(p.manifest, manifest);
   EXPECT_EQ(p.runs, 1u);
   using v = std::vector<std::pair<int, std::uint64_t>>;
@@ -111,11 +114,11 @@ TEST(profile, bad_json_is_refused) {
   EXPECT_FALSE(profile_from_json(
                    doc("1", R"({"blob":"sha256:zz","offset":0,"length":1,"seen":1,"at_ms":0})"))
                    .has_value());
-  EXPECT_FALSE(profile_from_json(doc("1", R"({"blob":")" + b +
-                                              R"(","offset":0,"length":0,"seen":1,"at_ms":0})"))
+  EXPECT_FALSE(profile_from_json(
+                   doc("1", R"({"blob":")" + b + R"(","offset":0,"length":0,"seen":1,"at_ms":0})"))
                    .has_value());
-  EXPECT_FALSE(profile_from_json(doc("1", R"({"blob":")" + b +
-                                              R"(","offset":0,"length":1,"seen":2,"at_ms":0})"))
+  EXPECT_FALSE(profile_from_json(
+                   doc("1", R"({"blob":")" + b + R"(","offset":0,"length":1,"seen":2,"at_ms":0})"))
                    .has_value());
   EXPECT_FALSE(profile_from_json(doc("1", R"({"blob":")" + b +
                                               R"(","offset":"0","length":1,"seen":1,"at_ms":0})"))

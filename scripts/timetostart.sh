@@ -14,8 +14,10 @@
 #            (PUT /admin/profiles/<manifest digest>) before the pull
 #   f        warm: d's store (layercached restarted on it), fresh containerd + snapshotter
 #
-# and d, e, f again for the same command in an image 4× larger (more and larger layers that
-# the command does not read): the moonshot, start time independent of image size.
+# and d, e, f again for the same command in two images 4× larger: "big" (7 layers: the 4
+# layers with twice the unread bytes, plus 3 layers of unread bytes) and "fat" (the same 4
+# layers, the unread file of each 4× larger): the moonshot, start time independent of image
+# size.
 #
 # Every start is on a fresh node: its own containerd (root, state, content store) and, for
 # lazy starts, its own layercache-stargz (FUSE mounts), started before the clock starts and
@@ -24,15 +26,16 @@
 # reads, large incompressible files it does not) is generated here, converted to eStargz with
 # `ctr-remote images convert --estargz --oci` and pushed to the registry, as
 # tests/e2e/lazy_test.cpp does. The container prints the files' checksums; each run's output
-# is checked. Scenarios run interleaved (a, b, c, d, f, e, 4× d, f, e; RUNS times), so a
-# change of load on the machine touches all of them alike. Needs root and /dev/fuse. Offline,
-# on 127.0.0.1; bounded (every wait and command has a limit); cleans up on exit.
+# is checked. Scenarios run interleaved (a, b, c, d, f, e, then d, f, e of each 4× image;
+# RUNS rounds), so a change of load on the machine touches all of them alike. Needs root and
+# /dev/fuse. Offline, on 127.0.0.1; bounded (every wait and command has a limit); cleans up
+# on exit.
 #
 #   sudo bash scripts/timetostart.sh            # or: make timetostart
 #
 # Knobs (environment): RUNS (5), RTT_MS (30), BW (25MB: per connection), BIG_MIB (96: the
-# unread file of each data layer; the image is ~3×BIG_MIB, the 4× one ~12×BIG_MIB),
-# SCENARIOS ("a b c d e f"), MOONSHOT (1: the 4× image's d, e, f), CHUNK (256KiB:
+# unread file of each data layer; the image is ~3×BIG_MIB, the 4× ones ~12×BIG_MIB),
+# SCENARIOS ("a b c d e f"), MOONSHOT (1: the 4× images' d, e, f), CHUNK (256KiB:
 # cache.chunk_size), COMPLETE_PARTIAL (false), EAGER (never: prefetch.eager_layers),
 # BG_FETCH (1: the snapshotter's background fetch, as its default; 0: -no-background-fetch),
 # ESTARGZ_LEVEL (9: ctr-remote's default gzip level), KEEP (0; 1: keep the work directory
@@ -59,7 +62,7 @@ log() { echo "timetostart: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (containerd, FUSE mounts)"
-[ -r /dev/fuse ] && [ -w /dev/fuse ] || die "no usable /dev/fuse"
+if ! [ -r /dev/fuse ] || ! [ -w /dev/fuse ]; then die "no usable /dev/fuse"; fi
 [ -x /bin/busybox ] || die "/bin/busybox is missing (Debian: busybox-static)"
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 for tool in containerd ctr ctr-remote runc docker-registry curl python3 setpriv tar \
@@ -88,8 +91,8 @@ forget_pid() {  # drop a stopped PID from PIDS, so cleanup never signals a reuse
 }
 
 unmount_under() {  # every mount at or under $1, deepest first (FUSE layers, rootfs, shm)
-  local pass m
-  for pass in 1 2 3; do
+  local m mp
+  for _ in 1 2 3; do
     m=$(awk -v p="$1" '$5 == p || index($5, p "/") == 1 { print length($5), $5 }' \
       /proc/self/mountinfo | sort -rn | cut -d' ' -f2-)
     [ -n "$m" ] || return 0
@@ -337,7 +340,7 @@ to_estargz() {
   local src=$REGISTRY/$2:src dst=$REGISTRY/$2:esgz
   tar -C "$GEN/$1" -cf - . | ctrx ctr images import --base-name "$REGISTRY/$2" --no-unpack - \
     > "$GEN/import.log" 2>&1 || { cat "$GEN/import.log" >&2; die "import of $1 failed"; }
-  rm -rf "$GEN/$1"
+  rm -rf "${GEN:?}/$1"
   ctrx ctr-remote images convert --estargz --oci --estargz-compression-level "$ESTARGZ_LEVEL" \
     "$src" "$dst" > "$GEN/convert.log" 2>&1 || { cat "$GEN/convert.log" >&2; die "convert failed"; }
   ctrx ctr-remote images push --plain-http "$dst" > "$GEN/push.log" 2>&1 ||
@@ -364,32 +367,42 @@ print(len(m["layers"]), sum(l["size"] for l in m["layers"]))'
 t_prep=$(date +%s)
 log "generating the images (data layers of $BIG_MIB MiB unread + the files read; 4×: $((2 * BIG_MIB)) MiB × 6)"
 R=$GEN/read
-layer_dir base0 bin/busybox=/bin/busybox etc/lazy/hello.txt=$R/etc/lazy/hello.txt
-layer_dir base1 data/1/big.bin=@"$BIG_MIB" data/1/small.bin=$R/data/1/small.bin
-layer_dir base2 data/2/big.bin=@"$BIG_MIB" data/2/small.bin=$R/data/2/small.bin \
-  data/2/medium.bin=$R/data/2/medium.bin
-layer_dir base3 data/3/big.bin=@"$BIG_MIB" data/3/small.bin=$R/data/3/small.bin \
-  data/3/medium.bin=$R/data/3/medium.bin
+layer_dir base0 bin/busybox=/bin/busybox etc/lazy/hello.txt="$R/etc/lazy/hello.txt"
+layer_dir base1 data/1/big.bin=@"$BIG_MIB" data/1/small.bin="$R/data/1/small.bin"
+layer_dir base2 data/2/big.bin=@"$BIG_MIB" data/2/small.bin="$R/data/2/small.bin" \
+  data/2/medium.bin="$R/data/2/medium.bin"
+layer_dir base3 data/3/big.bin=@"$BIG_MIB" data/3/small.bin="$R/data/3/small.bin" \
+  data/3/medium.bin="$R/data/3/medium.bin"
 for l in base0 base1 base2 base3; do tar_dir $l; done
 start_node full
 oci_layout app base0 base1 base2 base3
 to_estargz app lazy/app
 if [ "$MOONSHOT" = 1 ]; then
-  # The same files read, in layers with twice the unread bytes, plus three layers of unread
-  # bytes only: ~4× the image.
+  # big: the same files read, in layers with twice the unread bytes, plus three layers of
+  # unread bytes only (7 layers, ~4× the bytes). fat: the same 4 layers, each unread file 4×.
   B2=$((2 * BIG_MIB))
-  layer_dir big0 bin/busybox=/bin/busybox etc/lazy/hello.txt=$R/etc/lazy/hello.txt
-  layer_dir big1 data/1/big.bin=@$B2 data/1/small.bin=$R/data/1/small.bin
-  layer_dir big2 data/2/big.bin=@$B2 data/2/small.bin=$R/data/2/small.bin \
-    data/2/medium.bin=$R/data/2/medium.bin
-  layer_dir big3 data/3/big.bin=@$B2 data/3/small.bin=$R/data/3/small.bin \
-    data/3/medium.bin=$R/data/3/medium.bin
+  B4=$((4 * BIG_MIB))
+  layer_dir big0 bin/busybox=/bin/busybox etc/lazy/hello.txt="$R/etc/lazy/hello.txt"
+  layer_dir big1 data/1/big.bin=@$B2 data/1/small.bin="$R/data/1/small.bin"
+  layer_dir big2 data/2/big.bin=@$B2 data/2/small.bin="$R/data/2/small.bin" \
+    data/2/medium.bin="$R/data/2/medium.bin"
+  layer_dir big3 data/3/big.bin=@$B2 data/3/small.bin="$R/data/3/small.bin" \
+    data/3/medium.bin="$R/data/3/medium.bin"
   layer_dir big4 data/4/unread.bin=@$B2
   layer_dir big5 data/5/unread.bin=@$B2
   layer_dir big6 data/6/unread.bin=@$B2
   for l in big0 big1 big2 big3 big4 big5 big6; do tar_dir $l; done
   oci_layout big big0 big1 big2 big3 big4 big5 big6
   to_estargz big lazy/big
+  layer_dir fat0 bin/busybox=/bin/busybox etc/lazy/hello.txt="$R/etc/lazy/hello.txt"
+  layer_dir fat1 data/1/big.bin=@$B4 data/1/small.bin="$R/data/1/small.bin"
+  layer_dir fat2 data/2/big.bin=@$B4 data/2/small.bin="$R/data/2/small.bin" \
+    data/2/medium.bin="$R/data/2/medium.bin"
+  layer_dir fat3 data/3/big.bin=@$B4 data/3/small.bin="$R/data/3/small.bin" \
+    data/3/medium.bin="$R/data/3/medium.bin"
+  for l in fat0 fat1 fat2 fat3; do tar_dir $l; done
+  oci_layout fat fat0 fat1 fat2 fat3
+  to_estargz fat lazy/fat
 fi
 stop_node ""
 rm -rf "$GEN/dirs" "$GEN/layers"
@@ -401,6 +414,9 @@ if [ "$MOONSHOT" = 1 ]; then
   BIG_DIGEST=$(digest_of lazy/big)
   read -r BIG_LAYERS BIG_BYTES <<< "$(layer_bytes lazy/big)"
   log "lazy/big:esgz $BIG_DIGEST: $BIG_LAYERS layers, $BIG_BYTES bytes"
+  FAT_DIGEST=$(digest_of lazy/fat)
+  read -r FAT_LAYERS FAT_BYTES <<< "$(layer_bytes lazy/fat)"
+  log "lazy/fat:esgz $FAT_DIGEST: $FAT_LAYERS layers, $FAT_BYTES bytes"
 fi
 log "images prepared in $(($(date +%s) - t_prep)) s; $READ_BYTES bytes read by the container"
 
@@ -442,6 +458,7 @@ timed_start() {
   t2=$(now)
   tr -d '\r' < "$out/output" | diff -q - "$GEN/expected" > /dev/null ||
     { cat "$out/output" >&2; die "$scenario: the container printed wrong checksums"; }
+  echo "pull_start $t0 run_start $t1 exit $t2" > "$out/times"
   LAST="$scenario $key $(secs "$t0" "$t2") $(secs "$t0" "$t1") $(secs "$t1" "$t2")"
   LAST_LOGS=$out
 }
@@ -504,6 +521,12 @@ lazy_set() {  # key repo digest: d, then f on d's store, then e (fresh store, d'
   rm -rf "$store" "$WORK/lc-$key-e"
 }
 
+# One full and one lazy start, not counted: the binaries, the registry's files and the
+# kernel's caches are then as warm for the first measured run as for the others.
+log "warm-up: one full and one lazy start, direct (not counted)"
+run_direct a app full lazy/app
+run_direct c app lazy lazy/app
+: > "$RESULTS"
 for i in $(seq "$RUNS"); do
   log "--- round $i of $RUNS (load average $(cut -d' ' -f1-3 /proc/loadavg)) ---"
   has a && run_direct a app full lazy/app
@@ -514,13 +537,16 @@ for i in $(seq "$RUNS"); do
   fi
   has c && run_direct c app lazy lazy/app
   lazy_set app lazy/app "$APP_DIGEST"
-  [ "$MOONSHOT" = 1 ] && lazy_set big lazy/big "$BIG_DIGEST"
+  if [ "$MOONSHOT" = 1 ]; then
+    lazy_set big lazy/big "$BIG_DIGEST"
+    lazy_set fat lazy/fat "$FAT_DIGEST"
+  fi
 done
 
 # --- the table ---
 echo
 images="lazy/app:esgz ($APP_LAYERS layers, $((APP_BYTES / 1000000)) MB)"
-[ "$MOONSHOT" = 1 ] && images="$images; 4×: lazy/big:esgz ($BIG_LAYERS layers, $((BIG_BYTES / 1000000)) MB)"
+[ "$MOONSHOT" = 1 ] && images="$images; 4×: lazy/big:esgz ($BIG_LAYERS layers, $((BIG_BYTES / 1000000)) MB), lazy/fat:esgz ($FAT_LAYERS layers, $((FAT_BYTES / 1000000)) MB)"
 echo "time to start: $images"
 echo "container: busybox sha256sum of ${#READ_FILES[@]} files, $READ_BYTES bytes; upstream behind" \
   "layercache-throttle, RTT $RTT_MS ms, $BW/s per connection; $RUNS runs each; layercache chunk" \
@@ -539,7 +565,8 @@ names = {"a": "(a) full pull + overlayfs, direct", "b-cold": "(b) full pull thro
 med = {}
 print("| scenario | median (s) | min–max (s) | pull / run, medians (s) | upstream blob requests / MB, medians |")
 print("|---|---|---|---|---|")
-for key in ("app", "big"):
+suffix = {"app": "", "big": " — 4× image, more and larger layers", "fat": " — 4× image, same layers 4× larger"}
+for key in ("app", "big", "fat"):
     for s in ("a", "b-cold", "b-warm", "c", "d", "e", "f"):
         r = rows.get((key, s))
         if not r:
@@ -547,7 +574,7 @@ for key in ("app", "big"):
         t = [x[0] for x in r]
         m = statistics.median(t)
         med[(key, s)] = m
-        label = names[s] + (" — 4× image" if key == "big" else "")
+        label = names[s] + suffix[key]
         print(f"| {label} | **{m:.2f}** | {min(t):.2f}–{max(t):.2f} | "
               f"{statistics.median(x[1] for x in r):.2f} / {statistics.median(x[2] for x in r):.2f} | "
               f"{statistics.median(x[3] for x in r):.0f} / {statistics.median(x[4] for x in r) / 1e6:.1f} |")
@@ -558,6 +585,7 @@ print()
 ratio("e / f", ("app", "e"), ("app", "f"), "target ≤ 1.2")
 ratio("a / e", ("app", "a"), ("app", "e"), "target ≥ 5")
 ratio("d / c", ("app", "d"), ("app", "c"), "target ≤ 1")
-for s in ("d", "e", "f"):
-    ratio(f"4× image ÷ image, {s}", ("big", s), ("app", s), "target ≤ 1.1")
+for key, what in (("big", "more and larger layers"), ("fat", "same layers 4× larger")):
+    for s in ("d", "e", "f"):
+        ratio(f"4× image ({what}) ÷ image, {s}", (key, s), ("app", s), "target ≤ 1.1")
 PY

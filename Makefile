@@ -15,7 +15,7 @@ DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   docker-registry skopeo apache2-utils openssl curl prometheus python3 python3-yaml \
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
 
-.PHONY: deps build run test sanitize fuzz soak demo compare dist clean format
+.PHONY: deps build run test sanitize fuzz soak demo compare timetostart dist clean format
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -75,6 +75,16 @@ compare: deps
 	@command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; }
 	BUILD=$(BUILD) bash scripts/compare.sh
+
+# Time to start (issue 19): pull start to container exit for one image and command, the
+# upstream behind the throttle (30 ms, 25 MB/s per connection): full pull direct and through
+# layercache, stargz lazy direct, through a cold layercache, on a fresh node with the imported
+# profile, warm; and the lazy ones for 4× larger images (docs/benchmarks.md). Root and
+# /dev/fuse; installs containerd, runc, ctr-remote and what the snapshotter's build needs
+# (scripts/install-runtimes.sh). Knobs: see scripts/timetostart.sh, e.g. RUNS=3.
+timetostart: deps
+	bash scripts/install-runtimes.sh
+	BUILD=$(BUILD) bash scripts/timetostart.sh
 
 # Release tarball for hosts that install layercache from a file (deploy/batch): build/dist/
 # layercache-<version>-linux-<arch>.tar.gz, unpacked with `tar -xzf … -C /usr/local`.

@@ -78,7 +78,10 @@ export NO_PROXY=127.0.0.1,localhost,::1 no_proxy=127.0.0.1,localhost,::1
 [ -f "$BUILD/build.ninja" ] ||
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
 nice -n 19 cmake --build "$BUILD" -j "${BUILD_JOBS:-2}" --target layercached layercache-seed \
-  layercache-throttle layercache_stargz > /dev/null
+  layercache-throttle > /dev/null
+# The snapshotter's target exists only where go and the library were there at configure time.
+nice -n 19 cmake --build "$BUILD" -j "${BUILD_JOBS:-2}" --target layercache_stargz > /dev/null 2>&1 ||
+  true
 STARGZ=$BUILD/snapshotter/layercache-stargz
 [ -x "$STARGZ" ] || die "$STARGZ was not built (needs golang-go and golang-github-containerd-stargz-snapshotter-dev)"
 

@@ -26,7 +26,9 @@
 # reads, large incompressible files it does not) is generated here, converted to eStargz with
 # `ctr-remote images convert --estargz --oci` and pushed to the registry, as
 # tests/e2e/lazy_test.cpp does. The container prints the files' checksums; each run's output
-# is checked. Scenarios run interleaved (a, b, c, d, f, e, then d, f, e of each 4× image;
+# is checked. Printed: a markdown table (medians, min–max, the issue's ratios) and, for the
+# lazy starts through layercache, where the time went (from layercached's access log: the
+# tag's HEAD, the mounts, local work before the first read and after the last, misses). Scenarios run interleaved (a, b, c, d, f, e, then d, f, e of each 4× image;
 # RUNS rounds), so a change of load on the machine touches all of them alike. Needs root and
 # /dev/fuse. Offline, on 127.0.0.1; bounded (every wait and command has a limit); cleans up
 # on exit.
@@ -594,4 +596,53 @@ ratio("d / c", ("app", "d"), ("app", "c"), "target ≤ 1")
 for key, what in (("big", "more and larger layers"), ("fat", "same layers 4× larger")):
     for s in ("d", "e", "f"):
         ratio(f"4× image ({what}) ÷ image, {s}", (key, s), ("app", s), "target ≤ 1.1")
+PY
+
+# --- where the time goes: each lazy start through layercache, from layercached's access log
+# (every request's start and end against the clock's start) ---
+python3 - "$WORK/logs" << 'PY'
+import datetime, glob, json, os, re, statistics, sys
+def at(s):
+    return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+runs = {}
+for d in sorted(glob.glob(os.path.join(sys.argv[1], "*-*-*"))):
+    m = re.match(r"\d+-(app|big|fat)-([def])$", os.path.basename(d))
+    if not m or not os.path.exists(os.path.join(d, "layercached.log")):
+        continue
+    _, t0, _, t1, _, t2 = open(os.path.join(d, "times")).read().split()
+    t0, t1, t2 = float(t0), float(t1), float(t2)
+    rows = []
+    for line in open(os.path.join(d, "layercached.log")):
+        if '"logger":"access"' not in line:
+            continue
+        j = json.loads(line)
+        end = at(j["ts"])
+        start = end - j["duration_ms"] / 1000
+        if t0 - 0.01 <= start <= t2:
+            rows.append((start, end, j))
+    head = [r for r in rows if r[2]["route"] == "manifest" and r[2]["method"] == "HEAD"]
+    pulled = [r for r in rows if r[0] < t1]
+    reads = [r for r in rows if r[0] >= t1 and r[2]["route"] == "blob"]
+    if not head or not pulled or not reads:
+        continue
+    runs.setdefault((m.group(1), m.group(2)), []).append((
+        (head[0][1] - head[0][0]) * 1e3,
+        (max(r[1] for r in pulled) - head[0][0]) * 1e3,
+        (min(r[0] for r in reads) - t1) * 1e3,
+        sum(r[1] - r[0] for r in reads) * 1e3,
+        sum(1 for r in reads if r[2]["source"] == "miss"),
+        (t2 - max(r[1] for r in reads)) * 1e3,
+        (t2 - t0) * 1e3))
+if runs:
+    print()
+    print("Where the time goes (medians, ms; from layercached's access log):")
+    print()
+    print("| start | HEAD of the tag | HEAD → last mount read | rpull return → first file read | file reads, summed | misses among them | last read → ctr run returns | total |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key in ("app", "big", "fat"):
+        for s in ("d", "e", "f"):
+            r = runs.get((key, s))
+            if r:
+                cols = [statistics.median(x[i] for x in r) for i in range(7)]
+                print(f"| ({s}) {key} | " + " | ".join(f"{c:.0f}" for c in cols) + " |")
 PY

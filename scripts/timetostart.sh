@@ -354,11 +354,11 @@ to_estargz() {
 }
 
 manifest_of() {  # repo → the esgz manifest (OCI) from the registry
-  curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  curl -sf --max-time 30 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$REGISTRY/v2/$1/manifests/esgz"
 }
 digest_of() {
-  curl -sfI -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  curl -sfI --max-time 30 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$REGISTRY/v2/$1/manifests/esgz" |
     tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" { print $2 }'
 }
@@ -370,6 +370,7 @@ print(len(m["layers"]), sum(l["size"] for l in m["layers"]))'
 }
 
 t_prep=$(date +%s)
+STEP_TIMEOUT=1200  # import, convert, push of a 1.2 GB image on a loaded machine
 log "generating the images (data layers of $BIG_MIB MiB unread + the files read; 4×: $((2 * BIG_MIB)) MiB × 6)"
 R=$GEN/read
 layer_dir base0 bin/busybox=/bin/busybox etc/lazy/hello.txt="$R/etc/lazy/hello.txt"
@@ -424,6 +425,7 @@ if [ "$MOONSHOT" = 1 ]; then
   log "lazy/fat:esgz $FAT_DIGEST: $FAT_LAYERS layers, $FAT_BYTES bytes"
 fi
 log "images prepared in $(($(date +%s) - t_prep)) s; $READ_BYTES bytes read by the container"
+STEP_TIMEOUT=300
 
 # --- one timed start ---
 upstream_mark() { wc -l < "$WORK/upstream.log"; }
@@ -489,7 +491,7 @@ run_lc() {  # scenario key mode repo store fresh [profile digest]
   local mark
   start_lc "$5" "$6"
   if [ -n "${7:-}" ]; then
-    curl -sf -o /dev/null -X PUT --data-binary "@$7" \
+    curl -sf --max-time 30 -o /dev/null -X PUT --data-binary "@$7" \
       "http://127.0.0.1:$ADMIN_PORT/admin/profiles/$8" || die "$1: profile import refused"
   fi
   start_node "$3"
@@ -503,7 +505,7 @@ run_lc() {  # scenario key mode repo store fresh [profile digest]
 }
 export_profile() {  # store, digest, file: the profile d recorded (saved when d's layercached stopped)
   start_lc "$1" no
-  curl -sf "http://127.0.0.1:$ADMIN_PORT/admin/profiles/$2" > "$3" ||
+  curl -sf --max-time 30 "http://127.0.0.1:$ADMIN_PORT/admin/profiles/$2" > "$3" ||
     die "no profile of $2 was recorded"
   stop_lc
   : > "$1/layercached.log"

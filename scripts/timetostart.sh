@@ -371,7 +371,8 @@ print(len(m["layers"]), sum(l["size"] for l in m["layers"]))'
 
 t_prep=$(date +%s)
 STEP_TIMEOUT=1200  # import, convert, push of a 1.2 GB image on a loaded machine
-log "generating the images (data layers of $BIG_MIB MiB unread + the files read; 4×: $((2 * BIG_MIB)) MiB × 6)"
+log "generating the images (data layers of $BIG_MIB MiB unread + the files read$(
+  [ "$MOONSHOT" = 1 ] && echo "; 4×: $((2 * BIG_MIB)) MiB × 6 and $((4 * BIG_MIB)) MiB × 3")) and converting them"
 R=$GEN/read
 layer_dir base0 bin/busybox=/bin/busybox etc/lazy/hello.txt="$R/etc/lazy/hello.txt"
 layer_dir base1 data/1/big.bin=@"$BIG_MIB" data/1/small.bin="$R/data/1/small.bin"

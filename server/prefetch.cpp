@@ -478,7 +478,44 @@ cache::chunk_store::byte_ranges prefetcher::hot_ranges(const oci::digest& blob) 
 }
 
 std::optional<std::string> prefetcher::export_profile(const oci::digest& manifest) {
-  return store_.profile(manifest);
+  auto text = store_.profile(manifest);
+  if (!text) return text;
+  // The manifest goes along (when stored, and JSON as it should be): a node that imports the
+  // profile then resolves the image's tag with one HEAD, starts the replay there and serves
+  // the manifest GET from its store — no manifest round trip before the start's first read.
+  const auto m = store_.manifest(manifest);
+  boost::system::error_code ec;
+  auto doc = boost::json::parse(*text, ec);
+  if (!m || ec || !doc.is_object()) return text;
+  (void)boost::json::parse(m->bytes, ec);
+  if (ec) return text;
+  doc.as_object()["manifest_media_type"] = m->media_type;
+  doc.as_object()["manifest_bytes"] = m->bytes;
+  return boost::json::serialize(doc);
+}
+
+bool prefetcher::store_carried_manifest(const oci::digest& manifest, std::string_view json,
+                                        std::string& error) {
+  boost::system::error_code ec;
+  const auto doc = boost::json::parse(json, ec);
+  if (ec || !doc.is_object()) return true;  // profile_from_json says what is wrong
+  const auto* type = doc.as_object().if_contains("manifest_media_type");
+  const auto* bytes = doc.as_object().if_contains("manifest_bytes");
+  if (type == nullptr && bytes == nullptr) return true;
+  if (type == nullptr || bytes == nullptr || !type->is_string() || !bytes->is_string()) {
+    error = "manifest_media_type and manifest_bytes must both be strings";
+    return false;
+  }
+  const std::string_view body(bytes->as_string());
+  if (oci::digest_of(body, manifest.algorithm()) != manifest) {
+    error = "manifest_bytes are not the manifest " + manifest.str();
+    return false;
+  }
+  if (auto s = store_.put_manifest(manifest, std::string_view(type->as_string()), body); !s.ok()) {
+    error = "storing the manifest: " + s.message;
+    return false;
+  }
+  return true;
 }
 
 bool prefetcher::import_profile(const oci::digest& manifest, std::string_view json,
@@ -492,6 +529,7 @@ bool prefetcher::import_profile(const oci::digest& manifest, std::string_view js
     error = "the profile is of manifest " + p->manifest.str() + ", not " + manifest.str();
     return false;
   }
+  if (!store_carried_manifest(manifest, json, error)) return false;
   if (auto s = store_.put_profile(manifest, cache::to_json(*p)); !s.ok()) {
     error = "storing the profile: " + s.message;
     return false;

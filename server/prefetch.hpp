@@ -109,10 +109,12 @@ class prefetcher {
   // own state.
   [[nodiscard]] cache::chunk_store::byte_ranges hot_ranges(const oci::digest& blob) const;
 
-  // Profiles through the admin API (blocking store I/O: call from the blocking pool).
+  // Profiles through the admin API (blocking store I/O: call from the blocking pool). An
+  // export carries the manifest when it is stored (manifest_media_type, manifest_bytes).
   [[nodiscard]] std::optional<std::string> export_profile(const oci::digest& manifest);
-  // Validates and stores `json` as the profile of `manifest` (replacing any); false with
-  // `error` when it is not a profile of that manifest.
+  // Validates and stores `json` as the profile of `manifest` (replacing any), and the manifest
+  // it carries, if any (its bytes must hash to `manifest`); false with `error` when it is not
+  // a profile of that manifest.
   bool import_profile(const oci::digest& manifest, std::string_view json, std::string& error);
   bool erase_profile(const oci::digest& manifest);
   // {"profiles":[{"manifest":…,"runs":N,"entries":N,"bytes":N},…]}
@@ -140,6 +142,9 @@ class prefetcher {
 
   // When `w` stops recording: its deadline, or settings_.quiet after its last read.
   [[nodiscard]] clock::time_point closes(const window& w) const;
+  // Stores the manifest an exported profile carries; true when it carries none.
+  bool store_carried_manifest(const oci::digest& manifest, std::string_view json,
+                              std::string& error);
   // Moves windows whose deadline passed (all with `all`) out of the open set.
   std::vector<window> take_closed(bool all);
   std::vector<saved_profile> save(std::vector<window> closed);

@@ -299,6 +299,47 @@ TEST_F(PrefetchTest, PublishedProfileTravelsThroughTheRegistryToANodeWithoutOne)
   EXPECT_NE(listed.body.find(img_->manifest.digest.str()), std::string::npos) << listed.body;
 }
 
+// An exported profile carries its manifest: the node that imports it resolves the tag with
+// one HEAD, starts the replay there, and serves the manifest GET from its store — a fresh
+// node's start pays no manifest round trip before its first read (timetostart, (e)).
+TEST_F(PrefetchTest, AnImportedProfileCarriesItsManifest) {
+  const auto& l0 = img_->layers[0];
+  auto a = start(dir_.path() / "a", prefetch_yaml("never", 1, "60s") + "  quiet: 300ms\n");
+  ASSERT_EQ(get_manifest(*a).status, 200u);
+  read_range(*a, l0, 0, 100);
+  http_response exported;
+  ASSERT_TRUE(eventually([&] {
+    exported = client_.get(admin(*a, manifest_path()));
+    return exported.status == 200;
+  }));
+  a.reset();
+  const auto doc = boost::json::parse(exported.body).as_object();
+  EXPECT_EQ(doc.at("manifest_bytes").as_string(), img_->manifest.data);
+  EXPECT_EQ(doc.at("manifest_media_type").as_string(), img_->manifest.media_type);
+
+  auto b = start(dir_.path() / "b", prefetch_yaml("never", 1, "60s"));
+  auto forged = doc;
+  forged["manifest_bytes"] = std::string(img_->manifest.data) + " ";
+  EXPECT_EQ(
+      client_.request("PUT", admin(*b, manifest_path()), kJson, boost::json::serialize(forged))
+          .status,
+      400u)
+      << "a carried manifest that is not the profile's was accepted";
+  ASSERT_EQ(client_.request("PUT", admin(*b, manifest_path()), kJson, exported.body).status, 200u);
+  storage_host_->clear_requests();
+  const auto head = client_.head(b->url() + "/v2/p/app/manifests/v1",
+                                 {{"Accept", std::string(oci::media_types::oci_manifest)}});
+  ASSERT_EQ(head.status, 200u);
+  ASSERT_TRUE(eventually([&] {
+    return metric(*b, "layercache_prefetch_fetched_bytes_total") == 1.0 * chunk;
+  })) << "the HEAD did not start the replay";
+  upstream_->stop();  // the registry: the manifest now comes from the store or not at all
+  ASSERT_EQ(get_manifest(*b, img_->manifest.digest.str()).status, 200u);
+  storage_host_->clear_requests();
+  read_range(*b, l0, 0, 100);
+  EXPECT_TRUE(storage_gets().empty()) << "the prefetched read went upstream";
+}
+
 TEST_F(PrefetchTest, AHeadOfAKnownManifestStartsTheReplay) {
   const auto& l0 = img_->layers[0];
   auto p = start(dir_.path() / "h", prefetch_yaml("never", 1, "60s"));

@@ -37,9 +37,10 @@
 #
 # Knobs (environment): RUNS (5), RTT_MS (30), BW (25MB: per connection), BIG_MIB (96: the
 # unread file of each data layer; the image is ~3×BIG_MIB, the 4× ones ~12×BIG_MIB),
-# SCENARIOS ("a b c d e f"), MOONSHOT (1: the 4× images' d, e, f), CHUNK (256KiB:
-# cache.chunk_size), COMPLETE_PARTIAL (false), EAGER (never: prefetch.eager_layers),
-# BG_FETCH (1: the snapshotter's background fetch, as its default; 0: -no-background-fetch),
+# SCENARIOS ("a b c d e f"), MOONSHOT (1: the 4× images' d, e, f), MODE (lazy: layercache's
+# top-level `mode`, which sets chunk_size 256KiB, complete_partial false, eager_layers never,
+# prefetch.quiet 3s; docs/configuration.md "mode"), CHUNK (cache.chunk_size), COMPLETE_PARTIAL,
+# EAGER (prefetch.eager_layers), QUIET (prefetch.quiet): each unset = as MODE sets it, BG_FETCH (1: the snapshotter's background fetch, as its default; 0: -no-background-fetch),
 # ESTARGZ_LEVEL (9: ctr-remote's default gzip level), KEEP (0; 1: keep the work directory
 # with every run's logs), BUILD (build).
 set -euo pipefail
@@ -52,9 +53,11 @@ BW=${BW:-25MB}
 BIG_MIB=${BIG_MIB:-96}
 SCENARIOS=${SCENARIOS:-a b c d e f}
 MOONSHOT=${MOONSHOT:-1}
-CHUNK=${CHUNK:-256KiB}
-COMPLETE_PARTIAL=${COMPLETE_PARTIAL:-false}
-EAGER=${EAGER:-never}
+MODE=${MODE:-lazy}
+CHUNK=${CHUNK:-}
+COMPLETE_PARTIAL=${COMPLETE_PARTIAL:-}
+EAGER=${EAGER:-}
+QUIET=${QUIET:-}
 BG_FETCH=${BG_FETCH:-1}
 ESTARGZ_LEVEL=${ESTARGZ_LEVEL:-9}
 KEEP=${KEEP:-0}
@@ -198,6 +201,7 @@ start_lc() {
   LC_PORT=$(free_port)
   ADMIN_PORT=$(free_port)
   cat > "$dir/layercache.yaml" << YML
+mode: $MODE
 server:
   listen:
     - address: 127.0.0.1:$LC_PORT
@@ -209,10 +213,12 @@ log:
 cache:
   path: $dir/cache
   capacity: 8GiB
-  chunk_size: $CHUNK
-  complete_partial: $COMPLETE_PARTIAL
+$([ -n "$CHUNK" ] && echo "  chunk_size: $CHUNK")
+$([ -n "$COMPLETE_PARTIAL" ] && echo "  complete_partial: $COMPLETE_PARTIAL")
 prefetch:
-  eager_layers: $EAGER
+  enabled: true
+$([ -n "$EAGER" ] && echo "  eager_layers: $EAGER")
+$([ -n "$QUIET" ] && echo "  quiet: $QUIET")
 upstreams:
   - name: origin
     url: $UPSTREAM
@@ -560,8 +566,10 @@ images="lazy/app:esgz ($APP_LAYERS layers, $((APP_BYTES / 1000000)) MB)"
 [ "$MOONSHOT" = 1 ] && images="$images; 4×: lazy/big:esgz ($BIG_LAYERS layers, $((BIG_BYTES / 1000000)) MB), lazy/fat:esgz ($FAT_LAYERS layers, $((FAT_BYTES / 1000000)) MB)"
 echo "time to start: $images"
 echo "container: busybox sha256sum of ${#READ_FILES[@]} files, $READ_BYTES bytes; upstream behind" \
-  "layercache-throttle, RTT $RTT_MS ms, $BW/s per connection; $RUNS runs each; layercache chunk" \
-  "$CHUNK, complete_partial $COMPLETE_PARTIAL, eager_layers $EAGER; snapshotter background fetch" \
+  "layercache-throttle, RTT $RTT_MS ms, $BW/s per connection; $RUNS runs each; layercache mode" \
+  "$MODE$(for kv in chunk_size=$CHUNK complete_partial=$COMPLETE_PARTIAL eager_layers=$EAGER \
+    quiet=$QUIET; do [ -n "${kv#*=}" ] && printf ', %s %s' "${kv%%=*}" "${kv#*=}"; done);" \
+  "snapshotter background fetch" \
   "$([ "$BG_FETCH" = 1 ] && echo on || echo off)"
 python3 - "$RESULTS" << 'PY'
 import statistics, sys

@@ -498,7 +498,7 @@ run_lc() {  # scenario key mode repo store fresh [profile digest]
   local mark
   start_lc "$5" "$6"
   if [ -n "${7:-}" ]; then
-    curl -sf --max-time 30 -o /dev/null -X PUT --data-binary "@$7" \
+    curl -sf --max-time 30 -o /dev/null -X PUT -H "Content-Type: application/json" --data-binary "@$7" \
       "http://127.0.0.1:$ADMIN_PORT/admin/profiles/$8" || die "$1: profile import refused"
   fi
   start_node "$3"

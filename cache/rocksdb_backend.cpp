@@ -306,8 +306,9 @@ class rocksdb_backend final : public backend {
   status read(family f, std::string_view key,
               const std::function<void(std::string_view)>& on_value) override {
     rocksdb::PinnableSlice value;
-    const std::string k = physical_key(f, key);
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(f), slice(k), &value);
+    std::string storage;
+    rocksdb::Status s =
+        db_->Get(rocksdb::ReadOptions(), cf(f), physical_slice(f, key, storage), &value);
     if (!s.ok()) return from_rocksdb(s, "read");
     on_value(std::string_view(value.data(), value.size()));
     return status::success();
@@ -325,8 +326,8 @@ class rocksdb_backend final : public backend {
     p->cache = column_of(f) == column::chunks ? chunk_blocks_ : block_cache_;
     rocksdb::ReadOptions ro;
     ro.verify_checksums = false;  // the value's own CRC-32C is checked by the caller
-    const std::string k = physical_key(f, key);
-    rocksdb::Status s = db_->Get(ro, cf(f), slice(k), &p->slice);
+    std::string storage;
+    rocksdb::Status s = db_->Get(ro, cf(f), physical_slice(f, key, storage), &p->slice);
     if (!s.ok()) return from_rocksdb(s, "read");
     value = std::string_view(p->slice.data(), p->slice.size());
     owner = std::move(p);
@@ -370,6 +371,14 @@ class rocksdb_backend final : public backend {
   }
   static std::string physical_key(family f, std::string_view key) {
     return std::string(prefix_of(f)).append(key);
+  }
+  // The same without a copy for a family stored as it is (chunk reads, the hot path); a
+  // prefixed key is built in `storage`.
+  static rocksdb::Slice physical_slice(family f, std::string_view key, std::string& storage) {
+    const std::string_view prefix = prefix_of(f);
+    if (prefix.empty()) return slice(key);
+    storage.assign(prefix).append(key);
+    return slice(storage);
   }
 
   static rocksdb::DBOptions db_options(const std::string& path,

@@ -325,6 +325,135 @@ std::set<std::string> registries_through(const std::filesystem::path& hosts_dir,
   return out;
 }
 
+// containerd's side: the proxy plugin and the CRI plugin's snapshotter. The address containerd
+// dials for the snapshotter (the deploy default when it names none).
+std::string check_lazy_containerd(report& r, const options& o,
+                                  const std::optional<std::string>& proxy,
+                                  const std::optional<std::string>& cri, bool v3) {
+  const auto config = under(o.root, "/etc/containerd/config.toml").string();
+  std::string address(stargz_socket);
+  if (!proxy) {
+    r.missing("lazy: " + config + " has no [proxy_plugins.stargz]; add (then restart containerd):",
+              "[proxy_plugins.stargz]\n  type = \"snapshot\"\n  address = \"" + address + "\"");
+  } else if (toml_value(*proxy, "type") != "snapshot") {
+    r.missing("lazy: [proxy_plugins.stargz] in " + config + " needs type = \"snapshot\"");
+  } else if (const auto a = toml_value(*proxy, "address"); !a || a->empty()) {
+    r.missing("lazy: [proxy_plugins.stargz] in " + config + " has no address; add:",
+              "  address = \"" + address + "\"");
+  } else {
+    address = *a;
+    r.ok("lazy: containerd has the stargz snapshotter at " + address);
+  }
+  const auto cri_snapshotter = cri ? toml_value(*cri, "snapshotter") : std::nullopt;
+  if (cri_snapshotter == "stargz") {
+    const auto annotations = toml_value(*cri, "disable_snapshot_annotations");
+    // containerd 1.6 defaults to true (no labels: every pull is a full one), 2.x to false.
+    if (annotations == "true" || (!v3 && annotations != "false")) {
+      r.missing(
+          "lazy: the CRI plugin uses stargz but passes it no image labels (containerd 1.x "
+          "defaults to disable_snapshot_annotations = true): Kubernetes pulls are full "
+          "pulls; add to its [plugins.\"io.containerd.grpc.v1.cri\".containerd]:",
+          "disable_snapshot_annotations = false");
+    } else {
+      r.ok("lazy: the CRI plugin (Kubernetes) pulls with snapshotter stargz");
+    }
+  } else {
+    r.note("lazy: the CRI plugin's snapshotter is " +
+           (cri_snapshotter ? "\"" + *cri_snapshotter + "\"" : std::string("the default")) +
+           ": Kubernetes pulls are full pulls; only ctr-remote rpull and `ctr run --snapshotter "
+           "stargz` are lazy (deploy/containerd/config-stargz.toml sets snapshotter = "
+           "\"stargz\")");
+  }
+  return address;
+}
+
+// The snapshotter's socket exists and (with probe_sockets) answers.
+void check_lazy_socket(report& r, const options& o, const std::string& address) {
+  const auto socket = under(o.root, address);
+  std::error_code ec;
+  if (!std::filesystem::is_socket(socket, ec)) {
+    r.missing("lazy: no socket at " + socket.string() +
+              " (is layercache-stargz running? `systemctl status layercache-stargz`)");
+  } else if (o.probe_sockets) {
+    if (const auto why = grpc_answers(socket, std::chrono::seconds(2)); !why.empty()) {
+      r.missing("lazy: layercache-stargz does not answer at " + socket.string() + ": " + why);
+    } else {
+      r.ok("lazy: layercache-stargz answers at " + socket.string());
+    }
+  }
+}
+
+// The snapshotter's flags: the file the unit reads, then the unit's own ExecStart (whose
+// -address must be the one containerd dials).
+std::vector<std::string> lazy_flags(report& r, const std::optional<std::string>& env,
+                                    const std::optional<std::string>& unit,
+                                    const std::filesystem::path& unit_path,
+                                    const std::string& address) {
+  std::vector<std::string> words;
+  if (env) {
+    if (const auto f = env_flags(*env)) words = words_of(*f);
+  }
+  if (!unit) return words;
+  static const std::regex exec(R"((^|\n)\s*ExecStart\s*=\s*([^\n]*))");
+  std::smatch m;
+  if (!std::regex_search(*unit, m, exec)) return words;
+  const auto argv = words_of(m[2].str());
+  const auto unit_address = flag_values(argv, "address");
+  if (!unit_address.empty() && unit_address.back() != address) {
+    r.missing("lazy: " + unit_path.string() + " serves -address " + unit_address.back() +
+              ", containerd dials " + address);
+  }
+  words.insert(words.end(), argv.begin(), argv.end());
+  return words;
+}
+
+// Every registry containerd pulls through the mirror is read by the snapshotter through it too.
+void check_lazy_mirrors(report& r, const options& o, const containerd_view& c,
+                        const std::vector<std::string>& words,
+                        const std::filesystem::path& env_path) {
+  std::set<std::string> through;
+  std::map<std::string, std::string> elsewhere;
+  for (const auto& m : flag_values(words, "mirror")) {
+    const auto eq = m.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string registry = m.substr(0, eq);
+    const std::string url = mirror_url(m.substr(eq + 1));
+    if (url == strip_slash(o.mirror)) {
+      through.insert(registry);
+    } else {
+      elsewhere.emplace(registry, url);
+    }
+  }
+  for (const auto& [registry, url] : elsewhere) {
+    if (!through.contains(registry)) {
+      std::string what = "lazy: layercache-stargz reads ";
+      what.append(registry).append("'s layers through ").append(url);
+      r.missing(what.append(", not through ").append(o.mirror));
+    }
+  }
+  const auto resolved = registries_through(c.hosts, o.mirror);
+  for (const auto& reg : resolved) {
+    if (!through.contains(reg)) {
+      std::string what = "lazy: containerd pulls ";
+      what.append(reg).append(" through ").append(o.mirror);
+      what.append(" but layercache-stargz reads its layers from ").append(reg);
+      what.append(" directly; add to LAYERCACHE_STARGZ_FLAGS in ").append(env_path.string());
+      std::string flag = "-mirror ";
+      flag.append(reg).append("=").append(o.mirror);
+      r.missing(what.append(":"), flag);
+    }
+  }
+  if (through.empty() && resolved.empty() && elsewhere.empty()) {
+    r.missing("lazy: layercache-stargz has no -mirror for " + o.mirror +
+                  " (it reads layers from the registries directly); in " + env_path.string() + ":",
+              "LAYERCACHE_STARGZ_FLAGS=\"-mirror docker.io=" + o.mirror + "\"");
+  } else if (!through.empty()) {
+    std::string listed;
+    for (const auto& reg : through) listed.append(listed.empty() ? "" : ", ").append(reg);
+    r.ok("lazy: layercache-stargz reads the layers of " + listed + " through " + o.mirror);
+  }
+}
+
 void check_lazy(report& r, const options& o, const containerd_view& c) {
   const std::string text = c.config.value_or("");
   const auto proxy = toml_table(text, table_header({"proxy_plugins", "stargz"}));
@@ -343,126 +472,19 @@ void check_lazy(report& r, const options& o, const containerd_view& c) {
         "needs deploy/containerd/config-stargz.toml and deploy/systemd/layercache-stargz.*");
     return;
   }
-  const auto config = under(o.root, "/etc/containerd/config.toml").string();
-
-  // containerd → the snapshotter.
-  std::string address(stargz_socket);
-  if (!proxy) {
-    r.missing("lazy: " + config + " has no [proxy_plugins.stargz]; add (then restart containerd):",
-              "[proxy_plugins.stargz]\n  type = \"snapshot\"\n  address = \"" + address + "\"");
-  } else if (toml_value(*proxy, "type") != "snapshot") {
-    r.missing("lazy: [proxy_plugins.stargz] in " + config + " needs type = \"snapshot\"");
-  } else if (const auto a = toml_value(*proxy, "address"); !a || a->empty()) {
-    r.missing("lazy: [proxy_plugins.stargz] in " + config + " has no address; add:",
-              "  address = \"" + address + "\"");
-  } else {
-    address = *a;
-    r.ok("lazy: containerd has the stargz snapshotter at " + address);
-  }
-  if (cri_snapshotter == "stargz") {
-    const auto annotations = toml_value(*cri, "disable_snapshot_annotations");
-    // containerd 1.6 defaults to true (no labels: every pull is a full one), 2.x to false.
-    if (annotations == "true" || (!c.v3 && annotations != "false")) {
-      r.missing(
-          "lazy: the CRI plugin uses stargz but passes it no image labels (containerd 1.x "
-          "defaults to disable_snapshot_annotations = true): Kubernetes pulls are full "
-          "pulls; add to its [plugins.\"io.containerd.grpc.v1.cri\".containerd]:",
-          "disable_snapshot_annotations = false");
-    } else {
-      r.ok("lazy: the CRI plugin (Kubernetes) pulls with snapshotter stargz");
-    }
-  } else {
-    r.note("lazy: the CRI plugin's snapshotter is " +
-           (cri_snapshotter ? "\"" + *cri_snapshotter + "\"" : std::string("the default")) +
-           ": Kubernetes pulls are full pulls; only ctr-remote rpull and `ctr run --snapshotter "
-           "stargz` are lazy (deploy/containerd/config-stargz.toml sets snapshotter = "
-           "\"stargz\")");
-  }
-
-  // The snapshotter's socket.
-  const auto socket = under(o.root, address);
-  std::error_code ec;
-  if (!std::filesystem::is_socket(socket, ec)) {
-    r.missing("lazy: no socket at " + socket.string() +
-              " (is layercache-stargz running? `systemctl status layercache-stargz`)");
-  } else if (o.probe_sockets) {
-    if (const auto why = grpc_answers(socket, std::chrono::seconds(2)); !why.empty()) {
-      r.missing("lazy: layercache-stargz does not answer at " + socket.string() + ": " + why);
-    } else {
-      r.ok("lazy: layercache-stargz answers at " + socket.string());
-    }
-  }
-
-  // The snapshotter's flags: the file the unit reads, and the unit's own ExecStart.
-  std::vector<std::string> words;
-  if (env) {
-    if (const auto f = env_flags(*env)) words = words_of(*f);
-  }
-  if (unit) {
-    static const std::regex exec(R"((^|\n)\s*ExecStart\s*=\s*([^\n]*))");
-    std::smatch m;
-    if (std::regex_search(*unit, m, exec)) {
-      const auto argv = words_of(m[2].str());
-      const auto unit_address = flag_values(argv, "address");
-      if (!unit_address.empty() && unit_address.back() != address) {
-        r.missing("lazy: " + unit_path.string() + " serves -address " + unit_address.back() +
-                  ", containerd dials " + address);
-      }
-      words.insert(words.end(), argv.begin(), argv.end());
-    }
-  }
+  const std::string address = check_lazy_containerd(r, o, proxy, cri, c.v3);
+  check_lazy_socket(r, o, address);
+  const auto words = lazy_flags(r, env, unit, unit_path, address);
   if (!env && !unit) {
     r.missing("lazy: neither " + env_path.string() + " nor " + unit_path.string() +
                   " exists: layercache-stargz's -mirror flags unknown; create " +
                   env_path.string() + " with:",
               "LAYERCACHE_STARGZ_FLAGS=\"-mirror docker.io=" + o.mirror + "\"");
   } else {
-    std::set<std::string> through;
-    std::map<std::string, std::string> elsewhere;
-    for (const auto& m : flag_values(words, "mirror")) {
-      const auto eq = m.find('=');
-      if (eq == std::string::npos) continue;
-      const std::string registry = m.substr(0, eq);
-      const std::string url = mirror_url(m.substr(eq + 1));
-      if (url == strip_slash(o.mirror)) {
-        through.insert(registry);
-      } else {
-        elsewhere.emplace(registry, url);
-      }
-    }
-    for (const auto& [registry, url] : elsewhere) {
-      if (!through.contains(registry)) {
-        std::string what = "lazy: layercache-stargz reads ";
-        what.append(registry).append("'s layers through ").append(url);
-        r.missing(what.append(", not through ").append(o.mirror));
-      }
-    }
-    std::string listed;
-    for (const auto& reg : through) listed.append(listed.empty() ? "" : ", ").append(reg);
-    const auto resolved = registries_through(c.hosts, o.mirror);
-    for (const auto& reg : resolved) {
-      if (!through.contains(reg)) {
-        std::string what = "lazy: containerd pulls ";
-        what.append(reg).append(" through ").append(o.mirror);
-        what.append(" but layercache-stargz reads its layers from ").append(reg);
-        what.append(" directly; add to LAYERCACHE_STARGZ_FLAGS in ").append(env_path.string());
-        std::string flag = "-mirror ";
-        flag.append(reg).append("=").append(o.mirror);
-        r.missing(what.append(":"), flag);
-      }
-    }
-    if (through.empty() && resolved.empty() && elsewhere.empty()) {
-      r.missing("lazy: layercache-stargz has no -mirror for " + o.mirror +
-                    " (it reads layers from the registries directly); in " + env_path.string() +
-                    ":",
-                "LAYERCACHE_STARGZ_FLAGS=\"-mirror docker.io=" + o.mirror + "\"");
-    } else if (!through.empty()) {
-      r.ok("lazy: layercache-stargz reads the layers of " + listed + " through " + o.mirror);
-    }
+    check_lazy_mirrors(r, o, c, words, env_path);
   }
-
-  // FUSE.
   const auto fuse = under(o.root, "/dev/fuse");
+  std::error_code ec;
   if (!std::filesystem::is_character_file(fuse, ec)) {
     r.missing("lazy: no " + fuse.string() +
               " (`modprobe fuse`; in a container, pass the device through)");

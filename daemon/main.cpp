@@ -20,6 +20,32 @@ namespace {
 // and saving profiles get the rest of this before the watchdog ends the process.
 constexpr std::chrono::seconds shutdown_grace{15};
 
+// Takes signals until SIGTERM or SIGINT: SIGHUP reloads `config_path` (nothing to reload for
+// the built-in config; a bad file is refused and the running config kept).
+void serve_until_stopped(layercache::server::server& srv, const sigset_t& signals,
+                         const std::string& config_path) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig != SIGHUP) {
+      layercache::log::info("main", strsignal(sig), ": draining");
+      return;
+    }
+    if (config_path.empty()) {
+      layercache::log::warn("main", "SIGHUP: running the built-in config; nothing to reload");
+      continue;
+    }
+    layercache::log::info("main", "SIGHUP: reloading ", config_path);
+    try {
+      const auto next = layercache::config::load_file(config_path);
+      (void)srv.reload(next);
+    } catch (const std::exception& e) {
+      srv.reload_failed();
+      layercache::log::error("main", "reload refused, keeping the running config: ", e.what());
+    }
+  }
+}
+
 constexpr std::string_view usage =
     "usage: layercached [--config FILE]     run (default: the built-in configuration)\n"
     "       layercached --check-config FILE  validate FILE and exit\n"
@@ -99,27 +125,7 @@ int main(int argc, char** argv) {
     srv->start();
     layercache::log::info("main", "layercached ready (",
                           config_path.empty() ? "built-in config" : config_path, ")");
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&signals, &sig) != 0) continue;
-      if (sig == SIGHUP) {
-        if (config_path.empty()) {
-          layercache::log::warn("main", "SIGHUP: running the built-in config; nothing to reload");
-          continue;
-        }
-        layercache::log::info("main", "SIGHUP: reloading ", config_path);
-        try {
-          const auto next = config::load_file(config_path);
-          (void)srv->reload(next);
-        } catch (const std::exception& e) {
-          srv->reload_failed();
-          layercache::log::error("main", "reload refused, keeping the running config: ", e.what());
-        }
-        continue;
-      }
-      layercache::log::info("main", strsignal(sig), ": draining");
-      break;
-    }
+    serve_until_stopped(*srv, signals, config_path);
     watchdog.emplace(std::chrono::duration_cast<std::chrono::milliseconds>(
                          cfg.server.timeouts.shutdown + shutdown_grace),
                      "draining connections");

@@ -1034,10 +1034,10 @@ struct upstream_lines {
 
 void read_upstream(problem_list& problems, const YAML::Node& node, const std::string& path,
                    upstream& u, upstream_lines& lines) {
-  mapping m(
-      problems, node, path,
-      {"name", "url", "default", "aliases", "ca_file", "auth", "timeouts", "retry",
-       "max_idle_connections", "max_redirects", "redirect_reuse", "allow_internal_redirects"});
+  mapping m(problems, node, path,
+            {"name", "url", "default", "aliases", "ca_file", "auth", "timeouts", "retry",
+             "max_idle_connections", "warm_connections", "max_redirects", "redirect_reuse",
+             "allow_internal_redirects"});
   if (!m.valid()) return;
 
   if (read_string(m, "name", u.name, true)) {
@@ -1104,6 +1104,7 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
     }
   }
   read_uint(m, "max_idle_connections", u.max_idle_connections, 0, 1024);
+  read_uint(m, "warm_connections", u.warm_connections, 0, 64);
   read_uint(m, "max_redirects", u.max_redirects, 0, 20);
   read_duration(m, "redirect_reuse", u.redirect_reuse, true);
   read_bool(m, "allow_internal_redirects", u.allow_internal_redirects);

@@ -121,6 +121,9 @@ struct upstream {
   upstream_timeouts timeouts;
   upstream_retry retry;
   std::uint64_t max_idle_connections = 16;  // kept per upstream host
+  // Connections opened ahead when a tag is resolved at the upstream (the blob reads that
+  // follow skip the connect and TLS handshake); 0: none.
+  unsigned warm_connections = 4;
   unsigned max_redirects = 5;
   // How long the place a blob GET was redirected to is used again for that blob's later GETs
   // (ranges of it) without asking the upstream first; 0: never. A refused or failed reuse asks

@@ -36,6 +36,9 @@ constexpr std::string_view usage =
     "  blobs [LIMIT]                  cached blobs, most recently used first\n"
     "  purge DIGEST | purge --all     drop one blob's chunks, or every blob's\n"
     "  preload REFERENCE [PLATFORM]   fetch an image's manifest and every blob, verified\n"
+    "  preload --start REFERENCE [PLATFORM]\n"
+    "                                 resolve the image now and begin fetching what a start of\n"
+    "                                 it reads (its access profile); answers at once\n"
     "  profiles                       access profiles in the store\n"
     "  profile export DIGEST [FILE]   write a manifest's profile (stdout without FILE)\n"
     "  profile import DIGEST FILE     store FILE as the manifest's profile ('-': stdin)\n"
@@ -117,6 +120,12 @@ answer call(const options& o, http::verb method, const std::string& target, std:
 }
 
 // A digest as the admin API takes it; exits on anything else.
+// `preload [--start] REFERENCE [PLATFORM]`
+bool preload_args(const std::vector<std::string>& args) {
+  const std::size_t first = args.size() > 1 && args[1] == "--start" ? 2 : 1;
+  return args.size() == first + 1 || args.size() == first + 2;
+}
+
 std::string digest_arg(const std::vector<std::string>& args, std::size_t i) {
   if (i >= args.size()) {
     std::cerr << "layercachectl: a digest (sha256:<hex>) is required\n" << usage;
@@ -222,11 +231,16 @@ int main(int argc, char** argv) {
   } else if (cmd == "purge" && args.size() == 2) {
     method = http::verb::delete_;
     target = args[1] == "--all" ? "/admin/blobs" : "/admin/blobs/" + digest_arg(args, 1);
-  } else if (cmd == "preload" && (args.size() == 2 || args.size() == 3)) {
+  } else if (cmd == "preload" && preload_args(args)) {
+    const bool start = args[1] == "--start";
+    const std::size_t ref = start ? 2 : 1;
     method = http::verb::post;
     target = "/admin/preload";
-    body = "{\"reference\":" + layercache::log::json_string(args[1]);
-    if (args.size() == 3) body += ",\"platform\":" + layercache::log::json_string(args[2]);
+    body = "{\"reference\":" + layercache::log::json_string(args[ref]);
+    if (args.size() == ref + 2) {
+      body += ",\"platform\":" + layercache::log::json_string(args[ref + 1]);
+    }
+    if (start) body += ",\"what\":\"start\"";
     body += "}";
   } else if (cmd == "profiles" && args.size() == 1) {
     target = "/admin/profiles";

@@ -13,6 +13,11 @@
 #   e        a second start on a fresh node: fresh store, d's profile imported
 #            (PUT /admin/profiles/<manifest digest>) before the pull
 #   f        warm: d's store (layercached restarted on it), fresh containerd + snapshotter
+#   p        as e, and the start preloaded at the node's boot: `POST /admin/preload` with
+#            "what": "start" (layercachectl preload --start) after the import, before
+#            containerd and the snapshotter start (the clock starts at the pull, as for all)
+#   q        as e, and the start preloaded at the pull's start (sent as the clock starts,
+#            beside the rpull: a node whose job arrives the moment it boots)
 #
 # and d, e, f again for the same command in two images 4× larger: "big" (7 layers: the 4
 # layers with twice the unread bytes, plus 3 layers of unread bytes) and "fat" (the same 4
@@ -28,7 +33,7 @@
 # tests/e2e/lazy_test.cpp does. The container prints the files' checksums; each run's output
 # is checked. Printed: a markdown table (medians, min–max, the issue's ratios) and, for the
 # lazy starts through layercache, where the time went (from layercached's access log: the
-# tag's HEAD, the mounts, local work before the first read and after the last, misses). Scenarios run interleaved (a, b, c, d, f, e, then d, f, e of each 4× image;
+# tag's HEAD, the mounts, local work before the first read and after the last, misses). Scenarios run interleaved (a, b, c, d, f, e, p, q, then d, f, e, p, q of each 4× image;
 # RUNS rounds), so a change of load on the machine touches all of them alike. Needs root and
 # /dev/fuse. Offline, on 127.0.0.1; bounded (every wait and command has a limit); cleans up
 # on exit.
@@ -37,7 +42,7 @@
 #
 # Knobs (environment): RUNS (5), RTT_MS (30), BW (25MB: per connection), BIG_MIB (96: the
 # unread file of each data layer; the image is ~3×BIG_MIB, the 4× ones ~12×BIG_MIB),
-# SCENARIOS ("a b c d e f"), MOONSHOT (1: the 4× images' d, e, f), MODE (lazy: layercache's
+# SCENARIOS ("a b c d e f p q"), MOONSHOT (1: the 4× images' d, e, f), MODE (lazy: layercache's
 # top-level `mode`, which sets chunk_size 256KiB, complete_partial false, eager_layers never,
 # prefetch.quiet 3s; docs/configuration.md "mode"), CHUNK (cache.chunk_size), COMPLETE_PARTIAL,
 # EAGER (prefetch.eager_layers), QUIET (prefetch.quiet): each unset = as MODE sets it, BG_FETCH (1: the snapshotter's background fetch, as its default; 0: -no-background-fetch),
@@ -51,7 +56,7 @@ RUNS=${RUNS:-5}
 RTT_MS=${RTT_MS:-30}
 BW=${BW:-25MB}
 BIG_MIB=${BIG_MIB:-96}
-SCENARIOS=${SCENARIOS:-a b c d e f}
+SCENARIOS=${SCENARIOS:-a b c d e f p q}
 MOONSHOT=${MOONSHOT:-1}
 MODE=${MODE:-lazy}
 CHUNK=${CHUNK:-}
@@ -459,6 +464,11 @@ timed_start() {
   # been deleted. No --rm: removing the container and its snapshot is not part of the start
   # (they go with the node).
   t0=$(now)
+  PRELOAD_PID=
+  if [ -n "${PRELOAD_AT_T0:-}" ]; then
+    preload_start "$PRELOAD_AT_T0" "$out/preload.json" &
+    PRELOAD_PID=$!
+  fi
   if [ "$mode" = lazy ]; then
     ctrx ctr-remote images rpull --plain-http "$ref" > "$out/pull.log" 2>&1 ||
       { cat "$out/pull.log" "$NODE/snapshotter.log" >&2; die "$scenario: rpull failed"; }
@@ -493,17 +503,33 @@ run_direct() {  # scenario key mode repo
   stop_node "$LAST_LOGS"
   record "$mark"
 }
-# through layercache: store $5, fresh ($6); $7 = a profile file to import first
-run_lc() {  # scenario key mode repo store fresh [profile digest]
+# preload_start REF FILE: what a start of REF (at the upstream) reads, as its profile says
+preload_start() {
+  curl -sf --max-time 30 -o "$2" -X POST -H "Content-Type: application/json" \
+    --data "{\"reference\": \"$1\", \"upstream\": \"origin\", \"what\": \"start\"}" \
+    "http://127.0.0.1:$ADMIN_PORT/admin/preload"
+}
+# through layercache: store $5, fresh ($6); $7 = a profile file to import first, $9 = when
+# to preload the start: boot (before the node starts) or t0 (as the clock starts)
+run_lc() {  # scenario key mode repo store fresh [profile digest [boot|t0]]
   local mark
   start_lc "$5" "$6"
   if [ -n "${7:-}" ]; then
     curl -sf --max-time 30 -o /dev/null -X PUT -H "Content-Type: application/json" --data-binary "@$7" \
       "http://127.0.0.1:$ADMIN_PORT/admin/profiles/$8" || die "$1: profile import refused"
   fi
+  if [ "${9:-}" = boot ]; then
+    preload_start "$4:esgz" "$WORK/preload.json" || die "$1: preload of the start refused"
+  fi
   start_node "$3"
   mark=$(upstream_mark)
+  PRELOAD_AT_T0=
+  [ "${9:-}" = t0 ] && PRELOAD_AT_T0="$4:esgz"
   timed_start "$1" "$2" "$3" "127.0.0.1:$LC_PORT/$4:esgz"
+  PRELOAD_AT_T0=
+  if [ -n "${PRELOAD_PID:-}" ]; then  # the preload sent at t0 (curl: 30 s at most)
+    wait "$PRELOAD_PID" || die "$1: preload of the start refused"
+  fi
   stop_node "$LAST_LOGS"
   stop_lc
   cp "$5/layercached.log" "$LAST_LOGS/" 2> /dev/null || true
@@ -527,13 +553,15 @@ has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 lazy_set() {  # key repo digest: d, then f on d's store, then e (fresh store, d's profile)
   local key=$1 repo=$2 digest=$3
   local store=$WORK/lc-$key
-  has d || has e || has f || return 0
+  has d || has e || has f || has p || has q || return 0
   run_lc d "$key" lazy "$repo" "$store" yes
-  if has e || has f; then
+  if has e || has f || has p || has q; then
     export_profile "$store" "$digest" "$WORK/profile-$key.json"
     cp "$WORK/profile-$key.json" "$LAST_LOGS/profile.json"
     has f && run_lc f "$key" lazy "$repo" "$store" no
     has e && run_lc e "$key" lazy "$repo" "$WORK/lc-$key-e" yes "$WORK/profile-$key.json" "$digest"
+    has p && run_lc p "$key" lazy "$repo" "$WORK/lc-$key-e" yes "$WORK/profile-$key.json" "$digest" boot
+    has q && run_lc q "$key" lazy "$repo" "$WORK/lc-$key-e" yes "$WORK/profile-$key.json" "$digest" t0
   fi
   rm -rf "$store" "$WORK/lc-$key-e"
 }
@@ -580,13 +608,15 @@ for line in open(sys.argv[1]):
 names = {"a": "(a) full pull + overlayfs, direct", "b-cold": "(b) full pull through layercache, cold",
          "b-warm": "(b) full pull through layercache, warm", "c": "(c) stargz lazy, direct",
          "d": "(d) stargz through layercache, cold", "e": "(e) second start, fresh node, profile imported",
-         "f": "(f) warm layercache, fresh node"}
+         "f": "(f) warm layercache, fresh node",
+         "p": "(p) as (e), start preloaded at the node's boot",
+         "q": "(q) as (e), start preloaded as the pull starts"}
 med = {}
 print("| scenario | median (s) | min–max (s) | pull / run, medians (s) | upstream blob requests / MB, medians |")
 print("|---|---|---|---|---|")
 suffix = {"app": "", "big": " — 4× image, more and larger layers", "fat": " — 4× image, same layers 4× larger"}
 for key in ("app", "big", "fat"):
-    for s in ("a", "b-cold", "b-warm", "c", "d", "e", "f"):
+    for s in ("a", "b-cold", "b-warm", "c", "d", "e", "f", "p", "q"):
         r = rows.get((key, s))
         if not r:
             continue
@@ -602,10 +632,12 @@ def ratio(label, a, b, target):
         print(f"- {label}: {med[a] / med[b]:.2f} ({target})")
 print()
 ratio("e / f", ("app", "e"), ("app", "f"), "target ≤ 1.2")
+ratio("p / f", ("app", "p"), ("app", "f"), "target ≤ 1.2")
+ratio("q / f", ("app", "q"), ("app", "f"), "target ≤ 1.2")
 ratio("a / e", ("app", "a"), ("app", "e"), "target ≥ 5")
 ratio("d / c", ("app", "d"), ("app", "c"), "target ≤ 1")
 for key, what in (("big", "more and larger layers"), ("fat", "same layers 4× larger")):
-    for s in ("d", "e", "f"):
+    for s in ("d", "e", "f", "p", "q"):
         ratio(f"4× image ({what}) ÷ image, {s}", (key, s), ("app", s), "target ≤ 1.1")
 PY
 
@@ -617,7 +649,7 @@ def at(s):
     return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 runs = {}
 for d in sorted(glob.glob(os.path.join(sys.argv[1], "*-*-*"))):
-    m = re.match(r"\d+-(app|big|fat)-([def])$", os.path.basename(d))
+    m = re.match(r"\d+-(app|big|fat)-([defpq])$", os.path.basename(d))
     if not m or not os.path.exists(os.path.join(d, "layercached.log")):
         continue
     _, t0, _, t1, _, t2 = open(os.path.join(d, "times")).read().split()
@@ -651,7 +683,7 @@ if runs:
     print("| start | HEAD of the tag | HEAD → last mount read | rpull return → first file read | file reads, summed | misses among them | last read → ctr run returns | total |")
     print("|---|---|---|---|---|---|---|---|")
     for key in ("app", "big", "fat"):
-        for s in ("d", "e", "f"):
+        for s in ("d", "e", "f", "p", "q"):
             r = runs.get((key, s))
             if r:
                 cols = [statistics.median(x[i] for x in r) for i in range(7)]

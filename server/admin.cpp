@@ -372,15 +372,27 @@ class admin_session final : public session_base {
       }
       return true;
     };
+    std::string what = "image";
     if (!text("reference", pr.reference) || pr.reference.empty() ||
-        !text("upstream", pr.upstream) || !text("platform", pr.platform)) {
+        !text("upstream", pr.upstream) || !text("platform", pr.platform) || !text("what", what) ||
+        (what != "image" && what != "start")) {
       co_return error_response(http::status::bad_request,
                                "expected {\"reference\": \"...\"} (upstream and platform are "
-                               "optional strings)");
+                               "optional strings, what is \"image\" or \"start\")");
     }
+    pr.start = what == "start";
+    const bool pr_start = pr.start;
     const preload_result r = co_await preload(admin_.worker, std::move(pr));
     if (!r.ok) {
       co_return error_response(static_cast<http::status>(r.status), r.error);
+    }
+    if (pr_start) {
+      co_return json_response(http::status::ok,
+                              boost::json::object{{"digest", r.digest},
+                                                  {"upstream", r.upstream},
+                                                  {"manifests", r.manifests},
+                                                  {"replays", r.replays},
+                                                  {"profiles_held", r.profiles_held}});
     }
     co_return json_response(http::status::ok,
                             boost::json::object{{"digest", r.digest},

@@ -50,9 +50,9 @@ struct prefetcher::replay {
   std::vector<job> jobs;
   std::vector<bool> taken;        // jobs a worker took (in order from `next`, or into a batch)
   std::uint64_t batch_bytes = 0;  // largest batch a worker makes
-  bool resolved_only = false;     // a HEAD: replay a known profile, nothing else
-  std::size_t next = 0;           // first job not taken; only touched on the replay's executor
-  std::size_t left = 0;           // jobs not taken
+  trigger why = trigger::get;
+  std::size_t next = 0;  // first job not taken; only touched on the replay's executor
+  std::size_t left = 0;  // jobs not taken
   unsigned workers = 0;
   unsigned failures = 0;
 };
@@ -78,24 +78,26 @@ void prefetcher::load() {
 void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_client& client,
                                  const std::string& repository, const oci::digest& digest,
                                  std::string_view media_type, const oci::manifest& m,
-                                 std::size_t body_size, bool head) {
+                                 std::size_t body_size, trigger why) {
   if (stopped_) return;
+  const bool head = why == trigger::head;
+  const bool record = why == trigger::get;
   std::vector<oci::descriptor> listed = m.blobs();
   const auto now = clock::now();
   const std::string key = digest.str();
   {
     std::lock_guard lock(mutex_);
     if (head && !profile_blobs_.contains(key)) return;  // the GET that follows decides
-    auto it = head ? windows_.end() : windows_.find(key);
+    auto it = record ? windows_.find(key) : windows_.end();
     if (it != windows_.end() && closes(it->second) <= now) {
       // Closed but not yet saved: keep its run for the next save, open a new window.
       closed_.push_back(std::move(it->second));
       windows_.erase(it);
       it = windows_.end();
     }
-    if (head) {
+    if (!record) {
       // A HEAD (containerd resolving a tag) records nothing: the GET that follows opens the
-      // window. It only starts the replay of the profile early.
+      // window. A preload is no start: nothing to record.
     } else if (it == windows_.end() && windows_.size() + closed_.size() >= max_open_windows) {
       // A flood of distinct manifests: record none of them rather than grow without bound.
       log::debug("prefetch", "too many recording windows open; not recording ", key);
@@ -123,9 +125,14 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_clien
   r->client = &client;
   r->repository = repository;
   r->manifest = key;
-  r->resolved_only = head;
+  r->why = why;
   r->listed = std::move(listed);
   asio::co_spawn(ex, run_replay(std::move(r)), asio::detached);
+}
+
+bool prefetcher::has_profile(const oci::digest& manifest) const {
+  std::lock_guard lock(mutex_);
+  return profile_blobs_.contains(manifest.str());
 }
 
 asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r) {
@@ -152,7 +159,7 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r) {
     if (text) prof = cache::profile_from_json(*text);
   }
   if (prof && prof->manifest != manifest) prof.reset();
-  if (!prof && !r->resolved_only && settings_.fetch_published &&
+  if (!prof && r->why != trigger::head && settings_.fetch_published &&
       !recently_not_published(r->manifest)) {
     // None of our own: the upstream registry may have one next to the image.
     auto found =
@@ -222,9 +229,9 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r) {
       }
     }
   }
-  const bool eager =
-      !r->resolved_only && (settings_.eager_layers == config::eager_mode::always ||
-                            (settings_.eager_layers == config::eager_mode::automatic && !prof));
+  const bool eager = r->why == trigger::get &&
+                     (settings_.eager_layers == config::eager_mode::always ||
+                      (settings_.eager_layers == config::eager_mode::automatic && !prof));
   if (eager) {
     for (std::size_t i = 0; i < listed.size(); ++i) {
       if (!usable(i)) continue;

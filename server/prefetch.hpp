@@ -78,17 +78,26 @@ class prefetcher {
   // once before serving.
   void load();
 
-  // A client was sent image manifest `digest` (a 200 GET; `m` parsed from its `body_size`
-  // bytes) of `repository` through `client`: opens its recording window (at once) and starts
-  // its replay on `ex` (the worker `client` belongs to). The session passes only image
-  // manifests (the platform manifest a client pulls after an index is the one recorded).
-  // With `head` (a HEAD answered from a stored manifest): no window, no eager layers, only the
-  // replay of a profile already held — containerd resolves a tag with HEAD before it GETs the
-  // manifest, so the replay starts one round trip earlier.
+  // Why a replay of a manifest starts (manifest_served).
+  enum class trigger {
+    get,      // a client GOT it: recording window, profile replay, eager layers without one
+    head,     // a HEAD answered from a stored manifest (containerd resolving a tag): only the
+              // replay of a profile already held, one round trip before the GET that follows
+    preload,  // a preload of what a start reads (admin API): the profile held, or the one
+              // published next to the image; no window, no eager layers
+  };
+
+  // Image manifest `digest` (`m` parsed from its `body_size` bytes) of `repository` through
+  // `client` was served (or preloaded, see trigger): opens its recording window (at once, for
+  // a GET) and starts its replay on `ex` (the worker `client` belongs to). The session passes
+  // only image manifests (the platform manifest a client pulls after an index is the one
+  // recorded).
   void manifest_served(const asio::any_io_executor& ex, upstream_client& client,
                        const std::string& repository, const oci::digest& digest,
                        std::string_view media_type, const oci::manifest& m, std::size_t body_size,
-                       bool head = false);
+                       trigger why = trigger::get);
+  // True when a profile of `manifest` is held (imported, recorded or found published).
+  [[nodiscard]] bool has_profile(const oci::digest& manifest) const;
 
   // A client read bytes [offset, offset + length) of blob `blob`.
   void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length);

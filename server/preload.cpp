@@ -7,6 +7,7 @@
 #include "oci/reference.hpp"
 #include "server/blob_cache.hpp"
 #include "server/manifest_cache.hpp"
+#include "server/prefetch.hpp"
 #include "server/upstream_select.hpp"
 
 namespace layercache::server {
@@ -68,6 +69,75 @@ asio::awaitable<std::variant<fetched_manifest, std::pair<unsigned, std::string>>
   co_return fetched_manifest{actual, std::move(content_type), std::move(body)};
 }
 
+// Reads every blob of `blobs` whole through the cache, verified; r.ok when all were.
+asio::awaitable<preload_result> read_whole(worker_context& worker, upstream_client& client,
+                                           const std::string& repository, preload_result r,
+                                           const std::vector<oci::digest>& blobs) {
+  auto& cache = *worker.blobs;
+  for (const auto& d : blobs) {
+    auto described = co_await cache.describe(client, repository, d);
+    if (auto* f = std::get_if<upstream_failure>(&described)) {
+      co_return failed(r, f->http_status(), "blob " + d.str() + ": " + f->message);
+    }
+    if (auto* up = std::get_if<std::unique_ptr<upstream_response>>(&described)) {
+      co_return failed(
+          r, 502, "blob " + d.str() + ": upstream answered " + std::to_string((*up)->status()));
+    }
+    const auto meta = std::get<blob_meta>(described);
+    ++r.blobs;
+    if (meta.size == 0 || meta.verified) {
+      r.bytes += meta.size;
+      continue;
+    }
+    oci::hasher hash(d.algorithm());
+    const blob_cache::sink out = [&hash](const char* p, std::size_t n) -> asio::awaitable<bool> {
+      hash.update(p, n);
+      co_return true;
+    };
+    read_report report;
+    const oci::byte_range whole{0, meta.size - 1};
+    const bool ok = co_await cache.read(client, repository, d, meta, whole, out, &report);
+    r.fetched_bytes += report.filled_bytes + report.joined_bytes;
+    if (!ok) co_return failed(r, 502, "blob " + d.str() + ": reading it failed");
+    if (hash.finish() != d) {
+      if (worker.metrics != nullptr) worker.metrics->digest_failure("stream");
+      co_await cache.purge(client, d);
+      co_return failed(r, 502, "blob " + d.str() + " does not match its digest; purged");
+    }
+    co_await cache.mark_verified(client, d);
+    r.bytes += meta.size;
+  }
+  r.ok = true;
+  co_return r;
+}
+
+// Begins the profile replay of each image manifest in `images` (with preload::start).
+preload_result start_replays(const asio::any_io_executor& ex, worker_context& worker,
+                             upstream_client& client, const std::string& repository,
+                             preload_result r, const std::vector<fetched_manifest>& images) {
+  if (worker.prefetch == nullptr) {
+    return failed(r, 409, "prefetch is off (prefetch.enabled: false): nothing replays a start");
+  }
+  auto& prefetch = *worker.prefetch;
+  for (const auto& m : images) {
+    if (prefetch.has_profile(m.digest)) ++r.profiles_held;
+  }
+  if (r.profiles_held == 0 && !prefetch.settings().fetch_published) {
+    return failed(r, 404,
+                  "no access profile is held for " + r.digest +
+                      " (import one: layercachectl profile import; or set "
+                      "prefetch.fetch_published)");
+  }
+  for (const auto& m : images) {
+    const auto parsed = oci::parse_manifest(m.bytes, m.media_type);
+    prefetch.manifest_served(ex, client, repository, m.digest, m.media_type, *parsed,
+                             m.bytes.size(), prefetcher::trigger::preload);
+    ++r.replays;
+  }
+  r.ok = true;
+  return r;
+}
+
 }  // namespace
 
 bool platform_matches(std::string_view platform, const std::string& os,
@@ -108,6 +178,7 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
   std::vector<std::pair<std::string, unsigned>> pending;
   pending.emplace_back(ref->digest ? ref->digest->str() : ref->tag, 0);
   std::vector<oci::digest> blobs;
+  std::vector<fetched_manifest> images;  // with req.start
   while (!pending.empty()) {
     auto [reference, depth] = std::move(pending.back());
     pending.pop_back();
@@ -140,43 +211,23 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
     }
     if (parsed->config) blobs.push_back(parsed->config->digest);
     for (const auto& layer : parsed->layers) blobs.push_back(layer.digest);
+    if (req.start) images.push_back(std::move(m));
   }
 
-  auto& cache = *worker.blobs;
-  for (const auto& d : blobs) {
-    auto described = co_await cache.describe(client, repository, d);
-    if (auto* f = std::get_if<upstream_failure>(&described)) {
-      co_return failed(r, f->http_status(), "blob " + d.str() + ": " + f->message);
-    }
-    if (auto* up = std::get_if<std::unique_ptr<upstream_response>>(&described)) {
-      co_return failed(
-          r, 502, "blob " + d.str() + ": upstream answered " + std::to_string((*up)->status()));
-    }
-    const auto meta = std::get<blob_meta>(described);
-    ++r.blobs;
-    if (meta.size == 0 || meta.verified) {
-      r.bytes += meta.size;
-      continue;
-    }
-    oci::hasher hash(d.algorithm());
-    const blob_cache::sink out = [&hash](const char* p, std::size_t n) -> asio::awaitable<bool> {
-      hash.update(p, n);
-      co_return true;
-    };
-    read_report report;
-    const oci::byte_range whole{0, meta.size - 1};
-    const bool ok = co_await cache.read(client, repository, d, meta, whole, out, &report);
-    r.fetched_bytes += report.filled_bytes + report.joined_bytes;
-    if (!ok) co_return failed(r, 502, "blob " + d.str() + ": reading it failed");
-    if (hash.finish() != d) {
-      if (worker.metrics != nullptr) worker.metrics->digest_failure("stream");
-      co_await cache.purge(client, d);
-      co_return failed(r, 502, "blob " + d.str() + " does not match its digest; purged");
-    }
-    co_await cache.mark_verified(client, d);
-    r.bytes += meta.size;
+  if (req.start) {
+    r = start_replays(co_await asio::this_coro::executor, worker, client, repository, std::move(r),
+                      images);
+    if (!r.ok) co_return r;
+  } else {
+    r = co_await read_whole(worker, client, repository, std::move(r), blobs);
+    if (!r.ok) co_return r;
   }
   r.ok = true;
+  if (req.start) {
+    log::info("admin", "preloading the start of ", req.reference, " (", r.digest, "): ", r.replays,
+              " replays begun, ", r.profiles_held, " with a profile held");
+    co_return r;
+  }
   log::info("admin", "preloaded ", req.reference, " (", r.digest, "): ", r.manifests,
             " manifests, ", r.blobs, " blobs, ", r.bytes, " bytes, ", r.fetched_bytes,
             " from upstream");

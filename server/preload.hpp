@@ -1,7 +1,10 @@
 // Preload: warm the store with an image, as if a client had pulled it — its manifest (the
 // platform's manifest for an index) and every blob it lists, each read whole and verified
-// against its digest. Used by the admin API (and start-up preloads). Include only from
-// server/*.cpp.
+// against its digest. Or, with `start`, warm what a start of it reads: the manifests (a tag
+// resolved now, so the runtime's HEAD within tag_ttl is answered here) and the replay of each
+// image manifest's access profile, begun at once (a node imports its profiles and preloads at
+// boot, before its runtime asks). Used by the admin API (and start-up preloads). Include only
+// from server/*.cpp.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -17,6 +20,7 @@ struct preload_request {
   std::string reference;  // "[registry/]repository[:tag][@digest]"
   std::string upstream;   // configured upstream name; empty: chosen by the reference's registry
   std::string platform = "linux/amd64";  // "os/arch[/variant]" for an index, or "all"
+  bool start = false;  // what a start reads (profile replays), not every blob whole
 };
 
 struct preload_result {
@@ -29,6 +33,10 @@ struct preload_result {
   std::uint64_t blobs = 0;
   std::uint64_t bytes = 0;          // blob bytes read
   std::uint64_t fetched_bytes = 0;  // of which came from upstream now
+  // With `start`: image manifests whose profile replay began, and how many of them had a
+  // profile held (the others look for one published next to the image, if configured).
+  std::uint64_t replays = 0;
+  std::uint64_t profiles_held = 0;
 };
 
 // Runs on the calling worker (uses its upstream clients). Requires the cache (blobs and

@@ -161,7 +161,8 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
     upstreams_differ =
         u.name != v.name || u.url != v.url || u.is_default != v.is_default ||
         u.aliases != v.aliases || u.ca_file != v.ca_file ||
-        u.max_idle_connections != v.max_idle_connections || u.max_redirects != v.max_redirects ||
+        u.max_idle_connections != v.max_idle_connections ||
+        u.warm_connections != v.warm_connections || u.max_redirects != v.max_redirects ||
         u.timeouts.connect != v.timeouts.connect || u.timeouts.response != v.timeouts.response ||
         u.timeouts.read != v.timeouts.read || u.timeouts.body != v.timeouts.body ||
         u.allow_internal_redirects != v.allow_internal_redirects ||

@@ -350,6 +350,8 @@ class session final : public session_base {
     state.key = tag_key(client.settings().name, choice.repository, r.reference, state.accept_cls);
     auto hit = co_await cache.tag(state.key);
     if (hit && !accepts(state.accept_cls, hit->manifest.media_type)) hit.reset();
+    if (!hit) hit = co_await resolved_natively(client, choice.repository, r.reference, state);
+    if (!hit || !cache.fresh(hit->fetched_at)) client.warm();  // for the blob reads that follow
     if (!hit) {
       co_return co_await manifest_from_upstream(req, r, choice, client, accept, &state, keep_alive);
     }
@@ -397,6 +399,25 @@ class session final : public session_base {
     up.reset();  // its connection goes back to the pool for the GET
     if (stale_ok) state.stale = std::move(hit);
     co_return co_await manifest_from_upstream(req, r, choice, client, accept, &state, keep_alive);
+  }
+
+  // A tag layercache resolved itself (a preload), accepting every manifest and index type, names
+  // what the registry stores under it: a client whose Accept differs but takes that type gets
+  // the same answer from the registry. Used while fresh only; nullopt otherwise.
+  asio::awaitable<std::optional<cached_tag>> resolved_natively(upstream_client& client,
+                                                               const std::string& repository,
+                                                               const std::string& tag,
+                                                               const manifest_cache_state& state) {
+    static const std::string every = accept_class(oci::default_manifest_accept());
+    if (state.accept_cls == every) co_return std::nullopt;
+    auto& cache = *worker_.manifests;
+    auto hit = co_await cache.tag(tag_key(client.settings().name, repository, tag, every));
+    if (!hit || !cache.fresh(hit->fetched_at) ||
+        !accepts(state.accept_cls, hit->manifest.media_type) ||
+        !accepts(every, hit->manifest.media_type)) {
+      co_return std::nullopt;
+    }
+    co_return hit;
   }
 
   // A stored manifest, with the headers a registry sends; HEAD: no body.
@@ -941,7 +962,8 @@ class session final : public session_base {
     }
     if (worker_.prefetch == nullptr || current_.client == nullptr) return;
     worker_.prefetch->manifest_served(stream_.get_executor(), *current_.client,
-                                      *current_.repository, d, media_type, *m, body.size(), head);
+                                      *current_.repository, d, media_type, *m, body.size(),
+                                      head ? prefetcher::trigger::head : prefetcher::trigger::get);
   }
   std::string client_ = client_address();
 

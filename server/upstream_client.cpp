@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -191,6 +193,11 @@ void connection_pool::release(std::unique_ptr<upstream_connection> c, std::size_
   c->lowest().expires_never();
   c->idle_since = std::chrono::steady_clock::now();
   list.push_back(std::move(c));
+}
+
+std::size_t connection_pool::idle_count(const origin& where) const {
+  const auto it = idle_.find(where.key());
+  return it == idle_.end() ? 0 : it->second.size();
 }
 
 std::size_t connection_pool::idle_count() const {
@@ -399,6 +406,31 @@ config::duration retry_backoff(const config::upstream_retry& policy, unsigned at
   return std::chrono::duration_cast<config::duration>(wait * jitter);
 }
 
+void upstream_client::warm() {
+  const std::size_t want = std::min<std::size_t>(cfg_.warm_connections, cfg_.max_idle_connections);
+  const std::size_t have = pool_.idle_count(origin_) + *warming_;
+  // By value: the pool (one per worker) outlives a client a reload replaces; the client may
+  // not outlive these.
+  for (std::size_t i = have; i < want; ++i) {
+    ++*warming_;
+    asio::co_spawn(
+        pool_.executor(),
+        [&pool = pool_, where = origin_, tls = tls_for(origin_), timeout = cfg_.timeouts.connect,
+         max_idle = cfg_.max_idle_connections, name = cfg_.name,
+         warming = warming_]() -> asio::awaitable<void> {
+          auto c = co_await pool.acquire(where, tls, timeout, true);
+          --*warming;
+          if (auto* conn = std::get_if<std::unique_ptr<upstream_connection>>(&c)) {
+            pool.release(std::move(*conn), max_idle);
+          } else {
+            log::debug("upstream", name,
+                       ": warming a connection: ", std::get<upstream_failure>(c).message);
+          }
+        },
+        asio::detached);
+  }
+}
+
 asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
   const bool idempotent = req.method == http::verb::get || req.method == http::verb::head;
   const unsigned attempts = idempotent ? std::max(1U, cfg_.retry.attempts) : 1;
@@ -576,7 +608,13 @@ std::variant<upstream_client::hop, upstream_failure> upstream_client::redirect_h
               req.target.substr(0, req.target.find('?')).substr(0, 200), " refused: ", why);
     return failure(upstream_errc::redirect_refused, "redirect refused");
   };
-  if (!req.follow_redirects) return refused("only blob GETs follow redirects");
+  if (!req.follow_redirects) {
+    // Expected where blobs live in storage (docker-registry redirects HEADs of blobs too): the
+    // caller falls back to a GET, whose redirect is followed. Not worth a warning each time.
+    log::debug("upstream", cfg_.name, ": redirect of ", http::to_string(req.method), " ",
+               req.target.substr(0, req.target.find('?')).substr(0, 200), " not followed");
+    return failure(upstream_errc::redirect_refused, "redirect refused");
+  }
   // Relative locations (Artifact Registry sends them) resolve against the request URL.
   boost::urls::url base;
   base.set_scheme(from.where.scheme);

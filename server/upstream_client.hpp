@@ -94,6 +94,8 @@ class connection_pool {
   // Keeps `c` for reuse, at most `max_idle` per origin.
   void release(std::unique_ptr<upstream_connection> c, std::size_t max_idle);
   [[nodiscard]] std::size_t idle_count() const;
+  [[nodiscard]] std::size_t idle_count(const origin& where) const;
+  [[nodiscard]] const asio::any_io_executor& executor() const { return executor_; }
 
  private:
   asio::any_io_executor executor_;
@@ -223,6 +225,12 @@ class upstream_client {
 
   [[nodiscard]] const config::upstream& settings() const { return cfg_; }
 
+  // Opens connections to the upstream ahead of requests that will need them (the blob reads
+  // after a tag is resolved there), so that those skip the connect and TLS handshake: up to
+  // `warm_connections` idle in this worker's pool (at most max_idle_connections), counting
+  // those being opened. Returns at once; a connection that cannot be opened is dropped.
+  void warm();
+
   // layercache's own listeners, which redirects never reach (null: none known). Set before use.
   void set_own_endpoints(const own_endpoints* own) { own_ = own; }
 
@@ -291,6 +299,8 @@ class upstream_client {
   metrics::upstream_metrics* metrics_ = nullptr;
   redirect_memory& redirects_;
   const own_endpoints* own_ = nullptr;
+  // Connections warm() is opening (shared with them: they may end after this client).
+  std::shared_ptr<std::size_t> warming_ = std::make_shared<std::size_t>(0);
 };
 
 // Splits an absolute http(s) URL into its origin and origin-form target ("/path?query");

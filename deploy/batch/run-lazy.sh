@@ -4,12 +4,13 @@
 # lazily (manifest and config through layercache; the layers stay remote, read on demand by
 # layercache-stargz through layercache) into the containerd start-lazy-node.sh started, and
 # ctr runs it on the stargz snapshotter with the host's network, as Batch runs containers.
-# The runnable's environment sets IMAGE (an eStargz image, named through layercache:
+# The task's environment (taskSpec.environment: start-lazy-node.sh preloads the start of the
+# same IMAGE) sets IMAGE (an eStargz image, named through layercache:
 # 127.0.0.1:5000/<AR host>/<path>:<tag>; any other image works too, pulled whole) and COMMAND
 # (run with /bin/sh -c in the container, which gets BATCH_TASK_INDEX and BATCH_TASK_COUNT).
 set -euo pipefail
-: "${IMAGE:?IMAGE is not set (environment of the runnable)}"
-: "${COMMAND:?COMMAND is not set (environment of the runnable)}"
+: "${IMAGE:?IMAGE is not set (environment of the task)}"
+: "${COMMAND:?COMMAND is not set (environment of the task)}"
 # The lazy node's containerd (start-lazy-node.sh); ctest -L lazy points both elsewhere.
 ADDRESS=${LAYERCACHE_CONTAINERD_ADDRESS:-/run/layercache-containerd/containerd.sock}
 LOCK=${LAYERCACHE_RPULL_LOCK:-/var/lock/layercache-rpull.lock}

@@ -741,9 +741,12 @@ def check_batch_lazy(args):
     setup = runs[0]["script"]["text"]
     task = runs[1]["script"]["text"]
 
-    # The task: IMAGE through layercache from Artifact Registry, and a COMMAND.
-    env = runs[1].get("environment", {}).get("variables", {})
-    need({"IMAGE", "COMMAND"} <= set(env), f"runnable 2 environment: {sorted(env)}")
+    # The task: IMAGE through layercache from Artifact Registry, and a COMMAND, in the task's
+    # environment (both runnables: the first preloads the start of IMAGE).
+    env = spec.get("environment", {}).get("variables", {})
+    need({"IMAGE", "COMMAND"} <= set(env), f"taskSpec environment: {sorted(env)}")
+    need(re.search(r'layercachectl preload --start "\$\{IMAGE#127\.0\.0\.1:5000/\}"', setup),
+         "start-lazy-node.sh does not preload the start of IMAGE")
     img = env["IMAGE"]
     need(re.match(r"^127\.0\.0\.1:5000/[a-z0-9-]+-docker\.pkg\.dev/", img),
          f"IMAGE {img} not named through layercache from Artifact Registry")

@@ -476,7 +476,7 @@ std::size_t push_small_estargz(const temp_dir& work, const registry_process& ups
 }
 
 // deploy/batch/job-lazy.json's second runnable, deploy/batch/run-lazy.sh, as Batch runs it:
-// IMAGE and COMMAND from the runnable's environment, the containerd start-lazy-node.sh starts
+// IMAGE and COMMAND from the task's environment, the containerd start-lazy-node.sh starts
 // (here a test one with the stargz proxy plugin). The task prints what it read, the upstream
 // serves a small part of the layer, and the container's exit status is the runnable's.
 TEST(LazyPull, BatchScriptRunnableStartsTheTaskLazilyThroughLayercache) {

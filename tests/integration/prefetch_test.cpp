@@ -363,6 +363,61 @@ TEST_F(PrefetchTest, AHeadOfAKnownManifestStartsTheReplay) {
   EXPECT_EQ(metric(*p, "layercache_prefetch_replays_total", {{"kind", "profile"}}), 2);
 }
 
+// A node imports its profile and preloads the start at boot (layercachectl preload --start),
+// before its runtime asks: the tag is resolved then, the profile's chunks fetched, and the
+// runtime's start later needs nothing of the upstream.
+TEST_F(PrefetchTest, APreloadOfAStartFetchesItsProfileBeforeTheRuntimeAsks) {
+  const auto& l0 = img_->layers[0];
+  const auto& l1 = img_->layers[1];
+  const std::string store = (dir_.path() / "s").string();
+  auto p = start(store, prefetch_yaml("never", 1, "60s") + "  fetch_published: false\n");
+  const std::string preload_start =
+      R"({"reference": "p/app:v1", "upstream": "up", "what": "start"})";
+  const auto none = client_.request("POST", admin(*p, "/admin/preload"), kJson, preload_start);
+  EXPECT_EQ(none.status, 404u) << "a start preloaded without a profile: " << none.body;
+  EXPECT_NE(none.body.find("no access profile"), std::string::npos) << none.body;
+  EXPECT_EQ(client_
+                .request("POST", admin(*p, "/admin/preload"), kJson,
+                         R"({"reference": "p/app:v1", "upstream": "up", "what": "all"})")
+                .status,
+            400u);
+
+  const std::string profile = "{\"version\":1,\"manifest\":\"" + img_->manifest.digest.str() +
+                              "\",\"runs\":1,\"entries\":[{\"blob\":\"" + l0.digest.str() +
+                              "\",\"offset\":0,\"length\":10,\"seen\":1,\"at_ms\":0},{\"blob\":\"" +
+                              l1.digest.str() + "\",\"offset\":" + std::to_string(MiB) +
+                              ",\"length\":100,\"seen\":1,\"at_ms\":5}]}";
+  ASSERT_EQ(client_.request("PUT", admin(*p, manifest_path()), kJson, profile).status, 200u);
+  storage_host_->clear_requests();
+  const auto r = client_.request("POST", admin(*p, "/admin/preload"), kJson, preload_start);
+  ASSERT_EQ(r.status, 200u) << r.body;
+  const auto answer = boost::json::parse(r.body).as_object();
+  EXPECT_EQ(answer.at("digest").as_string(), img_->manifest.digest.str());
+  EXPECT_EQ(answer.at("replays"), 1);
+  EXPECT_EQ(answer.at("profiles_held"), 1);
+  ASSERT_TRUE(eventually([&] {
+    return metric(*p, "layercache_prefetch_fetched_bytes_total") == 2.0 * chunk;
+  })) << "the preload did not replay the profile";
+  EXPECT_EQ(storage_gets(), (std::vector<fetched>{chunk_of(l0, 0), chunk_of(l1, 4)}));
+
+  // The runtime's start: the registry is gone, and nothing of it is needed.
+  upstream_->stop();
+  storage_host_->clear_requests();
+  const auto head = client_.head(p->url() + "/v2/p/app/manifests/v1",
+                                 {{"Accept", std::string(oci::media_types::oci_manifest)}});
+  EXPECT_EQ(head.status, 200u) << "the tag the preload resolved was not kept";
+  read_range(*p, l0, 0, 10);
+  read_range(*p, l1, MiB, 100);
+  EXPECT_TRUE(storage_gets().empty()) << "a read of the start went upstream";
+
+  // A preload is no start: it opened no recording window (the reads above made no run).
+  p.reset();
+  p = start(store, prefetch_yaml("never", 1, "60s"));
+  const auto listed = boost::json::parse(client_.get(admin(*p, "/admin/profiles")).body);
+  ASSERT_EQ(listed.at("profiles").as_array().size(), 1u) << listed;
+  EXPECT_EQ(listed.at("profiles").at(0).at("runs"), 1) << listed;
+}
+
 TEST_F(PrefetchTest, RunsMergeIntoOneProfileMostSeenFirst) {
   const auto& l0 = img_->layers[0];
   const auto& l1 = img_->layers[1];

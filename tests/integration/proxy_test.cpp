@@ -2,9 +2,13 @@
 // routing by ns= and path prefix, TLS and Basic upstreams, and blob redirects.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "oci/digest.hpp"
 #include "tests/support/file_server.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/http_stub.hpp"
 #include "tests/support/image.hpp"
 #include "tests/support/layercache_instance.hpp"
 #include "tests/support/process.hpp"
@@ -388,6 +392,77 @@ TEST(ProxyUpstreams, UnreachableUpstreamIs502) {
   http_client c;
   auto r = c.get(proxy.url() + "/v2/a/b/manifests/v1", kAcceptAll);
   expect_oci_error(r, 502, "UNAVAILABLE");
+}
+
+// A tag resolved at the upstream opens warm_connections connections beside its own request:
+// the blob reads that follow (here three at once) find them open and dial none.
+TEST(ProxyUpstreams, ATagResolvedUpstreamWarmsConnectionsForTheBlobReads) {
+  const image img = make_image(image_format::oci, {30'000, 20'000}, 9);
+  http_stub upstream([&img](const stub_request& r) {
+    stub_response a;
+    const auto blob_of = [&](const blob& b) {
+      return r.target == "/v2/w/app/blobs/" + b.digest.str();
+    };
+    if (r.target == "/v2/") return a;
+    if (r.target == "/v2/w/app/manifests/v1") {
+      a.headers = {{"Content-Type", img.manifest.media_type},
+                   {"Docker-Content-Digest", img.manifest.digest.str()}};
+      a.body = img.manifest.data;
+      return a;
+    }
+    for (const blob* b : {&img.config, &img.layers[0], &img.layers[1]}) {
+      if (!blob_of(*b)) continue;
+      a.body = b->data;
+      if (const auto range = r.header("Range")) {
+        std::uint64_t first = 0, last = 0;
+        if (std::sscanf(range->c_str(), "bytes=%lu-%lu", &first, &last) == 2 &&
+            last < b->data.size()) {
+          a.status = 206;
+          a.body = b->data.substr(first, last - first + 1);
+          a.headers.emplace_back("Content-Range", "bytes " + std::to_string(first) + "-" +
+                                                      std::to_string(last) + "/" +
+                                                      std::to_string(b->data.size()));
+        }
+      }
+      return a;
+    }
+    a.status = 404;
+    return a;
+  });
+  for (const unsigned warm : {3u, 0u}) {
+    // One worker (one connection pool); no prefetch (its fills would take the connections).
+    layercache_instance proxy(
+        "server:\n  threads: 1\n  listen:\n    - address: 127.0.0.1:0\n"
+        "prefetch:\n  enabled: false\nupstreams:\n" +
+        upstream_yaml("up", upstream.url(), true) +
+        "    warm_connections: " + std::to_string(warm) + "\n");
+    const unsigned before = upstream.connections();
+    http_client c;
+    ASSERT_EQ(c.get(proxy.url() + "/v2/w/app/manifests/v1", kAcceptAll).status, 200u);
+    // The manifest's own connection, and the warmed ones once they are open.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (upstream.connections() < before + 1 + warm &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // no more than that
+    EXPECT_EQ(upstream.connections(), before + 1 + warm) << "warm_connections " << warm;
+    if (warm == 0) continue;
+    std::vector<std::thread> readers;
+    std::vector<unsigned> status(3, 0);
+    const std::vector<const blob*> blobs = {&img.config, &img.layers[0], &img.layers[1]};
+    for (std::size_t i = 0; i < blobs.size(); ++i) {
+      readers.emplace_back([&, i] {
+        http_client own;
+        const auto r = own.get(proxy.url() + "/v2/w/app/blobs/" + blobs[i]->digest.str());
+        status[i] = r.body == blobs[i]->data ? r.status : 0;
+      });
+    }
+    for (auto& t : readers) t.join();
+    EXPECT_EQ(status, (std::vector<unsigned>{200, 200, 200}));
+    EXPECT_EQ(upstream.connections(), before + 1 + warm)
+        << "the blob reads dialled the upstream again";
+  }
 }
 
 }  // namespace

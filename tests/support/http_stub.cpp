@@ -1,5 +1,6 @@
 #include "tests/support/http_stub.hpp"
 
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -41,6 +42,7 @@ struct http_stub::impl {
   std::uint16_t port = 0;
   mutable std::mutex mutex;
   std::vector<stub_request> recorded;
+  std::atomic<unsigned> accepted{0};
   std::thread thread;
 
   static asio::awaitable<void> accept_loop(impl* self) {
@@ -48,6 +50,7 @@ struct http_stub::impl {
       auto [ec, socket] = co_await self->acceptor.async_accept(use_tuple);
       if (ec == asio::error::operation_aborted) co_return;
       if (ec) continue;
+      ++self->accepted;
       if (self->tls) {
         asio::co_spawn(self->ioc, serve_tls(self, std::move(socket)), asio::detached);
       } else {
@@ -188,6 +191,8 @@ std::vector<stub_request> http_stub::requests() const {
   std::lock_guard lock(impl_->mutex);
   return impl_->recorded;
 }
+
+unsigned http_stub::connections() const { return impl_->accepted; }
 
 void http_stub::clear_requests() {
   std::lock_guard lock(impl_->mutex);

@@ -59,6 +59,8 @@ class http_stub {
 
   [[nodiscard]] std::vector<stub_request> requests() const;
   void clear_requests();
+  // Connections accepted so far (clear_requests() leaves it).
+  [[nodiscard]] unsigned connections() const;
 
  private:
   struct impl;

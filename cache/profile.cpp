@@ -39,6 +39,7 @@ profile merge_run(std::optional<profile> base, const oci::digest& manifest,
   if (base && base->manifest == manifest) {
     out.runs = base->runs;
     out.entries = std::move(base->entries);
+    out.tags = std::move(base->tags);
     for (std::size_t i = 0; i < out.entries.size(); ++i) {
       index.emplace(key{out.entries[i].blob.str(), out.entries[i].offset}, i);
     }
@@ -69,6 +70,12 @@ profile merge_run(std::optional<profile> base, const oci::digest& manifest,
   return out;
 }
 
+void add_tag(profile& p, profile_tag t) {
+  std::erase(p.tags, t);
+  p.tags.insert(p.tags.begin(), std::move(t));
+  if (p.tags.size() > max_profile_tags) p.tags.resize(max_profile_tags);
+}
+
 std::string to_json(const profile& p) {
   boost::json::array entries;
   entries.reserve(p.entries.size());
@@ -79,9 +86,50 @@ std::string to_json(const profile& p) {
                                           {"seen", e.seen},
                                           {"at_ms", e.at_ms}});
   }
-  return boost::json::serialize(boost::json::object{
-      {"version", 1}, {"manifest", p.manifest.str()}, {"runs", p.runs}, {"entries", entries}});
+  boost::json::object doc{
+      {"version", 1}, {"manifest", p.manifest.str()}, {"runs", p.runs}, {"entries", entries}};
+  if (!p.tags.empty()) {
+    boost::json::array tags;
+    for (const auto& t : p.tags) {
+      tags.push_back(boost::json::object{
+          {"upstream", t.upstream}, {"repository", t.repository}, {"tag", t.tag}});
+    }
+    doc["tags"] = std::move(tags);
+  }
+  return boost::json::serialize(doc);
 }
+
+namespace {
+
+// A tag field: 1..255 bytes, no control characters (tag record keys are '\n'-separated).
+std::optional<std::string> tag_field(const boost::json::object& o, std::string_view name) {
+  const auto* v = o.if_contains(name);
+  if (v == nullptr || !v->is_string()) return std::nullopt;
+  std::string s(v->as_string());
+  if (s.empty() || s.size() > 255) return std::nullopt;
+  for (const unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return std::nullopt;
+  }
+  return s;
+}
+
+// "tags" of a profile document (absent: none); false when malformed.
+bool read_tags(const boost::json::value* v, std::vector<profile_tag>& out) {
+  if (v == nullptr) return true;
+  if (!v->is_array() || v->as_array().size() > max_profile_tags) return false;
+  for (const auto& item : v->as_array()) {
+    if (!item.is_object()) return false;
+    const auto& o = item.as_object();
+    auto upstream = tag_field(o, "upstream");
+    auto repository = tag_field(o, "repository");
+    auto tag = tag_field(o, "tag");
+    if (!upstream || !repository || !tag) return false;
+    out.push_back(profile_tag{std::move(*upstream), std::move(*repository), std::move(*tag)});
+  }
+  return true;
+}
+
+}  // namespace
 
 std::optional<profile> profile_from_json(std::string_view json) {
   boost::system::error_code ec;
@@ -120,6 +168,7 @@ std::optional<profile> profile_from_json(std::string_view json) {
                                       static_cast<std::uint32_t>(*at)});
   }
   order(p.entries);
+  if (!read_tags(o.if_contains("tags"), p.tags)) return std::nullopt;
   return p;
 }
 

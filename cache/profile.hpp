@@ -32,13 +32,27 @@ struct profile_entry {
   std::uint32_t at_ms = 0;  // mean first-touch time over those runs
 };
 
+// A tag a client named the manifest by, where: lets a node that imports the profile start
+// its replay while that tag is still being resolved (docs/architecture.md, "Prefetch").
+struct profile_tag {
+  std::string upstream;  // configured upstream name
+  std::string repository;
+  std::string tag;
+  friend bool operator==(const profile_tag&, const profile_tag&) = default;
+};
+
 struct profile {
   oci::digest manifest;
   std::uint32_t runs = 0;
   std::vector<profile_entry> entries;  // replay order
+  std::vector<profile_tag> tags;       // newest first, at most max_profile_tags
 };
 
 inline constexpr std::size_t max_profile_entries = 1 << 16;
+inline constexpr std::size_t max_profile_tags = 8;
+
+// Puts `t` first in `p.tags` (moved there if present), keeping at most max_profile_tags.
+void add_tag(profile& p, profile_tag t);
 
 // Merges `run` (first-touch order; a repeated (blob, offset) keeps its first touch) into
 // `base` (or a new profile of `manifest`). Ordered by seen (descending), then at_ms, then
@@ -47,10 +61,12 @@ inline constexpr std::size_t max_profile_entries = 1 << 16;
                                 const std::vector<touch>& run);
 
 // JSON: {"version":1,"manifest":"sha256:…","runs":N,"entries":[{"blob":…,"offset":…,
-// "length":…,"seen":…,"at_ms":…},…]} — also the export/import format.
+// "length":…,"seen":…,"at_ms":…},…],"tags":[{"upstream":…,"repository":…,"tag":…},…]} —
+// also the export/import format; "tags" is left out when empty and optional on input.
 [[nodiscard]] std::string to_json(const profile& p);
 // nullopt for anything that is not a valid profile document (bad digests, seen > runs, zero
-// lengths, more than max_profile_entries entries, ...).
+// lengths, more than max_profile_entries entries, more than max_profile_tags tags or a tag
+// field that is empty, longer than 255 bytes or holds a control character, ...).
 [[nodiscard]] std::optional<profile> profile_from_json(std::string_view json);
 
 }  // namespace layercache::cache

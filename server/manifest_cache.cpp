@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "log/log.hpp"
+#include "oci/media_types.hpp"
 
 namespace layercache::server {
 namespace {
@@ -80,6 +81,11 @@ bool accepts(std::string_view accept_cls, std::string_view media_type) {
     if (item == type || item == "*/*" || item == family) return true;
   }
   return false;
+}
+
+const std::string& native_accept_class() {
+  static const std::string cls = accept_class(oci::default_manifest_accept());
+  return cls;
 }
 
 std::string tag_key(std::string_view upstream, std::string_view repository, std::string_view tag,

@@ -33,6 +33,11 @@ namespace layercache::server {
 // `accept_cls` (the exact type, "*/*" or "type/*"; parameters and case of `media_type` ignored).
 [[nodiscard]] bool accepts(std::string_view accept_cls, std::string_view media_type);
 
+// The accept class of layercache's own manifest requests (oci::default_manifest_accept(): every
+// manifest and index type). A tag resolved with it names what the registry stores under the
+// tag, whatever a client's Accept; tag hints from imported profiles are kept under it.
+[[nodiscard]] const std::string& native_accept_class();
+
 // upstream '\n' repository '\n' tag '\n' accept class: the store key of a tag record.
 [[nodiscard]] std::string tag_key(std::string_view upstream, std::string_view repository,
                                   std::string_view tag, std::string_view accept_cls);

@@ -8,7 +8,9 @@
 
 #include "log/log.hpp"
 #include "oci/manifest.hpp"
+#include "oci/reference.hpp"
 #include "server/blob_cache.hpp"
+#include "server/manifest_cache.hpp"
 #include "server/published_profile.hpp"
 
 namespace layercache::server {
@@ -32,6 +34,8 @@ constexpr std::size_t max_published_profile = 16 * 1024 * 1024;
 // A manifest found without a published profile is not asked about again for this long.
 constexpr auto not_published_ttl = std::chrono::minutes(10);
 constexpr std::size_t max_not_published = 4096;
+// Manifests whose last resolved tag is remembered (tag_seen); cleared when full.
+constexpr std::size_t max_seen_tags = 4096;
 
 }  // namespace
 
@@ -404,7 +408,13 @@ std::vector<saved_profile> prefetcher::save(std::vector<window> closed) {
     if (w.touches.empty()) continue;  // a manifest no one read blobs of is not a start
     std::optional<cache::profile> base;
     if (auto text = store_.profile(w.manifest)) base = cache::profile_from_json(*text);
-    const auto merged = cache::merge_run(std::move(base), w.manifest, w.touches);
+    auto merged = cache::merge_run(std::move(base), w.manifest, w.touches);
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = seen_tags_.find(w.manifest.str()); it != seen_tags_.end()) {
+        cache::add_tag(merged, it->second);
+      }
+    }
     std::string json = cache::to_json(merged);
     if (auto s = store_.put_profile(w.manifest, json); !s.ok()) {
       log::warn("prefetch", "saving the profile of ", w.manifest.str(), ": ", s.message);
@@ -542,7 +552,26 @@ bool prefetcher::import_profile(const oci::digest& manifest, std::string_view js
     return false;
   }
   note_profile(*p);
+  write_tag_hints(*p);
   return true;
+}
+
+void prefetcher::tag_seen(const oci::digest& manifest, const std::string& upstream,
+                          const std::string& repository, const std::string& tag) {
+  std::lock_guard lock(mutex_);
+  if (seen_tags_.size() >= max_seen_tags) seen_tags_.clear();
+  seen_tags_[manifest.str()] = cache::profile_tag{upstream, repository, tag};
+}
+
+void prefetcher::write_tag_hints(const cache::profile& p) {
+  for (const auto& t : p.tags) {
+    if (!oci::is_valid_repository(t.repository) || !oci::is_valid_tag(t.tag)) continue;
+    const std::string key = tag_key(t.upstream, t.repository, t.tag, native_accept_class());
+    if (store_.tag(key)) continue;  // a record of this node's own stays as it is
+    if (auto s = store_.put_tag(key, cache::tag_record{p.manifest, 0}); !s.ok()) {
+      log::warn("prefetch", "storing the tag hint ", t.repository, ":", t.tag, ": ", s.message);
+    }
+  }
 }
 
 bool prefetcher::erase_profile(const oci::digest& manifest) {

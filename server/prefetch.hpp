@@ -99,6 +99,11 @@ class prefetcher {
   // True when a profile of `manifest` is held (imported, recorded or found published).
   [[nodiscard]] bool has_profile(const oci::digest& manifest) const;
 
+  // A client's request for tag `tag` of `repository` at `upstream` resolved to manifest
+  // `manifest`: the tag goes into the manifest's profile when its next run is saved.
+  void tag_seen(const oci::digest& manifest, const std::string& upstream,
+                const std::string& repository, const std::string& tag);
+
   // A client read bytes [offset, offset + length) of blob `blob`.
   void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length);
 
@@ -123,7 +128,9 @@ class prefetcher {
   [[nodiscard]] std::optional<std::string> export_profile(const oci::digest& manifest);
   // Validates and stores `json` as the profile of `manifest` (replacing any), and the manifest
   // it carries, if any (its bytes must hash to `manifest`); false with `error` when it is not
-  // a profile of that manifest.
+  // a profile of that manifest. Each of its tags whose record is missing gets a *hint* record
+  // naming `manifest`, never fresh (the tag is resolved upstream as usual), from which the
+  // replay starts while the runtime's first request for the tag is being resolved.
   bool import_profile(const oci::digest& manifest, std::string_view json, std::string& error);
   bool erase_profile(const oci::digest& manifest);
   // {"profiles":[{"manifest":…,"runs":N,"entries":N,"bytes":N},…]}
@@ -158,6 +165,8 @@ class prefetcher {
   std::vector<window> take_closed(bool all);
   std::vector<saved_profile> save(std::vector<window> closed);
   void note_profile(const cache::profile& p);
+  // The hint records of `p`'s tags (import_profile).
+  void write_tag_hints(const cache::profile& p);
   void forget_profile(const oci::digest& manifest);
   // Drops `manifest`'s byte ranges from hot_ (its profile_blobs_ entry is left empty).
   void unhot_locked(const std::string& manifest);
@@ -177,6 +186,8 @@ class prefetcher {
   // Blob digest -> manifests whose open window lists it.
   std::unordered_map<std::string, std::vector<std::string>> window_blobs_;
   std::unordered_set<std::string> replaying_;  // manifests with a replay running
+  // Manifest digest -> the last tag a client resolved to it (at most max_seen_tags).
+  std::unordered_map<std::string, cache::profile_tag> seen_tags_;
   // Manifests recently looked for in their upstream registry without success.
   std::unordered_map<std::string, clock::time_point> not_published_;
   // Blob digest -> number of stored profiles naming it.

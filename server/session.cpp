@@ -292,7 +292,7 @@ class session final : public session_base {
     x_.upstream = choice.upstream->name;
     auto it = worker_.clients.find(choice.upstream->name);
     upstream_client& client = *it->second;
-    current_ = current_request{&client, &choice.repository};
+    current_ = current_request{&client, &choice.repository, &r.reference};
     switch (r.kind) {
       case route_kind::manifest:
         co_return co_await manifest(req, r, choice, client, keep_alive);
@@ -350,8 +350,17 @@ class session final : public session_base {
     state.key = tag_key(client.settings().name, choice.repository, r.reference, state.accept_cls);
     auto hit = co_await cache.tag(state.key);
     if (hit && !accepts(state.accept_cls, hit->manifest.media_type)) hit.reset();
-    if (!hit) hit = co_await resolved_natively(client, choice.repository, r.reference, state);
-    if (!hit || !cache.fresh(hit->fetched_at)) client.warm();  // for the blob reads that follow
+    std::optional<cached_tag> native;  // resolved natively, or an imported profile's hint
+    if (!hit) native = co_await native_record(client, choice.repository, r.reference, state);
+    if (!hit && native && cache.fresh(native->fetched_at)) hit = std::move(native);
+    if (!hit || !cache.fresh(hit->fetched_at)) {
+      client.warm();  // for the blob reads that follow
+      // What the tag last named: a profile of it replays now, beside the resolution (wasted
+      // only if the tag has moved since).
+      if (const auto* last = hit ? &*hit : native ? &*native : nullptr) {
+        note_manifest(last->digest, last->manifest.media_type, last->manifest.bytes, true);
+      }
+    }
     if (!hit) {
       co_return co_await manifest_from_upstream(req, r, choice, client, accept, &state, keep_alive);
     }
@@ -401,20 +410,20 @@ class session final : public session_base {
     co_return co_await manifest_from_upstream(req, r, choice, client, accept, &state, keep_alive);
   }
 
-  // A tag layercache resolved itself (a preload), accepting every manifest and index type, names
-  // what the registry stores under it: a client whose Accept differs but takes that type gets
-  // the same answer from the registry. Used while fresh only; nullopt otherwise.
-  asio::awaitable<std::optional<cached_tag>> resolved_natively(upstream_client& client,
-                                                               const std::string& repository,
-                                                               const std::string& tag,
-                                                               const manifest_cache_state& state) {
-    static const std::string every = accept_class(oci::default_manifest_accept());
-    if (state.accept_cls == every) co_return std::nullopt;
-    auto& cache = *worker_.manifests;
-    auto hit = co_await cache.tag(tag_key(client.settings().name, repository, tag, every));
-    if (!hit || !cache.fresh(hit->fetched_at) ||
-        !accepts(state.accept_cls, hit->manifest.media_type) ||
-        !accepts(every, hit->manifest.media_type)) {
+  // The record of this tag in the native accept class (resolved by layercache itself, e.g. a
+  // preload, or an imported profile's hint), when its manifest is one the client accepts: it
+  // names what the registry stores under the tag, so it answers for a client whose Accept
+  // differs while fresh (and only hints at the answer when not).
+  asio::awaitable<std::optional<cached_tag>> native_record(upstream_client& client,
+                                                           const std::string& repository,
+                                                           const std::string& tag,
+                                                           const manifest_cache_state& state) {
+    const std::string& native = native_accept_class();
+    if (state.accept_cls == native) co_return std::nullopt;
+    auto hit =
+        co_await worker_.manifests->tag(tag_key(client.settings().name, repository, tag, native));
+    if (!hit || !accepts(state.accept_cls, hit->manifest.media_type) ||
+        !accepts(native, hit->manifest.media_type)) {
       co_return std::nullopt;
     }
     co_return hit;
@@ -512,6 +521,7 @@ class session final : public session_base {
               note_manifest(*d, m->media_type, m->bytes, true);
             } else if (!m) {
               worker_.manifests->expect(cached->key, cached->accept_cls, *d);
+              note_tag(*d);
             }
           }
         }
@@ -947,7 +957,18 @@ class session final : public session_base {
   struct current_request {
     upstream_client* client = nullptr;
     const std::string* repository = nullptr;
+    const std::string* reference = nullptr;  // of a manifest request: a tag or a digest
   } current_;
+
+  // The request being answered named a tag that resolved to `d`: its profile will carry it.
+  void note_tag(const oci::digest& d) {
+    if (worker_.prefetch == nullptr || current_.reference == nullptr ||
+        oci::digest::parse(*current_.reference)) {
+      return;
+    }
+    worker_.prefetch->tag_seen(d, current_.client->settings().name, *current_.repository,
+                               *current_.reference);
+  }
 
   // A manifest is being sent to a client (GET, 200; or HEAD, see manifest_served): recording
   // and prefetch start here.
@@ -961,6 +982,7 @@ class session final : public session_base {
       worker_.blobs->learn_sizes(*current_.client, m->blobs());
     }
     if (worker_.prefetch == nullptr || current_.client == nullptr) return;
+    note_tag(d);
     worker_.prefetch->manifest_served(stream_.get_executor(), *current_.client,
                                       *current_.repository, d, media_type, *m, body.size(),
                                       head ? prefetcher::trigger::head : prefetcher::trigger::get);

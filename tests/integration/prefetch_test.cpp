@@ -3,6 +3,7 @@
 // an in-process slow upstream for the race between demand reads and prefetch.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
 #include <functional>
@@ -616,7 +617,8 @@ class SlowUpstreamTest : public ::testing::Test {
       return stub_response{200,
                            {{"Content-Type", std::string(oci::media_types::oci_manifest)},
                             {"Docker-Content-Digest", img_->manifest.digest.str()}},
-                           img_->manifest.data};
+                           img_->manifest.data,
+                           manifest_delay_.load()};
     }
     const std::string digest = rest.substr(std::string_view("blobs/").size());
     const blob* b = digest == img_->config.digest.str() ? &img_->config : nullptr;
@@ -647,7 +649,64 @@ class SlowUpstreamTest : public ::testing::Test {
   std::unique_ptr<image> img_;
   std::unique_ptr<http_stub> stub_;
   http_client client_;
+  std::atomic<std::chrono::milliseconds> manifest_delay_{0ms};
 };
+
+// The tag a start named travels in its profile: a fresh node that imports the profile starts
+// the replay when the runtime's first request for the tag arrives, not when the upstream has
+// answered it (here after 1.5 s).
+TEST_F(SlowUpstreamTest, AnImportedProfilesTagStartsTheReplayBeforeTheTagIsResolved) {
+  const auto& layer = img_->layers[0];
+  const header_list accept = {{"Accept", std::string(oci::media_types::oci_manifest)}};
+  std::string exported;
+  {
+    layercache_instance a(prefetch_yaml("never", 1, "60s") + "  quiet: 200ms\n" +
+                          cache_yaml(dir_.path() / "a") + "upstreams:\n" +
+                          upstream_yaml("slow", stub_->url(), true));
+    // containerd's way: HEAD by tag, then GET by digest, then the reads.
+    ASSERT_EQ(client_.head(a.url() + "/v2/slow/app/manifests/v1", accept).status, 200u);
+    ASSERT_EQ(client_.get(a.url() + "/v2/slow/app/manifests/" + img_->manifest.digest.str(), accept)
+                  .status,
+              200u);
+    ASSERT_EQ(
+        client_.get(a.url() + "/v2/slow/app/blobs/" + layer.digest.str(), {{"Range", "bytes=0-99"}})
+            .status,
+        206u);
+    const std::string admin = "http://127.0.0.1:" + std::to_string(a.srv().admin_port()) +
+                              "/admin/profiles/" + img_->manifest.digest.str();
+    ASSERT_TRUE(eventually([&] {
+      const auto r = client_.get(admin);
+      exported = r.body;
+      return r.status == 200;
+    }));
+  }
+  const auto doc = boost::json::parse(exported).as_object();
+  ASSERT_TRUE(doc.contains("tags")) << exported;
+  EXPECT_EQ(doc.at("tags"),
+            boost::json::parse(R"([{"upstream":"slow","repository":"slow/app","tag":"v1"}])"));
+
+  layercache_instance b(prefetch_yaml("never", 1, "60s") + cache_yaml(dir_.path() / "b") +
+                        "upstreams:\n" + upstream_yaml("slow", stub_->url(), true));
+  const std::string admin = "http://127.0.0.1:" + std::to_string(b.srv().admin_port()) +
+                            "/admin/profiles/" + img_->manifest.digest.str();
+  ASSERT_EQ(client_.request("PUT", admin, kJson, exported).status, 200u);
+  stub_->clear_requests();
+  manifest_delay_ = 1500ms;
+  std::atomic<bool> answered{false};
+  unsigned head_status = 0;
+  std::thread runtime([&] {
+    http_client own;
+    head_status = own.head(b.url() + "/v2/slow/app/manifests/v1", accept).status;
+    answered = true;
+  });
+  const bool early = eventually([&] { return !range_starts().empty(); }, 1200ms);
+  const bool was_answered = answered.load();
+  runtime.join();
+  EXPECT_TRUE(early) << "no replay fill before the tag was resolved";
+  EXPECT_FALSE(was_answered) << "the HEAD was answered early: the test proves nothing";
+  EXPECT_EQ(head_status, 200u);
+  EXPECT_EQ(range_starts().front(), 0u);
+}
 
 TEST_F(SlowUpstreamTest, DemandReadsOvertakePrefetchAndShareItsFills) {
   const auto& layer = img_->layers[0];

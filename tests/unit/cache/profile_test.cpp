@@ -95,6 +95,42 @@ TEST(profile, json_round_trips) {
   EXPECT_EQ(back->entries[0].at_ms, 5u);
 }
 
+TEST(profile, tags_round_trip_newest_first_capped_and_kept_by_merges) {
+  auto p = merge_run(std::nullopt, manifest, {{d(1), 0, 100, 5}});
+  EXPECT_EQ(to_json(p).find("\"tags\""), std::string::npos) << "no tags: no key";
+  for (int i = 0; i < 10; ++i) add_tag(p, {"up", "team/app", "v" + std::to_string(i)});
+  add_tag(p, {"up", "team/app", "v5"});  // seen again: first
+  ASSERT_EQ(p.tags.size(), max_profile_tags);
+  EXPECT_EQ(p.tags[0], (profile_tag{"up", "team/app", "v5"}));
+  EXPECT_EQ(p.tags[1], (profile_tag{"up", "team/app", "v9"}));
+  p = merge_run(p, manifest, {{d(2), 0, 10, 1}});
+  ASSERT_EQ(p.tags.size(), max_profile_tags) << "a merge dropped the tags";
+  const auto back = profile_from_json(to_json(p));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->tags, p.tags);
+}
+
+TEST(profile, bad_tags_are_refused) {
+  const std::string head = R"({"version":1,"manifest":")" + manifest.str() +
+                           R"(","runs":1,"entries":[{"blob":")" + d(1).str() +
+                           R"(","offset":0,"length":10,"seen":1,"at_ms":0}])";
+  auto with = [&](const std::string& tags) { return head + R"(,"tags":)" + tags + "}"; };
+  ASSERT_TRUE(profile_from_json(with(R"([{"upstream":"u","repository":"r","tag":"t"}])")));
+  EXPECT_FALSE(profile_from_json(with(R"({})")));
+  EXPECT_FALSE(profile_from_json(with(R"([{"upstream":"u","repository":"r"}])")));
+  EXPECT_FALSE(profile_from_json(with(R"([{"upstream":"","repository":"r","tag":"t"}])")));
+  EXPECT_FALSE(profile_from_json(with(R"([{"upstream":"u","repository":"r\nx","tag":"t"}])")))
+      << "a newline could forge a tag record key";
+  EXPECT_FALSE(profile_from_json(
+      with(R"([{"upstream":"u","repository":")" + std::string(256, 'r') + R"(","tag":"t"}])")));
+  std::string nine = "[";
+  for (int i = 0; i < 9; ++i) {
+    nine += std::string(i ? "," : "") + R"({"upstream":"u","repository":"r","tag":"t)" +
+            std::to_string(i) + R"("})";
+  }
+  EXPECT_FALSE(profile_from_json(with(nine + "]")));
+}
+
 TEST(profile, bad_json_is_refused) {
   const std::string m = manifest.str();
   const std::string b = d(1).str();

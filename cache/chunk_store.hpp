@@ -247,7 +247,7 @@ enum class chunk_layout {
   blob_files,  // BlobDB (enable_blob_files): SSTs hold references, bytes live in blob files
 };
 
-// Chosen with loadtest/store_bench.cpp (RocksDB 7.8.3, 256 MiB blob of 1 MiB chunks, data in the
+// Chosen with tests/bench/store_bench.cpp (RocksDB 7.8.3, 256 MiB blob of 1 MiB chunks, data in the
 // page cache, 256 MiB block cache): warm sequential gets 3.2 GB/s in SST blocks against 1.0 GB/s
 // through BlobDB; random 64 KiB gets and puts (~0.15 GB/s, disk-bound) are on par. With a block
 // cache larger than the working set both read at 6-7 GB/s. BlobDB would write chunk bytes once

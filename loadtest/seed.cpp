@@ -4,14 +4,44 @@
 //   layercache-seed --registry http://127.0.0.1:5001 --repo demo/app --tag v1
 //                   --layers 4MiB,8MiB,16MiB [--format oci|docker] [--seed N] [--ca FILE]
 //   layercache-seed --free-port
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "config/config.hpp"
 #include "tests/support/image.hpp"
-#include "tests/support/process.hpp"
+
+namespace {
+
+// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0), for
+// scripts that start servers on it.
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    const int error = errno;
+    ::close(fd);
+    throw std::system_error(error, std::generic_category(), "bind");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace layercache;
@@ -25,7 +55,7 @@ int main(int argc, char** argv) {
     };
     try {
       if (arg == "--free-port") {
-        std::cout << testing::free_port() << "\n";
+        std::cout << free_port() << "\n";
         return 0;
       } else if (arg == "--registry") {
         registry = value();

@@ -21,8 +21,6 @@
 #include <system_error>
 #include <utility>
 
-#include "oci/reference.hpp"
-
 namespace layercache::config {
 namespace {
 
@@ -170,6 +168,90 @@ bool is_path_component(std::string_view s) {
       return false;
     }
   }
+}
+
+// The parts of an image reference (is_image_reference), as the oci library reads them.
+constexpr std::size_t max_reference_name = 255;
+
+// `label ('.' label)*`, label = alnum | alnum [alnum-]* alnum; no length limit per label.
+bool is_reference_host(std::string_view host) {
+  if (host.empty()) return false;
+  std::size_t i = 0;
+  for (;;) {
+    const std::size_t start = i;
+    while (i < host.size() && (is_alnum(host[i]) || host[i] == '-')) ++i;
+    if (i == start || host[start] == '-' || host[i - 1] == '-') return false;
+    if (i == host.size()) return true;
+    if (host[i] != '.') return false;
+    ++i;
+  }
+}
+
+// 1..65535 in at most five digits.
+bool is_reference_port(std::string_view port) {
+  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), is_digit)) {
+    return false;
+  }
+  const auto value = parse_uint(port);
+  return value && *value >= 1 && *value <= 65535;
+}
+
+// host[:port] or [v6][:port], at most 255 bytes.
+bool is_reference_registry(std::string_view registry) {
+  if (registry.empty() || registry.size() > max_reference_name) return false;
+  std::string_view host = registry;
+  std::optional<std::string_view> port;
+  if (registry.front() == '[') {
+    const auto close = registry.find(']');
+    if (close == std::string_view::npos) return false;
+    const auto address = registry.substr(1, close - 1);
+    if (address.size() >= INET6_ADDRSTRLEN || !is_ipv6(address)) return false;
+    const auto rest = registry.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      port = rest.substr(1);
+    }
+  } else {
+    const auto colon = registry.find(':');
+    host = registry.substr(0, colon);
+    if (!is_reference_host(host)) return false;
+    if (colon != std::string_view::npos) port = registry.substr(colon + 1);
+  }
+  return !port || is_reference_port(*port);
+}
+
+// Components (is_path_component) separated by single '/', at most 255 bytes.
+bool is_reference_repository(std::string_view name) {
+  if (name.empty() || name.size() > max_reference_name) return false;
+  for (;;) {
+    const auto slash = name.find('/');
+    if (!is_path_component(name.substr(0, slash))) return false;
+    if (slash == std::string_view::npos) return true;
+    name = name.substr(slash + 1);
+  }
+}
+
+// [A-Za-z0-9_][A-Za-z0-9._-]{0,127}
+bool is_reference_tag(std::string_view tag) {
+  if (tag.empty() || tag.size() > 128 || (!is_alnum(tag[0]) && tag[0] != '_')) return false;
+  return std::all_of(tag.begin() + 1, tag.end(),
+                     [](char c) { return is_alnum(c) || c == '_' || c == '.' || c == '-'; });
+}
+
+// "sha256:" + 64 or "sha512:" + 128 lowercase hex digits.
+bool is_reference_digest(std::string_view d) {
+  std::size_t hex = 0;
+  if (d.starts_with("sha256:")) {
+    hex = 64;
+  } else if (d.starts_with("sha512:")) {
+    hex = 128;
+  } else {
+    return false;
+  }
+  d.remove_prefix(7);
+  return d.size() == hex && std::all_of(d.begin(), d.end(), [](char c) {
+           return is_digit(c) || (c >= 'a' && c <= 'f');
+         });
 }
 
 // Empty when `path` names a readable file that is not a directory; otherwise why not.
@@ -740,7 +822,7 @@ void read_prefetch(problem_list& problems, const YAML::Node& node, int line,
       problems.wrong_type(item_path, line_of(item), item, "an image reference");
       continue;
     }
-    if (!oci::reference::parse(item.Scalar())) {
+    if (!is_image_reference(item.Scalar())) {
       problems.add(
           item_path, line_of(item),
           "not an image reference like registry/repository:tag, got " + quote(item.Scalar()));
@@ -1215,6 +1297,42 @@ std::string describe_problems(const std::string& source, const std::vector<probl
 }  // namespace
 
 bool is_loopback(std::string_view host) { return host == "::1" || host.starts_with("127."); }
+
+bool is_image_reference(std::string_view text) {
+  // Cheap bound before any work: name + ':' + tag + '@' + longest digest.
+  if (text.empty() || text.size() > max_reference_name + 1 + 128 + 1 + 7 + 128) return false;
+  std::string_view name = text;
+  if (const auto at = text.find('@'); at != std::string_view::npos) {
+    if (!is_reference_digest(text.substr(at + 1))) return false;
+    name = text.substr(0, at);
+  }
+  const auto last_slash = name.rfind('/');
+  const auto last_colon = name.rfind(':');
+  if (last_colon != std::string_view::npos &&
+      (last_slash == std::string_view::npos || last_colon > last_slash)) {
+    if (!is_reference_tag(name.substr(last_colon + 1))) return false;
+    name = name.substr(0, last_colon);
+  }
+  if (name.empty() || name.size() > max_reference_name) return false;
+
+  std::string_view registry = "docker.io";
+  std::string_view path = name;
+  if (const auto first_slash = name.find('/'); first_slash != std::string_view::npos) {
+    const auto first = name.substr(0, first_slash);
+    if (first.find_first_of(".:") != std::string_view::npos || first == "localhost") {
+      if (!is_reference_registry(first)) return false;
+      if (first != "index.docker.io") registry = first;
+      path = name.substr(first_slash + 1);
+    }
+  }
+  // Docker Hub's single-component names get "library/"; the 255-byte limit holds for the
+  // normalised "registry/repository".
+  std::string repository;
+  if (registry == "docker.io" && path.find('/') == std::string_view::npos) repository = "library/";
+  repository += path;
+  return is_reference_repository(repository) &&
+         registry.size() + 1 + repository.size() <= max_reference_name;
+}
 
 const upstream* config::default_upstream() const {
   for (const upstream& u : upstreams) {

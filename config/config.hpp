@@ -243,6 +243,12 @@ struct config {
 // True for a literal loopback address (127.0.0.0/8 or ::1), as listener hosts are written.
 [[nodiscard]] bool is_loopback(std::string_view host);
 
+// True iff `text` is an image reference `[registry/]repository[:tag][@digest]` that
+// oci::reference::parse accepts (prefetch.preload). A grammar of its own, since config/
+// depends on nothing of ours; tests/unit/config/image_reference_test.cpp keeps it equal to
+// the oci one.
+[[nodiscard]] bool is_image_reference(std::string_view text);
+
 // One validation problem. `path` is the key path ("upstreams[1].tls.ca_file"; empty for the
 // whole document), `line` is 1-based: the line of the offending key (or list item); for a
 // missing key, the line where its parent mapping starts; 0 when unknown (e.g. unreadable file).

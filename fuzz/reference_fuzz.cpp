@@ -1,11 +1,13 @@
 // Digest and image reference parsers (oci/digest.hpp, oci/reference.hpp). The input is one
 // string; whatever parses must round-trip: digest::parse(d.str()) == d (and str() is the input),
-// reference::parse(r.str()) == r.
+// reference::parse(r.str()) == r. config::is_image_reference (config/'s own grammar, for
+// prefetch.preload) accepts exactly what reference::parse accepts.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "config/config.hpp"
 #include "fuzz/check.hpp"
 #include "oci/digest.hpp"
 #include "oci/reference.hpp"
@@ -22,7 +24,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(d->raw().size() * 2 == d->hex().size());
   }
 
-  if (const auto r = reference::parse(text)) {
+  const auto parsed = reference::parse(text);
+  FUZZ_CHECK(layercache::config::is_image_reference(text) == parsed.has_value());
+  if (const auto& r = parsed) {
     FUZZ_CHECK(layercache::oci::is_valid_registry(r->registry));
     FUZZ_CHECK(layercache::oci::is_valid_repository(r->repository));
     FUZZ_CHECK(r->tag.empty() || layercache::oci::is_valid_tag(r->tag));

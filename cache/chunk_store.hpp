@@ -247,11 +247,10 @@ enum class chunk_layout {
   blob_files,  // BlobDB (enable_blob_files): SSTs hold references, bytes live in blob files
 };
 
-// Chosen with tests/bench/store_bench.cpp (RocksDB 7.8.3, 256 MiB blob of 1 MiB chunks, data in the
-// page cache, 256 MiB block cache): warm sequential gets 3.2 GB/s in SST blocks against 1.0 GB/s
-// through BlobDB; random 64 KiB gets and puts (~0.15 GB/s, disk-bound) are on par. With a block
-// cache larger than the working set both read at 6-7 GB/s. BlobDB would write chunk bytes once
-// instead of rewriting them in compactions: revisit if write amplification shows on disks.
+// SST values: warm reads are about 3x faster than through BlobDB and puts cost the same
+// (tests/bench/store_bench.cpp; docs/benchmarks.md, "Chunk store layouts"). BlobDB would write
+// chunk bytes once instead of rewriting them in compactions: revisit if write amplification
+// shows on disks.
 inline constexpr chunk_layout default_chunk_layout = chunk_layout::sst;
 
 struct store_options {

@@ -81,8 +81,8 @@ status from_rocksdb(const rocksdb::Status& s, std::string_view what) {
 
 // Write batches are recycled. A chunk's batch holds a whole chunk; a fresh one per write is a
 // fresh allocation of that size, whose pages the kernel faults in and zeroes, and the bytes
-// are copied twice as the batch grows (measured: 11% of layercached's CPU in a cold pull).
-// A cleared batch keeps its capacity.
+// are copied twice as the batch grows (docs/benchmarks.md, 2026-11-29). A cleared batch keeps
+// its capacity.
 class batch_pool {
  public:
   std::unique_ptr<rocksdb::WriteBatch> take() {
@@ -480,7 +480,7 @@ class rocksdb_backend final : public backend {
   // them; in the shared block cache a full memory cache left no room for anything else, so
   // 128 + 128 MiB configured held 128 MiB of chunks. A chunk read must still go through a
   // cache: RocksDB hands out a pinned block only from one, and copies the value otherwise
-  // (a 1 MiB copy per whole-chunk read, 10% of the CPU of a warm pull). Unpinned chunk
+  // (a 1 MiB copy per whole-chunk read; docs/benchmarks.md, 2026-11-29 night). Unpinned chunk
   // blocks here are evicted as new ones arrive (usage is above this capacity whenever the
   // memory cache is full; inserts still succeed, the capacity is not strict).
   static constexpr std::size_t chunk_blocks_bytes = 16 << 20;

@@ -521,8 +521,9 @@ class store final : public chunk_store {
     std::vector<std::uint32_t> present;
     {
       // A record counting every chunk stored answers without the scan: the scan reads each
-      // chunk's block (presence is the key), which cost a warm pull 47-62 ms before its first
-      // byte. The record and its chunks are written in one batch, so it is as true as a scan.
+      // chunk's block (presence is the key), a delay before a warm pull's first byte
+      // (docs/benchmarks.md, 2026-11-29 afternoon). The record and its chunks are written in
+      // one batch, so it is as true as a scan.
       std::lock_guard lock(mu_);
       if (auto it = blobs_.find(raw); it != blobs_.end() && it->second.record.complete()) {
         present.resize(it->second.record.chunk_count());

@@ -222,19 +222,34 @@ class chunk_store {
 
   // Evicts least-recently-used blobs until used_bytes() <= target; returns the chunk bytes
   // evicted. Blobs for which `pinned` returns true (being served) are skipped; `pinned` is
-  // called with the store locked and must not call back into the store.
+  // called with the store locked (see "Eviction queries" below).
   virtual std::uint64_t evict_to(std::uint64_t target,
                                  const std::function<bool(const oci::digest&)>& pinned) = 0;
 
+  // Eviction queries: `pinned` (set_pinned, evict_to) and `hot` (set_hot) are the store's only
+  // calls into its user's code (besides the injected clock), and it makes them with its lock
+  // held, during an eviction (by put_chunk, set_capacity, evict_to). They are questions, not
+  // events: their answers decide which blobs the same critical section removes — the one that
+  // checked the room a put needs and then writes the chunk. Asked with the lock released,
+  // another writer could change the LRU order and the room between the answer and the
+  // eviction (two puts evicting for the same room, or a blob bumped meanwhile evicted as least
+  // recent). The store sends no events: nothing learns of an eviction (a reader that misses a
+  // chunk refills it).
+  // Safe because each callback must: answer from its own state, taking at most one lock of
+  // its own that it releases before returning; never call the store, nor wait for anything
+  // that does. The lock order is then the store's lock, then the callback's; whoever holds a
+  // lock a callback takes must not call the store (server/blob_cache.cpp and
+  // server/prefetch.cpp never do; TSan reports an inversion the tests run into).
+  //
   // Blobs for which `pinned` returns true are never evicted by put_chunk to make room (they
-  // are being read). Same calling rules as evict_to's `pinned`. Set once, before use.
+  // are being read). Set once, before use.
   virtual void set_pinned(std::function<bool(const oci::digest&)> pinned) = 0;
 
   // Byte ranges [first, last] of a blob that access profiles name; empty: a cold blob.
   using byte_ranges = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
   // Eviction order: least recently used cold blobs first; then, from hot blobs, the chunks no
-  // hot range touches (the blob stays, no longer verified); then hot blobs whole. Same calling
-  // rules as `pinned`. Set once, before use.
+  // hot range touches (the blob stays, no longer verified); then hot blobs whole. `hot` is
+  // asked at most once per blob and eviction. An eviction query (above). Set once, before use.
   virtual void set_hot(std::function<byte_ranges(const oci::digest&)> hot) = 0;
 };
 

@@ -996,6 +996,7 @@ class store final : public chunk_store {
   std::uint64_t evicted_blobs_ = 0;  // guarded by mu_, like the counters below
   std::uint64_t evicted_bytes_ = 0;
   std::uint64_t corrupt_chunks_ = 0;
+  // Eviction queries, asked under mu_ (why, and their rules: chunk_store.hpp).
   std::function<bool(const oci::digest&)> pinned_;      // spared by put_chunk's eviction
   std::function<byte_ranges(const oci::digest&)> hot_;  // evicted after every cold blob
   const clock_fn clock_;

@@ -140,7 +140,8 @@ struct blob_cache::chunk_slot {
 
 blob_cache::blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_settings settings)
     : store_(store), pool_(pool), settings_(settings) {
-  // Called by the store with its lock held; takes only our own lock (never the reverse).
+  // An eviction query (cache/chunk_store.hpp), asked with the store's lock held: takes only
+  // mutex_, under which nothing calls the store.
   store_.set_pinned([this](const oci::digest& d) {
     std::lock_guard lock(mutex_);
     return readers_.contains(d.str());

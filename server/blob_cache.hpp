@@ -229,6 +229,8 @@ class blob_cache {
   blocking_pool& pool_;
   fill_settings settings_;
 
+  // Taken inside the store's lock by the pinned query (the constructor): never call the store
+  // while holding it.
   mutable std::mutex mutex_;
   std::unordered_map<std::string, std::shared_ptr<chunk_slot>> inflight_;
   // Chunks completed by a fill since it was last cleared: closes the window between a

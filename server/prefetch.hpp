@@ -119,8 +119,8 @@ class prefetcher {
   void stop();
 
   // The byte ranges stored profiles name in `blob` (empty: none): eviction takes such blobs
-  // last, their other chunks first. Called by the store with its lock held: touches only our
-  // own state.
+  // last, their other chunks first. Called by the store with its lock held (an eviction query,
+  // cache/chunk_store.hpp): takes only mutex_, and nothing here calls the store holding it.
   [[nodiscard]] cache::chunk_store::byte_ranges hot_ranges(const oci::digest& blob) const;
 
   // Profiles through the admin API (blocking store I/O: call from the blocking pool). An
@@ -180,6 +180,7 @@ class prefetcher {
   const config::prefetch_settings settings_;
   std::atomic<bool> stopped_{false};
 
+  // Taken inside the store's lock by hot_ranges(): never call the store while holding it.
   mutable std::mutex mutex_;
   std::map<std::string, window> windows_;  // open, by manifest digest
   std::vector<window> closed_;             // closed while being reopened, not yet saved

@@ -9,14 +9,15 @@
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 
+#include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
+#include "net/address_policy.hpp"
 #include "oci/digest.hpp"
-#include "server/address_policy.hpp"
-#include "server/auth.hpp"
+#include "registry/auth.hpp"
 #include "server/blob_cache.hpp"
-#include "server/offload.hpp"
+#include "server/client_auth.hpp"
 #include "server/prefetch.hpp"
 #include "server/preload.hpp"
 
@@ -143,7 +144,7 @@ class admin_session final : public session_base {
   // cross-site request).
   std::optional<response> refusal(const request& req, const std::string& path, bool get) const {
     const auto& a = admin_.cfg.admin;
-    if (!admin_host_allowed(req[http::field::host], a.host, admin_.port, a.hosts)) {
+    if (!net::admin_host_allowed(req[http::field::host], a.host, admin_.port, a.hosts)) {
       return error_response(http::status::forbidden,
                             "the Host header does not name this listener (see admin.hosts)");
     }

@@ -32,9 +32,15 @@ namespace layercache::cache {
 class chunk_store;
 }  // namespace layercache::cache
 
+namespace layercache {
+class blocking_pool;
+}  // namespace layercache
+
 namespace layercache::server {
 
-class blocking_pool;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
 
 struct admin_context {
   const config::config& cfg;

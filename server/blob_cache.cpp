@@ -101,7 +101,7 @@ buffer_pool& chunk_buffers() {
 
 }  // namespace
 
-cache::origin_id origin_of(const upstream_client& client) {
+cache::origin_id origin_of(const registry::upstream_client& client) {
   std::uint64_t h = 14695981039346656037ULL;  // FNV-1a: the same across restarts and builds
   for (const char c : client.settings().name) {
     h ^= static_cast<unsigned char>(c);
@@ -148,7 +148,7 @@ blob_cache::blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_sett
   });
 }
 
-std::string blob_cache::size_key(const upstream_client& client, const oci::digest& d) {
+std::string blob_cache::size_key(const registry::upstream_client& client, const oci::digest& d) {
   return client.settings().name + '\n' + d.str();
 }
 
@@ -173,7 +173,7 @@ namespace {
 
 // A blob's size as an answer about it tells it: a HEAD's or 200's Content-Length, a 206's
 // Content-Range complete length.
-std::optional<std::uint64_t> size_told(const upstream_response& r) {
+std::optional<std::uint64_t> size_told(const registry::upstream_response& r) {
   if (r.status() == 200) return r.content_length();
   if (r.status() != 206) return std::nullopt;
   const auto range = oci::parse_content_range(r.fields()[http::field::content_range]);
@@ -196,7 +196,7 @@ blob_cache_stats blob_cache::stats() const {
   return s;
 }
 
-asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_client& client,
+asio::awaitable<blob_cache::describe_result> blob_cache::describe(registry::upstream_client& client,
                                                                   const std::string& repository,
                                                                   const oci::digest& d) {
   // The record is in memory: read it here unless a writer holds the store's lock.
@@ -212,47 +212,50 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   const auto& t = client.settings().timeouts;
   const config::duration limit = t.connect + t.response + std::chrono::seconds(5);
   auto joined = co_await heads_.join(size_key(client, d), limit);
-  std::optional<flight_table::lead> lead;
-  if (auto* claimed = std::get_if<flight_table::lead>(&joined)) {
+  std::optional<registry::flight_table::lead> lead;
+  if (auto* claimed = std::get_if<registry::flight_table::lead>(&joined)) {
     lead.emplace(std::move(*claimed));
     if (auto known = known_size(client, d)) {  // one finished between our miss and the claim
       lead->finish(std::string{});
       co_return *known;
     }
-  } else if (auto& waited = std::get<std::optional<fetch_result>>(joined);
+  } else if (auto& waited = std::get<std::optional<registry::fetch_result>>(joined);
              waited && std::holds_alternative<std::string>(*waited)) {
     // The leader learnt the size (into sizes_, unless cleared since: then ask again).
     if (auto known = known_size(client, d)) co_return *known;
   }
   // Leading, or the leader's HEAD was refused or failed: ask, to pass its answer on.
 
-  upstream_request req;
+  registry::upstream_request req;
   req.method = http::verb::head;
   req.target = "/v2/" + repository + "/blobs/" + d.str();
   req.repository = repository;
   auto result = co_await client.send(std::move(req));
-  if (auto* f = std::get_if<upstream_failure>(&result);
-      f != nullptr && f->code == upstream_errc::redirect_refused) {
+  if (auto* f = std::get_if<registry::upstream_failure>(&result);
+      f != nullptr && f->code == registry::upstream_errc::redirect_refused) {
     // A HEAD never follows a redirect (issue 25); a blob GET may: its first byte's
     // Content-Range tells the size (registries that send blobs to storage redirect HEADs too).
-    upstream_request first;
+    registry::upstream_request first;
     first.target = "/v2/" + repository + "/blobs/" + d.str();
     first.repository = repository;
     first.follow_redirects = true;
     first.headers.emplace_back(http::field::range, "bytes=0-0");
     result = co_await client.send(std::move(first));
   }
-  if (auto* f = std::get_if<upstream_failure>(&result)) {
+  if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
     if (lead) lead->finish(*f);
     co_return std::move(*f);
   }
-  auto& response = std::get<std::unique_ptr<upstream_response>>(result);
+  auto& response = std::get<std::unique_ptr<registry::upstream_response>>(result);
   const auto length = size_told(*response);
   if (response->status() == 206) co_await response->discard();
   if ((response->status() != 200 && response->status() != 206) || !length) {
-    if (lead) lead->finish(upstream_failure{upstream_errc::protocol, "blob HEAD refused"});
+    if (lead)
+      lead->finish(
+          registry::upstream_failure{registry::upstream_errc::protocol, "blob HEAD refused"});
     if (response->status() != 200 && response->status() != 206) co_return std::move(response);
-    co_return upstream_failure{upstream_errc::protocol, "blob HEAD answered without a length"};
+    co_return registry::upstream_failure{registry::upstream_errc::protocol,
+                                         "blob HEAD answered without a length"};
   }
   const blob_meta meta{*length, settings_.chunk_size, false};
   {
@@ -264,7 +267,7 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(upstream_clien
   co_return meta;
 }
 
-std::optional<blob_meta> blob_cache::known_size(const upstream_client& client,
+std::optional<blob_meta> blob_cache::known_size(const registry::upstream_client& client,
                                                 const oci::digest& d) const {
   const std::string key = size_key(client, d);
   std::lock_guard lock(mutex_);
@@ -272,7 +275,7 @@ std::optional<blob_meta> blob_cache::known_size(const upstream_client& client,
   return std::nullopt;
 }
 
-void blob_cache::learn_sizes(const upstream_client& client,
+void blob_cache::learn_sizes(const registry::upstream_client& client,
                              const std::vector<oci::descriptor>& blobs) {
   std::lock_guard lock(mutex_);
   for (const auto& b : blobs) {
@@ -282,17 +285,17 @@ void blob_cache::learn_sizes(const upstream_client& client,
   }
 }
 
-void blob_cache::forget_size(const upstream_client& client, const oci::digest& d) {
+void blob_cache::forget_size(const registry::upstream_client& client, const oci::digest& d) {
   const std::string key = size_key(client, d);
   std::lock_guard lock(mutex_);
   sizes_.erase(key);
 }
 
 std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
-    const asio::any_io_executor& ex, upstream_client& client, const std::string& repository,
-    const oci::digest& d, const blob_meta& meta, std::uint32_t first, std::uint32_t limit,
-    const std::vector<bool>& present, std::uint32_t present_base, std::uint32_t* run,
-    bool prefetch) {
+    const asio::any_io_executor& ex, registry::upstream_client& client,
+    const std::string& repository, const oci::digest& d, const blob_meta& meta, std::uint32_t first,
+    std::uint32_t limit, const std::vector<bool>& present, std::uint32_t present_base,
+    std::uint32_t* run, bool prefetch) {
   *run = 0;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   const auto run_chunks =
@@ -337,12 +340,12 @@ std::shared_ptr<blob_cache::chunk_slot> blob_cache::add_slot_locked(const std::s
   return slot;
 }
 
-void blob_cache::refuse_multi_range(const upstream_client& client) {
+void blob_cache::refuse_multi_range(const registry::upstream_client& client) {
   std::lock_guard lock(mutex_);
   single_range_only_.insert(client.settings().name);
 }
 
-asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repository,
+asio::awaitable<void> blob_cache::fill(registry::upstream_client& client, std::string repository,
                                        oci::digest d, blob_meta meta,
                                        std::vector<std::shared_ptr<chunk_slot>> slots) {
   // The slots' chunks, ascending, as runs of consecutive chunks: one range each. Several runs
@@ -361,7 +364,7 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
   const std::uint64_t start = std::uint64_t{slots.front()->chunk} * cs;
   const std::uint64_t end = std::uint64_t{slots.back()->chunk} * cs + slots.back()->expected;
 
-  upstream_request req;
+  registry::upstream_request req;
   req.method = http::verb::get;
   req.target = "/v2/" + repository + "/blobs/" + d.str();
   req.repository = repository;
@@ -378,11 +381,11 @@ asio::awaitable<void> blob_cache::fill(upstream_client& client, std::string repo
   std::string why;
   std::string_view reason = "transport";  // for the metric, when `why` is set
   bool hopeless = false;
-  if (auto* f = std::get_if<upstream_failure>(&result)) {
+  if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
     why = f->message;
     hopeless = true;
   } else {
-    auto& response = *std::get<std::unique_ptr<upstream_response>>(result);
+    auto& response = *std::get<std::unique_ptr<registry::upstream_response>>(result);
     // The body is either one stream of bytes from `offset` on, or parts (multipart).
     std::uint64_t offset = 0;
     std::optional<oci::byteranges_reader> parts;
@@ -642,9 +645,10 @@ asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, s
   co_return read_ok;
 }
 
-asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::string& repository,
-                                       const oci::digest& d, const blob_meta& meta,
-                                       oci::byte_range r, const sink& out, read_report* report) {
+asio::awaitable<bool> blob_cache::read(registry::upstream_client& client,
+                                       const std::string& repository, const oci::digest& d,
+                                       const blob_meta& meta, oci::byte_range r, const sink& out,
+                                       read_report* report) {
   if (!claim(origin_of(client), d, meta)) {
     co_return co_await read_direct(client, repository, d, meta, r, out, report);
   }
@@ -821,7 +825,7 @@ asio::awaitable<bool> blob_cache::read(upstream_client& client, const std::strin
   co_return true;
 }
 
-asio::awaitable<bool> blob_cache::read_direct(upstream_client& client,
+asio::awaitable<bool> blob_cache::read_direct(registry::upstream_client& client,
                                               const std::string& repository, const oci::digest& d,
                                               const blob_meta& meta, oci::byte_range r,
                                               const sink& out, read_report* report) {
@@ -829,15 +833,15 @@ asio::awaitable<bool> blob_cache::read_direct(upstream_client& client,
     std::lock_guard lock(mutex_);
     ++stats_.foreign_reads;
   }
-  upstream_request req;
+  registry::upstream_request req;
   req.method = http::verb::get;
   req.target = "/v2/" + repository + "/blobs/" + d.str();
   req.repository = repository;
   req.headers.emplace_back(http::field::range,
                            "bytes=" + std::to_string(r.first) + "-" + std::to_string(r.last));
   auto result = co_await client.send(std::move(req));
-  if (std::holds_alternative<upstream_failure>(result)) co_return false;
-  auto& response = *std::get<std::unique_ptr<upstream_response>>(result);
+  if (std::holds_alternative<registry::upstream_failure>(result)) co_return false;
+  auto& response = *std::get<std::unique_ptr<registry::upstream_response>>(result);
   std::uint64_t at = 0;  // the blob offset of the next body byte
   if (response.status() == 206) {
     const auto cr = oci::parse_content_range(response.fields()[http::field::content_range]);
@@ -921,10 +925,10 @@ asio::awaitable<std::vector<listed_blob>> blob_cache::describe_listed(
   });
 }
 
-asio::awaitable<bool> blob_cache::prefetch(upstream_client& client, const std::string& repository,
-                                           const oci::digest& d, const listed_blob& b,
-                                           std::uint32_t first, std::uint32_t last,
-                                           const std::atomic<bool>* cancel) {
+asio::awaitable<bool> blob_cache::prefetch(registry::upstream_client& client,
+                                           const std::string& repository, const oci::digest& d,
+                                           const listed_blob& b, std::uint32_t first,
+                                           std::uint32_t last, const std::atomic<bool>* cancel) {
   const blob_meta& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0) co_return true;
   if (!claim(origin_of(client), d, meta)) co_return true;  // another upstream's: not ours to fill
@@ -944,12 +948,12 @@ asio::awaitable<bool> blob_cache::prefetch(upstream_client& client, const std::s
   co_return true;
 }
 
-bool blob_cache::multi_range(const upstream_client& client) const {
+bool blob_cache::multi_range(const registry::upstream_client& client) const {
   std::lock_guard lock(mutex_);
   return !single_range_only_.contains(client.settings().name);
 }
 
-asio::awaitable<bool> blob_cache::prefetch_batch(upstream_client& client,
+asio::awaitable<bool> blob_cache::prefetch_batch(registry::upstream_client& client,
                                                  const std::string& repository,
                                                  const oci::digest& d, const listed_blob& b,
                                                  std::vector<std::uint32_t> chunks,
@@ -1014,7 +1018,7 @@ asio::awaitable<bool> blob_cache::prefetch_batch(upstream_client& client,
   co_return again&& ok;
 }
 
-asio::awaitable<void> blob_cache::complete_later(upstream_client& client,
+asio::awaitable<void> blob_cache::complete_later(registry::upstream_client& client,
                                                  const std::string& repository,
                                                  const oci::digest& d, const blob_meta& meta) {
   if (meta.verified || meta.size == 0 || !claim(origin_of(client), d, meta)) co_return;
@@ -1030,8 +1034,9 @@ asio::awaitable<void> blob_cache::complete_later(upstream_client& client,
   asio::co_spawn(ex, complete(client, repository, d, meta), asio::detached);
 }
 
-asio::awaitable<void> blob_cache::verify_if_whole(upstream_client& client, std::string repository,
-                                                  oci::digest d, blob_meta meta) {
+asio::awaitable<void> blob_cache::verify_if_whole(registry::upstream_client& client,
+                                                  std::string repository, oci::digest d,
+                                                  blob_meta meta) {
   co_await wait_stored(d);  // the read's last chunks may still be landing in the store
   std::optional<cache::blob_record> record;
   if (!store_.try_blob(d, record))
@@ -1044,8 +1049,8 @@ asio::awaitable<void> blob_cache::verify_if_whole(upstream_client& client, std::
   co_await complete(client, std::move(repository), std::move(d), meta);  // from the store alone
 }
 
-asio::awaitable<void> blob_cache::complete(upstream_client& client, std::string repository,
-                                           oci::digest d, blob_meta meta) {
+asio::awaitable<void> blob_cache::complete(registry::upstream_client& client,
+                                           std::string repository, oci::digest d, blob_meta meta) {
   oci::hasher hash(d.algorithm());
   const sink out = [&hash](const char* p, std::size_t n) -> asio::awaitable<bool> {
     hash.update(p, n);
@@ -1093,7 +1098,8 @@ asio::awaitable<void> blob_cache::purge(const oci::digest& d) {
   std::erase_if(completed_, [&](const std::string& k) { return k.starts_with(prefix); });
 }
 
-asio::awaitable<void> blob_cache::purge(const upstream_client& client, const oci::digest& d) {
+asio::awaitable<void> blob_cache::purge(const registry::upstream_client& client,
+                                        const oci::digest& d) {
   if (!owns(origin_of(client), d)) co_return;  // the bytes read were passed through
   co_await purge(d);
 }
@@ -1116,7 +1122,7 @@ asio::awaitable<void> blob_cache::wait_stored(const oci::digest& d) {
   }
 }
 
-asio::awaitable<void> blob_cache::mark_verified(const upstream_client& client,
+asio::awaitable<void> blob_cache::mark_verified(const registry::upstream_client& client,
                                                 const oci::digest& d) {
   if (!owns(origin_of(client), d)) co_return;  // passed through: the store's copy is not it
   // A read is done when its bytes arrived; their store writes may still run (write-behind).

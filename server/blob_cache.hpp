@@ -17,15 +17,19 @@
 #include <unordered_set>
 #include <variant>
 
+#include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
 #include "oci/digest.hpp"
 #include "oci/manifest.hpp"
 #include "oci/range.hpp"
-#include "server/credentials.hpp"
-#include "server/offload.hpp"
-#include "server/upstream_client.hpp"
+#include "registry/credentials.hpp"
+#include "registry/upstream_client.hpp"
 
 namespace layercache::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
 
 struct blob_meta {
   std::uint64_t size = 0;
@@ -75,7 +79,7 @@ struct blob_cache_stats {
 
 // Which upstream a client's bytes come from, as the store keeps it (blob_record::origin):
 // a hash of the upstream's name, never 0.
-[[nodiscard]] cache::origin_id origin_of(const upstream_client& client);
+[[nodiscard]] cache::origin_id origin_of(const registry::upstream_client& client);
 
 // Bytes of a blob not yet verified whole are only as good as the upstream that served them:
 // they belong to that upstream (its origin_of), for reads, fills and sizes alike. A client of
@@ -85,22 +89,23 @@ class blob_cache {
  public:
   blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_settings settings);
 
-  using describe_result =
-      std::variant<blob_meta, std::unique_ptr<upstream_response>, upstream_failure>;
+  using describe_result = std::variant<blob_meta, std::unique_ptr<registry::upstream_response>,
+                                       registry::upstream_failure>;
 
   // The blob's size and chunk size: from the store, from memory, or from an upstream HEAD (a
   // HEAD the upstream redirects: a GET of the first byte, which may follow) — one at a time
   // per blob: readers arriving while it runs wait for its answer (a herd of
   // clients on a cold blob sends one HEAD, not one each). A non-2xx upstream answer is
   // returned for the caller to pass on (each such caller asks for its own).
-  asio::awaitable<describe_result> describe(upstream_client& client, const std::string& repository,
-                                            const oci::digest& d);
+  asio::awaitable<describe_result> describe(registry::upstream_client& client,
+                                            const std::string& repository, const oci::digest& d);
 
   // Sizes from a manifest `client`'s upstream just served (its config and layers): the
   // client's GETs of those blobs then need no upstream HEAD first — one round trip fewer per
   // cold blob. Remembered for that upstream only. A size the upstream contradicts
   // (Content-Range or Content-Length) is forgotten, and the next read asks with a HEAD.
-  void learn_sizes(const upstream_client& client, const std::vector<oci::descriptor>& blobs);
+  void learn_sizes(const registry::upstream_client& client,
+                   const std::vector<oci::descriptor>& blobs);
 
   // Receives consecutive pieces of the requested bytes; returns false to stop.
   using sink = std::function<asio::awaitable<bool>(const char*, std::size_t)>;
@@ -108,7 +113,7 @@ class blob_cache {
   // Streams bytes r.first..r.last of `d` to `out`, in order. Returns false when not every byte
   // could be delivered (upstream failure after a retry, or `out` returned false). With
   // `report`, adds where the delivered bytes came from.
-  asio::awaitable<bool> read(upstream_client& client, const std::string& repository,
+  asio::awaitable<bool> read(registry::upstream_client& client, const std::string& repository,
                              const oci::digest& d, const blob_meta& meta, oci::byte_range r,
                              const sink& out, read_report* report = nullptr);
 
@@ -117,15 +122,16 @@ class blob_cache {
   // `complete_partial`, only a blob the store now holds whole is checked (from the store, no
   // upstream request): range reads alone then make it verified. Not for a blob another
   // upstream owns.
-  asio::awaitable<void> complete_later(upstream_client& client, const std::string& repository,
-                                       const oci::digest& d, const blob_meta& meta);
+  asio::awaitable<void> complete_later(registry::upstream_client& client,
+                                       const std::string& repository, const oci::digest& d,
+                                       const blob_meta& meta);
 
   // Prefetch: makes chunks first..last of `d` present in the store, one run of missing chunks
   // at a time (joining fills in flight). The fills it starts are ordinary fills a client read
   // joins (and is then served by), marked so that the first client read of their chunks counts
   // as served by prefetch. False when a fill failed. Stops between runs once `*cancel`.
   // Chunks `b.present` marks are skipped without asking the store again.
-  asio::awaitable<bool> prefetch(upstream_client& client, const std::string& repository,
+  asio::awaitable<bool> prefetch(registry::upstream_client& client, const std::string& repository,
                                  const oci::digest& d, const listed_blob& b, std::uint32_t first,
                                  std::uint32_t last, const std::atomic<bool>* cancel = nullptr);
 
@@ -133,14 +139,14 @@ class blob_cache {
   // request for those neither stored nor in flight (chunks in flight are joined), so a batch
   // costs one round trip instead of one per run. An upstream that answered a multi-range
   // request with the whole blob is asked one run at a time instead. Otherwise as prefetch().
-  asio::awaitable<bool> prefetch_batch(upstream_client& client, const std::string& repository,
-                                       const oci::digest& d, const listed_blob& b,
-                                       std::vector<std::uint32_t> chunks,
+  asio::awaitable<bool> prefetch_batch(registry::upstream_client& client,
+                                       const std::string& repository, const oci::digest& d,
+                                       const listed_blob& b, std::vector<std::uint32_t> chunks,
                                        const std::atomic<bool>* cancel = nullptr);
 
   // False once `client`'s upstream answered a multi-range request with something else than
   // the ranges (prefetch_batch would fetch one run at a time anyway).
-  [[nodiscard]] bool multi_range(const upstream_client& client) const;
+  [[nodiscard]] bool multi_range(const registry::upstream_client& client) const;
 
   // What prefetch plans with for the blobs a manifest lists, in one trip to the store: each
   // one's record and stored chunks when the store has it, else the listed size with the
@@ -153,10 +159,11 @@ class blob_cache {
   // A full read of `d` through `client` did not match its digest: drops what is stored,
   // unless another upstream's bytes are (the read was passed through: the store is not
   // at fault).
-  asio::awaitable<void> purge(const upstream_client& client, const oci::digest& d);
+  asio::awaitable<void> purge(const registry::upstream_client& client, const oci::digest& d);
   // A full read of `d` through `client` matched its digest: the store's copy is verified,
   // if it is the copy that was read (not another upstream's).
-  asio::awaitable<void> mark_verified(const upstream_client& client, const oci::digest& d);
+  asio::awaitable<void> mark_verified(const registry::upstream_client& client,
+                                      const oci::digest& d);
 
   [[nodiscard]] blob_cache_stats stats() const;
 
@@ -165,7 +172,7 @@ class blob_cache {
 
   std::string key_of(const oci::digest& d, std::uint32_t index) const;
   // sizes_ and heads_ keys: one upstream's word about a blob's size is not another's.
-  static std::string size_key(const upstream_client& client, const oci::digest& d);
+  static std::string size_key(const registry::upstream_client& client, const oci::digest& d);
   // Whether `origin` may use the store for `d`: read its chunks, join and start its fills.
   // Verified: anyone. Else the owner in owners_, taken from the record (meta.origin) or
   // claimed now by `origin` when nobody has it.
@@ -174,23 +181,24 @@ class blob_cache {
   bool owns(cache::origin_id origin, const oci::digest& d) const;
   // Without complete_partial, after a range read: a blob the store now holds whole (once the
   // read's store writes landed) is hashed from the store and verified.
-  asio::awaitable<void> verify_if_whole(upstream_client& client, std::string repository,
+  asio::awaitable<void> verify_if_whole(registry::upstream_client& client, std::string repository,
                                         oci::digest d, blob_meta meta);
   // Until every fill's store write of `d` in flight now has finished.
   asio::awaitable<void> wait_stored(const oci::digest& d);
   // A read of a blob another origin owns: from `client`'s upstream, stored nowhere.
-  asio::awaitable<bool> read_direct(upstream_client& client, const std::string& repository,
-                                    const oci::digest& d, const blob_meta& meta, oci::byte_range r,
-                                    const sink& out, read_report* report);
+  asio::awaitable<bool> read_direct(registry::upstream_client& client,
+                                    const std::string& repository, const oci::digest& d,
+                                    const blob_meta& meta, oci::byte_range r, const sink& out,
+                                    read_report* report);
 
   // The slot of chunk `first`: joined if in flight, else a new fill for the run of missing
   // chunks from `first` (up to `limit`, `run_bytes`, a present or in-flight chunk). nullptr
   // when `first` was completed into the store meanwhile. `*run` = chunks started (0 if joined).
   std::shared_ptr<chunk_slot> join_or_start(const asio::any_io_executor& ex,
-                                            upstream_client& client, const std::string& repository,
-                                            const oci::digest& d, const blob_meta& meta,
-                                            std::uint32_t first, std::uint32_t limit,
-                                            const std::vector<bool>& present,
+                                            registry::upstream_client& client,
+                                            const std::string& repository, const oci::digest& d,
+                                            const blob_meta& meta, std::uint32_t first,
+                                            std::uint32_t limit, const std::vector<bool>& present,
                                             std::uint32_t present_base, std::uint32_t* run,
                                             bool prefetch = false);
   // Waits until every byte of `slot` arrived (its store write may still run), or it failed;
@@ -201,16 +209,17 @@ class blob_cache {
   std::shared_ptr<chunk_slot> add_slot_locked(const std::string& key, const blob_meta& meta,
                                               std::uint32_t index, bool prefetch);
   // `client`'s upstream answered a multi-range request with something else than the ranges.
-  void refuse_multi_range(const upstream_client& client);
-  void forget_size(const upstream_client& client, const oci::digest& d);
-  [[nodiscard]] std::optional<blob_meta> known_size(const upstream_client& client,
+  void refuse_multi_range(const registry::upstream_client& client);
+  void forget_size(const registry::upstream_client& client, const oci::digest& d);
+  [[nodiscard]] std::optional<blob_meta> known_size(const registry::upstream_client& client,
                                                     const oci::digest& d) const;
   // A client read joined `slot`: true (once) if prefetch started it.
   bool claim_prefetched(chunk_slot& slot);
   // Fetches the chunks of `slots` (ascending by chunk; runs of consecutive chunks become the
   // ranges of one request) into them and the store.
-  asio::awaitable<void> fill(upstream_client& client, std::string repository, oci::digest d,
-                             blob_meta meta, std::vector<std::shared_ptr<chunk_slot>> slots);
+  asio::awaitable<void> fill(registry::upstream_client& client, std::string repository,
+                             oci::digest d, blob_meta meta,
+                             std::vector<std::shared_ptr<chunk_slot>> slots);
   // Stores a completed chunk of a fill and finishes its slot (slot->done).
   asio::awaitable<void> store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
                                     std::shared_ptr<chunk_slot> slot, std::uint64_t generation,
@@ -220,8 +229,8 @@ class blob_cache {
   asio::awaitable<int> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
                                    const sink& out, std::size_t* delivered);
   std::uint64_t purge_generation(const oci::digest& d) const;
-  asio::awaitable<void> complete(upstream_client& client, std::string repository, oci::digest d,
-                                 blob_meta meta);
+  asio::awaitable<void> complete(registry::upstream_client& client, std::string repository,
+                                 oci::digest d, blob_meta meta);
   void finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot, bool failed,
                    bool stored);
 
@@ -238,7 +247,7 @@ class blob_cache {
   std::unordered_set<std::string> completed_;
   // From HEADs and manifests, by size_key (upstream and digest).
   std::unordered_map<std::string, blob_meta> sizes_;
-  flight_table heads_;  // upstream HEADs in flight, by size_key (the size goes to sizes_)
+  registry::flight_table heads_;  // upstream HEADs in flight, by size_key (the size goes to sizes_)
   // Blobs not verified, by digest: the origin whose bytes the store holds or will hold.
   std::unordered_map<std::string, cache::origin_id> owners_;
   std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction

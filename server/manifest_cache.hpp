@@ -17,10 +17,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
 #include "config/config.hpp"
 #include "oci/digest.hpp"
-#include "server/offload.hpp"
 
 namespace layercache::server {
 

@@ -46,7 +46,7 @@ struct prefetcher::job {
 };
 
 struct prefetcher::replay {
-  upstream_client* client = nullptr;
+  registry::upstream_client* client = nullptr;
   std::string repository;
   std::string manifest;
   std::vector<oci::descriptor> listed;  // the blobs the manifest lists
@@ -79,7 +79,7 @@ void prefetcher::load() {
   }
 }
 
-void prefetcher::manifest_served(const asio::any_io_executor& ex, upstream_client& client,
+void prefetcher::manifest_served(const asio::any_io_executor& ex, registry::upstream_client& client,
                                  const std::string& repository, const oci::digest& digest,
                                  std::string_view media_type, const oci::manifest& m,
                                  std::size_t body_size, trigger why) {

@@ -30,15 +30,19 @@
 #include <unordered_set>
 #include <vector>
 
+#include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
 #include "cache/profile.hpp"
 #include "config/config.hpp"
 #include "oci/digest.hpp"
 #include "oci/manifest.hpp"
-#include "server/offload.hpp"
-#include "server/upstream_client.hpp"
+#include "registry/upstream_client.hpp"
 
 namespace layercache::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
 
 class blob_cache;
 
@@ -92,7 +96,7 @@ class prefetcher {
   // a GET) and starts its replay on `ex` (the worker `client` belongs to). The session passes
   // only image manifests (the platform manifest a client pulls after an index is the one
   // recorded).
-  void manifest_served(const asio::any_io_executor& ex, upstream_client& client,
+  void manifest_served(const asio::any_io_executor& ex, registry::upstream_client& client,
                        const std::string& repository, const oci::digest& digest,
                        std::string_view media_type, const oci::manifest& m, std::size_t body_size,
                        trigger why = trigger::get);

@@ -31,20 +31,20 @@ struct fetched_manifest {
 // The manifest `reference` (tag or digest) of `repository`, stored in the manifest cache (a
 // tag also gets its record). Returns an error text (and status) on failure.
 asio::awaitable<std::variant<fetched_manifest, std::pair<unsigned, std::string>>> fetch_manifest(
-    worker_context& worker, upstream_client& client, const std::string& repository,
+    worker_context& worker, registry::upstream_client& client, const std::string& repository,
     const std::string& reference) {
   using failure = std::pair<unsigned, std::string>;
   const std::string accept(oci::default_manifest_accept());
-  upstream_request ur;
+  registry::upstream_request ur;
   ur.method = http::verb::get;
   ur.target = "/v2/" + repository + "/manifests/" + reference;
   ur.repository = repository;
   ur.headers.emplace_back(http::field::accept, accept);
   auto result = co_await client.send(std::move(ur));
-  if (auto* f = std::get_if<upstream_failure>(&result)) {
+  if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
     co_return failure{f->http_status(), "upstream " + client.settings().name + ": " + f->message};
   }
-  auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+  auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(result);
   if (up.status() != 200) {
     const unsigned status = up.status() == 404 ? 404u : 502u;
     co_return failure{status, "upstream " + client.settings().name + " answered " +
@@ -70,16 +70,17 @@ asio::awaitable<std::variant<fetched_manifest, std::pair<unsigned, std::string>>
 }
 
 // Reads every blob of `blobs` whole through the cache, verified; r.ok when all were.
-asio::awaitable<preload_result> read_whole(worker_context& worker, upstream_client& client,
+asio::awaitable<preload_result> read_whole(worker_context& worker,
+                                           registry::upstream_client& client,
                                            const std::string& repository, preload_result r,
                                            const std::vector<oci::digest>& blobs) {
   auto& cache = *worker.blobs;
   for (const auto& d : blobs) {
     auto described = co_await cache.describe(client, repository, d);
-    if (auto* f = std::get_if<upstream_failure>(&described)) {
+    if (auto* f = std::get_if<registry::upstream_failure>(&described)) {
       co_return failed(r, f->http_status(), "blob " + d.str() + ": " + f->message);
     }
-    if (auto* up = std::get_if<std::unique_ptr<upstream_response>>(&described)) {
+    if (auto* up = std::get_if<std::unique_ptr<registry::upstream_response>>(&described)) {
       co_return failed(
           r, 502, "blob " + d.str() + ": upstream answered " + std::to_string((*up)->status()));
     }
@@ -113,7 +114,7 @@ asio::awaitable<preload_result> read_whole(worker_context& worker, upstream_clie
 
 // Begins the profile replay of each image manifest in `images` (with preload::start).
 preload_result start_replays(const asio::any_io_executor& ex, worker_context& worker,
-                             upstream_client& client, const std::string& repository,
+                             registry::upstream_client& client, const std::string& repository,
                              preload_result r, const std::vector<fetched_manifest>& images) {
   if (worker.prefetch == nullptr) {
     return failed(r, 409, "prefetch is off (prefetch.enabled: false): nothing replays a start");
@@ -171,7 +172,7 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
   }
   const auto& choice = std::get<upstream_choice>(chosen);
   r.upstream = choice.upstream->name;
-  upstream_client& client = *worker.clients.find(choice.upstream->name)->second;
+  registry::upstream_client& client = *worker.clients.find(choice.upstream->name)->second;
   const std::string& repository = choice.repository;
 
   // Manifests to expand, breadth first: the reference, then the index's chosen entries.

@@ -16,6 +16,10 @@
 
 namespace layercache::server {
 
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
 struct preload_request {
   std::string reference;  // "[registry/]repository[:tag][@digest]"
   std::string upstream;   // configured upstream name; empty: chosen by the reference's registry

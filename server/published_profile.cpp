@@ -34,8 +34,9 @@ struct call_args {
   bool follow_redirects = false;  // a blob GET
 };
 
-asio::awaitable<reply> call(upstream_client& client, const std::string& repository, call_args& a) {
-  upstream_request req;
+asio::awaitable<reply> call(registry::upstream_client& client, const std::string& repository,
+                            call_args& a) {
+  registry::upstream_request req;
   req.method = a.method;
   req.target = a.target;
   req.repository = repository;
@@ -47,11 +48,11 @@ asio::awaitable<reply> call(upstream_client& client, const std::string& reposito
   req.body = std::move(a.body);
   auto result = co_await client.send(std::move(req));
   reply r;
-  if (auto* f = std::get_if<upstream_failure>(&result)) {
+  if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
     r.error = f->message;
     co_return r;
   }
-  auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+  auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(result);
   r.status = up.status();
   r.location = std::string(up.fields()[http::field::location]);
   r.oci_subject = !up.fields()["OCI-Subject"].empty();
@@ -75,9 +76,10 @@ std::string describe(const reply& r, std::string_view what) {
 }
 
 // The origin-form target of an upload Location, which must be at the upstream itself.
-std::optional<std::string> upload_target(const upstream_client& client, std::string_view location) {
+std::optional<std::string> upload_target(const registry::upstream_client& client,
+                                         std::string_view location) {
   if (location.starts_with("/")) return std::string(location);
-  auto parsed = parse_http_url(location);
+  auto parsed = registry::parse_http_url(location);
   if (!parsed) return std::nullopt;
   const auto& cfg = client.settings();
   const auto& [where, target] = *parsed;
@@ -88,8 +90,9 @@ std::optional<std::string> upload_target(const upstream_client& client, std::str
 }
 
 // Pushes `data` as blob `d` unless the registry has it. Empty on success.
-asio::awaitable<std::string> push_blob(upstream_client& client, const std::string& repository,
-                                       const oci::digest& d, const std::string& data) {
+asio::awaitable<std::string> push_blob(registry::upstream_client& client,
+                                       const std::string& repository, const oci::digest& d,
+                                       const std::string& data) {
   call_args head{http::verb::head, "/v2/" + repository + "/blobs/" + d.str()};
   auto exists = co_await call(client, repository, head);
   if (exists.error.empty() && exists.status == 200) co_return std::string();
@@ -122,7 +125,8 @@ std::string referrers_tag(const oci::digest& subject) {
 
 }  // namespace
 
-asio::awaitable<std::string> publish_profile(upstream_client& client, const std::string& repository,
+asio::awaitable<std::string> publish_profile(registry::upstream_client& client,
+                                             const std::string& repository,
                                              const published_subject& subject,
                                              const std::string& profile_json) {
   const std::string config_text(empty_config);
@@ -199,10 +203,9 @@ asio::awaitable<std::string> publish_profile(upstream_client& client, const std:
   co_return std::string();
 }
 
-asio::awaitable<std::optional<std::string>> find_published_profile(upstream_client& client,
-                                                                   const std::string& repository,
-                                                                   const oci::digest& subject,
-                                                                   std::size_t max_size) {
+asio::awaitable<std::optional<std::string>> find_published_profile(
+    registry::upstream_client& client, const std::string& repository, const oci::digest& subject,
+    std::size_t max_size) {
   // 1. The referrers API; 2. the referrers tag.
   std::string index_text;
   call_args api{http::verb::get,

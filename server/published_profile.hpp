@@ -19,9 +19,13 @@
 #include <string_view>
 
 #include "oci/digest.hpp"
-#include "server/upstream_client.hpp"
+#include "registry/upstream_client.hpp"
 
 namespace layercache::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
 
 inline constexpr std::string_view profile_artifact_type =
     "application/vnd.layercache.profile.v1+json";
@@ -34,15 +38,15 @@ struct published_subject {
 
 // Pushes `profile_json` as the profile of `subject` in `repository`. Empty on success, else
 // why not (the upstream refused a push, a Location pointed elsewhere, ...).
-asio::awaitable<std::string> publish_profile(upstream_client& client, const std::string& repository,
+asio::awaitable<std::string> publish_profile(registry::upstream_client& client,
+                                             const std::string& repository,
                                              const published_subject& subject,
                                              const std::string& profile_json);
 
 // The newest profile document published for `subject` in `repository`, or nullopt when there
 // is none (or the registry could not be asked). `max_size` bounds every document read.
-asio::awaitable<std::optional<std::string>> find_published_profile(upstream_client& client,
-                                                                   const std::string& repository,
-                                                                   const oci::digest& subject,
-                                                                   std::size_t max_size);
+asio::awaitable<std::optional<std::string>> find_published_profile(
+    registry::upstream_client& client, const std::string& repository, const oci::digest& subject,
+    std::size_t max_size);
 
 }  // namespace layercache::server

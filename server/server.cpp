@@ -20,15 +20,15 @@
 #include <stdexcept>
 #include <thread>
 
+#include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
-#include "server/address_policy.hpp"
+#include "net/address_policy.hpp"
+#include "registry/credentials.hpp"
 #include "server/admin.hpp"
 #include "server/blob_cache.hpp"
-#include "server/credentials.hpp"
 #include "server/manifest_cache.hpp"
-#include "server/offload.hpp"
 #include "server/prefetch.hpp"
 #include "server/preload.hpp"
 #include "server/published_profile.hpp"
@@ -182,24 +182,25 @@ struct server::impl {
     worker(const config::config& cfg, std::atomic<std::uint64_t>& open)
         : pool(io.get_executor()), context{cfg, {}, {}, false, open} {}
     asio::io_context io{1};
-    connection_pool pool;
+    registry::connection_pool pool;
     worker_context context;
     std::vector<std::pair<asio::ip::tcp::acceptor, asio::ssl::context*>> acceptors;
     std::thread thread;
   };
 
   config::config cfg;
-  token_cache tokens;
+  registry::token_cache tokens;
   // Declared before the workers: destroyed after them.
   std::unique_ptr<cache::chunk_store> store;
   std::unique_ptr<blocking_pool> blocking;
   std::unique_ptr<blob_cache> blobs;
   std::unique_ptr<manifest_cache> manifests;
   std::unique_ptr<prefetcher> prefetch;
-  std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;   // by upstream name
-  std::map<std::string, std::unique_ptr<upstream_credentials>> credentials;  // by upstream name
-  std::map<std::string, std::unique_ptr<redirect_memory>> redirects;         // by upstream name
-  own_endpoints own;  // filled in start() before the workers run; read-only after
+  std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;  // by upstream name
+  std::map<std::string, std::unique_ptr<registry::upstream_credentials>>
+      credentials;                                                              // by upstream name
+  std::map<std::string, std::unique_ptr<registry::redirect_memory>> redirects;  // by upstream name
+  net::own_endpoints own;  // filled in start() before the workers run; read-only after
   std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;  // by listener index
   // What sessions and upstream responses count into: still there when a worker's io_context,
   // stopped with coroutines in flight (a shutdown past its deadline), destroys their frames.
@@ -341,9 +342,9 @@ struct server::impl {
 server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
   impl_->cfg = std::move(cfg);
   for (const auto& u : impl_->cfg.upstreams) {
-    impl_->upstream_tls[u.name] = make_client_tls(u.ca_file);
-    impl_->credentials[u.name] = std::make_unique<upstream_credentials>(u);
-    impl_->redirects[u.name] = std::make_unique<redirect_memory>();
+    impl_->upstream_tls[u.name] = registry::make_client_tls(u.ca_file);
+    impl_->credentials[u.name] = std::make_unique<registry::upstream_credentials>(u);
+    impl_->redirects[u.name] = std::make_unique<registry::redirect_memory>();
   }
   for (const auto& l : impl_->cfg.server.listen) {
     impl_->listener_tls.push_back(l.tls ? make_server_tls(*l.tls) : nullptr);
@@ -356,7 +357,7 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
     }
   }
   if (!impl_->cfg.server.client_token_file.empty()) {
-    warn_if_exposed(impl_->cfg.server.client_token_file, "client token file");
+    registry::warn_if_exposed(impl_->cfg.server.client_token_file, "client token file");
   }
   const auto& c = impl_->cfg.cache;
   if (c.enabled) {
@@ -453,7 +454,7 @@ void fit_descriptor_limit(const config::config& cfg) {
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
   const std::uint64_t needed = descriptors_needed(cfg);
-  auto plan = plan_nofile(lim.rlim_cur, lim.rlim_max, needed);
+  auto plan = net::plan_nofile(lim.rlim_cur, lim.rlim_max, needed);
   if (plan.soft > lim.rlim_cur) {
     rlimit raised = lim;
     raised.rlim_cur = static_cast<rlim_t>(plan.soft);
@@ -490,9 +491,9 @@ void server::start() {
     w->context.metrics = &m.metrics;
     w->context.access_log = &m.access_log;
     for (const auto& u : m.cfg.upstreams) {
-      auto client =
-          std::make_unique<upstream_client>(u, w->pool, m.upstream_tls[u.name].get(), m.tokens,
-                                            *m.credentials[u.name], *m.redirects[u.name]);
+      auto client = std::make_unique<registry::upstream_client>(
+          u, w->pool, m.upstream_tls[u.name].get(), m.tokens, *m.credentials[u.name],
+          *m.redirects[u.name]);
       client->set_metrics(&m.metrics.upstream(u.name));
       client->set_own_endpoints(&m.own);
       w->context.clients.emplace(u.name, std::move(client));

@@ -16,8 +16,9 @@
 #include "oci/manifest.hpp"
 #include "oci/media_types.hpp"
 #include "oci/range.hpp"
-#include "server/auth.hpp"
+#include "registry/auth.hpp"
 #include "server/blob_cache.hpp"
+#include "server/client_auth.hpp"
 #include "server/manifest_cache.hpp"
 #include "server/prefetch.hpp"
 #include "server/route.hpp"
@@ -222,8 +223,8 @@ class session final : public session_base {
     co_return co_await send(req, std::move(res), keep_alive);
   }
 
-  asio::awaitable<bool> send_failure(const request& req, const upstream_client& client,
-                                     const upstream_failure& f, bool keep_alive) {
+  asio::awaitable<bool> send_failure(const request& req, const registry::upstream_client& client,
+                                     const registry::upstream_failure& f, bool keep_alive) {
     log::warn("proxy", "upstream ", client.settings().name, ": ", f.message);
     const std::string message = "upstream " + client.settings().name + ": " + f.message;
     co_return co_await send_error(req, f.http_status(), f.oci_code(), message, keep_alive);
@@ -232,7 +233,8 @@ class session final : public session_base {
   // Passes an upstream error response on: its status, its (small) OCI error body, and the
   // headers a client can act on. Never WWW-Authenticate: the client cannot log in to the
   // upstream through us.
-  asio::awaitable<bool> forward_error(const request& req, upstream_response& up, bool keep_alive) {
+  asio::awaitable<bool> forward_error(const request& req, registry::upstream_response& up,
+                                      bool keep_alive) {
     http::response<http::string_body> res{static_cast<http::status>(up.status()), 11};
     if (auto ct = up.fields()[http::field::content_type]; !ct.empty()) {
       res.set(http::field::content_type, ct);
@@ -291,7 +293,7 @@ class session final : public session_base {
     const auto& choice = std::get<upstream_choice>(chosen);
     x_.upstream = choice.upstream->name;
     auto it = worker_.clients.find(choice.upstream->name);
-    upstream_client& client = *it->second;
+    registry::upstream_client& client = *it->second;
     current_ = current_request{&client, &choice.repository, &r.reference};
     switch (r.kind) {
       case route_kind::manifest:
@@ -306,7 +308,7 @@ class session final : public session_base {
   // Manifests. Without the cache they come from the upstream every time; with it, see
   // cached_manifest.
   asio::awaitable<bool> manifest(const request& req, const route& r, const upstream_choice& choice,
-                                 upstream_client& client, bool keep_alive) {
+                                 registry::upstream_client& client, bool keep_alive) {
     // Clients (Go's net/http in skopeo, containerd) send one Accept header per media type:
     // all of them count.
     std::string accept;
@@ -335,7 +337,8 @@ class session final : public session_base {
   // (same digest: confirmed and served from the store); when the upstream fails, a record
   // confirmed within cache.max_stale is served with X-Layercache-Stale.
   asio::awaitable<bool> cached_manifest(const request& req, const route& r,
-                                        const upstream_choice& choice, upstream_client& client,
+                                        const upstream_choice& choice,
+                                        registry::upstream_client& client,
                                         const std::string& accept, bool keep_alive) {
     auto& cache = *worker_.manifests;
     x_.from = metrics::source::miss;
@@ -370,17 +373,17 @@ class session final : public session_base {
     const bool stale_ok = cache.may_serve_stale(hit->fetched_at);
 
     // Revalidate: what does the tag name upstream now?
-    upstream_request ur;
+    registry::upstream_request ur;
     ur.method = http::verb::head;
     ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
     ur.repository = choice.repository;
     ur.headers.emplace_back(http::field::accept, accept);
     auto result = co_await client.send(std::move(ur));
-    if (auto* f = std::get_if<upstream_failure>(&result)) {
+    if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
       if (stale_ok) co_return co_await send_stale(req, r, client, *hit, f->message, keep_alive);
       co_return co_await send_failure(req, client, *f, keep_alive);
     }
-    auto up = std::move(std::get<std::unique_ptr<upstream_response>>(result));
+    auto up = std::move(std::get<std::unique_ptr<registry::upstream_response>>(result));
     const unsigned status = up->status();
     if (is_success(status)) {
       if (const auto current = oci::digest::parse(up->fields()["Docker-Content-Digest"])) {
@@ -414,7 +417,7 @@ class session final : public session_base {
   // preload, or an imported profile's hint), when its manifest is one the client accepts: it
   // names what the registry stores under the tag, so it answers for a client whose Accept
   // differs while fresh (and only hints at the answer when not).
-  asio::awaitable<std::optional<cached_tag>> native_record(upstream_client& client,
+  asio::awaitable<std::optional<cached_tag>> native_record(registry::upstream_client& client,
                                                            const std::string& repository,
                                                            const std::string& tag,
                                                            const manifest_cache_state& state) {
@@ -449,7 +452,7 @@ class session final : public session_base {
   }
 
   asio::awaitable<bool> send_stale(const request& req, const route& r,
-                                   const upstream_client& client, const cached_tag& hit,
+                                   const registry::upstream_client& client, const cached_tag& hit,
                                    const std::string& reason, bool keep_alive) {
     log::warn("proxy", "upstream ", client.settings().name, " failed for tag ", r.reference, " (",
               reason, "): serving stale ", hit.digest.str(), ", confirmed ",
@@ -460,7 +463,7 @@ class session final : public session_base {
 
   // Answers a HEAD from the upstream's HEAD answer: no body to hash, so say what the upstream
   // says, and what the reference proves.
-  asio::awaitable<bool> answer_head(const request& req, upstream_response& up,
+  asio::awaitable<bool> answer_head(const request& req, registry::upstream_response& up,
                                     const std::optional<oci::digest>& requested, bool keep_alive) {
     http::response<http::string_body> res{http::status::ok, 11};
     const std::string content_type(up.fields()[http::field::content_type]);
@@ -479,7 +482,8 @@ class session final : public session_base {
   // record, and an upstream failure serves `cached->stale` if there is one.
   asio::awaitable<bool> manifest_from_upstream(const request& req, const route& r,
                                                const upstream_choice& choice,
-                                               upstream_client& client, const std::string& accept,
+                                               registry::upstream_client& client,
+                                               const std::string& accept,
                                                manifest_cache_state* cached, bool keep_alive) {
     x_.from = cached != nullptr ? metrics::source::miss : metrics::source::upstream;
     const bool can_be_stale = cached != nullptr && cached->stale.has_value();
@@ -490,19 +494,19 @@ class session final : public session_base {
     // A body that breaks off (reset, stall, truncation) is asked for once more: the upstream
     // client retries only answers that never began.
     for (int attempt = 0;; ++attempt) {
-      upstream_request ur;
+      registry::upstream_request ur;
       ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
       ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
       ur.repository = choice.repository;
       ur.headers.emplace_back(http::field::accept, accept);
       auto result = co_await client.send(std::move(ur));
-      if (auto* f = std::get_if<upstream_failure>(&result)) {
+      if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
         if (can_be_stale) {
           co_return co_await send_stale(req, r, client, *cached->stale, f->message, keep_alive);
         }
         co_return co_await send_failure(req, client, *f, keep_alive);
       }
-      auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+      auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(result);
       status = up.status();
       if (can_be_stale && (status >= 500 || status == 429)) {
         const std::string reason = "answered " + std::to_string(status);
@@ -549,7 +553,7 @@ class session final : public session_base {
         co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
       }
       // Built before the co_await: g++ 12 double-frees such temporaries in its arguments.
-      const upstream_failure failure{upstream_errc::protocol, reason};
+      const registry::upstream_failure failure{registry::upstream_errc::protocol, reason};
       co_return co_await send_failure(req, client, failure, keep_alive);
     }
     const auto algorithm = requested ? requested->algorithm() : oci::digest_algorithm::sha256;
@@ -632,16 +636,16 @@ class session final : public session_base {
   // Blobs through the chunk cache: size from the store or an upstream HEAD, bytes from
   // stored chunks or shared fills, ranges answered exactly (single, open, suffix, multi).
   asio::awaitable<bool> cached_blob(const request& req, const route& r,
-                                    const upstream_choice& choice, upstream_client& client,
-                                    bool keep_alive) {
+                                    const upstream_choice& choice,
+                                    registry::upstream_client& client, bool keep_alive) {
     auto& blobs = *worker_.blobs;
     const auto digest = *oci::digest::parse(r.reference);
     x_.from = metrics::source::miss;
     auto described = co_await blobs.describe(client, choice.repository, digest);
-    if (auto* f = std::get_if<upstream_failure>(&described)) {
+    if (auto* f = std::get_if<registry::upstream_failure>(&described)) {
       co_return co_await send_failure(req, client, *f, keep_alive);
     }
-    if (auto* up = std::get_if<std::unique_ptr<upstream_response>>(&described)) {
+    if (auto* up = std::get_if<std::unique_ptr<registry::upstream_response>>(&described)) {
       // The upstream refused a HEAD, which has no body to pass on: say it in an OCI body.
       const unsigned status = (*up)->status();
       const std::string_view code = status == 404   ? "BLOB_UNKNOWN"
@@ -818,13 +822,13 @@ class session final : public session_base {
   }
 
   asio::awaitable<bool> blob(const request& req, const route& r, const upstream_choice& choice,
-                             upstream_client& client, bool keep_alive) {
+                             registry::upstream_client& client, bool keep_alive) {
     if (worker_.blobs != nullptr) {
       co_return co_await cached_blob(req, r, choice, client, keep_alive);
     }
     const auto digest = *oci::digest::parse(r.reference);
     x_.from = metrics::source::upstream;
-    upstream_request ur;
+    registry::upstream_request ur;
     ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
     ur.target = "/v2/" + choice.repository + "/blobs/" + digest.str();
     ur.repository = choice.repository;
@@ -833,10 +837,10 @@ class session final : public session_base {
       if (auto v = req[field]; !v.empty()) ur.headers.emplace_back(field, v);
     }
     auto result = co_await client.send(std::move(ur));
-    if (auto* f = std::get_if<upstream_failure>(&result)) {
+    if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
       co_return co_await send_failure(req, client, *f, keep_alive);
     }
-    auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+    auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(result);
     const unsigned status = up.status();
     if (status != 200 && status != 206) co_return co_await forward_error(req, up, keep_alive);
 
@@ -859,23 +863,23 @@ class session final : public session_base {
   }
 
   asio::awaitable<bool> listing(const request& req, const route& r, const upstream_choice& choice,
-                                upstream_client& client, bool keep_alive) {
+                                registry::upstream_client& client, bool keep_alive) {
     x_.from = metrics::source::upstream;
     boost::urls::url target;
     target.set_path("/v2/" + choice.repository +
                     (r.kind == route_kind::tags_list ? "/tags/list" : "/referrers/" + r.reference));
     for (const auto& [k, v] : r.params) target.params().append({k, v});
-    upstream_request ur;
+    registry::upstream_request ur;
     ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
     ur.target = std::string(target.encoded_path());
     if (target.has_query()) ur.target += "?" + std::string(target.encoded_query());
     ur.repository = choice.repository;
     ur.headers.emplace_back(http::field::accept, "application/json");
     auto result = co_await client.send(std::move(ur));
-    if (auto* f = std::get_if<upstream_failure>(&result)) {
+    if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
       co_return co_await send_failure(req, client, *f, keep_alive);
     }
-    auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
+    auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(result);
     if (!is_success(up.status())) co_return co_await forward_error(req, up, keep_alive);
     http::response<http::buffer_body> res{static_cast<http::status>(up.status()), 11};
     for (auto field : {http::field::content_type}) {
@@ -897,7 +901,7 @@ class session final : public session_base {
   // Streams the upstream body to the client as it arrives. With `verify`, the body is hashed
   // and its last piece is held back until the digest matches: a client never receives a
   // complete wrong blob.
-  asio::awaitable<bool> relay(const request& req, upstream_response& up,
+  asio::awaitable<bool> relay(const request& req, registry::upstream_response& up,
                               http::response<http::buffer_body> res, bool keep_alive,
                               std::optional<oci::digest> verify) {
     res.set("Docker-Distribution-API-Version", api_version);
@@ -955,7 +959,7 @@ class session final : public session_base {
   exchange x_;
   // The upstream client and repository of the request being handled (set once routed).
   struct current_request {
-    upstream_client* client = nullptr;
+    registry::upstream_client* client = nullptr;
     const std::string* repository = nullptr;
     const std::string* reference = nullptr;  // of a manifest request: a tag or a digest
   } current_;

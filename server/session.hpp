@@ -12,13 +12,17 @@
 #include <unordered_set>
 
 #include "config/config.hpp"
-#include "server/upstream_client.hpp"
+#include "registry/upstream_client.hpp"
 
 namespace layercache::metrics {
 class registry;
 }  // namespace layercache::metrics
 
 namespace layercache::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
 class blob_cache;
 class manifest_cache;
 class prefetcher;
@@ -40,7 +44,8 @@ class session_base {
 // atomics.
 struct worker_context {
   const config::config& cfg;
-  std::map<std::string, std::unique_ptr<upstream_client>, std::less<>> clients;  // by name
+  std::map<std::string, std::unique_ptr<registry::upstream_client>, std::less<>>
+      clients;  // by name
   std::unordered_set<session_base*> sessions;
   bool draining = false;
   std::atomic<std::uint64_t>& open_connections;  // across all workers

@@ -26,15 +26,15 @@
 #include <vector>
 
 #include "config/config.hpp"
-#include "server/address_policy.hpp"
-#include "server/auth.hpp"
-#include "server/credentials.hpp"
+#include "net/address_policy.hpp"
+#include "registry/auth.hpp"
+#include "registry/credentials.hpp"
 
 namespace layercache::metrics {
 class upstream_metrics;
 }  // namespace layercache::metrics
 
-namespace layercache::server {
+namespace layercache::registry {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -90,7 +90,7 @@ class connection_pool {
   // redirect_refused and nothing is dialled.
   asio::awaitable<std::variant<std::unique_ptr<upstream_connection>, upstream_failure>> acquire(
       const origin& where, asio::ssl::context* tls, config::duration connect_timeout, bool fresh,
-      const redirect_policy* policy = nullptr);
+      const net::redirect_policy* policy = nullptr);
   // Keeps `c` for reuse, at most `max_idle` per origin.
   void release(std::unique_ptr<upstream_connection> c, std::size_t max_idle);
   [[nodiscard]] std::size_t idle_count() const;
@@ -172,7 +172,7 @@ class redirect_memory {
   struct place {
     origin where;
     std::string target;  // origin-form, with the query (a signed URL's signature)
-    std::optional<address_class> upstream_class;  // of the upstream that sent it there
+    std::optional<net::address_class> upstream_class;  // of the upstream that sent it there
   };
   // 1024 signed URLs of up to a few KiB each: a few MiB at most.
   explicit redirect_memory(std::size_t capacity = 1024) : capacity_(capacity) {}
@@ -232,7 +232,7 @@ class upstream_client {
   void warm();
 
   // layercache's own listeners, which redirects never reach (null: none known). Set before use.
-  void set_own_endpoints(const own_endpoints* own) { own_ = own; }
+  void set_own_endpoints(const net::own_endpoints* own) { own_ = own; }
 
   // Where requests, body bytes and token fetches are counted (null: nowhere). Set before use.
   void set_metrics(metrics::upstream_metrics* m) { metrics_ = m; }
@@ -259,7 +259,7 @@ class upstream_client {
   asio::awaitable<upstream_result> exchange(const origin& where, http::verb method,
                                             const std::string& target, const upstream_request& req,
                                             const std::string& authorization,
-                                            const redirect_policy* policy = nullptr);
+                                            const net::redirect_policy* policy = nullptr);
   // After a 401 from the upstream: retry with what its challenge asks for (remembered for
   // `scope`), pass the 401 on (neither set), or fail (a realm that is not allowed).
   struct after_401 {
@@ -298,7 +298,7 @@ class upstream_client {
   std::map<std::string, challenge, std::less<>> challenges_;
   metrics::upstream_metrics* metrics_ = nullptr;
   redirect_memory& redirects_;
-  const own_endpoints* own_ = nullptr;
+  const net::own_endpoints* own_ = nullptr;
   // Connections warm() is opening (shared with them: they may end after this client).
   std::shared_ptr<std::size_t> warming_ = std::make_shared<std::size_t>(0);
 };
@@ -329,4 +329,4 @@ asio::awaitable<std::variant<small_response, upstream_failure>> fetch_small(
 // Throws std::runtime_error when the CA file cannot be loaded.
 [[nodiscard]] std::unique_ptr<asio::ssl::context> make_client_tls(const std::string& ca_file);
 
-}  // namespace layercache::server
+}  // namespace layercache::registry

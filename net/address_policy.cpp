@@ -1,4 +1,4 @@
-#include "server/address_policy.hpp"
+#include "net/address_policy.hpp"
 
 #include <ifaddrs.h>
 #include <netinet/in.h>
@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cctype>
 
-namespace layercache::server {
+namespace layercache::net {
 namespace {
 
 address_class classify_v4(const asio::ip::address_v4& a) {
@@ -202,4 +202,4 @@ nofile_plan plan_nofile(std::uint64_t soft, std::uint64_t hard, std::uint64_t ne
   return {std::max(soft, want), want < needed};
 }
 
-}  // namespace layercache::server
+}  // namespace layercache::net

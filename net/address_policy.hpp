@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-namespace layercache::server {
+namespace layercache::net {
 
 namespace asio = boost::asio;
 
@@ -75,4 +75,4 @@ struct nofile_plan {
 };
 [[nodiscard]] nofile_plan plan_nofile(std::uint64_t soft, std::uint64_t hard, std::uint64_t needed);
 
-}  // namespace layercache::server
+}  // namespace layercache::net

@@ -12,7 +12,7 @@
 
 #include "config/config.hpp"
 
-namespace layercache::server {
+namespace layercache::registry {
 
 // Bearer tokens cached per (upstream, scope) until shortly before they expire.
 // Thread-safe: shared by all worker threads.
@@ -79,15 +79,6 @@ struct realm_location {
 // "Basic base64(user:password)"
 [[nodiscard]] std::string basic_authorization(std::string_view user, std::string_view password);
 
-// Client authentication (server.client_auth): true when `authorization` (a request's
-// Authorization header value) is "Bearer <token>" or HTTP Basic with `token` as the password
-// (any user name). Schemes are case-insensitive; the token comparison takes the same time
-// wherever the first difference is.
-[[nodiscard]] bool client_credentials_ok(std::string_view authorization, std::string_view token);
-
-// `presented` equals `secret`, compared in time that does not depend on where they differ.
-[[nodiscard]] bool same_secret(std::string_view presented, std::string_view secret);
-
 // Credentials for one registry as a docker config.json gives them.
 struct docker_auth_entry {
   std::string username;
@@ -135,4 +126,4 @@ struct docker_credential_plan {
 // Standard base64 (with padding); nullopt when malformed.
 [[nodiscard]] std::optional<std::string> base64_decode(std::string_view text);
 
-}  // namespace layercache::server
+}  // namespace layercache::registry

@@ -1,4 +1,4 @@
-#include "server/upstream_client.hpp"
+#include "registry/upstream_client.hpp"
 
 #include <openssl/ssl.h>
 
@@ -28,7 +28,7 @@
 #include "oci/retry_after.hpp"
 #include "oci/www_authenticate.hpp"
 
-namespace layercache::server {
+namespace layercache::registry {
 namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
@@ -120,7 +120,7 @@ beast::tcp_stream& upstream_connection::lowest() {
 asio::awaitable<std::variant<std::unique_ptr<upstream_connection>, upstream_failure>>
 connection_pool::acquire(const origin& where, asio::ssl::context* tls,
                          config::duration connect_timeout, bool fresh,
-                         const redirect_policy* policy) {
+                         const net::redirect_policy* policy) {
   const auto now = std::chrono::steady_clock::now();
   if (!fresh) {
     if (auto it = idle_.find(where.key()); it != idle_.end()) {
@@ -128,7 +128,7 @@ connection_pool::acquire(const origin& where, asio::ssl::context* tls,
       while (!list.empty()) {
         auto c = std::move(list.back());
         list.pop_back();
-        if (policy != nullptr && !redirect_allowed(*policy, c->peer())) continue;
+        if (policy != nullptr && !net::redirect_allowed(*policy, c->peer())) continue;
         if (now - c->idle_since < max_idle_age) co_return std::move(c);
       }
     }
@@ -150,9 +150,9 @@ connection_pool::acquire(const origin& where, asio::ssl::context* tls,
   // The addresses, not the name: a name may point anywhere (and change between two lookups).
   if (policy != nullptr) {
     for (const auto& ep : endpoints) {
-      if (redirect_allowed(*policy, ep)) continue;
+      if (net::redirect_allowed(*policy, ep)) continue;
       log::warn("upstream", "redirect to ", where.key(), " refused: it resolves to ",
-                ep.address().to_string(), " (", to_string(classify(ep.address())),
+                ep.address().to_string(), " (", to_string(net::classify(ep.address())),
                 policy->own != nullptr && policy->own->contains(ep) ? ", layercache itself" : "",
                 ")");
       co_return failure(upstream_errc::redirect_refused, "redirect refused");
@@ -310,7 +310,7 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
                                                            const std::string& target,
                                                            const upstream_request& req,
                                                            const std::string& authorization,
-                                                           const redirect_policy* policy) {
+                                                           const net::redirect_policy* policy) {
   // Counts the exchange when it ends, however it ends (status 0: no response).
   struct timing {
     metrics::upstream_metrics* m;
@@ -483,7 +483,7 @@ asio::awaitable<upstream_result> upstream_client::send(upstream_request req) {
 asio::awaitable<upstream_result> upstream_client::send_once(const upstream_request& req) {
   const std::string scope = pull_scope(req.repository) + (req.push ? ",push" : "");
   hop at{origin_, req.target, true};
-  redirect_policy policy{std::nullopt, cfg_.allow_internal_redirects, own_};
+  net::redirect_policy policy{std::nullopt, cfg_.allow_internal_redirects, own_};
   bool auth_retried = false;
   unsigned redirects = 0;
   // A blob GET may go straight to where the upstream redirected the blob's last GET.
@@ -527,7 +527,7 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
     }
     auto& response = std::get<std::unique_ptr<upstream_response>>(result);
     const unsigned status = response->status();
-    if (at.at_upstream) policy.upstream_class = classify(response->peer_address());
+    if (at.at_upstream) policy.upstream_class = net::classify(response->peer_address());
 
     if (status == 401 && at.at_upstream) {
       auto next = co_await on_unauthorized(*response, scope, authorization, auth_retried);
@@ -883,4 +883,4 @@ std::unique_ptr<asio::ssl::context> make_client_tls(const std::string& ca_file) 
   return ctx;
 }
 
-}  // namespace layercache::server
+}  // namespace layercache::registry

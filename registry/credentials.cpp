@@ -1,4 +1,4 @@
-#include "server/credentials.hpp"
+#include "registry/credentials.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,14 +20,14 @@
 #include <system_error>
 #include <thread>
 
+#include "asio/offload.hpp"
 #include "log/log.hpp"
-#include "server/auth.hpp"
-#include "server/offload.hpp"
-#include "server/upstream_client.hpp"
+#include "registry/auth.hpp"
+#include "registry/upstream_client.hpp"
 
 extern char** environ;
 
-namespace layercache::server {
+namespace layercache::registry {
 namespace {
 
 using clock = std::chrono::steady_clock;
@@ -592,4 +592,4 @@ helper_run run_credential_helper(const std::string& program, const std::string& 
   return out;
 }
 
-}  // namespace layercache::server
+}  // namespace layercache::registry

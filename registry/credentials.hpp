@@ -24,7 +24,7 @@
 
 #include "config/config.hpp"
 
-namespace layercache::server {
+namespace layercache::registry {
 
 namespace asio = boost::asio;
 
@@ -177,4 +177,4 @@ struct helper_run {
 // when there is none that is executable.
 [[nodiscard]] std::string find_credential_helper(const std::string& name, const std::string& dir);
 
-}  // namespace layercache::server
+}  // namespace layercache::registry

@@ -1,8 +1,8 @@
-#include "server/auth.hpp"
+#include "registry/auth.hpp"
 
 #include <gtest/gtest.h>
 
-namespace layercache::server {
+namespace layercache::registry {
 namespace {
 
 using namespace std::chrono_literals;
@@ -82,28 +82,6 @@ config::upstream upstream_on(std::string host, std::string scheme = "https",
 bool realm_host_allowed(const config::upstream& u, std::string_view host,
                         std::string_view scheme = "https", std::uint16_t port = 443) {
   return realm_allowed(u, realm_location{scheme, host, port});
-}
-
-TEST(ClientCredentials, BearerOrBasicPasswordMatchesTheToken) {
-  const std::string token = "s3cr3t-token";
-  EXPECT_TRUE(client_credentials_ok("Bearer s3cr3t-token", token));
-  EXPECT_TRUE(client_credentials_ok("bearer s3cr3t-token", token));
-  EXPECT_TRUE(client_credentials_ok(basic_authorization("anyone", token), token));
-  EXPECT_TRUE(client_credentials_ok(basic_authorization("", token), token));
-  // A password containing ':' is everything after the first ':'.
-  EXPECT_TRUE(client_credentials_ok(basic_authorization("u", "a:b"), "a:b"));
-
-  EXPECT_FALSE(client_credentials_ok("", token));
-  EXPECT_FALSE(client_credentials_ok("Bearer", token));
-  EXPECT_FALSE(client_credentials_ok("Bearer ", token));
-  EXPECT_FALSE(client_credentials_ok("Bearer s3cr3t-toke", token));
-  EXPECT_FALSE(client_credentials_ok("Bearer s3cr3t-token ", token));
-  EXPECT_FALSE(client_credentials_ok("Bearers3cr3t-token", token));
-  EXPECT_FALSE(client_credentials_ok("Token s3cr3t-token", token));
-  EXPECT_FALSE(client_credentials_ok(basic_authorization("s3cr3t-token", "x"), token));
-  EXPECT_FALSE(client_credentials_ok("Basic !!!notbase64", token));
-  EXPECT_FALSE(client_credentials_ok("Basic czNjcjN0LXRva2Vu", token));  // no ':' inside
-  EXPECT_FALSE(client_credentials_ok("Bearer ", ""));  // no token configured: nothing matches
 }
 
 TEST(RealmHost, ParentDomainRule) {
@@ -346,4 +324,4 @@ TEST(HelperOutput, Parses) {
 }
 
 }  // namespace
-}  // namespace layercache::server
+}  // namespace layercache::registry

@@ -9,7 +9,7 @@
 #include <type_traits>
 #include <utility>
 
-namespace layercache::server {
+namespace layercache {
 
 class blocking_pool {
  public:
@@ -34,4 +34,4 @@ class blocking_pool {
   boost::asio::thread_pool pool_;
 };
 
-}  // namespace layercache::server
+}  // namespace layercache

@@ -1,8 +1,8 @@
 #include <gtest/gtest.h>
 
-#include "server/upstream_client.hpp"
+#include "registry/upstream_client.hpp"
 
-namespace layercache::server {
+namespace layercache::registry {
 namespace {
 
 using namespace std::chrono_literals;
@@ -60,4 +60,4 @@ TEST(RedirectMemory, StaysWithinItsCapacity) {
 }
 
 }  // namespace
-}  // namespace layercache::server
+}  // namespace layercache::registry

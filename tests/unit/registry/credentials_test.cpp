@@ -1,4 +1,4 @@
-#include "server/credentials.hpp"
+#include "registry/credentials.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -14,7 +14,7 @@
 #include <fstream>
 #include <thread>
 
-namespace layercache::server {
+namespace layercache::registry {
 namespace {
 
 using namespace std::chrono_literals;
@@ -228,4 +228,4 @@ TEST(UpstreamFailure, StatusAndCode) {
 }
 
 }  // namespace
-}  // namespace layercache::server
+}  // namespace layercache::registry

@@ -1,8 +1,8 @@
-#include "server/address_policy.hpp"
+#include "net/address_policy.hpp"
 
 #include <gtest/gtest.h>
 
-namespace layercache::server {
+namespace layercache::net {
 namespace {
 
 asio::ip::address ip(const char* text) { return asio::ip::make_address(text); }
@@ -118,4 +118,4 @@ TEST(DescriptorLimit, RaisedTowardTheHardLimit) {
 }
 
 }  // namespace
-}  // namespace layercache::server
+}  // namespace layercache::net

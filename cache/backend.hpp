@@ -15,7 +15,7 @@
 
 namespace layercache::cache::detail {
 
-// One RocksDB column family each; keys and values are described at the top of store.cpp.
+// One RocksDB column family each; keys and values are described in records.hpp.
 enum class family : std::uint8_t { chunks, blobs, manifests, tags, meta };
 inline constexpr std::size_t family_count = 5;
 

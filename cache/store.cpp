@@ -1,20 +1,9 @@
-// The chunk_store logic over a backend: blob records, byte accounting, LRU eviction.
-//
-// Keys: chunks = raw digest (32 or 64 bytes) + u32 big-endian index; blobs and manifests = raw
-// digest; tags = the caller's key; meta = a name.
-// Values (integers little-endian):
-//   chunks    crc32c (4) + chunk bytes
-//   blobs     version 2 (1), size (8), chunk_size (4), verified (1), last_access (8), hits (8),
-//             stored_bytes (8), origin (8). Version 1 had no origin: its verified records are
-//             read with origin 0, unverified ones dropped with their chunks at open (whose
-//             upstream served them is unknown).
-//   manifests media type length (4) + media type + manifest bytes
-//   tags      version 1 (1), fetched_at (8), digest text
-//   meta      "used_bytes" → u64; "profile/" + raw manifest digest → crc32c (4) + profile
+// The chunk_store logic over a backend: blob records in memory, byte accounting, LRU eviction,
+// corrupt-chunk removal, and the memory cache of chunks. The byte formats of keys and values
+// are records.hpp's.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <iterator>
 #include <list>
 #include <map>
@@ -26,7 +15,7 @@
 #include <utility>
 
 #include "cache/backend.hpp"
-#include "cache/crc32c.hpp"
+#include "cache/records.hpp"
 
 namespace layercache::cache {
 
@@ -64,134 +53,7 @@ std::uint32_t blob_record::chunk_length(std::uint32_t index) const {
 namespace detail {
 namespace {
 
-constexpr std::string_view used_bytes_key = "used_bytes";
 constexpr std::size_t touch_flush_threshold = 64;  // dirty records written together
-constexpr std::uint8_t blob_record_version = 2;
-constexpr std::size_t blob_record_v1_bytes = 1 + 8 + 4 + 1 + 8 + 8 + 8;
-constexpr std::size_t blob_record_bytes = blob_record_v1_bytes + 8;
-constexpr std::uint8_t tag_record_version = 1;
-
-template <class T>
-void append_le(std::string& out, T v) {
-  for (std::size_t i = 0; i < sizeof(T); ++i) {
-    out.push_back(static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * i)));
-  }
-}
-
-template <class T>
-T read_le(std::string_view in, std::size_t at) {
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < sizeof(T); ++i) {
-    v |= std::uint64_t{static_cast<unsigned char>(in[at + i])} << (8 * i);
-  }
-  return static_cast<T>(v);
-}
-
-std::string chunk_key(std::string_view raw, std::uint32_t index) {
-  std::string key(raw);
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    key.push_back(static_cast<char>(index >> shift));
-  }
-  return key;
-}
-
-// The index of chunk key `key` of blob `raw` (the inverse of chunk_key); nullopt for a key of
-// another shape under the same prefix.
-std::optional<std::uint32_t> chunk_index(std::string_view key, std::string_view raw) {
-  if (key.size() != raw.size() + 4) return std::nullopt;
-  std::uint32_t index = 0;
-  for (std::size_t i = raw.size(); i < key.size(); ++i) {
-    index = (index << 8) | static_cast<unsigned char>(key[i]);
-  }
-  return index;
-}
-
-// Past every chunk key of `raw` (which are raw + 4 bytes).
-std::string chunk_range_end(std::string_view raw) {
-  std::string key(raw);
-  key.append(5, '\xff');
-  return key;
-}
-
-std::string encode(const blob_record& r) {
-  std::string out;
-  out.reserve(blob_record_bytes);
-  append_le(out, blob_record_version);
-  append_le(out, r.size);
-  append_le(out, r.chunk_size);
-  append_le(out, static_cast<std::uint8_t>(r.verified ? 1 : 0));
-  append_le(out, r.last_access);
-  append_le(out, r.hits);
-  append_le(out, r.stored_bytes);
-  append_le(out, r.origin);
-  return out;
-}
-
-std::optional<blob_record> decode_blob(std::string_view in) {
-  const bool v1 = in.size() == blob_record_v1_bytes && read_le<std::uint8_t>(in, 0) == 1;
-  if (!v1 &&
-      (in.size() != blob_record_bytes || read_le<std::uint8_t>(in, 0) != blob_record_version)) {
-    return std::nullopt;
-  }
-  blob_record r;
-  r.size = read_le<std::uint64_t>(in, 1);
-  r.chunk_size = read_le<std::uint32_t>(in, 9);
-  r.verified = read_le<std::uint8_t>(in, 13) != 0;
-  r.last_access = read_le<std::uint64_t>(in, 14);
-  r.hits = read_le<std::uint64_t>(in, 22);
-  r.stored_bytes = read_le<std::uint64_t>(in, 30);
-  if (!v1) r.origin = read_le<std::uint64_t>(in, 38);
-  if (r.chunk_size == 0 || r.size == 0 || r.chunk_count() == 0) return std::nullopt;
-  if (v1 && !r.verified) return std::nullopt;  // whose bytes they are is unknown: dropped
-  return r;
-}
-
-std::string encode_u64(std::uint64_t v) {
-  std::string out;
-  append_le(out, v);
-  return out;
-}
-
-std::string encode_checksum(std::string_view bytes) {
-  std::string out;
-  append_le(out, crc32c(bytes));
-  return out;
-}
-
-// The chunk bytes of a stored value, or nullopt when its checksum fails.
-std::optional<std::string_view> checked_chunk(std::string_view value) {
-  if (value.size() < 4) return std::nullopt;
-  const std::string_view bytes = value.substr(4);
-  if (read_le<std::uint32_t>(value, 0) != crc32c(bytes)) return std::nullopt;
-  return bytes;
-}
-
-// The digest whose raw() is `raw`.
-std::optional<oci::digest> digest_from_raw(std::string_view raw) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string text;
-  if (raw.size() == 32) {
-    text = "sha256:";
-  } else if (raw.size() == 64) {
-    text = "sha512:";
-  } else {
-    return std::nullopt;
-  }
-  for (char c : raw) {
-    const auto b = static_cast<unsigned char>(c);
-    text.push_back(hex[b >> 4]);
-    text.push_back(hex[b & 0xf]);
-  }
-  return oci::digest::parse(text);
-}
-
-constexpr std::string_view profile_prefix = "profile/";
-
-std::string profile_key(const oci::digest& manifest) {
-  std::string key(profile_prefix);
-  key += manifest.raw();
-  return key;
-}
 
 std::uint64_t system_now() {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
@@ -448,7 +310,7 @@ class store final : public chunk_store {
     r.stored_bytes += length;
     auto batch = backend_->make_batch();
     batch->put(family::chunks, key, checksum, bytes);
-    batch->put(family::blobs, raw, encode(r));
+    batch->put(family::blobs, raw, encode_blob(r));
     batch->put(family::meta, used_bytes_key, encode_u64(used_ + length));
     if (status s = backend_->write(*batch); !s.ok()) return s;
 
@@ -469,7 +331,7 @@ class store final : public chunk_store {
     const std::string key = chunk_key(raw, index);
     bool corrupt = false;
     status s = backend_->read(family::chunks, key, [&](std::string_view value) {
-      if (auto bytes = checked_chunk(value)) {
+      if (auto bytes = checked_bytes(value)) {
         out.assign(bytes->data(), bytes->size());
       } else {
         corrupt = true;
@@ -493,7 +355,7 @@ class store final : public chunk_store {
     std::string_view value;
     status s = backend_->read_shared(family::chunks, key, chunk->owner, value);
     if (!s.ok()) return s;
-    if (auto bytes = checked_chunk(value)) {
+    if (auto bytes = checked_bytes(value)) {
       chunk->bytes = *bytes;
     } else {
       auto copy = std::make_shared<std::string>();
@@ -549,7 +411,7 @@ class store final : public chunk_store {
     blob_record r = it->second.record;
     r.verified = true;
     auto batch = backend_->make_batch();
-    batch->put(family::blobs, it->first, encode(r));
+    batch->put(family::blobs, it->first, encode_blob(r));
     if (status s = backend_->write(*batch); !s.ok()) return s;
     set_clean_locked(it->second);
     it->second.record = r;
@@ -582,32 +444,21 @@ class store final : public chunk_store {
 
   status put_manifest(const oci::digest& d, std::string_view media_type,
                       std::string_view bytes) override {
-    std::string head;
-    head.reserve(4 + media_type.size());
-    append_le(head, static_cast<std::uint32_t>(media_type.size()));
-    head.append(media_type);
     auto batch = backend_->make_batch();
-    batch->put(family::manifests, d.raw(), head, bytes);
+    batch->put(family::manifests, d.raw(), manifest_head(media_type), bytes);
     return backend_->write(*batch);
   }
 
   std::optional<stored_manifest> manifest(const oci::digest& d) override {
     std::optional<stored_manifest> m;
-    (void)backend_->read(family::manifests, d.raw(), [&](std::string_view value) {
-      if (value.size() < 4) return;
-      const auto type_size = read_le<std::uint32_t>(value, 0);
-      if (value.size() - 4 < type_size) return;
-      m.emplace(stored_manifest{std::string(value.substr(4, type_size)),
-                                std::string(value.substr(4 + type_size))});
-    });
+    (void)backend_->read(family::manifests, d.raw(),
+                         [&](std::string_view value) { m = decode_manifest(value); });
     return m;
   }
 
   status put_profile(const oci::digest& manifest, std::string_view bytes) override {
-    std::string head;
-    append_le(head, crc32c(bytes));
     auto batch = backend_->make_batch();
-    batch->put(family::meta, profile_key(manifest), head, bytes);
+    batch->put(family::meta, profile_key(manifest), encode_checksum(bytes), bytes);
     status s = backend_->write(*batch);
     if (s.ok()) backend_->persist();  // a profile took a whole recording window to make
     return s;
@@ -616,9 +467,7 @@ class store final : public chunk_store {
   std::optional<std::string> profile(const oci::digest& manifest) override {
     std::optional<std::string> out;
     (void)backend_->read(family::meta, profile_key(manifest), [&](std::string_view value) {
-      if (value.size() < 4) return;
-      const std::string_view bytes = value.substr(4);
-      if (read_le<std::uint32_t>(value, 0) == crc32c(bytes)) out.emplace(bytes);
+      if (auto bytes = checked_bytes(value)) out.emplace(*bytes);
     });
     return out;
   }
@@ -643,23 +492,14 @@ class store final : public chunk_store {
   }
 
   status put_tag(std::string_view key, const tag_record& t) override {
-    std::string value;
-    append_le(value, tag_record_version);
-    append_le(value, t.fetched_at);
-    value.append(t.digest.str());
     auto batch = backend_->make_batch();
-    batch->put(family::tags, key, value);
+    batch->put(family::tags, key, encode_tag(t));
     return backend_->write(*batch);
   }
 
   std::optional<tag_record> tag(std::string_view key) override {
     std::optional<tag_record> t;
-    (void)backend_->read(family::tags, key, [&](std::string_view value) {
-      if (value.size() < 9 || read_le<std::uint8_t>(value, 0) != tag_record_version) return;
-      if (auto d = oci::digest::parse(value.substr(9))) {
-        t.emplace(tag_record{std::move(*d), read_le<std::int64_t>(value, 1)});
-      }
-    });
+    (void)backend_->read(family::tags, key, [&](std::string_view value) { t = decode_tag(value); });
     return t;
   }
 
@@ -763,9 +603,8 @@ class store final : public chunk_store {
     }
 
     std::optional<std::uint64_t> counter;
-    s = backend_->read(family::meta, used_bytes_key, [&](std::string_view v) {
-      if (v.size() == 8) counter = read_le<std::uint64_t>(v, 0);
-    });
+    s = backend_->read(family::meta, used_bytes_key,
+                       [&](std::string_view v) { counter = decode_u64(v); });
     if (!s.ok() && s.code != errc::not_found) {
       throw std::runtime_error("cannot read the cache's used-bytes counter: " + s.message);
     }
@@ -840,7 +679,7 @@ class store final : public chunk_store {
     for (const std::string& raw : dirty_) {
       auto it = blobs_.find(raw);
       if (it == blobs_.end() || !it->second.dirty) continue;
-      batch->put(family::blobs, raw, encode(it->second.record));
+      batch->put(family::blobs, raw, encode_blob(it->second.record));
       any = true;
     }
     if (any) {
@@ -898,7 +737,7 @@ class store final : public chunk_store {
     if (freed == 0) return 0;
     r.stored_bytes -= std::min(freed, r.stored_bytes);
     r.verified = false;
-    batch->put(family::blobs, raw, encode(r));
+    batch->put(family::blobs, raw, encode_blob(r));
     batch->put(family::meta, used_bytes_key, encode_u64(used_ - freed));
     if (!backend_->write(*batch).ok()) return 0;
     used_ -= freed;
@@ -951,7 +790,7 @@ class store final : public chunk_store {
     std::lock_guard lock(mu_);
     bool corrupt = false;
     status s = backend_->read(family::chunks, key, [&](std::string_view value) {
-      if (auto bytes = checked_chunk(value)) {
+      if (auto bytes = checked_bytes(value)) {
         out.assign(bytes->data(), bytes->size());
       } else {
         corrupt = true;
@@ -974,7 +813,7 @@ class store final : public chunk_store {
       freed = std::min<std::uint64_t>(r.chunk_length(index), r.stored_bytes);
       r.stored_bytes -= freed;
       r.verified = false;
-      batch->put(family::blobs, raw, encode(r));
+      batch->put(family::blobs, raw, encode_blob(r));
       batch->put(family::meta, used_bytes_key, encode_u64(used_ - freed));
     }
     const std::string what =

@@ -1,11 +1,9 @@
 // The chunk_store logic over a backend: blob records in memory, byte accounting, LRU eviction,
-// corrupt-chunk removal, and the memory cache of chunks. The byte formats of keys and values
-// are records.hpp's.
+// corrupt-chunk removal. The byte formats of keys and values are records.hpp's; the memory
+// cache of chunks is memory_chunks.hpp's.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <iterator>
-#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,6 +13,7 @@
 #include <utility>
 
 #include "cache/backend.hpp"
+#include "cache/memory_chunks.hpp"
 #include "cache/records.hpp"
 
 namespace layercache::cache {
@@ -60,156 +59,6 @@ std::uint64_t system_now() {
                                         std::chrono::system_clock::now().time_since_epoch())
                                         .count());
 }
-
-// Chunks read from the store, checked and decoded, shared with readers. Two kinds:
-// - kept: an LRU bounded in bytes (cache.memory_cache). A chunk read in part (random ranges,
-//   lazy pulls) is admitted at once; one read whole (pulls) at its second read: the first
-//   leaves its key in a list of recent whole reads (twice the capacity's worth of bytes,
-//   oldest out first). An image pulled again is served from memory, while one pull of an
-//   image bigger than that passes through without flushing what is kept;
-// - live: every chunk some reader still holds, whatever the capacity (weak references: they
-//   cost no memory of their own). A reader that asks for a chunk another one is sending gets
-//   the same bytes, with no store read and no second checksum — a herd, or pulls of one image
-//   side by side, read each chunk from the store about once.
-// Thread-safe. Keys are chunk keys (raw digest + index), so a blob's entries share a prefix.
-class memory_chunks {
- public:
-  explicit memory_chunks(std::uint64_t capacity) : capacity_(capacity) {}
-
-  // `count_miss`: false for a look that a store read follows when it misses (counted there).
-  shared_chunk find(const std::string& key, bool count_miss = true) {
-    std::lock_guard lock(mu_);
-    auto it = index_.find(key);
-    if (it != index_.end()) {
-      order_.splice(order_.begin(), order_, it->second);
-      ++hits_;
-      return it->second->bytes;
-    }
-    if (auto l = live_.find(key); l != live_.end()) {
-      if (auto bytes = l->second.lock()) {
-        ++shared_;
-        return bytes;
-      }
-    }
-    if (count_miss) ++misses_;
-    return nullptr;
-  }
-
-  // A chunk just read and checked: live while a reader holds it; kept too when `partial`
-  // (read in part) or read whole before, recently.
-  void add(const std::string& key, const shared_chunk& bytes, bool partial,
-           std::uint64_t generation) {
-    std::list<item> gone;  // evicted by insert_locked(), released after the lock
-    std::lock_guard lock(mu_);
-    if (generation != generation_.load()) return;
-    live_[key] = bytes;
-    if (live_.size() >= sweep_at_) {
-      std::erase_if(live_, [](const auto& e) { return e.second.expired(); });
-      sweep_at_ = std::max<std::size_t>(min_sweep, 2 * live_.size());
-    }
-    if (capacity_ == 0) return;
-    if (partial || seen_before_locked(key, bytes->size())) insert_locked(key, bytes, gone);
-  }
-
-  // The generation to pass to add(): bytes read after this call may be added unless a
-  // drop happened since (it could be dropping exactly what was being read).
-  [[nodiscard]] std::uint64_t generation() const { return generation_.load(); }
-
-  // Drops every chunk whose key starts with `prefix` (a raw digest, or one chunk's key).
-  void drop(const std::string& prefix) {
-    std::list<item> gone;  // released after the lock, as in add()
-    std::lock_guard lock(mu_);
-    ++generation_;
-    std::erase_if(live_, [&](const auto& e) { return e.first.starts_with(prefix); });
-    for (auto it = seen_order_.begin(); it != seen_order_.end();) {
-      if (it->key.starts_with(prefix)) {
-        seen_bytes_ -= it->size;
-        seen_.erase(it->key);
-        it = seen_order_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (auto it = order_.begin(); it != order_.end();) {
-      if (it->key.starts_with(prefix)) {
-        used_ -= it->bytes->size();
-        index_.erase(it->key);
-        gone.splice(gone.end(), order_, it++);
-      } else {
-        ++it;
-      }
-    }
-  }
-
-  void fill(store_stats& s) {
-    std::lock_guard lock(mu_);
-    s.memory_bytes = used_;
-    s.memory_hits = hits_;
-    s.memory_shared = shared_;
-    s.memory_misses = misses_;
-  }
-
- private:
-  struct item {
-    std::string key;
-    shared_chunk bytes;
-  };
-  static constexpr std::size_t min_sweep = 1024;  // live entries before expired ones are swept
-
-  // Evicted chunks go to `gone`, released by the caller after the lock (a pinned RocksDB
-  // block goes back to its cache then): I/O threads look here and must not wait for that.
-  void insert_locked(const std::string& key, const shared_chunk& bytes, std::list<item>& gone) {
-    if (bytes->size() > capacity_ || index_.contains(key)) return;
-    order_.push_front(item{key, bytes});
-    index_.emplace(key, order_.begin());
-    used_ += order_.front().bytes->size();
-    while (used_ > capacity_) {
-      used_ -= order_.back().bytes->size();
-      index_.erase(order_.back().key);
-      gone.splice(gone.end(), order_, std::prev(order_.end()));
-    }
-  }
-
-  // Whether `key` was read whole recently: true (and forgotten) if so; else remembered.
-  bool seen_before_locked(const std::string& key, std::size_t size) {
-    if (auto it = seen_.find(key); it != seen_.end()) {
-      seen_bytes_ -= it->second->size;
-      seen_order_.erase(it->second);
-      seen_.erase(it);
-      return true;
-    }
-    if (index_.contains(key)) return false;
-    seen_order_.push_back(seen_item{key, size});
-    seen_.emplace(key, std::prev(seen_order_.end()));
-    seen_bytes_ += size;
-    while (seen_bytes_ > 2 * capacity_) {
-      seen_bytes_ -= seen_order_.front().size;
-      seen_.erase(seen_order_.front().key);
-      seen_order_.pop_front();
-    }
-    return false;
-  }
-
-  struct seen_item {
-    std::string key;
-    std::size_t size;
-  };
-
-  const std::uint64_t capacity_;
-  std::mutex mu_;
-  std::list<seen_item> seen_order_;  // keys of chunks read whole once, oldest first
-  std::unordered_map<std::string, std::list<seen_item>::iterator> seen_;
-  std::uint64_t seen_bytes_ = 0;  // the bytes those reads were
-  std::list<item> order_;         // most recently used first
-  std::unordered_map<std::string, std::list<item>::iterator> index_;
-  std::unordered_map<std::string, std::weak_ptr<const chunk_bytes>> live_;
-  std::size_t sweep_at_ = min_sweep;
-  std::uint64_t used_ = 0;
-  std::uint64_t hits_ = 0;    // from the kept chunks
-  std::uint64_t shared_ = 0;  // from the live ones
-  std::uint64_t misses_ = 0;
-  std::atomic<std::uint64_t> generation_{0};
-};
 
 class store final : public chunk_store {
  public:

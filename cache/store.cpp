@@ -1,10 +1,9 @@
-// The chunk_store logic over a backend: blob records in memory, byte accounting, LRU eviction,
-// corrupt-chunk removal. The byte formats of keys and values are records.hpp's; the memory
-// cache of chunks is memory_chunks.hpp's.
+// The chunk_store logic over a backend: blob records in memory, byte accounting, eviction,
+// corrupt-chunk removal. The byte formats of keys and values are records.hpp's; the recency
+// order is blob_lru's (lru.hpp); the memory cache of chunks is memory_chunks.hpp's.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -13,6 +12,7 @@
 #include <utility>
 
 #include "cache/backend.hpp"
+#include "cache/lru.hpp"
 #include "cache/memory_chunks.hpp"
 #include "cache/records.hpp"
 
@@ -166,8 +166,8 @@ class store final : public chunk_store {
     used_ += length;
     disk_free_ -= std::min<std::uint64_t>(disk_free_, length);
     if (it == blobs_.end()) {
-      it = blobs_.emplace(raw, entry{d, r, 0, false}).first;
-      bump_locked(it->first, it->second);
+      it = blobs_.emplace(raw, entry{d, r, false}).first;
+      lru_.bump(it->first);
     } else {
       set_clean_locked(it->second);
       it->second.record = r;
@@ -393,10 +393,10 @@ class store final : public chunk_store {
     std::lock_guard lock(mu_);
     std::vector<blob_entry> out;
     out.reserve(blobs_.size());
-    for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
-      auto e = blobs_.find(it->second);
+    lru_.visit_most_recent([&](const std::string& raw) {
+      auto e = blobs_.find(raw);
       if (e != blobs_.end()) out.push_back({e->second.digest, e->second.record});
-    }
+    });
     return out;
   }
 
@@ -420,8 +420,7 @@ class store final : public chunk_store {
   struct entry {
     oci::digest digest;
     blob_record record;
-    std::uint64_t tick = 0;  // recency: larger is more recent; key in lru_
-    bool dirty = false;      // record has touches not yet written
+    bool dirty = false;  // record has touches not yet written
   };
   using entry_map = std::unordered_map<std::string, entry>;
 
@@ -438,7 +437,7 @@ class store final : public chunk_store {
                                   return true;
                                 }
                                 order.emplace_back(r->last_access, std::string(k));
-                                blobs_.emplace(std::string(k), entry{std::move(*d), *r, 0, false});
+                                blobs_.emplace(std::string(k), entry{std::move(*d), *r, false});
                                 return true;
                               });
     if (!s.ok()) throw std::runtime_error("cannot read the cache's blob records: " + s.message);
@@ -446,9 +445,8 @@ class store final : public chunk_store {
     std::sort(order.begin(), order.end());
     std::uint64_t sum = 0;
     for (const auto& [last_access, raw] : order) {
-      entry& e = blobs_.at(raw);
-      bump_locked(raw, e);
-      sum += e.record.stored_bytes;
+      lru_.bump(raw);
+      sum += blobs_.at(raw).record.stored_bytes;
     }
 
     std::optional<std::uint64_t> counter;
@@ -487,13 +485,6 @@ class store final : public chunk_store {
     return !disk_full_;
   }
 
-  // Makes `e` the most recently used.
-  void bump_locked(const std::string& raw, entry& e) {
-    if (e.tick != 0) lru_.erase(e.tick);
-    e.tick = ++last_tick_;
-    lru_.emplace(e.tick, raw);
-  }
-
   void set_clean_locked(entry& e) {
     // Its record is about to be written in full; it stays in dirty_ until the next flush,
     // which then skips it.
@@ -509,7 +500,7 @@ class store final : public chunk_store {
     if (!may_flush && dirty_.size() + (e.dirty ? 0 : 1) >= touch_flush_threshold) return false;
     e.record.hits += 1;
     e.record.last_access = clock_();
-    bump_locked(it->first, e);
+    lru_.bump(it->first);
     if (!e.dirty) {
       e.dirty = true;
       dirty_.push_back(it->first);
@@ -553,7 +544,7 @@ class store final : public chunk_store {
     if (status s = backend_->write(*batch); !s.ok()) return s;
     backend_->reclaim(family::chunks, begin, end);
     used_ -= freed;
-    lru_.erase(it->second.tick);
+    lru_.erase(raw);
     blobs_.erase(it);
     return status::success();
   }
@@ -608,26 +599,32 @@ class store final : public chunk_store {
       if (inserted && hot_) h->second = hot_(e.digest);
       return h->second;
     };
-    for (int pass = hot_ ? 0 : 2; pass < 3 && used_ > target; ++pass) {
-      for (auto lru = lru_.begin(); lru != lru_.end() && used_ > target;) {
-        auto it = blobs_.find(lru->second);
-        ++lru;  // erase_locked() removes the current position
+    bool failed = false;
+    for (int pass = hot_ ? 0 : 2; pass < 3 && used_ > target && !failed; ++pass) {
+      // erase_locked() removes the blob visited from lru_, which allows it.
+      lru_.visit_least_recent([&](const std::string& raw) {
+        if (used_ <= target) return false;
+        auto it = blobs_.find(raw);
         if (it == blobs_.end() || (spare != nullptr && it->first == *spare) ||
             (pinned != nullptr && (*pinned)(it->second.digest))) {
-          continue;
+          return true;
         }
         const bool is_hot = pass < 2 && !hot_of(it->second, it->first).empty();
-        if (pass == 0 && is_hot) continue;
+        if (pass == 0 && is_hot) return true;
         if (pass == 1) {
           if (is_hot) evicted += trim_locked(it, hot_of(it->second, it->first));
-          continue;
+          return true;
         }
         const std::uint64_t bytes = it->second.record.stored_bytes;
-        if (!erase_locked(it).ok()) return evicted;
+        if (!erase_locked(it).ok()) {
+          failed = true;
+          return false;
+        }
         evicted += bytes;
         ++evicted_blobs_;
         evicted_bytes_ += bytes;
-      }
+        return true;
+      });
     }
     return evicted;
   }
@@ -689,10 +686,9 @@ class store final : public chunk_store {
   std::function<byte_ranges(const oci::digest&)> hot_;  // evicted after every cold blob
   const clock_fn clock_;
 
-  std::mutex mu_;                             // guards everything below and serializes writers
-  entry_map blobs_;                           // raw digest → record
-  std::map<std::uint64_t, std::string> lru_;  // tick → raw digest, least recent first
-  std::uint64_t last_tick_ = 0;
+  std::mutex mu_;                   // guards everything below and serializes writers
+  entry_map blobs_;                 // raw digest → record
+  blob_lru lru_;                    // the blobs_ keys, least recent first
   std::vector<std::string> dirty_;  // raw digests touched since the last flush
   std::uint64_t used_ = 0;
   memory_chunks memory_;  // has its own lock; taken after mu_ or alone, never before it

@@ -40,6 +40,7 @@
 
 #include "config/config.hpp"
 #include "loadtest/load.hpp"
+#include "loadtest/report.hpp"
 #include "loadtest/scenario.hpp"
 
 namespace {

@@ -1,6 +1,8 @@
-// Runs a plan (loadtest/scenario.hpp) against a registry or mirror and reports what it saw.
-// HTTP/1.1 over plain TCP with keep-alive connections (Beast, C++20 coroutines, one thread);
-// bodies are read through a 256 KiB buffer per connection and discarded unless a manifest.
+// The runner: runs a plan (loadtest/scenario.hpp) against a registry or mirror — its clients,
+// their requests and their timing — and gathers what it saw; loadtest/report.hpp turns that
+// into text or JSON. HTTP/1.1 over plain TCP with keep-alive connections (Beast, C++20
+// coroutines, one thread); bodies are read through a 256 KiB buffer per connection and
+// discarded unless a manifest.
 #pragma once
 
 #include <cstdint>
@@ -48,15 +50,5 @@ struct run_result {
 // asked with HEAD. Throws std::runtime_error when that setup fails (no such host, an image
 // that is not there); failures during the run are counted, never thrown.
 [[nodiscard]] run_result run_plan(const plan& p);
-
-// One line per scenario (and a "total" line for a mix): `<name> ok=… errors=… conc=… conns=…
-// bytes=… seconds=… GB/s=… req/s=… p50_ms=… p90_ms=… p99_ms=… max_ms=… requests=…
-// ttfb_p50_ms=… ttfb_p90_ms=… ttfb_p99_ms=… ttfb_max_ms=…` and, for pulls, `pulls=…
-// pulls_failed=… pull_p50_ms=… pull_max_ms=…`. GB/s is 10^9 bytes/s; p* without a prefix are
-// total latencies.
-[[nodiscard]] std::string text_report(const run_result& r);
-// {"seconds":…, "scenarios":[{name, kind, counts, gb_per_s, requests_per_s,
-//   "ttfb_ms":{p50,p90,p99,max}, "total_ms":{…}, "pull_ms":{…}, first_error}, …]}
-[[nodiscard]] std::string json_report(const run_result& r);
 
 }  // namespace layercache::loadtest

@@ -359,21 +359,4 @@ std::optional<blob_ref> parse_blob_ref(std::string_view text) {
   return out;
 }
 
-latency_summary summarize(std::vector<double> samples) {
-  latency_summary out;
-  out.n = samples.size();
-  if (samples.empty()) return out;
-  std::sort(samples.begin(), samples.end());
-  const auto at = [&](double p) {
-    const auto rank =
-        static_cast<std::size_t>(p / 100.0 * static_cast<double>(samples.size() - 1) + 0.5);
-    return samples[std::min(rank, samples.size() - 1)];
-  };
-  out.p50 = at(50);
-  out.p90 = at(90);
-  out.p99 = at(99);
-  out.max = samples.back();
-  return out;
-}
-
 }  // namespace layercache::loadtest

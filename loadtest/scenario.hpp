@@ -87,15 +87,4 @@ struct http_url {
 // "repo@sha256:…[:size]" → a blob; nullopt when malformed.
 [[nodiscard]] std::optional<blob_ref> parse_blob_ref(std::string_view text);
 
-// Percentiles of a sample (milliseconds): the value at rank round(p/100 · (n − 1)) of the sorted
-// sample, as layercache-bench always reported them; all zero when it is empty.
-struct latency_summary {
-  std::size_t n = 0;
-  double p50 = 0;
-  double p90 = 0;
-  double p99 = 0;
-  double max = 0;
-};
-[[nodiscard]] latency_summary summarize(std::vector<double> samples);
-
 }  // namespace layercache::loadtest

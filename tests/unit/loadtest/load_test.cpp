@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "loadtest/report.hpp"
 #include "loadtest/scenario.hpp"
 #include "tests/support/http_stub.hpp"
 #include "tests/support/image.hpp"

@@ -1,8 +1,7 @@
 // The runner: runs a plan (loadtest/scenario.hpp) against a registry or mirror — its clients,
-// their requests and their timing — and gathers what it saw; loadtest/report.hpp turns that
-// into text or JSON. HTTP/1.1 over plain TCP with keep-alive connections (Beast, C++20
-// coroutines, one thread); bodies are read through a 256 KiB buffer per connection and
-// discarded unless a manifest.
+// their requests and their timing — and gathers what it saw. Requests go through
+// loadtest/client.hpp (HTTP/1.1 over plain TCP with keep-alive connections, Beast, C++20
+// coroutines, one thread); loadtest/report.hpp turns the results into text or JSON.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,7 @@
 // layercache-bench: an HTTP load generator for registries and mirrors (plain http only):
 // scenarios from the command line or a YAML file (loadtest/scenarios/mix.yaml), run by
-// loadtest/load.hpp, reported as text or JSON.
+// loadtest/load.hpp (its requests through loadtest/client.hpp), reported as text or JSON
+// (loadtest/report.hpp).
 //
 //   layercache-bench full   --url URL [--count N] [--concurrency C]
 //   layercache-bench full   --registry URL --image REPO:TAG [--image …] [--count PULLS]

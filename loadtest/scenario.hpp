@@ -1,6 +1,6 @@
 // What layercache-bench runs: scenarios (full image pulls, random ranges, a recorded read set)
-// from the command line or a YAML file, and the small parsers and statistics around them.
-// No Boost or Asio here; loadtest/load.hpp runs a plan.
+// from the command line or a YAML file, and the small parsers around them.
+// No Boost or Asio here; loadtest/load.hpp runs a plan, loadtest/report.hpp reports it.
 #pragma once
 
 #include <cstdint>

@@ -69,15 +69,6 @@ std::string json_string(std::string_view text) {
       case '\\':
         out += "\\\\";
         break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
       default:
         if (u < 0x20) {
           char esc[8];

@@ -22,7 +22,9 @@ void write(level l, std::string_view component, std::string_view message);
 // is the rest of the object's members, already valid JSON ("\"a\":1,\"b\":\"x\"").
 void json_line(std::string_view fields);
 
-// `text` as a JSON string literal, quotes included.
+// `text` as a JSON string literal, quotes included: quote and backslash escaped, every other
+// control character as \u00XX (so "\n" is \u000a), all else as it is. The one JSON escaping
+// of the program: log lines, server/'s OCI error bodies, layercachectl's requests.
 [[nodiscard]] std::string json_string(std::string_view text);
 
 // Formats the arguments with operator<< (only when `l` is enabled) and writes one line.

@@ -3,6 +3,7 @@
 #include <boost/url/parse.hpp>
 #include <boost/url/url_view.hpp>
 
+#include "log/log.hpp"
 #include "oci/digest.hpp"
 #include "oci/reference.hpp"
 
@@ -99,32 +100,11 @@ std::variant<route, route_error> parse_route(std::string_view target) {
 }
 
 std::string oci_error_body(std::string_view code, std::string_view message) {
-  std::string out = R"({"errors":[{"code":")";
-  auto append_escaped = [&out](std::string_view s) {
-    for (unsigned char c : s) {
-      switch (c) {
-        case '"':
-          out += "\\\"";
-          break;
-        case '\\':
-          out += "\\\\";
-          break;
-        default:
-          if (c < 0x20) {
-            static constexpr char hex[] = "0123456789abcdef";
-            out += "\\u00";
-            out += hex[c >> 4];
-            out += hex[c & 15];
-          } else {
-            out += static_cast<char>(c);
-          }
-      }
-    }
-  };
-  append_escaped(code);
-  out += R"(","message":")";
-  append_escaped(message);
-  out += "\"}]}";
+  std::string out = R"({"errors":[{"code":)";
+  out += log::json_string(code);
+  out += R"(,"message":)";
+  out += log::json_string(message);
+  out += "}]}";
   return out;
 }
 

@@ -84,9 +84,12 @@ std::variant<route, route_error> parse_route(std::string_view target) {
   switch (r.kind) {
     case route_kind::manifest:
       if (!oci::digest::parse(r.reference) && !oci::is_valid_tag(r.reference)) {
-        return error(400,
-                     r.reference.find(':') != std::string::npos ? "DIGEST_INVALID" : "TAG_INVALID",
-                     "invalid manifest reference");
+        // A reference with a ':' meant to be a digest. Anything else names a tag that cannot
+        // exist: distribution, and the OCI conformance suite, answer 404 for it.
+        if (r.reference.find(':') != std::string::npos) {
+          return error(400, "DIGEST_INVALID", "invalid manifest reference");
+        }
+        return error(404, "MANIFEST_UNKNOWN", "manifest unknown: not a valid tag or digest");
       }
       break;
     case route_kind::blob:

@@ -29,8 +29,9 @@ struct route_error {
 };
 
 // Parses an origin-form target ("/v2/library/alpine/manifests/3.19?ns=docker.io").
-// Errors: 400 NAME_INVALID / DIGEST_INVALID / TAG_INVALID, 404 UNSUPPORTED for paths that are
-// not part of the API, 405 UNSUPPORTED for upload endpoints.
+// Errors: 400 NAME_INVALID / DIGEST_INVALID, 404 MANIFEST_UNKNOWN for a manifest reference
+// that is neither a tag nor a digest (no such manifest can exist), 404 UNSUPPORTED for paths
+// that are not part of the API, 405 UNSUPPORTED for upload endpoints.
 [[nodiscard]] std::variant<route, route_error> parse_route(std::string_view target);
 
 // {"errors":[{"code":"...","message":"..."}]} with JSON escaping.

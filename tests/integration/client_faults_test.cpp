@@ -225,7 +225,9 @@ TEST_F(ClientFaultsTest, HostileNamesDigestsAndNamespacesNeverReachTheUpstream) 
       {"/v2/team/app/blobs/sha256:" + std::string(63, 'a'), 400},
       {"/v2/team/app/blobs/sha256:" + std::string(64, 'G'), 400},
       {"/v2/team/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", 400},
-      {"/v2/team/app/manifests/" + std::string(200, 't'), 400},
+      {"/v2/team/app/manifests/" + std::string(200, 't'), 404},  // no such tag can exist
+      {"/v2/team/app/manifests/.INVALID_MANIFEST_NAME", 404},
+      {"/v2/team/app/manifests/sha256:xyz", 400},
       {"/v2/team/app/blobs/" + digest + "?ns=169.254.169.254", 403},
       {"/v2/team/app/blobs/" + digest + "?ns=metadata.google.internal", 403},
       {"/v2/team/app/blobs/" + digest + "?ns=127.0.0.1:1", 403},

@@ -198,6 +198,13 @@ TEST_F(ProxyTest, InvalidInputIsRefusedBeforeUpstream) {
   expect_oci_error(client_.get(proxy_url("/v2/team/app/blobs/sha256:1234")), 400, "DIGEST_INVALID");
   expect_oci_error(client_.get(proxy_url("/v2/team/../app/manifests/x")), 400, "NAME_INVALID");
   expect_oci_error(client_.get(proxy_url("/v2/team%2fapp/manifests/x")), 400, "NAME_INVALID");
+  // A reference that is neither a tag nor a digest names no manifest (as distribution and the
+  // OCI conformance suite have it); one with a ':' is a malformed digest.
+  expect_oci_error(client_.get(proxy_url("/v2/team/app/manifests/.INVALID_MANIFEST_NAME")), 404,
+                   "MANIFEST_UNKNOWN");
+  EXPECT_EQ(client_.head(proxy_url("/v2/team/app/manifests/.INVALID_MANIFEST_NAME")).status, 404u);
+  expect_oci_error(client_.get(proxy_url("/v2/team/app/manifests/sha256:xyz")), 400,
+                   "DIGEST_INVALID");
 }
 
 TEST_F(ProxyTest, WritesAre405) {

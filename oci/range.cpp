@@ -44,6 +44,25 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
   return value;
 }
 
+// Parses all of `s` as 1*DIGIT; a value past 2^64-1 saturates there. nullopt if empty or not
+// digits. A Range position has no upper bound (RFC 9110 14.1.1), and no representation reaches
+// 2^64-1 bytes, so the saturated value resolves as the real one would: a first position past
+// the end is unsatisfiable, a last one clamped, a suffix the whole representation.
+std::optional<std::uint64_t> parse_position(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  std::uint64_t value = 0;
+  for (char c : s) {
+    if (!is_digit(c)) return std::nullopt;
+    const auto d = static_cast<std::uint64_t>(c - '0');
+    if (value > (std::numeric_limits<std::uint64_t>::max() - d) / 10) {
+      value = std::numeric_limits<std::uint64_t>::max();
+    } else {
+      value = value * 10 + d;
+    }
+  }
+  return value;
+}
+
 // One range-spec with no surrounding whitespace.
 std::optional<range_spec> parse_spec(std::string_view s) {
   const auto dash = s.find('-');
@@ -52,20 +71,20 @@ std::optional<range_spec> parse_spec(std::string_view s) {
   const auto right = s.substr(dash + 1);
   range_spec spec;
   if (left.empty()) {
-    const auto n = parse_u64(right);
+    const auto n = parse_position(right);
     if (!n) return std::nullopt;
     spec.k = range_spec::kind::suffix;
     spec.suffix_length = *n;
     return spec;
   }
-  const auto first = parse_u64(left);
+  const auto first = parse_position(left);
   if (!first) return std::nullopt;
   spec.first = *first;
   if (right.empty()) {
     spec.k = range_spec::kind::from;
     return spec;
   }
-  const auto last = parse_u64(right);
+  const auto last = parse_position(right);
   if (!last || *last < *first) return std::nullopt;
   spec.k = range_spec::kind::bounded;
   spec.last = *last;

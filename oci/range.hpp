@@ -41,7 +41,7 @@ struct range_spec {
 
 enum class range_error {
   none,
-  malformed,         // syntax error, first > last, number overflowing uint64
+  malformed,         // syntax error, first > last
   unsupported_unit,  // a well-formed unit other than "bytes"
   too_many,          // more than max_ranges specs
 };
@@ -54,8 +54,10 @@ struct parsed_range {
 
 // Parses a Range header value: `bytes=` 1#( a-b / a- / -n ). The unit is case-insensitive,
 // optional whitespace around commas is allowed, empty list elements are skipped, but at least
-// one spec is required. At most `max_ranges` specs are accepted (more → too_many). Linear in
-// the input; never throws.
+// one spec is required. At most `max_ranges` specs are accepted (more → too_many). A number
+// past 2^64-1 is not an error: it saturates at 2^64-1, which resolve() treats as past the end
+// of any representation (so "bytes=99999999999999999999-" is unsatisfiable, not malformed).
+// Linear in the input; never throws.
 [[nodiscard]] parsed_range parse_range(std::string_view header_value,
                                        std::size_t max_ranges = 1024);
 

@@ -252,10 +252,16 @@ TEST_F(ClientFaultsTest, AbsurdRangesAreBoundedNotAmplified) {
   start();
   const blob& layer = img_->layers[1];  // 2 MiB
   const std::string u = url(blob_path(layer));
-  // A number past 2^64: malformed, so ignored (RFC 9110): the whole blob, once.
+  // A last position past 2^64 is past the end like any other (RFC 9110): the whole blob, once.
   auto huge = client_.get(u, {{"Range", "bytes=0-99999999999999999999"}});
-  EXPECT_EQ(huge.status, 200u);
+  EXPECT_EQ(huge.status, 206u);
   EXPECT_EQ(huge.body.size(), layer.data.size());
+  EXPECT_EQ(huge.header("Content-Range"), "bytes 0-" + std::to_string(layer.data.size() - 1) + "/" +
+                                              std::to_string(layer.data.size()));
+  // A first position past 2^64 is past the end: 416 with the size, not ignored.
+  auto beyond = client_.get(u, {{"Range", "bytes=99999999999999999999999-"}});
+  EXPECT_EQ(beyond.status, 416u);
+  EXPECT_EQ(beyond.header("Content-Range"), "bytes */" + std::to_string(layer.data.size()));
   // More ranges than allowed: 416 with the size.
   std::string many = "bytes=0-0";
   for (int i = 1; i < 1100; ++i) many += "," + std::to_string(i * 2) + "-" + std::to_string(i * 2);

@@ -161,6 +161,47 @@ TEST_F(ProxyTest, BlobRanges) {
   EXPECT_EQ(past.status, 416u);
 }
 
+TEST_F(ProxyTest, BlobRangesPastTheEndAre416) {
+  // A first position at or past the end, however large (past 2^64 too), is unsatisfiable:
+  // 416 with the size, never the whole blob or a 400. Both before the blob is in the store
+  // (its size from the upstream) and once it is.
+  auto ranges_past = [](const blob& b) {
+    return std::vector<std::string>{"bytes=" + std::to_string(b.data.size()) + "-",
+                                    "bytes=99999999999999999999999-",
+                                    "bytes=99999999999999999999999-99999999999999999999999"};
+  };
+  auto expect_416 = [&](const blob& b) {
+    for (const std::string& range : ranges_past(b)) {
+      SCOPED_TRACE(range);
+      auto r = client_.get(proxy_url("/v2/team/app/blobs/" + b.digest.str()), {{"Range", range}});
+      EXPECT_EQ(r.status, 416u) << r.body.substr(0, 200);
+      EXPECT_EQ(r.header("Content-Range"), "bytes */" + std::to_string(b.data.size()));
+    }
+  };
+  const blob& uncached = oci_image_->layers[2];
+  expect_416(uncached);
+
+  const blob& cached = oci_image_->layers[0];
+  ASSERT_EQ(client_.get(proxy_url("/v2/team/app/blobs/" + cached.digest.str())).status, 200u);
+  expect_416(cached);
+  // A satisfiable range among them is served alone.
+  auto r = client_.get(proxy_url("/v2/team/app/blobs/" + cached.digest.str()),
+                       {{"Range", "bytes=0-9,99999999999999999999999-"}});
+  EXPECT_EQ(r.status, 206u);
+  EXPECT_TRUE(r.body == cached.data.substr(0, 10));
+
+  // Without the store the Range goes to the upstream and its 416 is passed on (distribution
+  // sends Content-Range only when it could parse the numbers).
+  layercache_instance plain("cache:\n  enabled: false\nupstreams:\n" +
+                            upstream_yaml("local", upstream_->url(), true));
+  for (const std::string& range : ranges_past(uncached)) {
+    SCOPED_TRACE(range);
+    auto relayed = client_.get(plain.url() + "/v2/team/app/blobs/" + uncached.digest.str(),
+                               {{"Range", range}});
+    EXPECT_EQ(relayed.status, 416u) << relayed.body.substr(0, 200);
+  }
+}
+
 TEST_F(ProxyTest, BlobsPassStraightThroughWithCacheDisabled) {
   // The relay path (no store): whole blob, Range forwarded, HEAD, 404 passed on.
   layercache_instance plain("cache:\n  enabled: false\nupstreams:\n" +

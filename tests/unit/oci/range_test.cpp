@@ -72,11 +72,35 @@ INSTANTIATE_TEST_SUITE_P(
                    range_error::none,
                    {bounded(0, 9), bounded(5, 14), bounded(0, 9)}},
         parse_case{"reversed", "bytes=10-5", range_error::malformed, {}},
-        parse_case{"overflow_last", "bytes=0-99999999999999999999", range_error::malformed, {}},
-        parse_case{"overflow_first", "bytes=18446744073709551616-", range_error::malformed, {}},
-        parse_case{"overflow_suffix", "bytes=-18446744073709551616", range_error::malformed, {}},
+        // A position past 2^64-1 is well-formed (RFC 9110 sets no bound): it saturates.
+        parse_case{"overflow_last",
+                   "bytes=0-99999999999999999999",
+                   range_error::none,
+                   {bounded(0, u64_max)}},
         parse_case{
-            "huge_digits", "bytes=0-" + std::string(100000, '9'), range_error::malformed, {}},
+            "overflow_first", "bytes=18446744073709551616-", range_error::none, {from(u64_max)}},
+        parse_case{"overflow_first_huge",
+                   "bytes=99999999999999999999999-",
+                   range_error::none,
+                   {from(u64_max)}},
+        parse_case{"overflow_both",
+                   "bytes=99999999999999999999999-99999999999999999999999",
+                   range_error::none,
+                   {bounded(u64_max, u64_max)}},
+        parse_case{"overflow_first_before_last",
+                   "bytes=99999999999999999999999-5",
+                   range_error::malformed,
+                   {}},
+        parse_case{
+            "overflow_suffix", "bytes=-18446744073709551616", range_error::none, {suffix(u64_max)}},
+        parse_case{"huge_digits",
+                   "bytes=0-" + std::string(100000, '9'),
+                   range_error::none,
+                   {bounded(0, u64_max)}},
+        parse_case{"huge_digits_first",
+                   "bytes=" + std::string(100000, '9') + "-",
+                   range_error::none,
+                   {from(u64_max)}},
         parse_case{"empty", "", range_error::malformed, {}},
         parse_case{"no_equals", "bytes", range_error::malformed, {}},
         parse_case{"no_specs", "bytes=", range_error::malformed, {}},
@@ -162,6 +186,25 @@ INSTANTIATE_TEST_SUITE_P(
                     resolve_case{
                         "u64_max_size", {suffix(1)}, u64_max, ranges{{u64_max - 1, u64_max - 1}}}),
     [](const testing::TestParamInfo<resolve_case>& info) { return info.param.name; });
+
+// A first position past 2^64-1 is past the end of any blob: unsatisfiable (416), never ignored.
+// Past-the-end last positions and suffixes still select the blob's end / all of it.
+TEST(range_resolve, overflowing_positions) {
+  for (const std::uint64_t size : {std::uint64_t{1}, std::uint64_t{1000}, u64_max}) {
+    SCOPED_TRACE(size);
+    for (const char* header : {"bytes=99999999999999999999999-", "bytes=18446744073709551616-",
+                               "bytes=99999999999999999999999-99999999999999999999999"}) {
+      const auto parsed = parse_range(header);
+      ASSERT_EQ(parsed.error, range_error::none) << header;
+      EXPECT_EQ(resolve(parsed.specs, size), std::nullopt) << header;
+    }
+    const ranges whole{{0, size - 1}};
+    EXPECT_EQ(resolve(parse_range("bytes=0-99999999999999999999").specs, size), whole);
+    EXPECT_EQ(resolve(parse_range("bytes=-99999999999999999999").specs, size), whole);
+    EXPECT_EQ(resolve(parse_range("bytes=0-0,99999999999999999999-").specs, size),
+              (ranges{{0, 0}}));
+  }
+}
 
 TEST(byte_range, length) {
   EXPECT_EQ((byte_range{0, 0}.length()), 1u);

@@ -90,6 +90,7 @@ class session final : public session_base {
   asio::awaitable<void> run() {
     const auto& timeouts = worker_.cfg.server.timeouts;
     bool first = true;
+    bool linger = false;  // the client may still be sending: see close()
     while (!worker_.draining) {
       http::request_parser<http::empty_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(worker_.cfg.server.max_header_size));
@@ -105,6 +106,7 @@ class session final : public session_base {
         if (ec == http::error::header_limit) {
           co_await send_error(none, 431, "UNSUPPORTED", "request header too large", false);
           finish_exchange(none);
+          linger = true;
         } else if (ec.category() == make_error_code(http::error::end_of_stream).category() &&
                    ec != http::error::end_of_stream && ec != http::error::partial_message) {
           co_await send_error(none, 400, "UNSUPPORTED", "malformed request", false);
@@ -126,7 +128,7 @@ class session final : public session_base {
       finish_exchange(req);
       if (!keep || has_body) break;
     }
-    co_await close();
+    co_await close(linger);
   }
 
  private:
@@ -182,13 +184,29 @@ class session final : public session_base {
     log::json_line(line);
   }
 
-  asio::awaitable<void> close() {
+  // `linger`: the answer went out before the request was read to its end. Closing a socket
+  // with unread bytes makes the kernel send a reset, which can reach the client before it has
+  // read the answer (it then sees ECONNRESET, not the 431). So the "lingering close": send FIN,
+  // read and drop what still comes until the client closes, for at most 1 s and 1 MiB, then
+  // close.
+  asio::awaitable<void> close(bool linger = false) {
     boost::system::error_code ec;
     if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
       lowest().expires_after(std::chrono::seconds(5));
       co_await stream_.async_shutdown(use_nothrow);
     }
     lowest().socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+    if (linger) {
+      constexpr std::size_t linger_bytes = 1024 * 1024;
+      lowest().expires_after(std::chrono::seconds(1));
+      buffer_.clear();
+      const auto sink = buffer_.prepare(16 * 1024);  // never committed: what is read is dropped
+      for (std::size_t dropped = 0; dropped < linger_bytes;) {
+        auto [read_ec, n] = co_await lowest().async_read_some(sink, use_nothrow);
+        if (read_ec) break;
+        dropped += n;
+      }
+    }
     lowest().close();
   }
 

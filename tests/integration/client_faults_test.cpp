@@ -96,6 +96,49 @@ TEST_F(ClientFaultsTest, OversizedHeadersAndHeaderFloodsAre431) {
   EXPECT_EQ(client_.get(url("/v2/")).status, 200u);
 }
 
+// The whole of a 431 answer as a client that wrote all of its request reads it: status, and
+// an OCI error body of the length announced, up to the server's EOF.
+void expect_complete_431(raw_connection& c) {
+  const std::string answer = c.read(SIZE_MAX, 5s);
+  ASSERT_EQ(status_of(answer), 431u) << answer.substr(0, 300);
+  const auto head_end = answer.find("\r\n\r\n");
+  ASSERT_NE(head_end, std::string::npos) << answer;
+  const std::string body = answer.substr(head_end + 4);
+  EXPECT_NE(answer.find("\r\nContent-Length: " + std::to_string(body.size()) + "\r\n"),
+            std::string::npos)
+      << "incomplete body: " << answer;
+  EXPECT_TRUE(body.starts_with(R"({"errors":[{"code":"UNSUPPORTED")")) << body;
+}
+
+TEST_F(ClientFaultsTest, HugeHeaderGetsA431TheClientCanRead) {
+  // HTTP clients write their whole request before they read. The server stops reading at
+  // max_header_size (16 KiB) with most of a 100 KiB header still to come: a socket closed with
+  // bytes unread, or receiving more, resets the connection under the client's write, and the
+  // client reports the reset instead of the 431.
+  start();
+  const std::string request =
+      "GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(100 * 1024, 'a') + "\r\n\r\n";
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    raw_connection c(proxy_->port());
+    c.set_send_buffer(4096);
+    EXPECT_TRUE(c.send(request)) << "the connection was reset while the request was sent";
+    expect_complete_431(c);
+  }
+  {
+    // The race made certain: the rest of the header is sent only once the server has
+    // answered and sent its FIN.
+    raw_connection c(proxy_->port());
+    c.set_send_buffer(4096);
+    ASSERT_TRUE(c.send(std::string_view(request).substr(0, 20 * 1024)));
+    ASSERT_TRUE(c.wait_for_server_fin(5s));
+    EXPECT_TRUE(c.send(std::string_view(request).substr(20 * 1024)))
+        << "the connection was reset while the request was sent";
+    expect_complete_431(c);
+  }
+  EXPECT_EQ(client_.get(url("/v2/")).status, 200u);
+}
+
 TEST_F(ClientFaultsTest, PipelinedRequestsAreAnsweredInOrder) {
   start();
   raw_connection c(proxy_->port());

@@ -69,6 +69,17 @@ class raw_connection {
     }
     return out;
   }
+  // Shrinks the kernel's send buffer (SO_SNDBUF) so that a large send() is still in progress
+  // while the server answers, as over a real network.
+  void set_send_buffer(int bytes) {
+    (void)::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+  }
+  // Waits until the server has sent FIN (or reset), without reading what came before it.
+  bool wait_for_server_fin(std::chrono::milliseconds limit) {
+    pollfd p{fd_, POLLRDHUP, 0};
+    return ::poll(&p, 1, static_cast<int>(limit.count())) > 0 &&
+           (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  }
   // True once the server closed the connection (EOF or reset seen within `limit`).
   bool closed_by_server(std::chrono::milliseconds limit) {
     (void)read(SIZE_MAX, limit);

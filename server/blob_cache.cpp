@@ -1049,28 +1049,37 @@ asio::awaitable<void> blob_cache::verify_if_whole(registry::upstream_client& cli
   co_await complete(client, std::move(repository), std::move(d), meta);  // from the store alone
 }
 
-asio::awaitable<void> blob_cache::complete(registry::upstream_client& client,
-                                           std::string repository, oci::digest d, blob_meta meta) {
+asio::awaitable<blob_cache::verified_read> blob_cache::read_verified(
+    registry::upstream_client& client, const std::string& repository, const oci::digest& d,
+    const blob_meta& meta, read_report* report) {
   oci::hasher hash(d.algorithm());
   const sink out = [&hash](const char* p, std::size_t n) -> asio::awaitable<bool> {
     hash.update(p, n);
     co_return true;
   };
-  const bool ok =
-      co_await read(client, repository, d, meta, oci::byte_range{0, meta.size - 1}, out);
-  if (ok) {
-    if (hash.finish() == d) {
-      co_await mark_verified(client, d);
-      std::lock_guard lock(mutex_);
-      ++stats_.verified;
-    } else {
-      log::error("cache", "blob ", d.str(),
-                 " completed in the background does not match its "
-                 "digest; purged");
-      co_await purge(client, d);
-      std::lock_guard lock(mutex_);
-      ++stats_.digest_failures;
-    }
+  if (!co_await read(client, repository, d, meta, oci::byte_range{0, meta.size - 1}, out, report)) {
+    co_return verified_read::failed;
+  }
+  if (hash.finish() != d) {
+    co_await purge(client, d);
+    co_return verified_read::mismatch;
+  }
+  co_await mark_verified(client, d);
+  co_return verified_read::verified;
+}
+
+asio::awaitable<void> blob_cache::complete(registry::upstream_client& client,
+                                           std::string repository, oci::digest d, blob_meta meta) {
+  const auto result = co_await read_verified(client, repository, d, meta);
+  if (result == verified_read::verified) {
+    std::lock_guard lock(mutex_);
+    ++stats_.verified;
+  } else if (result == verified_read::mismatch) {
+    log::error("cache", "blob ", d.str(),
+               " completed in the background does not match its "
+               "digest; purged");
+    std::lock_guard lock(mutex_);
+    ++stats_.digest_failures;
   } else {
     log::warn("cache", "background completion of ", d.str(), " failed; will retry on a later read");
   }

@@ -154,6 +154,18 @@ class blob_cache {
   asio::awaitable<std::vector<listed_blob>> describe_listed(
       const std::vector<oci::descriptor>& blobs);
 
+  // How a read of a whole blob that checked its digest ended.
+  enum class verified_read { verified, failed, mismatch };
+  // Reads `d` (meta.size > 0) whole through the cache (filling what is missing) and checks it
+  // against its digest: marked verified when it matches, purged when it does not (mark_verified and
+  // purge below, through `client`). `report` as read()'s. Background completion and preload use it;
+  // a client's whole GET checks its own stream instead (it holds back the last bytes until
+  // they are proven).
+  asio::awaitable<verified_read> read_verified(registry::upstream_client& client,
+                                               const std::string& repository, const oci::digest& d,
+                                               const blob_meta& meta,
+                                               read_report* report = nullptr);
+
   // Drops every stored chunk of `d` (the operator's purge).
   asio::awaitable<void> purge(const oci::digest& d);
   // A full read of `d` through `client` did not match its digest: drops what is stored,

@@ -90,22 +90,16 @@ asio::awaitable<preload_result> read_whole(worker_context& worker,
       r.bytes += meta.size;
       continue;
     }
-    oci::hasher hash(d.algorithm());
-    const blob_cache::sink out = [&hash](const char* p, std::size_t n) -> asio::awaitable<bool> {
-      hash.update(p, n);
-      co_return true;
-    };
     read_report report;
-    const oci::byte_range whole{0, meta.size - 1};
-    const bool ok = co_await cache.read(client, repository, d, meta, whole, out, &report);
+    const auto result = co_await cache.read_verified(client, repository, d, meta, &report);
     r.fetched_bytes += report.filled_bytes + report.joined_bytes;
-    if (!ok) co_return failed(r, 502, "blob " + d.str() + ": reading it failed");
-    if (hash.finish() != d) {
+    if (result == blob_cache::verified_read::failed) {
+      co_return failed(r, 502, "blob " + d.str() + ": reading it failed");
+    }
+    if (result == blob_cache::verified_read::mismatch) {
       if (worker.metrics != nullptr) worker.metrics->digest_failure("stream");
-      co_await cache.purge(client, d);
       co_return failed(r, 502, "blob " + d.str() + " does not match its digest; purged");
     }
-    co_await cache.mark_verified(client, d);
     r.bytes += meta.size;
   }
   r.ok = true;

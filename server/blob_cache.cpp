@@ -14,6 +14,7 @@
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "oci/multipart.hpp"
+#include "registry/targets.hpp"
 
 namespace layercache::server {
 namespace {
@@ -228,7 +229,7 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(registry::upst
 
   registry::upstream_request req;
   req.method = http::verb::head;
-  req.target = "/v2/" + repository + "/blobs/" + d.str();
+  req.target = registry::blob_target(repository, d.str());
   req.repository = repository;
   auto result = co_await client.send(std::move(req));
   if (auto* f = std::get_if<registry::upstream_failure>(&result);
@@ -236,7 +237,7 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(registry::upst
     // A HEAD never follows a redirect (issue 25); a blob GET may: its first byte's
     // Content-Range tells the size (registries that send blobs to storage redirect HEADs too).
     registry::upstream_request first;
-    first.target = "/v2/" + repository + "/blobs/" + d.str();
+    first.target = registry::blob_target(repository, d.str());
     first.repository = repository;
     first.follow_redirects = true;
     first.headers.emplace_back(http::field::range, "bytes=0-0");
@@ -366,7 +367,7 @@ asio::awaitable<void> blob_cache::fill(registry::upstream_client& client, std::s
 
   registry::upstream_request req;
   req.method = http::verb::get;
-  req.target = "/v2/" + repository + "/blobs/" + d.str();
+  req.target = registry::blob_target(repository, d.str());
   req.repository = repository;
   req.follow_redirects = true;
   req.headers.emplace_back(http::field::range, ranges);
@@ -835,7 +836,7 @@ asio::awaitable<bool> blob_cache::read_direct(registry::upstream_client& client,
   }
   registry::upstream_request req;
   req.method = http::verb::get;
-  req.target = "/v2/" + repository + "/blobs/" + d.str();
+  req.target = registry::blob_target(repository, d.str());
   req.repository = repository;
   req.headers.emplace_back(http::field::range,
                            "bytes=" + std::to_string(r.first) + "-" + std::to_string(r.last));

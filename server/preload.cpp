@@ -5,6 +5,7 @@
 #include "oci/manifest.hpp"
 #include "oci/media_types.hpp"
 #include "oci/reference.hpp"
+#include "registry/targets.hpp"
 #include "server/blob_cache.hpp"
 #include "server/manifest_cache.hpp"
 #include "server/prefetch.hpp"
@@ -37,7 +38,7 @@ asio::awaitable<std::variant<fetched_manifest, std::pair<unsigned, std::string>>
   const std::string accept(oci::default_manifest_accept());
   registry::upstream_request ur;
   ur.method = http::verb::get;
-  ur.target = "/v2/" + repository + "/manifests/" + reference;
+  ur.target = registry::manifest_target(repository, reference);
   ur.repository = repository;
   ur.headers.emplace_back(http::field::accept, accept);
   auto result = co_await client.send(std::move(ur));

@@ -7,6 +7,7 @@
 #include "log/log.hpp"
 #include "oci/manifest.hpp"
 #include "oci/media_types.hpp"
+#include "registry/targets.hpp"
 
 namespace layercache::server {
 namespace {
@@ -93,7 +94,7 @@ std::optional<std::string> upload_target(const registry::upstream_client& client
 asio::awaitable<std::string> push_blob(registry::upstream_client& client,
                                        const std::string& repository, const oci::digest& d,
                                        const std::string& data) {
-  call_args head{http::verb::head, "/v2/" + repository + "/blobs/" + d.str()};
+  call_args head{http::verb::head, registry::blob_target(repository, d.str())};
   auto exists = co_await call(client, repository, head);
   if (exists.error.empty() && exists.status == 200) co_return std::string();
   call_args post{http::verb::post, "/v2/" + repository + "/blobs/uploads/"};
@@ -150,7 +151,7 @@ asio::awaitable<std::string> publish_profile(registry::upstream_client& client,
   const std::string manifest_text = boost::json::serialize(manifest);
   const oci::digest manifest_digest = oci::digest_of(manifest_text);
   call_args put{http::verb::put,
-                "/v2/" + repository + "/manifests/" + manifest_digest.str(),
+                registry::manifest_target(repository, manifest_digest.str()),
                 {},
                 manifest_text,
                 std::string(oci::media_types::oci_manifest)};
@@ -162,7 +163,7 @@ asio::awaitable<std::string> publish_profile(registry::upstream_client& client,
 
   // The referrers tag schema: add the artifact to the index tagged sha256-<hex>.
   const std::string tag_target =
-      "/v2/" + repository + "/manifests/" + referrers_tag(subject.digest);
+      registry::manifest_target(repository, referrers_tag(subject.digest));
   call_args get{http::verb::get, tag_target, std::string(oci::media_types::oci_index)};
   get.limit = max_index_size;
   auto current = co_await call(client, repository, get);
@@ -217,7 +218,7 @@ asio::awaitable<std::optional<std::string>> find_published_profile(
   if (listed.error.empty() && listed.status == 200) {
     index_text = std::move(listed.body);
   } else {
-    call_args tag{http::verb::get, "/v2/" + repository + "/manifests/" + referrers_tag(subject),
+    call_args tag{http::verb::get, registry::manifest_target(repository, referrers_tag(subject)),
                   std::string(oci::media_types::oci_index)};
     tag.limit = max_index_size;
     auto tagged = co_await call(client, repository, tag);
@@ -233,7 +234,7 @@ asio::awaitable<std::optional<std::string>> find_published_profile(
   if (newest == nullptr) co_return std::nullopt;
   const oci::digest artifact = newest->digest;
 
-  call_args get{http::verb::get, "/v2/" + repository + "/manifests/" + artifact.str(),
+  call_args get{http::verb::get, registry::manifest_target(repository, artifact.str()),
                 std::string(oci::media_types::oci_manifest)};
   get.limit = max_index_size;
   auto got = co_await call(client, repository, get);
@@ -250,7 +251,7 @@ asio::awaitable<std::optional<std::string>> find_published_profile(
     co_return std::nullopt;
   }
   const oci::digest layer = manifest->layers[0].digest;
-  call_args blob{http::verb::get, "/v2/" + repository + "/blobs/" + layer.str()};
+  call_args blob{http::verb::get, registry::blob_target(repository, layer.str())};
   blob.limit = max_size;
   blob.follow_redirects = true;
   auto fetched = co_await call(client, repository, blob);

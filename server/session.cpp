@@ -17,6 +17,7 @@
 #include "oci/media_types.hpp"
 #include "oci/range.hpp"
 #include "registry/auth.hpp"
+#include "registry/targets.hpp"
 #include "server/blob_cache.hpp"
 #include "server/client_auth.hpp"
 #include "server/manifest_cache.hpp"
@@ -393,7 +394,7 @@ class session final : public session_base {
     // Revalidate: what does the tag name upstream now?
     registry::upstream_request ur;
     ur.method = http::verb::head;
-    ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
+    ur.target = registry::manifest_target(choice.repository, r.reference);
     ur.repository = choice.repository;
     ur.headers.emplace_back(http::field::accept, accept);
     auto result = co_await client.send(std::move(ur));
@@ -514,7 +515,7 @@ class session final : public session_base {
     for (int attempt = 0;; ++attempt) {
       registry::upstream_request ur;
       ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
-      ur.target = "/v2/" + choice.repository + "/manifests/" + r.reference;
+      ur.target = registry::manifest_target(choice.repository, r.reference);
       ur.repository = choice.repository;
       ur.headers.emplace_back(http::field::accept, accept);
       auto result = co_await client.send(std::move(ur));
@@ -848,7 +849,7 @@ class session final : public session_base {
     x_.from = metrics::source::upstream;
     registry::upstream_request ur;
     ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
-    ur.target = "/v2/" + choice.repository + "/blobs/" + digest.str();
+    ur.target = registry::blob_target(choice.repository, digest.str());
     ur.repository = choice.repository;
     ur.follow_redirects = ur.method == http::verb::get;
     for (auto field : {http::field::range, http::field::if_range}) {

@@ -107,16 +107,22 @@ asio::awaitable<preload_result> read_whole(worker_context& worker,
   co_return r;
 }
 
+// An image manifest a start preload replays: as fetched, and as parsed once.
+struct start_image {
+  fetched_manifest fetched;
+  oci::manifest parsed;
+};
+
 // Begins the profile replay of each image manifest in `images` (with preload::start).
 preload_result start_replays(const asio::any_io_executor& ex, worker_context& worker,
                              registry::upstream_client& client, const std::string& repository,
-                             preload_result r, const std::vector<fetched_manifest>& images) {
+                             preload_result r, const std::vector<start_image>& images) {
   if (worker.prefetch == nullptr) {
     return failed(r, 409, "prefetch is off (prefetch.enabled: false): nothing replays a start");
   }
   auto& prefetch = *worker.prefetch;
-  for (const auto& m : images) {
-    if (prefetch.has_profile(m.digest)) ++r.profiles_held;
+  for (const auto& image : images) {
+    if (prefetch.has_profile(image.fetched.digest)) ++r.profiles_held;
   }
   if (r.profiles_held == 0 && !prefetch.settings().fetch_published) {
     return failed(r, 404,
@@ -124,10 +130,9 @@ preload_result start_replays(const asio::any_io_executor& ex, worker_context& wo
                       " (import one: layercachectl profile import; or set "
                       "prefetch.fetch_published)");
   }
-  for (const auto& m : images) {
-    const auto parsed = oci::parse_manifest(m.bytes, m.media_type);
-    prefetch.manifest_served(ex, client, repository, m.digest, m.media_type, *parsed,
-                             m.bytes.size(), prefetcher::trigger::preload);
+  for (const auto& [m, parsed] : images) {
+    prefetch.manifest_served(ex, client, repository, m.digest, m.media_type, parsed, m.bytes.size(),
+                             prefetcher::trigger::preload);
     ++r.replays;
   }
   r.ok = true;
@@ -174,7 +179,7 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
   std::vector<std::pair<std::string, unsigned>> pending;
   pending.emplace_back(ref->digest ? ref->digest->str() : ref->tag, 0);
   std::vector<oci::digest> blobs;
-  std::vector<fetched_manifest> images;  // with req.start
+  std::vector<start_image> images;  // with req.start
   while (!pending.empty()) {
     auto [reference, depth] = std::move(pending.back());
     pending.pop_back();
@@ -207,7 +212,7 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
     }
     if (parsed->config) blobs.push_back(parsed->config->digest);
     for (const auto& layer : parsed->layers) blobs.push_back(layer.digest);
-    if (req.start) images.push_back(std::move(m));
+    if (req.start) images.push_back(start_image{std::move(m), *parsed});
   }
 
   if (req.start) {

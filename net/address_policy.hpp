@@ -11,9 +11,9 @@
 #include <string_view>
 #include <vector>
 
-namespace layercache::net {
+#include "asio/names.hpp"
 
-namespace asio = boost::asio;
+namespace layercache::net {
 
 // The kind of network an address is on. IPv4-mapped (and -compatible) IPv6 addresses are
 // classified by their IPv4 address.

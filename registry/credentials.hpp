@@ -22,11 +22,10 @@
 #include <variant>
 #include <vector>
 
+#include "asio/names.hpp"
 #include "config/config.hpp"
 
 namespace layercache::registry {
-
-namespace asio = boost::asio;
 
 enum class upstream_errc {
   connect_failed,   // DNS, TCP or TLS handshake

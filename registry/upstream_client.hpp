@@ -25,6 +25,7 @@
 #include <variant>
 #include <vector>
 
+#include "asio/names.hpp"
 #include "config/config.hpp"
 #include "net/address_policy.hpp"
 #include "registry/auth.hpp"
@@ -35,10 +36,6 @@ class upstream_metrics;
 }  // namespace layercache::metrics
 
 namespace layercache::registry {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 
 // scheme://host:port of a request.
 struct origin {

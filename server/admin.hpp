@@ -26,6 +26,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "asio/names.hpp"
 #include "server/session.hpp"
 
 namespace layercache::cache {
@@ -37,10 +38,6 @@ class blocking_pool;
 }  // namespace layercache
 
 namespace layercache::server {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 
 struct admin_context {
   const config::config& cfg;

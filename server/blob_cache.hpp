@@ -17,6 +17,7 @@
 #include <unordered_set>
 #include <variant>
 
+#include "asio/names.hpp"
 #include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
 #include "oci/digest.hpp"
@@ -26,10 +27,6 @@
 #include "registry/upstream_client.hpp"
 
 namespace layercache::server {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 
 struct blob_meta {
   std::uint64_t size = 0;

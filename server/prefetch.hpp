@@ -30,6 +30,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "asio/names.hpp"
 #include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
 #include "cache/profile.hpp"
@@ -39,10 +40,6 @@
 #include "registry/upstream_client.hpp"
 
 namespace layercache::server {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 
 class blob_cache;
 

@@ -12,13 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "asio/names.hpp"
 #include "server/session.hpp"
 
 namespace layercache::server {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 
 struct preload_request {
   std::string reference;  // "[registry/]repository[:tag][@digest]"

@@ -18,14 +18,11 @@
 #include <string>
 #include <string_view>
 
+#include "asio/names.hpp"
 #include "oci/digest.hpp"
 #include "registry/upstream_client.hpp"
 
 namespace layercache::server {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 
 inline constexpr std::string_view profile_artifact_type =
     "application/vnd.layercache.profile.v1+json";

@@ -11,6 +11,7 @@
 #include <string>
 #include <unordered_set>
 
+#include "asio/names.hpp"
 #include "config/config.hpp"
 #include "registry/upstream_client.hpp"
 
@@ -19,10 +20,6 @@ class registry;
 }  // namespace layercache::metrics
 
 namespace layercache::server {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 class blob_cache;
 class manifest_cache;
 class prefetcher;

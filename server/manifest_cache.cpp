@@ -114,13 +114,37 @@ boost::asio::awaitable<std::optional<cache::stored_manifest>> manifest_cache::ma
   co_return co_await pool_.run([this, &d] { return store_.manifest(d); });
 }
 
+std::optional<cached_tag> manifest_cache::tag_now(const std::string& key) {
+  auto record = store_.tag(key);
+  if (!record) return std::nullopt;
+  auto m = store_.manifest(record->digest);
+  if (!m) return std::nullopt;
+  return cached_tag{std::move(record->digest), record->fetched_at, std::move(*m)};
+}
+
 boost::asio::awaitable<std::optional<cached_tag>> manifest_cache::tag(const std::string& key) {
-  co_return co_await pool_.run([this, &key]() -> std::optional<cached_tag> {
-    auto record = store_.tag(key);
-    if (!record) return std::nullopt;
-    auto m = store_.manifest(record->digest);
-    if (!m) return std::nullopt;
-    return cached_tag{std::move(record->digest), record->fetched_at, std::move(*m)};
+  co_return co_await pool_.run([this, &key] { return tag_now(key); });
+}
+
+boost::asio::awaitable<manifest_cache::tag_lookup> manifest_cache::lookup_tag(
+    std::string_view upstream, std::string_view repository, std::string_view tag,
+    const std::string& accept_cls) {
+  const std::string own_key = tag_key(upstream, repository, tag, accept_cls);
+  const std::string& native = native_accept_class();
+  const std::string native_key =
+      accept_cls == native ? std::string() : tag_key(upstream, repository, tag, native);
+  co_return co_await pool_.run([this, &own_key, &native_key, &accept_cls, &native] {
+    tag_lookup found;
+    found.own = tag_now(own_key);
+    if (found.own && !accepts(accept_cls, found.own->manifest.media_type)) found.own.reset();
+    if (!found.own && !native_key.empty()) {
+      found.native = tag_now(native_key);
+      if (found.native && (!accepts(accept_cls, found.native->manifest.media_type) ||
+                           !accepts(native, found.native->manifest.media_type))) {
+        found.native.reset();
+      }
+    }
+    return found;
   });
 }
 

@@ -60,6 +60,20 @@ class manifest_cache {
   // The record of `key` and its manifest; nullopt when either is missing.
   boost::asio::awaitable<std::optional<cached_tag>> tag(const std::string& key);
 
+  // What the store knows of tag `tag` of `repository` at `upstream` for a client whose Accept
+  // is `accept_cls`: `own`, the record of that class, when it names a manifest the client
+  // accepts; without it, `native`, the record of native_accept_class() when the client accepts
+  // its manifest (resolved by layercache itself, or an imported profile's hint). A fresh
+  // native record answers like the client's own; a stale one (or a hint) only says what the tag
+  // last named. One trip to the blocking pool.
+  struct tag_lookup {
+    std::optional<cached_tag> own;
+    std::optional<cached_tag> native;
+  };
+  boost::asio::awaitable<tag_lookup> lookup_tag(std::string_view upstream,
+                                                std::string_view repository, std::string_view tag,
+                                                const std::string& accept_cls);
+
   // Stores a verified manifest and, when `key` is not empty, points the tag at it (fetched now).
   boost::asio::awaitable<void> put(const oci::digest& d, const std::string& media_type,
                                    const std::string& bytes, const std::string& key);
@@ -82,6 +96,9 @@ class manifest_cache {
   [[nodiscard]] static std::int64_t age(std::int64_t fetched_at);
 
  private:
+  // tag() on the calling thread (the blocking pool's).
+  std::optional<cached_tag> tag_now(const std::string& key);
+
   cache::chunk_store& store_;
   blocking_pool& pool_;
   std::atomic<config::duration> tag_ttl_;

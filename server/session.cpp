@@ -370,11 +370,11 @@ class session final : public session_base {
     }
     state.accept_cls = accept_class(accept);
     state.key = tag_key(client.settings().name, choice.repository, r.reference, state.accept_cls);
-    auto hit = co_await cache.tag(state.key);
-    if (hit && !accepts(state.accept_cls, hit->manifest.media_type)) hit.reset();
-    std::optional<cached_tag> native;  // resolved natively, or an imported profile's hint
-    if (!hit) native = co_await native_record(client, choice.repository, r.reference, state);
-    if (!hit && native && cache.fresh(native->fetched_at)) hit = std::move(native);
+    auto found = co_await cache.lookup_tag(client.settings().name, choice.repository, r.reference,
+                                           state.accept_cls);
+    auto hit = std::move(found.own);
+    auto& native = found.native;  // resolved natively, or an imported profile's hint
+    if (!hit && native && cache.fresh(native->fetched_at)) std::swap(hit, native);
     if (!hit || !cache.fresh(hit->fetched_at)) {
       client.warm();  // for the blob reads that follow
       // What the tag last named: a profile of it replays now, beside the resolution (wasted
@@ -430,25 +430,6 @@ class session final : public session_base {
     up.reset();  // its connection goes back to the pool for the GET
     if (stale_ok) state.stale = std::move(hit);
     co_return co_await manifest_from_upstream(req, r, choice, client, accept, &state, keep_alive);
-  }
-
-  // The record of this tag in the native accept class (resolved by layercache itself, e.g. a
-  // preload, or an imported profile's hint), when its manifest is one the client accepts: it
-  // names what the registry stores under the tag, so it answers for a client whose Accept
-  // differs while fresh (and only hints at the answer when not).
-  asio::awaitable<std::optional<cached_tag>> native_record(registry::upstream_client& client,
-                                                           const std::string& repository,
-                                                           const std::string& tag,
-                                                           const manifest_cache_state& state) {
-    const std::string& native = native_accept_class();
-    if (state.accept_cls == native) co_return std::nullopt;
-    auto hit =
-        co_await worker_.manifests->tag(tag_key(client.settings().name, repository, tag, native));
-    if (!hit || !accepts(state.accept_cls, hit->manifest.media_type) ||
-        !accepts(native, hit->manifest.media_type)) {
-      co_return std::nullopt;
-    }
-    co_return hit;
   }
 
   // A stored manifest, with the headers a registry sends; HEAD: no body.

@@ -13,8 +13,7 @@
 
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
-#include "oci/multipart.hpp"
-#include "registry/targets.hpp"
+#include "registry/distribution.hpp"
 
 namespace layercache::server {
 namespace {
@@ -22,7 +21,6 @@ namespace {
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_remembered = 1 << 16;
 constexpr std::size_t max_piece = 256 * 1024;  // handed to a sink at once
-constexpr std::size_t fill_buffer = 64 * 1024;
 constexpr int read_ok = 0;
 constexpr int read_slot_failed = 1;
 constexpr int read_sink_failed = 2;
@@ -170,19 +168,6 @@ bool blob_cache::owns(cache::origin_id origin, const oci::digest& d) const {
   return it == owners_.end() || it->second == origin;
 }
 
-namespace {
-
-// A blob's size as an answer about it tells it: a HEAD's or 200's Content-Length, a 206's
-// Content-Range complete length.
-std::optional<std::uint64_t> size_told(const registry::upstream_response& r) {
-  if (r.status() == 200) return r.content_length();
-  if (r.status() != 206) return std::nullopt;
-  const auto range = oci::parse_content_range(r.fields()[http::field::content_range]);
-  return range ? range->complete_length : std::nullopt;
-}
-
-}  // namespace
-
 std::string blob_cache::key_of(const oci::digest& d, std::uint32_t index) const {
   std::string k = d.str();
   k += '#';
@@ -227,38 +212,18 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(registry::upst
   }
   // Leading, or the leader's HEAD was refused or failed: ask, to pass its answer on.
 
-  registry::upstream_request req;
-  req.method = http::verb::head;
-  req.target = registry::blob_target(repository, d.str());
-  req.repository = repository;
-  auto result = co_await client.send(std::move(req));
-  if (auto* f = std::get_if<registry::upstream_failure>(&result);
-      f != nullptr && f->code == registry::upstream_errc::redirect_refused) {
-    // A HEAD never follows a redirect (issue 25); a blob GET may: its first byte's
-    // Content-Range tells the size (registries that send blobs to storage redirect HEADs too).
-    registry::upstream_request first;
-    first.target = registry::blob_target(repository, d.str());
-    first.repository = repository;
-    first.follow_redirects = true;
-    first.headers.emplace_back(http::field::range, "bytes=0-0");
-    result = co_await client.send(std::move(first));
-  }
+  auto result = co_await registry::blob_size(client, repository, d);
   if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
     if (lead) lead->finish(*f);
     co_return std::move(*f);
   }
-  auto& response = std::get<std::unique_ptr<registry::upstream_response>>(result);
-  const auto length = size_told(*response);
-  if (response->status() == 206) co_await response->discard();
-  if ((response->status() != 200 && response->status() != 206) || !length) {
+  if (auto* refused = std::get_if<std::unique_ptr<registry::upstream_response>>(&result)) {
     if (lead)
       lead->finish(
           registry::upstream_failure{registry::upstream_errc::protocol, "blob HEAD refused"});
-    if (response->status() != 200 && response->status() != 206) co_return std::move(response);
-    co_return registry::upstream_failure{registry::upstream_errc::protocol,
-                                         "blob HEAD answered without a length"};
+    co_return std::move(*refused);
   }
-  const blob_meta meta{*length, settings_.chunk_size, false};
+  const blob_meta meta{std::get<std::uint64_t>(result), settings_.chunk_size, false};
   {
     std::lock_guard lock(mutex_);
     if (sizes_.size() >= max_remembered) sizes_.clear();
@@ -346,209 +311,148 @@ void blob_cache::refuse_multi_range(const registry::upstream_client& client) {
   single_range_only_.insert(client.settings().name);
 }
 
+namespace {
+
+// The slots' chunks, ascending, as runs of consecutive chunks: one range each. Several runs
+// (a prefetch batch) make a multi-range request, answered by a multipart/byteranges 206.
+template <typename Slots>
+std::vector<oci::byte_range> run_ranges(const Slots& slots, std::uint64_t chunk_size) {
+  std::vector<oci::byte_range> ranges;
+  for (std::size_t k = 0; k < slots.size(); ++k) {
+    const std::uint64_t first = std::uint64_t{slots[k]->chunk} * chunk_size;
+    const std::uint64_t last = first + slots[k]->expected - 1;
+    if (k > 0 && slots[k]->chunk == slots[k - 1]->chunk + 1) {
+      ranges.back().last = last;
+    } else {
+      ranges.push_back(oci::byte_range{first, last});
+    }
+  }
+  return ranges;
+}
+
+}  // namespace
+
+// How far one fill got through its slots.
+struct blob_cache::fill_progress {
+  std::size_t index = 0;                  // slot being filled
+  std::size_t have = 0;                   // bytes of slots[index] so far
+  std::size_t unwritten = 0;              // slots before this one are stored (or failed)
+  std::string why;                        // why the fill stopped short
+  std::string_view reason = "transport";  // for the metric, when `why` is set
+};
+
 asio::awaitable<void> blob_cache::fill(registry::upstream_client& client, std::string repository,
                                        oci::digest d, blob_meta meta,
                                        std::vector<std::shared_ptr<chunk_slot>> slots) {
-  // The slots' chunks, ascending, as runs of consecutive chunks: one range each. Several runs
-  // (a prefetch batch) make a multi-range request, answered by a multipart/byteranges 206.
-  const std::uint64_t cs = meta.chunk_size;
-  std::string ranges;
-  std::size_t segments = 0;
-  for (std::size_t k = 0; k < slots.size(); ++k) {
-    if (k > 0 && slots[k]->chunk == slots[k - 1]->chunk + 1) continue;
-    std::size_t e = k;
-    while (e + 1 < slots.size() && slots[e + 1]->chunk == slots[e]->chunk + 1) ++e;
-    const std::uint64_t b = std::uint64_t{slots[k]->chunk} * cs;
-    const std::uint64_t last = std::uint64_t{slots[e]->chunk} * cs + slots[e]->expected - 1;
-    ranges += (segments++ == 0 ? "bytes=" : ",") + std::to_string(b) + "-" + std::to_string(last);
-  }
-  const std::uint64_t start = std::uint64_t{slots.front()->chunk} * cs;
-  const std::uint64_t end = std::uint64_t{slots.back()->chunk} * cs + slots.back()->expected;
-
-  registry::upstream_request req;
-  req.method = http::verb::get;
-  req.target = registry::blob_target(repository, d.str());
-  req.repository = repository;
-  req.follow_redirects = true;
-  req.headers.emplace_back(http::field::range, ranges);
+  const auto ranges = run_ranges(slots, meta.chunk_size);
   const std::uint64_t generation = purge_generation(d);
-  auto ex = co_await asio::this_coro::executor;
-  std::size_t unwritten = 0;  // slots before this one are stored (or failed)
   const auto t_start = std::chrono::steady_clock::now();
-  auto result = co_await client.send(std::move(req));
+  auto body = co_await registry::get_blob_ranges(client, repository, d, ranges, meta.size);
   const auto t_header = std::chrono::steady_clock::now();
+  if (body.several_ranges_refused()) refuse_multi_range(client);
+  if (body.size_contradicted()) forget_size(client, d);  // the next read asks again
 
-  std::size_t index = 0;  // slot being filled
-  std::string why;
-  std::string_view reason = "transport";  // for the metric, when `why` is set
-  bool hopeless = false;
-  if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
-    why = f->message;
-    hopeless = true;
-  } else {
-    auto& response = *std::get<std::unique_ptr<registry::upstream_response>>(result);
-    // The body is either one stream of bytes from `offset` on, or parts (multipart).
-    std::uint64_t offset = 0;
-    std::optional<oci::byteranges_reader> parts;
-    if (response.status() == 206) {
-      const auto type = response.fields()[http::field::content_type];
-      if (auto boundary = oci::byteranges_boundary(type)) {
-        parts.emplace(std::move(*boundary), meta.size);
-      } else {
-        const auto cr = oci::parse_content_range(response.fields()[http::field::content_range]);
-        if (segments > 1 && cr && cr->range &&
-            (!cr->complete_length || *cr->complete_length == meta.size)) {
-          // One range for several: coalesced (its bytes between ours are skipped), or only
-          // the first served (the rest fail; prefetch asks one range at a time from now on).
-          offset = cr->range->first;
-          if (cr->range->first > start || cr->range->last + 1 < end) refuse_multi_range(client);
-        } else if (!cr || !cr->range || cr->range->first != start || cr->range->last + 1 < end ||
-                   (cr->complete_length && *cr->complete_length != meta.size)) {
-          why = "unexpected Content-Range from upstream: " +
-                std::string(response.fields()[http::field::content_range]).substr(0, 100);
-          reason = "content_range";
-          // The size we had (a HEAD's, a manifest's) is wrong: the next read asks again.
-          if (cr && cr->complete_length && *cr->complete_length != meta.size)
-            forget_size(client, d);
-        } else {
-          offset = cr->range->first;
-        }
-      }
-    } else if (response.status() == 200 && segments > 1) {
-      // It ignored the ranges and sends the whole blob: not worth reading for a few chunks.
-      // Prefetch asks it one range at a time from now on.
-      why = "upstream answered a multi-range request with the whole blob";
-      reason = "status";
-      refuse_multi_range(client);
-    } else if (response.status() == 200) {
-      // The upstream ignored Range: skip to our run (offset 0 is the blob's first byte).
-      if (response.content_length() && *response.content_length() != meta.size) {
-        why = "upstream blob length differs from its HEAD";
-        reason = "length";
-        forget_size(client, d);
-      }
-    } else {
-      why = "upstream answered " + std::to_string(response.status()) + " to a range request";
-      reason = "status";
-      hopeless = true;
-      if (response.status() == 416) forget_size(client, d);  // a size past the blob's end
+  fill_progress progress;
+  std::vector<registry::blob_piece> pieces;
+  while (progress.why.empty() && progress.index < slots.size()) {
+    if (!co_await body.next(pieces)) {
+      progress.why = body.error();
+      progress.reason = body.error_kind();
+      break;
     }
-    struct piece {
-      std::uint64_t offset;
-      const char* data;
-      std::size_t size;
-    };
-    std::vector<piece> pieces;
-    const auto collect = [&pieces](std::uint64_t at, const char* p, std::size_t n) {
-      pieces.push_back(piece{at, p, n});
-      return true;
-    };
-    std::vector<char> buf(why.empty() ? fill_buffer : 0);
-    std::size_t have = 0;  // bytes of slots[index] so far
-    while (why.empty() && index < slots.size()) {
-      auto [ec, n] = co_await response.read_some(buf.data(), buf.size());
-      if (ec) {
-        why = "upstream body: " + ec.message();
-        break;
-      }
-      if (n == 0) {
-        why = "upstream body ended early";
-        break;
-      }
-      pieces.clear();
-      if (parts) {
-        if (!parts->feed(buf.data(), n, collect)) {
-          why = "upstream multipart body: " + parts->error();
-          reason = "content_range";
-          break;
-        }
-      } else {
-        pieces.push_back(piece{offset, buf.data(), n});
-        offset += n;
-      }
-      for (const auto& pc : pieces) {
-        std::uint64_t at = pc.offset;
-        const char* p = pc.data;
-        std::size_t left = pc.size;
-        while (left > 0 && index < slots.size() && why.empty()) {
-          auto& slot = *slots[index];
-          const std::uint64_t expect = std::uint64_t{slot.chunk} * cs + have;
-          if (at < expect) {  // bytes between our ranges (or before them): not ours
-            const auto s = static_cast<std::size_t>(std::min<std::uint64_t>(expect - at, left));
-            at += s;
-            p += s;
-            left -= s;
-            continue;
-          }
-          if (at > expect) {
-            why = "upstream skipped bytes " + std::to_string(expect) + "-" + std::to_string(at - 1);
-            reason = "content_range";
-            break;
-          }
-          std::vector<std::shared_ptr<wakeup>> waiters;
-          bool full = false;
-          std::size_t take = 0;
-          {
-            std::lock_guard lock(slot.mutex);
-            if (slot.data.capacity() < slot.expected) {
-              if (slot.data.empty()) {
-                slot.data = chunk_buffers().take(slot.expected);
-              } else {
-                slot.data.reserve(slot.expected);
-              }
-            }
-            take = std::min(left, slot.expected - slot.data.size());
-            slot.data.append(p, take);
-            full = slot.data.size() == slot.expected;
-            waiters.swap(slot.waiters);
-          }
-          chunk_slot::wake(waiters);
-          p += take;
-          at += take;
-          left -= take;
-          have += take;
-          if (!full) continue;
-          // Complete: its store write goes on beside the reading of the next chunks (readers
-          // already have its bytes); at most write_behind writes wait per fill.
-          asio::co_spawn(
-              ex, store_chunk(d, meta, slot.chunk, slots[index], generation, origin_of(client)),
-              asio::detached);
-          ++index;
-          have = 0;
-          for (; index - unwritten > write_behind; ++unwritten) {
-            (void)co_await wait_slot(*slots[unwritten], true);
-          }
-        }
-      }
-    }
-    // The closing delimiter of a multipart body is a few bytes: read it, so the connection
-    // goes back to the pool.
-    for (int extra = 0; parts && why.empty() && !parts->done() && extra < 4; ++extra) {
-      auto [ec, n] = co_await response.read_some(buf.data(), buf.size());
-      if (ec || n == 0 || !parts->feed(buf.data(), n, [](auto...) { return true; })) break;
+    for (const auto& piece : pieces) {
+      co_await take_piece(client, d, meta, slots, generation, piece, progress);
+      if (!progress.why.empty()) break;
     }
   }
+  if (progress.why.empty()) co_await body.finish();
   const auto t_body = std::chrono::steady_clock::now();
-  for (; unwritten < index; ++unwritten) (void)co_await wait_slot(*slots[unwritten], true);
+  for (; progress.unwritten < progress.index; ++progress.unwritten) {
+    (void)co_await wait_slot(*slots[progress.unwritten], true);
+  }
   if (log::enabled(log::level::debug)) {  // where a fill's time went
     const auto ms = [t_start](auto t) {
       return std::chrono::duration_cast<std::chrono::microseconds>(t - t_start).count() / 1000.0;
     };
     log::debug("cache", "fill of ", d.str(), " chunks ", slots.front()->chunk, "-",
-               slots.back()->chunk, " (", slots.size(), " in ", segments, " ranges): header after ",
-               ms(t_header), " ms, body ", ms(t_body), " ms, stored ",
+               slots.back()->chunk, " (", slots.size(), " in ", ranges.size(),
+               " ranges): header after ", ms(t_header), " ms, body ", ms(t_body), " ms, stored ",
                ms(std::chrono::steady_clock::now()), " ms");
   }
-  if (index < slots.size()) {
-    log::warn("cache", "fill of ", d.str(), " from chunk ", slots[index]->chunk, " failed: ", why);
-    if (auto* m = client.metrics()) m->fill_failure(reason);
+  if (progress.index < slots.size()) {
+    log::warn("cache", "fill of ", d.str(), " from chunk ", slots[progress.index]->chunk,
+              " failed: ", progress.why);
+    if (auto* m = client.metrics()) m->fill_failure(progress.reason);
   }
-  for (; index < slots.size(); ++index) {
-    if (hopeless) {
+  for (auto index = progress.index; index < slots.size(); ++index) {
+    if (body.hopeless()) {
       std::lock_guard lock(slots[index]->mutex);
       slots[index]->hopeless = true;
     }
     finish_slot(d, slots[index]->chunk, *slots[index], true, false);
+  }
+}
+
+asio::awaitable<void> blob_cache::take_piece(registry::upstream_client& client,
+                                             const oci::digest& d, const blob_meta& meta,
+                                             const std::vector<std::shared_ptr<chunk_slot>>& slots,
+                                             std::uint64_t generation,
+                                             const registry::blob_piece& piece,
+                                             fill_progress& progress) {
+  auto ex = co_await asio::this_coro::executor;
+  const std::uint64_t cs = meta.chunk_size;
+  std::uint64_t at = piece.offset;
+  const char* p = piece.data;
+  std::size_t left = piece.size;
+  while (left > 0 && progress.index < slots.size()) {
+    auto& slot = *slots[progress.index];
+    const std::uint64_t expect = std::uint64_t{slot.chunk} * cs + progress.have;
+    if (at < expect) {  // bytes between our ranges (or before them): not ours
+      const auto s = static_cast<std::size_t>(std::min<std::uint64_t>(expect - at, left));
+      at += s;
+      p += s;
+      left -= s;
+      continue;
+    }
+    if (at > expect) {
+      progress.why =
+          "upstream skipped bytes " + std::to_string(expect) + "-" + std::to_string(at - 1);
+      progress.reason = "content_range";
+      co_return;
+    }
+    std::vector<std::shared_ptr<wakeup>> waiters;
+    bool full = false;
+    std::size_t take = 0;
+    {
+      std::lock_guard lock(slot.mutex);
+      if (slot.data.capacity() < slot.expected) {
+        if (slot.data.empty()) {
+          slot.data = chunk_buffers().take(slot.expected);
+        } else {
+          slot.data.reserve(slot.expected);
+        }
+      }
+      take = std::min(left, slot.expected - slot.data.size());
+      slot.data.append(p, take);
+      full = slot.data.size() == slot.expected;
+      waiters.swap(slot.waiters);
+    }
+    chunk_slot::wake(waiters);
+    p += take;
+    at += take;
+    left -= take;
+    progress.have += take;
+    if (!full) continue;
+    // Complete: its store write goes on beside the reading of the next chunks (readers
+    // already have its bytes); at most write_behind writes wait per fill.
+    asio::co_spawn(
+        ex, store_chunk(d, meta, slot.chunk, slots[progress.index], generation, origin_of(client)),
+        asio::detached);
+    ++progress.index;
+    progress.have = 0;
+    for (; progress.index - progress.unwritten > write_behind; ++progress.unwritten) {
+      (void)co_await wait_slot(*slots[progress.unwritten], true);
+    }
   }
 }
 
@@ -834,40 +738,23 @@ asio::awaitable<bool> blob_cache::read_direct(registry::upstream_client& client,
     std::lock_guard lock(mutex_);
     ++stats_.foreign_reads;
   }
-  registry::upstream_request req;
-  req.method = http::verb::get;
-  req.target = registry::blob_target(repository, d.str());
-  req.repository = repository;
-  req.headers.emplace_back(http::field::range,
-                           "bytes=" + std::to_string(r.first) + "-" + std::to_string(r.last));
-  auto result = co_await client.send(std::move(req));
-  if (std::holds_alternative<registry::upstream_failure>(result)) co_return false;
-  auto& response = *std::get<std::unique_ptr<registry::upstream_response>>(result);
-  std::uint64_t at = 0;  // the blob offset of the next body byte
-  if (response.status() == 206) {
-    const auto cr = oci::parse_content_range(response.fields()[http::field::content_range]);
-    if (!cr || !cr->range || cr->range->first != r.first || cr->range->last < r.last ||
-        (cr->complete_length && *cr->complete_length != meta.size)) {
-      co_return false;
-    }
-    at = r.first;
-  } else if (response.status() != 200 ||
-             (response.content_length() && *response.content_length() != meta.size)) {
-    co_return false;  // a 200 (Range ignored) is read from the blob's first byte
-  }
-  std::vector<char> buf(fill_buffer);
+  const std::vector<oci::byte_range> ranges{r};
+  auto body = co_await registry::get_blob_ranges(client, repository, d, ranges, meta.size);
+  std::vector<registry::blob_piece> pieces;
+  std::uint64_t at = r.first;  // the next byte `out` wants
   while (at <= r.last) {
-    auto [ec, n] = co_await response.read_some(buf.data(), buf.size());
-    if (ec || n == 0) co_return false;
-    const std::uint64_t lo = std::max<std::uint64_t>(at, r.first);
-    const std::uint64_t end = std::min<std::uint64_t>(at + n, r.last + 1);  // exclusive
-    if (lo < end) {
-      if (!co_await out(buf.data() + (lo - at), static_cast<std::size_t>(end - lo))) {
+    if (!co_await body.next(pieces)) co_return false;
+    for (const auto& piece : pieces) {
+      const std::uint64_t lo = std::max<std::uint64_t>(at, piece.offset);
+      const std::uint64_t end = std::min<std::uint64_t>(piece.offset + piece.size, r.last + 1);
+      if (lo > at) co_return false;  // a gap: never in one stream of bytes
+      if (lo >= end) continue;
+      if (!co_await out(piece.data + (lo - piece.offset), static_cast<std::size_t>(end - lo))) {
         co_return false;
       }
       if (report != nullptr) report->filled_bytes += end - lo;
+      at = end;
     }
-    at += n;
   }
   co_return true;
 }

@@ -5,7 +5,7 @@
 #include "oci/manifest.hpp"
 #include "oci/media_types.hpp"
 #include "oci/reference.hpp"
-#include "registry/targets.hpp"
+#include "registry/distribution.hpp"
 #include "server/blob_cache.hpp"
 #include "server/manifest_cache.hpp"
 #include "server/prefetch.hpp"
@@ -36,38 +36,33 @@ asio::awaitable<std::variant<fetched_manifest, std::pair<unsigned, std::string>>
     const std::string& reference) {
   using failure = std::pair<unsigned, std::string>;
   const std::string accept(oci::default_manifest_accept());
-  registry::upstream_request ur;
-  ur.method = http::verb::get;
-  ur.target = registry::manifest_target(repository, reference);
-  ur.repository = repository;
-  ur.headers.emplace_back(http::field::accept, accept);
-  auto result = co_await client.send(std::move(ur));
-  if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
-    co_return failure{f->http_status(), "upstream " + client.settings().name + ": " + f->message};
+  auto result = co_await registry::get_manifest(client, repository, reference, accept,
+                                                worker.cfg.server.max_manifest_size);
+  if (auto* f = std::get_if<registry::manifest_failure>(&result)) {
+    if (f->kind == registry::manifest_failure::why::digest_mismatch && worker.metrics != nullptr) {
+      worker.metrics->digest_failure("manifest");
+    }
+    const unsigned status =
+        f->kind == registry::manifest_failure::why::upstream ? f->failure.http_status() : 502u;
+    co_return failure{status, "upstream " + client.settings().name + ": " + f->failure.message};
   }
-  auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(result);
-  if (up.status() != 200) {
-    const unsigned status = up.status() == 404 ? 404u : 502u;
+  if (auto* up = std::get_if<std::unique_ptr<registry::upstream_response>>(&result)) {
+    const unsigned status = (*up)->status() == 404 ? 404u : 502u;
     co_return failure{status, "upstream " + client.settings().name + " answered " +
-                                  std::to_string(up.status()) + " for manifest " + reference};
+                                  std::to_string((*up)->status()) + " for manifest " + reference};
   }
-  std::string content_type(up.fields()[http::field::content_type]);
-  auto [ec, body] = co_await up.read_all(worker.cfg.server.max_manifest_size);
-  if (ec) co_return failure{502u, "manifest body: " + ec.message()};
+  auto& m = std::get<registry::manifest_body>(result);
+  if (m.status != 200) {
+    co_return failure{502u, "upstream " + client.settings().name + " answered " +
+                                std::to_string(m.status) + " for manifest " + reference};
+  }
   const auto requested = oci::digest::parse(reference);
-  const auto algorithm = requested ? requested->algorithm() : oci::digest_algorithm::sha256;
-  const oci::digest actual = oci::digest_of(body, algorithm);
-  if (requested && actual != *requested) {
-    if (worker.metrics != nullptr) worker.metrics->digest_failure("manifest");
-    co_return failure{502u, "upstream manifest does not match its digest " + reference};
-  }
-  if (content_type.empty()) content_type = oci::media_types::oci_manifest;
   std::string key;
   if (!requested) {
     key = tag_key(client.settings().name, repository, reference, accept_class(accept));
   }
-  co_await worker.manifests->put(actual, content_type, body, key);
-  co_return fetched_manifest{actual, std::move(content_type), std::move(body)};
+  co_await worker.manifests->put(m.digest, m.media_type, m.bytes, key);
+  co_return fetched_manifest{m.digest, std::move(m.media_type), std::move(m.bytes)};
 }
 
 // Reads every blob of `blobs` whole through the cache, verified; r.ok when all were.

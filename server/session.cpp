@@ -7,7 +7,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <boost/url/url.hpp>
 #include <vector>
 
 #include "log/log.hpp"
@@ -17,7 +16,7 @@
 #include "oci/media_types.hpp"
 #include "oci/range.hpp"
 #include "registry/auth.hpp"
-#include "registry/targets.hpp"
+#include "registry/distribution.hpp"
 #include "server/blob_cache.hpp"
 #include "server/client_auth.hpp"
 #include "server/manifest_cache.hpp"
@@ -392,12 +391,7 @@ class session final : public session_base {
     const bool stale_ok = cache.may_serve_stale(hit->fetched_at);
 
     // Revalidate: what does the tag name upstream now?
-    registry::upstream_request ur;
-    ur.method = http::verb::head;
-    ur.target = registry::manifest_target(choice.repository, r.reference);
-    ur.repository = choice.repository;
-    ur.headers.emplace_back(http::field::accept, accept);
-    auto result = co_await client.send(std::move(ur));
+    auto result = co_await registry::head_manifest(client, choice.repository, r.reference, accept);
     if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
       if (stale_ok) co_return co_await send_stale(req, r, client, *hit, f->message, keep_alive);
       co_return co_await send_failure(req, client, *f, keep_alive);
@@ -486,96 +480,87 @@ class session final : public session_base {
                                                const std::string& accept,
                                                manifest_cache_state* cached, bool keep_alive) {
     x_.from = cached != nullptr ? metrics::source::miss : metrics::source::upstream;
+    if (req.method() == http::verb::head) {
+      co_return co_await manifest_head_from_upstream(req, r, choice, client, accept, cached,
+                                                     keep_alive);
+    }
     const bool can_be_stale = cached != nullptr && cached->stale.has_value();
-    const auto requested = oci::digest::parse(r.reference);
-    std::string content_type;
-    std::string body;
-    unsigned status = 0;
-    // A body that breaks off (reset, stall, truncation) is asked for once more: the upstream
-    // client retries only answers that never began.
-    for (int attempt = 0;; ++attempt) {
-      registry::upstream_request ur;
-      ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
-      ur.target = registry::manifest_target(choice.repository, r.reference);
-      ur.repository = choice.repository;
-      ur.headers.emplace_back(http::field::accept, accept);
-      auto result = co_await client.send(std::move(ur));
-      if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
-        if (can_be_stale) {
-          co_return co_await send_stale(req, r, client, *cached->stale, f->message, keep_alive);
-        }
-        co_return co_await send_failure(req, client, *f, keep_alive);
+    auto result = co_await registry::get_manifest(client, choice.repository, r.reference, accept,
+                                                  worker_.cfg.server.max_manifest_size);
+    if (auto* f = std::get_if<registry::manifest_failure>(&result)) {
+      using why = registry::manifest_failure::why;
+      if (f->kind == why::digest_mismatch) {
+        log::error("proxy", "upstream ", client.settings().name, ": ", f->failure.message);
+        if (worker_.metrics != nullptr) worker_.metrics->digest_failure("manifest");
+        co_return co_await send_error(req, 502, "MANIFEST_INVALID",
+                                      "upstream manifest does not match its digest", keep_alive);
       }
-      auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(result);
-      status = up.status();
+      if (f->kind == why::body_too_large) {
+        co_return co_await send_error(req, 502, "MANIFEST_INVALID", f->failure.message, keep_alive);
+      }
+      if (can_be_stale) {
+        co_return co_await send_stale(req, r, client, *cached->stale, f->failure.message,
+                                      keep_alive);
+      }
+      co_return co_await send_failure(req, client, f->failure, keep_alive);
+    }
+    if (auto* up = std::get_if<std::unique_ptr<registry::upstream_response>>(&result)) {
+      const unsigned status = (*up)->status();
       if (can_be_stale && (status >= 500 || status == 429)) {
         const std::string reason = "answered " + std::to_string(status);
         co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
       }
-      if (!is_success(status)) co_return co_await forward_error(req, up, keep_alive);
-
-      if (req.method() == http::verb::head) {
-        if (cached != nullptr && !cached->key.empty()) {
-          // A tag resolved to a manifest already stored: remember it (containerd resolves tags
-          // with HEAD, then GETs by digest).
-          if (const auto d = oci::digest::parse(up.fields()["Docker-Content-Digest"])) {
-            auto m = co_await worker_.manifests->manifest(*d);
-            if (m && accepts(cached->accept_cls, m->media_type)) {
-              co_await worker_.manifests->confirm(cached->key, *d);
-              note_manifest(*d, m->media_type, m->bytes, true);
-            } else if (!m) {
-              worker_.manifests->expect(cached->key, cached->accept_cls, *d);
-              note_tag(*d);
-            }
-          }
-        }
-        co_return co_await answer_head(req, up, requested, keep_alive);
-      }
-
-      content_type = std::string(up.fields()[http::field::content_type]);
-      auto [ec, got] = co_await up.read_all(worker_.cfg.server.max_manifest_size);
-      if (ec == http::error::body_limit) {
-        const std::string message = "upstream manifest is larger than " +
-                                    std::to_string(worker_.cfg.server.max_manifest_size) + " bytes";
-        co_return co_await send_error(req, 502, "MANIFEST_INVALID", message, keep_alive);
-      }
-      if (!ec) {
-        body = std::move(got);
-        break;
-      }
-      const std::string reason = "manifest body: " + ec.message();
-      if (attempt == 0) {
-        log::info("proxy", "upstream ", client.settings().name, ": ", reason, "; asking again");
-        if (auto* m = client.metrics()) m->retry("transport");
-        continue;
-      }
-      if (can_be_stale) {
-        co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
-      }
-      // Built before the co_await: g++ 12 double-frees such temporaries in its arguments.
-      const registry::upstream_failure failure{registry::upstream_errc::protocol, reason};
-      co_return co_await send_failure(req, client, failure, keep_alive);
+      co_return co_await forward_error(req, **up, keep_alive);
     }
-    const auto algorithm = requested ? requested->algorithm() : oci::digest_algorithm::sha256;
-    const oci::digest actual = oci::digest_of(body, algorithm);
-    if (requested && actual != *requested) {
-      log::error("proxy", "upstream ", client.settings().name, " sent a manifest for ",
-                 requested->str(), " whose digest is ", actual.str());
-      if (worker_.metrics != nullptr) worker_.metrics->digest_failure("manifest");
-      co_return co_await send_error(req, 502, "MANIFEST_INVALID",
-                                    "upstream manifest does not match its digest", keep_alive);
+    auto& m = std::get<registry::manifest_body>(result);
+    if (cached != nullptr && m.status == 200) {
+      co_await worker_.manifests->put(m.digest, m.media_type, m.bytes, cached->key);
     }
-    if (content_type.empty()) content_type = oci::media_types::oci_manifest;
-    if (cached != nullptr && status == 200) {
-      co_await worker_.manifests->put(actual, content_type, body, cached->key);
-    }
-    if (status == 200) note_manifest(actual, content_type, body);
+    if (m.status == 200) note_manifest(m.digest, m.media_type, m.bytes);
     http::response<http::string_body> res{http::status::ok, 11};
-    res.set(http::field::content_type, content_type);
-    res.set("Docker-Content-Digest", actual.str());
-    res.set(http::field::etag, "\"" + actual.str() + "\"");
-    res.body() = std::move(body);
+    res.set(http::field::content_type, m.media_type);
+    res.set("Docker-Content-Digest", m.digest.str());
+    res.set(http::field::etag, "\"" + m.digest.str() + "\"");
+    res.body() = std::move(m.bytes);
     co_return co_await send(req, std::move(res), keep_alive);
+  }
+
+  // manifest_from_upstream for a HEAD: a tag resolved to a manifest already stored writes
+  // the tag record (containerd resolves tags with HEAD, then GETs by digest).
+  asio::awaitable<bool> manifest_head_from_upstream(const request& req, const route& r,
+                                                    const upstream_choice& choice,
+                                                    registry::upstream_client& client,
+                                                    const std::string& accept,
+                                                    manifest_cache_state* cached, bool keep_alive) {
+    const bool can_be_stale = cached != nullptr && cached->stale.has_value();
+    auto result = co_await registry::head_manifest(client, choice.repository, r.reference, accept);
+    if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
+      if (can_be_stale) {
+        co_return co_await send_stale(req, r, client, *cached->stale, f->message, keep_alive);
+      }
+      co_return co_await send_failure(req, client, *f, keep_alive);
+    }
+    auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(result);
+    const unsigned status = up.status();
+    if (can_be_stale && (status >= 500 || status == 429)) {
+      const std::string reason = "answered " + std::to_string(status);
+      co_return co_await send_stale(req, r, client, *cached->stale, reason, keep_alive);
+    }
+    if (!is_success(status)) co_return co_await forward_error(req, up, keep_alive);
+    if (cached != nullptr && !cached->key.empty()) {
+      if (const auto d = oci::digest::parse(up.fields()["Docker-Content-Digest"])) {
+        auto m = co_await worker_.manifests->manifest(*d);
+        if (m && accepts(cached->accept_cls, m->media_type)) {
+          co_await worker_.manifests->confirm(cached->key, *d);
+          note_manifest(*d, m->media_type, m->bytes, true);
+        } else if (!m) {
+          worker_.manifests->expect(cached->key, cached->accept_cls, *d);
+          note_tag(*d);
+        }
+      }
+    }
+    const auto requested = oci::digest::parse(r.reference);
+    co_return co_await answer_head(req, up, requested, keep_alive);
   }
 
   // Answers a HEAD with `res`'s status and fields, announcing `length` when known.
@@ -828,15 +813,9 @@ class session final : public session_base {
     }
     const auto digest = *oci::digest::parse(r.reference);
     x_.from = metrics::source::upstream;
-    registry::upstream_request ur;
-    ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
-    ur.target = registry::blob_target(choice.repository, digest.str());
-    ur.repository = choice.repository;
-    ur.follow_redirects = ur.method == http::verb::get;
-    for (auto field : {http::field::range, http::field::if_range}) {
-      if (auto v = req[field]; !v.empty()) ur.headers.emplace_back(field, v);
-    }
-    auto result = co_await client.send(std::move(ur));
+    auto result = co_await registry::relay_blob(
+        client, choice.repository, digest, req.method() == http::verb::head,
+        req[http::field::range], req[http::field::if_range]);
     if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
       co_return co_await send_failure(req, client, *f, keep_alive);
     }
@@ -865,17 +844,10 @@ class session final : public session_base {
   asio::awaitable<bool> listing(const request& req, const route& r, const upstream_choice& choice,
                                 registry::upstream_client& client, bool keep_alive) {
     x_.from = metrics::source::upstream;
-    boost::urls::url target;
-    target.set_path("/v2/" + choice.repository +
-                    (r.kind == route_kind::tags_list ? "/tags/list" : "/referrers/" + r.reference));
-    for (const auto& [k, v] : r.params) target.params().append({k, v});
-    registry::upstream_request ur;
-    ur.method = req.method() == http::verb::head ? http::verb::head : http::verb::get;
-    ur.target = std::string(target.encoded_path());
-    if (target.has_query()) ur.target += "?" + std::string(target.encoded_query());
-    ur.repository = choice.repository;
-    ur.headers.emplace_back(http::field::accept, "application/json");
-    auto result = co_await client.send(std::move(ur));
+    const std::string path =
+        r.kind == route_kind::tags_list ? "tags/list" : "referrers/" + r.reference;
+    auto result = co_await registry::get_listing(client, choice.repository, path, r.params,
+                                                 req.method() == http::verb::head);
     if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
       co_return co_await send_failure(req, client, *f, keep_alive);
     }

@@ -937,23 +937,43 @@ asio::awaitable<void> blob_cache::verify_if_whole(registry::upstream_client& cli
   co_await complete(client, std::move(repository), std::move(d), meta);  // from the store alone
 }
 
-asio::awaitable<blob_cache::verified_read> blob_cache::read_verified(
+asio::awaitable<blob_cache::verified_read> blob_cache::read_whole(
     registry::upstream_client& client, const std::string& repository, const oci::digest& d,
-    const blob_meta& meta, read_report* report) {
-  oci::hasher hash(d.algorithm());
-  const sink out = [&hash](const char* p, std::size_t n) -> asio::awaitable<bool> {
-    hash.update(p, n);
-    co_return true;
-  };
-  if (!co_await read(client, repository, d, meta, oci::byte_range{0, meta.size - 1}, out, report)) {
-    co_return verified_read::failed;
+    const blob_meta& meta, const sink& out, read_report* report) {
+  if (meta.size == 0) {
+    co_return oci::digest_of("", d.algorithm()) == d ? verified_read::verified
+                                                     : verified_read::mismatch;
   }
-  if (hash.finish() != d) {
+  oci::hasher hash(d.algorithm());
+  std::uint64_t seen = 0;
+  bool mismatch = false;
+  const sink checked = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
+    if (!meta.verified) {
+      hash.update(p, n);
+      if (seen + n == meta.size && hash.finish() != d) {  // the last piece is held back
+        mismatch = true;
+        co_return false;
+      }
+    }
+    seen += n;
+    co_return co_await out(p, n);
+  };
+  const bool ok = co_await read(client, repository, d, meta, oci::byte_range{0, meta.size - 1},
+                                checked, report);
+  if (mismatch) {
     co_await purge(client, d);
     co_return verified_read::mismatch;
   }
-  co_await mark_verified(client, d);
+  if (!ok) co_return verified_read::failed;
+  if (!meta.verified) co_await mark_verified(client, d);
   co_return verified_read::verified;
+}
+
+asio::awaitable<blob_cache::verified_read> blob_cache::read_verified(
+    registry::upstream_client& client, const std::string& repository, const oci::digest& d,
+    const blob_meta& meta, read_report* report) {
+  const sink discard = [](const char*, std::size_t) -> asio::awaitable<bool> { co_return true; };
+  co_return co_await read_whole(client, repository, d, meta, discard, report);
 }
 
 asio::awaitable<void> blob_cache::complete(registry::upstream_client& client,

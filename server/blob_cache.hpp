@@ -154,11 +154,17 @@ class blob_cache {
 
   // How a read of a whole blob that checked its digest ended.
   enum class verified_read { verified, failed, mismatch };
-  // Reads `d` (meta.size > 0) whole through the cache (filling what is missing) and checks it
-  // against its digest: marked verified when it matches, purged when it does not (mark_verified and
-  // purge below, through `client`). `report` as read()'s. Background completion and preload use it;
-  // a client's whole GET checks its own stream instead (it holds back the last bytes until
-  // they are proven).
+  // Streams all of `d` to `out` through the cache (filling what is missing), checked against
+  // its digest on the way unless `meta.verified`: the last piece is held back until the bytes
+  // match, so a reader never gets a whole blob that does not. A match marks the store's copy
+  // verified, a mismatch purges it (mark_verified and purge below, through `client`): the one
+  // place where a whole read decides either. `failed`: not every byte could be read, or `out`
+  // returned false. `report` as read()'s.
+  asio::awaitable<verified_read> read_whole(registry::upstream_client& client,
+                                            const std::string& repository, const oci::digest& d,
+                                            const blob_meta& meta, const sink& out,
+                                            read_report* report = nullptr);
+  // read_whole() of a blob not verified, its bytes dropped: background completion and preload.
   asio::awaitable<verified_read> read_verified(registry::upstream_client& client,
                                                const std::string& repository, const oci::digest& d,
                                                const blob_meta& meta,

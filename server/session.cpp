@@ -740,42 +740,24 @@ class session final : public session_base {
     };
 
     if (ranges.empty()) {
-      // The whole blob: hashed on the way, the last piece held back until it matches.
-      oci::hasher hash(digest.algorithm());
-      std::uint64_t sent = 0;
-      bool mismatch = false;
-      // A blob already verified whole is served as stored (each chunk's CRC is still checked).
+      // The whole blob: checked on the way, the last piece held back until it matches.
       const blob_cache::sink out = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
-        if (!meta.verified) hash.update(p, n);
-        if (!meta.verified && sent + n == meta.size && hash.finish() != digest) {
-          mismatch = true;
-          co_return false;
-        }
-        sent += n;
         co_return co_await emit(p, n);
       };
       if (worker_.prefetch != nullptr) worker_.prefetch->touched(digest, 0, meta.size);
-      bool ok = false;
-      if (meta.size == 0) {
-        ok = oci::digest_of("", digest.algorithm()) == digest;
-        mismatch = !ok;
-      } else {
-        ok = co_await blobs.read(client, choice.repository, digest, meta,
-                                 oci::byte_range{0, meta.size - 1}, out, &report);
-      }
+      const auto result =
+          co_await blobs.read_whole(client, choice.repository, digest, meta, out, &report);
       classify();
-      if (mismatch) {
+      if (result == blob_cache::verified_read::mismatch) {
         if (worker_.metrics != nullptr) worker_.metrics->digest_failure("stream");
         log::error("proxy", "digest mismatch for ", digest.str(), " from upstream ",
                    client.settings().name, ": connection cut before the last byte, blob purged");
-        co_await blobs.purge(client, digest);
         co_return false;
       }
-      if (!ok) {
+      if (result == blob_cache::verified_read::failed) {
         if (!started) co_return co_await unavailable();
         co_return false;
       }
-      if (!meta.verified) co_await blobs.mark_verified(client, digest);
       if (!started && !co_await start_body(res, sr)) co_return false;
       const bool finished = co_await finish_body(res, sr);
       co_return finished&& res.keep_alive();

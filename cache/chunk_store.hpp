@@ -238,7 +238,7 @@ class chunk_store {
   // Safe because each callback must: answer from its own state, taking at most one lock of
   // its own that it releases before returning; never call the store, nor wait for anything
   // that does. The lock order is then the store's lock, then the callback's; whoever holds a
-  // lock a callback takes must not call the store (server/blob_cache.cpp and
+  // lock a callback takes must not call the store (content/blob_source.cpp and
   // server/prefetch.cpp never do; TSan reports an inversion the tests run into).
   //
   // Blobs for which `pinned` returns true are never evicted by put_chunk to make room (they

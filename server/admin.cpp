@@ -11,12 +11,12 @@
 
 #include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
+#include "content/blob_source.hpp"
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "net/address_policy.hpp"
 #include "oci/digest.hpp"
 #include "registry/auth.hpp"
-#include "server/blob_cache.hpp"
 #include "server/client_auth.hpp"
 #include "server/prefetch.hpp"
 #include "server/preload.hpp"

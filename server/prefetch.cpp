@@ -6,11 +6,11 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/json.hpp>
 
+#include "content/blob_source.hpp"
+#include "content/manifest_cache.hpp"
 #include "log/log.hpp"
 #include "oci/manifest.hpp"
 #include "oci/reference.hpp"
-#include "server/blob_cache.hpp"
-#include "server/manifest_cache.hpp"
 #include "server/published_profile.hpp"
 
 namespace layercache::server {
@@ -49,8 +49,8 @@ struct prefetcher::replay {
   registry::upstream_client* client = nullptr;
   std::string repository;
   std::string manifest;
-  std::vector<oci::descriptor> listed;  // the blobs the manifest lists
-  std::vector<listed_blob> blobs;       // what the store holds of each
+  std::vector<oci::descriptor> listed;      // the blobs the manifest lists
+  std::vector<content::listed_blob> blobs;  // what the store holds of each
   std::vector<job> jobs;
   std::vector<bool> taken;        // jobs a worker took (in order from `next`, or into a batch)
   std::uint64_t batch_bytes = 0;  // largest batch a worker makes
@@ -61,7 +61,7 @@ struct prefetcher::replay {
   unsigned failures = 0;
 };
 
-prefetcher::prefetcher(cache::chunk_store& store, blob_cache& blobs, blocking_pool& pool,
+prefetcher::prefetcher(cache::chunk_store& store, content::blob_source& blobs, blocking_pool& pool,
                        config::prefetch_settings settings)
     : store_(store), blobs_(blobs), pool_(pool), settings_(std::move(settings)) {}
 
@@ -566,7 +566,8 @@ void prefetcher::tag_seen(const oci::digest& manifest, const std::string& upstre
 void prefetcher::write_tag_hints(const cache::profile& p) {
   for (const auto& t : p.tags) {
     if (!oci::is_valid_repository(t.repository) || !oci::is_valid_tag(t.tag)) continue;
-    const std::string key = tag_key(t.upstream, t.repository, t.tag, native_accept_class());
+    const std::string key =
+        content::tag_key(t.upstream, t.repository, t.tag, content::native_accept_class());
     if (store_.tag(key)) continue;  // a record of this node's own stays as it is
     if (auto s = store_.put_tag(key, cache::tag_record{p.manifest, 0}); !s.ok()) {
       log::warn("prefetch", "storing the tag hint ", t.repository, ":", t.tag, ": ", s.message);

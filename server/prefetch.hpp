@@ -8,7 +8,7 @@
 //
 // Replay: serving a manifest that has a profile fetches the profile's chunks in profile order
 // with prefetch.concurrency fills in flight; with no profile (or eager_layers: always) every
-// blob the manifest lists is fetched whole. Prefetch fills are ordinary blob_cache fills:
+// blob the manifest lists is fetched whole. Prefetch fills are ordinary content::blob_source fills:
 // a client read joins one instead of fetching again, and never waits behind the prefetch
 // queue (demand reads start their own fills at once).
 //
@@ -39,9 +39,11 @@
 #include "oci/manifest.hpp"
 #include "registry/upstream_client.hpp"
 
-namespace layercache::server {
+namespace layercache::content {
+class blob_source;
+}  // namespace layercache::content
 
-class blob_cache;
+namespace layercache::server {
 
 struct prefetch_stats {
   std::uint64_t runs_recorded = 0;    // runs merged into profiles
@@ -69,7 +71,7 @@ class prefetcher {
  public:
   using clock = std::chrono::steady_clock;
 
-  prefetcher(cache::chunk_store& store, blob_cache& blobs, blocking_pool& pool,
+  prefetcher(cache::chunk_store& store, content::blob_source& blobs, blocking_pool& pool,
              config::prefetch_settings settings);
   ~prefetcher();
   prefetcher(const prefetcher&) = delete;
@@ -176,7 +178,7 @@ class prefetcher {
   asio::awaitable<void> replay_worker(std::shared_ptr<replay> r);
 
   cache::chunk_store& store_;
-  blob_cache& blobs_;
+  content::blob_source& blobs_;
   blocking_pool& pool_;
   const config::prefetch_settings settings_;
   std::atomic<bool> stopped_{false};

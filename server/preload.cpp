@@ -1,13 +1,13 @@
 #include "server/preload.hpp"
 
+#include "content/blob_source.hpp"
+#include "content/manifest_cache.hpp"
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "oci/manifest.hpp"
 #include "oci/media_types.hpp"
 #include "oci/reference.hpp"
 #include "registry/distribution.hpp"
-#include "server/blob_cache.hpp"
-#include "server/manifest_cache.hpp"
 #include "server/prefetch.hpp"
 #include "server/upstream_select.hpp"
 
@@ -59,7 +59,8 @@ asio::awaitable<std::variant<fetched_manifest, std::pair<unsigned, std::string>>
   const auto requested = oci::digest::parse(reference);
   std::string key;
   if (!requested) {
-    key = tag_key(client.settings().name, repository, reference, accept_class(accept));
+    key = content::tag_key(client.settings().name, repository, reference,
+                           content::accept_class(accept));
   }
   co_await worker.manifests->put(m.digest, m.media_type, m.bytes, key);
   co_return fetched_manifest{m.digest, std::move(m.media_type), std::move(m.bytes)};
@@ -80,19 +81,19 @@ asio::awaitable<preload_result> read_whole(worker_context& worker,
       co_return failed(
           r, 502, "blob " + d.str() + ": upstream answered " + std::to_string((*up)->status()));
     }
-    const auto meta = std::get<blob_meta>(described);
+    const auto meta = std::get<content::blob_meta>(described);
     ++r.blobs;
     if (meta.size == 0 || meta.verified) {
       r.bytes += meta.size;
       continue;
     }
-    read_report report;
+    content::read_report report;
     const auto result = co_await cache.read_verified(client, repository, d, meta, &report);
     r.fetched_bytes += report.filled_bytes + report.joined_bytes;
-    if (result == blob_cache::verified_read::failed) {
+    if (result == content::blob_source::verified_read::failed) {
       co_return failed(r, 502, "blob " + d.str() + ": reading it failed");
     }
-    if (result == blob_cache::verified_read::mismatch) {
+    if (result == content::blob_source::verified_read::mismatch) {
       if (worker.metrics != nullptr) worker.metrics->digest_failure("stream");
       co_return failed(r, 502, "blob " + d.str() + " does not match its digest; purged");
     }

@@ -22,13 +22,13 @@
 
 #include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
+#include "content/blob_source.hpp"
+#include "content/manifest_cache.hpp"
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "net/address_policy.hpp"
 #include "registry/credentials.hpp"
 #include "server/admin.hpp"
-#include "server/blob_cache.hpp"
-#include "server/manifest_cache.hpp"
 #include "server/prefetch.hpp"
 #include "server/preload.hpp"
 #include "server/published_profile.hpp"
@@ -193,8 +193,8 @@ struct server::impl {
   // Declared before the workers: destroyed after them.
   std::unique_ptr<cache::chunk_store> store;
   std::unique_ptr<blocking_pool> blocking;
-  std::unique_ptr<blob_cache> blobs;
-  std::unique_ptr<manifest_cache> manifests;
+  std::unique_ptr<content::blob_source> blobs;
+  std::unique_ptr<content::manifest_cache> manifests;
   std::unique_ptr<prefetcher> prefetch;
   std::map<std::string, std::unique_ptr<asio::ssl::context>> upstream_tls;  // by upstream name
   std::map<std::string, std::unique_ptr<registry::upstream_credentials>>
@@ -369,11 +369,11 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
                                                        .memory_cache = c.memory_cache,
                                                        .min_free_disk = c.min_free_disk});
     impl_->blocking = std::make_unique<blocking_pool>(c.io_threads);
-    impl_->blobs = std::make_unique<blob_cache>(
+    impl_->blobs = std::make_unique<content::blob_source>(
         *impl_->store, *impl_->blocking,
-        fill_settings{c.chunk_size, c.fetch_size, c.parallel_fetches, c.complete_partial});
-    impl_->manifests =
-        std::make_unique<manifest_cache>(*impl_->store, *impl_->blocking, c.tag_ttl, c.max_stale);
+        content::fill_settings{c.chunk_size, c.fetch_size, c.parallel_fetches, c.complete_partial});
+    impl_->manifests = std::make_unique<content::manifest_cache>(*impl_->store, *impl_->blocking,
+                                                                 c.tag_ttl, c.max_stale);
     if (impl_->cfg.prefetch.enabled) {
       impl_->prefetch = std::make_unique<prefetcher>(*impl_->store, *impl_->blobs, *impl_->blocking,
                                                      impl_->cfg.prefetch);

@@ -9,6 +9,8 @@
 #include <boost/beast/http/write.hpp>
 #include <vector>
 
+#include "content/blob_source.hpp"
+#include "content/manifest_cache.hpp"
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "oci/digest.hpp"
@@ -17,9 +19,7 @@
 #include "oci/range.hpp"
 #include "registry/auth.hpp"
 #include "registry/distribution.hpp"
-#include "server/blob_cache.hpp"
 #include "server/client_auth.hpp"
-#include "server/manifest_cache.hpp"
 #include "server/prefetch.hpp"
 #include "server/route.hpp"
 #include "server/upstream_select.hpp"
@@ -64,8 +64,8 @@ struct exchange {
   std::uint64_t bytes = 0;                     // body bytes written
   metrics::route kind = metrics::route::other;
   metrics::source from = metrics::source::local;
-  std::string upstream;             // configured name, when one was chosen
-  std::optional<read_report> blob;  // where blob bytes came from
+  std::string upstream;                      // configured name, when one was chosen
+  std::optional<content::read_report> blob;  // where blob bytes came from
 };
 
 template <typename Stream>
@@ -345,9 +345,9 @@ class session final : public session_base {
 
   // What manifest_from_upstream needs to know when the cache is on.
   struct manifest_cache_state {
-    std::string key;                  // tag record to write; empty for a digest
-    std::string accept_cls;           // accept_class() of the request
-    std::optional<cached_tag> stale;  // served, flagged, when the upstream fails
+    std::string key;                           // tag record to write; empty for a digest
+    std::string accept_cls;                    // accept_class() of the request
+    std::optional<content::cached_tag> stale;  // served, flagged, when the upstream fails
   };
 
   // By digest: from the store, else from upstream and stored. By tag: a record confirmed within
@@ -367,8 +367,9 @@ class session final : public session_base {
       }
       co_return co_await manifest_from_upstream(req, r, choice, client, accept, &state, keep_alive);
     }
-    state.accept_cls = accept_class(accept);
-    state.key = tag_key(client.settings().name, choice.repository, r.reference, state.accept_cls);
+    state.accept_cls = content::accept_class(accept);
+    state.key =
+        content::tag_key(client.settings().name, choice.repository, r.reference, state.accept_cls);
     auto found = co_await cache.lookup_tag(client.settings().name, choice.repository, r.reference,
                                            state.accept_cls);
     auto hit = std::move(found.own);
@@ -406,7 +407,7 @@ class session final : public session_base {
         }
         // Re-tagged to a manifest that may be stored already (e.g. pulled by digest).
         auto other = co_await cache.manifest(*current);
-        if (other && accepts(state.accept_cls, other->media_type)) {
+        if (other && content::accepts(state.accept_cls, other->media_type)) {
           co_await cache.confirm(state.key, *current);
           co_return co_await send_stored(req, *current, *other, false, keep_alive);
         }
@@ -446,11 +447,12 @@ class session final : public session_base {
   }
 
   asio::awaitable<bool> send_stale(const request& req, const route& r,
-                                   const registry::upstream_client& client, const cached_tag& hit,
-                                   const std::string& reason, bool keep_alive) {
+                                   const registry::upstream_client& client,
+                                   const content::cached_tag& hit, const std::string& reason,
+                                   bool keep_alive) {
     log::warn("proxy", "upstream ", client.settings().name, " failed for tag ", r.reference, " (",
               reason, "): serving stale ", hit.digest.str(), ", confirmed ",
-              manifest_cache::age(hit.fetched_at), "s ago");
+              content::manifest_cache::age(hit.fetched_at), "s ago");
     if (worker_.metrics != nullptr) worker_.metrics->stale_serve();
     co_return co_await send_stored(req, hit.digest, hit.manifest, true, keep_alive);
   }
@@ -550,7 +552,7 @@ class session final : public session_base {
     if (cached != nullptr && !cached->key.empty()) {
       if (const auto d = oci::digest::parse(up.fields()["Docker-Content-Digest"])) {
         auto m = co_await worker_.manifests->manifest(*d);
-        if (m && accepts(cached->accept_cls, m->media_type)) {
+        if (m && content::accepts(cached->accept_cls, m->media_type)) {
           co_await worker_.manifests->confirm(cached->key, *d);
           note_manifest(*d, m->media_type, m->bytes, true);
         } else if (!m) {
@@ -647,7 +649,7 @@ class session final : public session_base {
                                             std::to_string(status) + " for this blob");
       co_return co_await send(req, std::move(res), keep_alive);
     }
-    const auto meta = std::get<blob_meta>(described);
+    const auto meta = std::get<content::blob_meta>(described);
     x_.from = meta.in_store ? metrics::source::hit : metrics::source::miss;
     const std::string etag = "\"" + digest.str() + "\"";
     const std::string size_text = std::to_string(meta.size);
@@ -725,7 +727,7 @@ class session final : public session_base {
       co_return co_await send_error(req, 502, "UNAVAILABLE", message, keep_alive);
     };
     x_.blob.emplace();
-    read_report& report = *x_.blob;
+    content::read_report& report = *x_.blob;
     // The request's source: the worst of what its bytes needed.
     auto classify = [this, &report] {
       if (report.filled_bytes > 0) {
@@ -741,20 +743,21 @@ class session final : public session_base {
 
     if (ranges.empty()) {
       // The whole blob: checked on the way, the last piece held back until it matches.
-      const blob_cache::sink out = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
+      const content::blob_source::sink out = [&](const char* p,
+                                                 std::size_t n) -> asio::awaitable<bool> {
         co_return co_await emit(p, n);
       };
       if (worker_.prefetch != nullptr) worker_.prefetch->touched(digest, 0, meta.size);
       const auto result =
           co_await blobs.read_whole(client, choice.repository, digest, meta, out, &report);
       classify();
-      if (result == blob_cache::verified_read::mismatch) {
+      if (result == content::blob_source::verified_read::mismatch) {
         if (worker_.metrics != nullptr) worker_.metrics->digest_failure("stream");
         log::error("proxy", "digest mismatch for ", digest.str(), " from upstream ",
                    client.settings().name, ": connection cut before the last byte, blob purged");
         co_return false;
       }
-      if (result == blob_cache::verified_read::failed) {
+      if (result == content::blob_source::verified_read::failed) {
         if (!started) co_return co_await unavailable();
         co_return false;
       }
@@ -763,7 +766,8 @@ class session final : public session_base {
       co_return finished&& res.keep_alive();
     }
 
-    const blob_cache::sink out = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
+    const content::blob_source::sink out = [&](const char* p,
+                                               std::size_t n) -> asio::awaitable<bool> {
       co_return co_await emit(p, n);
     };
     if (worker_.prefetch != nullptr) {

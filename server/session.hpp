@@ -19,9 +19,12 @@ namespace layercache::metrics {
 class registry;
 }  // namespace layercache::metrics
 
-namespace layercache::server {
-class blob_cache;
+namespace layercache::content {
+class blob_source;
 class manifest_cache;
+}  // namespace layercache::content
+
+namespace layercache::server {
 class prefetcher;
 }  // namespace layercache::server
 
@@ -46,9 +49,10 @@ struct worker_context {
   std::unordered_set<session_base*> sessions;
   bool draining = false;
   std::atomic<std::uint64_t>& open_connections;  // across all workers
-  blob_cache* blobs = nullptr;  // shared by all workers; null: blobs pass straight through
+  content::blob_source* blobs =
+      nullptr;  // shared by all workers; null: blobs pass straight through
   // Shared by all workers; null: manifests pass straight through.
-  manifest_cache* manifests = nullptr;
+  content::manifest_cache* manifests = nullptr;
   metrics::registry* metrics = nullptr;           // shared; null: not counted
   prefetcher* prefetch = nullptr;                 // shared; null: no profiles, no prefetch
   const std::atomic<bool>* access_log = nullptr;  // shared; null or false: no access log

@@ -1,4 +1,4 @@
-#include "server/blob_cache.hpp"
+#include "content/blob_source.hpp"
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
@@ -15,7 +15,7 @@
 #include "metrics/metrics.hpp"
 #include "registry/distribution.hpp"
 
-namespace layercache::server {
+namespace layercache::content {
 namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
@@ -111,7 +111,7 @@ cache::origin_id origin_of(const registry::upstream_client& client) {
 
 // One chunk being filled from upstream. `data` only grows, within capacity reserved up
 // front, so what a reader copied stays valid; all access is under `mutex`.
-struct blob_cache::chunk_slot {
+struct blob_source::chunk_slot {
   std::mutex mutex;
   std::string data;
   std::size_t expected = 0;
@@ -137,7 +137,7 @@ struct blob_cache::chunk_slot {
   }
 };
 
-blob_cache::blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_settings settings)
+blob_source::blob_source(cache::chunk_store& store, blocking_pool& pool, fill_settings settings)
     : store_(store), pool_(pool), settings_(settings) {
   // An eviction query (cache/chunk_store.hpp), asked with the store's lock held: takes only
   // mutex_, under which nothing calls the store.
@@ -147,11 +147,11 @@ blob_cache::blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_sett
   });
 }
 
-std::string blob_cache::size_key(const registry::upstream_client& client, const oci::digest& d) {
+std::string blob_source::size_key(const registry::upstream_client& client, const oci::digest& d) {
   return client.settings().name + '\n' + d.str();
 }
 
-bool blob_cache::claim(cache::origin_id origin, const oci::digest& d, const blob_meta& meta) {
+bool blob_source::claim(cache::origin_id origin, const oci::digest& d, const blob_meta& meta) {
   if (meta.verified) return true;
   std::lock_guard lock(mutex_);
   // Only entries of blobs a claim saw unverified; a full map is cleared (the records keep
@@ -162,29 +162,28 @@ bool blob_cache::claim(cache::origin_id origin, const oci::digest& d, const blob
   return it->second == origin;
 }
 
-bool blob_cache::owns(cache::origin_id origin, const oci::digest& d) const {
+bool blob_source::owns(cache::origin_id origin, const oci::digest& d) const {
   std::lock_guard lock(mutex_);
   const auto it = owners_.find(d.str());
   return it == owners_.end() || it->second == origin;
 }
 
-std::string blob_cache::key_of(const oci::digest& d, std::uint32_t index) const {
+std::string blob_source::key_of(const oci::digest& d, std::uint32_t index) const {
   std::string k = d.str();
   k += '#';
   k += std::to_string(index);
   return k;
 }
 
-blob_cache_stats blob_cache::stats() const {
+blob_source_stats blob_source::stats() const {
   std::lock_guard lock(mutex_);
-  blob_cache_stats s = stats_;
+  blob_source_stats s = stats_;
   s.chunks_in_flight = inflight_.size();
   return s;
 }
 
-asio::awaitable<blob_cache::describe_result> blob_cache::describe(registry::upstream_client& client,
-                                                                  const std::string& repository,
-                                                                  const oci::digest& d) {
+asio::awaitable<blob_source::describe_result> blob_source::describe(
+    registry::upstream_client& client, const std::string& repository, const oci::digest& d) {
   // The record is in memory: read it here unless a writer holds the store's lock.
   std::optional<cache::blob_record> record;
   if (!store_.try_blob(d, record))
@@ -233,16 +232,16 @@ asio::awaitable<blob_cache::describe_result> blob_cache::describe(registry::upst
   co_return meta;
 }
 
-std::optional<blob_meta> blob_cache::known_size(const registry::upstream_client& client,
-                                                const oci::digest& d) const {
+std::optional<blob_meta> blob_source::known_size(const registry::upstream_client& client,
+                                                 const oci::digest& d) const {
   const std::string key = size_key(client, d);
   std::lock_guard lock(mutex_);
   if (auto it = sizes_.find(key); it != sizes_.end()) return it->second;
   return std::nullopt;
 }
 
-void blob_cache::learn_sizes(const registry::upstream_client& client,
-                             const std::vector<oci::descriptor>& blobs) {
+void blob_source::learn_sizes(const registry::upstream_client& client,
+                              const std::vector<oci::descriptor>& blobs) {
   std::lock_guard lock(mutex_);
   for (const auto& b : blobs) {
     if (b.size == 0) continue;
@@ -251,13 +250,13 @@ void blob_cache::learn_sizes(const registry::upstream_client& client,
   }
 }
 
-void blob_cache::forget_size(const registry::upstream_client& client, const oci::digest& d) {
+void blob_source::forget_size(const registry::upstream_client& client, const oci::digest& d) {
   const std::string key = size_key(client, d);
   std::lock_guard lock(mutex_);
   sizes_.erase(key);
 }
 
-std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
+std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
     const asio::any_io_executor& ex, registry::upstream_client& client,
     const std::string& repository, const oci::digest& d, const blob_meta& meta, std::uint32_t first,
     std::uint32_t limit, const std::vector<bool>& present, std::uint32_t present_base,
@@ -292,10 +291,10 @@ std::shared_ptr<blob_cache::chunk_slot> blob_cache::join_or_start(
   return joined;
 }
 
-std::shared_ptr<blob_cache::chunk_slot> blob_cache::add_slot_locked(const std::string& key,
-                                                                    const blob_meta& meta,
-                                                                    std::uint32_t index,
-                                                                    bool prefetch) {
+std::shared_ptr<blob_source::chunk_slot> blob_source::add_slot_locked(const std::string& key,
+                                                                      const blob_meta& meta,
+                                                                      std::uint32_t index,
+                                                                      bool prefetch) {
   auto slot = std::make_shared<chunk_slot>();
   slot->prefetch = prefetch;
   slot->chunk = index;
@@ -306,7 +305,7 @@ std::shared_ptr<blob_cache::chunk_slot> blob_cache::add_slot_locked(const std::s
   return slot;
 }
 
-void blob_cache::refuse_multi_range(const registry::upstream_client& client) {
+void blob_source::refuse_multi_range(const registry::upstream_client& client) {
   std::lock_guard lock(mutex_);
   single_range_only_.insert(client.settings().name);
 }
@@ -333,7 +332,7 @@ std::vector<oci::byte_range> run_ranges(const Slots& slots, std::uint64_t chunk_
 }  // namespace
 
 // How far one fill got through its slots.
-struct blob_cache::fill_progress {
+struct blob_source::fill_progress {
   std::size_t index = 0;                  // slot being filled
   std::size_t have = 0;                   // bytes of slots[index] so far
   std::size_t unwritten = 0;              // slots before this one are stored (or failed)
@@ -341,9 +340,9 @@ struct blob_cache::fill_progress {
   std::string_view reason = "transport";  // for the metric, when `why` is set
 };
 
-asio::awaitable<void> blob_cache::fill(registry::upstream_client& client, std::string repository,
-                                       oci::digest d, blob_meta meta,
-                                       std::vector<std::shared_ptr<chunk_slot>> slots) {
+asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::string repository,
+                                        oci::digest d, blob_meta meta,
+                                        std::vector<std::shared_ptr<chunk_slot>> slots) {
   const auto ranges = run_ranges(slots, meta.chunk_size);
   const std::uint64_t generation = purge_generation(d);
   const auto t_start = std::chrono::steady_clock::now();
@@ -393,12 +392,12 @@ asio::awaitable<void> blob_cache::fill(registry::upstream_client& client, std::s
   }
 }
 
-asio::awaitable<void> blob_cache::take_piece(registry::upstream_client& client,
-                                             const oci::digest& d, const blob_meta& meta,
-                                             const std::vector<std::shared_ptr<chunk_slot>>& slots,
-                                             std::uint64_t generation,
-                                             const registry::blob_piece& piece,
-                                             fill_progress& progress) {
+asio::awaitable<void> blob_source::take_piece(registry::upstream_client& client,
+                                              const oci::digest& d, const blob_meta& meta,
+                                              const std::vector<std::shared_ptr<chunk_slot>>& slots,
+                                              std::uint64_t generation,
+                                              const registry::blob_piece& piece,
+                                              fill_progress& progress) {
   auto ex = co_await asio::this_coro::executor;
   const std::uint64_t cs = meta.chunk_size;
   std::uint64_t at = piece.offset;
@@ -456,9 +455,9 @@ asio::awaitable<void> blob_cache::take_piece(registry::upstream_client& client,
   }
 }
 
-asio::awaitable<void> blob_cache::store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
-                                              std::shared_ptr<chunk_slot> slot,
-                                              std::uint64_t generation, cache::origin_id origin) {
+asio::awaitable<void> blob_source::store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
+                                               std::shared_ptr<chunk_slot> slot,
+                                               std::uint64_t generation, cache::origin_id origin) {
   // The slot is complete: no more writes to slot->data, so the pool thread may read it
   // unlocked.
   auto stored = cache::status::not_found("blob was purged during the fill");
@@ -484,8 +483,8 @@ asio::awaitable<void> blob_cache::store_chunk(oci::digest d, blob_meta meta, std
   finish_slot(d, chunk, *slot, false, stored.ok());  // wakes the fill if it waits for it
 }
 
-void blob_cache::finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot,
-                             bool failed, bool stored) {
+void blob_source::finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot,
+                              bool failed, bool stored) {
   {
     std::lock_guard lock(mutex_);
     const auto k = key_of(d, index);
@@ -516,8 +515,8 @@ void blob_cache::finish_slot(const oci::digest& d, std::uint32_t index, chunk_sl
   chunk_slot::wake(waiters);
 }
 
-asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
-                                             const sink& out, std::size_t* delivered) {
+asio::awaitable<int> blob_source::stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
+                                              const sink& out, std::size_t* delivered) {
   auto ex = co_await asio::this_coro::executor;
   std::size_t pos = lo;
   while (pos <= hi) {
@@ -550,44 +549,57 @@ asio::awaitable<int> blob_cache::stream_slot(chunk_slot& slot, std::size_t lo, s
   co_return read_ok;
 }
 
-asio::awaitable<bool> blob_cache::read(registry::upstream_client& client,
-                                       const std::string& repository, const oci::digest& d,
-                                       const blob_meta& meta, oci::byte_range r, const sink& out,
-                                       read_report* report) {
-  if (!claim(origin_of(client), d, meta)) {
-    co_return co_await read_direct(client, repository, d, meta, r, out, report);
+// A blob pinned while read: eviction to make room for other blobs skips it.
+struct blob_source::pin {
+  blob_source& source;
+  std::string key;
+  pin(blob_source& s, std::string k) : source(s), key(std::move(k)) {
+    std::lock_guard lock(source.mutex_);
+    ++source.readers_[key];
   }
-  auto ex = co_await asio::this_coro::executor;
-  // Pinned while read: eviction to make room for other blobs skips it.
-  struct pin {
-    blob_cache& cache;
-    std::string key;
-    pin(blob_cache& c, std::string k) : cache(c), key(std::move(k)) {
-      std::lock_guard lock(cache.mutex_);
-      ++cache.readers_[key];
-    }
-    ~pin() {
-      std::lock_guard lock(cache.mutex_);
-      if (--cache.readers_[key] == 0) cache.readers_.erase(key);
-    }
-    pin(const pin&) = delete;
-    pin& operator=(const pin&) = delete;
-  } pinned(*this, d.str());
+  ~pin() {
+    std::lock_guard lock(source.mutex_);
+    if (--source.readers_[key] == 0) source.readers_.erase(key);
+  }
+  pin(const pin&) = delete;
+  pin& operator=(const pin&) = delete;
+};
+
+// What a read knows of its chunks before it starts: which ones the store holds, the bytes of
+// those it read already (a read of a few chunks reads them at once), and which ones it starts
+// fills for (for the report).
+struct blob_source::read_plan {
+  std::uint32_t first = 0;  // the read's first and last chunk
+  std::uint32_t last = 0;
+  std::vector<bool> present;               // by chunk - first
+  std::vector<cache::shared_chunk> early;  // by chunk - first; empty unless few chunks
+  std::vector<bool> mine;                  // by chunk - first
+  void mark_mine(std::uint32_t from, std::uint32_t count) {
+    for (std::uint32_t k = from; k < from + count && k <= last; ++k) mine[k - first] = true;
+  }
+};
+
+asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest& d,
+                                                               const blob_meta& meta,
+                                                               oci::byte_range r) {
   const std::uint32_t cs = meta.chunk_size;
-  const auto first = static_cast<std::uint32_t>(r.first / cs);
-  const auto last = static_cast<std::uint32_t>(r.last / cs);
+  read_plan plan;
+  plan.first = static_cast<std::uint32_t>(r.first / cs);
+  plan.last = static_cast<std::uint32_t>(r.last / cs);
   // Which chunks the store has decides what to fetch ahead. Listing them costs about a read
   // of every chunk of a blob held in part (presence is the chunk key; a whole one is answered
   // from its record), so a read of a few chunks (random ranges, perhaps crossing a chunk
   // boundary) reads those chunks at once instead. Chunks in the memory cache are taken here,
   // on the I/O thread: a read they answer whole (with the access recorded without waiting)
   // never goes to the blocking pool.
-  const std::uint32_t count = last - first + 1;
+  const std::uint32_t first = plan.first;
+  const std::uint32_t count = plan.last - first + 1;
   const bool few = count <= few_chunks;
-  std::vector<bool> present(count, false);
-  std::vector<cache::shared_chunk> early(few ? count : 0);
-  const std::uint64_t r_first = r.first;
-  const std::uint64_t r_last = r.last;
+  plan.present.assign(count, false);
+  plan.mine.assign(count, false);
+  plan.early.resize(few ? count : 0);
+  auto& early = plan.early;
+  auto& present = plan.present;
   const std::uint64_t blob_size = meta.size;
   auto chunk_end = [first, cs, blob_size](std::uint32_t k) {  // exclusive
     return std::min<std::uint64_t>(std::uint64_t{first + k} * cs + cs, blob_size);
@@ -603,6 +615,8 @@ asio::awaitable<bool> blob_cache::read(registry::upstream_client& client,
     }
   }
   const bool touched = all_in_memory && store_.try_touch(d);
+  const std::uint64_t r_first = r.first;
+  const std::uint64_t r_last = r.last;
   auto probe = [this, &d, &early, &present, few, touched, first, cs, r_first, r_last, chunk_end] {
     if (!touched) store_.touch(d);
     if (!few) return store_.present_chunks(d);
@@ -623,18 +637,71 @@ asio::awaitable<bool> blob_cache::read(registry::upstream_client& client,
   std::vector<std::uint32_t> listed;
   if (!touched) listed = co_await pool_.run(probe);
   for (auto i : listed) {
-    if (i >= first && i <= last) present[i - first] = true;
+    if (i >= first && i <= plan.last) present[i - first] = true;
   }
+  co_return plan;
+}
+
+asio::awaitable<blob_source::stored_read> blob_source::read_stored(
+    const oci::digest& d, std::uint32_t i, std::size_t from, std::size_t hi, bool admit,
+    std::size_t length, read_plan& plan, const sink& out, read_report* report) {
+  cache::shared_chunk chunk;
+  auto got = cache::status::success();
+  if (!plan.early.empty() && plan.early[i - plan.first]) {
+    chunk = std::move(plan.early[i - plan.first]);  // read by plan_read
+  } else if (auto held = store_.memory_chunk(d, i); held && held->size() == length) {
+    chunk = std::move(held);  // in memory (kept, or another reader's): no pool round trip
+  } else {
+    got = co_await pool_.run(
+        [this, &d, i, admit, &chunk] { return store_.get_chunk_shared(d, i, admit, chunk); });
+  }
+  if (!got.ok() || !chunk || chunk->size() != length) {
+    if (!got.ok() && got.code != cache::errc::not_found) {
+      log::warn("cache", "chunk ", i, " of ", d.str(), ": ", got.message, "; refetching");
+    }
+    // Completed once but gone since (evicted, trimmed): the next attempt fills it.
+    std::lock_guard lock(mutex_);
+    completed_.erase(key_of(d, i));
+    co_return stored_read::missing;
+  }
+  bool prefetched = false;
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.chunks_from_store;
+    // Only client reads (they pass a report) count as using what prefetch fetched.
+    if (report != nullptr && !prefetched_.empty() && prefetched_.erase(key_of(d, i)) != 0) {
+      stats_.prefetch_used_bytes += length;
+      prefetched = true;
+    }
+  }
+  if (!co_await out(chunk->data() + from, hi - from + 1)) co_return stored_read::sink_failed;
+  // A chunk this read's own fill stored before the read got to it still counts as fetched
+  // for this read.
+  if (report != nullptr) {
+    (plan.mine[i - plan.first] ? report->filled_bytes
+     : prefetched              ? report->prefetch_bytes
+                               : report->store_bytes) += hi - from + 1;
+  }
+  co_return stored_read::delivered;
+}
+
+asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
+                                        const std::string& repository, const oci::digest& d,
+                                        const blob_meta& meta, oci::byte_range r, const sink& out,
+                                        read_report* report) {
+  if (!claim(origin_of(client), d, meta)) {
+    co_return co_await read_direct(client, repository, d, meta, r, out, report);
+  }
+  auto ex = co_await asio::this_coro::executor;
+  const pin pinned(*this, d.str());  // eviction to make room for other blobs skips it
+  auto plan = co_await plan_read(d, meta, r);
+  const std::uint32_t cs = meta.chunk_size;
+  const std::uint32_t first = plan.first;
+  const std::uint32_t last = plan.last;
   const auto run_chunks =
       static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / cs));
   const std::uint64_t window = std::uint64_t{settings_.parallel_runs} * run_chunks;
   std::uint32_t ahead = first;  // chunks before this have had their fill decided
-  cache::shared_chunk chunk;
-  // Chunks whose fill this read started (for the report).
-  std::vector<bool> mine(last - first + 1, false);
-  auto mark_mine = [&](std::uint32_t from, std::uint32_t count) {
-    for (std::uint32_t k = from; k < from + count && k <= last; ++k) mine[k - first] = true;
-  };
 
   for (std::uint32_t i = first; i <= last; ++i) {
     const std::uint64_t begin = std::uint64_t{i} * cs;
@@ -645,16 +712,16 @@ asio::awaitable<bool> blob_cache::read(registry::upstream_client& client,
     // Keep up to `parallel_runs` runs in flight for the missing chunks ahead of this one.
     for (std::uint32_t k = std::max(ahead, i + 1); k <= last && k < i + window;) {
       std::uint32_t run = 0;
-      if (!present[k - first]) {
-        (void)join_or_start(ex, client, repository, d, meta, k, last, present, first, &run);
-        mark_mine(k, run);
+      if (!plan.present[k - first]) {
+        (void)join_or_start(ex, client, repository, d, meta, k, last, plan.present, first, &run);
+        plan.mark_mine(k, run);
       }
       k += std::max<std::uint32_t>(run, 1);
       ahead = k;
     }
 
     bool done = false;
-    bool from_store = present[i - first];
+    bool from_store = plan.present[i - first];
     // Bytes lo..from-1 of this chunk reached `out` already: a fill that failed part-way through
     // handed them over, and the next attempt resumes after them.
     std::size_t from = lo;
@@ -662,62 +729,28 @@ asio::awaitable<bool> blob_cache::read(registry::upstream_client& client,
       std::shared_ptr<chunk_slot> slot;
       if (!from_store) {
         std::uint32_t run = 0;
-        slot = join_or_start(ex, client, repository, d, meta, i, last, present, first, &run);
-        mark_mine(i, run);
+        slot = join_or_start(ex, client, repository, d, meta, i, last, plan.present, first, &run);
+        plan.mark_mine(i, run);
         if (!slot) from_store = true;  // filled into the store just now
       }
       if (from_store) {
         from_store = false;  // if this fails, fill it
         // Part of a chunk (random ranges, lazy pulls) is worth keeping in memory.
         const bool admit = lo != 0 || hi + 1 != length;
-        auto got = cache::status::success();
-        if (!early.empty() && early[i - first]) {
-          chunk = std::move(early[i - first]);  // read with the probe above
-        } else if (auto held = store_.memory_chunk(d, i); held && held->size() == length) {
-          chunk = std::move(held);  // in memory (kept, or another reader's): no pool round trip
-        } else {
-          got = co_await pool_.run(
-              [this, &d, i, admit, &chunk] { return store_.get_chunk_shared(d, i, admit, chunk); });
-        }
-        if (got.ok() && chunk && chunk->size() == length) {
-          bool prefetched = false;
-          {
-            std::lock_guard lock(mutex_);
-            ++stats_.chunks_from_store;
-            // Only client reads (they pass a report) count as using what prefetch fetched.
-            if (report != nullptr && !prefetched_.empty() && prefetched_.erase(key_of(d, i)) != 0) {
-              stats_.prefetch_used_bytes += length;
-              prefetched = true;
-            }
-          }
-          if (!co_await out(chunk->data() + from, hi - from + 1)) co_return false;
-          // A chunk this read's own fill stored before the read got to it still counts as
-          // fetched for this read.
-          if (report != nullptr) {
-            (mine[i - first] ? report->filled_bytes
-             : prefetched    ? report->prefetch_bytes
-                             : report->store_bytes) += hi - from + 1;
-          }
-          done = true;
-        } else if (got.code != cache::errc::not_found) {
-          log::warn("cache", "chunk ", i, " of ", d.str(), ": ", got.message, "; refetching");
-        }
-        if (!done) {
-          // Completed once but gone since (evicted, trimmed): the next attempt fills it.
-          std::lock_guard lock(mutex_);
-          completed_.erase(key_of(d, i));
-        }
+        const auto got = co_await read_stored(d, i, from, hi, admit, length, plan, out, report);
+        if (got == stored_read::sink_failed) co_return false;
+        done = got == stored_read::delivered;
         continue;
       }
-      const bool prefetched = report != nullptr && !mine[i - first] && claim_prefetched(*slot);
+      const bool prefetched = report != nullptr && !plan.mine[i - first] && claim_prefetched(*slot);
       std::size_t streamed = 0;
       const int rc = co_await stream_slot(*slot, from, hi, out, &streamed);
       if (rc == read_sink_failed) co_return false;
       done = rc == read_ok;
       if (report != nullptr) {
-        (mine[i - first] ? report->filled_bytes
-         : prefetched    ? report->prefetch_bytes
-                         : report->joined_bytes) += streamed;
+        (plan.mine[i - first] ? report->filled_bytes
+         : prefetched         ? report->prefetch_bytes
+                              : report->joined_bytes) += streamed;
       }
       from += streamed;
       if (rc == read_slot_failed) {
@@ -730,10 +763,10 @@ asio::awaitable<bool> blob_cache::read(registry::upstream_client& client,
   co_return true;
 }
 
-asio::awaitable<bool> blob_cache::read_direct(registry::upstream_client& client,
-                                              const std::string& repository, const oci::digest& d,
-                                              const blob_meta& meta, oci::byte_range r,
-                                              const sink& out, read_report* report) {
+asio::awaitable<bool> blob_source::read_direct(registry::upstream_client& client,
+                                               const std::string& repository, const oci::digest& d,
+                                               const blob_meta& meta, oci::byte_range r,
+                                               const sink& out, read_report* report) {
   {
     std::lock_guard lock(mutex_);
     ++stats_.foreign_reads;
@@ -759,7 +792,7 @@ asio::awaitable<bool> blob_cache::read_direct(registry::upstream_client& client,
   co_return true;
 }
 
-asio::awaitable<bool> blob_cache::wait_slot(chunk_slot& slot, bool stored) {
+asio::awaitable<bool> blob_source::wait_slot(chunk_slot& slot, bool stored) {
   auto ex = co_await asio::this_coro::executor;
   for (;;) {
     std::shared_ptr<wakeup> wait;
@@ -776,7 +809,7 @@ asio::awaitable<bool> blob_cache::wait_slot(chunk_slot& slot, bool stored) {
   }
 }
 
-bool blob_cache::claim_prefetched(chunk_slot& slot) {
+bool blob_source::claim_prefetched(chunk_slot& slot) {
   {
     std::lock_guard lock(slot.mutex);
     if (!slot.prefetch || slot.claimed) return false;
@@ -787,7 +820,7 @@ bool blob_cache::claim_prefetched(chunk_slot& slot) {
   return true;
 }
 
-asio::awaitable<std::vector<listed_blob>> blob_cache::describe_listed(
+asio::awaitable<std::vector<listed_blob>> blob_source::describe_listed(
     const std::vector<oci::descriptor>& blobs) {
   const auto* list = &blobs;
   co_return co_await pool_.run([this, list] {
@@ -813,10 +846,10 @@ asio::awaitable<std::vector<listed_blob>> blob_cache::describe_listed(
   });
 }
 
-asio::awaitable<bool> blob_cache::prefetch(registry::upstream_client& client,
-                                           const std::string& repository, const oci::digest& d,
-                                           const listed_blob& b, std::uint32_t first,
-                                           std::uint32_t last, const std::atomic<bool>* cancel) {
+asio::awaitable<bool> blob_source::prefetch(registry::upstream_client& client,
+                                            const std::string& repository, const oci::digest& d,
+                                            const listed_blob& b, std::uint32_t first,
+                                            std::uint32_t last, const std::atomic<bool>* cancel) {
   const blob_meta& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0) co_return true;
   if (!claim(origin_of(client), d, meta)) co_return true;  // another upstream's: not ours to fill
@@ -836,16 +869,16 @@ asio::awaitable<bool> blob_cache::prefetch(registry::upstream_client& client,
   co_return true;
 }
 
-bool blob_cache::multi_range(const registry::upstream_client& client) const {
+bool blob_source::multi_range(const registry::upstream_client& client) const {
   std::lock_guard lock(mutex_);
   return !single_range_only_.contains(client.settings().name);
 }
 
-asio::awaitable<bool> blob_cache::prefetch_batch(registry::upstream_client& client,
-                                                 const std::string& repository,
-                                                 const oci::digest& d, const listed_blob& b,
-                                                 std::vector<std::uint32_t> chunks,
-                                                 const std::atomic<bool>* cancel) {
+asio::awaitable<bool> blob_source::prefetch_batch(registry::upstream_client& client,
+                                                  const std::string& repository,
+                                                  const oci::digest& d, const listed_blob& b,
+                                                  std::vector<std::uint32_t> chunks,
+                                                  const std::atomic<bool>* cancel) {
   const blob_meta& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0 || chunks.empty()) co_return true;
   if (!claim(origin_of(client), d, meta)) co_return true;
@@ -906,9 +939,9 @@ asio::awaitable<bool> blob_cache::prefetch_batch(registry::upstream_client& clie
   co_return again&& ok;
 }
 
-asio::awaitable<void> blob_cache::complete_later(registry::upstream_client& client,
-                                                 const std::string& repository,
-                                                 const oci::digest& d, const blob_meta& meta) {
+asio::awaitable<void> blob_source::complete_later(registry::upstream_client& client,
+                                                  const std::string& repository,
+                                                  const oci::digest& d, const blob_meta& meta) {
   if (meta.verified || meta.size == 0 || !claim(origin_of(client), d, meta)) co_return;
   auto ex = co_await asio::this_coro::executor;
   if (!settings_.complete_partial) {
@@ -922,9 +955,9 @@ asio::awaitable<void> blob_cache::complete_later(registry::upstream_client& clie
   asio::co_spawn(ex, complete(client, repository, d, meta), asio::detached);
 }
 
-asio::awaitable<void> blob_cache::verify_if_whole(registry::upstream_client& client,
-                                                  std::string repository, oci::digest d,
-                                                  blob_meta meta) {
+asio::awaitable<void> blob_source::verify_if_whole(registry::upstream_client& client,
+                                                   std::string repository, oci::digest d,
+                                                   blob_meta meta) {
   co_await wait_stored(d);  // the read's last chunks may still be landing in the store
   std::optional<cache::blob_record> record;
   if (!store_.try_blob(d, record))
@@ -937,7 +970,7 @@ asio::awaitable<void> blob_cache::verify_if_whole(registry::upstream_client& cli
   co_await complete(client, std::move(repository), std::move(d), meta);  // from the store alone
 }
 
-asio::awaitable<blob_cache::verified_read> blob_cache::read_whole(
+asio::awaitable<blob_source::verified_read> blob_source::read_whole(
     registry::upstream_client& client, const std::string& repository, const oci::digest& d,
     const blob_meta& meta, const sink& out, read_report* report) {
   if (meta.size == 0) {
@@ -969,15 +1002,15 @@ asio::awaitable<blob_cache::verified_read> blob_cache::read_whole(
   co_return verified_read::verified;
 }
 
-asio::awaitable<blob_cache::verified_read> blob_cache::read_verified(
+asio::awaitable<blob_source::verified_read> blob_source::read_verified(
     registry::upstream_client& client, const std::string& repository, const oci::digest& d,
     const blob_meta& meta, read_report* report) {
   const sink discard = [](const char*, std::size_t) -> asio::awaitable<bool> { co_return true; };
   co_return co_await read_whole(client, repository, d, meta, discard, report);
 }
 
-asio::awaitable<void> blob_cache::complete(registry::upstream_client& client,
-                                           std::string repository, oci::digest d, blob_meta meta) {
+asio::awaitable<void> blob_source::complete(registry::upstream_client& client,
+                                            std::string repository, oci::digest d, blob_meta meta) {
   const auto result = co_await read_verified(client, repository, d, meta);
   if (result == verified_read::verified) {
     std::lock_guard lock(mutex_);
@@ -995,13 +1028,13 @@ asio::awaitable<void> blob_cache::complete(registry::upstream_client& client,
   completing_.erase(d.str());
 }
 
-std::uint64_t blob_cache::purge_generation(const oci::digest& d) const {
+std::uint64_t blob_source::purge_generation(const oci::digest& d) const {
   std::lock_guard lock(mutex_);
   auto it = purges_.find(d.str());
   return it == purges_.end() ? 0 : it->second;
 }
 
-asio::awaitable<void> blob_cache::purge(const oci::digest& d) {
+asio::awaitable<void> blob_source::purge(const oci::digest& d) {
   {
     std::lock_guard lock(mutex_);
     ++purges_[d.str()];
@@ -1015,13 +1048,13 @@ asio::awaitable<void> blob_cache::purge(const oci::digest& d) {
   std::erase_if(completed_, [&](const std::string& k) { return k.starts_with(prefix); });
 }
 
-asio::awaitable<void> blob_cache::purge(const registry::upstream_client& client,
-                                        const oci::digest& d) {
+asio::awaitable<void> blob_source::purge(const registry::upstream_client& client,
+                                         const oci::digest& d) {
   if (!owns(origin_of(client), d)) co_return;  // the bytes read were passed through
   co_await purge(d);
 }
 
-asio::awaitable<void> blob_cache::wait_stored(const oci::digest& d) {
+asio::awaitable<void> blob_source::wait_stored(const oci::digest& d) {
   for (int bound = 0; bound < 1 << 16; ++bound) {
     std::shared_ptr<chunk_slot> pending;
     {
@@ -1039,8 +1072,8 @@ asio::awaitable<void> blob_cache::wait_stored(const oci::digest& d) {
   }
 }
 
-asio::awaitable<void> blob_cache::mark_verified(const registry::upstream_client& client,
-                                                const oci::digest& d) {
+asio::awaitable<void> blob_source::mark_verified(const registry::upstream_client& client,
+                                                 const oci::digest& d) {
   if (!owns(origin_of(client), d)) co_return;  // passed through: the store's copy is not it
   // A read is done when its bytes arrived; their store writes may still run (write-behind).
   // The record is marked once they have finished, so that it exists and the mark sticks.
@@ -1052,4 +1085,4 @@ asio::awaitable<void> blob_cache::mark_verified(const registry::upstream_client&
   }
 }
 
-}  // namespace layercache::server
+}  // namespace layercache::content

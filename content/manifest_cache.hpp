@@ -1,6 +1,6 @@
 // Manifests and tags in the chunk store: manifests by digest are immutable and kept forever;
 // a tag resolves to a digest per (upstream, repository, tag, accept class) with the time it
-// was last confirmed upstream. Include only from server/*.cpp.
+// was last confirmed upstream.
 //
 // Thread-safety: one manifest_cache serves all workers; every store access runs on the
 // blocking pool, never on the calling I/O thread. Arguments are references: they must live
@@ -22,7 +22,7 @@
 #include "config/config.hpp"
 #include "oci/digest.hpp"
 
-namespace layercache::server {
+namespace layercache::content {
 
 // What a client's Accept header asks for: media types without parameters, lowercased, sorted,
 // deduplicated, comma-separated; types refused with q=0 are left out. Two clients with the same
@@ -124,4 +124,4 @@ class manifest_cache {
   }
 };
 
-}  // namespace layercache::server
+}  // namespace layercache::content

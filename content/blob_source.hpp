@@ -1,8 +1,8 @@
 // Blob bytes from the chunk store, with missing chunks filled from upstream: one fill per
 // chunk however many readers want it, bytes handed to every reader as they arrive, several
-// runs in flight for a long cold read. Include only from server/*.cpp.
+// runs in flight for a long cold read. Include only from .cpp files (it brings in Beast).
 //
-// Thread-safety: one blob_cache serves all workers. Fills run on the worker that started
+// Thread-safety: one blob_source serves all workers. Fills run on the worker that started
 // them and outlive the reader that started them (a disconnect does not cancel a fill others
 // wait on). Readers on other workers are woken through thread-safe channels.
 #pragma once
@@ -27,7 +27,7 @@
 #include "registry/distribution.hpp"
 #include "registry/upstream_client.hpp"
 
-namespace layercache::server {
+namespace layercache::content {
 
 struct blob_meta {
   std::uint64_t size = 0;
@@ -37,7 +37,7 @@ struct blob_meta {
   cache::origin_id origin = 0;  // the record's: whose upstream served what is stored
 };
 
-// A blob as prefetch plans it (blob_cache::describe_listed).
+// A blob as prefetch plans it (blob_source::describe_listed).
 struct listed_blob {
   blob_meta meta;
   std::vector<bool> present;  // by chunk index: stored already (empty: none, or verified whole)
@@ -60,7 +60,7 @@ struct fill_settings {
 };
 
 // Counters for tests and metrics.
-struct blob_cache_stats {
+struct blob_source_stats {
   std::uint64_t fills_started = 0;      // upstream range requests
   std::uint64_t chunks_filled = 0;      // chunks completed from upstream
   std::uint64_t chunks_from_store = 0;  // chunk reads served by the store
@@ -83,9 +83,9 @@ struct blob_cache_stats {
 // they belong to that upstream (its origin_of), for reads, fills and sizes alike. A client of
 // another upstream asking for that blob gets the bytes from its own upstream, passed through
 // and stored nowhere, until the blob is verified (then it is everyone's) or purged.
-class blob_cache {
+class blob_source {
  public:
-  blob_cache(cache::chunk_store& store, blocking_pool& pool, fill_settings settings);
+  blob_source(cache::chunk_store& store, blocking_pool& pool, fill_settings settings);
 
   using describe_result = std::variant<blob_meta, std::unique_ptr<registry::upstream_response>,
                                        registry::upstream_failure>;
@@ -181,7 +181,7 @@ class blob_cache {
   asio::awaitable<void> mark_verified(const registry::upstream_client& client,
                                       const oci::digest& d);
 
-  [[nodiscard]] blob_cache_stats stats() const;
+  [[nodiscard]] blob_source_stats stats() const;
 
  private:
   struct chunk_slot;
@@ -201,6 +201,17 @@ class blob_cache {
                                         oci::digest d, blob_meta meta);
   // Until every fill's store write of `d` in flight now has finished.
   asio::awaitable<void> wait_stored(const oci::digest& d);
+  struct pin;
+  struct read_plan;
+  // Which of chunks r.first/cs..r.last/cs the store holds (and, for a few chunks, their bytes).
+  asio::awaitable<read_plan> plan_read(const oci::digest& d, const blob_meta& meta,
+                                       oci::byte_range r);
+  enum class stored_read { delivered, missing, sink_failed };
+  // Bytes from..hi of stored chunk `i` (`length` bytes long) to `out`; `admit`: keep it in
+  // the memory cache.
+  asio::awaitable<stored_read> read_stored(const oci::digest& d, std::uint32_t i, std::size_t from,
+                                           std::size_t hi, bool admit, std::size_t length,
+                                           read_plan& plan, const sink& out, read_report* report);
   // A read of a blob another origin owns: from `client`'s upstream, stored nowhere.
   asio::awaitable<bool> read_direct(registry::upstream_client& client,
                                     const std::string& repository, const oci::digest& d,
@@ -282,7 +293,7 @@ class blob_cache {
   std::unordered_set<std::string> prefetched_;
   // Purges per digest: a fill that started before a purge must not store what it fetched.
   std::unordered_map<std::string, std::uint64_t> purges_;
-  blob_cache_stats stats_;
+  blob_source_stats stats_;
 };
 
-}  // namespace layercache::server
+}  // namespace layercache::content

@@ -1,4 +1,4 @@
-#include "server/manifest_cache.hpp"
+#include "content/manifest_cache.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -7,7 +7,7 @@
 #include "log/log.hpp"
 #include "oci/media_types.hpp"
 
-namespace layercache::server {
+namespace layercache::content {
 namespace {
 
 std::string_view trim(std::string_view s) {
@@ -216,4 +216,4 @@ bool manifest_cache::may_serve_stale(std::int64_t fetched_at) const {
   return std::chrono::seconds(age(fetched_at)) < max_stale_.load();
 }
 
-}  // namespace layercache::server
+}  // namespace layercache::content

@@ -19,6 +19,7 @@
 #include "oci/range.hpp"
 #include "registry/auth.hpp"
 #include "registry/distribution.hpp"
+#include "server/blob_answer.hpp"
 #include "server/client_auth.hpp"
 #include "server/prefetch.hpp"
 #include "server/route.hpp"
@@ -625,102 +626,66 @@ class session final : public session_base {
   asio::awaitable<bool> cached_blob(const request& req, const route& r,
                                     const upstream_choice& choice,
                                     registry::upstream_client& client, bool keep_alive) {
-    auto& blobs = *worker_.blobs;
     const auto digest = *oci::digest::parse(r.reference);
     x_.from = metrics::source::miss;
-    auto described = co_await blobs.describe(client, choice.repository, digest);
+    auto described = co_await worker_.blobs->describe(client, choice.repository, digest);
     if (auto* f = std::get_if<registry::upstream_failure>(&described)) {
       co_return co_await send_failure(req, client, *f, keep_alive);
     }
     if (auto* up = std::get_if<std::unique_ptr<registry::upstream_response>>(&described)) {
       // The upstream refused a HEAD, which has no body to pass on: say it in an OCI body.
       const unsigned status = (*up)->status();
-      const std::string_view code = status == 404   ? "BLOB_UNKNOWN"
-                                    : status == 401 ? "UNAUTHORIZED"
-                                    : status == 403 ? "DENIED"
-                                    : status == 429 ? "TOOMANYREQUESTS"
-                                                    : "UNAVAILABLE";
       http::response<http::string_body> res{static_cast<http::status>(status), 11};
       res.set(http::field::content_type, "application/json");
       if (auto ra = (*up)->fields()[http::field::retry_after]; !ra.empty()) {
         res.set(http::field::retry_after, ra);
       }
-      res.body() = oci_error_body(code, "upstream " + client.settings().name + " answered " +
-                                            std::to_string(status) + " for this blob");
+      res.body() = oci_error_body(blob_refusal_code(status),
+                                  "upstream " + client.settings().name + " answered " +
+                                      std::to_string(status) + " for this blob");
       co_return co_await send(req, std::move(res), keep_alive);
     }
     const auto meta = std::get<content::blob_meta>(described);
     x_.from = meta.in_store ? metrics::source::hit : metrics::source::miss;
-    const std::string etag = "\"" + digest.str() + "\"";
-    const std::string size_text = std::to_string(meta.size);
-
-    std::vector<oci::byte_range> ranges;
-    const auto range_header = req[http::field::range];
-    const auto if_range = req[http::field::if_range];
-    if (req.method() == http::verb::get && !range_header.empty() &&
-        (if_range.empty() || if_range == etag)) {
-      auto parsed = oci::parse_range(range_header);
-      std::optional<std::vector<oci::byte_range>> resolved;
-      if (parsed.error == oci::range_error::none) resolved = oci::resolve(parsed.specs, meta.size);
-      // A malformed Range or another unit is ignored (RFC 9110); too many ranges, or none
-      // that fits, is unsatisfiable.
-      if (parsed.error == oci::range_error::too_many ||
-          (parsed.error == oci::range_error::none && !resolved)) {
-        http::response<http::string_body> res{http::status::range_not_satisfiable, 11};
-        res.set(http::field::content_range, "bytes */" + size_text);
-        res.set(http::field::content_type, "application/json");
-        res.body() = oci_error_body("UNSUPPORTED", "requested range not satisfiable");
-        co_return co_await send(req, std::move(res), keep_alive);
-      }
-      // Several ranges that add up to the whole blob or more (overlapping, or "0-,0-,0-…")
-      // would multiply the response: send the blob once instead, as 200.
-      if (resolved && resolved->size() > 1) {
-        std::uint64_t total = 0;
-        for (const auto& br : *resolved) total += br.length();
-        if (total >= meta.size) resolved.reset();
-      }
-      if (resolved) ranges = std::move(*resolved);
+    const auto answer = plan_blob_answer(req.method() == http::verb::head, req[http::field::range],
+                                         req[http::field::if_range], digest, meta.size);
+    if (answer.status == 416) {
+      http::response<http::string_body> res{http::status::range_not_satisfiable, 11};
+      res.set(http::field::content_range, answer.content_range);
+      res.set(http::field::content_type, answer.content_type);
+      res.body() = oci_error_body("UNSUPPORTED", "requested range not satisfiable");
+      co_return co_await send(req, std::move(res), keep_alive);
     }
-
-    http::response<http::buffer_body> res{
-        ranges.empty() ? http::status::ok : http::status::partial_content, 11};
+    http::response<http::buffer_body> res{static_cast<http::status>(answer.status), 11};
     res.set("Docker-Distribution-API-Version", api_version);
     res.set(http::field::accept_ranges, "bytes");
-    res.set(http::field::etag, etag);
+    res.set(http::field::etag, "\"" + digest.str() + "\"");
     res.set("Docker-Content-Digest", digest.str());
+    res.set(http::field::content_type, answer.content_type);
+    if (!answer.content_range.empty()) res.set(http::field::content_range, answer.content_range);
     res.keep_alive(keep_alive && !worker_.draining);
+    if (req.method() == http::verb::head) co_return co_await send_head(req, res, answer.length);
+    res.content_length(answer.length);
+    co_return co_await stream_blob(req, choice, client, digest, meta, answer, res, keep_alive);
+  }
 
-    // Multipart framing, when more than one range was asked for.
-    const std::string boundary = "layercache-" + std::string(digest.hex().substr(0, 24));
-    auto part_header = [&](const oci::byte_range& br) {
-      return "\r\n--" + boundary + "\r\nContent-Type: application/octet-stream\r\nContent-Range: " +
-             oci::format_content_range(br, meta.size) + "\r\n\r\n";
-    };
-    const std::string closing = "\r\n--" + boundary + "--\r\n";
-    std::uint64_t length = meta.size;
-    if (ranges.size() == 1) {
-      length = ranges[0].length();
-      res.set(http::field::content_type, "application/octet-stream");
-      res.set(http::field::content_range, oci::format_content_range(ranges[0], meta.size));
-    } else if (ranges.size() > 1) {
-      length = closing.size();
-      for (const auto& br : ranges) length += part_header(br).size() + br.length();
-      res.set(http::field::content_type, "multipart/byteranges; boundary=" + boundary);
-    } else {
-      res.set(http::field::content_type, "application/octet-stream");
-    }
-
-    if (req.method() == http::verb::head) co_return co_await send_head(req, res, length);
-    res.content_length(length);
+  // Writes the body `answer` plans for `res` from the blob source. The header goes out with
+  // the first body bytes: until then an upstream that fails (after its retries) gets the
+  // client a 502 with an OCI error body instead of a cut connection.
+  asio::awaitable<bool> stream_blob(const request& req, const upstream_choice& choice,
+                                    registry::upstream_client& client, const oci::digest& digest,
+                                    const content::blob_meta& meta, const blob_answer& answer,
+                                    http::response<http::buffer_body>& res, bool keep_alive) {
+    auto& blobs = *worker_.blobs;
     http::response_serializer<http::buffer_body> sr{res};
-    // The header goes out with the first body bytes: until then an upstream that fails (after
-    // its retries) gets the client a 502 with an OCI error body instead of a cut connection.
     bool started = false;
-    const auto emit = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
+    const content::blob_source::sink out = [&](const char* p,
+                                               std::size_t n) -> asio::awaitable<bool> {
       started = true;
       co_return co_await write_piece(res, sr, p, n);
     };
     const auto unavailable = [&]() -> asio::awaitable<bool> {
+      if (started) co_return false;
       x_.blob.reset();
       const std::string message =
           "upstream " + client.settings().name + ": the blob's bytes could not be fetched";
@@ -728,68 +693,54 @@ class session final : public session_base {
     };
     x_.blob.emplace();
     content::read_report& report = *x_.blob;
-    // The request's source: the worst of what its bytes needed.
-    auto classify = [this, &report] {
-      if (report.filled_bytes > 0) {
-        x_.from = metrics::source::miss;
-      } else if (report.joined_bytes > 0) {
-        x_.from = metrics::source::joined;
-      } else if (report.prefetch_bytes > 0) {
-        x_.from = metrics::source::prefetch;
-      } else {
-        x_.from = metrics::source::hit;
-      }
-    };
-
-    if (ranges.empty()) {
+    if (answer.ranges.empty()) {
       // The whole blob: checked on the way, the last piece held back until it matches.
-      const content::blob_source::sink out = [&](const char* p,
-                                                 std::size_t n) -> asio::awaitable<bool> {
-        co_return co_await emit(p, n);
-      };
       if (worker_.prefetch != nullptr) worker_.prefetch->touched(digest, 0, meta.size);
       const auto result =
           co_await blobs.read_whole(client, choice.repository, digest, meta, out, &report);
-      classify();
+      classify(report);
       if (result == content::blob_source::verified_read::mismatch) {
         if (worker_.metrics != nullptr) worker_.metrics->digest_failure("stream");
         log::error("proxy", "digest mismatch for ", digest.str(), " from upstream ",
                    client.settings().name, ": connection cut before the last byte, blob purged");
         co_return false;
       }
-      if (result == content::blob_source::verified_read::failed) {
-        if (!started) co_return co_await unavailable();
-        co_return false;
-      }
+      if (result == content::blob_source::verified_read::failed) co_return co_await unavailable();
       if (!started && !co_await start_body(res, sr)) co_return false;
       const bool finished = co_await finish_body(res, sr);
       co_return finished&& res.keep_alive();
     }
-
-    const content::blob_source::sink out = [&](const char* p,
-                                               std::size_t n) -> asio::awaitable<bool> {
-      co_return co_await emit(p, n);
-    };
     if (worker_.prefetch != nullptr) {
-      for (const auto& br : ranges) worker_.prefetch->touched(digest, br.first, br.length());
+      for (const auto& br : answer.ranges) worker_.prefetch->touched(digest, br.first, br.length());
     }
-    for (const auto& br : ranges) {
-      if (ranges.size() > 1) {
-        const std::string header = part_header(br);
-        if (!co_await emit(header.data(), header.size())) co_return false;
+    for (const auto& br : answer.ranges) {
+      if (answer.multipart()) {
+        const std::string header = answer.part_header(br, meta.size);
+        if (!co_await out(header.data(), header.size())) co_return false;
       }
       const bool ok =
           co_await blobs.read(client, choice.repository, digest, meta, br, out, &report);
-      classify();
-      if (!ok) {
-        if (!started) co_return co_await unavailable();
-        co_return false;
-      }
+      classify(report);
+      if (!ok) co_return co_await unavailable();
     }
-    if (ranges.size() > 1 && !co_await emit(closing.data(), closing.size())) co_return false;
+    const std::string closing = answer.multipart() ? answer.closing() : std::string();
+    if (!closing.empty() && !co_await out(closing.data(), closing.size())) co_return false;
     const bool finished = co_await finish_body(res, sr);
     co_await blobs.complete_later(client, choice.repository, digest, meta);
     co_return finished&& res.keep_alive();
+  }
+
+  // The request's source: the worst of what its bytes needed.
+  void classify(const content::read_report& report) {
+    if (report.filled_bytes > 0) {
+      x_.from = metrics::source::miss;
+    } else if (report.joined_bytes > 0) {
+      x_.from = metrics::source::joined;
+    } else if (report.prefetch_bytes > 0) {
+      x_.from = metrics::source::prefetch;
+    } else {
+      x_.from = metrics::source::hit;
+    }
   }
 
   asio::awaitable<bool> blob(const request& req, const route& r, const upstream_choice& choice,

@@ -49,10 +49,10 @@ class FaultTest : public ::testing::Test {
   void start(std::string_view retry =
                  "{attempts: 3, backoff: 50ms, max_backoff: 200ms, "
                  "max_retry_after: 5s}",
-             std::string_view complete_partial = "false") {
+             std::string_view complete_partial = "false", std::string_view store = "store") {
     proxy_.reset();
     proxy_ = std::make_unique<layercache_instance>(
-        "cache:\n  path: " + (dir_.path() / "store").string() +
+        "cache:\n  path: " + (dir_.path() / store).string() +
         "\n  chunk_size: 256KiB\n  fetch_size: 1MiB\n  capacity: 1GiB\n  complete_partial: " +
         std::string(complete_partial) +
         "\nprefetch: {eager_layers: never, fetch_published: false}\nupstreams:\n" +
@@ -390,6 +390,46 @@ TEST_F(FaultTest, ManifestFaultsAreRetriedOrCleanErrorsAndNeverStored) {
   ASSERT_EQ(r.status, 200u);
   EXPECT_EQ(r.body, manifest);
   EXPECT_EQ(upstream_.requests(request_kind::manifest).size(), 0u);
+}
+
+// Each step of a cold pull — the manifest by tag, then the blob's range GETs (its size
+// learnt from the manifest) — fails once in turn, as Beast's tests make each step of an
+// operation fail (test::fail_count), with each kind of fault: the client never sees it (the
+// upstream client's retries and the fills' resumes absorb one fault anywhere), gets exact
+// bytes, and the store holds the blob whole and verified afterwards.
+TEST_F(FaultTest, EachStepOfAColdPullFailsOnceInTurn) {
+  const std::string type(image_manifest_type);
+  const std::string manifest = manifest_listing(digest_, blob_.size());
+  upstream_.add_manifest("v1", type, manifest);
+  const std::vector<std::pair<std::string, fault>> faults{
+      {"503", fault::answer(503)},
+      {"reset mid-body", fault::reset_after(100)},
+      {"truncated body", fault::truncate_after(100)},
+      {"no header", fault::stall_before_header()},
+  };
+  unsigned run = 0;
+  for (const auto& [name, f] : faults) {
+    unsigned steps = 0;
+    for (unsigned step = 0; step < 20; ++step) {  // a cold pull here is 5 upstream requests
+      start("{attempts: 3, backoff: 50ms, max_backoff: 200ms, max_retry_after: 5s}", "false",
+            "store-" + std::to_string(run++));
+      upstream_.clear_plans();
+      upstream_.clear_requests();
+      upstream_.plan(request_kind::any, fault{}, step);  // the steps before: answered as usual
+      upstream_.plan(request_kind::any, f);
+      const auto before = upstream_.applied()[f.what];
+      const auto m = client_.get(proxy_->url() + "/v2/lib/app/manifests/v1", {{"Accept", type}});
+      ASSERT_EQ(m.status, 200u) << name << " at step " << step;
+      EXPECT_EQ(m.body, manifest) << name << " at step " << step;
+      const auto b = client_.get(blob_url());
+      ASSERT_EQ(b.status, 200u) << name << " at step " << step;
+      EXPECT_TRUE(b.body == blob_) << name << " at step " << step << ": the bytes differ";
+      if (upstream_.applied()[f.what] == before) break;  // the pull had fewer steps
+      ++steps;
+      expect_stored_whole();
+    }
+    EXPECT_GE(steps, 4u) << name << ": the manifest and the blob's runs each failed once";
+  }
 }
 
 TEST_F(FaultTest, RedirectToAnotherHostGetsNoCredentials) {

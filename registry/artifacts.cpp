@@ -1,4 +1,4 @@
-#include "server/published_profile.hpp"
+#include "registry/artifacts.hpp"
 
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
@@ -9,7 +9,7 @@
 #include "oci/media_types.hpp"
 #include "registry/targets.hpp"
 
-namespace layercache::server {
+namespace layercache::registry {
 namespace {
 
 constexpr std::size_t max_index_size = 4 * 1024 * 1024;
@@ -35,9 +35,8 @@ struct call_args {
   bool follow_redirects = false;  // a blob GET
 };
 
-asio::awaitable<reply> call(registry::upstream_client& client, const std::string& repository,
-                            call_args& a) {
-  registry::upstream_request req;
+asio::awaitable<reply> call(upstream_client& client, const std::string& repository, call_args& a) {
+  upstream_request req;
   req.method = a.method;
   req.target = a.target;
   req.repository = repository;
@@ -49,11 +48,11 @@ asio::awaitable<reply> call(registry::upstream_client& client, const std::string
   req.body = std::move(a.body);
   auto result = co_await client.send(std::move(req));
   reply r;
-  if (auto* f = std::get_if<registry::upstream_failure>(&result)) {
+  if (auto* f = std::get_if<upstream_failure>(&result)) {
     r.error = f->message;
     co_return r;
   }
-  auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(result);
+  auto& up = *std::get<std::unique_ptr<upstream_response>>(result);
   r.status = up.status();
   r.location = std::string(up.fields()[http::field::location]);
   r.oci_subject = !up.fields()["OCI-Subject"].empty();
@@ -77,10 +76,9 @@ std::string describe(const reply& r, std::string_view what) {
 }
 
 // The origin-form target of an upload Location, which must be at the upstream itself.
-std::optional<std::string> upload_target(const registry::upstream_client& client,
-                                         std::string_view location) {
+std::optional<std::string> upload_target(const upstream_client& client, std::string_view location) {
   if (location.starts_with("/")) return std::string(location);
-  auto parsed = registry::parse_http_url(location);
+  auto parsed = parse_http_url(location);
   if (!parsed) return std::nullopt;
   const auto& cfg = client.settings();
   const auto& [where, target] = *parsed;
@@ -91,10 +89,9 @@ std::optional<std::string> upload_target(const registry::upstream_client& client
 }
 
 // Pushes `data` as blob `d` unless the registry has it. Empty on success.
-asio::awaitable<std::string> push_blob(registry::upstream_client& client,
-                                       const std::string& repository, const oci::digest& d,
-                                       const std::string& data) {
-  call_args head{http::verb::head, registry::blob_target(repository, d.str())};
+asio::awaitable<std::string> push_blob(upstream_client& client, const std::string& repository,
+                                       const oci::digest& d, const std::string& data) {
+  call_args head{http::verb::head, blob_target(repository, d.str())};
   auto exists = co_await call(client, repository, head);
   if (exists.error.empty() && exists.status == 200) co_return std::string();
   call_args post{http::verb::post, "/v2/" + repository + "/blobs/uploads/"};
@@ -117,6 +114,19 @@ boost::json::object descriptor_json(std::string_view media_type, const oci::dige
   return boost::json::object{{"mediaType", media_type}, {"digest", d.str()}, {"size", size}};
 }
 
+// A media type as a query value: '+' would be read as a space.
+std::string query_value(std::string_view media_type) {
+  std::string out;
+  for (char c : media_type) {
+    if (c == '+') {
+      out += "%2B";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 // "sha256-<hex>": the referrers tag schema's tag for `subject`.
 std::string referrers_tag(const oci::digest& subject) {
   std::string tag = subject.str();
@@ -124,46 +134,19 @@ std::string referrers_tag(const oci::digest& subject) {
   return tag;
 }
 
-}  // namespace
+struct artifact_entry {
+  oci::digest manifest;
+  std::uint64_t size = 0;
+};
 
-asio::awaitable<std::string> publish_profile(registry::upstream_client& client,
-                                             const std::string& repository,
-                                             const published_subject& subject,
-                                             const std::string& profile_json) {
-  const std::string config_text(empty_config);
-  const oci::digest config_digest = oci::digest_of(config_text);
-  if (auto e = co_await push_blob(client, repository, config_digest, config_text); !e.empty()) {
-    co_return e;
-  }
-  const oci::digest layer_digest = oci::digest_of(profile_json);
-  if (auto e = co_await push_blob(client, repository, layer_digest, profile_json); !e.empty()) {
-    co_return e;
-  }
-  boost::json::object manifest{
-      {"schemaVersion", 2},
-      {"mediaType", oci::media_types::oci_manifest},
-      {"artifactType", profile_artifact_type},
-      {"config", descriptor_json(oci::media_types::oci_empty, config_digest, config_text.size())},
-      {"layers", boost::json::array{descriptor_json(profile_artifact_type, layer_digest,
-                                                    profile_json.size())}},
-      {"subject", descriptor_json(subject.media_type, subject.digest, subject.size)},
-  };
-  const std::string manifest_text = boost::json::serialize(manifest);
-  const oci::digest manifest_digest = oci::digest_of(manifest_text);
-  call_args put{http::verb::put,
-                registry::manifest_target(repository, manifest_digest.str()),
-                {},
-                manifest_text,
-                std::string(oci::media_types::oci_manifest)};
-  auto pushed = co_await call(client, repository, put);
-  if (!pushed.error.empty() || pushed.status != 201) {
-    co_return describe(pushed, "pushing the artifact");
-  }
-  if (pushed.oci_subject) co_return std::string();  // the registry keeps referrers itself
-
-  // The referrers tag schema: add the artifact to the index tagged sha256-<hex>.
-  const std::string tag_target =
-      registry::manifest_target(repository, referrers_tag(subject.digest));
+// Lists the artifact manifest `added` of `artifact_type` in the index tagged
+// sha256-<hex of subject>, replacing earlier ones of that type. Empty on success.
+asio::awaitable<std::string> add_to_referrers_tag(upstream_client& client,
+                                                  const std::string& repository,
+                                                  const oci::digest& subject,
+                                                  const std::string& artifact_type,
+                                                  const artifact_entry& added) {
+  const std::string tag_target = manifest_target(repository, referrers_tag(subject));
   call_args get{http::verb::get, tag_target, std::string(oci::media_types::oci_index)};
   get.limit = max_index_size;
   auto current = co_await call(client, repository, get);
@@ -176,8 +159,8 @@ asio::awaitable<std::string> publish_profile(registry::upstream_client& client,
     if (list != nullptr && list->is_array()) {
       for (const auto& e : list->as_array()) {
         const auto* type = e.is_object() ? e.as_object().if_contains("artifactType") : nullptr;
-        if (type != nullptr && type->is_string() && type->as_string() == profile_artifact_type) {
-          continue;  // an earlier profile of ours: replaced
+        if (type != nullptr && type->is_string() && type->as_string() == artifact_type) {
+          continue;  // an earlier artifact of the type: replaced
         }
         entries.push_back(e);
       }
@@ -185,9 +168,8 @@ asio::awaitable<std::string> publish_profile(registry::upstream_client& client,
   } else if (!current.error.empty() || current.status != 404) {
     co_return describe(current, "reading the referrers tag");
   }
-  auto entry =
-      descriptor_json(oci::media_types::oci_manifest, manifest_digest, manifest_text.size());
-  entry["artifactType"] = profile_artifact_type;
+  auto entry = descriptor_json(oci::media_types::oci_manifest, added.manifest, added.size);
+  entry["artifactType"] = artifact_type;
   entries.push_back(std::move(entry));
   const boost::json::object index{{"schemaVersion", 2},
                                   {"mediaType", oci::media_types::oci_index},
@@ -204,21 +186,64 @@ asio::awaitable<std::string> publish_profile(registry::upstream_client& client,
   co_return std::string();
 }
 
-asio::awaitable<std::optional<std::string>> find_published_profile(
-    registry::upstream_client& client, const std::string& repository, const oci::digest& subject,
-    std::size_t max_size) {
+}  // namespace
+
+asio::awaitable<std::string> push_artifact(upstream_client& client, const std::string& repository,
+                                           const artifact_subject& subject,
+                                           const std::string& artifact_type,
+                                           const std::string& document) {
+  const std::string config_text(empty_config);
+  const oci::digest config_digest = oci::digest_of(config_text);
+  if (auto e = co_await push_blob(client, repository, config_digest, config_text); !e.empty()) {
+    co_return e;
+  }
+  const oci::digest layer_digest = oci::digest_of(document);
+  if (auto e = co_await push_blob(client, repository, layer_digest, document); !e.empty()) {
+    co_return e;
+  }
+  boost::json::object manifest{
+      {"schemaVersion", 2},
+      {"mediaType", oci::media_types::oci_manifest},
+      {"artifactType", artifact_type},
+      {"config", descriptor_json(oci::media_types::oci_empty, config_digest, config_text.size())},
+      {"layers", boost::json::array{descriptor_json(artifact_type, layer_digest, document.size())}},
+      {"subject", descriptor_json(subject.media_type, subject.digest, subject.size)},
+  };
+  const std::string manifest_text = boost::json::serialize(manifest);
+  const oci::digest manifest_digest = oci::digest_of(manifest_text);
+  call_args put{http::verb::put,
+                manifest_target(repository, manifest_digest.str()),
+                {},
+                manifest_text,
+                std::string(oci::media_types::oci_manifest)};
+  auto pushed = co_await call(client, repository, put);
+  if (!pushed.error.empty() || pushed.status != 201) {
+    co_return describe(pushed, "pushing the artifact");
+  }
+  if (pushed.oci_subject) co_return std::string();  // the registry keeps referrers itself
+
+  // The referrers tag schema: add the artifact to the index tagged sha256-<hex>.
+  const artifact_entry entry{manifest_digest, manifest_text.size()};
+  co_return co_await add_to_referrers_tag(client, repository, subject.digest, artifact_type, entry);
+}
+
+asio::awaitable<std::optional<std::string>> find_artifact(upstream_client& client,
+                                                          const std::string& repository,
+                                                          const oci::digest& subject,
+                                                          const std::string& artifact_type,
+                                                          std::size_t max_size) {
   // 1. The referrers API; 2. the referrers tag.
   std::string index_text;
   call_args api{http::verb::get,
                 "/v2/" + repository + "/referrers/" + subject.str() +
-                    "?artifactType=" + std::string(profile_artifact_type),
+                    "?artifactType=" + query_value(artifact_type),
                 std::string(oci::media_types::oci_index)};
   api.limit = max_index_size;
   auto listed = co_await call(client, repository, api);
   if (listed.error.empty() && listed.status == 200) {
     index_text = std::move(listed.body);
   } else {
-    call_args tag{http::verb::get, registry::manifest_target(repository, referrers_tag(subject)),
+    call_args tag{http::verb::get, manifest_target(repository, referrers_tag(subject)),
                   std::string(oci::media_types::oci_index)};
     tag.limit = max_index_size;
     auto tagged = co_await call(client, repository, tag);
@@ -229,12 +254,12 @@ asio::awaitable<std::optional<std::string>> find_published_profile(
   if (!index || !index->is_index()) co_return std::nullopt;
   const oci::descriptor* newest = nullptr;  // the last one listed
   for (const auto& m : index->manifests) {
-    if (m.artifact_type == profile_artifact_type) newest = &m;
+    if (m.artifact_type == artifact_type) newest = &m;
   }
   if (newest == nullptr) co_return std::nullopt;
   const oci::digest artifact = newest->digest;
 
-  call_args get{http::verb::get, registry::manifest_target(repository, artifact.str()),
+  call_args get{http::verb::get, manifest_target(repository, artifact.str()),
                 std::string(oci::media_types::oci_manifest)};
   get.limit = max_index_size;
   auto got = co_await call(client, repository, get);
@@ -246,12 +271,12 @@ asio::awaitable<std::optional<std::string>> find_published_profile(
   }
   const auto manifest = oci::parse_manifest(got.body, oci::media_types::oci_manifest);
   if (!manifest || !manifest->subject || manifest->subject->digest != subject ||
-      manifest->layers.size() != 1 || manifest->layers[0].media_type != profile_artifact_type ||
+      manifest->layers.size() != 1 || manifest->layers[0].media_type != artifact_type ||
       manifest->layers[0].size > max_size) {
     co_return std::nullopt;
   }
   const oci::digest layer = manifest->layers[0].digest;
-  call_args blob{http::verb::get, registry::blob_target(repository, layer.str())};
+  call_args blob{http::verb::get, blob_target(repository, layer.str())};
   blob.limit = max_size;
   blob.follow_redirects = true;
   auto fetched = co_await call(client, repository, blob);
@@ -264,4 +289,4 @@ asio::awaitable<std::optional<std::string>> find_published_profile(
   co_return std::move(fetched.body);
 }
 
-}  // namespace layercache::server
+}  // namespace layercache::registry

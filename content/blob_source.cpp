@@ -21,9 +21,6 @@ namespace {
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_remembered = 1 << 16;
 constexpr std::size_t max_piece = 256 * 1024;  // handed to a sink at once
-constexpr int read_ok = 0;
-constexpr int read_slot_failed = 1;
-constexpr int read_sink_failed = 2;
 constexpr int max_attempts = 3;
 // Chunk store writes a fill lets run behind its reading before it waits for the oldest.
 constexpr std::size_t write_behind = 4;
@@ -119,7 +116,7 @@ struct blob_source::chunk_slot {
   bool failed = false;
   // Failed without a body: the upstream client retried already (no answer, or an error
   // status after its tries), so readers give up instead of starting another fill.
-  bool hopeless = false;
+  bool retries_spent = false;
   bool done = false;      // finished: stored (or not) and will not change
   bool prefetch = false;  // started by prefetch
   bool claimed = false;   // a client read joined it (prefetch slots only)
@@ -384,9 +381,9 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
     if (auto* m = client.metrics()) m->fill_failure(progress.reason);
   }
   for (auto index = progress.index; index < slots.size(); ++index) {
-    if (body.hopeless()) {
+    if (body.retries_spent()) {
       std::lock_guard lock(slots[index]->mutex);
-      slots[index]->hopeless = true;
+      slots[index]->retries_spent = true;
     }
     finish_slot(d, slots[index]->chunk, *slots[index], true, false);
   }
@@ -515,8 +512,9 @@ void blob_source::finish_slot(const oci::digest& d, std::uint32_t index, chunk_s
   chunk_slot::wake(waiters);
 }
 
-asio::awaitable<int> blob_source::stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
-                                              const sink& out, std::size_t* delivered) {
+asio::awaitable<blob_source::slot_read> blob_source::stream_slot(chunk_slot& slot, std::size_t lo,
+                                                                 std::size_t hi, const sink& out,
+                                                                 std::size_t* delivered) {
   auto ex = co_await asio::this_coro::executor;
   std::size_t pos = lo;
   while (pos <= hi) {
@@ -532,7 +530,7 @@ asio::awaitable<int> blob_source::stream_slot(chunk_slot& slot, std::size_t lo, 
         n = std::min(std::min(available - 1, hi) - pos + 1, max_piece);
         piece = slot.data.data() + pos;
       } else if (slot.failed) {
-        co_return read_slot_failed;
+        co_return slot_read::slot_failed;
       } else {
         wait = std::make_shared<wakeup>(ex, 1);
         slot.waiters.push_back(wait);
@@ -542,11 +540,11 @@ asio::awaitable<int> blob_source::stream_slot(chunk_slot& slot, std::size_t lo, 
       (void)co_await wait->async_receive(use_nothrow);
       continue;
     }
-    if (!co_await out(piece, n)) co_return read_sink_failed;
+    if (!co_await out(piece, n)) co_return slot_read::sink_failed;
     pos += n;
     *delivered += n;
   }
-  co_return read_ok;
+  co_return slot_read::complete;
 }
 
 // A blob pinned while read: eviction to make room for other blobs skips it.
@@ -744,18 +742,18 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
       }
       const bool prefetched = report != nullptr && !plan.mine[i - first] && claim_prefetched(*slot);
       std::size_t streamed = 0;
-      const int rc = co_await stream_slot(*slot, from, hi, out, &streamed);
-      if (rc == read_sink_failed) co_return false;
-      done = rc == read_ok;
+      const auto rc = co_await stream_slot(*slot, from, hi, out, &streamed);
+      if (rc == slot_read::sink_failed) co_return false;
+      done = rc == slot_read::complete;
       if (report != nullptr) {
         (plan.mine[i - first] ? report->filled_bytes
          : prefetched         ? report->prefetch_bytes
                               : report->joined_bytes) += streamed;
       }
       from += streamed;
-      if (rc == read_slot_failed) {
+      if (rc == slot_read::slot_failed) {
         std::lock_guard lock(slot->mutex);
-        if (slot->hopeless) break;  // the upstream client's retries were spent on it
+        if (slot->retries_spent) break;  // the upstream client's retries were spent on it
       }
     }
     if (!done) co_return false;

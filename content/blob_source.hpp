@@ -261,8 +261,9 @@ class blob_source {
                                     cache::origin_id origin);
   // Hands bytes lo..hi of `slot` to `out` as they arrive; adds what `out` took to *delivered
   // (also when the slot fails part-way).
-  asio::awaitable<int> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
-                                   const sink& out, std::size_t* delivered);
+  enum class slot_read { complete, slot_failed, sink_failed };
+  asio::awaitable<slot_read> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
+                                         const sink& out, std::size_t* delivered);
   std::uint64_t purge_generation(const oci::digest& d) const;
   asio::awaitable<void> complete(registry::upstream_client& client, std::string repository,
                                  oci::digest d, blob_meta meta);

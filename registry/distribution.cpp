@@ -104,7 +104,7 @@ void blob_ranges::interpret(const std::vector<oci::byte_range>& ranges, std::uin
   } else {
     fail("upstream answered " + std::to_string(response.status()) + " to a range request",
          "status");
-    hopeless_ = true;
+    retries_spent_ = true;
     size_contradicted_ = response.status() == 416;  // a size past the blob's end
   }
 }
@@ -119,7 +119,7 @@ asio::awaitable<blob_ranges> get_blob_ranges(upstream_client& client, const std:
   blob_ranges out;
   if (auto* f = std::get_if<upstream_failure>(&result)) {
     out.fail(std::move(f->message), "transport");
-    out.hopeless_ = true;
+    out.retries_spent_ = true;
     co_return out;
   }
   out.response_ = std::move(std::get<std::unique_ptr<upstream_response>>(result));

@@ -54,8 +54,9 @@ class blob_ranges {
   // The kind of error(), for the fill-failure metric: "transport", "status", "content_range",
   // "length".
   [[nodiscard]] std::string_view error_kind() const { return kind_; }
-  // No answer, or not a 2xx: asking again at once would not help.
-  [[nodiscard]] bool hopeless() const { return hopeless_; }
+  // No answer, or not a 2xx, after the upstream client's retries: asking again at once
+  // would not help.
+  [[nodiscard]] bool retries_spent() const { return retries_spent_; }
   // The upstream contradicted the blob size the request was made with (Content-Range,
   // Content-Length, a 416): a size it was told earlier is wrong.
   [[nodiscard]] bool size_contradicted() const { return size_contradicted_; }
@@ -87,7 +88,7 @@ class blob_ranges {
   std::vector<char> buffer_;
   std::string error_;
   std::string_view kind_ = "transport";
-  bool hopeless_ = false;
+  bool retries_spent_ = false;
   bool size_contradicted_ = false;
   bool several_refused_ = false;
 };

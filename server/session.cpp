@@ -100,7 +100,7 @@ class session final : public session_base {
       first = false;
       auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, use_nothrow);
       idle_ = false;
-      x_ = exchange{};
+      exchange_ = exchange{};
       current_ = {};
       if (ec) {
         const request none;
@@ -138,23 +138,23 @@ class session final : public session_base {
   // Counts the exchange in the metrics and writes its access-log line.
   void finish_exchange(const request& req) {
     const auto end = clock::now();
-    const auto header_at = x_.header_at.value_or(end);
+    const auto header_at = exchange_.header_at.value_or(end);
     if (worker_.metrics != nullptr) {
       metrics::request_sample sample;
-      sample.kind = x_.kind;
-      sample.from = x_.from;
-      sample.status = x_.status;
-      sample.duration = end - x_.start;
-      sample.ttfb = header_at - x_.start;
-      sample.body_bytes = x_.bytes;
+      sample.kind = exchange_.kind;
+      sample.from = exchange_.from;
+      sample.status = exchange_.status;
+      sample.duration = end - exchange_.start;
+      sample.ttfb = header_at - exchange_.start;
+      sample.body_bytes = exchange_.bytes;
       worker_.metrics->observe(sample);
-      if (x_.blob) {
-        worker_.metrics->served(metrics::source::hit, x_.blob->store_bytes);
-        worker_.metrics->served(metrics::source::joined, x_.blob->joined_bytes);
-        worker_.metrics->served(metrics::source::miss, x_.blob->filled_bytes);
-        worker_.metrics->served(metrics::source::prefetch, x_.blob->prefetch_bytes);
+      if (exchange_.blob) {
+        worker_.metrics->served(metrics::source::hit, exchange_.blob->store_bytes);
+        worker_.metrics->served(metrics::source::joined, exchange_.blob->joined_bytes);
+        worker_.metrics->served(metrics::source::miss, exchange_.blob->filled_bytes);
+        worker_.metrics->served(metrics::source::prefetch, exchange_.blob->prefetch_bytes);
       } else {
-        worker_.metrics->served(x_.from, x_.bytes);
+        worker_.metrics->served(exchange_.from, exchange_.bytes);
       }
     }
     if (worker_.access_log == nullptr || !worker_.access_log->load(std::memory_order_relaxed)) {
@@ -167,17 +167,18 @@ class session final : public session_base {
     line += log::json_string(req.target().empty() ? std::string_view("-")
                                                   : std::string_view(req.target()));
     line += ",\"route\":\"";
-    line += metrics::to_string(x_.kind);
-    line += "\",\"status\":" + std::to_string(x_.status);
-    line += ",\"bytes\":" + std::to_string(x_.bytes);
+    line += metrics::to_string(exchange_.kind);
+    line += "\",\"status\":" + std::to_string(exchange_.status);
+    line += ",\"bytes\":" + std::to_string(exchange_.bytes);
     char timing[96];
     std::snprintf(timing, sizeof timing, ",\"duration_ms\":%.3f,\"ttfb_ms\":%.3f",
-                  millis(end - x_.start), millis(header_at - x_.start));
+                  millis(end - exchange_.start), millis(header_at - exchange_.start));
     line += timing;
     line += ",\"source\":\"";
-    line += metrics::to_string(x_.from);
+    line += metrics::to_string(exchange_.from);
     line += '"';
-    if (!x_.upstream.empty()) line += ",\"upstream\":" + log::json_string(x_.upstream);
+    if (!exchange_.upstream.empty())
+      line += ",\"upstream\":" + log::json_string(exchange_.upstream);
     if (auto range = req[http::field::range]; !range.empty()) {
       line += ",\"range\":" + log::json_string(std::string_view(range.data(), range.size()));
     }
@@ -224,11 +225,11 @@ class session final : public session_base {
       if (head_length) res.set(http::field::content_length, std::to_string(*head_length));
     }
     lowest().expires_after(worker_.cfg.server.timeouts.write);
-    x_.status = res.result_int();
+    exchange_.status = res.result_int();
     auto [ec, n] = co_await http::async_write(stream_, res, use_nothrow);
     if (!ec) {
-      x_.header_at = clock::now();
-      x_.bytes += res.body().size();
+      exchange_.header_at = clock::now();
+      exchange_.bytes += res.body().size();
     }
     co_return !ec && res.keep_alive();
   }
@@ -294,7 +295,7 @@ class session final : public session_base {
       co_return co_await send_error(req, e->status, e->code, e->message, keep_alive);
     }
     const route& r = std::get<route>(parsed);
-    x_.kind = metrics_route(r.kind);
+    exchange_.kind = metrics_route(r.kind);
     if (req.method() != http::verb::get && req.method() != http::verb::head) {
       co_return co_await send_error(req, 405, "UNSUPPORTED", "this registry mirror is read-only",
                                     keep_alive);
@@ -310,7 +311,7 @@ class session final : public session_base {
       co_return co_await send_error(req, e->status, e->code, e->message, keep_alive);
     }
     const auto& choice = std::get<upstream_choice>(chosen);
-    x_.upstream = choice.upstream->name;
+    exchange_.upstream = choice.upstream->name;
     auto it = worker_.clients.find(choice.upstream->name);
     registry::upstream_client& client = *it->second;
     current_ = current_request{&client, &choice.repository, &r.reference};
@@ -337,7 +338,7 @@ class session final : public session_base {
     }
     if (accept.empty()) accept = oci::default_manifest_accept();
     if (worker_.manifests == nullptr) {
-      x_.from = metrics::source::upstream;
+      exchange_.from = metrics::source::upstream;
       co_return co_await manifest_from_upstream(req, r, choice, client, accept, nullptr,
                                                 keep_alive);
     }
@@ -360,7 +361,7 @@ class session final : public session_base {
                                         registry::upstream_client& client,
                                         const std::string& accept, bool keep_alive) {
     auto& cache = *worker_.manifests;
-    x_.from = metrics::source::miss;
+    exchange_.from = metrics::source::miss;
     manifest_cache_state state;
     if (const auto requested = oci::digest::parse(r.reference)) {
       if (auto stored = co_await cache.manifest(*requested)) {
@@ -431,7 +432,7 @@ class session final : public session_base {
   // A stored manifest, with the headers a registry sends; HEAD: no body.
   asio::awaitable<bool> send_stored(const request& req, const oci::digest& digest,
                                     const cache::stored_manifest& m, bool stale, bool keep_alive) {
-    x_.from = metrics::source::hit;
+    exchange_.from = metrics::source::hit;
     http::response<http::string_body> res{http::status::ok, 11};
     if (m.media_type.empty()) {
       res.set(http::field::content_type, oci::media_types::oci_manifest);
@@ -482,7 +483,7 @@ class session final : public session_base {
                                                registry::upstream_client& client,
                                                const std::string& accept,
                                                manifest_cache_state* cached, bool keep_alive) {
-    x_.from = cached != nullptr ? metrics::source::miss : metrics::source::upstream;
+    exchange_.from = cached != nullptr ? metrics::source::miss : metrics::source::upstream;
     if (req.method() == http::verb::head) {
       co_return co_await manifest_head_from_upstream(req, r, choice, client, accept, cached,
                                                      keep_alive);
@@ -575,9 +576,9 @@ class session final : public session_base {
     head.keep_alive(res.keep_alive());
     lowest().expires_after(worker_.cfg.server.timeouts.write);
     http::response_serializer<http::empty_body> sr{head};
-    x_.status = head.result_int();
+    exchange_.status = head.result_int();
     auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow);
-    if (!ec) x_.header_at = clock::now();
+    if (!ec) exchange_.header_at = clock::now();
     co_return !ec && head.keep_alive();
   }
 
@@ -587,9 +588,9 @@ class session final : public session_base {
     res.body().data = nullptr;
     res.body().more = true;
     lowest().expires_after(worker_.cfg.server.timeouts.write);
-    x_.status = res.result_int();
+    exchange_.status = res.result_int();
     auto [ec, n] = co_await http::async_write_header(stream_, sr, use_nothrow);
-    if (!ec) x_.header_at = clock::now();
+    if (!ec) exchange_.header_at = clock::now();
     co_return !ec;
   }
 
@@ -602,12 +603,12 @@ class session final : public session_base {
     res.body().size = size;
     res.body().more = true;
     const bool with_header = !sr.is_header_done();
-    if (with_header) x_.status = res.result_int();
+    if (with_header) exchange_.status = res.result_int();
     lowest().expires_after(worker_.cfg.server.timeouts.write);
     auto [ec, n] = co_await http::async_write(stream_, sr, use_nothrow);
     const bool ok = !ec || ec == http::error::need_buffer;
-    if (ok) x_.bytes += size;
-    if (ok && with_header) x_.header_at = clock::now();
+    if (ok) exchange_.bytes += size;
+    if (ok && with_header) exchange_.header_at = clock::now();
     co_return ok;
   }
 
@@ -627,7 +628,7 @@ class session final : public session_base {
                                     const upstream_choice& choice,
                                     registry::upstream_client& client, bool keep_alive) {
     const auto digest = *oci::digest::parse(r.reference);
-    x_.from = metrics::source::miss;
+    exchange_.from = metrics::source::miss;
     auto described = co_await worker_.blobs->describe(client, choice.repository, digest);
     if (auto* f = std::get_if<registry::upstream_failure>(&described)) {
       co_return co_await send_failure(req, client, *f, keep_alive);
@@ -646,7 +647,7 @@ class session final : public session_base {
       co_return co_await send(req, std::move(res), keep_alive);
     }
     const auto meta = std::get<content::blob_meta>(described);
-    x_.from = meta.in_store ? metrics::source::hit : metrics::source::miss;
+    exchange_.from = meta.in_store ? metrics::source::hit : metrics::source::miss;
     const auto answer = plan_blob_answer(req.method() == http::verb::head, req[http::field::range],
                                          req[http::field::if_range], digest, meta.size);
     if (answer.status == 416) {
@@ -686,13 +687,13 @@ class session final : public session_base {
     };
     const auto unavailable = [&]() -> asio::awaitable<bool> {
       if (started) co_return false;
-      x_.blob.reset();
+      exchange_.blob.reset();
       const std::string message =
           "upstream " + client.settings().name + ": the blob's bytes could not be fetched";
       co_return co_await send_error(req, 502, "UNAVAILABLE", message, keep_alive);
     };
-    x_.blob.emplace();
-    content::read_report& report = *x_.blob;
+    exchange_.blob.emplace();
+    content::read_report& report = *exchange_.blob;
     if (answer.ranges.empty()) {
       // The whole blob: checked on the way, the last piece held back until it matches.
       if (worker_.prefetch != nullptr) worker_.prefetch->touched(digest, 0, meta.size);
@@ -733,13 +734,13 @@ class session final : public session_base {
   // The request's source: the worst of what its bytes needed.
   void classify(const content::read_report& report) {
     if (report.filled_bytes > 0) {
-      x_.from = metrics::source::miss;
+      exchange_.from = metrics::source::miss;
     } else if (report.joined_bytes > 0) {
-      x_.from = metrics::source::joined;
+      exchange_.from = metrics::source::joined;
     } else if (report.prefetch_bytes > 0) {
-      x_.from = metrics::source::prefetch;
+      exchange_.from = metrics::source::prefetch;
     } else {
-      x_.from = metrics::source::hit;
+      exchange_.from = metrics::source::hit;
     }
   }
 
@@ -749,7 +750,7 @@ class session final : public session_base {
       co_return co_await cached_blob(req, r, choice, client, keep_alive);
     }
     const auto digest = *oci::digest::parse(r.reference);
-    x_.from = metrics::source::upstream;
+    exchange_.from = metrics::source::upstream;
     auto result = co_await registry::relay_blob(
         client, choice.repository, digest, req.method() == http::verb::head,
         req[http::field::range], req[http::field::if_range]);
@@ -780,7 +781,7 @@ class session final : public session_base {
 
   asio::awaitable<bool> listing(const request& req, const route& r, const upstream_choice& choice,
                                 registry::upstream_client& client, bool keep_alive) {
-    x_.from = metrics::source::upstream;
+    exchange_.from = metrics::source::upstream;
     const std::string path =
         r.kind == route_kind::tags_list ? "tags/list" : "referrers/" + r.reference;
     auto result = co_await registry::get_listing(client, choice.repository, path, r.params,
@@ -865,7 +866,7 @@ class session final : public session_base {
   worker_context& worker_;
   beast::flat_buffer buffer_;
   bool idle_ = false;
-  exchange x_;
+  exchange exchange_;
   // The upstream client and repository of the request being handled (set once routed).
   struct current_request {
     registry::upstream_client* client = nullptr;

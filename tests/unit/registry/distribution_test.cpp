@@ -192,7 +192,7 @@ TEST_F(DistributionTest, SeveralRangesAnsweredWithTheWholeBlobAreNotRead) {
   EXPECT_NE(body.error(), "");
   EXPECT_EQ(body.error_kind(), "status");
   EXPECT_TRUE(body.several_ranges_refused());
-  EXPECT_FALSE(body.hopeless());
+  EXPECT_FALSE(body.retries_spent());
 }
 
 TEST_F(DistributionTest, OneRangeAnsweredWithTheWholeBlobIsReadFromItsFirstByte) {
@@ -225,13 +225,13 @@ TEST_F(DistributionTest, AContentRangeElsewhereIsRefused) {
   EXPECT_FALSE(body.size_contradicted());
 }
 
-TEST_F(DistributionTest, A416IsHopelessAndContradictsTheSize) {
+TEST_F(DistributionTest, A416SpendsTheRetriesAndContradictsTheSize) {
   serve([](const stub_request&) {
     return stub_response{416, {{"Content-Range", "bytes */5000"}}, ""};
   });
   auto body = get_ranges({{6000, 6099}}, 7000);
   EXPECT_EQ(body.error_kind(), "status");
-  EXPECT_TRUE(body.hopeless());
+  EXPECT_TRUE(body.retries_spent());
   EXPECT_TRUE(body.size_contradicted());
 }
 

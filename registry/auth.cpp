@@ -302,6 +302,79 @@ std::string docker_helper_server_url(std::string_view key) {
   return std::string(key);
 }
 
+namespace {
+
+// auths["<name>"] of a Docker config file.
+std::optional<docker_auth_entry> parse_auth_entry(const std::string& name,
+                                                  const boost::json::object& o,
+                                                  std::string& error) {
+  docker_auth_entry entry;
+  bool malformed = false;
+  if (auto encoded = string_member(o, "auth", malformed); encoded && !encoded->empty()) {
+    auto decoded = base64_decode(*encoded);
+    const auto colon = decoded ? decoded->find(':') : std::string::npos;
+    if (!decoded || colon == std::string::npos) {
+      error = "auths[\"" + name + "\"].auth is not base64 of user:password";
+      return std::nullopt;
+    }
+    entry.username = decoded->substr(0, colon);
+    entry.password = decoded->substr(colon + 1);
+  }
+  if (auto user = string_member(o, "username", malformed); user && !user->empty()) {
+    entry.username = *user;
+  }
+  if (auto password = string_member(o, "password", malformed); password && !password->empty()) {
+    entry.password = *password;
+  }
+  if (auto token = string_member(o, "identitytoken", malformed); token) {
+    entry.identity_token = *token;
+  }
+  if (malformed) {
+    error = "auths[\"" + name + "\"] has a field that is not a string";
+    return std::nullopt;
+  }
+  return entry;
+}
+
+// The "auths" member (`auths`, not null) into `out`; false with `error` when malformed.
+bool parse_auths(const boost::json::value& auths, docker_config_file& out, std::string& error) {
+  if (!auths.is_object()) {
+    error = "\"auths\" is not an object";
+    return false;
+  }
+  for (const auto& [registry, value] : auths.as_object()) {
+    const std::string name(registry);
+    if (!value.is_object()) {
+      error = "auths[\"" + name + "\"] is not an object";
+      return false;
+    }
+    auto entry = parse_auth_entry(name, value.as_object(), error);
+    if (!entry) return false;
+    out.auths.insert_or_assign(docker_registry_key(name), std::move(*entry));
+  }
+  return true;
+}
+
+// The "credHelpers" member (`helpers`, not null) into `out`; false with `error` when malformed.
+bool parse_cred_helpers(const boost::json::value& helpers, docker_config_file& out,
+                        std::string& error) {
+  if (!helpers.is_object()) {
+    error = "\"credHelpers\" is not an object";
+    return false;
+  }
+  for (const auto& [registry, value] : helpers.as_object()) {
+    if (!value.is_string() || !valid_helper_name(value.as_string())) {
+      error = "credHelpers[\"" + std::string(registry) + "\"] is not a helper name";
+      return false;
+    }
+    out.cred_helpers.insert_or_assign(docker_registry_key(registry),
+                                      std::string(value.as_string()));
+  }
+  return true;
+}
+
+}  // namespace
+
 std::optional<docker_config_file> parse_docker_config(std::string_view json, std::string& error) {
   boost::system::error_code ec;
   boost::json::parse_options opts;
@@ -317,61 +390,13 @@ std::optional<docker_config_file> parse_docker_config(std::string_view json, std
   }
   const auto& root = v.as_object();
   docker_config_file out;
-  bool malformed = false;
-
   if (auto it = root.find("auths"); it != root.end() && !it->value().is_null()) {
-    if (!it->value().is_object()) {
-      error = "\"auths\" is not an object";
-      return std::nullopt;
-    }
-    for (const auto& [registry, value] : it->value().as_object()) {
-      const std::string name(registry);
-      if (!value.is_object()) {
-        error = "auths[\"" + name + "\"] is not an object";
-        return std::nullopt;
-      }
-      const auto& o = value.as_object();
-      docker_auth_entry entry;
-      if (auto encoded = string_member(o, "auth", malformed); encoded && !encoded->empty()) {
-        auto decoded = base64_decode(*encoded);
-        const auto colon = decoded ? decoded->find(':') : std::string::npos;
-        if (!decoded || colon == std::string::npos) {
-          error = "auths[\"" + name + "\"].auth is not base64 of user:password";
-          return std::nullopt;
-        }
-        entry.username = decoded->substr(0, colon);
-        entry.password = decoded->substr(colon + 1);
-      }
-      if (auto user = string_member(o, "username", malformed); user && !user->empty()) {
-        entry.username = *user;
-      }
-      if (auto password = string_member(o, "password", malformed); password && !password->empty()) {
-        entry.password = *password;
-      }
-      if (auto token = string_member(o, "identitytoken", malformed); token) {
-        entry.identity_token = *token;
-      }
-      if (malformed) {
-        error = "auths[\"" + name + "\"] has a field that is not a string";
-        return std::nullopt;
-      }
-      out.auths.insert_or_assign(docker_registry_key(name), std::move(entry));
-    }
+    if (!parse_auths(it->value(), out, error)) return std::nullopt;
   }
   if (auto it = root.find("credHelpers"); it != root.end() && !it->value().is_null()) {
-    if (!it->value().is_object()) {
-      error = "\"credHelpers\" is not an object";
-      return std::nullopt;
-    }
-    for (const auto& [registry, value] : it->value().as_object()) {
-      if (!value.is_string() || !valid_helper_name(value.as_string())) {
-        error = "credHelpers[\"" + std::string(registry) + "\"] is not a helper name";
-        return std::nullopt;
-      }
-      out.cred_helpers.insert_or_assign(docker_registry_key(registry),
-                                        std::string(value.as_string()));
-    }
+    if (!parse_cred_helpers(it->value(), out, error)) return std::nullopt;
   }
+  bool malformed = false;
   if (auto store = string_member(root, "credsStore", malformed); store && !store->empty()) {
     if (!valid_helper_name(*store)) {
       error = "\"credsStore\" is not a helper name";

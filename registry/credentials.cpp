@@ -458,36 +458,40 @@ std::string find_credential_helper(const std::string& name, const std::string& d
   return {};
 }
 
-helper_run run_credential_helper(const std::string& program, const std::string& input,
-                                 config::duration timeout) {
-  helper_run out;
-  int in_pipe[2] = {-1, -1};
-  int out_pipe[2] = {-1, -1};
-  int err_pipe[2] = {-1, -1};
-  auto close_fd = [](int& fd) {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  };
-  auto close_all = [&] {
-    for (int* p : {in_pipe, out_pipe, err_pipe}) {
+namespace {
+
+void close_fd(int& fd) {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+}
+
+// The pipes of a helper's stdin, stdout and stderr ([0] the read end, [1] the write end).
+struct helper_pipes {
+  int in[2] = {-1, -1};
+  int out[2] = {-1, -1};
+  int err[2] = {-1, -1};
+
+  bool open() {
+    return ::pipe2(in, O_CLOEXEC) == 0 && ::pipe2(out, O_CLOEXEC) == 0 &&
+           ::pipe2(err, O_CLOEXEC) == 0;
+  }
+  void close_all() {
+    for (int* p : {in, out, err}) {
       close_fd(p[0]);
       close_fd(p[1]);
     }
-  };
-  if (::pipe2(in_pipe, O_CLOEXEC) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 ||
-      ::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    out.error = std::string("pipe: ") + std::strerror(errno);
-    close_all();
-    return out;
   }
+};
 
+// Starts `program get` on `p`, and closes the child's ends; 0, or the error number.
+int spawn_helper(const std::string& program, helper_pipes& p, pid_t& pid) {
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_adddup2(&actions, in_pipe[0], 0);
-  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+  posix_spawn_file_actions_adddup2(&actions, p.in[0], 0);
+  posix_spawn_file_actions_adddup2(&actions, p.out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, p.err[1], 2);
   // Its own process group (killed as a whole on timeout), default signal handling.
   sigset_t none;
   sigemptyset(&none);
@@ -501,19 +505,17 @@ helper_run run_credential_helper(const std::string& program, const std::string& 
   std::string arg0 = program;
   std::string arg1 = "get";
   char* argv[] = {arg0.data(), arg1.data(), nullptr};
-  pid_t pid = -1;
   const int rc = ::posix_spawn(&pid, program.c_str(), &actions, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  close_fd(in_pipe[0]);
-  close_fd(out_pipe[1]);
-  close_fd(err_pipe[1]);
-  if (rc != 0) {
-    out.error = "cannot run " + program + ": " + std::strerror(rc);
-    close_all();
-    return out;
-  }
+  close_fd(p.in[0]);
+  close_fd(p.out[1]);
+  close_fd(p.err[1]);
+  return rc;
+}
 
+// Writes `input` to the helper's stdin `fd` (as much as it takes) and closes it.
+void feed_helper(int& fd, const std::string& input) {
   // A helper that exits without reading its input must not kill us with SIGPIPE.
   sigset_t pipe_set;
   sigemptyset(&pipe_set);
@@ -521,29 +523,30 @@ helper_run run_credential_helper(const std::string& program, const std::string& 
   sigset_t old_mask;
   pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
   for (std::size_t written = 0; written < input.size();) {
-    const ssize_t n = ::write(in_pipe[1], input.data() + written, input.size() - written);
+    const ssize_t n = ::write(fd, input.data() + written, input.size() - written);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     written += static_cast<std::size_t>(n);
   }
-  close_fd(in_pipe[1]);
+  close_fd(fd);
   const timespec zero{0, 0};
   while (sigtimedwait(&pipe_set, nullptr, &zero) == SIGPIPE) {
   }
   pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+}
 
-  const auto deadline = clock::now() + timeout;
-  std::string err_text;
-  bool killed = false;
-  while (out_pipe[0] >= 0 || err_pipe[0] >= 0) {
+// Reads the helper's stdout into `output` and its stderr into `errors` (each capped) until
+// both close; at `deadline` kills its process group instead: true then.
+bool read_helper(helper_pipes& p, pid_t pid, clock::time_point deadline, std::string& output,
+                 std::string& errors) {
+  while (p.out[0] >= 0 || p.err[0] >= 0) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count();
     if (left <= 0) {
       ::kill(-pid, SIGKILL);
-      killed = true;
-      break;
+      return true;
     }
-    pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+    pollfd fds[2] = {{p.out[0], POLLIN, 0}, {p.err[0], POLLIN, 0}};
     const int ready = ::poll(fds, 2, static_cast<int>(std::min<long long>(left, 1000)));
     if (ready < 0 && errno != EINTR) break;
     for (int i = 0; i < 2; ++i) {
@@ -552,17 +555,21 @@ helper_run run_credential_helper(const std::string& program, const std::string& 
       const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
-        close_fd(i == 0 ? out_pipe[0] : err_pipe[0]);
+        close_fd(i == 0 ? p.out[0] : p.err[0]);
         continue;
       }
-      std::string& sink = i == 0 ? out.output : err_text;
+      std::string& sink = i == 0 ? output : errors;
       const std::size_t cap = i == 0 ? max_helper_output : max_helper_error;
       sink.append(buf, std::min<std::size_t>(static_cast<std::size_t>(n),
                                              cap - std::min(cap, sink.size())));
     }
   }
-  close_all();
+  return false;
+}
 
+// Waits for the helper to exit; one still running past `deadline` (its output closed) is
+// killed (`killed` set). Its wait status.
+int reap_helper(pid_t pid, clock::time_point deadline, bool& killed) {
   int status = 0;
   for (;;) {
     const pid_t w = ::waitpid(pid, &status, killed ? 0 : WNOHANG);
@@ -578,17 +585,49 @@ helper_run run_credential_helper(const std::string& program, const std::string& 
       }
     }
   }
+  return status;
+}
+
+// The exit code and error of a helper that ended with wait status `status` (or was killed).
+void note_exit(helper_run& out, int status, bool killed, config::duration timeout,
+               const std::string& errors) {
   if (killed) {
     out.timed_out = true;
     out.exit_code = -1;
     out.error = "killed after " + std::to_string(timeout.count()) + "ms";
   } else if (WIFEXITED(status)) {
     out.exit_code = WEXITSTATUS(status);
-    out.error = first_line(err_text);
+    out.error = first_line(errors);
   } else {
     out.exit_code = -1;
     out.error = "killed by signal " + std::to_string(WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   }
+}
+
+}  // namespace
+
+helper_run run_credential_helper(const std::string& program, const std::string& input,
+                                 config::duration timeout) {
+  helper_run out;
+  helper_pipes pipes;
+  if (!pipes.open()) {
+    out.error = std::string("pipe: ") + std::strerror(errno);
+    pipes.close_all();
+    return out;
+  }
+  pid_t pid = -1;
+  if (const int rc = spawn_helper(program, pipes, pid); rc != 0) {
+    out.error = "cannot run " + program + ": " + std::strerror(rc);
+    pipes.close_all();
+    return out;
+  }
+  feed_helper(pipes.in[1], input);
+  const auto deadline = clock::now() + timeout;
+  std::string err_text;
+  bool killed = read_helper(pipes, pid, deadline, out.output, err_text);
+  pipes.close_all();
+  const int status = reap_helper(pid, deadline, killed);
+  note_exit(out, status, killed, timeout, err_text);
   return out;
 }
 

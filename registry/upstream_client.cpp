@@ -489,14 +489,7 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
   // A blob GET may go straight to where the upstream redirected the blob's last GET.
   const bool reusable =
       req.follow_redirects && req.method == http::verb::get && cfg_.redirect_reuse.count() > 0;
-  bool reused = false;
-  if (reusable) {
-    if (auto place = redirects_.find(req.target)) {
-      at = hop{std::move(place->where), std::move(place->target), false};
-      policy.upstream_class = place->upstream_class;
-      reused = true;
-    }
-  }
+  bool reused = reusable && remembered_redirect(req.target, at, policy);
 
   for (;;) {
     std::string authorization;
@@ -509,17 +502,10 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
                                     at.at_upstream ? nullptr : &policy);
     if (reused) {
       reused = false;
-      auto* r = std::get_if<std::unique_ptr<upstream_response>>(&result);
-      if (r == nullptr || (*r)->status() >= 400) {
-        // Expired, gone or now refused: the upstream says where the blob is now.
-        if (r != nullptr) co_await (*r)->discard();
-        result = upstream_failure{};  // gives the connection back
-        redirects_.forget(req.target);
-        if (metrics_ != nullptr) metrics_->redirect("stale");
+      if (co_await stale_redirect(result, req.target)) {
         at = hop{origin_, req.target, true};
         continue;
       }
-      if (metrics_ != nullptr) metrics_->redirect("reused");
     }
     if (auto* f = std::get_if<upstream_failure>(&result)) {
       quieten(*f, at);
@@ -561,6 +547,30 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
     }
     co_return result;
   }
+}
+
+bool upstream_client::remembered_redirect(const std::string& target, hop& at,
+                                          net::redirect_policy& policy) {
+  auto place = redirects_.find(target);
+  if (!place) return false;
+  at = hop{std::move(place->where), std::move(place->target), false};
+  policy.upstream_class = place->upstream_class;
+  return true;
+}
+
+asio::awaitable<bool> upstream_client::stale_redirect(upstream_result& result,
+                                                      const std::string& target) {
+  auto* r = std::get_if<std::unique_ptr<upstream_response>>(&result);
+  if (r == nullptr || (*r)->status() >= 400) {
+    // Expired, gone or now refused: the upstream says where the blob is now.
+    if (r != nullptr) co_await (*r)->discard();
+    result = upstream_failure{};  // gives the connection back
+    redirects_.forget(target);
+    if (metrics_ != nullptr) metrics_->redirect("stale");
+    co_return true;
+  }
+  if (metrics_ != nullptr) metrics_->redirect("reused");
+  co_return false;
 }
 
 void upstream_client::quieten(upstream_failure& f, const hop& at) const {

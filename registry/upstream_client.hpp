@@ -253,6 +253,12 @@ class upstream_client {
 
   // One try of send(): challenges and redirects, no retries.
   asio::awaitable<upstream_result> send_once(const upstream_request& req);
+  // Where the upstream redirected the last GET of `target`, when remembered: sets `at` and
+  // the policy's upstream class, true.
+  bool remembered_redirect(const std::string& target, hop& at, net::redirect_policy& policy);
+  // After a try at a remembered redirect: true when it failed (no answer, or 400 and up; the
+  // answer is dropped, the place forgotten), counting it stale; counts it reused otherwise.
+  asio::awaitable<bool> stale_redirect(upstream_result& result, const std::string& target);
   asio::awaitable<upstream_result> exchange(const origin& where, http::verb method,
                                             const std::string& target, const upstream_request& req,
                                             const std::string& authorization,

@@ -163,29 +163,7 @@ class admin_session final : public session_base {
     const std::string path = parsed->path();
     const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
     if (auto refused = refusal(req, path, get)) co_return std::move(*refused);
-
-    if (path == "/healthz") {
-      if (!get) co_return not_allowed("GET");
-      co_return json_response(http::status::ok, boost::json::object{{"status", "ok"}});
-    }
-    if (path == "/readyz") {
-      if (!get) co_return not_allowed("GET");
-      if (admin_.ready.load() && !admin_.worker.draining) {
-        co_return json_response(http::status::ok, boost::json::object{{"status", "ready"}});
-      }
-      co_return json_response(http::status::service_unavailable,
-                              boost::json::object{{"status", "not ready"}});
-    }
-    if (path == "/metrics") {
-      if (!get) co_return not_allowed("GET");
-      if (admin_.cfg.admin.metrics_need_token && !token_ok(req, admin_.cfg.admin.token)) {
-        co_return unauthorized();
-      }
-      response res{http::status::ok, 11};
-      res.set(http::field::content_type, metrics::content_type);
-      res.body() = admin_.metrics.serialize();
-      co_return res;
-    }
+    if (auto res = probe(req, path, get)) co_return std::move(*res);
     if (!path.starts_with("/admin/")) {
       co_return error_response(http::status::not_found, "unknown path " + path);
     }
@@ -199,23 +177,7 @@ class admin_session final : public session_base {
     if (admin_.store == nullptr) {
       co_return error_response(http::status::conflict, "the cache is disabled");
     }
-    if (path == "/admin/blobs") {
-      if (get) {
-        std::size_t limit = default_blob_limit;
-        if (auto it = parsed->params().find("limit"); it != parsed->params().end()) {
-          const std::string text = (*it).value;
-          char* end = nullptr;
-          const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-          if (text.empty() || *end != '\0') {
-            co_return error_response(http::status::bad_request, "limit must be a number");
-          }
-          limit = static_cast<std::size_t>(v);
-        }
-        co_return co_await list_blobs(limit);
-      }
-      if (req.method() == http::verb::delete_) co_return co_await purge_all();
-      co_return not_allowed("GET, DELETE");
-    }
+    if (path == "/admin/blobs") co_return co_await blobs(req, *parsed, get);
     if (path.starts_with("/admin/blobs/")) {
       if (req.method() != http::verb::delete_) co_return not_allowed("DELETE");
       const auto d = oci::digest::parse(path.substr(std::string_view("/admin/blobs/").size()));
@@ -223,24 +185,76 @@ class admin_session final : public session_base {
       co_return co_await purge_one(*d);
     }
     if (path == "/admin/profiles" || path.starts_with("/admin/profiles/")) {
-      if (admin_.worker.prefetch == nullptr) {
-        co_return error_response(http::status::conflict, "prefetch is disabled");
-      }
-      if (path == "/admin/profiles") {
-        if (!get) co_return not_allowed("GET");
-        auto* p = admin_.worker.prefetch;
-        auto text = co_await admin_.pool->run([p] { return p->list_profiles_json(); });
-        co_return json_text(http::status::ok, std::move(text));
-      }
-      const auto d = oci::digest::parse(path.substr(std::string_view("/admin/profiles/").size()));
-      if (!d) co_return error_response(http::status::bad_request, "not a digest");
-      co_return co_await profile(req, *d);
+      co_return co_await profiles(req, path, get);
     }
     if (path == "/admin/preload") {
       if (req.method() != http::verb::post) co_return not_allowed("POST");
       co_return co_await preload_image(req.body());
     }
     co_return error_response(http::status::not_found, "unknown path " + path);
+  }
+
+  // /healthz, /readyz and /metrics (which needs the token only with metrics_need_token);
+  // nothing for other paths.
+  std::optional<response> probe(const request& req, const std::string& path, bool get) const {
+    if (path == "/healthz") {
+      if (!get) return not_allowed("GET");
+      return json_response(http::status::ok, boost::json::object{{"status", "ok"}});
+    }
+    if (path == "/readyz") {
+      if (!get) return not_allowed("GET");
+      if (admin_.ready.load() && !admin_.worker.draining) {
+        return json_response(http::status::ok, boost::json::object{{"status", "ready"}});
+      }
+      return json_response(http::status::service_unavailable,
+                           boost::json::object{{"status", "not ready"}});
+    }
+    if (path == "/metrics") {
+      if (!get) return not_allowed("GET");
+      if (admin_.cfg.admin.metrics_need_token && !token_ok(req, admin_.cfg.admin.token)) {
+        return unauthorized();
+      }
+      response res{http::status::ok, 11};
+      res.set(http::field::content_type, metrics::content_type);
+      res.body() = admin_.metrics.serialize();
+      return res;
+    }
+    return std::nullopt;
+  }
+
+  // /admin/blobs: GET lists (at most ?limit= blobs), DELETE purges all.
+  asio::awaitable<response> blobs(const request& req, const boost::urls::url_view& url, bool get) {
+    if (get) {
+      std::size_t limit = default_blob_limit;
+      if (auto it = url.params().find("limit"); it != url.params().end()) {
+        const std::string text = (*it).value;
+        char* end = nullptr;
+        const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0') {
+          co_return error_response(http::status::bad_request, "limit must be a number");
+        }
+        limit = static_cast<std::size_t>(v);
+      }
+      co_return co_await list_blobs(limit);
+    }
+    if (req.method() == http::verb::delete_) co_return co_await purge_all();
+    co_return not_allowed("GET, DELETE");
+  }
+
+  // /admin/profiles (GET: the list) and /admin/profiles/<manifest digest> (profile()).
+  asio::awaitable<response> profiles(const request& req, const std::string& path, bool get) {
+    if (admin_.worker.prefetch == nullptr) {
+      co_return error_response(http::status::conflict, "prefetch is disabled");
+    }
+    if (path == "/admin/profiles") {
+      if (!get) co_return not_allowed("GET");
+      auto* p = admin_.worker.prefetch;
+      auto text = co_await admin_.pool->run([p] { return p->list_profiles_json(); });
+      co_return json_text(http::status::ok, std::move(text));
+    }
+    const auto d = oci::digest::parse(path.substr(std::string_view("/admin/profiles/").size()));
+    if (!d) co_return error_response(http::status::bad_request, "not a digest");
+    co_return co_await profile(req, *d);
   }
 
   static response json_text(http::status status, std::string text) {

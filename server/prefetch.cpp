@@ -37,6 +37,21 @@ constexpr std::size_t max_not_published = 4096;
 // Manifests whose last resolved tag is remembered (tag_seen); cleared when full.
 constexpr std::size_t max_seen_tags = 4096;
 
+// The index of `blob` among the blobs a manifest lists.
+std::optional<std::size_t> listed_index(const std::vector<oci::descriptor>& listed,
+                                        const oci::digest& blob) {
+  for (std::size_t i = 0; i < listed.size(); ++i) {
+    if (listed[i].digest == blob) return i;
+  }
+  return std::nullopt;
+}
+
+// A blob a replay may fetch chunks of: not verified whole, with a known size and chunk size.
+bool fetchable(const content::listed_blob& b) {
+  const auto& meta = b.meta;
+  return !meta.verified && meta.size > 0 && meta.chunk_size > 0;
+}
+
 }  // namespace
 
 struct prefetcher::job {
@@ -152,123 +167,136 @@ asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r) {
   } guard{*this, r};
 
   const auto manifest = *oci::digest::parse(r->manifest);
+  std::optional<cache::profile> prof = co_await stored_profile(*r, manifest);
+  if (!prof && r->why != trigger::head && settings_.fetch_published &&
+      !recently_not_published(r->manifest)) {
+    // None of our own: the upstream registry may have one next to the image.
+    prof = co_await published_profile(*r, manifest);
+  }
+
+  // What the store already holds of each listed blob, in one trip.
+  r->blobs = co_await blobs_.describe_listed(r->listed);
+  if (prof) plan_profile_jobs(*r, *prof);
+  const bool eager = r->why == trigger::get &&
+                     (settings_.eager_layers == config::eager_mode::always ||
+                      (settings_.eager_layers == config::eager_mode::automatic && !prof));
+  if (eager) plan_eager_jobs(*r);
+  if (r->jobs.empty() || stopped_) co_return;
+
+  const unsigned workers = prepare_workers(*r, prof.has_value(), eager);
+  guard.armed = false;  // the last worker clears replaying_
+  auto ex = co_await asio::this_coro::executor;
+  for (unsigned w = 0; w < workers; ++w) asio::co_spawn(ex, replay_worker(r), asio::detached);
+}
+
+asio::awaitable<std::optional<cache::profile>> prefetcher::stored_profile(
+    const replay& r, const oci::digest& manifest) {
   std::optional<cache::profile> prof;
   bool known = false;  // every stored profile is in profile_blobs_: no store read without one
   {
     std::lock_guard lock(mutex_);
-    known = profile_blobs_.contains(r->manifest);
+    known = profile_blobs_.contains(r.manifest);
   }
   if (known) {
     auto text = co_await pool_.run([this, &manifest] { return store_.profile(manifest); });
     if (text) prof = cache::profile_from_json(*text);
   }
   if (prof && prof->manifest != manifest) prof.reset();
-  if (!prof && r->why != trigger::head && settings_.fetch_published &&
-      !recently_not_published(r->manifest)) {
-    // None of our own: the upstream registry may have one next to the image.
-    auto found =
-        co_await find_published_profile(*r->client, r->repository, manifest, max_published_profile);
-    if (found) {
-      std::string error;
-      auto* doc = &*found;
-      const bool ok = co_await pool_.run(
-          [this, &manifest, doc, &error] { return import_profile(manifest, *doc, error); });
-      if (ok) {
-        prof = cache::profile_from_json(*found);
-        std::lock_guard lock(mutex_);
-        ++stats_.found_published;
-      } else {
-        log::warn("prefetch", "profile published for ", r->manifest, " in ",
-                  r->client->settings().name, " is not usable: ", error);
-      }
-    }
-    if (!prof) {
+  co_return prof;
+}
+
+asio::awaitable<std::optional<cache::profile>> prefetcher::published_profile(
+    const replay& r, const oci::digest& manifest) {
+  std::optional<cache::profile> prof;
+  auto found =
+      co_await find_published_profile(*r.client, r.repository, manifest, max_published_profile);
+  if (found) {
+    std::string error;
+    auto* doc = &*found;
+    const bool ok = co_await pool_.run(
+        [this, &manifest, doc, &error] { return import_profile(manifest, *doc, error); });
+    if (ok) {
+      prof = cache::profile_from_json(*found);
       std::lock_guard lock(mutex_);
-      if (not_published_.size() >= max_not_published) not_published_.clear();
-      not_published_[r->manifest] = clock::now();
+      ++stats_.found_published;
     } else {
-      log::info("prefetch", "using the profile published for ", r->manifest, " in ",
-                r->client->settings().name);
+      log::warn("prefetch", "profile published for ", r.manifest, " in ", r.client->settings().name,
+                " is not usable: ", error);
     }
   }
+  if (!prof) {
+    std::lock_guard lock(mutex_);
+    if (not_published_.size() >= max_not_published) not_published_.clear();
+    not_published_[r.manifest] = clock::now();
+  } else {
+    log::info("prefetch", "using the profile published for ", r.manifest, " in ",
+              r.client->settings().name);
+  }
+  co_return prof;
+}
 
-  // What the store already holds of each listed blob, in one trip.
-  r->blobs = co_await blobs_.describe_listed(r->listed);
-  const auto& listed = r->listed;
-  auto index_of = [&](const oci::digest& blob) -> std::optional<std::size_t> {
-    for (std::size_t i = 0; i < listed.size(); ++i) {
-      if (listed[i].digest == blob) return i;
+void prefetcher::plan_profile_jobs(replay& r, const cache::profile& prof) {
+  std::vector<std::vector<bool>> queued(r.listed.size());
+  for (const auto& e : prof.entries) {
+    const auto i =
+        listed_index(r.listed, e.blob);  // only blobs this manifest lists are ever fetched
+    if (!i || !fetchable(r.blobs[*i]) || e.length == 0 || e.offset >= r.blobs[*i].meta.size) {
+      continue;
     }
-    return std::nullopt;
-  };
-  auto usable = [&](std::size_t i) {
-    const auto& meta = r->blobs[i].meta;
-    return !meta.verified && meta.size > 0 && meta.chunk_size > 0;
-  };
-
-  std::vector<std::vector<bool>> queued(listed.size());
-  if (prof) {
-    for (const auto& e : prof->entries) {
-      const auto i = index_of(e.blob);  // only blobs this manifest lists are ever fetched
-      if (!i || !usable(*i) || e.length == 0 || e.offset >= r->blobs[*i].meta.size) continue;
-      const auto& meta = r->blobs[*i].meta;
-      const std::uint64_t end = std::min(meta.size, e.offset + e.length);
-      const auto first = static_cast<std::uint32_t>(e.offset / meta.chunk_size);
-      const auto last = static_cast<std::uint32_t>((end - 1) / meta.chunk_size);
-      auto& q = queued[*i];  // stored chunks count as queued: nothing to fetch
-      if (q.empty()) {
-        q = r->blobs[*i].present;
-        q.resize((meta.size + meta.chunk_size - 1) / meta.chunk_size, false);
-      }
-      for (std::uint32_t c = first; c <= last; ++c) {
-        if (q[c]) continue;
-        q[c] = true;
-        job* prev = r->jobs.empty() ? nullptr : &r->jobs.back();
-        if (prev != nullptr && prev->blob == *i && prev->last + 1 == c &&
-            prev->last - prev->first + 1 < max_job_chunks) {
-          prev->last = c;
-        } else {
-          r->jobs.push_back(job{*i, c, c});
-        }
+    const auto& meta = r.blobs[*i].meta;
+    const std::uint64_t end = std::min(meta.size, e.offset + e.length);
+    const auto first = static_cast<std::uint32_t>(e.offset / meta.chunk_size);
+    const auto last = static_cast<std::uint32_t>((end - 1) / meta.chunk_size);
+    auto& q = queued[*i];  // stored chunks count as queued: nothing to fetch
+    if (q.empty()) {
+      q = r.blobs[*i].present;
+      q.resize((meta.size + meta.chunk_size - 1) / meta.chunk_size, false);
+    }
+    for (std::uint32_t c = first; c <= last; ++c) {
+      if (q[c]) continue;
+      q[c] = true;
+      job* prev = r.jobs.empty() ? nullptr : &r.jobs.back();
+      if (prev != nullptr && prev->blob == *i && prev->last + 1 == c &&
+          prev->last - prev->first + 1 < max_job_chunks) {
+        prev->last = c;
+      } else {
+        r.jobs.push_back(job{*i, c, c});
       }
     }
   }
-  const bool eager = r->why == trigger::get &&
-                     (settings_.eager_layers == config::eager_mode::always ||
-                      (settings_.eager_layers == config::eager_mode::automatic && !prof));
-  if (eager) {
-    for (std::size_t i = 0; i < listed.size(); ++i) {
-      if (!usable(i)) continue;
-      const auto& meta = r->blobs[i].meta;
-      const auto chunks =
-          static_cast<std::uint32_t>((meta.size + meta.chunk_size - 1) / meta.chunk_size);
-      // One job per blob: blobs arrive in parallel, each in order.
-      r->jobs.push_back(job{i, 0, chunks - 1});
-    }
-  }
-  if (r->jobs.empty() || stopped_) co_return;
+}
 
+void prefetcher::plan_eager_jobs(replay& r) {
+  for (std::size_t i = 0; i < r.listed.size(); ++i) {
+    if (!fetchable(r.blobs[i])) continue;
+    const auto& meta = r.blobs[i].meta;
+    const auto chunks =
+        static_cast<std::uint32_t>((meta.size + meta.chunk_size - 1) / meta.chunk_size);
+    // One job per blob: blobs arrive in parallel, each in order.
+    r.jobs.push_back(job{i, 0, chunks - 1});
+  }
+}
+
+unsigned prefetcher::prepare_workers(replay& r, bool profiled, bool eager) {
   const unsigned workers =
-      static_cast<unsigned>(std::min<std::size_t>(settings_.concurrency, r->jobs.size()));
+      static_cast<unsigned>(std::min<std::size_t>(settings_.concurrency, r.jobs.size()));
   {
     std::lock_guard lock(mutex_);
-    (prof ? stats_.profile_replays : stats_.eager_replays) += 1;
-    stats_.queued += r->jobs.size();
+    (profiled ? stats_.profile_replays : stats_.eager_replays) += 1;
+    stats_.queued += r.jobs.size();
   }
-  log::debug("prefetch", "replaying ", r->jobs.size(), " jobs for ", r->manifest,
-             prof ? " from its profile" : "", eager ? " (eager layers)" : "", " with ", workers,
+  log::debug("prefetch", "replaying ", r.jobs.size(), " jobs for ", r.manifest,
+             profiled ? " from its profile" : "", eager ? " (eager layers)" : "", " with ", workers,
              " fills in flight");
-  r->workers = workers;
+  r.workers = workers;
   std::uint64_t total = 0;
-  for (const auto& j : r->jobs) {
-    total += std::uint64_t{j.last - j.first + 1} * r->blobs[j.blob].meta.chunk_size;
+  for (const auto& j : r.jobs) {
+    total += std::uint64_t{j.last - j.first + 1} * r.blobs[j.blob].meta.chunk_size;
   }
-  r->batch_bytes = std::min(max_batch_bytes, (total + workers - 1) / workers);
-  r->taken.assign(r->jobs.size(), false);
-  r->left = r->jobs.size();
-  guard.armed = false;  // the last worker clears replaying_
-  auto ex = co_await asio::this_coro::executor;
-  for (unsigned w = 0; w < workers; ++w) asio::co_spawn(ex, replay_worker(r), asio::detached);
+  r.batch_bytes = std::min(max_batch_bytes, (total + workers - 1) / workers);
+  r.taken.assign(r.jobs.size(), false);
+  r.left = r.jobs.size();
+  return workers;
 }
 
 asio::awaitable<void> prefetcher::replay_worker(std::shared_ptr<replay> r) {

@@ -174,7 +174,22 @@ class prefetcher {
   // Drops `manifest`'s byte ranges from hot_ (its profile_blobs_ entry is left empty).
   void unhot_locked(const std::string& manifest);
   bool recently_not_published(const std::string& manifest);
+  // A replay: the profile to follow, the jobs it makes (or every blob, eager), the workers.
   asio::awaitable<void> run_replay(std::shared_ptr<replay> r);
+  // The stored profile of `manifest`, if one is held.
+  asio::awaitable<std::optional<cache::profile>> stored_profile(const replay& r,
+                                                                const oci::digest& manifest);
+  // The profile published next to `manifest` in its upstream registry, imported; remembers
+  // a manifest without one (recently_not_published).
+  asio::awaitable<std::optional<cache::profile>> published_profile(const replay& r,
+                                                                   const oci::digest& manifest);
+  // Jobs of the chunks `prof` names that the store lacks, in profile order (adjacent chunks
+  // of a blob join one job, up to max_job_chunks).
+  void plan_profile_jobs(replay& r, const cache::profile& prof);
+  // One whole-blob job per listed blob not yet verified (eager layers).
+  void plan_eager_jobs(replay& r);
+  // Counts the replay in stats_, sizes its batches; returns how many workers it gets.
+  unsigned prepare_workers(replay& r, bool profiled, bool eager);
   asio::awaitable<void> replay_worker(std::shared_ptr<replay> r);
 
   cache::chunk_store& store_;

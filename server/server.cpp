@@ -91,6 +91,11 @@ std::string_view level_name(config::log_level l) {
   return "?";
 }
 
+// A host as it goes before ":port": an IPv6 address in brackets.
+std::string host_text(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
 std::string seconds_text(config::duration d) {
   return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(d).count()) + "s";
 }
@@ -224,6 +229,27 @@ struct server::impl {
   bool started = false;
   bool stopped = false;
 
+  // The TLS context, credentials and redirect memory of each upstream.
+  void prepare_upstreams();
+  // The TLS context of each listener; warns about listeners open to anyone.
+  void prepare_listeners();
+  // The store, blocking pool, blob source, manifest cache and prefetcher (cache.enabled).
+  void open_cache();
+  // Fills a metrics snapshot from the store, blob source and prefetcher.
+  void collect(metrics::snapshot& s) const;
+
+  // The workers, each with a client of each upstream.
+  void make_workers(unsigned threads);
+  // Every worker accepts on listener `li`: the first binds (resolving port 0), the others
+  // join the same port through SO_REUSEPORT.
+  void bind_listener(std::size_t li);
+  // The admin listener and its accept loop, on worker 0.
+  void open_admin();
+  // The accept loops, and a thread running each worker.
+  void run_workers();
+  // Saving closed recording windows, and prefetch.preload, on worker 0.
+  void start_prefetch_tasks();
+
   asio::awaitable<void> accept_loop(worker& w, asio::ip::tcp::acceptor& acceptor,
                                     asio::ssl::context* tls) {
     for (;;) {
@@ -341,14 +367,26 @@ struct server::impl {
 
 server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
   impl_->cfg = std::move(cfg);
-  for (const auto& u : impl_->cfg.upstreams) {
-    impl_->upstream_tls[u.name] = registry::make_client_tls(u.ca_file);
-    impl_->credentials[u.name] = std::make_unique<registry::upstream_credentials>(u);
-    impl_->redirects[u.name] = std::make_unique<registry::redirect_memory>();
+  impl_->prepare_upstreams();
+  impl_->prepare_listeners();
+  if (impl_->cfg.cache.enabled) impl_->open_cache();
+  impl_->access_log = impl_->cfg.log.access;
+  impl_->applied = impl_->cfg;
+  impl_->metrics.on_collect([m = impl_.get()](metrics::snapshot& s) { m->collect(s); });
+}
+
+void server::impl::prepare_upstreams() {
+  for (const auto& u : cfg.upstreams) {
+    upstream_tls[u.name] = registry::make_client_tls(u.ca_file);
+    credentials[u.name] = std::make_unique<registry::upstream_credentials>(u);
+    redirects[u.name] = std::make_unique<registry::redirect_memory>();
   }
-  for (const auto& l : impl_->cfg.server.listen) {
-    impl_->listener_tls.push_back(l.tls ? make_server_tls(*l.tls) : nullptr);
-    if (!config::is_loopback(l.host) && impl_->cfg.server.client_token.empty() &&
+}
+
+void server::impl::prepare_listeners() {
+  for (const auto& l : cfg.server.listen) {
+    listener_tls.push_back(l.tls ? make_server_tls(*l.tls) : nullptr);
+    if (!config::is_loopback(l.host) && cfg.server.client_token.empty() &&
         (!l.tls || l.tls->client_ca_file.empty())) {
       log::warn("server", "listener ", l.host, ":", l.port,
                 " is not on loopback and has no client authentication (server.client_auth or "
@@ -356,84 +394,80 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
                 "upstreams' credentials");
     }
   }
-  if (!impl_->cfg.server.client_token_file.empty()) {
-    registry::warn_if_exposed(impl_->cfg.server.client_token_file, "client token file");
+  if (!cfg.server.client_token_file.empty()) {
+    registry::warn_if_exposed(cfg.server.client_token_file, "client token file");
   }
-  const auto& c = impl_->cfg.cache;
-  if (c.enabled) {
-    impl_->store =
-        cache::open_rocksdb_store(cache::store_options{.path = c.path,
-                                                       .capacity = c.capacity,
-                                                       .block_cache = c.block_cache,
-                                                       .sync_writes = c.sync_writes,
-                                                       .memory_cache = c.memory_cache,
-                                                       .min_free_disk = c.min_free_disk});
-    impl_->blocking = std::make_unique<blocking_pool>(c.io_threads);
-    impl_->blobs = std::make_unique<content::blob_source>(
-        *impl_->store, *impl_->blocking,
-        content::fill_settings{c.chunk_size, c.fetch_size, c.parallel_fetches, c.complete_partial});
-    impl_->manifests = std::make_unique<content::manifest_cache>(*impl_->store, *impl_->blocking,
-                                                                 c.tag_ttl, c.max_stale);
-    if (impl_->cfg.prefetch.enabled) {
-      impl_->prefetch = std::make_unique<prefetcher>(*impl_->store, *impl_->blobs, *impl_->blocking,
-                                                     impl_->cfg.prefetch);
-      impl_->prefetch->load();
-      impl_->store->set_hot(
-          [p = impl_->prefetch.get()](const oci::digest& d) { return p->hot_ranges(d); });
-    }
-    log::info("server", "cache at ", c.path, ": ", impl_->store->used_bytes(), " of ", c.capacity,
-              " bytes used");
+}
+
+void server::impl::open_cache() {
+  const auto& c = cfg.cache;
+  store = cache::open_rocksdb_store(cache::store_options{.path = c.path,
+                                                         .capacity = c.capacity,
+                                                         .block_cache = c.block_cache,
+                                                         .sync_writes = c.sync_writes,
+                                                         .memory_cache = c.memory_cache,
+                                                         .min_free_disk = c.min_free_disk});
+  blocking = std::make_unique<blocking_pool>(c.io_threads);
+  blobs = std::make_unique<content::blob_source>(
+      *store, *blocking,
+      content::fill_settings{c.chunk_size, c.fetch_size, c.parallel_fetches, c.complete_partial});
+  manifests = std::make_unique<content::manifest_cache>(*store, *blocking, c.tag_ttl, c.max_stale);
+  if (cfg.prefetch.enabled) {
+    prefetch = std::make_unique<prefetcher>(*store, *blobs, *blocking, cfg.prefetch);
+    prefetch->load();
+    store->set_hot([p = prefetch.get()](const oci::digest& d) { return p->hot_ranges(d); });
   }
-  impl_->access_log = impl_->cfg.log.access;
-  impl_->applied = impl_->cfg;
-  impl_->metrics.on_collect([m = impl_.get()](metrics::snapshot& s) {
-    s.open_connections = m->open.load();
-    if (m->store) {
-      const auto st = m->store->stats();
-      s.has_store = true;
-      s.used_bytes = st.used_bytes;
-      s.capacity_bytes = st.capacity;
-      s.blobs = st.blobs;
-      s.chunks = st.chunks;
-      s.evicted_blobs = st.evicted_blobs;
-      s.evicted_bytes = st.evicted_bytes;
-      s.corrupt_chunks = st.corrupt_chunks;
-      s.memory_bytes = st.memory_bytes;
-      s.memory_hits = st.memory_hits;
-      s.memory_shared = st.memory_shared;
-      s.memory_misses = st.memory_misses;
-      s.block_cache_bytes = st.block_cache_bytes;
-      s.write_buffer_bytes = st.write_buffer_bytes;
-      s.disk_full = st.disk_full;
-      s.disk_refusals = st.disk_refusals;
-    }
-    if (m->blobs) {
-      const auto b = m->blobs->stats();
-      s.chunks_from_store = b.chunks_from_store;
-      s.chunks_joined = b.chunks_joined;
-      s.chunks_filled = b.chunks_filled;
-      s.fills_started = b.fills_started;
-      s.fills_in_flight = b.chunks_in_flight;
-      s.blobs_verified = b.verified;
-      s.store_errors = b.store_errors;
-      s.blob_digest_failures = b.digest_failures;
-      s.prefetch_fetched_bytes = b.prefetch_fetched_bytes;
-      s.prefetch_used_bytes = b.prefetch_used_bytes;
-    }
-    if (m->prefetch) {
-      const auto p = m->prefetch->stats();
-      s.has_prefetch = true;
-      s.prefetch_queue_depth = p.queued;
-      s.prefetch_profile_replays = p.profile_replays;
-      s.prefetch_eager_replays = p.eager_replays;
-      s.prefetch_runs_recorded = p.runs_recorded;
-      s.prefetch_jobs_failed = p.jobs_failed;
-      s.profiles = p.profiles;
-      s.prefetch_published = p.published;
-      s.prefetch_publish_failures = p.publish_failures;
-      s.prefetch_found_published = p.found_published;
-    }
-  });
+  log::info("server", "cache at ", c.path, ": ", store->used_bytes(), " of ", c.capacity,
+            " bytes used");
+}
+
+void server::impl::collect(metrics::snapshot& s) const {
+  s.open_connections = open.load();
+  if (store) {
+    const auto st = store->stats();
+    s.has_store = true;
+    s.used_bytes = st.used_bytes;
+    s.capacity_bytes = st.capacity;
+    s.blobs = st.blobs;
+    s.chunks = st.chunks;
+    s.evicted_blobs = st.evicted_blobs;
+    s.evicted_bytes = st.evicted_bytes;
+    s.corrupt_chunks = st.corrupt_chunks;
+    s.memory_bytes = st.memory_bytes;
+    s.memory_hits = st.memory_hits;
+    s.memory_shared = st.memory_shared;
+    s.memory_misses = st.memory_misses;
+    s.block_cache_bytes = st.block_cache_bytes;
+    s.write_buffer_bytes = st.write_buffer_bytes;
+    s.disk_full = st.disk_full;
+    s.disk_refusals = st.disk_refusals;
+  }
+  if (blobs) {
+    const auto b = blobs->stats();
+    s.chunks_from_store = b.chunks_from_store;
+    s.chunks_joined = b.chunks_joined;
+    s.chunks_filled = b.chunks_filled;
+    s.fills_started = b.fills_started;
+    s.fills_in_flight = b.chunks_in_flight;
+    s.blobs_verified = b.verified;
+    s.store_errors = b.store_errors;
+    s.blob_digest_failures = b.digest_failures;
+    s.prefetch_fetched_bytes = b.prefetch_fetched_bytes;
+    s.prefetch_used_bytes = b.prefetch_used_bytes;
+  }
+  if (prefetch) {
+    const auto p = prefetch->stats();
+    s.has_prefetch = true;
+    s.prefetch_queue_depth = p.queued;
+    s.prefetch_profile_replays = p.profile_replays;
+    s.prefetch_eager_replays = p.eager_replays;
+    s.prefetch_runs_recorded = p.runs_recorded;
+    s.prefetch_jobs_failed = p.jobs_failed;
+    s.profiles = p.profiles;
+    s.prefetch_published = p.published;
+    s.prefetch_publish_failures = p.publish_failures;
+    s.prefetch_found_published = p.found_published;
+  }
 }
 
 server::~server() { stop(); }
@@ -482,94 +516,97 @@ void server::start() {
   fit_descriptor_limit(m.cfg);
   unsigned threads = m.cfg.server.threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  m.make_workers(threads);
+  for (std::size_t li = 0; li < m.cfg.server.listen.size(); ++li) m.bind_listener(li);
+  if (m.cfg.admin.enabled) m.open_admin();
+  m.run_workers();
+  m.ready = true;
+  if (m.prefetch) m.start_prefetch_tasks();
+}
 
+void server::impl::make_workers(unsigned threads) {
   for (unsigned i = 0; i < threads; ++i) {
-    auto w = std::make_unique<impl::worker>(m.cfg, m.open);
-    w->context.blobs = m.blobs.get();
-    w->context.manifests = m.manifests.get();
-    w->context.prefetch = m.prefetch.get();
-    w->context.metrics = &m.metrics;
-    w->context.access_log = &m.access_log;
-    for (const auto& u : m.cfg.upstreams) {
+    auto w = std::make_unique<worker>(cfg, open);
+    w->context.blobs = blobs.get();
+    w->context.manifests = manifests.get();
+    w->context.prefetch = prefetch.get();
+    w->context.metrics = &metrics;
+    w->context.access_log = &access_log;
+    for (const auto& u : cfg.upstreams) {
       auto client = std::make_unique<registry::upstream_client>(
-          u, w->pool, m.upstream_tls[u.name].get(), m.tokens, *m.credentials[u.name],
-          *m.redirects[u.name]);
-      client->set_metrics(&m.metrics.upstream(u.name));
-      client->set_own_endpoints(&m.own);
+          u, w->pool, upstream_tls[u.name].get(), tokens, *credentials[u.name], *redirects[u.name]);
+      client->set_metrics(&metrics.upstream(u.name));
+      client->set_own_endpoints(&own);
       w->context.clients.emplace(u.name, std::move(client));
     }
-    m.workers.push_back(std::move(w));
+    workers.push_back(std::move(w));
   }
+}
 
-  // Every worker accepts on every listener; the first binds (resolving port 0), the others
-  // join the same port through SO_REUSEPORT.
-  for (std::size_t li = 0; li < m.cfg.server.listen.size(); ++li) {
-    const auto& l = m.cfg.server.listen[li];
-    boost::system::error_code ec;
-    const auto address = asio::ip::make_address(l.host, ec);
-    if (ec) throw std::runtime_error("bad listen address " + l.host);
-    std::uint16_t port = l.port;
-    for (auto& w : m.workers) {
-      asio::ip::tcp::acceptor a(w->io);
-      const asio::ip::tcp::endpoint ep(address, port);
-      a.open(ep.protocol(), ec);
-      if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
-      if (!ec) {
-        int one = 1;
-        if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
-          ec.assign(errno, boost::system::system_category());
-        }
-      }
-      if (!ec) a.bind(ep, ec);
-      if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-      if (ec) {
-        throw std::runtime_error("cannot listen on " + l.host + ":" + std::to_string(port) + ": " +
-                                 ec.message());
-      }
-      port = a.local_endpoint().port();
-      w->acceptors.emplace_back(std::move(a), m.listener_tls[li].get());
-    }
-    m.own.add(asio::ip::tcp::endpoint(address, port));
-    m.bound_ports.push_back(port);
-    log::info("server", "listening on ",
-              l.host.find(':') != std::string::npos ? "[" + l.host + "]" : l.host, ":", port,
-              l.tls ? " (TLS)" : "");
-  }
-
-  if (m.cfg.admin.enabled) {
-    auto& w0 = *m.workers.front();
-    boost::system::error_code ec;
-    const auto address = asio::ip::make_address(m.cfg.admin.host, ec);
-    if (ec) throw std::runtime_error("bad admin address " + m.cfg.admin.host);
-    asio::ip::tcp::acceptor a(w0.io);
-    const asio::ip::tcp::endpoint ep(address, m.cfg.admin.port);
+void server::impl::bind_listener(std::size_t li) {
+  const auto& l = cfg.server.listen[li];
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(l.host, ec);
+  if (ec) throw std::runtime_error("bad listen address " + l.host);
+  std::uint16_t port = l.port;
+  for (auto& w : workers) {
+    asio::ip::tcp::acceptor a(w->io);
+    const asio::ip::tcp::endpoint ep(address, port);
     a.open(ep.protocol(), ec);
     if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) {
+      int one = 1;
+      if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+        ec.assign(errno, boost::system::system_category());
+      }
+    }
     if (!ec) a.bind(ep, ec);
     if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
-      throw std::runtime_error("cannot listen on admin address " + m.cfg.admin.host + ":" +
-                               std::to_string(m.cfg.admin.port) + ": " + ec.message());
+      throw std::runtime_error("cannot listen on " + l.host + ":" + std::to_string(port) + ": " +
+                               ec.message());
     }
-    m.admin_port = a.local_endpoint().port();
-    m.own.add(asio::ip::tcp::endpoint(address, m.admin_port));
-    m.admin_acceptor.emplace(std::move(a));
-    m.admin = std::make_unique<admin_context>(admin_context{
-        m.cfg, m.metrics, w0.context, m.store.get(), m.blocking.get(), m.ready, m.admin_port});
-    asio::co_spawn(w0.io, m.admin_loop(*m.admin_acceptor), asio::detached);
-    log::info("server", "metrics and admin API on http://",
-              m.cfg.admin.host.find(':') != std::string::npos ? "[" + m.cfg.admin.host + "]"
-                                                              : m.cfg.admin.host,
-              ":", m.admin_port);
+    port = a.local_endpoint().port();
+    w->acceptors.emplace_back(std::move(a), listener_tls[li].get());
   }
+  own.add(asio::ip::tcp::endpoint(address, port));
+  bound_ports.push_back(port);
+  log::info("server", "listening on ", host_text(l.host), ":", port, l.tls ? " (TLS)" : "");
+}
 
-  m.running = static_cast<unsigned>(m.workers.size());
-  for (auto& wp : m.workers) {
+void server::impl::open_admin() {
+  auto& w0 = *workers.front();
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(cfg.admin.host, ec);
+  if (ec) throw std::runtime_error("bad admin address " + cfg.admin.host);
+  asio::ip::tcp::acceptor a(w0.io);
+  const asio::ip::tcp::endpoint ep(address, cfg.admin.port);
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    throw std::runtime_error("cannot listen on admin address " + cfg.admin.host + ":" +
+                             std::to_string(cfg.admin.port) + ": " + ec.message());
+  }
+  admin_port = a.local_endpoint().port();
+  own.add(asio::ip::tcp::endpoint(address, admin_port));
+  admin_acceptor.emplace(std::move(a));
+  admin = std::make_unique<admin_context>(
+      admin_context{cfg, metrics, w0.context, store.get(), blocking.get(), ready, admin_port});
+  asio::co_spawn(w0.io, admin_loop(*admin_acceptor), asio::detached);
+  log::info("server", "metrics and admin API on http://", host_text(cfg.admin.host), ":",
+            admin_port);
+}
+
+void server::impl::run_workers() {
+  running = static_cast<unsigned>(workers.size());
+  for (auto& wp : workers) {
     auto* w = wp.get();
     for (auto& [a, tls] : w->acceptors) {
-      asio::co_spawn(w->io, m.accept_loop(*w, a, tls), asio::detached);
+      asio::co_spawn(w->io, accept_loop(*w, a, tls), asio::detached);
     }
-    w->thread = std::thread([&m, w] {
+    w->thread = std::thread([this, w] {
       for (;;) {
         try {
           w->io.run();
@@ -579,19 +616,19 @@ void server::start() {
           log::error("server", "worker: unexpected exception: ", e.what());
         }
       }
-      std::lock_guard lock(m.mutex);
-      --m.running;
-      m.stopped_cv.notify_all();
+      std::lock_guard lock(mutex);
+      --running;
+      stopped_cv.notify_all();
     });
   }
-  m.ready = true;
-  if (m.prefetch) {
-    auto& w0 = *m.workers.front();
-    m.save_timer.emplace(w0.io);
-    asio::co_spawn(w0.io, m.save_loop(), asio::detached);
-    if (!m.cfg.prefetch.preload.empty()) {
-      asio::co_spawn(w0.io, m.preload_list(w0), asio::detached);
-    }
+}
+
+void server::impl::start_prefetch_tasks() {
+  auto& w0 = *workers.front();
+  save_timer.emplace(w0.io);
+  asio::co_spawn(w0.io, save_loop(), asio::detached);
+  if (!cfg.prefetch.preload.empty()) {
+    asio::co_spawn(w0.io, preload_list(w0), asio::detached);
   }
 }
 

@@ -70,13 +70,24 @@ void token_cache::erase(std::string_view upstream, std::string_view scope, std::
   if (it != entries_.end() && it->second.token == token) entries_.erase(it);
 }
 
-std::optional<token_response> parse_token_response(std::string_view json) {
+namespace {
+
+// `json` parsed with nesting at most `max_depth`, when it is an object.
+std::optional<boost::json::value> parse_object(std::string_view json, unsigned max_depth) {
   boost::system::error_code ec;
   boost::json::parse_options opts;
-  opts.max_depth = 16;
-  const auto v = boost::json::parse(json, ec, {}, opts);
+  opts.max_depth = max_depth;
+  auto v = boost::json::parse(json, ec, {}, opts);
   if (ec || !v.is_object()) return std::nullopt;
-  const auto& o = v.as_object();
+  return v;
+}
+
+}  // namespace
+
+std::optional<token_response> parse_token_response(std::string_view json) {
+  const auto v = parse_object(json, 16);
+  if (!v) return std::nullopt;
+  const auto& o = v->as_object();
   token_response r;
   for (const char* key : {"token", "access_token"}) {
     if (auto it = o.find(key);
@@ -100,12 +111,9 @@ std::optional<token_response> parse_token_response(std::string_view json) {
 }
 
 std::optional<token_response> parse_metadata_token(std::string_view json) {
-  boost::system::error_code ec;
-  boost::json::parse_options opts;
-  opts.max_depth = 16;
-  const auto v = boost::json::parse(json, ec, {}, opts);
-  if (ec || !v.is_object()) return std::nullopt;
-  const auto& o = v.as_object();
+  const auto v = parse_object(json, 16);
+  if (!v) return std::nullopt;
+  const auto& o = v->as_object();
   auto it = o.find("access_token");
   if (it == o.end() || !it->value().is_string() || it->value().as_string().empty()) {
     return std::nullopt;
@@ -428,12 +436,9 @@ docker_credential_plan plan_docker_credentials(const docker_config_file& file,
 }
 
 std::optional<docker_auth_entry> parse_helper_output(std::string_view json) {
-  boost::system::error_code ec;
-  boost::json::parse_options opts;
-  opts.max_depth = 8;
-  const auto v = boost::json::parse(json, ec, {}, opts);
-  if (ec || !v.is_object()) return std::nullopt;
-  const auto& o = v.as_object();
+  const auto v = parse_object(json, 8);
+  if (!v) return std::nullopt;
+  const auto& o = v->as_object();
   bool malformed = false;
   auto user = string_member(o, "Username", malformed);
   auto secret = string_member(o, "Secret", malformed);

@@ -209,7 +209,6 @@ class prefetcher {
   std::unordered_map<std::string, cache::profile_tag> seen_tags_;
   // Manifests recently looked for in their upstream registry without success.
   std::unordered_map<std::string, clock::time_point> not_published_;
-  // Blob digest -> number of stored profiles naming it.
   // Blob digest -> (manifest -> byte ranges its profile names in the blob).
   std::unordered_map<std::string, std::map<std::string, cache::chunk_store::byte_ranges>> hot_;
   std::unordered_map<std::string, std::vector<std::string>> profile_blobs_;  // by manifest

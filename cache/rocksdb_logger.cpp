@@ -16,7 +16,7 @@ namespace {
 
 class file_logger final : public rocksdb::Logger {
  public:
-  file_logger(std::string dir, std::size_t max_size)
+  file_logger(const std::string& dir, std::size_t max_size)
       : path_(dir + "/LOG"), old_path_(dir + "/LOG.old"), max_size_(max_size) {
     open_locked();
   }

@@ -71,6 +71,8 @@ class store final : public chunk_store {
         min_free_disk_(min_free_disk) {
     load();
   }
+  store(const store&) = delete;
+  store& operator=(const store&) = delete;
 
   ~store() override {
     std::lock_guard lock(mu_);

@@ -968,6 +968,7 @@ void read_basic_password(problem_list& problems, const mapping& m, const std::st
       m.report("password_env", "must not be empty");
       return;
     }
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): layercache never sets its environment after start
     const char* value = std::getenv(out.password_env.c_str());
     if (value == nullptr) {
       m.report("password_env", "environment variable " + quote(out.password_env) + " is not set");
@@ -1347,7 +1348,7 @@ std::string problem::to_string() const {
   return out;
 }
 
-invalid_config::invalid_config(std::string source, std::vector<problem> problems)
+invalid_config::invalid_config(const std::string& source, std::vector<problem> problems)
     : std::runtime_error(describe_problems(source, problems)), problems_(std::move(problems)) {}
 
 config load_string(std::string_view yaml, std::string_view source) {
@@ -1416,8 +1417,8 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
       {"B", 1},
       {"KB", 1000},
       {"kB", 1000},
-      {"MB", 1000 * 1000},
-      {"GB", 1000 * 1000 * 1000},
+      {"MB", 1000ULL * 1000},
+      {"GB", 1000ULL * 1000 * 1000},
       {"TB", 1000ULL * 1000 * 1000 * 1000},
       {"KiB", 1ULL << 10},
       {"MiB", 1ULL << 20},
@@ -1470,11 +1471,11 @@ std::optional<duration> parse_duration(std::string_view text) {
       rank = 1;
       ++i;
     } else if (i < text.size() && text[i] == 'm') {
-      scale = 60 * 1000;
+      scale = rep{60} * 1000;
       rank = 2;
       ++i;
     } else if (i < text.size() && text[i] == 'h') {
-      scale = 60 * 60 * 1000;
+      scale = rep{60} * 60 * 1000;
       rank = 3;
       ++i;
     } else {

@@ -44,8 +44,8 @@ struct server_settings {
   unsigned threads = 0;          // I/O threads; 0 = number of cores
   server_timeouts timeouts;
   std::uint64_t max_connections = 4096;
-  std::uint64_t max_header_size = 16 * 1024;          // request header bytes (431 beyond)
-  std::uint64_t max_manifest_size = 4 * 1024 * 1024;  // buffered manifest bytes (upstream)
+  std::uint64_t max_header_size = 16ULL * 1024;          // request header bytes (431 beyond)
+  std::uint64_t max_manifest_size = 4ULL * 1024 * 1024;  // buffered manifest bytes (upstream)
   // Client authentication (`client_auth.token_file`): every request must carry this token,
   // as `Authorization: Bearer <token>` or as the password of HTTP Basic. Empty: none.
   std::string client_token;
@@ -265,7 +265,7 @@ struct problem {
 // contain a password.
 class invalid_config : public std::runtime_error {
  public:
-  invalid_config(std::string source, std::vector<problem> problems);
+  invalid_config(const std::string& source, std::vector<problem> problems);
   [[nodiscard]] const std::vector<problem>& problems() const { return problems_; }
 
  private:

@@ -112,7 +112,7 @@ answer call(const options& o, http::verb method, const std::string& target, std:
   http::write(stream, req);
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
-  parser.body_limit(256 * 1024 * 1024);
+  parser.body_limit(std::uint64_t{256} * 1024 * 1024);
   http::read(stream, buffer, parser);
   beast::error_code ec;
   stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
@@ -129,14 +129,14 @@ bool preload_args(const std::vector<std::string>& args) {
 std::string digest_arg(const std::vector<std::string>& args, std::size_t i) {
   if (i >= args.size()) {
     std::cerr << "layercachectl: a digest (sha256:<hex>) is required\n" << usage;
-    std::exit(2);
+    std::exit(2);  // NOLINT(concurrency-mt-unsafe): layercachectl has one thread
   }
   const std::string& d = args[i];
   const auto colon = d.find(':');
   if (colon == std::string::npos || colon == 0 || d.find('/') != std::string::npos ||
       d.find('?') != std::string::npos) {
     std::cerr << "layercachectl: not a digest: " << d << "\n";
-    std::exit(2);
+    std::exit(2);  // NOLINT(concurrency-mt-unsafe): layercachectl has one thread
   }
   return d;
 }
@@ -145,6 +145,7 @@ std::string digest_arg(const std::vector<std::string>& args, std::size_t i) {
 
 int main(int argc, char** argv) {
   options o;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): layercachectl has one thread
   if (const char* env = std::getenv("LAYERCACHE_ADMIN"); env != nullptr && *env != '\0') {
     if (!parse_admin(env, o)) {
       std::cerr << "layercachectl: bad LAYERCACHE_ADMIN: " << env << "\n";
@@ -152,6 +153,7 @@ int main(int argc, char** argv) {
     }
   }
   std::string token_file;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): layercachectl has one thread
   if (const char* env = std::getenv("LAYERCACHE_ADMIN_TOKEN_FILE"); env != nullptr) {
     token_file = env;
   }

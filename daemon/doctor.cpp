@@ -41,8 +41,11 @@ std::string grpc_answers(const std::filesystem::path& path, std::chrono::millise
   if (fd < 0) return errno_text();
   struct closer {
     int fd;
+    explicit closer(int f) : fd(f) {}
+    closer(const closer&) = delete;
+    closer& operator=(const closer&) = delete;
     ~closer() { ::close(fd); }
-  } close_fd{fd};
+  } close_fd(fd);
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
     return std::string("connect: ") + errno_text();
   }

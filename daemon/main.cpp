@@ -28,7 +28,10 @@ void serve_until_stopped(layercache::server::server& srv, const sigset_t& signal
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig != SIGHUP) {
-      layercache::log::info("main", strsignal(sig), ": draining");
+      // sigdescr_np: strsignal's text ("Terminated"), without its static buffer (the I/O
+      // threads are running).
+      const char* name = sigdescr_np(sig);
+      layercache::log::info("main", name != nullptr ? name : "signal", ": draining");
       return;
     }
     if (config_path.empty()) {

@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
       auto size_value = [&]() -> std::uint64_t {
         const auto v = value();
         const auto n = layercache::config::parse_size(v);
+        // NOLINTNEXTLINE(performance-inefficient-string-concatenation): once, then throws
         if (!n) throw std::invalid_argument(arg + ": bad size " + v);
         return *n;
       };

@@ -19,8 +19,8 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t body_buffer_size = 256 * 1024;
-constexpr std::size_t max_captured_body = 8 * 1024 * 1024;  // manifests
+constexpr std::size_t body_buffer_size = std::size_t{256} * 1024;
+constexpr std::size_t max_captured_body = std::size_t{8} * 1024 * 1024;  // manifests
 constexpr std::string_view accept_manifests =
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "
     "application/vnd.docker.distribution.manifest.v2+json, "

@@ -143,7 +143,7 @@ asio::awaitable<std::optional<std::vector<sized_blob>>> fetch_image(scenario_run
 
 // A latch for a pull's parallel blob fetchers: the pull waits until `pending` reaches 0.
 struct fetch_group {
-  explicit fetch_group(asio::any_io_executor ex) : done(std::move(ex)) {}
+  explicit fetch_group(const asio::any_io_executor& ex) : done(ex) {}
   asio::steady_timer done;
   const std::vector<sized_blob>* blobs = nullptr;
   std::size_t next = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <cmath>
 #include <cstdio>
 #include <utility>
 
@@ -95,7 +96,7 @@ latency_summary summarize(std::vector<double> samples) {
   std::sort(samples.begin(), samples.end());
   const auto at = [&](double p) {
     const auto rank =
-        static_cast<std::size_t>(p / 100.0 * static_cast<double>(samples.size() - 1) + 0.5);
+        static_cast<std::size_t>(std::llround(p / 100.0 * static_cast<double>(samples.size() - 1)));
     return samples[std::min(rank, samples.size() - 1)];
   };
   out.p50 = at(50);

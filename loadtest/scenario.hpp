@@ -47,12 +47,12 @@ struct scenario {
   std::vector<read_op> reads;       // replay
   // full: pulls (url: GETs); ranges: requests; replay: lines to replay (0: all of them).
   std::uint64_t count = 10;
-  unsigned concurrency = 1;         // clients, each with its own connections
-  unsigned parallel = 1;            // full: blobs of one pull fetched at once (docker: 3)
-  std::uint64_t range = 64 * 1024;  // ranges: bytes per request
-  std::uint64_t align = 1;          // ranges: offsets are multiples of this
-  std::uint64_t seed = 1;           // ranges: random offsets
-  bool verify = false;              // full: hash each blob and check it against its digest
+  unsigned concurrency = 1;            // clients, each with its own connections
+  unsigned parallel = 1;               // full: blobs of one pull fetched at once (docker: 3)
+  std::uint64_t range = 64ULL * 1024;  // ranges: bytes per request
+  std::uint64_t align = 1;             // ranges: offsets are multiples of this
+  std::uint64_t seed = 1;              // ranges: random offsets
+  bool verify = false;                 // full: hash each blob and check it against its digest
 };
 
 struct plan {

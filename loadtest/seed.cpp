@@ -41,9 +41,7 @@ std::uint16_t free_port() {
   return ntohs(addr.sin_port);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   using namespace layercache;
   std::string registry, repo, tag = "latest", layers = "4MiB,8MiB,16MiB", format = "oci", ca;
   std::uint64_t seed = 1;
@@ -105,4 +103,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+// The argument parsing of run() can throw too (allocation): no exception leaves main.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "layercache-seed: " << e.what() << "\n";
+    return 1;
+  }
 }

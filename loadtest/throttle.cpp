@@ -27,8 +27,8 @@ using clock_type = std::chrono::steady_clock;
 using error_code = boost::system::error_code;
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t read_size = 64 * 1024;
-constexpr std::size_t min_burst = 16 * 1024;
+constexpr std::size_t read_size = std::size_t{64} * 1024;
+constexpr std::size_t min_burst = std::size_t{16} * 1024;
 constexpr auto watchdog_period = std::chrono::seconds(1);
 
 struct atomic_counters {
@@ -50,7 +50,7 @@ struct piece {
 // both run on the relay's single thread, so the queue needs no lock. A timer that never
 // expires on its own serves as a wake-up: cancel() wakes whoever waits on it.
 struct direction {
-  explicit direction(asio::any_io_executor ex)
+  explicit direction(const asio::any_io_executor& ex)
       : reader_wake(ex, clock_type::time_point::max()),
         writer_wake(ex, clock_type::time_point::max()),
         pace(ex) {}
@@ -341,7 +341,8 @@ throttle::throttle(throttle_options options) : impl_(std::make_unique<impl>(std:
   impl_->thread = std::thread([this] { impl_->io.run(); });
 }
 
-throttle::~throttle() {
+// If posting (allocation) or joining fails there is nothing left to do but terminate.
+throttle::~throttle() {  // NOLINT(bugprone-exception-escape): std::terminate is the outcome
   asio::post(impl_->io, [this] { impl_->shut(); });
   // The closed sockets and cancelled timers let every coroutine finish; stop() bounds the wait
   // should one of them still be queued.

@@ -32,7 +32,7 @@ struct throttle_options {
   // Most bytes held per direction before the relay stops reading from the sender. It also caps
   // throughput at window / delay, like a TCP receive window; it is raised to twice the
   // bandwidth-delay product when that is larger.
-  std::size_t window = 8 * 1024 * 1024;
+  std::size_t window = std::size_t{8} * 1024 * 1024;
   // A connection with no data in either direction for this long is closed (0: never).
   std::chrono::seconds idle_timeout{300};
 };
@@ -54,7 +54,7 @@ class throttle {
   // when the target cannot be resolved or the listener cannot be bound.
   explicit throttle(throttle_options options);
   // Stops: closes the listener and every connection, then joins the thread.
-  ~throttle();
+  ~throttle();  // NOLINT(bugprone-exception-escape): terminates if the join fails
   throttle(const throttle&) = delete;
   throttle& operator=(const throttle&) = delete;
 

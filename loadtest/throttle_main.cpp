@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
       auto size_value = [&]() -> std::uint64_t {
         const auto v = value();
         const auto n = layercache::config::parse_size(v);
+        // NOLINTNEXTLINE(performance-inefficient-string-concatenation): once, then throws
         if (!n) throw std::invalid_argument(arg + ": bad size " + v);
         return *n;
       };
@@ -137,10 +138,8 @@ int main(int argc, char** argv) {
       const int s = sigtimedwait(&signals, nullptr, &tick);
       if (s == SIGUSR1) {
         std::cout << json(relay.counters()) << std::endl;
-      } else if (s == SIGINT || s == SIGTERM) {
-        break;
-      } else if (s < 0 && errno != EAGAIN && errno != EINTR) {
-        break;
+      } else if (s == SIGINT || s == SIGTERM || (s < 0 && errno != EAGAIN && errno != EINTR)) {
+        break;  // asked to stop, or sigtimedwait failed
       }
     }
     std::cerr << "layercache-throttle: " << json(relay.counters()) << "\n";

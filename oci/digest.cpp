@@ -49,6 +49,9 @@ std::string digest::raw() const {
 
 struct hasher::state {
   EVP_MD_CTX* ctx = nullptr;
+  state() = default;
+  state(const state&) = delete;  // one owner of the OpenSSL context
+  state& operator=(const state&) = delete;
   ~state() { EVP_MD_CTX_free(ctx); }
 };
 

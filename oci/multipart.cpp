@@ -9,7 +9,8 @@
 namespace layercache::oci {
 namespace {
 
-constexpr std::size_t max_head = 16 * 1024;  // preamble, delimiter line and part headers
+constexpr std::size_t max_head =
+    std::size_t{16} * 1024;  // preamble, delimiter line and part headers
 
 std::string lower(std::string_view s) {
   std::string out(s);

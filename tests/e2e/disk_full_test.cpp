@@ -152,7 +152,7 @@ TEST(DiskFull, RoundsOfRocksDbMeetingAFullDiskNeverAbortOrHang) {
                      .extra_yaml = "prefetch: {eager_layers: never, fetch_published: false}\n",
                      .store = disk.path() / "store",
                      .shutdown = std::chrono::seconds(5),
-      .admin = true});
+                     .admin = true});
   daemon.start_first();
   http_client client;
   const int rounds = rounds_from_env();

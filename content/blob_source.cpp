@@ -20,7 +20,7 @@ namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_remembered = 1 << 16;
-constexpr std::size_t max_piece = 256 * 1024;  // handed to a sink at once
+constexpr std::size_t max_piece = std::size_t{256} * 1024;  // handed to a sink at once
 constexpr int max_attempts = 3;
 // Chunk store writes a fill lets run behind its reading before it waits for the oldest.
 constexpr std::size_t write_behind = 4;

@@ -12,7 +12,7 @@
 namespace layercache::registry {
 namespace {
 
-constexpr std::size_t max_index_size = 4 * 1024 * 1024;
+constexpr std::size_t max_index_size = std::size_t{4} * 1024 * 1024;
 constexpr std::string_view empty_config = "{}";
 
 struct reply {
@@ -31,8 +31,8 @@ struct call_args {
   std::string accept;
   std::string body;
   std::string content_type;
-  std::size_t limit = 64 * 1024;  // largest body read
-  bool follow_redirects = false;  // a blob GET
+  std::size_t limit = std::size_t{64} * 1024;  // largest body read
+  bool follow_redirects = false;               // a blob GET
 };
 
 asio::awaitable<reply> call(upstream_client& client, const std::string& repository, call_args& a) {

@@ -32,9 +32,9 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t max_metadata_body = 64 * 1024;
-constexpr std::size_t max_docker_config = 1024 * 1024;
-constexpr std::size_t max_helper_output = 1024 * 1024;
+constexpr std::size_t max_metadata_body = std::size_t{64} * 1024;
+constexpr std::size_t max_docker_config = std::size_t{1024} * 1024;
+constexpr std::size_t max_helper_output = std::size_t{1024} * 1024;
 constexpr std::size_t max_helper_error = 4096;
 // A credential helper's answer is reused this long (gcloud's tokens live an hour; a refusal
 // drops it sooner); a failure this long, so an outage does not run a helper per request.
@@ -380,6 +380,7 @@ asio::awaitable<std::variant<flight_table::lead, std::optional<fetch_result>>> f
     co_return std::move(claimed);
   }
   // Removes this waiter's wake-up however the wait ends (even when the frame is destroyed).
+  // NOLINTNEXTLINE(cppcoreguidelines-special-member-functions): a scope guard, never copied
   struct unregister {
     flight_table* table;
     flight* f;
@@ -445,6 +446,7 @@ std::string find_credential_helper(const std::string& name, const std::string& d
     std::string p = dir + "/" + file;
     return executable(p) ? p : std::string();
   }
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): layercache never changes its environment
   const char* path = std::getenv("PATH");
   std::string_view rest = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
   while (!rest.empty()) {
@@ -611,13 +613,13 @@ helper_run run_credential_helper(const std::string& program, const std::string& 
   helper_run out;
   helper_pipes pipes;
   if (!pipes.open()) {
-    out.error = std::string("pipe: ") + std::strerror(errno);
+    out.error = std::string("pipe: ") + std::system_category().message(errno);
     pipes.close_all();
     return out;
   }
   pid_t pid = -1;
   if (const int rc = spawn_helper(program, pipes, pid); rc != 0) {
-    out.error = "cannot run " + program + ": " + std::strerror(rc);
+    out.error = "cannot run " + program + ": " + std::system_category().message(rc);
     pipes.close_all();
     return out;
   }

@@ -10,7 +10,7 @@
 namespace layercache::registry {
 namespace {
 
-constexpr std::size_t body_buffer = 64 * 1024;
+constexpr std::size_t body_buffer = std::size_t{64} * 1024;
 
 // A blob's size as an answer about it tells it: a HEAD's or 200's Content-Length, a 206's
 // Content-Range complete length.

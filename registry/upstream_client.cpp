@@ -32,8 +32,8 @@ namespace layercache::registry {
 namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t max_discard = 64 * 1024;
-constexpr std::size_t max_token_body = 1024 * 1024;
+constexpr std::size_t max_discard = std::size_t{64} * 1024;
+constexpr std::size_t max_token_body = std::size_t{1024} * 1024;
 constexpr auto max_idle_age = std::chrono::seconds(30);
 constexpr std::string_view user_agent = "layercache/0.1";
 
@@ -105,7 +105,7 @@ upstream_connection::upstream_connection(const origin& where, asio::any_io_execu
     : where_(where) {
   // Beast sizes each read by the buffer's free capacity: without room reserved, bodies
   // arrive 512 bytes per read(2).
-  buffer_.reserve(64 * 1024);
+  buffer_.reserve(std::size_t{64} * 1024);
   if (where.tls()) {
     tls_ = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ex, *tls);
   } else {

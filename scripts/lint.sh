@@ -29,8 +29,8 @@ ROOT=$(pwd)
 
 LINT_BUILD=${LINT_BUILD:-build}
 LINT_JOBS=${LINT_JOBS:-2}
-FOLDERS='asio|cache|config|daemon|log|metrics|net|oci|registry|server|loadtest|tests|fuzz'
-LINT_FILES=${LINT_FILES:-(asio|cache|config|daemon|log|metrics|net|oci|registry|server|loadtest)/.*}
+FOLDERS='asio|cache|config|content|daemon|log|metrics|net|oci|registry|server|loadtest|tests|fuzz'
+LINT_FILES=${LINT_FILES:-(asio|cache|config|content|daemon|log|metrics|net|oci|registry|server|loadtest)/.*}
 LINT_FORMAT=${LINT_FORMAT:-1}
 LINT_TIDY=${LINT_TIDY:-clang-tidy-14}
 LINT_FORMATTER=${LINT_FORMATTER:-clang-format-14}

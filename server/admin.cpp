@@ -26,7 +26,7 @@ namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 // Request bodies: a preload request, or an imported profile (up to 65536 entries).
-constexpr std::size_t max_admin_body = 16 * 1024 * 1024;
+constexpr std::size_t max_admin_body = std::size_t{16} * 1024 * 1024;
 constexpr std::size_t default_blob_limit = 1000;
 
 using request = http::request<http::string_body>;
@@ -428,6 +428,7 @@ class admin_session final : public session_base {
 
 asio::awaitable<void> serve_admin_connection(asio::ip::tcp::socket socket, admin_context& admin) {
   // Counted by the accept loop when it spawned this; uncounted however this ends.
+  // NOLINTNEXTLINE(cppcoreguidelines-special-member-functions): a scope guard, never copied
   struct counted {
     admin_context& a;
     ~counted() { --a.open; }

@@ -30,7 +30,7 @@ constexpr std::size_t max_open_windows = 1024;
 // A replay gives up after this many failed jobs (the upstream is in trouble).
 constexpr unsigned max_replay_failures = 3;
 // Largest profile document read from a registry.
-constexpr std::size_t max_published_profile = 16 * 1024 * 1024;
+constexpr std::size_t max_published_profile = std::size_t{16} * 1024 * 1024;
 // A manifest found without a published profile is not asked about again for this long.
 constexpr auto not_published_ttl = std::chrono::minutes(10);
 constexpr std::size_t max_not_published = 4096;
@@ -103,7 +103,7 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, registry::upst
   const bool record = why == trigger::get;
   std::vector<oci::descriptor> listed = m.blobs();
   const auto now = clock::now();
-  const std::string key = digest.str();
+  const std::string& key = digest.str();
   {
     std::lock_guard lock(mutex_);
     if (head && !profile_blobs_.contains(key)) return;  // the GET that follows decides
@@ -155,6 +155,7 @@ bool prefetcher::has_profile(const oci::digest& manifest) const {
 }
 
 asio::awaitable<void> prefetcher::run_replay(std::shared_ptr<replay> r) {
+  // NOLINTNEXTLINE(cppcoreguidelines-special-member-functions): a scope guard, never copied
   struct done_guard {
     prefetcher& p;
     std::shared_ptr<replay>& r;
@@ -300,6 +301,7 @@ unsigned prefetcher::prepare_workers(replay& r, bool profiled, bool eager) {
 }
 
 asio::awaitable<void> prefetcher::replay_worker(std::shared_ptr<replay> r) {
+  // NOLINTNEXTLINE(cppcoreguidelines-special-member-functions): a scope guard, never copied
   struct exit_guard {
     prefetcher& p;
     replay& r;
@@ -344,7 +346,7 @@ asio::awaitable<void> prefetcher::replay_worker(std::shared_ptr<replay> r) {
     }
     // (No conditional expression around co_await: g++ 12 miscompiles its temporaries.)
     bool ok = false;
-    if (batch.size() > static_cast<std::size_t>(j.last - j.first + 1)) {
+    if (batch.size() > std::size_t{j.last} - j.first + 1) {
       ok = co_await blobs_.prefetch_batch(*r->client, r->repository, r->listed[j.blob].digest,
                                           r->blobs[j.blob], std::move(batch), &stopped_);
     } else {
@@ -430,9 +432,9 @@ std::vector<prefetcher::window> prefetcher::take_closed(bool all) {
   return out;
 }
 
-std::vector<saved_profile> prefetcher::save(std::vector<window> closed) {
+std::vector<saved_profile> prefetcher::save(const std::vector<window>& closed) {
   std::vector<saved_profile> saved;
-  for (auto& w : closed) {
+  for (const auto& w : closed) {
     if (w.touches.empty()) continue;  // a manifest no one read blobs of is not a start
     std::optional<cache::profile> base;
     if (auto text = store_.profile(w.manifest)) base = cache::profile_from_json(*text);
@@ -464,7 +466,7 @@ asio::awaitable<std::vector<saved_profile>> prefetcher::save_closed(bool all) {
   if (closed.empty()) co_return std::vector<saved_profile>{};
   // Captures stay trivially copyable: g++ 12 mishandles non-trivial temporaries in co_await.
   auto* c = &closed;
-  co_return co_await pool_.run([this, c] { return save(std::move(*c)); });
+  co_return co_await pool_.run([this, c] { return save(*c); });
 }
 
 std::size_t prefetcher::save_closed_now(bool all) { return save(take_closed(all)).size(); }
@@ -494,7 +496,7 @@ void prefetcher::note_profile(const cache::profile& p) {
 }
 
 void prefetcher::forget_profile(const oci::digest& manifest) {
-  const std::string key = manifest.str();
+  const std::string& key = manifest.str();
   std::lock_guard lock(mutex_);
   unhot_locked(key);
   profile_blobs_.erase(key);

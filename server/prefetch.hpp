@@ -166,7 +166,7 @@ class prefetcher {
                               std::string& error);
   // Moves windows whose deadline passed (all with `all`) out of the open set.
   std::vector<window> take_closed(bool all);
-  std::vector<saved_profile> save(std::vector<window> closed);
+  std::vector<saved_profile> save(const std::vector<window>& closed);
   void note_profile(const cache::profile& p);
   // The hint records of `p`'s tags (import_profile).
   void write_tag_hints(const cache::profile& p);

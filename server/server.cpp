@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "asio/offload.hpp"
@@ -470,7 +471,13 @@ void server::impl::collect(metrics::snapshot& s) const {
   }
 }
 
-server::~server() { stop(); }
+server::~server() {
+  try {
+    stop();
+  } catch (const std::exception& e) {  // a destructor must not throw: said, and gone
+    log::error("server", "stopping: ", e.what());
+  }
+}
 
 namespace {
 
@@ -495,7 +502,8 @@ void fit_descriptor_limit(const config::config& cfg) {
     if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
       log::info("server", "descriptor limit raised from ", lim.rlim_cur, " to ", plan.soft);
     } else {
-      log::warn("server", "cannot raise the descriptor limit: ", std::strerror(errno));
+      log::warn("server",
+                "cannot raise the descriptor limit: ", std::system_category().message(errno));
       plan.soft = lim.rlim_cur;
     }
   }

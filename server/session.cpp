@@ -29,8 +29,8 @@ namespace layercache::server {
 namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t relay_buffer_size = 256 * 1024;
-constexpr std::size_t max_error_body = 64 * 1024;
+constexpr std::size_t relay_buffer_size = std::size_t{256} * 1024;
+constexpr std::size_t max_error_body = std::size_t{64} * 1024;
 constexpr std::string_view api_version = "registry/2.0";
 
 using request = http::request<http::empty_body>;
@@ -199,10 +199,11 @@ class session final : public session_base {
     }
     lowest().socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
     if (linger) {
-      constexpr std::size_t linger_bytes = 1024 * 1024;
+      constexpr std::size_t linger_bytes = std::size_t{1024} * 1024;
       lowest().expires_after(std::chrono::seconds(1));
       buffer_.clear();
-      const auto sink = buffer_.prepare(16 * 1024);  // never committed: what is read is dropped
+      const auto sink =
+          buffer_.prepare(std::size_t{16} * 1024);  // never committed: what is read is dropped
       for (std::size_t dropped = 0; dropped < linger_bytes;) {
         auto [read_ec, n] = co_await lowest().async_read_some(sink, use_nothrow);
         if (read_ec) break;

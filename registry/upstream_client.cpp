@@ -312,8 +312,9 @@ asio::awaitable<upstream_result> upstream_client::exchange(const origin& where, 
                                                            const std::string& authorization,
                                                            const net::redirect_policy* policy) {
   // Counts the exchange when it ends, however it ends (status 0: no response).
+  // NOLINTNEXTLINE(cppcoreguidelines-special-member-functions): a scope guard, never copied
   struct timing {
-    metrics::upstream_metrics* m;
+    metrics::upstream_metrics* m = nullptr;
     std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
     unsigned status = 0;
     ~timing() {

@@ -345,6 +345,7 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
   const auto t_start = std::chrono::steady_clock::now();
   auto body = co_await registry::get_blob_ranges(client, repository, d, ranges, meta.size);
   const auto t_header = std::chrono::steady_clock::now();
+  const auto ex = co_await asio::this_coro::executor;
   if (body.several_ranges_refused()) refuse_multi_range(client);
   if (body.size_contradicted()) forget_size(client, d);  // the next read asks again
 
@@ -357,8 +358,12 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
       break;
     }
     for (const auto& piece : pieces) {
-      co_await take_piece(client, d, meta, slots, generation, piece, progress);
+      take_piece(ex, client, d, meta, slots, generation, piece, progress);
       if (!progress.why.empty()) break;
+    }
+    // At most write_behind completed chunks' store writes run behind the reading.
+    for (; progress.index - progress.unwritten > write_behind; ++progress.unwritten) {
+      (void)co_await wait_slot(*slots[progress.unwritten], true);
     }
   }
   if (progress.why.empty()) co_await body.finish();
@@ -389,13 +394,11 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
   }
 }
 
-asio::awaitable<void> blob_source::take_piece(registry::upstream_client& client,
-                                              const oci::digest& d, const blob_meta& meta,
-                                              const std::vector<std::shared_ptr<chunk_slot>>& slots,
-                                              std::uint64_t generation,
-                                              const registry::blob_piece& piece,
-                                              fill_progress& progress) {
-  auto ex = co_await asio::this_coro::executor;
+void blob_source::take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,
+                             const oci::digest& d, const blob_meta& meta,
+                             const std::vector<std::shared_ptr<chunk_slot>>& slots,
+                             std::uint64_t generation, const registry::blob_piece& piece,
+                             fill_progress& progress) {
   const std::uint64_t cs = meta.chunk_size;
   std::uint64_t at = piece.offset;
   const char* p = piece.data;
@@ -414,7 +417,7 @@ asio::awaitable<void> blob_source::take_piece(registry::upstream_client& client,
       progress.why =
           "upstream skipped bytes " + std::to_string(expect) + "-" + std::to_string(at - 1);
       progress.reason = "content_range";
-      co_return;
+      return;
     }
     std::vector<std::shared_ptr<wakeup>> waiters;
     bool full = false;
@@ -440,15 +443,12 @@ asio::awaitable<void> blob_source::take_piece(registry::upstream_client& client,
     progress.have += take;
     if (!full) continue;
     // Complete: its store write goes on beside the reading of the next chunks (readers
-    // already have its bytes); at most write_behind writes wait per fill.
+    // already have its bytes); fill() waits when too many run behind.
     asio::co_spawn(
         ex, store_chunk(d, meta, slot.chunk, slots[progress.index], generation, origin_of(client)),
         asio::detached);
     ++progress.index;
     progress.have = 0;
-    for (; progress.index - progress.unwritten > write_behind; ++progress.unwritten) {
-      (void)co_await wait_slot(*slots[progress.unwritten], true);
-    }
   }
 }
 

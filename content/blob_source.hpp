@@ -249,12 +249,12 @@ class blob_source {
                              std::vector<std::shared_ptr<chunk_slot>> slots);
   struct fill_progress;
   // Hands `piece` of a fill's answer to the slots it belongs to (bytes between them are
-  // skipped), starting the store write of each slot it completes.
-  asio::awaitable<void> take_piece(registry::upstream_client& client, const oci::digest& d,
-                                   const blob_meta& meta,
-                                   const std::vector<std::shared_ptr<chunk_slot>>& slots,
-                                   std::uint64_t generation, const registry::blob_piece& piece,
-                                   fill_progress& progress);
+  // skipped), starting the store write (on `ex`) of each slot it completes. Not a coroutine:
+  // it runs once per 64 KiB of every fill.
+  void take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,
+                  const oci::digest& d, const blob_meta& meta,
+                  const std::vector<std::shared_ptr<chunk_slot>>& slots, std::uint64_t generation,
+                  const registry::blob_piece& piece, fill_progress& progress);
   // Stores a completed chunk of a fill and finishes its slot (slot->done).
   asio::awaitable<void> store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
                                     std::shared_ptr<chunk_slot> slot, std::uint64_t generation,

@@ -11,6 +11,7 @@
 #include "log/log.hpp"
 #include "oci/manifest.hpp"
 #include "oci/reference.hpp"
+#include "registry/artifacts.hpp"
 #include "server/published_profile.hpp"
 
 namespace layercache::server {
@@ -209,8 +210,9 @@ asio::awaitable<std::optional<cache::profile>> prefetcher::stored_profile(
 asio::awaitable<std::optional<cache::profile>> prefetcher::published_profile(
     const replay& r, const oci::digest& manifest) {
   std::optional<cache::profile> prof;
-  auto found =
-      co_await find_published_profile(*r.client, r.repository, manifest, max_published_profile);
+  const std::string type(profile_artifact_type);
+  auto found = co_await registry::find_artifact(*r.client, r.repository, manifest, type,
+                                                max_published_profile);
   if (found) {
     std::string error;
     auto* doc = &*found;

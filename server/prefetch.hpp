@@ -115,7 +115,7 @@ class prefetcher {
   // pool; save_closed_now blocks the caller (shutdown).
   asio::awaitable<std::vector<saved_profile>> save_closed(bool all);
   std::size_t save_closed_now(bool all);
-  // Counts a publish_profile() outcome.
+  // Counts the outcome of publishing a profile (registry::push_artifact).
   void count_publish(bool ok);
 
   // Replays stop after the job they are on; no new ones start.

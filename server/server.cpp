@@ -28,6 +28,7 @@
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "net/address_policy.hpp"
+#include "registry/artifacts.hpp"
 #include "registry/credentials.hpp"
 #include "server/admin.hpp"
 #include "server/prefetch.hpp"
@@ -313,9 +314,10 @@ struct server::impl {
     for (const auto& s : saved) {
       auto it = clients.find(s.upstream);
       if (it == clients.end()) continue;
-      const published_subject subject{s.manifest, s.media_type, s.size};
+      const registry::artifact_subject subject{s.manifest, s.media_type, s.size};
+      const std::string type(profile_artifact_type);
       const std::string error =
-          co_await publish_profile(*it->second, s.repository, subject, s.json);
+          co_await registry::push_artifact(*it->second, s.repository, subject, type, s.json);
       prefetch->count_publish(error.empty());
       if (error.empty()) {
         log::info("prefetch", "published the profile of ", s.manifest.str(), " to ", s.upstream,

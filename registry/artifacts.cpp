@@ -265,8 +265,8 @@ asio::awaitable<std::optional<std::string>> find_artifact(upstream_client& clien
   auto got = co_await call(client, repository, get);
   if (!got.error.empty() || got.status != 200) co_return std::nullopt;
   if (oci::digest_of(got.body, artifact.algorithm()) != artifact) {
-    log::warn("prefetch", "upstream ", client.settings().name, ": profile artifact ",
-              artifact.str(), " does not match its digest; ignored");
+    log::warn("registry", "upstream ", client.settings().name, ": artifact ", artifact.str(),
+              " does not match its digest; ignored");
     co_return std::nullopt;
   }
   const auto manifest = oci::parse_manifest(got.body, oci::media_types::oci_manifest);
@@ -282,7 +282,7 @@ asio::awaitable<std::optional<std::string>> find_artifact(upstream_client& clien
   auto fetched = co_await call(client, repository, blob);
   if (!fetched.error.empty() || fetched.status != 200) co_return std::nullopt;
   if (oci::digest_of(fetched.body, layer.algorithm()) != layer) {
-    log::warn("prefetch", "upstream ", client.settings().name, ": profile blob ", layer.str(),
+    log::warn("registry", "upstream ", client.settings().name, ": artifact blob ", layer.str(),
               " does not match its digest; ignored");
     co_return std::nullopt;
   }

@@ -229,7 +229,7 @@ asio::awaitable<manifest_result> get_manifest(upstream_client& client,
       co_return manifest_failure{manifest_failure::why::upstream,
                                  {upstream_errc::protocol, std::move(reason)}};
     }
-    log::info("proxy", "upstream ", client.settings().name, ": ", reason, "; asking again");
+    log::info("registry", "upstream ", client.settings().name, ": ", reason, "; asking again");
     if (auto* m = client.metrics()) m->retry("transport");
   }
 }

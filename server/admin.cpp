@@ -243,12 +243,12 @@ class admin_session final : public session_base {
 
   // /admin/profiles (GET: the list) and /admin/profiles/<manifest digest> (profile()).
   asio::awaitable<response> profiles(const request& req, const std::string& path, bool get) {
-    if (admin_.worker.prefetch == nullptr) {
+    if (admin_.prefetch == nullptr) {
       co_return error_response(http::status::conflict, "prefetch is disabled");
     }
     if (path == "/admin/profiles") {
       if (!get) co_return not_allowed("GET");
-      auto* p = admin_.worker.prefetch;
+      auto* p = admin_.prefetch;
       auto text = co_await admin_.pool->run([p] { return p->list_profiles_json(); });
       co_return json_text(http::status::ok, std::move(text));
     }
@@ -267,7 +267,7 @@ class admin_session final : public session_base {
 
   // GET: export (the profile document); PUT: import (replaces); DELETE.
   asio::awaitable<response> profile(const request& req, const oci::digest& d) {
-    auto* p = admin_.worker.prefetch;
+    auto* p = admin_.prefetch;
     switch (req.method()) {
       case http::verb::get:
       case http::verb::head: {
@@ -322,8 +322,8 @@ class admin_session final : public session_base {
           {"corrupt_chunks", s.corrupt_chunks},
       };
     }
-    if (admin_.worker.blobs != nullptr) {
-      const auto b = admin_.worker.blobs->stats();
+    if (admin_.blobs != nullptr) {
+      const auto b = admin_.blobs->stats();
       out["fills"] = boost::json::object{
           {"started", b.fills_started},       {"in_flight_chunks", b.chunks_in_flight},
           {"chunks_filled", b.chunks_filled}, {"chunks_from_store", b.chunks_from_store},
@@ -355,7 +355,7 @@ class admin_session final : public session_base {
     auto* store = admin_.store;
     const auto record = co_await admin_.pool->run([store, &d] { return store->blob(d); });
     if (!record) co_return error_response(http::status::not_found, d.str() + " is not cached");
-    co_await admin_.worker.blobs->purge(d);
+    co_await admin_.blobs->purge(d);
     log::info("admin", "purged ", d.str(), " (", record->stored_bytes, " bytes)");
     co_return json_response(http::status::ok, boost::json::object{{"purged", d.str()},
                                                                   {"bytes", record->stored_bytes}});
@@ -366,7 +366,7 @@ class admin_session final : public session_base {
     const auto entries = co_await admin_.pool->run([store] { return store->list_blobs(); });
     std::uint64_t bytes = 0;
     for (const auto& e : entries) {
-      co_await admin_.worker.blobs->purge(e.digest);
+      co_await admin_.blobs->purge(e.digest);
       bytes += e.record.stored_bytes;
     }
     log::info("admin", "purged every blob: ", entries.size(), " blobs, ", bytes, " bytes");
@@ -397,7 +397,7 @@ class admin_session final : public session_base {
     }
     pr.start = what == "start";
     const bool pr_start = pr.start;
-    const preload_result r = co_await preload(admin_.worker, std::move(pr));
+    const preload_result r = co_await preload(*admin_.preloads, std::move(pr));
     if (!r.ok) {
       co_return error_response(static_cast<http::status>(r.status), r.error);
     }

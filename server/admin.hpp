@@ -25,9 +25,11 @@
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <optional>
 
 #include "asio/names.hpp"
-#include "server/session.hpp"
+#include "server/preload.hpp"
+#include "server/services.hpp"
 
 namespace layercache::cache {
 class chunk_store;
@@ -42,9 +44,12 @@ namespace layercache::server {
 struct admin_context {
   const config::config& cfg;
   metrics::registry& metrics;
-  worker_context& worker;               // worker 0: its upstream clients serve preloads
-  cache::chunk_store* store = nullptr;  // null: cache disabled
+  worker_context& worker;  // worker 0: admin connections are its sessions and drain with them
+  cache::chunk_store* store = nullptr;  // null: cache disabled (so are blobs and preloads)
   blocking_pool* pool = nullptr;
+  content::blob_source* blobs = nullptr;     // null: cache disabled
+  prefetcher* prefetch = nullptr;            // null: prefetch off
+  std::optional<preload_services> preloads;  // with worker 0's upstream clients; none: no cache
   const std::atomic<bool>& ready;
   std::uint16_t port = 0;  // the bound port (admin.port may be 0)
   std::uint64_t open = 0;  // connections open now (worker 0 only)

@@ -38,6 +38,7 @@
 #include "oci/digest.hpp"
 #include "oci/manifest.hpp"
 #include "registry/upstream_client.hpp"
+#include "server/services.hpp"
 
 namespace layercache::content {
 class blob_source;
@@ -67,7 +68,7 @@ struct saved_profile {
   std::string json;        // the profile document
 };
 
-class prefetcher {
+class prefetcher final : public access_observer {
  public:
   using clock = std::chrono::steady_clock;
 
@@ -81,15 +82,6 @@ class prefetcher {
   // once before serving.
   void load();
 
-  // Why a replay of a manifest starts (manifest_served).
-  enum class trigger {
-    get,      // a client GOT it: recording window, profile replay, eager layers without one
-    head,     // a HEAD answered from a stored manifest (containerd resolving a tag): only the
-              // replay of a profile already held, one round trip before the GET that follows
-    preload,  // a preload of what a start reads (admin API): the profile held, or the one
-              // published next to the image; no window, no eager layers
-  };
-
   // Image manifest `digest` (`m` parsed from its `body_size` bytes) of `repository` through
   // `client` was served (or preloaded, see trigger): opens its recording window (at once, for
   // a GET) and starts its replay on `ex` (the worker `client` belongs to). The session passes
@@ -98,17 +90,17 @@ class prefetcher {
   void manifest_served(const asio::any_io_executor& ex, registry::upstream_client& client,
                        const std::string& repository, const oci::digest& digest,
                        std::string_view media_type, const oci::manifest& m, std::size_t body_size,
-                       trigger why = trigger::get);
+                       trigger why) override;
   // True when a profile of `manifest` is held (imported, recorded or found published).
   [[nodiscard]] bool has_profile(const oci::digest& manifest) const;
 
   // A client's request for tag `tag` of `repository` at `upstream` resolved to manifest
   // `manifest`: the tag goes into the manifest's profile when its next run is saved.
   void tag_seen(const oci::digest& manifest, const std::string& upstream,
-                const std::string& repository, const std::string& tag);
+                const std::string& repository, const std::string& tag) override;
 
   // A client read bytes [offset, offset + length) of blob `blob`.
-  void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length);
+  void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length) override;
 
   // Merges the runs of windows that have closed (every window with `all`) into their
   // profiles; returns the profiles written. save_closed runs the store I/O on the blocking

@@ -32,15 +32,15 @@ struct fetched_manifest {
 // The manifest `reference` (tag or digest) of `repository`, stored in the manifest cache (a
 // tag also gets its record). Returns an error text (and status) on failure.
 asio::awaitable<std::variant<fetched_manifest, std::pair<unsigned, std::string>>> fetch_manifest(
-    worker_context& worker, registry::upstream_client& client, const std::string& repository,
+    const preload_services& with, registry::upstream_client& client, const std::string& repository,
     const std::string& reference) {
   using failure = std::pair<unsigned, std::string>;
   const std::string accept(oci::default_manifest_accept());
   auto result = co_await registry::get_manifest(client, repository, reference, accept,
-                                                worker.cfg.server.max_manifest_size);
+                                                with.cfg.server.max_manifest_size);
   if (auto* f = std::get_if<registry::manifest_failure>(&result)) {
-    if (f->kind == registry::manifest_failure::why::digest_mismatch && worker.metrics != nullptr) {
-      worker.metrics->digest_failure("manifest");
+    if (f->kind == registry::manifest_failure::why::digest_mismatch) {
+      with.metrics.digest_failure("manifest");
     }
     const unsigned status =
         f->kind == registry::manifest_failure::why::upstream ? f->failure.http_status() : 502u;
@@ -62,16 +62,16 @@ asio::awaitable<std::variant<fetched_manifest, std::pair<unsigned, std::string>>
     key = content::tag_key(client.settings().name, repository, reference,
                            content::accept_class(accept));
   }
-  co_await worker.manifests->put(m.digest, m.media_type, m.bytes, key);
+  co_await with.manifests.put(m.digest, m.media_type, m.bytes, key);
   co_return fetched_manifest{m.digest, std::move(m.media_type), std::move(m.bytes)};
 }
 
 // Reads every blob of `blobs` whole through the cache, verified; r.ok when all were.
-asio::awaitable<preload_result> read_whole(worker_context& worker,
+asio::awaitable<preload_result> read_whole(const preload_services& with,
                                            registry::upstream_client& client,
                                            const std::string& repository, preload_result r,
                                            const std::vector<oci::digest>& blobs) {
-  auto& cache = *worker.blobs;
+  auto& cache = with.blobs;
   for (const auto& d : blobs) {
     auto described = co_await cache.describe(client, repository, d);
     if (auto* f = std::get_if<registry::upstream_failure>(&described)) {
@@ -94,7 +94,7 @@ asio::awaitable<preload_result> read_whole(worker_context& worker,
       co_return failed(r, 502, "blob " + d.str() + ": reading it failed");
     }
     if (result == content::blob_source::verified_read::mismatch) {
-      if (worker.metrics != nullptr) worker.metrics->digest_failure("stream");
+      with.metrics.digest_failure("stream");
       co_return failed(r, 502, "blob " + d.str() + " does not match its digest; purged");
     }
     r.bytes += meta.size;
@@ -110,13 +110,13 @@ struct start_image {
 };
 
 // Begins the profile replay of each image manifest in `images` (with preload::start).
-preload_result start_replays(const asio::any_io_executor& ex, worker_context& worker,
+preload_result start_replays(const asio::any_io_executor& ex, const preload_services& with,
                              registry::upstream_client& client, const std::string& repository,
                              preload_result r, const std::vector<start_image>& images) {
-  if (worker.prefetch == nullptr) {
+  if (with.prefetch == nullptr) {
     return failed(r, 409, "prefetch is off (prefetch.enabled: false): nothing replays a start");
   }
-  auto& prefetch = *worker.prefetch;
+  auto& prefetch = *with.prefetch;
   for (const auto& image : images) {
     if (prefetch.has_profile(image.fetched.digest)) ++r.profiles_held;
   }
@@ -128,7 +128,7 @@ preload_result start_replays(const asio::any_io_executor& ex, worker_context& wo
   }
   for (const auto& [m, parsed] : images) {
     prefetch.manifest_served(ex, client, repository, m.digest, m.media_type, parsed, m.bytes.size(),
-                             prefetcher::trigger::preload);
+                             access_observer::trigger::preload);
     ++r.replays;
   }
   r.ok = true;
@@ -152,7 +152,7 @@ bool platform_matches(std::string_view platform, const std::string& os,
   return want_variant.empty() || want_variant == variant;
 }
 
-asio::awaitable<preload_result> preload(worker_context& worker, preload_request req) {
+asio::awaitable<preload_result> preload(const preload_services& with, preload_request req) {
   preload_result r;
   const auto ref = oci::reference::parse(req.reference);
   if (!ref) co_return failed(r, 400, "not an image reference: " + req.reference);
@@ -162,13 +162,13 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
   } else {
     ns = req.upstream;
   }
-  auto chosen = select_upstream(worker.cfg, ref->repository, ns);
+  auto chosen = select_upstream(with.cfg, ref->repository, ns);
   if (auto* e = std::get_if<route_error>(&chosen)) {
     co_return failed(r, e->status, "no configured upstream for " + *ns + ": " + e->message);
   }
   const auto& choice = std::get<upstream_choice>(chosen);
   r.upstream = choice.upstream->name;
-  registry::upstream_client& client = *worker.clients.find(choice.upstream->name)->second;
+  registry::upstream_client& client = *with.clients.find(choice.upstream->name)->second;
   const std::string& repository = choice.repository;
 
   // Manifests to expand, breadth first: the reference, then the index's chosen entries.
@@ -179,7 +179,7 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
   while (!pending.empty()) {
     auto [reference, depth] = std::move(pending.back());
     pending.pop_back();
-    auto got = co_await fetch_manifest(worker, client, repository, reference);
+    auto got = co_await fetch_manifest(with, client, repository, reference);
     if (auto* f = std::get_if<std::pair<unsigned, std::string>>(&got)) {
       co_return failed(r, f->first, f->second);
     }
@@ -212,11 +212,11 @@ asio::awaitable<preload_result> preload(worker_context& worker, preload_request 
   }
 
   if (req.start) {
-    r = start_replays(co_await asio::this_coro::executor, worker, client, repository, std::move(r),
+    r = start_replays(co_await asio::this_coro::executor, with, client, repository, std::move(r),
                       images);
     if (!r.ok) co_return r;
   } else {
-    r = co_await read_whole(worker, client, repository, std::move(r), blobs);
+    r = co_await read_whole(with, client, repository, std::move(r), blobs);
     if (!r.ok) co_return r;
   }
   r.ok = true;

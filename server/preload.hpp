@@ -13,9 +13,27 @@
 #include <vector>
 
 #include "asio/names.hpp"
-#include "server/session.hpp"
+#include "server/services.hpp"
+
+namespace layercache::content {
+class blob_source;
+class manifest_cache;
+}  // namespace layercache::content
 
 namespace layercache::server {
+
+class prefetcher;
+
+// What a preload uses: the cache, the prefetcher and the upstream clients of the worker it
+// runs on.
+struct preload_services {
+  const config::config& cfg;
+  metrics::registry& metrics;
+  upstream_clients& clients;  // of the worker the preload runs on
+  content::blob_source& blobs;
+  content::manifest_cache& manifests;
+  prefetcher* prefetch = nullptr;  // null: prefetch is off (a start preload is refused)
+};
 
 struct preload_request {
   std::string reference;  // "[registry/]repository[:tag][@digest]"
@@ -40,9 +58,8 @@ struct preload_result {
   std::uint64_t profiles_held = 0;
 };
 
-// Runs on the calling worker (uses its upstream clients). Requires the cache (blobs and
-// manifests non-null in `worker`).
-boost::asio::awaitable<preload_result> preload(worker_context& worker, preload_request req);
+// Runs on the calling worker, the one whose upstream clients `with` holds.
+boost::asio::awaitable<preload_result> preload(const preload_services& with, preload_request req);
 
 // True when `platform` ("os/arch[/variant]") matches the index entry's platform fields.
 [[nodiscard]] bool platform_matches(std::string_view platform, const std::string& os,

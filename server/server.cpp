@@ -31,6 +31,7 @@
 #include "registry/artifacts.hpp"
 #include "registry/credentials.hpp"
 #include "server/admin.hpp"
+#include "server/handlers.hpp"
 #include "server/prefetch.hpp"
 #include "server/preload.hpp"
 #include "server/published_profile.hpp"
@@ -186,8 +187,8 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
 
 struct server::impl {
   struct worker {
-    worker(const config::config& cfg, std::atomic<std::uint64_t>& open)
-        : pool(io.get_executor()), context{cfg, {}, {}, false, open} {}
+    worker(const services& shared, std::atomic<std::uint64_t>& open)
+        : pool(io.get_executor()), context{shared, {}, {}, false, open} {}
     asio::io_context io{1};
     registry::connection_pool pool;
     worker_context context;
@@ -214,6 +215,11 @@ struct server::impl {
   std::atomic<std::uint64_t> open{0};
   metrics::registry metrics;
   std::atomic<bool> access_log{true};
+  // What every session uses (declared before the workers: destroyed after them).
+  no_prefetch no_observer;  // the observer when prefetch is off
+  std::unique_ptr<blob_handler> blob_answers;
+  std::unique_ptr<manifest_handler> manifest_answers;
+  std::optional<services> shared;
   std::vector<std::unique_ptr<worker>> workers;
   // On worker 0 (declared after the workers: destroyed before their io_contexts).
   std::optional<asio::steady_timer> save_timer;  // saves closed recording windows
@@ -240,8 +246,12 @@ struct server::impl {
   // Fills a metrics snapshot from the store, blob source and prefetcher.
   void collect(metrics::snapshot& s) const;
 
+  // The handlers every session uses, through the cache when it is on.
+  void make_services();
   // The workers, each with a client of each upstream.
   void make_workers(unsigned threads);
+  // What a preload on worker `w` uses (the cache is on).
+  preload_services preloads_on(worker& w);
   // Every worker accepts on listener `li`: the first binds (resolving port 0), the others
   // join the same port through SO_REUSEPORT.
   void bind_listener(std::size_t li);
@@ -335,7 +345,8 @@ struct server::impl {
       if (w.context.draining) co_return;
       preload_request req;
       req.reference = reference;
-      const auto r = co_await preload(w.context, std::move(req));
+      const preload_services with = preloads_on(w);
+      const auto r = co_await preload(with, std::move(req));
       if (r.ok) {
         log::info("prefetch", "preloaded ", reference, " (", r.digest, "): ", r.blobs, " blobs, ",
                   r.bytes, " bytes, ", r.fetched_bytes, " fetched");
@@ -534,14 +545,23 @@ void server::start() {
   if (m.prefetch) m.start_prefetch_tasks();
 }
 
+void server::impl::make_services() {
+  access_observer& observer = prefetch ? static_cast<access_observer&>(*prefetch)
+                                       : static_cast<access_observer&>(no_observer);
+  blob_answers = blobs ? cached_blobs(*blobs, observer, metrics) : relayed_blobs(metrics);
+  manifest_answers = manifests ? cached_manifests(*manifests, cfg, observer, *blob_answers, metrics)
+                               : relayed_manifests(cfg, observer, *blob_answers, metrics);
+  shared.emplace(services{cfg, metrics, access_log, observer, *manifest_answers, *blob_answers});
+}
+
+preload_services server::impl::preloads_on(worker& w) {
+  return preload_services{cfg, metrics, w.context.clients, *blobs, *manifests, prefetch.get()};
+}
+
 void server::impl::make_workers(unsigned threads) {
+  make_services();
   for (unsigned i = 0; i < threads; ++i) {
-    auto w = std::make_unique<worker>(cfg, open);
-    w->context.blobs = blobs.get();
-    w->context.manifests = manifests.get();
-    w->context.prefetch = prefetch.get();
-    w->context.metrics = &metrics;
-    w->context.access_log = &access_log;
+    auto w = std::make_unique<worker>(*shared, open);
     for (const auto& u : cfg.upstreams) {
       auto client = std::make_unique<registry::upstream_client>(
           u, w->pool, upstream_tls[u.name].get(), tokens, *credentials[u.name], *redirects[u.name]);
@@ -602,8 +622,10 @@ void server::impl::open_admin() {
   admin_port = a.local_endpoint().port();
   own.add(asio::ip::tcp::endpoint(address, admin_port));
   admin_acceptor.emplace(std::move(a));
-  admin = std::make_unique<admin_context>(
-      admin_context{cfg, metrics, w0.context, store.get(), blocking.get(), ready, admin_port});
+  admin = std::make_unique<admin_context>(admin_context{cfg, metrics, w0.context, store.get(),
+                                                        blocking.get(), blobs.get(), prefetch.get(),
+                                                        std::nullopt, ready, admin_port});
+  if (blobs) admin->preloads.emplace(preloads_on(w0));
   asio::co_spawn(w0.io, admin_loop(*admin_acceptor), asio::detached);
   log::info("server", "metrics and admin API on http://", host_text(cfg.admin.host), ":",
             admin_port);

@@ -18,7 +18,11 @@
 # Knobs (environment): SANITIZERS ("asan tsan"), SANITIZE_BUILD (build/sanitize),
 # SANITIZE_BUILD_JOBS (the number of cores), SANITIZE_TEST_JOBS (2), ASAN_LABELS
 # ("unit|integration|e2e"), TSAN_LABELS (the same), ASAN_EXCLUDE, TSAN_EXCLUDE (ctest -E
-# regexes), SANITIZE_CTEST_ARGS (more ctest arguments), CXX (c++).
+# regexes), SANITIZE_CTEST_ARGS (more ctest arguments), CXX (c++), ASAN_COMPILE_FLAGS ("-O0
+# -g1"), TSAN_COMPILE_FLAGS ("-O1 -g1"): LAYERCACHE_SANITIZE_FLAGS of each tree when it is
+# first configured. ASan+UBSan at -O0 compiles in about half the CPU time of -O1 (the cold
+# ASan+UBSan tree was the longest step of a cold `make test`); TSan keeps -O1, its tests being
+# the slower ones (docs/reliability.md, "Timings").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -38,6 +42,8 @@ ASAN_EXCLUDE=${ASAN_EXCLUDE:-}
 TSAN_EXCLUDE=${TSAN_EXCLUDE:-^StoreCrash\.}
 SANITIZE_CTEST_ARGS=${SANITIZE_CTEST_ARGS:-}
 CXX=${CXX:-c++}
+ASAN_COMPILE_FLAGS=${ASAN_COMPILE_FLAGS:--O0 -g1}
+TSAN_COMPILE_FLAGS=${TSAN_COMPILE_FLAGS:--O1 -g1}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT}
 export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 
@@ -78,9 +84,9 @@ passed=()
 skipped=()
 summary=()
 
-# run <name> <-fsanitize list> <labels> <exclude regex>
+# run <name> <-fsanitize list> <labels> <exclude regex> <compile flags>
 run() {
-  local name=$1 flags=$2 labels=$3 exclude=$4
+  local name=$1 flags=$2 labels=$3 exclude=$4 compile_flags=$5
   local dir=$SANITIZE_BUILD/$name reason
   if ! reason=$(probe "$flags"); then
     echo "sanitize: $name SKIPPED: $reason" >&2
@@ -93,7 +99,8 @@ run() {
   echo "sanitize: $name: building $dir (-fsanitize=$flags)"
   if [ ! -f "$dir/build.ninja" ]; then
     nice -n 19 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_CXX_COMPILER="$CXX" -DLAYERCACHE_SANITIZE="$flags" >"$WORK/$name-configure.log" \
+      -DCMAKE_CXX_COMPILER="$CXX" -DLAYERCACHE_SANITIZE="$flags" \
+      -DLAYERCACHE_SANITIZE_FLAGS="$compile_flags" >"$WORK/$name-configure.log" \
       2>&1 || {
       cat "$WORK/$name-configure.log" >&2
       echo "sanitize: $name FAILED: cmake could not configure $dir" >&2
@@ -130,8 +137,8 @@ run() {
 
 for s in $SANITIZERS; do
   case $s in
-    asan) run asan address,undefined "$ASAN_LABELS" "$ASAN_EXCLUDE" ;;
-    tsan) run tsan thread "$TSAN_LABELS" "$TSAN_EXCLUDE" ;;
+    asan) run asan address,undefined "$ASAN_LABELS" "$ASAN_EXCLUDE" "$ASAN_COMPILE_FLAGS" ;;
+    tsan) run tsan thread "$TSAN_LABELS" "$TSAN_EXCLUDE" "$TSAN_COMPILE_FLAGS" ;;
     *)
       echo "sanitize: unknown sanitizer '$s' (asan, tsan)" >&2
       exit 1

@@ -31,6 +31,7 @@
 #include "registry/artifacts.hpp"
 #include "registry/credentials.hpp"
 #include "server/admin.hpp"
+#include "server/cpu_limit.hpp"
 #include "server/handlers.hpp"
 #include "server/prefetch.hpp"
 #include "server/preload.hpp"
@@ -536,7 +537,10 @@ void server::start() {
   m.started = true;
   fit_descriptor_limit(m.cfg);
   unsigned threads = m.cfg.server.threads;
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads == 0) {
+    threads = default_worker_count();
+    log::info("server", threads, " worker threads (one per CPU this process may use)");
+  }
   m.make_workers(threads);
   for (std::size_t li = 0; li < m.cfg.server.listen.size(); ++li) m.bind_listener(li);
   if (m.cfg.admin.enabled) m.open_admin();

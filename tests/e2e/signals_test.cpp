@@ -9,10 +9,13 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <filesystem>
+#include <fstream>
 #include <regex>
 #include <thread>
 
 #include "oci/digest.hpp"
+#include "server/cpu_limit.hpp"
 #include "tests/support/exposition.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/image.hpp"
@@ -62,14 +65,20 @@ class SignalsTest : public ::testing::Test {
     write_file(config_, yaml);
   }
 
-  void start(const daemon_options& o = {}, const env_vars& env = {}) {
+  // `wrapper`: argv words before layercached's (e.g. a shell that moves itself into a cgroup
+  // and execs the rest).
+  void start(const daemon_options& o = {}, const env_vars& env = {},
+             const std::vector<std::string>& wrapper = {}) {
     for (int attempt = 0; attempt < 3; ++attempt) {
       port_ = free_port();
       admin_port_ = free_port();
       write_config(o);
-      proc_ = std::make_unique<child_process>(
-          std::vector<std::string>{LAYERCACHED_PATH, "--config", config_.string()},
-          dir_.path() / "layercached.log", env);
+      std::vector<std::string> argv = wrapper;
+      for (std::string word :
+           {std::string(LAYERCACHED_PATH), std::string("--config"), config_.string()}) {
+        argv.push_back(std::move(word));
+      }
+      proc_ = std::make_unique<child_process>(argv, dir_.path() / "layercached.log", env);
       if (eventually(
               [&] {
                 try {
@@ -110,6 +119,65 @@ class SignalsTest : public ::testing::Test {
   std::uint16_t admin_port_ = 0;
   http_client client_;
 };
+
+// A cgroup of our own whose CPU limit is `cpus` (cgroup v1's cpu controller, or v2 where the
+// unified hierarchy is mounted at /sys/fs/cgroup), removed on destruction (after the processes
+// in it have ended). `procs` is empty when none can be made here (not root, no controller).
+struct cpu_limited_cgroup {
+  explicit cpu_limited_cgroup(unsigned cpus) {
+    namespace fs = std::filesystem;
+    const std::string name = "layercache-test-" + std::to_string(::getpid());
+    const std::string quota = std::to_string(cpus * 100000);
+    std::error_code ec;
+    if (fs::exists("/sys/fs/cgroup/cgroup.controllers")) {
+      dir = fs::path("/sys/fs/cgroup") / name;
+      write_quiet("/sys/fs/cgroup/cgroup.subtree_control", "+cpu");
+      if (fs::create_directory(dir, ec) && write_quiet(dir / "cpu.max", quota + " 100000")) {
+        procs = dir / "cgroup.procs";
+      }
+    } else if (fs::exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")) {
+      dir = fs::path("/sys/fs/cgroup/cpu") / name;
+      if (fs::create_directory(dir, ec) && write_quiet(dir / "cpu.cfs_period_us", "100000") &&
+          write_quiet(dir / "cpu.cfs_quota_us", quota)) {
+        procs = dir / "cgroup.procs";
+      }
+    }
+  }
+  ~cpu_limited_cgroup() {
+    if (!dir.empty()) ::rmdir(dir.c_str());
+  }
+  cpu_limited_cgroup(const cpu_limited_cgroup&) = delete;
+  cpu_limited_cgroup& operator=(const cpu_limited_cgroup&) = delete;
+
+  static bool write_quiet(const std::filesystem::path& file, const std::string& text) {
+    std::ofstream out(file);
+    out << text;
+    out.flush();
+    return static_cast<bool>(out);
+  }
+
+  std::filesystem::path dir;
+  std::filesystem::path procs;
+};
+
+// `server.threads: 0` in a cgroup that allows one CPU of this machine's two or more: one
+// worker (a container's CPU limit, not the node's cores).
+TEST_F(SignalsTest, ThreadsZeroStartsOneWorkerPerCpuTheCgroupAllows) {
+  const unsigned everywhere = server::default_worker_count();  // this test's own cgroup
+  if (everywhere < 2) GTEST_SKIP() << "one CPU allowed already: nothing to limit";
+  cpu_limited_cgroup group(1);
+  if (group.procs.empty()) GTEST_SKIP() << "no cgroup with a CPU limit can be made here";
+  upstream_ = std::make_unique<registry_process>();
+  daemon_options o;
+  o.threads = 0;
+  start(o, {}, {"sh", "-c", "echo $$ > " + group.procs.string() + " && exec \"$0\" \"$@\""});
+  EXPECT_TRUE(log_has("server: 1 worker threads")) << proc_->log();
+  proc_->stop();
+  proc_.reset();
+
+  start(o);  // outside the group: what this test's cgroup allows
+  EXPECT_TRUE(log_has("server: " + std::to_string(everywhere) + " worker threads")) << proc_->log();
+}
 
 TEST_F(SignalsTest, SighupAppliesLiveSettingsAndRefusesAnInvalidFile) {
   upstream_ = std::make_unique<registry_process>();

@@ -567,16 +567,34 @@ def check_kubernetes(args):
     need(svc["spec"]["selector"] == sel, "Service selector")
     port_names = {p["name"] for p in c["ports"]}
     need(all(p["targetPort"] in port_names for p in svc["spec"]["ports"]), "Service targetPort")
+    need(docs[0]["kind"] == "Namespace", "the Namespace is not the first document")
     for x in docs:
-        if x["kind"] != "Namespace":
+        if x["kind"] not in ("Namespace", "PriorityClass"):  # PriorityClass: cluster-wide
             need(x["metadata"].get("namespace") == by_kind["Namespace"]["metadata"]["name"],
                  f"{x['kind']} namespace")
+    # GKE admits the system-* priority classes only in kube-system.
+    prio = ps.get("priorityClassName", "")
+    need(not prio.startswith("system-"), f"priorityClassName {prio} outside kube-system")
+    if prio:
+        need(by_kind.get("PriorityClass", {}).get("metadata", {}).get("name") == prio,
+             f"priorityClassName {prio} is not defined in layercache.yaml")
+    header = read(os.path.join(d, "layercache.yaml")).split("apiVersion:", 1)[0]
+    secret_at = header.find("create secret")
+    need(0 <= header.find("create namespace") < secret_at,
+         "the Secret command comes before the namespace exists")
 
     pm = yaml.safe_load(read(os.path.join(d, "podmonitor.yaml")))
     need(pm["apiVersion"] == "monitoring.coreos.com/v1" and pm["kind"] == "PodMonitor", "PodMonitor")
     need(pm["spec"]["selector"]["matchLabels"] == sel, "PodMonitor selector")
     ep = pm["spec"]["podMetricsEndpoints"][0]
     need(ep["port"] in port_names and ep["path"] == "/metrics", "PodMonitor endpoint")
+    # The operator's job label is the value of the pod label jobLabel names; the alerts select
+    # job="layercache".
+    job_label = pm["spec"].get("jobLabel")
+    need(job_label is not None and pod["metadata"]["labels"].get(job_label) == "layercache",
+         "PodMonitor jobLabel must give job=\"layercache\" (the alerts' job)")
+    alerts = read(os.path.join(args.deploy_dir, "prometheus", "alerts.yml"))
+    need('job="layercache"' in alerts, "the alerts no longer select job=\"layercache\"")
 
     sc = yaml.safe_load(read(os.path.join(d, "prometheus-scrape.yaml")))
     job = sc["scrape_configs"][0]

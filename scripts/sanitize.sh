@@ -97,17 +97,20 @@ run() {
   local t0 t1 t2 rc=0
   t0=$(now)
   echo "sanitize: $name: building $dir (-fsanitize=$flags)"
+  # The compiler and flags when the tree is first configured; the labels every time (only
+  # their tests are built: LAYERCACHE_TEST_LABELS, tests/CMakeLists.txt).
+  local first=()
   if [ ! -f "$dir/build.ninja" ]; then
-    nice -n 19 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_CXX_COMPILER="$CXX" -DLAYERCACHE_SANITIZE="$flags" \
-      -DLAYERCACHE_SANITIZE_FLAGS="$compile_flags" >"$WORK/$name-configure.log" \
-      2>&1 || {
-      cat "$WORK/$name-configure.log" >&2
-      echo "sanitize: $name FAILED: cmake could not configure $dir" >&2
-      failed+=("$name")
-      summary+=("$name: configure failed")
-      return 0
-    }
+    first=(-G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$CXX"
+      -DLAYERCACHE_SANITIZE="$flags" -DLAYERCACHE_SANITIZE_FLAGS="$compile_flags")
+  fi
+  if ! nice -n 19 cmake -S . -B "$dir" "${first[@]}" -DLAYERCACHE_TEST_LABELS="$labels" \
+    >"$WORK/$name-configure.log" 2>&1; then
+    cat "$WORK/$name-configure.log" >&2
+    echo "sanitize: $name FAILED: cmake could not configure $dir" >&2
+    failed+=("$name")
+    summary+=("$name: configure failed")
+    return 0
   fi
   if ! nice -n 19 cmake --build "$dir" -j "$SANITIZE_BUILD_JOBS"; then
     echo "sanitize: $name FAILED: the build failed" >&2

@@ -148,7 +148,7 @@ std::string blob_source::size_key(const registry::upstream_client& client, const
   return client.settings().name + '\n' + d.str();
 }
 
-bool blob_source::claim(cache::origin_id origin, const oci::digest& d, const blob_meta& meta) {
+bool blob_source::claim(cache::origin_id origin, const oci::digest& d, const described_blob& meta) {
   if (meta.verified) return true;
   std::lock_guard lock(mutex_);
   // Only entries of blobs a claim saw unverified; a full map is cleared (the records keep
@@ -186,7 +186,7 @@ asio::awaitable<blob_source::describe_result> blob_source::describe(
   if (!store_.try_blob(d, record))
     record = co_await pool_.run([this, &d] { return store_.blob(d); });
   if (record) {
-    co_return blob_meta{record->size, record->chunk_size, record->verified, true, record->origin};
+    co_return described_blob::stored(*record);
   }
   if (auto known = known_size(client, d)) co_return *known;
 
@@ -219,7 +219,7 @@ asio::awaitable<blob_source::describe_result> blob_source::describe(
           registry::upstream_failure{registry::upstream_errc::protocol, "blob HEAD refused"});
     co_return std::move(*refused);
   }
-  const blob_meta meta{std::get<std::uint64_t>(result), settings_.chunk_size, false};
+  const auto meta = described_blob::unstored(std::get<std::uint64_t>(result), settings_.chunk_size);
   {
     std::lock_guard lock(mutex_);
     if (sizes_.size() >= max_remembered) sizes_.clear();
@@ -229,8 +229,8 @@ asio::awaitable<blob_source::describe_result> blob_source::describe(
   co_return meta;
 }
 
-std::optional<blob_meta> blob_source::known_size(const registry::upstream_client& client,
-                                                 const oci::digest& d) const {
+std::optional<described_blob> blob_source::known_size(const registry::upstream_client& client,
+                                                      const oci::digest& d) const {
   const std::string key = size_key(client, d);
   std::lock_guard lock(mutex_);
   if (auto it = sizes_.find(key); it != sizes_.end()) return it->second;
@@ -243,7 +243,8 @@ void blob_source::learn_sizes(const registry::upstream_client& client,
   for (const auto& b : blobs) {
     if (b.size == 0) continue;
     if (sizes_.size() >= max_remembered) sizes_.clear();
-    sizes_.try_emplace(size_key(client, b.digest), blob_meta{b.size, settings_.chunk_size, false});
+    sizes_.try_emplace(size_key(client, b.digest),
+                       described_blob::unstored(b.size, settings_.chunk_size));
   }
 }
 
@@ -255,9 +256,9 @@ void blob_source::forget_size(const registry::upstream_client& client, const oci
 
 std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
     const asio::any_io_executor& ex, registry::upstream_client& client,
-    const std::string& repository, const oci::digest& d, const blob_meta& meta, std::uint32_t first,
-    std::uint32_t limit, const std::vector<bool>& present, std::uint32_t present_base,
-    std::uint32_t* run, bool prefetch) {
+    const std::string& repository, const oci::digest& d, const described_blob& meta,
+    std::uint32_t first, std::uint32_t limit, const std::vector<bool>& present,
+    std::uint32_t present_base, std::uint32_t* run, bool prefetch) {
   *run = 0;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   const auto run_chunks =
@@ -289,7 +290,7 @@ std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
 }
 
 std::shared_ptr<blob_source::chunk_slot> blob_source::add_slot_locked(const std::string& key,
-                                                                      const blob_meta& meta,
+                                                                      const described_blob& meta,
                                                                       std::uint32_t index,
                                                                       bool prefetch) {
   auto slot = std::make_shared<chunk_slot>();
@@ -338,7 +339,7 @@ struct blob_source::fill_progress {
 };
 
 asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::string repository,
-                                        oci::digest d, blob_meta meta,
+                                        oci::digest d, described_blob meta,
                                         std::vector<std::shared_ptr<chunk_slot>> slots) {
   const auto ranges = run_ranges(slots, meta.chunk_size);
   const std::uint64_t generation = purge_generation(d);
@@ -395,7 +396,7 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
 }
 
 void blob_source::take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,
-                             const oci::digest& d, const blob_meta& meta,
+                             const oci::digest& d, const described_blob& meta,
                              const std::vector<std::shared_ptr<chunk_slot>>& slots,
                              std::uint64_t generation, const registry::blob_piece& piece,
                              fill_progress& progress) {
@@ -452,7 +453,8 @@ void blob_source::take_piece(const asio::any_io_executor& ex, registry::upstream
   }
 }
 
-asio::awaitable<void> blob_source::store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
+asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob meta,
+                                               std::uint32_t chunk,
                                                std::shared_ptr<chunk_slot> slot,
                                                std::uint64_t generation, cache::origin_id origin) {
   // The slot is complete: no more writes to slot->data, so the pool thread may read it
@@ -578,7 +580,7 @@ struct blob_source::read_plan {
 };
 
 asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest& d,
-                                                               const blob_meta& meta,
+                                                               const described_blob& meta,
                                                                oci::byte_range r) {
   const std::uint32_t cs = meta.chunk_size;
   read_plan plan;
@@ -685,8 +687,8 @@ asio::awaitable<blob_source::stored_read> blob_source::read_stored(
 
 asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
                                         const std::string& repository, const oci::digest& d,
-                                        const blob_meta& meta, oci::byte_range r, const sink& out,
-                                        read_report* report) {
+                                        const described_blob& meta, oci::byte_range r,
+                                        const sink& out, read_report* report) {
   if (!claim(origin_of(client), d, meta)) {
     co_return co_await read_direct(client, repository, d, meta, r, out, report);
   }
@@ -763,7 +765,7 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
 
 asio::awaitable<bool> blob_source::read_direct(registry::upstream_client& client,
                                                const std::string& repository, const oci::digest& d,
-                                               const blob_meta& meta, oci::byte_range r,
+                                               const described_blob& meta, oci::byte_range r,
                                                const sink& out, read_report* report) {
   {
     std::lock_guard lock(mutex_);
@@ -827,8 +829,7 @@ asio::awaitable<std::vector<listed_blob>> blob_source::describe_listed(
     for (const auto& b : *list) {
       listed_blob l;
       if (auto record = store_.blob(b.digest)) {
-        l.meta =
-            blob_meta{record->size, record->chunk_size, record->verified, true, record->origin};
+        l.meta = described_blob::stored(*record);
         if (!record->verified && record->chunk_size > 0) {
           l.present.assign((record->size + record->chunk_size - 1) / record->chunk_size, false);
           for (auto i : store_.present_chunks(b.digest)) {
@@ -836,7 +837,7 @@ asio::awaitable<std::vector<listed_blob>> blob_source::describe_listed(
           }
         }
       } else {
-        l.meta = blob_meta{b.size, settings_.chunk_size, false, false};
+        l.meta = described_blob::unstored(b.size, settings_.chunk_size);
       }
       out.push_back(std::move(l));
     }
@@ -848,7 +849,7 @@ asio::awaitable<bool> blob_source::prefetch(registry::upstream_client& client,
                                             const std::string& repository, const oci::digest& d,
                                             const listed_blob& b, std::uint32_t first,
                                             std::uint32_t last, const std::atomic<bool>* cancel) {
-  const blob_meta& meta = b.meta;
+  const described_blob& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0) co_return true;
   if (!claim(origin_of(client), d, meta)) co_return true;  // another upstream's: not ours to fill
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
@@ -877,7 +878,7 @@ asio::awaitable<bool> blob_source::prefetch_batch(registry::upstream_client& cli
                                                   const oci::digest& d, const listed_blob& b,
                                                   std::vector<std::uint32_t> chunks,
                                                   const std::atomic<bool>* cancel) {
-  const blob_meta& meta = b.meta;
+  const described_blob& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0 || chunks.empty()) co_return true;
   if (!claim(origin_of(client), d, meta)) co_return true;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
@@ -939,7 +940,8 @@ asio::awaitable<bool> blob_source::prefetch_batch(registry::upstream_client& cli
 
 asio::awaitable<void> blob_source::complete_later(registry::upstream_client& client,
                                                   const std::string& repository,
-                                                  const oci::digest& d, const blob_meta& meta) {
+                                                  const oci::digest& d,
+                                                  const described_blob& meta) {
   if (meta.verified || meta.size == 0 || !claim(origin_of(client), d, meta)) co_return;
   auto ex = co_await asio::this_coro::executor;
   if (!settings_.complete_partial) {
@@ -955,7 +957,7 @@ asio::awaitable<void> blob_source::complete_later(registry::upstream_client& cli
 
 asio::awaitable<void> blob_source::verify_if_whole(registry::upstream_client& client,
                                                    std::string repository, oci::digest d,
-                                                   blob_meta meta) {
+                                                   described_blob meta) {
   co_await wait_stored(d);  // the read's last chunks may still be landing in the store
   std::optional<cache::blob_record> record;
   if (!store_.try_blob(d, record))
@@ -970,7 +972,7 @@ asio::awaitable<void> blob_source::verify_if_whole(registry::upstream_client& cl
 
 asio::awaitable<blob_source::verified_read> blob_source::read_whole(
     registry::upstream_client& client, const std::string& repository, const oci::digest& d,
-    const blob_meta& meta, const sink& out, read_report* report) {
+    const described_blob& meta, const sink& out, read_report* report) {
   if (meta.size == 0) {
     co_return oci::digest_of("", d.algorithm()) == d ? verified_read::verified
                                                      : verified_read::mismatch;
@@ -1002,13 +1004,14 @@ asio::awaitable<blob_source::verified_read> blob_source::read_whole(
 
 asio::awaitable<blob_source::verified_read> blob_source::read_verified(
     registry::upstream_client& client, const std::string& repository, const oci::digest& d,
-    const blob_meta& meta, read_report* report) {
+    const described_blob& meta, read_report* report) {
   const sink discard = [](const char*, std::size_t) -> asio::awaitable<bool> { co_return true; };
   co_return co_await read_whole(client, repository, d, meta, discard, report);
 }
 
 asio::awaitable<void> blob_source::complete(registry::upstream_client& client,
-                                            std::string repository, oci::digest d, blob_meta meta) {
+                                            std::string repository, oci::digest d,
+                                            described_blob meta) {
   const auto result = co_await read_verified(client, repository, d, meta);
   if (result == verified_read::verified) {
     std::lock_guard lock(mutex_);

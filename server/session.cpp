@@ -647,7 +647,7 @@ class session final : public session_base {
                                       std::to_string(status) + " for this blob");
       co_return co_await send(req, std::move(res), keep_alive);
     }
-    const auto meta = std::get<content::blob_meta>(described);
+    const auto meta = std::get<content::described_blob>(described);
     exchange_.from = meta.in_store ? metrics::source::hit : metrics::source::miss;
     const auto answer = plan_blob_answer(req.method() == http::verb::head, req[http::field::range],
                                          req[http::field::if_range], digest, meta.size);
@@ -676,7 +676,7 @@ class session final : public session_base {
   // client a 502 with an OCI error body instead of a cut connection.
   asio::awaitable<bool> stream_blob(const request& req, const upstream_choice& choice,
                                     registry::upstream_client& client, const oci::digest& digest,
-                                    const content::blob_meta& meta, const blob_answer& answer,
+                                    const content::described_blob& meta, const blob_answer& answer,
                                     http::response<http::buffer_body>& res, bool keep_alive) {
     auto& blobs = *worker_.blobs;
     http::response_serializer<http::buffer_body> sr{res};

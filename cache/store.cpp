@@ -49,6 +49,11 @@ std::uint32_t blob_record::chunk_length(std::uint32_t index) const {
   return static_cast<std::uint32_t>(size - std::uint64_t{index} * chunk_size);
 }
 
+oci::byte_interval blob_record::chunk_interval(std::uint32_t index) const {
+  const std::uint64_t begin = std::min(std::uint64_t{index} * chunk_size, size);
+  return {begin, std::min(begin + chunk_size, size)};
+}
+
 namespace detail {
 namespace {
 
@@ -560,10 +565,10 @@ class store final : public chunk_store {
     const std::uint64_t cs = r.chunk_size;
     const auto chunk_count = static_cast<std::uint32_t>((r.size + cs - 1) / cs);
     std::vector<bool> keep(chunk_count, false);
-    for (const auto& [first, last] : hot) {
-      if (first >= r.size || last < first) continue;
-      const std::uint64_t end = std::min(last, r.size - 1);
-      for (std::uint64_t c = first / cs; c <= end / cs; ++c) keep[c] = true;
+    for (const oci::byte_interval& named : hot) {
+      const oci::byte_interval bytes = named.intersect({0, r.size});
+      if (bytes.empty()) continue;
+      for (std::uint64_t c = bytes.begin / cs; c <= (bytes.end - 1) / cs; ++c) keep[c] = true;
     }
     auto batch = backend_->make_batch();
     std::uint64_t freed = 0;

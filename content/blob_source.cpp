@@ -296,9 +296,7 @@ std::shared_ptr<blob_source::chunk_slot> blob_source::add_slot_locked(const std:
   auto slot = std::make_shared<chunk_slot>();
   slot->prefetch = prefetch;
   slot->chunk = index;
-  const std::uint64_t begin = std::uint64_t{index} * meta.chunk_size;
-  slot->expected =
-      static_cast<std::size_t>(std::min<std::uint64_t>(meta.chunk_size, meta.size - begin));
+  slot->expected = static_cast<std::size_t>(meta.chunk_interval(index).length());
   inflight_.emplace(key, slot);
   return slot;
 }
@@ -314,16 +312,20 @@ namespace {
 // (a prefetch batch) make a multi-range request, answered by a multipart/byteranges 206.
 template <typename Slots>
 std::vector<oci::byte_range> run_ranges(const Slots& slots, std::uint64_t chunk_size) {
-  std::vector<oci::byte_range> ranges;
+  std::vector<oci::byte_interval> runs;
   for (std::size_t k = 0; k < slots.size(); ++k) {
-    const std::uint64_t first = std::uint64_t{slots[k]->chunk} * chunk_size;
-    const std::uint64_t last = first + slots[k]->expected - 1;
+    const auto chunk =
+        oci::byte_interval::at(std::uint64_t{slots[k]->chunk} * chunk_size, slots[k]->expected);
     if (k > 0 && slots[k]->chunk == slots[k - 1]->chunk + 1) {
-      ranges.back().last = last;
+      runs.back().end = chunk.end;
     } else {
-      ranges.push_back(oci::byte_range{first, last});
+      runs.push_back(chunk);
     }
   }
+  // The request's Range header: HTTP's closed ranges.
+  std::vector<oci::byte_range> ranges;
+  ranges.reserve(runs.size());
+  for (const auto& run : runs) ranges.emplace_back(run);
   return ranges;
 }
 
@@ -514,12 +516,14 @@ void blob_source::finish_slot(const oci::digest& d, std::uint32_t index, chunk_s
   chunk_slot::wake(waiters);
 }
 
-asio::awaitable<blob_source::slot_read> blob_source::stream_slot(chunk_slot& slot, std::size_t lo,
-                                                                 std::size_t hi, const sink& out,
+asio::awaitable<blob_source::slot_read> blob_source::stream_slot(chunk_slot& slot,
+                                                                 oci::byte_interval part,
+                                                                 const sink& out,
                                                                  std::size_t* delivered) {
   auto ex = co_await asio::this_coro::executor;
-  std::size_t pos = lo;
-  while (pos <= hi) {
+  auto pos = static_cast<std::size_t>(part.begin);
+  const auto end = static_cast<std::size_t>(part.end);
+  while (pos < end) {
     std::shared_ptr<wakeup> wait;
     // Bytes below data.size() never change and data never moves (its capacity is reserved
     // before the first byte), so they are handed out in place, not copied.
@@ -529,7 +533,7 @@ asio::awaitable<blob_source::slot_read> blob_source::stream_slot(chunk_slot& slo
       std::lock_guard lock(slot.mutex);
       const std::size_t available = slot.data.size();
       if (available > pos) {
-        n = std::min(std::min(available - 1, hi) - pos + 1, max_piece);
+        n = std::min(std::min(available, end) - pos, max_piece);
         piece = slot.data.data() + pos;
       } else if (slot.failed) {
         co_return slot_read::slot_failed;
@@ -581,11 +585,11 @@ struct blob_source::read_plan {
 
 asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest& d,
                                                                const described_blob& meta,
-                                                               oci::byte_range r) {
+                                                               oci::byte_interval wanted) {
   const std::uint32_t cs = meta.chunk_size;
   read_plan plan;
-  plan.first = static_cast<std::uint32_t>(r.first / cs);
-  plan.last = static_cast<std::uint32_t>(r.last / cs);
+  plan.first = static_cast<std::uint32_t>(wanted.begin / cs);
+  plan.last = static_cast<std::uint32_t>((wanted.end - 1) / cs);
   // Which chunks the store has decides what to fetch ahead. Listing them costs about a read
   // of every chunk of a blob held in part (presence is the chunk key; a whole one is answered
   // from its record), so a read of a few chunks (random ranges, perhaps crossing a chunk
@@ -600,35 +604,28 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
   plan.early.resize(few ? count : 0);
   auto& early = plan.early;
   auto& present = plan.present;
-  const std::uint64_t blob_size = meta.size;
-  auto chunk_end = [first, cs, blob_size](std::uint32_t k) {  // exclusive
-    return std::min<std::uint64_t>(std::uint64_t{first + k} * cs + cs, blob_size);
-  };
   bool all_in_memory = few;
   for (std::uint32_t k = 0; k < early.size(); ++k) {
-    auto bytes = store_.memory_chunk(d, first + k);
-    if (bytes && bytes->size() == chunk_end(k) - std::uint64_t{first + k} * cs) {
-      early[k] = std::move(bytes);
+    auto held = store_.memory_chunk(d, first + k);
+    if (held && held->size() == meta.chunk_interval(first + k).length()) {
+      early[k] = std::move(held);
       present[k] = true;
     } else {
       all_in_memory = false;
     }
   }
   const bool touched = all_in_memory && store_.try_touch(d);
-  const std::uint64_t r_first = r.first;
-  const std::uint64_t r_last = r.last;
-  auto probe = [this, &d, &early, &present, few, touched, first, cs, r_first, r_last, chunk_end] {
+  auto probe = [this, &d, &meta, &early, &present, few, touched, first, wanted] {
     if (!touched) store_.touch(d);
     if (!few) return store_.present_chunks(d);
     for (std::uint32_t k = 0; k < early.size(); ++k) {
       if (early[k]) continue;
-      const std::uint64_t begin = std::uint64_t{first + k} * cs;
-      const std::uint64_t end = chunk_end(k);
-      const bool partial = r_first > begin || r_last + 1 < end;
-      cache::shared_chunk bytes;
-      if (store_.get_chunk_shared(d, first + k, partial, bytes).ok() && bytes &&
-          bytes->size() == end - begin) {
-        early[k] = std::move(bytes);
+      const oci::byte_interval chunk = meta.chunk_interval(first + k);
+      const bool partial = wanted.begin > chunk.begin || wanted.end < chunk.end;
+      cache::shared_chunk held;
+      if (store_.get_chunk_shared(d, first + k, partial, held).ok() && held &&
+          held->size() == chunk.length()) {
+        early[k] = std::move(held);
         present[k] = true;
       }
     }
@@ -643,8 +640,8 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
 }
 
 asio::awaitable<blob_source::stored_read> blob_source::read_stored(
-    const oci::digest& d, std::uint32_t i, std::size_t from, std::size_t hi, bool admit,
-    std::size_t length, read_plan& plan, const sink& out, read_report* report) {
+    const oci::digest& d, std::uint32_t i, oci::byte_interval part, bool admit, std::size_t length,
+    read_plan& plan, const sink& out, read_report* report) {
   cache::shared_chunk chunk;
   auto got = cache::status::success();
   if (!plan.early.empty() && plan.early[i - plan.first]) {
@@ -674,27 +671,27 @@ asio::awaitable<blob_source::stored_read> blob_source::read_stored(
       prefetched = true;
     }
   }
-  if (!co_await out(chunk->data() + from, hi - from + 1)) co_return stored_read::sink_failed;
+  if (!co_await out(chunk->data() + part.begin, part.length())) co_return stored_read::sink_failed;
   // A chunk this read's own fill stored before the read got to it still counts as fetched
   // for this read.
   if (report != nullptr) {
     (plan.mine[i - plan.first] ? report->filled_bytes
      : prefetched              ? report->prefetch_bytes
-                               : report->store_bytes) += hi - from + 1;
+                               : report->store_bytes) += part.length();
   }
   co_return stored_read::delivered;
 }
 
 asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
                                         const std::string& repository, const oci::digest& d,
-                                        const described_blob& meta, oci::byte_range r,
+                                        const described_blob& meta, oci::byte_interval bytes,
                                         const sink& out, read_report* report) {
   if (!claim(origin_of(client), d, meta)) {
-    co_return co_await read_direct(client, repository, d, meta, r, out, report);
+    co_return co_await read_direct(client, repository, d, meta, bytes, out, report);
   }
   auto ex = co_await asio::this_coro::executor;
   const pin pinned(*this, d.str());  // eviction to make room for other blobs skips it
-  auto plan = co_await plan_read(d, meta, r);
+  auto plan = co_await plan_read(d, meta, bytes);
   const std::uint32_t cs = meta.chunk_size;
   const std::uint32_t first = plan.first;
   const std::uint32_t last = plan.last;
@@ -704,10 +701,11 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
   std::uint32_t ahead = first;  // chunks before this have had their fill decided
 
   for (std::uint32_t i = first; i <= last; ++i) {
-    const std::uint64_t begin = std::uint64_t{i} * cs;
-    const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(cs, meta.size - begin));
-    const std::size_t lo = i == first ? static_cast<std::size_t>(r.first - begin) : 0;
-    const std::size_t hi = i == last ? static_cast<std::size_t>(r.last - begin) : length - 1;
+    const oci::byte_interval chunk = meta.chunk_interval(i);
+    const auto length = static_cast<std::size_t>(chunk.length());
+    // The bytes this read wants of chunk i, as offsets within the chunk.
+    const oci::byte_interval wanted = bytes.intersect(chunk);
+    const oci::byte_interval part{wanted.begin - chunk.begin, wanted.end - chunk.begin};
 
     // Keep up to `parallel_runs` runs in flight for the missing chunks ahead of this one.
     for (std::uint32_t k = std::max(ahead, i + 1); k <= last && k < i + window;) {
@@ -722,9 +720,9 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
 
     bool done = false;
     bool from_store = plan.present[i - first];
-    // Bytes lo..from-1 of this chunk reached `out` already: a fill that failed part-way through
-    // handed them over, and the next attempt resumes after them.
-    std::size_t from = lo;
+    // Bytes [part.begin, from) of this chunk reached `out` already: a fill that failed
+    // part-way through handed them over, and the next attempt resumes after them.
+    std::uint64_t from = part.begin;
     for (int attempt = 0; attempt < max_attempts && !done; ++attempt) {
       std::shared_ptr<chunk_slot> slot;
       if (!from_store) {
@@ -736,15 +734,16 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
       if (from_store) {
         from_store = false;  // if this fails, fill it
         // Part of a chunk (random ranges, lazy pulls) is worth keeping in memory.
-        const bool admit = lo != 0 || hi + 1 != length;
-        const auto got = co_await read_stored(d, i, from, hi, admit, length, plan, out, report);
+        const bool admit = part.begin != 0 || part.end != length;
+        const auto got =
+            co_await read_stored(d, i, {from, part.end}, admit, length, plan, out, report);
         if (got == stored_read::sink_failed) co_return false;
         done = got == stored_read::delivered;
         continue;
       }
       const bool prefetched = report != nullptr && !plan.mine[i - first] && claim_prefetched(*slot);
       std::size_t streamed = 0;
-      const auto rc = co_await stream_slot(*slot, from, hi, out, &streamed);
+      const auto rc = co_await stream_slot(*slot, {from, part.end}, out, &streamed);
       if (rc == slot_read::sink_failed) co_return false;
       done = rc == slot_read::complete;
       if (report != nullptr) {
@@ -765,21 +764,21 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
 
 asio::awaitable<bool> blob_source::read_direct(registry::upstream_client& client,
                                                const std::string& repository, const oci::digest& d,
-                                               const described_blob& meta, oci::byte_range r,
+                                               const described_blob& meta, oci::byte_interval bytes,
                                                const sink& out, read_report* report) {
   {
     std::lock_guard lock(mutex_);
     ++stats_.foreign_reads;
   }
-  const std::vector<oci::byte_range> ranges{r};
+  const std::vector<oci::byte_range> ranges{oci::byte_range(bytes)};
   auto body = co_await registry::get_blob_ranges(client, repository, d, ranges, meta.size);
   std::vector<registry::blob_piece> pieces;
-  std::uint64_t at = r.first;  // the next byte `out` wants
-  while (at <= r.last) {
+  std::uint64_t at = bytes.begin;  // the next byte `out` wants
+  while (at < bytes.end) {
     if (!co_await body.next(pieces)) co_return false;
     for (const auto& piece : pieces) {
       const std::uint64_t lo = std::max<std::uint64_t>(at, piece.offset);
-      const std::uint64_t end = std::min<std::uint64_t>(piece.offset + piece.size, r.last + 1);
+      const std::uint64_t end = std::min<std::uint64_t>(piece.offset + piece.size, bytes.end);
       if (lo > at) co_return false;  // a gap: never in one stream of bytes
       if (lo >= end) continue;
       if (!co_await out(piece.data + (lo - piece.offset), static_cast<std::size_t>(end - lo))) {
@@ -991,8 +990,8 @@ asio::awaitable<blob_source::verified_read> blob_source::read_whole(
     seen += n;
     co_return co_await out(p, n);
   };
-  const bool ok = co_await read(client, repository, d, meta, oci::byte_range{0, meta.size - 1},
-                                checked, report);
+  const bool ok =
+      co_await read(client, repository, d, meta, oci::byte_interval{0, meta.size}, checked, report);
   if (mismatch) {
     co_await purge(client, d);
     co_return verified_read::mismatch;

@@ -120,12 +120,14 @@ class blob_source {
   // Receives consecutive pieces of the requested bytes; returns false to stop.
   using sink = std::function<asio::awaitable<bool>(const char*, std::size_t)>;
 
-  // Streams bytes r.first..r.last of `d` to `out`, in order. Returns false when not every byte
-  // could be delivered (upstream failure after a retry, or `out` returned false). With
-  // `report`, adds where the delivered bytes came from.
+  // Streams `bytes` of `d` to `out`, in order; `bytes` is not empty and lies within
+  // meta.size (a client's Range, resolved, converts from HTTP's closed byte_range). Returns
+  // false when not every byte could be delivered (upstream failure after a retry, or `out`
+  // returned false). With `report`, adds where the delivered bytes came from.
   asio::awaitable<bool> read(registry::upstream_client& client, const std::string& repository,
-                             const oci::digest& d, const described_blob& meta, oci::byte_range r,
-                             const sink& out, read_report* report = nullptr);
+                             const oci::digest& d, const described_blob& meta,
+                             oci::byte_interval bytes, const sink& out,
+                             read_report* report = nullptr);
 
   // After a range read: unless `meta.verified`, fetches the rest of the blob in the background
   // (on the caller's worker) and checks it against its digest; a mismatch purges it. Without
@@ -215,20 +217,20 @@ class blob_source {
   asio::awaitable<void> wait_stored(const oci::digest& d);
   struct pin;
   struct read_plan;
-  // Which of chunks r.first/cs..r.last/cs the store holds (and, for a few chunks, their bytes).
+  // Which of the chunks holding `wanted` the store holds (and, for a few chunks, their bytes).
   asio::awaitable<read_plan> plan_read(const oci::digest& d, const described_blob& meta,
-                                       oci::byte_range r);
+                                       oci::byte_interval wanted);
   enum class stored_read { delivered, missing, sink_failed };
-  // Bytes from..hi of stored chunk `i` (`length` bytes long) to `out`; `admit`: keep it in
-  // the memory cache.
-  asio::awaitable<stored_read> read_stored(const oci::digest& d, std::uint32_t i, std::size_t from,
-                                           std::size_t hi, bool admit, std::size_t length,
+  // Bytes `part` (offsets within the chunk) of stored chunk `i` (`length` bytes long) to
+  // `out`; `admit`: keep it in the memory cache.
+  asio::awaitable<stored_read> read_stored(const oci::digest& d, std::uint32_t i,
+                                           oci::byte_interval part, bool admit, std::size_t length,
                                            read_plan& plan, const sink& out, read_report* report);
   // A read of a blob another origin owns: from `client`'s upstream, stored nowhere.
   asio::awaitable<bool> read_direct(registry::upstream_client& client,
                                     const std::string& repository, const oci::digest& d,
-                                    const described_blob& meta, oci::byte_range r, const sink& out,
-                                    read_report* report);
+                                    const described_blob& meta, oci::byte_interval bytes,
+                                    const sink& out, read_report* report);
 
   // The slot of chunk `first`: joined if in flight, else a new fill for the run of missing
   // chunks from `first` (up to `limit`, `run_bytes`, a present or in-flight chunk). nullptr
@@ -271,11 +273,11 @@ class blob_source {
   asio::awaitable<void> store_chunk(oci::digest d, described_blob meta, std::uint32_t chunk,
                                     std::shared_ptr<chunk_slot> slot, std::uint64_t generation,
                                     cache::origin_id origin);
-  // Hands bytes lo..hi of `slot` to `out` as they arrive; adds what `out` took to *delivered
-  // (also when the slot fails part-way).
+  // Hands bytes `part` (offsets within the chunk) of `slot` to `out` as they arrive; adds
+  // what `out` took to *delivered (also when the slot fails part-way).
   enum class slot_read { complete, slot_failed, sink_failed };
-  asio::awaitable<slot_read> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
-                                         const sink& out, std::size_t* delivered);
+  asio::awaitable<slot_read> stream_slot(chunk_slot& slot, oci::byte_interval part, const sink& out,
+                                         std::size_t* delivered);
   std::uint64_t purge_generation(const oci::digest& d) const;
   asio::awaitable<void> complete(registry::upstream_client& client, std::string repository,
                                  oci::digest d, described_blob meta);

@@ -697,7 +697,7 @@ class session final : public session_base {
     content::read_report& report = *exchange_.blob;
     if (answer.ranges.empty()) {
       // The whole blob: checked on the way, the last piece held back until it matches.
-      if (worker_.prefetch != nullptr) worker_.prefetch->touched(digest, 0, meta.size);
+      if (worker_.prefetch != nullptr) worker_.prefetch->touched(digest, {0, meta.size});
       const auto result =
           co_await blobs.read_whole(client, choice.repository, digest, meta, out, &report);
       classify(report);
@@ -713,15 +713,16 @@ class session final : public session_base {
       co_return finished&& res.keep_alive();
     }
     if (worker_.prefetch != nullptr) {
-      for (const auto& br : answer.ranges) worker_.prefetch->touched(digest, br.first, br.length());
+      for (const auto& br : answer.ranges)
+        worker_.prefetch->touched(digest, oci::byte_interval(br));
     }
     for (const auto& br : answer.ranges) {
       if (answer.multipart()) {
         const std::string header = answer.part_header(br, meta.size);
         if (!co_await out(header.data(), header.size())) co_return false;
       }
-      const bool ok =
-          co_await blobs.read(client, choice.repository, digest, meta, br, out, &report);
+      const bool ok = co_await blobs.read(client, choice.repository, digest, meta,
+                                          oci::byte_interval(br), out, &report);
       classify(report);
       if (!ok) co_return co_await unavailable();
     }

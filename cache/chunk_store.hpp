@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "oci/digest.hpp"
+#include "oci/range.hpp"
 
 namespace layercache::cache {
 
@@ -70,6 +71,9 @@ struct blob_record {
   [[nodiscard]] bool complete() const { return stored_bytes >= size; }
   // Length of chunk `index` (the last one is the remainder); 0 when out of range.
   [[nodiscard]] std::uint32_t chunk_length(std::uint32_t index) const;
+  // The blob's bytes chunk `index` holds, [index * chunk_size, min(that + chunk_size, size));
+  // empty when it is past the end.
+  [[nodiscard]] oci::byte_interval chunk_interval(std::uint32_t index) const;
 };
 
 struct stored_manifest {
@@ -245,8 +249,8 @@ class chunk_store {
   // are being read). Set once, before use.
   virtual void set_pinned(std::function<bool(const oci::digest&)> pinned) = 0;
 
-  // Byte ranges [first, last] of a blob that access profiles name; empty: a cold blob.
-  using byte_ranges = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+  // Bytes of a blob that access profiles name; empty: a cold blob.
+  using byte_ranges = std::vector<oci::byte_interval>;
   // Eviction order: least recently used cold blobs first; then, from hot blobs, the chunks no
   // hot range touches (the blob stays, no longer verified); then hot blobs whole. `hot` is
   // asked at most once per blob and eviction. An eviction query (above). Set once, before use.

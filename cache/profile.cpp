@@ -16,7 +16,7 @@ void order(std::vector<profile_entry>& entries) {
     if (a.seen != b.seen) return a.seen > b.seen;
     if (a.at_ms != b.at_ms) return a.at_ms < b.at_ms;
     if (a.blob != b.blob) return a.blob.str() < b.blob.str();
-    return a.offset < b.offset;
+    return a.bytes.begin < b.bytes.begin;
   });
   if (entries.size() > max_profile_entries) {
     entries.erase(entries.begin() + max_profile_entries, entries.end());
@@ -41,29 +41,29 @@ profile merge_run(std::optional<profile> base, const oci::digest& manifest,
     out.entries = std::move(base->entries);
     out.tags = std::move(base->tags);
     for (std::size_t i = 0; i < out.entries.size(); ++i) {
-      index.emplace(key{out.entries[i].blob.str(), out.entries[i].offset}, i);
+      index.emplace(key{out.entries[i].blob.str(), out.entries[i].bytes.begin}, i);
     }
   }
   std::set<key> in_run;
   for (const auto& t : run) {
-    if (t.length == 0) continue;
-    key k{t.blob.str(), t.offset};
+    if (t.bytes.empty()) continue;
+    key k{t.blob.str(), t.bytes.begin};
     auto it = index.find(k);
     if (!in_run.insert(k).second) {  // the first touch's time counts; the longest length
       auto& e = out.entries[it->second];
-      e.length = std::max(e.length, t.length);
+      e.bytes.end = std::max(e.bytes.end, t.bytes.end);  // both begin at k's offset
       continue;
     }
     if (it == index.end()) {
       index.emplace(k, out.entries.size());
-      out.entries.push_back(profile_entry{t.blob, t.offset, t.length, 1, t.at_ms});
+      out.entries.push_back(profile_entry{t.blob, t.bytes, 1, t.at_ms});
       continue;
     }
     auto& e = out.entries[it->second];
     const std::uint64_t total = std::uint64_t{e.at_ms} * e.seen + t.at_ms;
     ++e.seen;
     e.at_ms = static_cast<std::uint32_t>(total / e.seen);
-    e.length = std::max(e.length, t.length);
+    e.bytes.end = std::max(e.bytes.end, t.bytes.end);
   }
   ++out.runs;
   order(out.entries);
@@ -81,8 +81,8 @@ std::string to_json(const profile& p) {
   entries.reserve(p.entries.size());
   for (const auto& e : p.entries) {
     entries.push_back(boost::json::object{{"blob", e.blob.str()},
-                                          {"offset", e.offset},
-                                          {"length", e.length},
+                                          {"offset", e.bytes.begin},
+                                          {"length", e.bytes.length()},
                                           {"seen", e.seen},
                                           {"at_ms", e.at_ms}});
   }
@@ -163,7 +163,8 @@ std::optional<profile> profile_from_json(std::string_view json) {
       return std::nullopt;
     }
     if (!seen_keys.insert(key{blob->str(), *offset}).second) return std::nullopt;
-    p.entries.push_back(profile_entry{std::move(*blob), *offset, *length,
+    // No overflow: offset <= 2^62, length <= 2^40.
+    p.entries.push_back(profile_entry{std::move(*blob), oci::byte_interval::at(*offset, *length),
                                       static_cast<std::uint32_t>(*seen),
                                       static_cast<std::uint32_t>(*at)});
   }

@@ -14,22 +14,21 @@
 #include <vector>
 
 #include "oci/digest.hpp"
+#include "oci/range.hpp"
 
 namespace layercache::cache {
 
 struct touch {
   oci::digest blob;
-  std::uint64_t offset = 0;
-  std::uint64_t length = 0;
-  std::uint32_t at_ms = 0;  // since the manifest was served
+  oci::byte_interval bytes;  // of the blob
+  std::uint32_t at_ms = 0;   // since the manifest was served
 };
 
 struct profile_entry {
   oci::digest blob;
-  std::uint64_t offset = 0;
-  std::uint64_t length = 0;
-  std::uint32_t seen = 0;   // runs that touched it
-  std::uint32_t at_ms = 0;  // mean first-touch time over those runs
+  oci::byte_interval bytes;  // of the blob; the document spells it "offset" and "length"
+  std::uint32_t seen = 0;    // runs that touched it
+  std::uint32_t at_ms = 0;   // mean first-touch time over those runs
 };
 
 // A tag a client named the manifest by, where: lets a node that imports the profile start
@@ -54,9 +53,10 @@ inline constexpr std::size_t max_profile_tags = 8;
 // Puts `t` first in `p.tags` (moved there if present), keeping at most max_profile_tags.
 void add_tag(profile& p, profile_tag t);
 
-// Merges `run` (first-touch order; a repeated (blob, offset) keeps its first touch) into
-// `base` (or a new profile of `manifest`). Ordered by seen (descending), then at_ms, then
-// (blob, offset); at most max_profile_entries, the least seen dropped.
+// Merges `run` (first-touch order; a repeated (blob, bytes.begin) keeps its first touch and
+// the longest end) into `base` (or a new profile of `manifest`); empty touches are dropped.
+// Ordered by seen (descending), then at_ms, then (blob, bytes.begin); at most
+// max_profile_entries, the least seen dropped.
 [[nodiscard]] profile merge_run(std::optional<profile> base, const oci::digest& manifest,
                                 const std::vector<touch>& run);
 

@@ -49,6 +49,11 @@ std::uint32_t blob_record::chunk_length(std::uint32_t index) const {
   return static_cast<std::uint32_t>(size - std::uint64_t{index} * chunk_size);
 }
 
+oci::byte_interval blob_record::chunk_interval(std::uint32_t index) const {
+  const std::uint64_t begin = std::min(std::uint64_t{index} * chunk_size, size);
+  return {begin, std::min(begin + chunk_size, size)};
+}
+
 namespace detail {
 namespace {
 
@@ -97,84 +102,26 @@ class store final : public chunk_store {
 
   status put_chunk(const oci::digest& d, std::uint64_t blob_size, std::uint32_t chunk_size,
                    std::uint32_t index, std::string_view bytes, origin_id origin) override {
-    blob_record shape;
-    shape.size = blob_size;
-    shape.chunk_size = chunk_size;
-    if (blob_size == 0 || chunk_size == 0 || shape.chunk_count() == 0) {
-      return status::invalid_argument(d.str() + ": bad blob size " + std::to_string(blob_size) +
-                                      " or chunk size " + std::to_string(chunk_size));
-    }
-    const std::uint32_t length = shape.chunk_length(index);
-    if (length == 0) {
-      return status::invalid_argument(d.str() + ": chunk " + std::to_string(index) +
-                                      " is past the end (" + std::to_string(shape.chunk_count()) +
-                                      " chunks)");
-    }
-    if (bytes.size() != length) {
-      return status::invalid_argument(d.str() + ": chunk " + std::to_string(index) + " must be " +
-                                      std::to_string(length) + " bytes, got " +
-                                      std::to_string(bytes.size()));
-    }
-    const std::string raw = d.raw();
-    const std::string key = chunk_key(raw, index);
-    const std::string checksum = encode_checksum(bytes);
+    chunk_write w;
+    w.shape.size = blob_size;
+    w.shape.chunk_size = chunk_size;
+    if (status s = check_shape(d, w.shape, index, bytes.size()); !s.ok()) return s;
+    w.raw = d.raw();
+    w.key = chunk_key(w.raw, index);
+    w.checksum = encode_checksum(bytes);
+    w.bytes = bytes;
+    w.origin = origin;
 
     std::lock_guard lock(mu_);
-    auto it = blobs_.find(raw);
+    auto it = blobs_.find(w.raw);
     if (it != blobs_.end()) {
-      const blob_record& r = it->second.record;
-      if (r.size != blob_size || r.chunk_size != chunk_size) {
-        return status::invalid_argument(d.str() + " is stored with size " + std::to_string(r.size) +
-                                        " and chunk size " + std::to_string(r.chunk_size) +
-                                        ", not " + std::to_string(blob_size) + " and " +
-                                        std::to_string(chunk_size));
-      }
-      if (!r.verified && r.origin != 0 && r.origin != origin) {
-        return status::invalid_argument(d.str() + " is being stored from another upstream");
-      }
-      status s = backend_->read(family::chunks, key, [](std::string_view) {});
-      if (s.ok()) return status::success();
+      if (status s = check_record(d, it->second.record, w); !s.ok()) return s;
+      status s = backend_->read(family::chunks, w.key, [](std::string_view) {});
+      if (s.ok()) return status::success();  // stored already: content is immutable
       if (s.code != errc::not_found) return s;
     }
-    if (length > capacity_) {
-      return status::no_space("chunk of " + std::to_string(length) +
-                              " bytes is larger than the capacity");
-    }
-    if (!disk_has_room_locked(length)) {
-      ++disk_refusals_;
-      return status::no_space("the disk under the store has " + std::to_string(disk_free_) +
-                              " bytes free, less than cache.min_free_disk (" +
-                              std::to_string(min_free_disk_) + "): not storing");
-    }
-    if (used_ + length > capacity_) {
-      evict_locked(capacity_ - length, pinned_ ? &pinned_ : nullptr, &raw);
-      if (used_ + length > capacity_) {
-        return status::no_space(d.str() + ": " + std::to_string(used_) + " of " +
-                                std::to_string(capacity_) +
-                                " bytes used and nothing more can be evicted");
-      }
-    }
-
-    blob_record r = it != blobs_.end() ? it->second.record : shape;
-    if (it == blobs_.end()) r.last_access = clock_();
-    if (r.origin == 0) r.origin = origin;
-    r.stored_bytes += length;
-    auto batch = backend_->make_batch();
-    batch->put(family::chunks, key, checksum, bytes);
-    batch->put(family::blobs, raw, encode_blob(r));
-    batch->put(family::meta, used_bytes_key, encode_u64(used_ + length));
-    if (status s = backend_->write(*batch); !s.ok()) return s;
-
-    used_ += length;
-    disk_free_ -= std::min<std::uint64_t>(disk_free_, length);
-    if (it == blobs_.end()) {
-      it = blobs_.emplace(raw, entry{d, r, false}).first;
-      lru_.bump(it->first);
-    } else {
-      set_clean_locked(it->second);
-      it->second.record = r;
-    }
-    return status::success();
+    if (status s = make_room_locked(d, w.raw, bytes.size()); !s.ok()) return s;
+    return write_chunk_locked(d, it, w);
   }
 
   status get_chunk(const oci::digest& d, std::uint32_t index, std::string& out) override {
@@ -426,6 +373,101 @@ class store final : public chunk_store {
   };
   using entry_map = std::unordered_map<std::string, entry>;
 
+  // A chunk put_chunk() stores, checked against its blob's shape.
+  struct chunk_write {
+    blob_record shape;  // size and chunk size: a new record's, and what a stored one must match
+    std::string raw;    // the blob's raw digest
+    std::string key;    // the chunk's
+    std::string checksum;
+    std::string_view bytes;
+    origin_id origin = 0;
+  };
+
+  // invalid_argument unless chunk `index` of a blob of `shape` exists and is `length` bytes.
+  static status check_shape(const oci::digest& d, const blob_record& shape, std::uint32_t index,
+                            std::size_t length) {
+    if (shape.size == 0 || shape.chunk_size == 0 || shape.chunk_count() == 0) {
+      return status::invalid_argument(d.str() + ": bad blob size " + std::to_string(shape.size) +
+                                      " or chunk size " + std::to_string(shape.chunk_size));
+    }
+    const std::uint32_t expected = shape.chunk_length(index);
+    if (expected == 0) {
+      return status::invalid_argument(d.str() + ": chunk " + std::to_string(index) +
+                                      " is past the end (" + std::to_string(shape.chunk_count()) +
+                                      " chunks)");
+    }
+    if (length != expected) {
+      return status::invalid_argument(d.str() + ": chunk " + std::to_string(index) + " must be " +
+                                      std::to_string(expected) + " bytes, got " +
+                                      std::to_string(length));
+    }
+    return status::success();
+  }
+
+  // invalid_argument when `w` disagrees with the blob's record `r`: another shape, or another
+  // origin's chunk for a blob not verified yet.
+  static status check_record(const oci::digest& d, const blob_record& r, const chunk_write& w) {
+    if (r.size != w.shape.size || r.chunk_size != w.shape.chunk_size) {
+      return status::invalid_argument(d.str() + " is stored with size " + std::to_string(r.size) +
+                                      " and chunk size " + std::to_string(r.chunk_size) + ", not " +
+                                      std::to_string(w.shape.size) + " and " +
+                                      std::to_string(w.shape.chunk_size));
+    }
+    if (!r.verified && r.origin != 0 && r.origin != w.origin) {
+      return status::invalid_argument(d.str() + " is being stored from another upstream");
+    }
+    return status::success();
+  }
+
+  // Room for `length` more bytes of blob `raw`: within the capacity (evicting other blobs,
+  // never `raw` itself nor pinned ones) and the disk's min_free_disk_. no_space otherwise.
+  status make_room_locked(const oci::digest& d, const std::string& raw, std::uint64_t length) {
+    if (length > capacity_) {
+      return status::no_space("chunk of " + std::to_string(length) +
+                              " bytes is larger than the capacity");
+    }
+    if (!disk_has_room_locked(length)) {
+      ++disk_refusals_;
+      return status::no_space("the disk under the store has " + std::to_string(disk_free_) +
+                              " bytes free, less than cache.min_free_disk (" +
+                              std::to_string(min_free_disk_) + "): not storing");
+    }
+    if (used_ + length > capacity_) {
+      evict_locked(capacity_ - length, pinned_ ? &pinned_ : nullptr, &raw);
+      if (used_ + length > capacity_) {
+        return status::no_space(d.str() + ": " + std::to_string(used_) + " of " +
+                                std::to_string(capacity_) +
+                                " bytes used and nothing more can be evicted");
+      }
+    }
+    return status::success();
+  }
+
+  // Writes `w` and its blob's record (`it`'s, or a new one) in one batch, then counts it.
+  status write_chunk_locked(const oci::digest& d, entry_map::iterator it, const chunk_write& w) {
+    const std::uint64_t length = w.bytes.size();
+    blob_record r = it != blobs_.end() ? it->second.record : w.shape;
+    if (it == blobs_.end()) r.last_access = clock_();
+    if (r.origin == 0) r.origin = w.origin;
+    r.stored_bytes += length;
+    auto batch = backend_->make_batch();
+    batch->put(family::chunks, w.key, w.checksum, w.bytes);
+    batch->put(family::blobs, w.raw, encode_blob(r));
+    batch->put(family::meta, used_bytes_key, encode_u64(used_ + length));
+    if (status s = backend_->write(*batch); !s.ok()) return s;
+
+    used_ += length;
+    disk_free_ -= std::min<std::uint64_t>(disk_free_, length);
+    if (it == blobs_.end()) {
+      it = blobs_.emplace(w.raw, entry{d, r, false}).first;
+      lru_.bump(it->first);
+    } else {
+      set_clean_locked(it->second);
+      it->second.record = r;
+    }
+    return status::success();
+  }
+
   // Reads every blob record into memory and checks the used-bytes counter against them.
   void load() {
     std::vector<std::pair<std::uint64_t, std::string>> order;  // (last_access, raw)
@@ -560,10 +602,10 @@ class store final : public chunk_store {
     const std::uint64_t cs = r.chunk_size;
     const auto chunk_count = static_cast<std::uint32_t>((r.size + cs - 1) / cs);
     std::vector<bool> keep(chunk_count, false);
-    for (const auto& [first, last] : hot) {
-      if (first >= r.size || last < first) continue;
-      const std::uint64_t end = std::min(last, r.size - 1);
-      for (std::uint64_t c = first / cs; c <= end / cs; ++c) keep[c] = true;
+    for (const oci::byte_interval& named : hot) {
+      const oci::byte_interval bytes = named.intersect({0, r.size});
+      if (bytes.empty()) continue;
+      for (std::uint64_t c = bytes.begin / cs; c <= (bytes.end - 1) / cs; ++c) keep[c] = true;
     }
     auto batch = backend_->make_batch();
     std::uint64_t freed = 0;

@@ -1015,6 +1015,86 @@ void read_realm_hosts(problem_list& problems, const mapping& m, upstream_auth& o
   }
 }
 
+// Keys set that belong to another auth type than `type`, each reported; true when there was
+// one (which other keys belong depends on the type, so nothing more is read).
+bool misplaced_auth_keys(const mapping& m, auth_type type) {
+  struct owned_keys {
+    auth_type type;
+    std::string_view type_name;
+    std::initializer_list<std::string_view> keys;
+  };
+  const owned_keys owners[] = {
+      {auth_type::basic, "basic", {"username", "password_file", "password_env"}},
+      {auth_type::gce_metadata, "gce_metadata", {"metadata_url"}},
+      {auth_type::docker_config,
+       "docker_config",
+       {"docker_config", "registry", "helper_dir", "helper_timeout"}},
+  };
+  bool misplaced = false;
+  for (const auto& owner : owners) {
+    if (owner.type == type) continue;
+    for (std::string_view key : owner.keys) {
+      if (m.find(key) != nullptr) {
+        m.report(key, "only valid with type: " + std::string(owner.type_name));
+        misplaced = true;
+      }
+    }
+  }
+  return misplaced;
+}
+
+// type: basic — username, and the password from a file or the environment.
+void read_basic_auth(problem_list& problems, const mapping& m, const std::string& path,
+                     upstream_auth& out) {
+  const bool has_username = read_string(m, "username", out.username);
+  if (m.find("username") == nullptr) {
+    m.missing("username", "required for basic auth");
+  } else if (has_username) {
+    if (out.username.empty()) {
+      m.report("username", "must not be empty");
+    } else if (out.username.find(':') != std::string::npos) {
+      m.report("username", "must not contain ':'");
+    }
+  }
+  read_basic_password(problems, m, path, out);
+}
+
+// type: gce_metadata — the metadata server's URL.
+void read_gce_metadata_auth(const mapping& m, upstream_auth& out) {
+  if (read_string(m, "metadata_url", out.metadata_url)) {
+    if (auto why = http_url_problem(out.metadata_url); !why.empty()) {
+      m.report("metadata_url", why);
+    }
+  }
+}
+
+// type: docker_config — the config file, the registry's entry in it, credential helpers.
+void read_docker_config_auth(const mapping& m, upstream_auth& out) {
+  if (read_string(m, "docker_config", out.docker_config, true)) {
+    if (auto why = unreadable_reason(out.docker_config); !why.empty()) {
+      m.report("docker_config", why);
+    }
+  }
+  if (read_string(m, "registry", out.registry)) {
+    auto a = split_authority(out.registry);
+    const bool host_ok = a && (a->bracketed ? is_ipv6(a->host) : is_host_name(a->host));
+    if (!host_ok || (a->port && !parse_port(*a->port, 1))) {
+      m.wrong_type("registry", "a registry host like us-docker.pkg.dev or host:port");
+    } else {
+      out.registry = to_lower(out.registry);
+    }
+  }
+  if (read_string(m, "helper_dir", out.helper_dir)) {
+    struct stat st {};
+    if (out.helper_dir.empty() || out.helper_dir.front() != '/') {
+      m.report("helper_dir", "must be an absolute path");
+    } else if (::stat(out.helper_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      m.report("helper_dir", quote(out.helper_dir) + " is not a directory");
+    }
+  }
+  read_duration(m, "helper_timeout", out.helper_timeout, false);
+}
+
 void read_auth(problem_list& problems, const YAML::Node& node, const std::string& path, int line,
                upstream_auth& out) {
   mapping m(problems, node, path,
@@ -1030,80 +1110,19 @@ void read_auth(problem_list& problems, const YAML::Node& node, const std::string
     return;  // which other keys belong depends on the type
   }
   read_realm_hosts(problems, m, out);
-
-  // Keys that belong to one type only.
-  struct owned_keys {
-    auth_type type;
-    std::string_view type_name;
-    std::initializer_list<std::string_view> keys;
-  };
-  const owned_keys owners[] = {
-      {auth_type::basic, "basic", {"username", "password_file", "password_env"}},
-      {auth_type::gce_metadata, "gce_metadata", {"metadata_url"}},
-      {auth_type::docker_config,
-       "docker_config",
-       {"docker_config", "registry", "helper_dir", "helper_timeout"}},
-  };
-  bool misplaced = false;
-  for (const auto& owner : owners) {
-    if (owner.type == out.type) continue;
-    for (std::string_view key : owner.keys) {
-      if (m.find(key) != nullptr) {
-        m.report(key, "only valid with type: " + std::string(owner.type_name));
-        misplaced = true;
-      }
-    }
-  }
-  if (misplaced) return;
+  if (misplaced_auth_keys(m, out.type)) return;
 
   switch (out.type) {
     case auth_type::anonymous:
       return;
-    case auth_type::basic: {
-      const bool has_username = read_string(m, "username", out.username);
-      if (m.find("username") == nullptr) {
-        m.missing("username", "required for basic auth");
-      } else if (has_username) {
-        if (out.username.empty()) {
-          m.report("username", "must not be empty");
-        } else if (out.username.find(':') != std::string::npos) {
-          m.report("username", "must not contain ':'");
-        }
-      }
-      read_basic_password(problems, m, path, out);
+    case auth_type::basic:
+      read_basic_auth(problems, m, path, out);
       return;
-    }
     case auth_type::gce_metadata:
-      if (read_string(m, "metadata_url", out.metadata_url)) {
-        if (auto why = http_url_problem(out.metadata_url); !why.empty()) {
-          m.report("metadata_url", why);
-        }
-      }
+      read_gce_metadata_auth(m, out);
       return;
     case auth_type::docker_config:
-      if (read_string(m, "docker_config", out.docker_config, true)) {
-        if (auto why = unreadable_reason(out.docker_config); !why.empty()) {
-          m.report("docker_config", why);
-        }
-      }
-      if (read_string(m, "registry", out.registry)) {
-        auto a = split_authority(out.registry);
-        const bool host_ok = a && (a->bracketed ? is_ipv6(a->host) : is_host_name(a->host));
-        if (!host_ok || (a->port && !parse_port(*a->port, 1))) {
-          m.wrong_type("registry", "a registry host like us-docker.pkg.dev or host:port");
-        } else {
-          out.registry = to_lower(out.registry);
-        }
-      }
-      if (read_string(m, "helper_dir", out.helper_dir)) {
-        struct stat st {};
-        if (out.helper_dir.empty() || out.helper_dir.front() != '/') {
-          m.report("helper_dir", "must be an absolute path");
-        } else if (::stat(out.helper_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-          m.report("helper_dir", quote(out.helper_dir) + " is not a directory");
-        }
-      }
-      read_duration(m, "helper_timeout", out.helper_timeout, false);
+      read_docker_config_auth(m, out);
       return;
   }
 }

@@ -148,7 +148,7 @@ std::string blob_source::size_key(const registry::upstream_client& client, const
   return client.settings().name + '\n' + d.str();
 }
 
-bool blob_source::claim(cache::origin_id origin, const oci::digest& d, const blob_meta& meta) {
+bool blob_source::claim(cache::origin_id origin, const oci::digest& d, const described_blob& meta) {
   if (meta.verified) return true;
   std::lock_guard lock(mutex_);
   // Only entries of blobs a claim saw unverified; a full map is cleared (the records keep
@@ -186,7 +186,7 @@ asio::awaitable<blob_source::describe_result> blob_source::describe(
   if (!store_.try_blob(d, record))
     record = co_await pool_.run([this, &d] { return store_.blob(d); });
   if (record) {
-    co_return blob_meta{record->size, record->chunk_size, record->verified, true, record->origin};
+    co_return described_blob::stored(*record);
   }
   if (auto known = known_size(client, d)) co_return *known;
 
@@ -219,7 +219,7 @@ asio::awaitable<blob_source::describe_result> blob_source::describe(
           registry::upstream_failure{registry::upstream_errc::protocol, "blob HEAD refused"});
     co_return std::move(*refused);
   }
-  const blob_meta meta{std::get<std::uint64_t>(result), settings_.chunk_size, false};
+  const auto meta = described_blob::unstored(std::get<std::uint64_t>(result), settings_.chunk_size);
   {
     std::lock_guard lock(mutex_);
     if (sizes_.size() >= max_remembered) sizes_.clear();
@@ -229,8 +229,8 @@ asio::awaitable<blob_source::describe_result> blob_source::describe(
   co_return meta;
 }
 
-std::optional<blob_meta> blob_source::known_size(const registry::upstream_client& client,
-                                                 const oci::digest& d) const {
+std::optional<described_blob> blob_source::known_size(const registry::upstream_client& client,
+                                                      const oci::digest& d) const {
   const std::string key = size_key(client, d);
   std::lock_guard lock(mutex_);
   if (auto it = sizes_.find(key); it != sizes_.end()) return it->second;
@@ -243,7 +243,8 @@ void blob_source::learn_sizes(const registry::upstream_client& client,
   for (const auto& b : blobs) {
     if (b.size == 0) continue;
     if (sizes_.size() >= max_remembered) sizes_.clear();
-    sizes_.try_emplace(size_key(client, b.digest), blob_meta{b.size, settings_.chunk_size, false});
+    sizes_.try_emplace(size_key(client, b.digest),
+                       described_blob::unstored(b.size, settings_.chunk_size));
   }
 }
 
@@ -255,9 +256,9 @@ void blob_source::forget_size(const registry::upstream_client& client, const oci
 
 std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
     const asio::any_io_executor& ex, registry::upstream_client& client,
-    const std::string& repository, const oci::digest& d, const blob_meta& meta, std::uint32_t first,
-    std::uint32_t limit, const std::vector<bool>& present, std::uint32_t present_base,
-    std::uint32_t* run, bool prefetch) {
+    const std::string& repository, const oci::digest& d, const described_blob& meta,
+    std::uint32_t first, std::uint32_t limit, const std::vector<bool>& present,
+    std::uint32_t present_base, std::uint32_t* run, bool prefetch) {
   *run = 0;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   const auto run_chunks =
@@ -289,15 +290,13 @@ std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
 }
 
 std::shared_ptr<blob_source::chunk_slot> blob_source::add_slot_locked(const std::string& key,
-                                                                      const blob_meta& meta,
+                                                                      const described_blob& meta,
                                                                       std::uint32_t index,
                                                                       bool prefetch) {
   auto slot = std::make_shared<chunk_slot>();
   slot->prefetch = prefetch;
   slot->chunk = index;
-  const std::uint64_t begin = std::uint64_t{index} * meta.chunk_size;
-  slot->expected =
-      static_cast<std::size_t>(std::min<std::uint64_t>(meta.chunk_size, meta.size - begin));
+  slot->expected = static_cast<std::size_t>(meta.chunk_interval(index).length());
   inflight_.emplace(key, slot);
   return slot;
 }
@@ -313,16 +312,20 @@ namespace {
 // (a prefetch batch) make a multi-range request, answered by a multipart/byteranges 206.
 template <typename Slots>
 std::vector<oci::byte_range> run_ranges(const Slots& slots, std::uint64_t chunk_size) {
-  std::vector<oci::byte_range> ranges;
+  std::vector<oci::byte_interval> runs;
   for (std::size_t k = 0; k < slots.size(); ++k) {
-    const std::uint64_t first = std::uint64_t{slots[k]->chunk} * chunk_size;
-    const std::uint64_t last = first + slots[k]->expected - 1;
+    const auto chunk =
+        oci::byte_interval::at(std::uint64_t{slots[k]->chunk} * chunk_size, slots[k]->expected);
     if (k > 0 && slots[k]->chunk == slots[k - 1]->chunk + 1) {
-      ranges.back().last = last;
+      runs.back().end = chunk.end;
     } else {
-      ranges.push_back(oci::byte_range{first, last});
+      runs.push_back(chunk);
     }
   }
+  // The request's Range header: HTTP's closed ranges.
+  std::vector<oci::byte_range> ranges;
+  ranges.reserve(runs.size());
+  for (const auto& run : runs) ranges.emplace_back(run);
   return ranges;
 }
 
@@ -338,7 +341,7 @@ struct blob_source::fill_progress {
 };
 
 asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::string repository,
-                                        oci::digest d, blob_meta meta,
+                                        oci::digest d, described_blob meta,
                                         std::vector<std::shared_ptr<chunk_slot>> slots) {
   const auto ranges = run_ranges(slots, meta.chunk_size);
   const std::uint64_t generation = purge_generation(d);
@@ -395,7 +398,7 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
 }
 
 void blob_source::take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,
-                             const oci::digest& d, const blob_meta& meta,
+                             const oci::digest& d, const described_blob& meta,
                              const std::vector<std::shared_ptr<chunk_slot>>& slots,
                              std::uint64_t generation, const registry::blob_piece& piece,
                              fill_progress& progress) {
@@ -452,7 +455,8 @@ void blob_source::take_piece(const asio::any_io_executor& ex, registry::upstream
   }
 }
 
-asio::awaitable<void> blob_source::store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
+asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob meta,
+                                               std::uint32_t chunk,
                                                std::shared_ptr<chunk_slot> slot,
                                                std::uint64_t generation, cache::origin_id origin) {
   // The slot is complete: no more writes to slot->data, so the pool thread may read it
@@ -512,12 +516,14 @@ void blob_source::finish_slot(const oci::digest& d, std::uint32_t index, chunk_s
   chunk_slot::wake(waiters);
 }
 
-asio::awaitable<blob_source::slot_read> blob_source::stream_slot(chunk_slot& slot, std::size_t lo,
-                                                                 std::size_t hi, const sink& out,
+asio::awaitable<blob_source::slot_read> blob_source::stream_slot(chunk_slot& slot,
+                                                                 oci::byte_interval part,
+                                                                 const sink& out,
                                                                  std::size_t* delivered) {
   auto ex = co_await asio::this_coro::executor;
-  std::size_t pos = lo;
-  while (pos <= hi) {
+  auto pos = static_cast<std::size_t>(part.begin);
+  const auto end = static_cast<std::size_t>(part.end);
+  while (pos < end) {
     std::shared_ptr<wakeup> wait;
     // Bytes below data.size() never change and data never moves (its capacity is reserved
     // before the first byte), so they are handed out in place, not copied.
@@ -527,7 +533,7 @@ asio::awaitable<blob_source::slot_read> blob_source::stream_slot(chunk_slot& slo
       std::lock_guard lock(slot.mutex);
       const std::size_t available = slot.data.size();
       if (available > pos) {
-        n = std::min(std::min(available - 1, hi) - pos + 1, max_piece);
+        n = std::min(std::min(available, end) - pos, max_piece);
         piece = slot.data.data() + pos;
       } else if (slot.failed) {
         co_return slot_read::slot_failed;
@@ -578,12 +584,12 @@ struct blob_source::read_plan {
 };
 
 asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest& d,
-                                                               const blob_meta& meta,
-                                                               oci::byte_range r) {
+                                                               const described_blob& meta,
+                                                               oci::byte_interval wanted) {
   const std::uint32_t cs = meta.chunk_size;
   read_plan plan;
-  plan.first = static_cast<std::uint32_t>(r.first / cs);
-  plan.last = static_cast<std::uint32_t>(r.last / cs);
+  plan.first = static_cast<std::uint32_t>(wanted.begin / cs);
+  plan.last = static_cast<std::uint32_t>((wanted.end - 1) / cs);
   // Which chunks the store has decides what to fetch ahead. Listing them costs about a read
   // of every chunk of a blob held in part (presence is the chunk key; a whole one is answered
   // from its record), so a read of a few chunks (random ranges, perhaps crossing a chunk
@@ -598,35 +604,28 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
   plan.early.resize(few ? count : 0);
   auto& early = plan.early;
   auto& present = plan.present;
-  const std::uint64_t blob_size = meta.size;
-  auto chunk_end = [first, cs, blob_size](std::uint32_t k) {  // exclusive
-    return std::min<std::uint64_t>(std::uint64_t{first + k} * cs + cs, blob_size);
-  };
   bool all_in_memory = few;
   for (std::uint32_t k = 0; k < early.size(); ++k) {
-    auto bytes = store_.memory_chunk(d, first + k);
-    if (bytes && bytes->size() == chunk_end(k) - std::uint64_t{first + k} * cs) {
-      early[k] = std::move(bytes);
+    auto held = store_.memory_chunk(d, first + k);
+    if (held && held->size() == meta.chunk_interval(first + k).length()) {
+      early[k] = std::move(held);
       present[k] = true;
     } else {
       all_in_memory = false;
     }
   }
   const bool touched = all_in_memory && store_.try_touch(d);
-  const std::uint64_t r_first = r.first;
-  const std::uint64_t r_last = r.last;
-  auto probe = [this, &d, &early, &present, few, touched, first, cs, r_first, r_last, chunk_end] {
+  auto probe = [this, &d, &meta, &early, &present, few, touched, first, wanted] {
     if (!touched) store_.touch(d);
     if (!few) return store_.present_chunks(d);
     for (std::uint32_t k = 0; k < early.size(); ++k) {
       if (early[k]) continue;
-      const std::uint64_t begin = std::uint64_t{first + k} * cs;
-      const std::uint64_t end = chunk_end(k);
-      const bool partial = r_first > begin || r_last + 1 < end;
-      cache::shared_chunk bytes;
-      if (store_.get_chunk_shared(d, first + k, partial, bytes).ok() && bytes &&
-          bytes->size() == end - begin) {
-        early[k] = std::move(bytes);
+      const oci::byte_interval chunk = meta.chunk_interval(first + k);
+      const bool partial = wanted.begin > chunk.begin || wanted.end < chunk.end;
+      cache::shared_chunk held;
+      if (store_.get_chunk_shared(d, first + k, partial, held).ok() && held &&
+          held->size() == chunk.length()) {
+        early[k] = std::move(held);
         present[k] = true;
       }
     }
@@ -641,8 +640,8 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
 }
 
 asio::awaitable<blob_source::stored_read> blob_source::read_stored(
-    const oci::digest& d, std::uint32_t i, std::size_t from, std::size_t hi, bool admit,
-    std::size_t length, read_plan& plan, const sink& out, read_report* report) {
+    const oci::digest& d, std::uint32_t i, oci::byte_interval part, bool admit, std::size_t length,
+    read_plan& plan, const sink& out, read_report* report) {
   cache::shared_chunk chunk;
   auto got = cache::status::success();
   if (!plan.early.empty() && plan.early[i - plan.first]) {
@@ -672,27 +671,27 @@ asio::awaitable<blob_source::stored_read> blob_source::read_stored(
       prefetched = true;
     }
   }
-  if (!co_await out(chunk->data() + from, hi - from + 1)) co_return stored_read::sink_failed;
+  if (!co_await out(chunk->data() + part.begin, part.length())) co_return stored_read::sink_failed;
   // A chunk this read's own fill stored before the read got to it still counts as fetched
   // for this read.
   if (report != nullptr) {
     (plan.mine[i - plan.first] ? report->filled_bytes
      : prefetched              ? report->prefetch_bytes
-                               : report->store_bytes) += hi - from + 1;
+                               : report->store_bytes) += part.length();
   }
   co_return stored_read::delivered;
 }
 
 asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
                                         const std::string& repository, const oci::digest& d,
-                                        const blob_meta& meta, oci::byte_range r, const sink& out,
-                                        read_report* report) {
+                                        const described_blob& meta, oci::byte_interval bytes,
+                                        const sink& out, read_report* report) {
   if (!claim(origin_of(client), d, meta)) {
-    co_return co_await read_direct(client, repository, d, meta, r, out, report);
+    co_return co_await read_direct(client, repository, d, meta, bytes, out, report);
   }
   auto ex = co_await asio::this_coro::executor;
   const pin pinned(*this, d.str());  // eviction to make room for other blobs skips it
-  auto plan = co_await plan_read(d, meta, r);
+  auto plan = co_await plan_read(d, meta, bytes);
   const std::uint32_t cs = meta.chunk_size;
   const std::uint32_t first = plan.first;
   const std::uint32_t last = plan.last;
@@ -702,10 +701,11 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
   std::uint32_t ahead = first;  // chunks before this have had their fill decided
 
   for (std::uint32_t i = first; i <= last; ++i) {
-    const std::uint64_t begin = std::uint64_t{i} * cs;
-    const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(cs, meta.size - begin));
-    const std::size_t lo = i == first ? static_cast<std::size_t>(r.first - begin) : 0;
-    const std::size_t hi = i == last ? static_cast<std::size_t>(r.last - begin) : length - 1;
+    const oci::byte_interval chunk = meta.chunk_interval(i);
+    const auto length = static_cast<std::size_t>(chunk.length());
+    // The bytes this read wants of chunk i, as offsets within the chunk.
+    const oci::byte_interval wanted = bytes.intersect(chunk);
+    const oci::byte_interval part{wanted.begin - chunk.begin, wanted.end - chunk.begin};
 
     // Keep up to `parallel_runs` runs in flight for the missing chunks ahead of this one.
     for (std::uint32_t k = std::max(ahead, i + 1); k <= last && k < i + window;) {
@@ -720,9 +720,9 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
 
     bool done = false;
     bool from_store = plan.present[i - first];
-    // Bytes lo..from-1 of this chunk reached `out` already: a fill that failed part-way through
-    // handed them over, and the next attempt resumes after them.
-    std::size_t from = lo;
+    // Bytes [part.begin, from) of this chunk reached `out` already: a fill that failed
+    // part-way through handed them over, and the next attempt resumes after them.
+    std::uint64_t from = part.begin;
     for (int attempt = 0; attempt < max_attempts && !done; ++attempt) {
       std::shared_ptr<chunk_slot> slot;
       if (!from_store) {
@@ -734,15 +734,16 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
       if (from_store) {
         from_store = false;  // if this fails, fill it
         // Part of a chunk (random ranges, lazy pulls) is worth keeping in memory.
-        const bool admit = lo != 0 || hi + 1 != length;
-        const auto got = co_await read_stored(d, i, from, hi, admit, length, plan, out, report);
+        const bool admit = part.begin != 0 || part.end != length;
+        const auto got =
+            co_await read_stored(d, i, {from, part.end}, admit, length, plan, out, report);
         if (got == stored_read::sink_failed) co_return false;
         done = got == stored_read::delivered;
         continue;
       }
       const bool prefetched = report != nullptr && !plan.mine[i - first] && claim_prefetched(*slot);
       std::size_t streamed = 0;
-      const auto rc = co_await stream_slot(*slot, from, hi, out, &streamed);
+      const auto rc = co_await stream_slot(*slot, {from, part.end}, out, &streamed);
       if (rc == slot_read::sink_failed) co_return false;
       done = rc == slot_read::complete;
       if (report != nullptr) {
@@ -763,21 +764,21 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
 
 asio::awaitable<bool> blob_source::read_direct(registry::upstream_client& client,
                                                const std::string& repository, const oci::digest& d,
-                                               const blob_meta& meta, oci::byte_range r,
+                                               const described_blob& meta, oci::byte_interval bytes,
                                                const sink& out, read_report* report) {
   {
     std::lock_guard lock(mutex_);
     ++stats_.foreign_reads;
   }
-  const std::vector<oci::byte_range> ranges{r};
+  const std::vector<oci::byte_range> ranges{oci::byte_range(bytes)};
   auto body = co_await registry::get_blob_ranges(client, repository, d, ranges, meta.size);
   std::vector<registry::blob_piece> pieces;
-  std::uint64_t at = r.first;  // the next byte `out` wants
-  while (at <= r.last) {
+  std::uint64_t at = bytes.begin;  // the next byte `out` wants
+  while (at < bytes.end) {
     if (!co_await body.next(pieces)) co_return false;
     for (const auto& piece : pieces) {
       const std::uint64_t lo = std::max<std::uint64_t>(at, piece.offset);
-      const std::uint64_t end = std::min<std::uint64_t>(piece.offset + piece.size, r.last + 1);
+      const std::uint64_t end = std::min<std::uint64_t>(piece.offset + piece.size, bytes.end);
       if (lo > at) co_return false;  // a gap: never in one stream of bytes
       if (lo >= end) continue;
       if (!co_await out(piece.data + (lo - piece.offset), static_cast<std::size_t>(end - lo))) {
@@ -827,8 +828,7 @@ asio::awaitable<std::vector<listed_blob>> blob_source::describe_listed(
     for (const auto& b : *list) {
       listed_blob l;
       if (auto record = store_.blob(b.digest)) {
-        l.meta =
-            blob_meta{record->size, record->chunk_size, record->verified, true, record->origin};
+        l.meta = described_blob::stored(*record);
         if (!record->verified && record->chunk_size > 0) {
           l.present.assign((record->size + record->chunk_size - 1) / record->chunk_size, false);
           for (auto i : store_.present_chunks(b.digest)) {
@@ -836,7 +836,7 @@ asio::awaitable<std::vector<listed_blob>> blob_source::describe_listed(
           }
         }
       } else {
-        l.meta = blob_meta{b.size, settings_.chunk_size, false, false};
+        l.meta = described_blob::unstored(b.size, settings_.chunk_size);
       }
       out.push_back(std::move(l));
     }
@@ -848,7 +848,7 @@ asio::awaitable<bool> blob_source::prefetch(registry::upstream_client& client,
                                             const std::string& repository, const oci::digest& d,
                                             const listed_blob& b, std::uint32_t first,
                                             std::uint32_t last, const std::atomic<bool>* cancel) {
-  const blob_meta& meta = b.meta;
+  const described_blob& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0) co_return true;
   if (!claim(origin_of(client), d, meta)) co_return true;  // another upstream's: not ours to fill
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
@@ -877,7 +877,7 @@ asio::awaitable<bool> blob_source::prefetch_batch(registry::upstream_client& cli
                                                   const oci::digest& d, const listed_blob& b,
                                                   std::vector<std::uint32_t> chunks,
                                                   const std::atomic<bool>* cancel) {
-  const blob_meta& meta = b.meta;
+  const described_blob& meta = b.meta;
   if (meta.verified || meta.size == 0 || meta.chunk_size == 0 || chunks.empty()) co_return true;
   if (!claim(origin_of(client), d, meta)) co_return true;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
@@ -939,7 +939,8 @@ asio::awaitable<bool> blob_source::prefetch_batch(registry::upstream_client& cli
 
 asio::awaitable<void> blob_source::complete_later(registry::upstream_client& client,
                                                   const std::string& repository,
-                                                  const oci::digest& d, const blob_meta& meta) {
+                                                  const oci::digest& d,
+                                                  const described_blob& meta) {
   if (meta.verified || meta.size == 0 || !claim(origin_of(client), d, meta)) co_return;
   auto ex = co_await asio::this_coro::executor;
   if (!settings_.complete_partial) {
@@ -955,7 +956,7 @@ asio::awaitable<void> blob_source::complete_later(registry::upstream_client& cli
 
 asio::awaitable<void> blob_source::verify_if_whole(registry::upstream_client& client,
                                                    std::string repository, oci::digest d,
-                                                   blob_meta meta) {
+                                                   described_blob meta) {
   co_await wait_stored(d);  // the read's last chunks may still be landing in the store
   std::optional<cache::blob_record> record;
   if (!store_.try_blob(d, record))
@@ -970,7 +971,7 @@ asio::awaitable<void> blob_source::verify_if_whole(registry::upstream_client& cl
 
 asio::awaitable<blob_source::verified_read> blob_source::read_whole(
     registry::upstream_client& client, const std::string& repository, const oci::digest& d,
-    const blob_meta& meta, const sink& out, read_report* report) {
+    const described_blob& meta, const sink& out, read_report* report) {
   if (meta.size == 0) {
     co_return oci::digest_of("", d.algorithm()) == d ? verified_read::verified
                                                      : verified_read::mismatch;
@@ -989,8 +990,8 @@ asio::awaitable<blob_source::verified_read> blob_source::read_whole(
     seen += n;
     co_return co_await out(p, n);
   };
-  const bool ok = co_await read(client, repository, d, meta, oci::byte_range{0, meta.size - 1},
-                                checked, report);
+  const bool ok =
+      co_await read(client, repository, d, meta, oci::byte_interval{0, meta.size}, checked, report);
   if (mismatch) {
     co_await purge(client, d);
     co_return verified_read::mismatch;
@@ -1002,13 +1003,14 @@ asio::awaitable<blob_source::verified_read> blob_source::read_whole(
 
 asio::awaitable<blob_source::verified_read> blob_source::read_verified(
     registry::upstream_client& client, const std::string& repository, const oci::digest& d,
-    const blob_meta& meta, read_report* report) {
+    const described_blob& meta, read_report* report) {
   const sink discard = [](const char*, std::size_t) -> asio::awaitable<bool> { co_return true; };
   co_return co_await read_whole(client, repository, d, meta, discard, report);
 }
 
 asio::awaitable<void> blob_source::complete(registry::upstream_client& client,
-                                            std::string repository, oci::digest d, blob_meta meta) {
+                                            std::string repository, oci::digest d,
+                                            described_blob meta) {
   const auto result = co_await read_verified(client, repository, d, meta);
   if (result == verified_read::verified) {
     std::lock_guard lock(mutex_);

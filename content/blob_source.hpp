@@ -29,17 +29,29 @@
 
 namespace layercache::content {
 
-struct blob_meta {
-  std::uint64_t size = 0;
-  std::uint32_t chunk_size = 0;
-  bool verified = false;        // the store holds it whole and it matched its digest
-  bool in_store = false;        // the store has a record of it (some chunks may still be missing)
-  cache::origin_id origin = 0;  // the record's: whose upstream served what is stored
+// A blob as blob_source reads it: the store's record of it (in_store), or, while the store
+// has none, a record made from the blob's size as an upstream or a manifest gave it, with the
+// configured chunk size — not verified, origin 0, no access or stored bytes. It is a
+// cache::blob_record (size, chunk_size, verified, origin and the chunk arithmetic mean the
+// same here as in the store), plus whether the store holds it.
+struct described_blob : cache::blob_record {
+  bool in_store = false;  // the store has a record of it (some chunks may still be missing)
+
+  [[nodiscard]] static described_blob stored(const cache::blob_record& record) {
+    return {record, true};
+  }
+  // `size` bytes in chunks of `chunk_size`, of which the store knows nothing yet.
+  [[nodiscard]] static described_blob unstored(std::uint64_t size, std::uint32_t chunk_size) {
+    described_blob b;
+    b.size = size;
+    b.chunk_size = chunk_size;
+    return b;
+  }
 };
 
 // A blob as prefetch plans it (blob_source::describe_listed).
 struct listed_blob {
-  blob_meta meta;
+  described_blob meta;
   std::vector<bool> present;  // by chunk index: stored already (empty: none, or verified whole)
 };
 
@@ -87,7 +99,7 @@ class blob_source {
  public:
   blob_source(cache::chunk_store& store, blocking_pool& pool, fill_settings settings);
 
-  using describe_result = std::variant<blob_meta, std::unique_ptr<registry::upstream_response>,
+  using describe_result = std::variant<described_blob, std::unique_ptr<registry::upstream_response>,
                                        registry::upstream_failure>;
 
   // The blob's size and chunk size: from the store, from memory, or from an upstream HEAD (a
@@ -108,12 +120,14 @@ class blob_source {
   // Receives consecutive pieces of the requested bytes; returns false to stop.
   using sink = std::function<asio::awaitable<bool>(const char*, std::size_t)>;
 
-  // Streams bytes r.first..r.last of `d` to `out`, in order. Returns false when not every byte
-  // could be delivered (upstream failure after a retry, or `out` returned false). With
-  // `report`, adds where the delivered bytes came from.
+  // Streams `bytes` of `d` to `out`, in order; `bytes` is not empty and lies within
+  // meta.size (a client's Range, resolved, converts from HTTP's closed byte_range). Returns
+  // false when not every byte could be delivered (upstream failure after a retry, or `out`
+  // returned false). With `report`, adds where the delivered bytes came from.
   asio::awaitable<bool> read(registry::upstream_client& client, const std::string& repository,
-                             const oci::digest& d, const blob_meta& meta, oci::byte_range r,
-                             const sink& out, read_report* report = nullptr);
+                             const oci::digest& d, const described_blob& meta,
+                             oci::byte_interval bytes, const sink& out,
+                             read_report* report = nullptr);
 
   // After a range read: unless `meta.verified`, fetches the rest of the blob in the background
   // (on the caller's worker) and checks it against its digest; a mismatch purges it. Without
@@ -122,7 +136,7 @@ class blob_source {
   // upstream owns.
   asio::awaitable<void> complete_later(registry::upstream_client& client,
                                        const std::string& repository, const oci::digest& d,
-                                       const blob_meta& meta);
+                                       const described_blob& meta);
 
   // Prefetch: makes chunks first..last of `d` present in the store, one run of missing chunks
   // at a time (joining fills in flight). The fills it starts are ordinary fills a client read
@@ -162,12 +176,12 @@ class blob_source {
   // returned false. `report` as read()'s.
   asio::awaitable<verified_read> read_whole(registry::upstream_client& client,
                                             const std::string& repository, const oci::digest& d,
-                                            const blob_meta& meta, const sink& out,
+                                            const described_blob& meta, const sink& out,
                                             read_report* report = nullptr);
   // read_whole() of a blob not verified, its bytes dropped: background completion and preload.
   asio::awaitable<verified_read> read_verified(registry::upstream_client& client,
                                                const std::string& repository, const oci::digest& d,
-                                               const blob_meta& meta,
+                                               const described_blob& meta,
                                                read_report* report = nullptr);
 
   // Drops every stored chunk of `d` (the operator's purge).
@@ -192,31 +206,31 @@ class blob_source {
   // Whether `origin` may use the store for `d`: read its chunks, join and start its fills.
   // Verified: anyone. Else the owner in owners_, taken from the record (meta.origin) or
   // claimed now by `origin` when nobody has it.
-  bool claim(cache::origin_id origin, const oci::digest& d, const blob_meta& meta);
+  bool claim(cache::origin_id origin, const oci::digest& d, const described_blob& meta);
   // Whether what the store holds of `d` is `origin`'s (or nobody's yet).
   bool owns(cache::origin_id origin, const oci::digest& d) const;
   // Without complete_partial, after a range read: a blob the store now holds whole (once the
   // read's store writes landed) is hashed from the store and verified.
   asio::awaitable<void> verify_if_whole(registry::upstream_client& client, std::string repository,
-                                        oci::digest d, blob_meta meta);
+                                        oci::digest d, described_blob meta);
   // Until every fill's store write of `d` in flight now has finished.
   asio::awaitable<void> wait_stored(const oci::digest& d);
   struct pin;
   struct read_plan;
-  // Which of chunks r.first/cs..r.last/cs the store holds (and, for a few chunks, their bytes).
-  asio::awaitable<read_plan> plan_read(const oci::digest& d, const blob_meta& meta,
-                                       oci::byte_range r);
+  // Which of the chunks holding `wanted` the store holds (and, for a few chunks, their bytes).
+  asio::awaitable<read_plan> plan_read(const oci::digest& d, const described_blob& meta,
+                                       oci::byte_interval wanted);
   enum class stored_read { delivered, missing, sink_failed };
-  // Bytes from..hi of stored chunk `i` (`length` bytes long) to `out`; `admit`: keep it in
-  // the memory cache.
-  asio::awaitable<stored_read> read_stored(const oci::digest& d, std::uint32_t i, std::size_t from,
-                                           std::size_t hi, bool admit, std::size_t length,
+  // Bytes `part` (offsets within the chunk) of stored chunk `i` (`length` bytes long) to
+  // `out`; `admit`: keep it in the memory cache.
+  asio::awaitable<stored_read> read_stored(const oci::digest& d, std::uint32_t i,
+                                           oci::byte_interval part, bool admit, std::size_t length,
                                            read_plan& plan, const sink& out, read_report* report);
   // A read of a blob another origin owns: from `client`'s upstream, stored nowhere.
   asio::awaitable<bool> read_direct(registry::upstream_client& client,
                                     const std::string& repository, const oci::digest& d,
-                                    const blob_meta& meta, oci::byte_range r, const sink& out,
-                                    read_report* report);
+                                    const described_blob& meta, oci::byte_interval bytes,
+                                    const sink& out, read_report* report);
 
   // The slot of chunk `first`: joined if in flight, else a new fill for the run of missing
   // chunks from `first` (up to `limit`, `run_bytes`, a present or in-flight chunk). nullptr
@@ -224,7 +238,7 @@ class blob_source {
   std::shared_ptr<chunk_slot> join_or_start(const asio::any_io_executor& ex,
                                             registry::upstream_client& client,
                                             const std::string& repository, const oci::digest& d,
-                                            const blob_meta& meta, std::uint32_t first,
+                                            const described_blob& meta, std::uint32_t first,
                                             std::uint32_t limit, const std::vector<bool>& present,
                                             std::uint32_t present_base, std::uint32_t* run,
                                             bool prefetch = false);
@@ -233,40 +247,40 @@ class blob_source {
   // With `stored`, until its store write finished.
   static asio::awaitable<bool> wait_slot(chunk_slot& slot, bool stored = false);
   // A new slot for chunk `index` of `d`, entered in inflight_. Call with mutex_ held.
-  std::shared_ptr<chunk_slot> add_slot_locked(const std::string& key, const blob_meta& meta,
+  std::shared_ptr<chunk_slot> add_slot_locked(const std::string& key, const described_blob& meta,
                                               std::uint32_t index, bool prefetch);
   // `client`'s upstream answered a multi-range request with something else than the ranges.
   void refuse_multi_range(const registry::upstream_client& client);
   void forget_size(const registry::upstream_client& client, const oci::digest& d);
-  [[nodiscard]] std::optional<blob_meta> known_size(const registry::upstream_client& client,
-                                                    const oci::digest& d) const;
+  [[nodiscard]] std::optional<described_blob> known_size(const registry::upstream_client& client,
+                                                         const oci::digest& d) const;
   // A client read joined `slot`: true (once) if prefetch started it.
   bool claim_prefetched(chunk_slot& slot);
   // Fetches the chunks of `slots` (ascending by chunk; runs of consecutive chunks become the
   // ranges of one request) into them and the store.
   asio::awaitable<void> fill(registry::upstream_client& client, std::string repository,
-                             oci::digest d, blob_meta meta,
+                             oci::digest d, described_blob meta,
                              std::vector<std::shared_ptr<chunk_slot>> slots);
   struct fill_progress;
   // Hands `piece` of a fill's answer to the slots it belongs to (bytes between them are
   // skipped), starting the store write (on `ex`) of each slot it completes. Not a coroutine:
   // it runs once per 64 KiB of every fill.
   void take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,
-                  const oci::digest& d, const blob_meta& meta,
+                  const oci::digest& d, const described_blob& meta,
                   const std::vector<std::shared_ptr<chunk_slot>>& slots, std::uint64_t generation,
                   const registry::blob_piece& piece, fill_progress& progress);
   // Stores a completed chunk of a fill and finishes its slot (slot->done).
-  asio::awaitable<void> store_chunk(oci::digest d, blob_meta meta, std::uint32_t chunk,
+  asio::awaitable<void> store_chunk(oci::digest d, described_blob meta, std::uint32_t chunk,
                                     std::shared_ptr<chunk_slot> slot, std::uint64_t generation,
                                     cache::origin_id origin);
-  // Hands bytes lo..hi of `slot` to `out` as they arrive; adds what `out` took to *delivered
-  // (also when the slot fails part-way).
+  // Hands bytes `part` (offsets within the chunk) of `slot` to `out` as they arrive; adds
+  // what `out` took to *delivered (also when the slot fails part-way).
   enum class slot_read { complete, slot_failed, sink_failed };
-  asio::awaitable<slot_read> stream_slot(chunk_slot& slot, std::size_t lo, std::size_t hi,
-                                         const sink& out, std::size_t* delivered);
+  asio::awaitable<slot_read> stream_slot(chunk_slot& slot, oci::byte_interval part, const sink& out,
+                                         std::size_t* delivered);
   std::uint64_t purge_generation(const oci::digest& d) const;
   asio::awaitable<void> complete(registry::upstream_client& client, std::string repository,
-                                 oci::digest d, blob_meta meta);
+                                 oci::digest d, described_blob meta);
   void finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot, bool failed,
                    bool stored);
 
@@ -282,7 +296,7 @@ class blob_source {
   // reader's store lookup and its decision to fill (a cleared set only risks a second fill).
   std::unordered_set<std::string> completed_;
   // From HEADs and manifests, by size_key (upstream and digest).
-  std::unordered_map<std::string, blob_meta> sizes_;
+  std::unordered_map<std::string, described_blob> sizes_;
   registry::flight_table heads_;  // upstream HEADs in flight, by size_key (the size goes to sizes_)
   // Blobs not verified, by digest: the origin whose bytes the store holds or will hold.
   std::unordered_map<std::string, cache::origin_id> owners_;

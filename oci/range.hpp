@@ -1,5 +1,6 @@
 // HTTP byte ranges (RFC 9110 §14): the Range request header, Content-Range, and resolving
-// requested ranges against a representation of known size.
+// requested ranges against a representation of known size; and byte_interval, the half-open
+// interval everything below HTTP (cache, profiles, prefetch, fills) counts bytes in.
 #pragma once
 
 #include <cstddef>
@@ -22,6 +23,42 @@ struct byte_range {
   [[nodiscard]] std::uint64_t length() const { return last - first + 1; }
 
   friend bool operator==(const byte_range&, const byte_range&) = default;
+};
+
+// A half-open byte interval [begin, end): bytes of a blob as the cache, access profiles,
+// prefetch and fills hold them. Empty when end <= begin (length 0, never negative). Not the
+// closed byte_range HTTP speaks: the two convert only explicitly, where HTTP is spoken (a
+// client's Range, an upstream request), so an off-by-one between them has one place to hide.
+// It has constructors (it is no aggregate) so that a brace list of loose numbers — an
+// (offset, length) pair, a closed first..last — never silently becomes one.
+struct byte_interval {
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;  // exclusive
+
+  constexpr byte_interval() = default;
+  constexpr byte_interval(std::uint64_t first_byte, std::uint64_t past_last_byte)
+      : begin(first_byte), end(past_last_byte) {}
+  // The bytes r.first..r.last. Precondition: r.last < 2^64-1 (true of every range resolved
+  // against a representation's size: its last byte is below the size).
+  constexpr explicit byte_interval(const byte_range& r) : begin(r.first), end(r.last + 1) {}
+  // `length` bytes from `offset`. Precondition: offset + length < 2^64.
+  [[nodiscard]] static constexpr byte_interval at(std::uint64_t offset, std::uint64_t length) {
+    return {offset, offset + length};
+  }
+
+  [[nodiscard]] constexpr bool empty() const { return end <= begin; }
+  [[nodiscard]] constexpr std::uint64_t length() const { return empty() ? 0 : end - begin; }
+  [[nodiscard]] constexpr bool contains(std::uint64_t offset) const {
+    return offset >= begin && offset < end;
+  }
+  // The bytes in both; empty (and then not necessarily {0, 0}) when they do not overlap.
+  [[nodiscard]] constexpr byte_interval intersect(const byte_interval& other) const {
+    return {begin > other.begin ? begin : other.begin, end < other.end ? end : other.end};
+  }
+  // The same bytes as HTTP's closed range begin..end-1. Precondition: !empty().
+  constexpr explicit operator byte_range() const { return {begin, end - 1}; }
+
+  friend bool operator==(const byte_interval&, const byte_interval&) = default;
 };
 
 // One element of a Range header, before the representation size is known.

@@ -34,7 +34,7 @@ class cached_body final : public body_source {
     registry::upstream_client& client;
     std::string repository;
     oci::digest digest;
-    content::blob_meta meta;
+    content::described_blob meta;
   };
   cached_body(content::blob_source& source, access_observer& observer, metrics::registry& metrics,
               blob b, blob_answer plan, exchange& record)
@@ -54,7 +54,7 @@ class cached_body final : public body_source {
  private:
   // The whole blob: checked on the way, the last piece held back until it matches.
   asio::awaitable<end> whole(const piece_sink& out) {
-    observer_.touched(blob_.digest, 0, blob_.meta.size);
+    observer_.touched(blob_.digest, oci::byte_interval(0, blob_.meta.size));
     const auto result = co_await source_.read_whole(blob_.client, blob_.repository, blob_.digest,
                                                     blob_.meta, out, &*record_.blob);
     record_.from = classify(*record_.blob);
@@ -71,14 +71,15 @@ class cached_body final : public body_source {
 
   // One range, or several as multipart/byteranges.
   asio::awaitable<end> ranges(const piece_sink& out) {
-    for (const auto& br : plan_.ranges) observer_.touched(blob_.digest, br.first, br.length());
+    for (const auto& br : plan_.ranges) observer_.touched(blob_.digest, oci::byte_interval(br));
     for (const auto& br : plan_.ranges) {
       if (plan_.multipart()) {
         const std::string header = plan_.part_header(br, blob_.meta.size);
         if (!co_await out(header.data(), header.size())) co_return end::cut;
       }
+      const oci::byte_interval bytes(br);
       const bool ok = co_await source_.read(blob_.client, blob_.repository, blob_.digest,
-                                            blob_.meta, br, out, &*record_.blob);
+                                            blob_.meta, bytes, out, &*record_.blob);
       record_.from = classify(*record_.blob);
       if (!ok) co_return end::unavailable;
     }
@@ -112,7 +113,7 @@ class cached final : public blob_handler {
     if (auto* up = std::get_if<std::unique_ptr<registry::upstream_response>>(&described)) {
       co_return refused(rc, **up);
     }
-    const auto meta = std::get<content::blob_meta>(described);
+    const auto meta = std::get<content::described_blob>(described);
     rc.record.from = meta.in_store ? metrics::source::hit : metrics::source::miss;
     auto plan = plan_blob_answer(rc.head(), rc.req[http::field::range],
                                  rc.req[http::field::if_range], digest, meta.size);

@@ -243,13 +243,12 @@ void prefetcher::plan_profile_jobs(replay& r, const cache::profile& prof) {
   for (const auto& e : prof.entries) {
     const auto i =
         listed_index(r.listed, e.blob);  // only blobs this manifest lists are ever fetched
-    if (!i || !fetchable(r.blobs[*i]) || e.length == 0 || e.offset >= r.blobs[*i].meta.size) {
-      continue;
-    }
+    if (!i || !fetchable(r.blobs[*i])) continue;
     const auto& meta = r.blobs[*i].meta;
-    const std::uint64_t end = std::min(meta.size, e.offset + e.length);
-    const auto first = static_cast<std::uint32_t>(e.offset / meta.chunk_size);
-    const auto last = static_cast<std::uint32_t>((end - 1) / meta.chunk_size);
+    const oci::byte_interval bytes = e.bytes.intersect({0, meta.size});
+    if (bytes.empty()) continue;
+    const auto first = static_cast<std::uint32_t>(bytes.begin / meta.chunk_size);
+    const auto last = static_cast<std::uint32_t>((bytes.end - 1) / meta.chunk_size);
     auto& q = queued[*i];  // stored chunks count as queued: nothing to fetch
     if (q.empty()) {
       q = r.blobs[*i].present;
@@ -372,8 +371,8 @@ bool prefetcher::recently_not_published(const std::string& manifest) {
   return it != not_published_.end() && clock::now() - it->second < not_published_ttl;
 }
 
-void prefetcher::touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length) {
-  if (length == 0) return;
+void prefetcher::touched(const oci::digest& blob, oci::byte_interval bytes) {
+  if (bytes.empty()) return;
   const auto now = clock::now();
   std::lock_guard lock(mutex_);
   auto it = window_blobs_.find(blob.str());
@@ -386,10 +385,10 @@ void prefetcher::touched(const oci::digest& blob, std::uint64_t offset, std::uin
     // stargz snapshotter probes each layer with `bytes=0-1` before the container reads the
     // layer's first file from offset 0 (that read was lost, and missed at every next start).
     const auto [seen, first] =
-        win.seen.try_emplace(blob.str() + "#" + std::to_string(offset), win.touches.size());
+        win.seen.try_emplace(blob.str() + "#" + std::to_string(bytes.begin), win.touches.size());
     if (!first) {
       auto& t = win.touches[seen->second];
-      t.length = std::max(t.length, length);
+      t.bytes.end = std::max(t.bytes.end, bytes.end);  // both begin at the same offset
       win.last_touch = now;
       continue;
     }
@@ -398,8 +397,7 @@ void prefetcher::touched(const oci::digest& blob, std::uint64_t offset, std::uin
       continue;
     }
     const auto at = std::chrono::duration_cast<std::chrono::milliseconds>(now - win.opened);
-    win.touches.push_back(
-        cache::touch{blob, offset, length, static_cast<std::uint32_t>(at.count())});
+    win.touches.push_back(cache::touch{blob, bytes, static_cast<std::uint32_t>(at.count())});
     win.last_touch = now;
   }
 }
@@ -484,8 +482,8 @@ void prefetcher::note_profile(const cache::profile& p) {
   // Blob → the byte ranges this profile names in it.
   std::map<std::string, cache::chunk_store::byte_ranges> ranges;
   for (const auto& e : p.entries) {
-    if (e.length == 0) continue;
-    ranges[e.blob.str()].emplace_back(e.offset, e.offset + e.length - 1);
+    if (e.bytes.empty()) continue;
+    ranges[e.blob.str()].push_back(e.bytes);
   }
   const std::string manifest = p.manifest.str();
   std::lock_guard lock(mutex_);
@@ -621,7 +619,7 @@ std::string prefetcher::list_profiles_json() {
     const auto p = cache::profile_from_json(*text);
     if (!p) continue;
     std::uint64_t bytes = 0;
-    for (const auto& e : p->entries) bytes += e.length;
+    for (const auto& e : p->entries) bytes += e.bytes.length();
     list.push_back(boost::json::object{{"manifest", d.str()},
                                        {"runs", p->runs},
                                        {"entries", p->entries.size()},

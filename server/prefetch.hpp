@@ -37,6 +37,7 @@
 #include "config/config.hpp"
 #include "oci/digest.hpp"
 #include "oci/manifest.hpp"
+#include "oci/range.hpp"
 #include "registry/upstream_client.hpp"
 #include "server/services.hpp"
 
@@ -99,8 +100,8 @@ class prefetcher final : public access_observer {
   void tag_seen(const oci::digest& manifest, const std::string& upstream,
                 const std::string& repository, const std::string& tag) override;
 
-  // A client read bytes [offset, offset + length) of blob `blob`.
-  void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length) override;
+  // A client read `bytes` of blob `blob` (an empty interval is no read).
+  void touched(const oci::digest& blob, oci::byte_interval bytes) override;
 
   // Merges the runs of windows that have closed (every window with `all`) into their
   // profiles; returns the profiles written. save_closed runs the store I/O on the blocking
@@ -146,7 +147,7 @@ class prefetcher final : public access_observer {
     clock::time_point last_touch;    // of the last read recorded (with touches)
     std::vector<std::string> blobs;  // digests the manifest lists
     std::vector<cache::touch> touches;
-    std::unordered_map<std::string, std::size_t> seen;  // "digest#offset" → index in touches
+    std::unordered_map<std::string, std::size_t> seen;  // "digest#begin" → index in touches
   };
   struct replay;
   struct job;

@@ -81,7 +81,7 @@ asio::awaitable<preload_result> read_whole(const preload_services& with,
       co_return failed(
           r, 502, "blob " + d.str() + ": upstream answered " + std::to_string((*up)->status()));
     }
-    const auto meta = std::get<content::blob_meta>(described);
+    const auto meta = std::get<content::described_blob>(described);
     ++r.blobs;
     if (meta.size == 0 || meta.verified) {
       r.bytes += meta.size;

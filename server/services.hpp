@@ -17,6 +17,7 @@
 #include "config/config.hpp"
 #include "oci/digest.hpp"
 #include "oci/manifest.hpp"
+#include "oci/range.hpp"
 #include "registry/upstream_client.hpp"
 
 namespace layercache::metrics {
@@ -52,8 +53,8 @@ class access_observer {
   // A client's request for tag `tag` of `repository` at `upstream` resolved to `manifest`.
   virtual void tag_seen(const oci::digest& manifest, const std::string& upstream,
                         const std::string& repository, const std::string& tag) = 0;
-  // A client read bytes [offset, offset + length) of blob `blob`.
-  virtual void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length) = 0;
+  // A client read `bytes` of blob `blob` (an empty interval is no read).
+  virtual void touched(const oci::digest& blob, oci::byte_interval bytes) = 0;
 };
 
 // prefetch.enabled: false — records nothing, replays nothing.
@@ -64,7 +65,7 @@ class no_prefetch final : public access_observer {
                        trigger) override {}
   void tag_seen(const oci::digest&, const std::string&, const std::string&,
                 const std::string&) override {}
-  void touched(const oci::digest&, std::uint64_t, std::uint64_t) override {}
+  void touched(const oci::digest&, oci::byte_interval) override {}
 };
 
 // Built once; shared by every worker (each service is thread-safe).

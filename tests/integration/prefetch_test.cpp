@@ -563,7 +563,8 @@ TEST(PrefetchBatchTest, ScatteredChunksOfALayerComeInOneMultiRangeRequest) {
   } order[] = {{&l1, 7}, {&l0, 3}, {&l1, 1}, {&l0, 0}, {&l1, 8}};
   std::uint32_t at = 0;
   for (const auto& o : order) {
-    p.entries.push_back(cache::profile_entry{o.b->digest, o.index * chunk + 5, 10, 1, at += 10});
+    p.entries.push_back(cache::profile_entry{
+        o.b->digest, oci::byte_interval::at(o.index * chunk + 5, 10), 1, at += 10});
   }
   const auto imported = client.request(
       "PUT", admin + "/admin/profiles/" + img.manifest.digest.str(), kJson, cache::to_json(p));

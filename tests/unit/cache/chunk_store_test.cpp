@@ -626,7 +626,7 @@ TEST_P(chunk_store_test, hot_blobs_are_evicted_after_every_cold_one) {
   (void)put_blob(c, 3, chunk);
   // LRU order a, b, c; a is named by an access profile.
   store_->set_hot([&](const oci::digest& d) {
-    return d == a ? chunk_store::byte_ranges{{0, 99}} : chunk_store::byte_ranges{};
+    return d == a ? chunk_store::byte_ranges{{0, 100}} : chunk_store::byte_ranges{};
   });
   EXPECT_EQ(store_->evict_to(chunk, nullptr), 2U * chunk);
   EXPECT_TRUE(store_->blob(a).has_value()) << "a hot blob went before cold ones";
@@ -647,7 +647,7 @@ TEST_P(chunk_store_test, a_hot_blob_loses_its_cold_chunks_before_it_goes) {
   store_->touch(b);
   // A profile names bytes inside chunk 1 and the first byte of chunk 3.
   store_->set_hot([&](const oci::digest& d) {
-    return d == a ? chunk_store::byte_ranges{{chunk + 10, chunk + 20}, {3 * chunk, 3 * chunk}}
+    return d == a ? chunk_store::byte_ranges{{chunk + 10, chunk + 21}, {3 * chunk, 3 * chunk + 1}}
                   : chunk_store::byte_ranges{};
   });
   // Cold blob b goes first although more recent, then a's cold chunks (0 and 2); its hot
@@ -672,7 +672,7 @@ TEST_P(chunk_store_test, a_hot_blob_loses_its_cold_chunks_before_it_goes) {
   }
   // Beyond that, hot a goes whole.
   store_->set_hot([&](const oci::digest& d) {
-    return d == a ? chunk_store::byte_ranges{{chunk + 10, chunk + 20}} : chunk_store::byte_ranges{};
+    return d == a ? chunk_store::byte_ranges{{chunk + 10, chunk + 21}} : chunk_store::byte_ranges{};
   });
   EXPECT_EQ(store_->evict_to(0, nullptr), 2U * chunk);
   EXPECT_FALSE(store_->blob(a).has_value());
@@ -683,7 +683,7 @@ TEST_P(chunk_store_test, put_chunk_evicts_cold_blobs_to_make_room_before_hot_one
   const oci::digest b = digest_n(2);
   store_->set_capacity(2 * chunk);
   store_->set_hot([&](const oci::digest& d) {
-    return d == a ? chunk_store::byte_ranges{{0, 99}} : chunk_store::byte_ranges{};
+    return d == a ? chunk_store::byte_ranges{{0, 100}} : chunk_store::byte_ranges{};
   });
   (void)put_blob(a, 1, chunk);
   clock_.advance(1);

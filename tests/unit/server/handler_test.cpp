@@ -47,8 +47,7 @@ class recording_observer final : public access_observer {
  public:
   struct touch {
     oci::digest blob;
-    std::uint64_t offset;
-    std::uint64_t length;
+    oci::byte_interval bytes;
   };
   void manifest_served(const asio::any_io_executor&, registry::upstream_client&, const std::string&,
                        const oci::digest& d, std::string_view, const oci::manifest&, std::size_t,
@@ -61,9 +60,9 @@ class recording_observer final : public access_observer {
     const std::lock_guard lock(mutex);
     tags.emplace_back(d, tag);
   }
-  void touched(const oci::digest& blob, std::uint64_t offset, std::uint64_t length) override {
+  void touched(const oci::digest& blob, oci::byte_interval bytes) override {
     const std::lock_guard lock(mutex);
-    touches.push_back(touch{blob, offset, length});
+    touches.push_back(touch{blob, bytes});
   }
   std::mutex mutex;
   std::vector<std::pair<oci::digest, trigger>> served;
@@ -309,8 +308,8 @@ TEST_F(HandlerTest, ABlobRangeIsPlannedBeforeAnyByteAndStreamedFromAFill) {
   EXPECT_EQ(body.bytes, blob_bytes.substr(1000, 10));
   EXPECT_EQ(record_.from, metrics::source::miss);
   ASSERT_EQ(observer_.touches.size(), 1u);
-  EXPECT_EQ(observer_.touches[0].offset, 1000u);
-  EXPECT_EQ(observer_.touches[0].length, 10u);
+  EXPECT_EQ(observer_.touches[0].bytes.begin, 1000u);
+  EXPECT_EQ(observer_.touches[0].bytes.length(), 10u);
 }
 
 TEST_F(HandlerTest, SeveralRangesAreOneMultipartBody) {

@@ -75,7 +75,7 @@ class prefetcher final : public access_observer {
 
   prefetcher(cache::chunk_store& store, content::blob_source& blobs, blocking_pool& pool,
              config::prefetch_settings settings);
-  ~prefetcher();
+  ~prefetcher() override;
   prefetcher(const prefetcher&) = delete;
   prefetcher& operator=(const prefetcher&) = delete;
 

@@ -160,7 +160,8 @@ class HandlerTest : public ::testing::Test {
     });
   }
 
-  answer get(std::string target, std::string range = "", http::verb method = http::verb::get) {
+  answer get(const std::string& target, const std::string& range = "",
+             http::verb method = http::verb::get) {
     request req{method, target, 11};
     if (!range.empty()) req.set(http::field::range, range);
     return handle(req);

@@ -111,6 +111,8 @@ class upstream_response {
   upstream_response& operator=(const upstream_response&) = delete;
 
   [[nodiscard]] unsigned status() const { return parser_.get().result_int(); }
+  // A 2xx answer.
+  [[nodiscard]] bool success() const { return status() >= 200 && status() < 300; }
   [[nodiscard]] const http::fields& fields() const { return parser_.get().base(); }
   [[nodiscard]] std::optional<std::uint64_t> content_length() const;
   [[nodiscard]] bool done() const { return parser_.is_done(); }

@@ -14,8 +14,6 @@ namespace {
 constexpr std::size_t relay_buffer_size = std::size_t{256} * 1024;
 constexpr std::size_t max_error_body = std::size_t{64} * 1024;
 
-bool is_success(unsigned status) { return status >= 200 && status < 300; }
-
 metrics::route metrics_route(route_kind k) {
   switch (k) {
     case route_kind::base:
@@ -52,8 +50,8 @@ class relay final : public body_source {
         co_return end::cut;  // the client must not mistake a short body for a whole one
       }
       if (got == 0) break;
-      if (hash && up_->done()) {
-        hash->update(buf.data(), got);
+      if (hash) hash->update(buf.data(), got);
+      if (hash && up_->done()) {  // the last piece: held back until the digest matches
         const auto actual = hash->finish();
         hash.reset();
         if (actual != *verify_) {
@@ -62,8 +60,6 @@ class relay final : public body_source {
           metrics_.digest_failure("stream");
           co_return end::cut;
         }
-      } else if (hash) {
-        hash->update(buf.data(), got);
       }
       if (!co_await out(buf.data(), got)) co_return end::cut;
       sent += got;
@@ -170,7 +166,7 @@ asio::awaitable<answer> listing(const request_context& rc, metrics::registry& me
     co_return failure_answer(rc.client, *f);
   }
   auto up = std::move(std::get<std::unique_ptr<registry::upstream_response>>(result));
-  if (!is_success(up->status())) co_return co_await forwarded_error(rc.req, *up);
+  if (!up->success()) co_return co_await forwarded_error(rc.req, *up);
   answer a;
   a.status = up->status();
   if (auto v = up->fields()[http::field::content_type]; !v.empty()) {

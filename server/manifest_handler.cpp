@@ -15,8 +15,6 @@
 namespace layercache::server {
 namespace {
 
-bool is_success(unsigned status) { return status >= 200 && status < 300; }
-
 bool is_retryable(unsigned status) { return status >= 500 || status == 429; }
 
 void set_manifest_fields(answer& a, std::string_view digest) {
@@ -107,7 +105,7 @@ class manifests final : public manifest_handler {
     }
     auto up = std::move(std::get<std::unique_ptr<registry::upstream_response>>(result));
     const unsigned status = up->status();
-    if (is_success(status)) {
+    if (up->success()) {
       if (const auto current = oci::digest::parse(up->fields()["Docker-Content-Digest"])) {
         if (*current == hit.digest) {
           co_await cache_->confirm(state.key, *current);
@@ -216,7 +214,7 @@ class manifests final : public manifest_handler {
     if (can_be_stale && is_retryable(status)) {
       co_return stale_answer(rc, *state->stale, "answered " + std::to_string(status));
     }
-    if (!is_success(status)) co_return co_await forwarded_error(rc.req, up);
+    if (!up.success()) co_return co_await forwarded_error(rc.req, up);
     if (state != nullptr && !state->key.empty()) {
       if (const auto d = oci::digest::parse(up.fields()["Docker-Content-Digest"])) {
         co_await note_resolved(rc, *state, *d);

@@ -370,6 +370,21 @@ TEST_F(HandlerTest, WithTheCacheOffABlobIsRelayedWithItsHeaderFirst) {
   EXPECT_EQ(body.bytes, blob_bytes);
 }
 
+TEST_F(HandlerTest, WithTheCacheOffALyingBlobIsCutBeforeItsLastByte) {
+  serve(
+      [](const stub_request& r) {
+        auto res = registry_answer(r);
+        if (!res.body.empty() && res.status / 100 == 2) res.body.back() = '!';
+        return res;
+      },
+      false);
+  answer a = get(blob_target);
+  EXPECT_EQ(a.status, 200u);
+  const auto body = read(a);
+  EXPECT_EQ(body.end, body_source::end::cut);
+  EXPECT_LT(body.bytes.size(), blob_bytes.size());
+}
+
 TEST_F(HandlerTest, WithTheCacheOffAManifestGoesUpstreamEveryTime) {
   serve(registry_answer, false);
   EXPECT_EQ(get("/v2/team/app/manifests/v1").body, manifest_bytes);

@@ -550,12 +550,13 @@ void server::start() {
 }
 
 void server::impl::make_services() {
-  access_observer& observer = prefetch ? static_cast<access_observer&>(*prefetch)
-                                       : static_cast<access_observer&>(no_observer);
-  blob_answers = blobs ? cached_blobs(*blobs, observer, metrics) : relayed_blobs(metrics);
-  manifest_answers = manifests ? cached_manifests(*manifests, cfg, observer, *blob_answers, metrics)
-                               : relayed_manifests(cfg, observer, *blob_answers, metrics);
-  shared.emplace(services{cfg, metrics, access_log, observer, *manifest_answers, *blob_answers});
+  access_observer* observer = &no_observer;
+  if (prefetch) observer = prefetch.get();
+  blob_answers = blobs ? cached_blobs(*blobs, *observer, metrics) : relayed_blobs(metrics);
+  manifest_answers = manifests
+                         ? cached_manifests(*manifests, cfg, *observer, *blob_answers, metrics)
+                         : relayed_manifests(cfg, *observer, *blob_answers, metrics);
+  shared.emplace(services{cfg, metrics, access_log, *observer, *manifest_answers, *blob_answers});
 }
 
 preload_services server::impl::preloads_on(worker& w) {

@@ -102,6 +102,13 @@ stub_response registry_answer(const stub_request& r) {
   return stub_response{404, {}, R"({"errors":[{"code":"NOT_FOUND"}]})"};
 }
 
+// registry_answer with the last byte of every successful body changed.
+stub_response lying_registry_answer(const stub_request& r) {
+  auto res = registry_answer(r);
+  if (!res.body.empty() && res.status / 100 == 2) res.body.back() = '!';
+  return res;
+}
+
 // A body read to its end: how it ended and what it gave.
 struct read_body {
   body_source::end end = body_source::end::done;
@@ -333,11 +340,7 @@ TEST_F(HandlerTest, ARangeBeyondTheBlobIs416WithItsSize) {
 }
 
 TEST_F(HandlerTest, AWholeBlobThatDoesNotMatchItsDigestIsCutBeforeItsLastByte) {
-  serve([](const stub_request& r) {
-    auto res = registry_answer(r);
-    if (!res.body.empty() && res.status / 100 == 2) res.body.back() = '!';
-    return res;
-  });
+  serve(lying_registry_answer);
   answer a = get(blob_target);
   EXPECT_EQ(a.status, 200u);
   const auto body = read(a);
@@ -371,13 +374,7 @@ TEST_F(HandlerTest, WithTheCacheOffABlobIsRelayedWithItsHeaderFirst) {
 }
 
 TEST_F(HandlerTest, WithTheCacheOffALyingBlobIsCutBeforeItsLastByte) {
-  serve(
-      [](const stub_request& r) {
-        auto res = registry_answer(r);
-        if (!res.body.empty() && res.status / 100 == 2) res.body.back() = '!';
-        return res;
-      },
-      false);
+  serve(lying_registry_answer, false);
   answer a = get(blob_target);
   EXPECT_EQ(a.status, 200u);
   const auto body = read(a);

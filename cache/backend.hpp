@@ -78,6 +78,18 @@ class backend {
 
   // Free bytes on the disk under the store; nullopt when it has none (in memory).
   [[nodiscard]] virtual std::optional<std::uint64_t> free_disk() = 0;
+
+  // Bytes the store's files take on the disk (the blocks allocated to every file under its
+  // directory); nullopt when it has none (in memory).
+  [[nodiscard]] virtual std::optional<std::uint64_t> disk_bytes() = 0;
+
+  // Starts rewriting the store's files so that the space of deleted data returns to the disk,
+  // and returns at once. false, doing nothing, while one still runs, after a failed write, or
+  // for a backend with no files.
+  virtual bool compact() = 0;
+
+  // Whether the last compact() is still running.
+  [[nodiscard]] virtual bool compacting() = 0;
 };
 
 [[nodiscard]] std::unique_ptr<backend> make_memory_backend();
@@ -90,6 +102,7 @@ class backend {
 [[nodiscard]] std::unique_ptr<chunk_store> make_store(std::unique_ptr<backend> b,
                                                       std::uint64_t capacity, clock_fn clock,
                                                       std::uint64_t memory_cache = 0,
-                                                      std::uint64_t min_free_disk = 0);
+                                                      std::uint64_t min_free_disk = 0,
+                                                      std::uint64_t max_disk = 0);
 
 }  // namespace layercache::cache::detail

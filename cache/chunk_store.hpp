@@ -105,9 +105,14 @@ struct store_stats {
   std::uint64_t block_cache_bytes = 0;
   // RocksDB's memtables: stored chunks not yet flushed to table files.
   std::uint64_t write_buffer_bytes = 0;
-  // The disk under the store (store_options::min_free_disk).
-  bool disk_full = false;  // chunks are refused until space frees (min_free_disk or a failed write)
-  std::uint64_t disk_refusals = 0;  // chunks refused for lack of disk
+  // The disk under the store (store_options::min_free_disk, max_disk).
+  bool disk_full = false;  // chunks are refused until space frees (min_free_disk, max_disk or a
+                           // failed write)
+  std::uint64_t disk_refusals = 0;               // chunks refused for lack of disk
+  std::optional<std::uint64_t> disk_bytes;       // the store's files; nullopt: in memory
+  std::optional<std::uint64_t> disk_free_bytes;  // free on their disk; nullopt: in memory
+  std::uint64_t max_disk = 0;                    // store_options::max_disk
+  std::uint64_t disk_compactions = 0;  // compactions started because the files reached max_disk
 };
 
 // A chunk's bytes, shared and immutable. get_chunk_shared() hands out the store's own buffer
@@ -287,6 +292,10 @@ struct store_options {
   // disk fills anyway (another process), a failed write stops all writing until there is room
   // again (store_stats::disk_full), then writing resumes by itself.
   std::uint64_t min_free_disk = 0;
+  // Chunks are refused while the store's files take more than this (0: no limit); reaching it
+  // starts a compaction that returns the space of deleted chunks and, when that is not enough,
+  // evicts least recently used blobs. Checked at most every 100 ms.
+  std::uint64_t max_disk = 0;
 };
 
 // Opens (creating) the RocksDB store at options.path. Start-up only: throws std::runtime_error

@@ -104,6 +104,9 @@ class memory_backend final : public backend {
   void persist() override {}
   bool writes_stopped() override { return false; }
   std::optional<std::uint64_t> free_disk() override { return std::nullopt; }
+  std::optional<std::uint64_t> disk_bytes() override { return std::nullopt; }
+  bool compact() override { return false; }
+  bool compacting() override { return false; }
   std::uint64_t block_cache_bytes() override { return 0; }
   std::uint64_t write_buffer_bytes() override { return 0; }
 

@@ -7,6 +7,7 @@
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "cache/backend.hpp"
@@ -241,6 +243,9 @@ class rocksdb_backend final : public backend {
   }
 
   ~rocksdb_backend() override {
+    // A running compact() ends at its next step (Status::Incomplete); nothing is lost.
+    db_->DisableManualCompaction();
+    if (compactor_.joinable()) compactor_.join();
     // Writes that bypassed the WAL live only in memtables: flush them — unless writing has
     // stopped after an error (the disk is full): what was flushed before is consistent.
     if (write_options_.disableWAL && !stopped_.load()) {
@@ -263,6 +268,40 @@ class rocksdb_backend final : public backend {
     if (::statvfs(path_.c_str(), &st) != 0) return std::nullopt;
     return std::uint64_t{st.f_bavail} * st.f_frsize;
   }
+
+  std::optional<std::uint64_t> disk_bytes() override {
+    std::uint64_t bytes = 0;
+    std::error_code ec;
+    // RocksDB's files are all directly under path_ (tables, blob files, MANIFEST, LOG).
+    for (const auto& entry : std::filesystem::directory_iterator(path_, ec)) {
+      struct stat st {};
+      if (::lstat(entry.path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        bytes += std::uint64_t{static_cast<std::uint64_t>(st.st_blocks)} * 512;
+      }
+    }
+    if (ec) return std::nullopt;
+    return bytes;
+  }
+
+  bool compact() override {
+    if (stopped_.load() || compacting_.exchange(true)) return false;
+    if (compactor_.joinable()) compactor_.join();  // the last one, finished
+    compactor_ = std::thread([this] {
+      rocksdb::CompactRangeOptions o;
+      o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
+      // Blob files are rewritten with only their live chunks, whatever their age.
+      o.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
+      o.blob_garbage_collection_age_cutoff = 1.0;
+      for (auto* h : columns_) {
+        // A failure (no space, or the destructor's cancel) leaves the files as they were.
+        if (!db_->CompactRange(o, h, nullptr, nullptr).ok()) break;
+      }
+      compacting_.store(false);
+    });
+    return true;
+  }
+
+  bool compacting() override { return compacting_.load(); }
 
   std::uint64_t block_cache_bytes() override { return block_cache_->GetUsage(); }
 
@@ -497,6 +536,8 @@ class rocksdb_backend final : public backend {
   batch_pool batches_;
   std::string path_;
   std::chrono::steady_clock::time_point next_resume_{};
+  std::atomic<bool> compacting_{false};
+  std::thread compactor_;  // compact()'s; started and joined by the store's writers, and here
 };
 
 }  // namespace

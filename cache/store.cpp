@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -68,12 +69,13 @@ std::uint64_t system_now() {
 class store final : public chunk_store {
  public:
   store(std::unique_ptr<backend> b, std::uint64_t capacity, clock_fn clock,
-        std::uint64_t memory_cache, std::uint64_t min_free_disk)
+        std::uint64_t memory_cache, std::uint64_t min_free_disk, std::uint64_t max_disk)
       : backend_(std::move(b)),
         capacity_(capacity),
         clock_(clock ? std::move(clock) : clock_fn(system_now)),
         memory_(memory_cache),
-        min_free_disk_(min_free_disk) {
+        min_free_disk_(min_free_disk),
+        max_disk_(max_disk) {
     load();
   }
   store(const store&) = delete;
@@ -315,8 +317,12 @@ class store final : public chunk_store {
   }
 
   store_stats stats() override {
-    std::lock_guard lock(mu_);
     store_stats s;
+    // Read without the lock: a walk of the store's directory and a statfs.
+    s.disk_bytes = backend_->disk_bytes();
+    s.disk_free_bytes = backend_->free_disk();
+    s.max_disk = max_disk_;
+    std::lock_guard lock(mu_);
     s.blobs = blobs_.size();
     for (const auto& [raw, e] : blobs_) {
       if (e.record.verified) ++s.verified_blobs;
@@ -335,6 +341,7 @@ class store final : public chunk_store {
     s.write_buffer_bytes = backend_->write_buffer_bytes();
     s.disk_full = disk_full_ || backend_->writes_stopped();
     s.disk_refusals = disk_refusals_;
+    s.disk_compactions = disk_compactions_;
     return s;
   }
 
@@ -426,8 +433,13 @@ class store final : public chunk_store {
       return status::no_space("chunk of " + std::to_string(length) +
                               " bytes is larger than the capacity");
     }
-    if (!disk_has_room_locked(length)) {
+    if (!disk_has_room_locked(raw, length)) {
       ++disk_refusals_;
+      if (over_max_disk_) {
+        return status::no_space("the store's files take " + std::to_string(disk_used_) +
+                                " bytes, cache.max_disk is " + std::to_string(max_disk_) +
+                                ": not storing until a compaction returns space");
+      }
       return status::no_space("the disk under the store has " + std::to_string(disk_free_) +
                               " bytes free, less than cache.min_free_disk (" +
                               std::to_string(min_free_disk_) + "): not storing");
@@ -458,6 +470,7 @@ class store final : public chunk_store {
 
     used_ += length;
     disk_free_ -= std::min<std::uint64_t>(disk_free_, length);
+    disk_used_ += length;
     if (it == blobs_.end()) {
       it = blobs_.emplace(w.raw, entry{d, r, false}).first;
       lru_.bump(it->first);
@@ -514,19 +527,46 @@ class store final : public chunk_store {
     if (!s.ok()) throw std::runtime_error("cannot repair the cache's records: " + s.message);
   }
 
-  // Whether `length` more bytes leave at least min_free_disk_ free. The free space is read
-  // at most every 100 ms (and counted down by what was stored in between).
-  bool disk_has_room_locked(std::uint64_t length) {
-    if (min_free_disk_ == 0) return true;
+  // Whether `length` more bytes leave at least min_free_disk_ free and keep the store's files
+  // within max_disk_. Both are read at most every 100 ms (and counted by what was stored in
+  // between).
+  bool disk_has_room_locked(const std::string& raw, std::uint64_t length) {
+    if (min_free_disk_ == 0 && max_disk_ == 0) return true;
     const auto now = std::chrono::steady_clock::now();
     if (now - disk_checked_ >= std::chrono::milliseconds(100)) {
       disk_checked_ = now;
-      const auto free = backend_->free_disk();
-      if (!free) return true;
-      disk_free_ = *free;
+      const auto free = min_free_disk_ != 0 ? backend_->free_disk() : std::nullopt;
+      disk_free_ = free.value_or(std::numeric_limits<std::uint64_t>::max());
+      // Memtables count: they become table files at their flush.
+      const auto used = max_disk_ != 0 ? backend_->disk_bytes() : std::nullopt;
+      disk_used_ = used ? *used + backend_->write_buffer_bytes() : 0;
     }
-    disk_full_ = disk_free_ < min_free_disk_ + length;
+    const bool low = min_free_disk_ != 0 && disk_free_ < min_free_disk_ + length;
+    over_max_disk_ = max_disk_ != 0 && disk_used_ + length > max_disk_;
+    if (over_max_disk_) {
+      compact_for_max_disk_locked(raw);
+    } else {
+      compaction_asked_ = false;
+    }
+    disk_full_ = low || over_max_disk_;
     return !disk_full_;
+  }
+
+  // The store's files reach max_disk_: a compaction returns the space of evicted and replaced
+  // chunks. When the one asked before has finished, nothing was deleted since it started, and
+  // the files are still too large, the live chunks themselves are: an eighth of them (least
+  // recently used first, never `raw`, being stored) goes, and the next compaction returns
+  // their space. Storing waits meanwhile.
+  void compact_for_max_disk_locked(const std::string& raw) {
+    if (backend_->compacting()) return;
+    if (compaction_asked_ && used_ >= used_at_compaction_) {
+      evict_locked(used_ - used_ / 8, pinned_ ? &pinned_ : nullptr, &raw);
+    }
+    compaction_asked_ = backend_->compact();
+    if (compaction_asked_) {
+      ++disk_compactions_;
+      used_at_compaction_ = used_;
+    }
   }
 
   void set_clean_locked(entry& e) {
@@ -737,26 +777,32 @@ class store final : public chunk_store {
   std::uint64_t used_ = 0;
   memory_chunks memory_;  // has its own lock; taken after mu_ or alone, never before it
   const std::uint64_t min_free_disk_;
+  const std::uint64_t max_disk_;
   std::chrono::steady_clock::time_point disk_checked_{};  // guarded by mu_, like the rest
   std::uint64_t disk_free_ = 0;
+  std::uint64_t disk_used_ = 0;  // the store's files, as last read (max_disk_ set)
+  bool over_max_disk_ = false;
+  bool compaction_asked_ = false;  // by compact_for_max_disk_locked, since the files were within
+  std::uint64_t used_at_compaction_ = 0;  // used_ when it was asked
   bool disk_full_ = false;
   std::uint64_t disk_refusals_ = 0;
+  std::uint64_t disk_compactions_ = 0;  // started for max_disk_
 };
 
 }  // namespace
 
 std::unique_ptr<chunk_store> make_store(std::unique_ptr<backend> b, std::uint64_t capacity,
                                         clock_fn clock, std::uint64_t memory_cache,
-                                        std::uint64_t min_free_disk) {
+                                        std::uint64_t min_free_disk, std::uint64_t max_disk) {
   return std::make_unique<store>(std::move(b), capacity, std::move(clock), memory_cache,
-                                 min_free_disk);
+                                 min_free_disk, max_disk);
 }
 
 }  // namespace detail
 
 std::unique_ptr<chunk_store> open_rocksdb_store(const store_options& options) {
   return detail::make_store(detail::open_rocksdb_backend(options), options.capacity, options.clock,
-                            options.memory_cache, options.min_free_disk);
+                            options.memory_cache, options.min_free_disk, options.max_disk);
 }
 
 std::unique_ptr<chunk_store> make_memory_store(std::uint64_t capacity, clock_fn clock,

@@ -762,8 +762,8 @@ void read_server(problem_list& problems, const YAML::Node& node, int line, serve
 void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_settings& out) {
   mapping m(problems, node, "cache",
             {"enabled", "path", "capacity", "chunk_size", "block_cache", "memory_cache",
-             "min_free_disk", "sync_writes", "fetch_size", "parallel_fetches", "io_threads",
-             "complete_partial", "tag_ttl", "max_stale"},
+             "min_free_disk", "max_disk", "sync_writes", "fetch_size", "parallel_fetches",
+             "io_threads", "complete_partial", "tag_ttl", "max_stale"},
             line);
   if (!m.valid()) return;
   read_bool(m, "enabled", out.enabled);
@@ -789,6 +789,24 @@ void read_cache(problem_list& problems, const YAML::Node& node, int line, cache_
   read_size(m, "block_cache", out.block_cache, 8 * mib, tib);
   read_size(m, "memory_cache", out.memory_cache, 0, tib);
   read_size(m, "min_free_disk", out.min_free_disk, 0, 1024 * tib);
+  if (m.find("max_disk") != nullptr) {
+    std::uint64_t max_disk = 0;
+    read_size(m, "max_disk", max_disk, 0, 1024 * tib);
+    if (max_disk != 0) {
+      if (max_disk < 256 * mib) {
+        m.report("max_disk",
+                 "must be 0 (no limit) or at least 256MiB (RocksDB's memtables and "
+                 "logs alone take ~100MiB), got " +
+                     quote(m.find("max_disk")->Scalar()));
+      } else if (out.capacity > max_disk) {
+        m.report("max_disk", "is less than cache.capacity (" + size_text(out.capacity) +
+                                 "): the files of a full cache take about 2.5 times its "
+                                 "capacity; set capacity to max_disk / 2.5 or less");
+      } else {
+        out.max_disk = max_disk;
+      }
+    }
+  }
   read_bool(m, "sync_writes", out.sync_writes);
   read_duration(m, "tag_ttl", out.tag_ttl, true);
   read_duration(m, "max_stale", out.max_stale, true);

@@ -176,6 +176,9 @@ struct cache_settings {
   // New chunks are not stored while the disk under `path` has less free space than this
   // (serving goes on from upstream); 0: no check.
   std::uint64_t min_free_disk = 256ULL << 20;
+  // New chunks are not stored while the store's files take more than this; reaching it starts a
+  // compaction, and evicts least recently used blobs when that is not enough. 0: no limit.
+  std::uint64_t max_disk = 0;
   // true: every store write goes through RocksDB's write-ahead log and is fsynced. false (the
   // default): no log; a crash loses the writes since the last flush, consistently.
   bool sync_writes = false;

@@ -1,5 +1,6 @@
 // layercached: wires config → server, and turns signals into a graceful stop.
 #include <signal.h>
+#include <time.h>
 
 #include <chrono>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <string_view>
 
 #include "config/config.hpp"
+#include "daemon/config_watch.hpp"
 #include "daemon/shutdown_watchdog.hpp"
 #include "log/log.hpp"
 #include "server/server.hpp"
@@ -20,13 +22,40 @@ namespace {
 // and saving profiles get the rest of this before the watchdog ends the process.
 constexpr std::chrono::seconds shutdown_grace{15};
 
+// How often --watch-config reads the config file again.
+constexpr std::chrono::seconds watch_interval{2};
+
+// Loads `config_path` and applies it; a bad file is refused and the running config kept.
+void reload(layercache::server::server& srv, const std::string& config_path) {
+  try {
+    const auto next = layercache::config::load_file(config_path);
+    (void)srv.reload(next);
+  } catch (const std::exception& e) {
+    srv.reload_failed();
+    layercache::log::error("main", "reload refused, keeping the running config: ", e.what());
+  }
+}
+
 // Takes signals until SIGTERM or SIGINT: SIGHUP reloads `config_path` (nothing to reload for
-// the built-in config; a bad file is refused and the running config kept).
+// the built-in config). With `watch`, a change of the file's content reloads it too.
 void serve_until_stopped(layercache::server::server& srv, const sigset_t& signals,
-                         const std::string& config_path) {
+                         const std::string& config_path,
+                         std::optional<layercache::daemon::config_watch>& watch) {
+  const timespec interval{.tv_sec = watch_interval.count(), .tv_nsec = 0};
   for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
+    int sig = -1;
+    if (watch) {
+      sig = sigtimedwait(&signals, nullptr, &interval);  // -1: none within the interval
+    } else if (sigwait(&signals, &sig) != 0) {
+      sig = -1;
+    }
+    if (sig < 0) {
+      if (watch && watch->changed()) {
+        layercache::log::info("main", config_path, " changed: reloading");
+        reload(srv, config_path);
+      }
+      continue;
+    }
     if (sig != SIGHUP) {
       // sigdescr_np: strsignal's text ("Terminated"), without its static buffer (the I/O
       // threads are running).
@@ -39,18 +68,15 @@ void serve_until_stopped(layercache::server::server& srv, const sigset_t& signal
       continue;
     }
     layercache::log::info("main", "SIGHUP: reloading ", config_path);
-    try {
-      const auto next = layercache::config::load_file(config_path);
-      (void)srv.reload(next);
-    } catch (const std::exception& e) {
-      srv.reload_failed();
-      layercache::log::error("main", "reload refused, keeping the running config: ", e.what());
-    }
+    if (watch) (void)watch->changed();  // what SIGHUP loads is not a change to load again
+    reload(srv, config_path);
   }
 }
 
 constexpr std::string_view usage =
-    "usage: layercached [--config FILE]     run (default: the built-in configuration)\n"
+    "usage: layercached [--config FILE [--watch-config]]\n"
+    "                                        run (default: the built-in configuration);\n"
+    "                                        --watch-config reloads FILE when it changes\n"
     "       layercached --check-config FILE  validate FILE and exit\n"
     "       layercached --print-default-config\n"
     "       layercached --version\n";
@@ -75,10 +101,13 @@ layercache::log::level to_log_level(layercache::config::log_level l) {
 int main(int argc, char** argv) {
   namespace config = layercache::config;
   std::string config_path;
+  bool watch_config = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if ((arg == "--config" || arg == "-c") && i + 1 < argc) {
       config_path = argv[++i];
+    } else if (arg == "--watch-config") {
+      watch_config = true;
     } else if (arg == "--check-config" && i + 1 < argc) {
       try {
         (void)config::load_file(argv[++i]);
@@ -103,7 +132,14 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (watch_config && config_path.empty()) {
+    std::cerr << "layercached: --watch-config needs --config FILE\n" << usage;
+    return 2;
+  }
   config::config cfg;
+  // Read before the config is loaded: a change in between is then seen as one.
+  std::optional<layercache::daemon::config_watch> watch;
+  if (watch_config) watch.emplace(config_path);
   try {
     cfg = config_path.empty() ? config::load_string(config::default_yaml(), "<built-in config>")
                               : config::load_file(config_path);
@@ -128,7 +164,7 @@ int main(int argc, char** argv) {
     srv->start();
     layercache::log::info("main", "layercached ready (",
                           config_path.empty() ? "built-in config" : config_path, ")");
-    serve_until_stopped(*srv, signals, config_path);
+    serve_until_stopped(*srv, signals, config_path, watch);
     watchdog.emplace(std::chrono::duration_cast<std::chrono::milliseconds>(
                          cfg.server.timeouts.shutdown + shutdown_grace),
                      "draining connections");

@@ -300,13 +300,38 @@ struct registry::impl {
       prometheus::BuildGauge()
           .Name("layercache_cache_disk_full")
           .Help(
-              "1 while the disk under the store is below cache.min_free_disk: new chunks are "
-              "served from upstream but not stored.")
+              "1 while the disk under the store is below cache.min_free_disk, the store's files "
+              "reach cache.max_disk, or a write failed: new chunks are served from upstream but "
+              "not stored.")
           .Register(reg);
   prometheus::Family<prometheus::Counter>& disk_refusals =
       prometheus::BuildCounter()
           .Name("layercache_cache_disk_refusals_total")
-          .Help("Chunks not stored because the disk under the store was below cache.min_free_disk.")
+          .Help(
+              "Chunks not stored for lack of disk (cache.min_free_disk, cache.max_disk, a failed "
+              "write).")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& disk_bytes =
+      prometheus::BuildGauge()
+          .Name("layercache_cache_disk_bytes")
+          .Help(
+              "Bytes the store's files take on the disk (allocated blocks under cache.path): "
+              "stored chunks, and deleted ones until a compaction returns their space.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& disk_free_bytes =
+      prometheus::BuildGauge()
+          .Name("layercache_cache_disk_free_bytes")
+          .Help("Bytes free (for an unprivileged user) on the filesystem under cache.path.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& disk_max_bytes =
+      prometheus::BuildGauge()
+          .Name("layercache_cache_disk_max_bytes")
+          .Help("cache.max_disk: the most the store's files may take (absent when unlimited).")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& disk_compactions =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_disk_compactions_total")
+          .Help("Compactions started because the store's files reached cache.max_disk.")
           .Register(reg);
   prometheus::Family<prometheus::Counter>& chunk_reads =
       prometheus::BuildCounter()
@@ -538,6 +563,12 @@ std::string registry::serialize() {
     m.write_buffer_bytes.Add({}).Set(static_cast<double>(s.write_buffer_bytes));
     m.disk_full.Add({}).Set(s.disk_full ? 1.0 : 0.0);
     mirror(m.disk_refusals.Add({}), s.disk_refusals);
+    if (s.disk_bytes) m.disk_bytes.Add({}).Set(static_cast<double>(*s.disk_bytes));
+    if (s.disk_free_bytes) m.disk_free_bytes.Add({}).Set(static_cast<double>(*s.disk_free_bytes));
+    if (s.disk_max_bytes != 0) {
+      m.disk_max_bytes.Add({}).Set(static_cast<double>(s.disk_max_bytes));
+    }
+    mirror(m.disk_compactions.Add({}), s.disk_compactions);
     mirror(m.chunk_reads.Add({{"source", "store"}}), s.chunks_from_store);
     mirror(m.chunk_reads.Add({{"source", "joined"}}), s.chunks_joined);
     mirror(m.chunk_reads.Add({{"source", "filled"}}), s.chunks_filled);

@@ -23,6 +23,9 @@
 //   layercache_cache_write_buffer_bytes                             gauge (memtables held)
 //   layercache_cache_disk_full                                      gauge (1: not storing)
 //   layercache_cache_disk_refusals_total                            counter (chunks not stored)
+//   layercache_cache_disk_bytes, layercache_cache_disk_free_bytes   gauges (files, free)
+//   layercache_cache_disk_max_bytes                                 gauge (cache.max_disk, if set)
+//   layercache_cache_disk_compactions_total                         counter (for max_disk)
 //   layercache_cache_chunk_reads_total{source}                      counter (store|joined|filled)
 //   layercache_cache_fills_total                                    counter (upstream range GETs)
 //   layercache_cache_fills_in_flight                                gauge (chunks being filled)
@@ -51,6 +54,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -105,6 +109,10 @@ struct snapshot {
   std::uint64_t write_buffer_bytes = 0;
   bool disk_full = false;
   std::uint64_t disk_refusals = 0;
+  std::optional<std::uint64_t> disk_bytes;       // the store's files (nullopt: in memory)
+  std::optional<std::uint64_t> disk_free_bytes;  // free on their filesystem
+  std::uint64_t disk_max_bytes = 0;              // cache.max_disk; 0: no limit
+  std::uint64_t disk_compactions = 0;
   // Blob cache.
   std::uint64_t chunks_from_store = 0;
   std::uint64_t chunks_joined = 0;

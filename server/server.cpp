@@ -151,6 +151,7 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
   if (c.block_cache != d.block_cache) out.emplace_back("cache.block_cache");
   if (c.memory_cache != d.memory_cache) out.emplace_back("cache.memory_cache");
   if (c.min_free_disk != d.min_free_disk) out.emplace_back("cache.min_free_disk");
+  if (c.max_disk != d.max_disk) out.emplace_back("cache.max_disk");
   if (c.sync_writes != d.sync_writes) out.emplace_back("cache.sync_writes");
   if (c.fetch_size != d.fetch_size) out.emplace_back("cache.fetch_size");
   if (c.parallel_fetches != d.parallel_fetches) out.emplace_back("cache.parallel_fetches");
@@ -421,7 +422,8 @@ void server::impl::open_cache() {
                                                          .block_cache = c.block_cache,
                                                          .sync_writes = c.sync_writes,
                                                          .memory_cache = c.memory_cache,
-                                                         .min_free_disk = c.min_free_disk});
+                                                         .min_free_disk = c.min_free_disk,
+                                                         .max_disk = c.max_disk});
   blocking = std::make_unique<blocking_pool>(c.io_threads);
   blobs = std::make_unique<content::blob_source>(
       *store, *blocking,
@@ -456,6 +458,10 @@ void server::impl::collect(metrics::snapshot& s) const {
     s.write_buffer_bytes = st.write_buffer_bytes;
     s.disk_full = st.disk_full;
     s.disk_refusals = st.disk_refusals;
+    s.disk_bytes = st.disk_bytes;
+    s.disk_free_bytes = st.disk_free_bytes;
+    s.disk_max_bytes = st.max_disk;
+    s.disk_compactions = st.disk_compactions;
   }
   if (blobs) {
     const auto b = blobs->stats();

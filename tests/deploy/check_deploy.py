@@ -558,7 +558,12 @@ def check_kubernetes(args):
     need(vols["store"]["hostPath"]["path"] == "/var/lib/layercache", "hostPath store")
     need(vols["config"]["configMap"]["name"] == cm["metadata"]["name"], "ConfigMap volume")
     args_ = c.get("args", [])
-    need(args_[:1] == ["--config"] and args_[1] == mounts["config"], "--config path != mount")
+    # The ConfigMap as a directory (a subPath mount never updates) and reloaded on change.
+    cfg_mount = [m for m in c["volumeMounts"] if m["name"] == "config"][0]
+    need("subPath" not in cfg_mount, "the ConfigMap is mounted with subPath: it never updates")
+    need(args_[:2] == ["--config", mounts["config"] + "/layercache.yaml"],
+         "--config path is not the ConfigMap's file")
+    need("--watch-config" in args_, "no --watch-config: a ConfigMap change is never loaded")
     tok_dir = os.path.dirname(cfg["admin"]["token_file"])
     need(mounts.get("admin-token") == tok_dir, "admin token_file not under the Secret mount")
     need(c["securityContext"].get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation")

@@ -135,6 +135,40 @@ TEST(DiskFull, StoringStopsServingGoesOnAndResumesWhenSpaceFrees) {
   EXPECT_GT(metric_value(m, "layercache_cache_used_bytes"), stored_when_full);
 }
 
+// cache.max_disk on a disk with room to spare: the store's files stay within it (a compaction,
+// then evictions of the least recently used), every pull stays whole and correct, and the
+// gauges say so. No root needed.
+TEST(DiskFull, MaxDiskBoundsTheStoresFiles) {
+  registry_process upstream;
+  const auto img = make_image(image_format::oci, {100 * MiB, 100 * MiB, 100 * MiB}, 909);
+  registry_pusher(upstream.url()).push_image("big/app", "v1", img);
+  temp_dir dir("lc-max-disk");
+  layercache_instance proxy("cache:\n  path: " + (dir.path() / "store").string() +
+                            "\n  capacity: 256MiB\n  max_disk: 256MiB\n"
+                            "prefetch: {eager_layers: never, fetch_published: false}\n"
+                            "upstreams:\n" +
+                            upstream_yaml("up", upstream.url(), true));
+  http_client client;
+  const std::string admin = "http://127.0.0.1:" + std::to_string(proxy.srv().admin_port());
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& layer : img.layers) {
+      SCOPED_TRACE(std::to_string(round) + " " + layer.digest.str());
+      const auto r = client.get(proxy.url() + "/v2/big/app/blobs/" + layer.digest.str());
+      ASSERT_EQ(r.status, 200u);
+      EXPECT_EQ(oci::digest_of(r.body), layer.digest);
+    }
+  }
+  const auto m = parse_exposition(client.get(admin + "/metrics").body);
+  EXPECT_EQ(metric_value(m, "layercache_cache_disk_max_bytes"), 256.0 * MiB);
+  EXPECT_GE(metric_value(m, "layercache_cache_disk_compactions_total"), 1);
+  EXPECT_GT(metric_value(m, "layercache_cache_disk_bytes"), 0);
+  // Within the limit, give or take what is stored between two reads of the files' size.
+  EXPECT_LE(metric_value(m, "layercache_cache_disk_bytes"), 256.0 * MiB + 16.0 * MiB);
+  EXPECT_LE(metric_value(m, "layercache_cache_used_bytes"), 256.0 * MiB);
+  EXPECT_NEAR(metric_value(m, "layercache_cache_disk_free_bytes"),
+              static_cast<double>(free_bytes(dir.path())), 64.0 * MiB);
+}
+
 // The reproduction of the abort and the hang at shutdown (issue 26): a disk filled by someone
 // else, RocksDB's own writes failing (flushes, compactions, file creation), space coming back,
 // SIGTERM — round after round on the same store.

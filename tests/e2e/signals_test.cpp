@@ -47,6 +47,7 @@ struct daemon_options {
   std::string level = "info";
   unsigned threads = 2;
   std::string upstream_auth;  // extra upstream YAML lines
+  bool watch_config = false;  // --watch-config
 };
 
 class SignalsTest : public ::testing::Test {
@@ -78,6 +79,7 @@ class SignalsTest : public ::testing::Test {
            {std::string(LAYERCACHED_PATH), std::string("--config"), config_.string()}) {
         argv.push_back(std::move(word));
       }
+      if (o.watch_config) argv.emplace_back("--watch-config");
       proc_ = std::make_unique<child_process>(argv, dir_.path() / "layercached.log", env);
       if (eventually(
               [&] {
@@ -209,6 +211,40 @@ TEST_F(SignalsTest, SighupAppliesLiveSettingsAndRefusesAnInvalidFile) {
   EXPECT_EQ(capacity(), 512.0 * MiB);
   EXPECT_EQ(client_.get(url("/v2/")).status, 200u);
   EXPECT_TRUE(proc_->running());
+  EXPECT_EQ(proc_->stop(), 0);
+}
+
+// --watch-config: a changed file is loaded with no signal (a Kubernetes ConfigMap update), an
+// invalid one refused and the running config kept, the next valid one loaded again.
+TEST_F(SignalsTest, WatchConfigLoadsAChangedFileWithoutASignal) {
+  upstream_ = std::make_unique<registry_process>();
+  daemon_options o;
+  o.watch_config = true;
+  start(o);
+  EXPECT_EQ(capacity(), 1024.0 * MiB);
+
+  o.capacity = "512MiB";
+  write_config(o);
+  ASSERT_TRUE(eventually([&] { return capacity() == 512.0 * MiB; }, 15s)) << proc_->log();
+  EXPECT_TRUE(log_has("changed: reloading")) << proc_->log();
+  EXPECT_EQ(metric("layercache_config_reloads_total", {{"outcome", "ok"}}), 1);
+
+  std::string text = read_file(config_);
+  const auto at = text.find("capacity: 512MiB");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 16, "capacity: lots");
+  write_file(config_, text);
+  ASSERT_TRUE(eventually([&] { return log_has("reload refused"); }, 15s)) << proc_->log();
+  EXPECT_EQ(metric("layercache_config_reloads_total", {{"outcome", "error"}}), 1);
+  EXPECT_EQ(capacity(), 512.0 * MiB);
+
+  o.capacity = "256MiB";
+  write_config(o);
+  ASSERT_TRUE(eventually([&] { return capacity() == 256.0 * MiB; }, 15s)) << proc_->log();
+  // Each content was loaded once: no reload while the file stays the same.
+  std::this_thread::sleep_for(5s);
+  EXPECT_EQ(metric("layercache_config_reloads_total", {{"outcome", "ok"}}), 2);
+  EXPECT_EQ(metric("layercache_config_reloads_total", {{"outcome", "error"}}), 1);
   EXPECT_EQ(proc_->stop(), 0);
 }
 

@@ -1217,6 +1217,101 @@ TEST_F(rocksdb_store_test, opening_a_bad_path_throws_a_clear_error) {
 
 // ---- the checksum
 
+// ---- cache.max_disk: the store's files stay within it (RocksDB only: memory has no files)
+
+class max_disk_test : public ::testing::Test {
+ protected:
+  static constexpr std::uint64_t max_disk = 24ULL << 20;
+
+  void SetUp() override {
+    store_ = open_rocksdb_store(store_options{.path = (dir_.path() / "db").string(),
+                                              .capacity = 256ULL << 20,
+                                              .block_cache = 8 << 20,
+                                              .clock = clock_.fn(),
+                                              .max_disk = max_disk});
+  }
+
+  // Stores every chunk of blob `n` (`size` bytes), each one retried while the store answers
+  // no_space (waiting for a compaction), for at most 30 s. Returns the chunks refused in the
+  // end; any other error fails the test.
+  std::size_t put_waiting(int n, std::size_t size) {
+    const std::string blob = pattern(static_cast<std::uint64_t>(n), size);
+    std::size_t refused = 0;
+    for (std::uint32_t i = 0; i < size / chunk; ++i) {
+      status s = status::success();
+      for (int attempt = 0; attempt < 600; ++attempt) {
+        s = store_->put_chunk(digest_n(n), size, chunk, i, chunk_of(blob, chunk, i));
+        if (s.code != errc::no_space) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      EXPECT_TRUE(s.ok() || s.code == errc::no_space) << s.message;
+      if (!s.ok()) ++refused;
+    }
+    return refused;
+  }
+
+  // Stores blob `n` until one of its chunks is refused; whether one was.
+  bool put_until_refused(int n, std::size_t size) {
+    const std::string blob = pattern(static_cast<std::uint64_t>(n), size);
+    for (std::uint32_t i = 0; i < size / chunk; ++i) {
+      const status s = store_->put_chunk(digest_n(n), size, chunk, i, chunk_of(blob, chunk, i));
+      if (s.code == errc::no_space) {
+        EXPECT_THAT(s.message, ::testing::HasSubstr("cache.max_disk"));
+        return true;
+      }
+      EXPECT_TRUE(s.ok()) << s.message;
+    }
+    return false;
+  }
+
+  temp_dir dir_;
+  fake_clock clock_;
+  std::unique_ptr<chunk_store> store_;
+};
+
+TEST_F(max_disk_test, storing_stops_at_the_limit_and_resumes_once_a_compaction_returns_space) {
+  int n = 1;
+  bool refused = false;
+  for (; n <= 12 && !refused; ++n) refused = put_until_refused(n, 4ULL << 20);
+  ASSERT_TRUE(refused) << "48 MiB stored under a max_disk of 24 MiB";
+  auto st = store_->stats();
+  EXPECT_TRUE(st.disk_full);
+  EXPECT_GE(st.disk_compactions, 1U);
+  EXPECT_EQ(st.max_disk, max_disk);
+  ASSERT_TRUE(st.disk_bytes.has_value());
+  EXPECT_LE(st.used_bytes, max_disk);
+
+  // Deleted blobs' space comes back with the compaction their deletion needs: storing resumes
+  // and nothing had to be evicted.
+  for (int i = 1; i < n; ++i) ASSERT_TRUE(store_->erase_blob(digest_n(i)).ok());
+  EXPECT_EQ(put_waiting(100, 4ULL << 20), 0U);
+  st = store_->stats();
+  EXPECT_FALSE(st.disk_full);
+  EXPECT_EQ(st.evicted_blobs, 0U);
+  EXPECT_EQ(st.used_bytes, 4ULL << 20);
+}
+
+TEST_F(max_disk_test, live_chunks_beyond_the_limit_are_evicted_least_recently_used_first) {
+  // 64 MiB through a store whose files may take 24 MiB, with a capacity of 256 MiB: the limit
+  // that binds is max_disk.
+  for (int n = 1; n <= 16; ++n) {
+    clock_.advance(1);
+    ASSERT_EQ(put_waiting(n, 4ULL << 20), 0U) << "blob " << n << " never stored";
+  }
+  auto st = store_->stats();
+  EXPECT_GT(st.evicted_blobs, 0U);
+  EXPECT_GE(st.disk_compactions, 2U);
+  EXPECT_LE(st.used_bytes, max_disk);
+  EXPECT_FALSE(store_->blob(digest_n(1)).has_value()) << "the oldest blob was kept";
+  const auto last = store_->blob(digest_n(16));
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->stored_bytes, 4ULL << 20);
+  // The files (with what the memtables hold, which the check counts) stayed within the limit,
+  // give or take what was stored between two reads of their size.
+  ASSERT_TRUE(st.disk_bytes.has_value());
+  EXPECT_LE(*st.disk_bytes, max_disk + (1ULL << 20));
+}
+
 std::uint32_t reference_crc32c(std::string_view s) {
   std::uint32_t crc = ~0U;
   for (char c : s) {

@@ -446,6 +446,10 @@ TEST(config, cache_keys_are_read) {
   EXPECT_EQ(cfg.cache.block_cache, GiB);
   EXPECT_EQ(cfg.cache.memory_cache, 0u);
   EXPECT_TRUE(cfg.cache.sync_writes);
+  EXPECT_EQ(cfg.cache.max_disk, 0u) << "max_disk is off unless set";
+  EXPECT_EQ(load_string("cache: {capacity: 20GiB, max_disk: 50GiB}\n" UPSTREAM_FOR_CACHE_TESTS)
+                .cache.max_disk,
+            50 * GiB);
   EXPECT_EQ(load_string("cache: {chunk_size: 16MiB}\n" UPSTREAM_FOR_CACHE_TESTS).cache.chunk_size,
             16 * MiB);
   // 0s is allowed: always revalidate tags, never serve a stale one.
@@ -766,6 +770,10 @@ const bad_case bad_cases[] = {
      "must be between 64MiB and 1024TiB, got '1MiB'"},
     {"cache_capacity_negative", UPSTREAM "cache:\n  capacity: -1GiB\n", "cache.capacity", 5,
      "expected a size like 64MiB"},
+    {"cache_max_disk_too_small", UPSTREAM "cache:\n  max_disk: 100MiB\n", "cache.max_disk", 5,
+     "at least 256MiB"},
+    {"cache_max_disk_below_capacity", UPSTREAM "cache:\n  capacity: 10GiB\n  max_disk: 8GiB\n",
+     "cache.max_disk", 6, "less than cache.capacity"},
     {"cache_chunk_size_too_small", UPSTREAM "cache:\n  chunk_size: 32KiB\n", "cache.chunk_size", 5,
      "must be between 64KiB and 16MiB, got '32KiB'"},
     {"cache_chunk_size_too_large", UPSTREAM "cache:\n  chunk_size: 32MiB\n", "cache.chunk_size", 5,

@@ -131,6 +131,27 @@ TEST(metrics, snapshot_values_are_read_at_each_scrape_and_counters_never_fall) {
   EXPECT_GT(metric_value(m, "process_start_time_seconds"), 1.6e9);
 }
 
+// The disk gauges: the store's files, the free space under them, and cache.max_disk only
+// when it is set (an absent series, not a 0 that would read as "no room").
+TEST(metrics, disk_gauges_follow_the_store_and_max_disk_only_when_set) {
+  registry r;
+  snapshot next;
+  next.has_store = true;
+  next.disk_bytes = 3000;
+  next.disk_free_bytes = 7000;
+  next.disk_compactions = 2;
+  r.on_collect([&next](snapshot& s) { s = next; });
+  auto text = r.serialize();
+  auto m = parse_exposition(text);
+  EXPECT_EQ(metric_value(m, "layercache_cache_disk_bytes"), 3000);
+  EXPECT_EQ(metric_value(m, "layercache_cache_disk_free_bytes"), 7000);
+  EXPECT_EQ(metric_value(m, "layercache_cache_disk_compactions_total"), 2);
+  EXPECT_EQ(text.find("\nlayercache_cache_disk_max_bytes "), std::string::npos) << text;
+  next.disk_max_bytes = 5000;
+  m = parse_exposition(r.serialize());
+  EXPECT_EQ(metric_value(m, "layercache_cache_disk_max_bytes"), 5000);
+}
+
 TEST(metrics, concurrent_observations_are_all_counted) {
   registry r;
   constexpr int threads = 4;

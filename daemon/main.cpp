@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "config/config.hpp"
+#include "daemon/sd_notify.hpp"
 #include "daemon/shutdown_watchdog.hpp"
 #include "log/log.hpp"
 #include "server/server.hpp"
@@ -39,6 +40,7 @@ void serve_until_stopped(layercache::server::server& srv, const sigset_t& signal
       continue;
     }
     layercache::log::info("main", "SIGHUP: reloading ", config_path);
+    layercache::daemon::notify_service_manager(layercache::daemon::reloading_state());
     try {
       const auto next = layercache::config::load_file(config_path);
       (void)srv.reload(next);
@@ -46,6 +48,7 @@ void serve_until_stopped(layercache::server::server& srv, const sigset_t& signal
       srv.reload_failed();
       layercache::log::error("main", "reload refused, keeping the running config: ", e.what());
     }
+    layercache::daemon::notify_service_manager("READY=1");
   }
 }
 
@@ -128,7 +131,9 @@ int main(int argc, char** argv) {
     srv->start();
     layercache::log::info("main", "layercached ready (",
                           config_path.empty() ? "built-in config" : config_path, ")");
+    layercache::daemon::notify_service_manager("READY=1");  // the listeners accept from here on
     serve_until_stopped(*srv, signals, config_path);
+    layercache::daemon::notify_service_manager("STOPPING=1");
     watchdog.emplace(std::chrono::duration_cast<std::chrono::milliseconds>(
                          cfg.server.timeouts.shutdown + shutdown_grace),
                      "draining connections");

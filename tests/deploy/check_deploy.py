@@ -166,6 +166,14 @@ def unit_directives(text):
     return out
 
 
+# Where the Debian package (`make deb`, CMakeLists.txt) puts the binary, the docs and the
+# secrets the unit hands to the daemon; the release tarball's copy of the unit says /usr/local.
+PACKAGED_EXEC = "/usr/bin/layercached"
+PACKAGED_DOCS = "file:///usr/share/doc/layercache/"
+CREDENTIALS_DIR = "/etc/layercache/credentials/"
+CREDENTIALS_RUN = "/run/credentials/layercached.service/"
+
+
 def check_systemd(args):
     d = os.path.join(args.deploy_dir, "systemd")
     unit_path = os.path.join(d, "layercached.service")
@@ -173,9 +181,12 @@ def check_systemd(args):
     units = unit_directives(text)
     svc = dict(units.get("Service", []))
     want = {
-        "ExecStart": "/usr/local/bin/layercached --config /etc/layercache/layercache.yaml",
+        "Type": "notify",  # layercached sends READY=1 once it listens (daemon/sd_notify.cpp)
+        "ExecStart": PACKAGED_EXEC + " --config /etc/layercache/layercache.yaml",
         "ExecReload": "/bin/kill -HUP $MAINPID",
         "Restart": "on-failure",
+        "User": "layercache",  # the package's system user (packaging/debian/postinst)
+        "Group": "layercache",
         "StateDirectory": "layercache",
         "ProtectSystem": "strict",
         "ProtectHome": "yes",
@@ -185,13 +196,14 @@ def check_systemd(args):
     }
     for k, v in want.items():
         need(svc.get(k) == v, f"unit: {k}={svc.get(k)!r}, want {v!r}")
-    need(svc.get("DynamicUser") == "yes" or svc.get("User") == "layercache",
-         "unit: neither DynamicUser=yes nor User=layercache")
+    need("DynamicUser" not in svc, "unit: DynamicUser would not be the package's user")
     families = set(svc.get("RestrictAddressFamilies", "").split())
     need(families and families <= {"AF_INET", "AF_INET6", "AF_UNIX"},
          f"unit: RestrictAddressFamilies={families}")
     need(dict(units.get("Install", [])).get("WantedBy") == "multi-user.target",
          "unit: WantedBy=multi-user.target missing")
+    check_unit_documentation(args.deploy_dir, units)
+    check_unit_credentials(args.deploy_dir, units, read(os.path.join(d, "layercache.yaml")))
 
     # The node config the unit names.
     check_config_file(args.layercached, os.path.join(d, "layercache.yaml"),
@@ -210,7 +222,7 @@ def check_systemd(args):
         exe = args.layercached
         cfg_copy = os.path.join(tmp, "layercache.yaml")
         shutil.copy(os.path.join(d, "layercache.yaml"), cfg_copy)
-        t = text.replace("/usr/local/bin/layercached", exe).replace(
+        t = text.replace(PACKAGED_EXEC, exe).replace(
             "/etc/layercache/layercache.yaml", cfg_copy)
         path = os.path.join(tmp, "layercached.service")
         with open(path, "w") as f:
@@ -223,6 +235,46 @@ def check_systemd(args):
         # Before=, absent here) are not.
         ours = [l for l in out.splitlines() if "layercached.service" in l]
         need(r.returncode == 0 and not ours, f"systemd-analyze verify: rc {r.returncode}")
+
+
+def check_unit_documentation(deploy_dir, units):
+    """Documentation= names a file the package installs (docs/*.md, README.md)."""
+    docs = [v for k, v in units.get("Unit", []) if k == "Documentation"]
+    need(docs, "unit: no Documentation=")
+    repo = os.path.join(deploy_dir, "..")
+    for doc in " ".join(docs).split():
+        need(doc.startswith(PACKAGED_DOCS), f"unit: Documentation={doc} is not under "
+             f"{PACKAGED_DOCS} (the package's docs)")
+        name = doc[len(PACKAGED_DOCS):]
+        need(os.path.isfile(os.path.join(repo, "docs", name)) or name == "README.md",
+             f"unit: Documentation={doc}: the package installs no {name}")
+
+
+def check_unit_credentials(deploy_dir, units, config_text):
+    """LoadCredential= pairs: from a file the package ships (empty, a conffile) in
+    /etc/layercache/credentials/, so the unit starts without it being filled; every
+    /run/credentials/layercached.service/<id> the unit's or the config's comments name is
+    loaded."""
+    loaded = {}
+    for k, v in units.get("Service", []):
+        if k == "LoadCredential":
+            ident, _, source = v.partition(":")
+            loaded[ident] = source
+    need(loaded, "unit: no LoadCredential= (root-only secrets for the daemon)")
+    repo = os.path.join(deploy_dir, "..")
+    conffiles = read(os.path.join(repo, "packaging", "debian", "conffiles")).split()
+    for ident, source in loaded.items():
+        need(source.startswith(CREDENTIALS_DIR), f"LoadCredential={ident}:{source}: not in "
+             f"{CREDENTIALS_DIR}")
+        shipped = os.path.join(repo, "packaging", "credentials", source[len(CREDENTIALS_DIR):])
+        need(os.path.isfile(shipped) and os.path.getsize(shipped) == 0,
+             f"LoadCredential={ident}:{source}: packaging/credentials/ ships no empty file "
+             "(a missing source stops the unit)")
+        need(source in conffiles, f"{source} is not a conffile (an upgrade would clear it)")
+    text = read(os.path.join(deploy_dir, "systemd", "layercached.service")) + config_text
+    for ident in re.findall(re.escape(CREDENTIALS_RUN) + r"([\w.-]+)", text):
+        need(ident in loaded, f"{CREDENTIALS_RUN}{ident} is named, but no LoadCredential= "
+             f"loads {ident}")
 
 
 # --- systemd: layercache-stargz ----------------------------------------------------------

@@ -763,6 +763,8 @@ def check_batch(args):
     inst = ap["instances"]
     need(inst and all(("policy" in i) != ("instanceTemplate" in i) for i in inst),
          "allocationPolicy.instances: policy or instanceTemplate")
+    check_batch_boot_disk(inst)
+    check_batch_package(args, script)
     # The embedded layercache config.
     m = re.search(r"<<'LAYERCACHE_YAML'\n(.*?)\nLAYERCACHE_YAML\n", script, re.S)
     need(m, "no LAYERCACHE_YAML heredoc in the startup script")
@@ -775,6 +777,50 @@ def check_batch(args):
          "startup script does not configure dockerd's registry-mirrors")
     need("/readyz" in script, "startup script does not wait for /readyz")
     check_config_text(args.layercached, cfg, "Batch startup script's layercache.yaml")
+
+
+# The fields of google.cloud.batch.v1 AllocationPolicy.InstancePolicy and AllocationPolicy.Disk
+# (googleapis google/cloud/batch/v1/job.proto), as JSON names: a misspelt key is dropped by the
+# API without an error, so the job would boot whatever image Batch picks.
+BATCH_INSTANCE_POLICY_FIELDS = {"machineType", "minCpuPlatform", "provisioningModel",
+                                "accelerators", "bootDisk", "disks", "reservation"}
+BATCH_DISK_FIELDS = {"image", "snapshot", "type", "sizeGb", "diskInterface"}
+# Debian 12 from Compute Engine's public images: apt and Debian 12's libraries, which the
+# package depends on (Container-Optimized OS, Batch's default for some jobs, has no apt).
+BATCH_BOOT_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
+
+
+def check_batch_boot_disk(instances):
+    for i in instances:
+        policy = i.get("policy")
+        if policy is None:
+            print("instanceTemplate: its boot image is the template's")
+            continue
+        need(set(policy) <= BATCH_INSTANCE_POLICY_FIELDS,
+             f"instances[].policy: unknown fields {sorted(set(policy) - BATCH_INSTANCE_POLICY_FIELDS)}")
+        disk = policy.get("bootDisk", {})
+        need(set(disk) <= BATCH_DISK_FIELDS,
+             f"bootDisk: unknown fields {sorted(set(disk) - BATCH_DISK_FIELDS)}")
+        need(disk.get("image") == BATCH_BOOT_IMAGE,
+             f"bootDisk.image {disk.get('image')!r}, want {BATCH_BOOT_IMAGE} (pinned Debian 12)")
+        need(int(disk.get("sizeGb", "0")) >= 30, "bootDisk.sizeGb: room for the cache")
+
+
+def check_batch_package(args, script):
+    """start-layercache.sh installs `make deb`'s package with apt (which installs its
+    Depends) and runs the packaged unit."""
+    m = re.search(r"^LAYERCACHE_DEB=gs://\S+/(layercache_([0-9.]+)_([a-z0-9]+)\.deb)$", script,
+                  re.M)
+    need(m, "start-layercache.sh names no LAYERCACHE_DEB=gs://…/layercache_<version>_<arch>.deb")
+    if args.layercached:
+        version = subprocess.run([args.layercached, "--version"], capture_output=True,
+                                 text=True, timeout=30).stdout.split()[-1]
+        need(m.group(2) == version, f"LAYERCACHE_DEB {m.group(1)}: layercached is {version}")
+    need(re.search(r'apt-get install -y [^\n]*"\$\{missing\[@\]\}"', script) and
+         "missing+=(/tmp/layercache.deb)" in script,
+         "start-layercache.sh does not install the .deb with apt-get (its Depends)")
+    need("systemctl restart layercached.service" in script and "systemd-run" not in script,
+         "start-layercache.sh does not run the packaged unit")
 
 
 def heredoc(script, tag, what):
@@ -890,9 +936,10 @@ def check_release(args):
             raise Skipped(f"{tool} not found")
     need(args.build_dir and os.path.exists(os.path.join(args.build_dir, "CPackConfig.cmake")),
          "--build-dir must be a configured build tree")
-    script = read(os.path.join(args.deploy_dir, "batch", "start-layercache.sh"))
+    # The lazy node's script unpacks it (start-layercache.sh installs the .deb instead).
+    script = read(os.path.join(args.deploy_dir, "batch", "start-lazy-node.sh"))
     m = re.search(r"^LAYERCACHE_TARBALL=\S+/(layercache-[^/\s]+\.tar\.gz)$", script, re.M)
-    need(m, "the Batch script names no LAYERCACHE_TARBALL")
+    need(m, "start-lazy-node.sh names no LAYERCACHE_TARBALL")
     wanted = m.group(1)
     m = re.search(r"apt-get install -y[^\n]*?((?:[^\n]*\\\n)*[^\n]*)\n", script.split(
         "if ! command -v layercached", 1)[1])
@@ -919,6 +966,16 @@ def check_release(args):
         for entry in os.listdir(root):
             need(entry in ("bin", "share"), f"tarball has a top-level {entry}: it would land "
                  "in /usr/local/" + entry)
+        # The unit for a /usr/local install: the packaged one with /usr/local paths, and the
+        # docs its Documentation= names.
+        unit = read(os.path.join(args.deploy_dir, "systemd", "layercached.service"))
+        local_unit = unit.replace("=" + PACKAGED_EXEC, "=/usr/local/bin/layercached").replace(
+            PACKAGED_DOCS, "file:///usr/local/share/doc/layercache/")
+        need(local_unit != unit and read(os.path.join(
+            root, "share", "layercache", "systemd", "layercached.service")) == local_unit,
+             "the tarball's layercached.service is not deploy/systemd's with /usr/local paths")
+        for doc in re.findall(r"^Documentation=file:///usr/local/(\S+)$", local_unit, re.M):
+            need(os.path.isfile(os.path.join(root, doc)), f"the tarball has no {doc}")
         # layercache-stargz (start-lazy-node.sh, the unit) when this build made it: Go,
         # static (no shared library to install), with its unit and flags file.
         stargz = os.path.join(root, "bin", "layercache-stargz")

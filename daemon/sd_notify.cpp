@@ -61,7 +61,6 @@ notify_result notify_to(std::string_view socket_name, std::string_view state) {
 
   const socket_fd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd.get() < 0) return failure(socket_name, "socket: " + errno_text(errno));
-  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API's own cast
   const auto* target = reinterpret_cast<const sockaddr*>(&address);
   const ssize_t n = ::sendto(fd.get(), state.data(), state.size(), MSG_NOSIGNAL, target, length);
   if (n < 0) return failure(socket_name, "sendto: " + errno_text(errno));

@@ -18,6 +18,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -50,7 +51,8 @@ class service_manager {
     const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name_.size());
     if (fd_ < 0 || ::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0 ||
         ::bind(fd_, reinterpret_cast<const sockaddr*>(&address), length) != 0) {
-      throw std::runtime_error("cannot bind " + name_ + ": " + std::strerror(errno));
+      throw std::runtime_error("cannot bind " + name_ + ": " +
+                               std::system_category().message(errno));
     }
   }
   ~service_manager() { ::close(fd_); }

@@ -17,6 +17,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace layercache::daemon {
 namespace {
@@ -42,10 +43,9 @@ class receiver {
     if (abstract) address.sun_path[0] = '\0';
     const auto length =
         static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name_.size() + (abstract ? 0 : 1));
-    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API's own cast
     if (::bind(fd_, reinterpret_cast<const sockaddr*>(&address), length) != 0) {
       ::close(fd_);
-      throw std::runtime_error("bind " + name_ + ": " + std::strerror(errno));
+      throw std::runtime_error("bind " + name_ + ": " + std::system_category().message(errno));
     }
   }
   ~receiver() {
@@ -79,6 +79,8 @@ fs::path socket_path() {
 }
 
 // Sets (or unsets, with nullopt) $NOTIFY_SOCKET for one test and puts back what was there.
+// The environment is not thread-safe: gtest runs this binary's tests on one thread.
+// NOLINTBEGIN(concurrency-mt-unsafe)
 class scoped_notify_socket {
  public:
   explicit scoped_notify_socket(const std::optional<std::string>& value) {
@@ -102,6 +104,7 @@ class scoped_notify_socket {
  private:
   std::optional<std::string> old_;
 };
+// NOLINTEND(concurrency-mt-unsafe)
 
 TEST(SdNotifyTest, SendsTheStateToASocketPath) {
   receiver manager(socket_path().string());
@@ -124,7 +127,7 @@ TEST(SdNotifyTest, NotifyUsesNotifySocketAndLeavesItSet) {
   ASSERT_EQ(notify("STOPPING=1").status, notify_status::sent);  // still there for the drain
   EXPECT_EQ(manager.receive(), "READY=1");
   EXPECT_EQ(manager.receive(), "STOPPING=1");
-  ASSERT_NE(std::getenv("NOTIFY_SOCKET"), nullptr);
+  ASSERT_NE(std::getenv("NOTIFY_SOCKET"), nullptr);  // NOLINT(concurrency-mt-unsafe): one thread
 }
 
 TEST(SdNotifyTest, WithoutNotifySocketNothingIsSent) {

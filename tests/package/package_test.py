@@ -19,7 +19,8 @@
 
 The machine is left as it was found: exit 77 (ctest SKIP_RETURN_CODE) when not root, without
 apt-get, or when a layercache package, user, group, /etc/layercache or /var/lib/layercache is
-already there (the purge would take someone's install with it). A tool the test needs that is
+already there (the purge would take someone's install with it); what a run cut short installed
+(MARKER) is purged by the next. A tool the test needs that is
 missing otherwise (dpkg-shlibdeps from dpkg-dev, skopeo, docker-registry) fails it.
 """
 
@@ -101,12 +102,29 @@ def package_state():
     return r.stdout.strip() if r.returncode == 0 else ""
 
 
-def preconditions():
+# Present from just before this test installs the package until it has purged it: a run cut
+# short (SIGKILL at ctest's timeout) is recognised, and its install purged, by the next run.
+MARKER = "/var/lib/layercache-package-test.installed"
+
+
+def can_install():
     if os.geteuid() != 0:
         raise Skipped("not root: installing a package needs root")
     for tool in ("apt-get", "dpkg", "dpkg-deb", "dpkg-query"):
         if not shutil.which(tool):
             raise Skipped(f"no {tool}: not a Debian system")
+
+
+def recover_interrupted_run():
+    if not os.path.exists(MARKER):
+        return
+    print(f"{MARKER}: an earlier run was cut short; purging what it installed", flush=True)
+    if package_state():
+        apt_get("purge", "layercache")
+    os.unlink(MARKER)
+
+
+def preconditions():
     state = package_state()
     if state and not state.endswith("not-installed"):
         raise Skipped(f"a layercache package is here already ({state}): not touching it")
@@ -418,16 +436,21 @@ def main():
     p.add_argument("--seed", required=True, help="layercache-seed: pushes the test image")
     args = p.parse_args()
     installed = False
+    # ctest stops a test that runs too long with SIGTERM first: purge on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("SIGTERM"))
     try:
-        preconditions()
+        can_install()
         with machine_lock(), tempfile.TemporaryDirectory(prefix="layercache-pkg-") as tmp:
             os.chmod(tmp, 0o755)  # the layercache user reads the config in it
-            preconditions()  # again, under the lock
+            recover_interrupted_run()
+            preconditions()
             step("cpack -G DEB")
             deb, version = make_deb(args, tmp)
             check_deb(deb, version, args.source_dir, tmp)
             step(f"{os.path.basename(deb)}: {os.path.getsize(deb)} bytes; apt-get install")
             installed = True
+            with open(MARKER, "w") as f:
+                f.write(f"{deb}\n")
             apt_get("install", deb)
             user = check_installed(args.source_dir)
             step("installed; /usr/bin/layercached as the layercache user")
@@ -435,6 +458,7 @@ def main():
             step("pulled through it; apt-get purge")
             apt_get("purge", "layercache")
             installed = False
+            os.unlink(MARKER)
             check_purged()
             step("purged")
     except Skipped as e:
@@ -448,7 +472,8 @@ def main():
             print("purging the package this test installed", file=sys.stderr)
             try:
                 apt_get("purge", "layercache")
-            except (Failed, subprocess.TimeoutExpired) as e:
+                os.unlink(MARKER)
+            except (Failed, subprocess.TimeoutExpired, OSError) as e:
                 print(f"purge failed: {e}", file=sys.stderr)
     print("package: OK")
     return 0

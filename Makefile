@@ -8,22 +8,39 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 
+# Debian 12 packages. DEB_PACKAGES: what building and `make run` need — the toolchain, the
+# libraries (GTest and Google Benchmark too: the default build compiles the tests), and
+# run's local demo upstream when Docker Hub is unreachable (docker-registry, curl).
+# TEST_PACKAGES: the rest, for the test, lint, fuzz and comparison targets: skopeo,
+# htpasswd (apache2-utils), openssl, promtool (prometheus), python3 and PyYAML, dpkg-dev
+# (dpkg-shlibdeps computes the .deb's Depends), shellcheck, clang-14 and its fuzzer runtime,
+# clang-tidy-14, clang-format-14.
 DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev \
   librocksdb-dev prometheus-cpp-dev libyaml-cpp-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  docker-registry skopeo apache2-utils openssl curl prometheus python3 python3-yaml \
-  clang-14 libclang-rt-14-dev libfuzzer-14-dev clang-tidy-14 clang-format-14
+  docker-registry curl ca-certificates
+TEST_PACKAGES := skopeo apache2-utils openssl prometheus python3 python3-yaml dpkg-dev \
+  shellcheck clang-14 libclang-rt-14-dev libfuzzer-14-dev clang-tidy-14 clang-format-14
 
-.PHONY: deps build run test sanitize fuzz soak lint demo compare timetostart dist clean format
+.PHONY: deps test-deps build run test sanitize fuzz soak lint demo compare timetostart dist deb \
+  clean format
+
+# $(call install_missing,PACKAGES): apt-get only when one of them is missing.
+define install_missing
+@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+if [ -n "$$missing" ]; then \
+  echo "installing Debian packages:" $$missing; \
+  $(SUDO) apt-get update -qq && \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
 
 deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:" $$missing; \
-	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call install_missing,$(DEB_PACKAGES))
+
+test-deps: deps
+	$(call install_missing,$(TEST_PACKAGES))
 
 build: deps
 	@[ -f $(BUILD)/build.ninja ] || cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
@@ -39,7 +56,7 @@ run: build
 # lazy`) need root and Debian packages: installed here, before the build (which builds the
 # snapshotter only where Go and the library are there), unless RUNTIME_TESTS=0; without them
 # (or root) the tests are reported as skipped.
-test: deps
+test: test-deps
 	bash scripts/install-runtimes.sh
 	$(MAKE) build
 	cd $(BUILD) && ctest --output-on-failure -j2 $(CTEST_ARGS)
@@ -47,13 +64,13 @@ test: deps
 # The unit, integration and e2e suites in an ASan+UBSan build and in a TSan build
 # ($(BUILD)/sanitize/asan, .../tsan); `make test` runs the same as `ctest -L sanitize`.
 # SANITIZERS=asan (or tsan) for one. docs/reliability.md, "Sanitizers".
-sanitize: deps
+sanitize: test-deps
 	SANITIZE_BUILD=$(BUILD)/sanitize bash scripts/sanitize.sh || [ $$? = 77 ]
 
 # The libFuzzer harnesses of fuzz/ (a separate clang build in $(BUILD)/fuzz), 300 s each;
 # `ctest -L fuzz` (part of `make test`) runs them for 20 s. docs/reliability.md, "Fuzzing".
 FUZZ_SECONDS ?= 300
-fuzz: deps
+fuzz: test-deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BUILD=$(BUILD)/fuzz bash scripts/fuzz.sh
 
 # The soak test (ctest -L soak, 40 s in `make test`) for SOAK_SECONDS; prints the table row of
@@ -68,19 +85,20 @@ soak: build
 # clang-format-14 --dry-run over every tracked .cpp/.hpp; fails on any finding. 7m40s of CPU
 # (~4 min on 2 idle cores); `make test` runs the same (ctest -L lint). LINT_FILES='tests/.*'
 # lints the tests. docs/reliability.md, "Static analysis".
-lint: deps
+lint: test-deps
 	@[ -f $(BUILD)/compile_commands.json ] || cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 	LINT_BUILD=$(BUILD) bash scripts/lint.sh
 
 # Offline demo: a local docker-registry seeded with a generated image, layercache in front,
 # skopeo pulling through it.
 demo: build
+	$(call install_missing,skopeo)
 	BUILD=$(BUILD) bash scripts/demo.sh
 
 # Side by side: the upstream directly, layercache, nginx (slice cache) and docker-registry as a
 # pull-through proxy, cold and warm (docs/benchmarks.md). Knobs: see scripts/compare.sh, e.g.
 # THROTTLE_RTT_MS=30 THROTTLE_BW=25MB for a distant upstream.
-compare: deps
+compare: test-deps
 	@command -v nginx >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; }
 	BUILD=$(BUILD) bash scripts/compare.sh
@@ -91,14 +109,21 @@ compare: deps
 # profile, warm; and the lazy ones for 4× larger images (docs/benchmarks.md). Root and
 # /dev/fuse; installs containerd, runc, ctr-remote and what the snapshotter's build needs
 # (scripts/install-runtimes.sh). Knobs: see scripts/timetostart.sh, e.g. RUNS=3.
-timetostart: deps
+timetostart: test-deps
 	bash scripts/install-runtimes.sh
 	BUILD=$(BUILD) bash scripts/timetostart.sh
 
-# Release tarball for hosts that install layercache from a file (deploy/batch): build/dist/
-# layercache-<version>-linux-<arch>.tar.gz, unpacked with `tar -xzf … -C /usr/local`.
+# Release tarball for hosts that install layercache from a file (deploy/batch's lazy node):
+# build/dist/layercache-<version>-linux-<arch>.tar.gz, unpacked with `tar -xzf … -C /usr/local`.
 dist: build
 	cd $(BUILD) && cpack
+
+# Debian package: build/dist/layercache_<version>_<arch>.deb, installed with
+# `apt install ./layercache_<version>_<arch>.deb` (docs/operations.md, "Install from the
+# package"); dpkg-shlibdeps (dpkg-dev) computes its Depends. `ctest -L package` tests it.
+deb: build
+	$(call install_missing,dpkg-dev)
+	cd $(BUILD) && cpack -G DEB
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i

@@ -12,6 +12,7 @@
 
 #include "config/config.hpp"
 #include "daemon/config_watch.hpp"
+#include "daemon/sd_notify.hpp"
 #include "daemon/shutdown_watchdog.hpp"
 #include "log/log.hpp"
 #include "server/server.hpp"
@@ -26,7 +27,9 @@ constexpr std::chrono::seconds shutdown_grace{15};
 constexpr std::chrono::seconds watch_interval{2};
 
 // Loads `config_path` and applies it; a bad file is refused and the running config kept.
+// systemd hears of it (Type=notify) whatever set it off.
 void reload(layercache::server::server& srv, const std::string& config_path) {
+  layercache::daemon::notify_service_manager(layercache::daemon::reloading_state());
   try {
     const auto next = layercache::config::load_file(config_path);
     (void)srv.reload(next);
@@ -34,6 +37,7 @@ void reload(layercache::server::server& srv, const std::string& config_path) {
     srv.reload_failed();
     layercache::log::error("main", "reload refused, keeping the running config: ", e.what());
   }
+  layercache::daemon::notify_service_manager("READY=1");
 }
 
 // Takes signals until SIGTERM or SIGINT: SIGHUP reloads `config_path` (nothing to reload for
@@ -164,7 +168,9 @@ int main(int argc, char** argv) {
     srv->start();
     layercache::log::info("main", "layercached ready (",
                           config_path.empty() ? "built-in config" : config_path, ")");
+    layercache::daemon::notify_service_manager("READY=1");  // the listeners accept from here on
     serve_until_stopped(*srv, signals, config_path, watch);
+    layercache::daemon::notify_service_manager("STOPPING=1");
     watchdog.emplace(std::chrono::duration_cast<std::chrono::milliseconds>(
                          cfg.server.timeouts.shutdown + shutdown_grace),
                      "draining connections");

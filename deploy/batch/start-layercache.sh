@@ -1,30 +1,34 @@
 #!/bin/bash
 # First runnable of deploy/batch/job.json (its script.text is this file, verbatim: the deploy
-# tests compare them). Installs layercached on the Batch VM, starts it as a transient systemd
-# unit on 127.0.0.1:5000, and makes dockerd use it as its docker.io mirror. Artifact Registry
-# images are pulled through it by path prefix: imageUri 127.0.0.1:5000/<AR host>/<path>.
+# tests compare them). Installs layercache's Debian package on the Batch VM (Debian 12: the
+# job pins bootDisk.image), runs its systemd unit with this node's config on 127.0.0.1:5000,
+# and makes dockerd use it as its docker.io mirror. Artifact Registry images are pulled through
+# it by path prefix: imageUri 127.0.0.1:5000/<AR host>/<path>.
 set -euo pipefail
 
 # Tasks sharing a VM run this concurrently: one at a time, and only the first does the work
-# (restarting dockerd under a running task's container would kill it).
+# (restarting dockerd or layercached under a running task's container would break it).
 exec 9>/var/lock/layercache-setup.lock
 flock 9
 
-# Release tarball with bin/layercached and bin/layercachectl (`make dist` makes it, as
-# build/dist/layercache-<version>-linux-<arch>.tar.gz); upload it to your bucket.
-LAYERCACHE_TARBALL=gs://BUCKET/layercache/layercache-0.1.0-linux-amd64.tar.gz
+# The Debian package (`make deb` makes it, as build/dist/layercache_<version>_<arch>.deb);
+# upload it to your bucket. apt installs the libraries it depends on from Debian 12.
+LAYERCACHE_DEB=gs://BUCKET/layercache/layercache_0.1.0_amd64.deb
 
-if ! command -v layercached >/dev/null; then
+missing=()
+if ! dpkg-query -W -f='${Status}' layercache 2>/dev/null | grep -q 'ok installed'; then
+  gcloud storage cp "$LAYERCACHE_DEB" /tmp/layercache.deb
+  missing+=(/tmp/layercache.deb)
+fi
+# The container runnable needs dockerd (Batch's own images have it; Debian's do not).
+command -v dockerd >/dev/null || missing+=(docker.io)
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends ca-certificates libssl3 librocksdb7.8 \
-    libyaml-cpp0.7 libboost-json1.81.0 libboost-url1.81.0 \
-    libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0
-  gcloud storage cp "$LAYERCACHE_TARBALL" /tmp/layercache.tar.gz
-  tar -xzf /tmp/layercache.tar.gz -C /usr/local
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-mkdir -p /etc/layercache
-cat > /etc/layercache/layercache.yaml <<'LAYERCACHE_YAML'
+config=$(mktemp)
+cat > "$config" <<'LAYERCACHE_YAML'
 # Same settings as deploy/artifact-registry/layercache.yaml.
 server:
   listen:
@@ -63,13 +67,15 @@ upstreams:
     aliases: [index.docker.io, registry-1.docker.io]
 LAYERCACHE_YAML
 
-layercached --check-config /etc/layercache/layercache.yaml
-if ! systemctl is-active --quiet layercached.service; then
-  systemctl reset-failed layercached.service 2>/dev/null || true
-  systemd-run --unit=layercached --property=StateDirectory=layercache \
-    --property=Restart=on-failure --property=LimitNOFILE=65536 \
-    "$(command -v layercached)" --config /etc/layercache/layercache.yaml
+# The package started its unit with the default config: restart it on this one (Type=notify:
+# systemctl returns once it listens), the first time only.
+layercached --check-config "$config"
+if ! cmp -s "$config" /etc/layercache/layercache.yaml; then
+  install -m 0644 "$config" /etc/layercache/layercache.yaml
+  systemctl restart layercached.service
 fi
+systemctl is-active --quiet layercached.service || systemctl start layercached.service
+rm -f "$config"
 
 # dockerd: docker.io pulls through the mirror (keep the rest of an existing daemon.json).
 if ! grep -qs '"http://127.0.0.1:5000"' /etc/docker/daemon.json; then

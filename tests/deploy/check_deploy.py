@@ -166,6 +166,14 @@ def unit_directives(text):
     return out
 
 
+# Where the Debian package (`make deb`, CMakeLists.txt) puts the binary, the docs and the
+# secrets the unit hands to the daemon; the release tarball's copy of the unit says /usr/local.
+PACKAGED_EXEC = "/usr/bin/layercached"
+PACKAGED_DOCS = "file:///usr/share/doc/layercache/"
+CREDENTIALS_DIR = "/etc/layercache/credentials/"
+CREDENTIALS_RUN = "/run/credentials/layercached.service/"
+
+
 def check_systemd(args):
     d = os.path.join(args.deploy_dir, "systemd")
     unit_path = os.path.join(d, "layercached.service")
@@ -173,9 +181,12 @@ def check_systemd(args):
     units = unit_directives(text)
     svc = dict(units.get("Service", []))
     want = {
-        "ExecStart": "/usr/local/bin/layercached --config /etc/layercache/layercache.yaml",
+        "Type": "notify",  # layercached sends READY=1 once it listens (daemon/sd_notify.cpp)
+        "ExecStart": PACKAGED_EXEC + " --config /etc/layercache/layercache.yaml",
         "ExecReload": "/bin/kill -HUP $MAINPID",
         "Restart": "on-failure",
+        "User": "layercache",  # the package's system user (packaging/debian/postinst)
+        "Group": "layercache",
         "StateDirectory": "layercache",
         "ProtectSystem": "strict",
         "ProtectHome": "yes",
@@ -185,13 +196,14 @@ def check_systemd(args):
     }
     for k, v in want.items():
         need(svc.get(k) == v, f"unit: {k}={svc.get(k)!r}, want {v!r}")
-    need(svc.get("DynamicUser") == "yes" or svc.get("User") == "layercache",
-         "unit: neither DynamicUser=yes nor User=layercache")
+    need("DynamicUser" not in svc, "unit: DynamicUser would not be the package's user")
     families = set(svc.get("RestrictAddressFamilies", "").split())
     need(families and families <= {"AF_INET", "AF_INET6", "AF_UNIX"},
          f"unit: RestrictAddressFamilies={families}")
     need(dict(units.get("Install", [])).get("WantedBy") == "multi-user.target",
          "unit: WantedBy=multi-user.target missing")
+    check_unit_documentation(args.deploy_dir, units)
+    check_unit_credentials(args.deploy_dir, units, read(os.path.join(d, "layercache.yaml")))
 
     # The node config the unit names.
     check_config_file(args.layercached, os.path.join(d, "layercache.yaml"),
@@ -210,7 +222,7 @@ def check_systemd(args):
         exe = args.layercached
         cfg_copy = os.path.join(tmp, "layercache.yaml")
         shutil.copy(os.path.join(d, "layercache.yaml"), cfg_copy)
-        t = text.replace("/usr/local/bin/layercached", exe).replace(
+        t = text.replace(PACKAGED_EXEC, exe).replace(
             "/etc/layercache/layercache.yaml", cfg_copy)
         path = os.path.join(tmp, "layercached.service")
         with open(path, "w") as f:
@@ -223,6 +235,46 @@ def check_systemd(args):
         # Before=, absent here) are not.
         ours = [l for l in out.splitlines() if "layercached.service" in l]
         need(r.returncode == 0 and not ours, f"systemd-analyze verify: rc {r.returncode}")
+
+
+def check_unit_documentation(deploy_dir, units):
+    """Documentation= names a file the package installs (docs/*.md, README.md)."""
+    docs = [v for k, v in units.get("Unit", []) if k == "Documentation"]
+    need(docs, "unit: no Documentation=")
+    repo = os.path.join(deploy_dir, "..")
+    for doc in " ".join(docs).split():
+        need(doc.startswith(PACKAGED_DOCS), f"unit: Documentation={doc} is not under "
+             f"{PACKAGED_DOCS} (the package's docs)")
+        name = doc[len(PACKAGED_DOCS):]
+        need(os.path.isfile(os.path.join(repo, "docs", name)) or name == "README.md",
+             f"unit: Documentation={doc}: the package installs no {name}")
+
+
+def check_unit_credentials(deploy_dir, units, config_text):
+    """LoadCredential= pairs: from a file the package ships (empty, a conffile) in
+    /etc/layercache/credentials/, so the unit starts without it being filled; every
+    /run/credentials/layercached.service/<id> the unit's or the config's comments name is
+    loaded."""
+    loaded = {}
+    for k, v in units.get("Service", []):
+        if k == "LoadCredential":
+            ident, _, source = v.partition(":")
+            loaded[ident] = source
+    need(loaded, "unit: no LoadCredential= (root-only secrets for the daemon)")
+    repo = os.path.join(deploy_dir, "..")
+    conffiles = read(os.path.join(repo, "packaging", "debian", "conffiles")).split()
+    for ident, source in loaded.items():
+        need(source.startswith(CREDENTIALS_DIR), f"LoadCredential={ident}:{source}: not in "
+             f"{CREDENTIALS_DIR}")
+        shipped = os.path.join(repo, "packaging", "credentials", source[len(CREDENTIALS_DIR):])
+        need(os.path.isfile(shipped) and os.path.getsize(shipped) == 0,
+             f"LoadCredential={ident}:{source}: packaging/credentials/ ships no empty file "
+             "(a missing source stops the unit)")
+        need(source in conffiles, f"{source} is not a conffile (an upgrade would clear it)")
+    text = read(os.path.join(deploy_dir, "systemd", "layercached.service")) + config_text
+    for ident in re.findall(re.escape(CREDENTIALS_RUN) + r"([\w.-]+)", text):
+        need(ident in loaded, f"{CREDENTIALS_RUN}{ident} is named, but no LoadCredential= "
+             f"loads {ident}")
 
 
 # --- systemd: layercache-stargz ----------------------------------------------------------
@@ -716,6 +768,8 @@ def check_batch(args):
     inst = ap["instances"]
     need(inst and all(("policy" in i) != ("instanceTemplate" in i) for i in inst),
          "allocationPolicy.instances: policy or instanceTemplate")
+    check_batch_boot_disk(inst)
+    check_batch_package(args, script)
     # The embedded layercache config.
     m = re.search(r"<<'LAYERCACHE_YAML'\n(.*?)\nLAYERCACHE_YAML\n", script, re.S)
     need(m, "no LAYERCACHE_YAML heredoc in the startup script")
@@ -728,6 +782,50 @@ def check_batch(args):
          "startup script does not configure dockerd's registry-mirrors")
     need("/readyz" in script, "startup script does not wait for /readyz")
     check_config_text(args.layercached, cfg, "Batch startup script's layercache.yaml")
+
+
+# The fields of google.cloud.batch.v1 AllocationPolicy.InstancePolicy and AllocationPolicy.Disk
+# (googleapis google/cloud/batch/v1/job.proto), as JSON names: a misspelt key is dropped by the
+# API without an error, so the job would boot whatever image Batch picks.
+BATCH_INSTANCE_POLICY_FIELDS = {"machineType", "minCpuPlatform", "provisioningModel",
+                                "accelerators", "bootDisk", "disks", "reservation"}
+BATCH_DISK_FIELDS = {"image", "snapshot", "type", "sizeGb", "diskInterface"}
+# Debian 12 from Compute Engine's public images: apt and Debian 12's libraries, which the
+# package depends on (Container-Optimized OS, Batch's default for some jobs, has no apt).
+BATCH_BOOT_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
+
+
+def check_batch_boot_disk(instances):
+    for i in instances:
+        policy = i.get("policy")
+        if policy is None:
+            print("instanceTemplate: its boot image is the template's")
+            continue
+        need(set(policy) <= BATCH_INSTANCE_POLICY_FIELDS,
+             f"instances[].policy: unknown fields {sorted(set(policy) - BATCH_INSTANCE_POLICY_FIELDS)}")
+        disk = policy.get("bootDisk", {})
+        need(set(disk) <= BATCH_DISK_FIELDS,
+             f"bootDisk: unknown fields {sorted(set(disk) - BATCH_DISK_FIELDS)}")
+        need(disk.get("image") == BATCH_BOOT_IMAGE,
+             f"bootDisk.image {disk.get('image')!r}, want {BATCH_BOOT_IMAGE} (pinned Debian 12)")
+        need(int(disk.get("sizeGb", "0")) >= 30, "bootDisk.sizeGb: room for the cache")
+
+
+def check_batch_package(args, script):
+    """start-layercache.sh installs `make deb`'s package with apt (which installs its
+    Depends) and runs the packaged unit."""
+    m = re.search(r"^LAYERCACHE_DEB=gs://\S+/(layercache_([0-9.]+)_([a-z0-9]+)\.deb)$", script,
+                  re.M)
+    need(m, "start-layercache.sh names no LAYERCACHE_DEB=gs://…/layercache_<version>_<arch>.deb")
+    if args.layercached:
+        version = subprocess.run([args.layercached, "--version"], capture_output=True,
+                                 text=True, timeout=30).stdout.split()[-1]
+        need(m.group(2) == version, f"LAYERCACHE_DEB {m.group(1)}: layercached is {version}")
+    need(re.search(r'apt-get install -y [^\n]*"\$\{missing\[@\]\}"', script) and
+         "missing+=(/tmp/layercache.deb)" in script,
+         "start-layercache.sh does not install the .deb with apt-get (its Depends)")
+    need("systemctl restart layercached.service" in script and "systemd-run" not in script,
+         "start-layercache.sh does not run the packaged unit")
 
 
 def heredoc(script, tag, what):
@@ -843,9 +941,10 @@ def check_release(args):
             raise Skipped(f"{tool} not found")
     need(args.build_dir and os.path.exists(os.path.join(args.build_dir, "CPackConfig.cmake")),
          "--build-dir must be a configured build tree")
-    script = read(os.path.join(args.deploy_dir, "batch", "start-layercache.sh"))
+    # The lazy node's script unpacks it (start-layercache.sh installs the .deb instead).
+    script = read(os.path.join(args.deploy_dir, "batch", "start-lazy-node.sh"))
     m = re.search(r"^LAYERCACHE_TARBALL=\S+/(layercache-[^/\s]+\.tar\.gz)$", script, re.M)
-    need(m, "the Batch script names no LAYERCACHE_TARBALL")
+    need(m, "start-lazy-node.sh names no LAYERCACHE_TARBALL")
     wanted = m.group(1)
     m = re.search(r"apt-get install -y[^\n]*?((?:[^\n]*\\\n)*[^\n]*)\n", script.split(
         "if ! command -v layercached", 1)[1])
@@ -872,6 +971,16 @@ def check_release(args):
         for entry in os.listdir(root):
             need(entry in ("bin", "share"), f"tarball has a top-level {entry}: it would land "
                  "in /usr/local/" + entry)
+        # The unit for a /usr/local install: the packaged one with /usr/local paths, and the
+        # docs its Documentation= names.
+        unit = read(os.path.join(args.deploy_dir, "systemd", "layercached.service"))
+        local_unit = unit.replace("=" + PACKAGED_EXEC, "=/usr/local/bin/layercached").replace(
+            PACKAGED_DOCS, "file:///usr/local/share/doc/layercache/")
+        need(local_unit != unit and read(os.path.join(
+            root, "share", "layercache", "systemd", "layercached.service")) == local_unit,
+             "the tarball's layercached.service is not deploy/systemd's with /usr/local paths")
+        for doc in re.findall(r"^Documentation=file:///usr/local/(\S+)$", local_unit, re.M):
+            need(os.path.isfile(os.path.join(root, doc)), f"the tarball has no {doc}")
         # layercache-stargz (start-lazy-node.sh, the unit) when this build made it: Go,
         # static (no shared library to install), with its unit and flags file.
         stargz = os.path.join(root, "bin", "layercache-stargz")

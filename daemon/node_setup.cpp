@@ -466,7 +466,9 @@ merged merge_hosts_toml(const std::optional<std::string>& existing, const regist
       if (comments.find(table_marker) == std::string::npos) {
         comments += std::string(table_marker) + "\n";
       }
-      out += comments + "[host.\"" + mirror + "\"]\n" + our_body(text, b);
+      std::string header(text.substr(b.header_at, b.body_at - b.header_at));
+      if (!header.ends_with('\n')) header += '\n';
+      out += comments + header + our_body(text, b);
       continue;
     }
     out.append(text.substr(b.begin, b.end - b.begin));
@@ -634,7 +636,7 @@ std::string line_diff(std::string_view before, std::string_view after) {
     if (i < a.size() && j < b.size() && a[i] == b[j]) {
       out.append("  ").append(a[i++]).append("\n");
       ++j;
-    } else if (j < b.size() && (i == a.size() || lcs[i][j + 1] >= lcs[i + 1][j])) {
+    } else if (j < b.size() && (i == a.size() || lcs[i][j + 1] > lcs[i + 1][j])) {
       out.append("+ ").append(b[j++]).append("\n");
     } else {
       out.append("- ").append(a[i++]).append("\n");

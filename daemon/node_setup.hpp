@@ -68,7 +68,8 @@ inline constexpr std::string_view table_marker =
 
 // A containerd hosts.toml (`existing`: nullopt when there is no file) with `mirror` as a
 // [host."<mirror>"] table with capabilities ["pull", "resolve"]: an existing table for the
-// mirror is updated in place (its other keys and subtables kept), else a new one goes before
+// mirror is updated in place (its header line, other keys and subtables kept; override_path
+// dropped: layercache routes by ?ns= and needs containerd's /v2/ paths), else a new one goes before
 // the other [host.*] tables (containerd tries hosts in file order, then `server`). Other
 // tables, keys and comments are kept byte for byte; `server` is added when the file has none
 // (an existing one is kept, with a note when it is not `r.server`). Tables of an earlier

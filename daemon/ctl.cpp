@@ -347,57 +347,8 @@ int doctor_command(const std::vector<std::string>& args) {
   return layercache::doctor::run(d, std::cout, get);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  options o;
-  // NOLINTNEXTLINE(concurrency-mt-unsafe): layercachectl has one thread
-  if (const char* env = std::getenv("LAYERCACHE_ADMIN"); env != nullptr && *env != '\0') {
-    if (!parse_admin(env, o)) {
-      std::cerr << "layercachectl: bad LAYERCACHE_ADMIN: " << env << "\n";
-      return 2;
-    }
-  }
-  std::string token_file;
-  // NOLINTNEXTLINE(concurrency-mt-unsafe): layercachectl has one thread
-  if (const char* env = std::getenv("LAYERCACHE_ADMIN_TOKEN_FILE"); env != nullptr) {
-    token_file = env;
-  }
-  std::vector<std::string> args;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    if (a == "--admin" && i + 1 < argc) {
-      if (!parse_admin(argv[++i], o)) {
-        std::cerr << "layercachectl: bad --admin address: " << argv[i] << "\n";
-        return 2;
-      }
-    } else if (a == "--token-file" && i + 1 < argc) {
-      token_file = argv[++i];
-    } else if (a == "--timeout" && i + 1 < argc) {
-      o.timeout = std::chrono::seconds(std::strtoul(argv[++i], nullptr, 10));
-    } else if (a == "--help" || a == "-h") {
-      std::cout << usage;
-      return 0;
-    } else {
-      args.emplace_back(a);
-    }
-  }
-  if (!token_file.empty()) {
-    auto token = read_all(token_file);
-    if (!token) {
-      std::cerr << "layercachectl: cannot read token file " << token_file << "\n";
-      return 2;
-    }
-    o.token = trimmed(std::move(*token));
-  }
-  if (args.empty()) {
-    std::cerr << usage;
-    return 2;
-  }
-
-  if (args[0] == "doctor") return doctor_command(args);
-  if (args[0] == "node" && args.size() >= 2 && args[1] == "setup") return node_setup_command(args);
-
+// stats, blobs, purge, preload, profiles, profile ...: one admin API call.
+int admin_command(const options& o, const std::vector<std::string>& args) {
   http::verb method = http::verb::get;
   std::string target;
   std::string body;
@@ -467,4 +418,58 @@ int main(int argc, char** argv) {
   std::cout << a.body;
   if (!a.body.empty() && a.body.back() != '\n') std::cout << '\n';
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): layercachectl has one thread
+  if (const char* env = std::getenv("LAYERCACHE_ADMIN"); env != nullptr && *env != '\0') {
+    if (!parse_admin(env, o)) {
+      std::cerr << "layercachectl: bad LAYERCACHE_ADMIN: " << env << "\n";
+      return 2;
+    }
+  }
+  std::string token_file;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): layercachectl has one thread
+  if (const char* env = std::getenv("LAYERCACHE_ADMIN_TOKEN_FILE"); env != nullptr) {
+    token_file = env;
+  }
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--admin" && i + 1 < argc) {
+      if (!parse_admin(argv[++i], o)) {
+        std::cerr << "layercachectl: bad --admin address: " << argv[i] << "\n";
+        return 2;
+      }
+    } else if (a == "--token-file" && i + 1 < argc) {
+      token_file = argv[++i];
+    } else if (a == "--timeout" && i + 1 < argc) {
+      o.timeout = std::chrono::seconds(std::strtoul(argv[++i], nullptr, 10));
+    } else if (a == "--help" || a == "-h") {
+      std::cout << usage;
+      return 0;
+    } else {
+      args.emplace_back(a);
+    }
+  }
+  if (!token_file.empty()) {
+    auto token = read_all(token_file);
+    if (!token) {
+      std::cerr << "layercachectl: cannot read token file " << token_file << "\n";
+      return 2;
+    }
+    o.token = trimmed(std::move(*token));
+  }
+  if (args.empty()) {
+    std::cerr << usage;
+    return 2;
+  }
+
+  if (args[0] == "doctor") return doctor_command(args);
+  if (args[0] == "node" && args.size() >= 2 && args[1] == "setup") return node_setup_command(args);
+
+  return admin_command(o, args);
 }

@@ -742,7 +742,7 @@ fs::path containerd_hosts_dir(const options& o, std::ostream& out) {
                                                       : o.containerd_config;
   const auto text = read_file(config);
   const auto configured = text ? containerd_config_path(*text) : std::nullopt;
-  const fs::path dir =
+  fs::path dir =
       o.hosts_dir ? *o.hosts_dir : under(o.root, configured.value_or("/etc/containerd/certs.d"));
   const std::string as_seen =
       o.root == "/" ? dir.string() : "/" + dir.lexically_relative(o.root).string();

@@ -502,6 +502,14 @@ void check_lazy(report& r, const options& o, const containerd_view& c) {
   }
 }
 
+// containerd's config.toml disables the CRI plugin (as Docker's containerd package ships it).
+bool cri_disabled(const options& o) {
+  const auto text = read_text(under(o.root, "/etc/containerd/config.toml"));
+  static const std::regex disabled(
+      R"rx((^|\n)\s*disabled_plugins\s*=\s*\[[^\]]*["'](cri|io\.containerd\.grpc\.v1\.cri)["'])rx");
+  return text && std::regex_search(*text, disabled);
+}
+
 }  // namespace
 
 int run(const options& o, std::ostream& out,
@@ -531,9 +539,12 @@ int run(const options& o, std::ostream& out,
       o.docker ||
       (!named && (o.daemon_json || present({"/etc/docker/daemon.json", "/run/docker.sock",
                                             "/var/run/docker.sock"})));
-  const bool containerd =
-      o.containerd || (!named && (o.hosts_dir || present({"/etc/containerd/config.toml",
-                                                          "/run/containerd/containerd.sock"})));
+  const bool containerd_found =
+      o.hosts_dir || present({"/etc/containerd/config.toml", "/run/containerd/containerd.sock"});
+  // Docker's own containerd (its package's config disables the CRI plugin) pulls nothing
+  // through hosts.toml: dockerd pulls itself.
+  const bool dockers_only = docker && !o.hosts_dir && cri_disabled(o);
+  const bool containerd = o.containerd || (!named && containerd_found && !dockers_only);
   if (docker) {
     check_dockerd(r, o);
   } else if (!named) {
@@ -541,6 +552,10 @@ int run(const options& o, std::ostream& out,
   }
   if (containerd) {
     check_lazy(r, o, check_containerd(r, o));
+  } else if (!named && containerd_found) {
+    r.note(
+        "containerd: its CRI plugin is disabled (dockerd's containerd), skipped; "
+        "--containerd checks it");
   } else if (!named) {
     r.note(
         "containerd: not installed (no /etc/containerd/config.toml, no containerd.sock), "

@@ -19,8 +19,9 @@ struct options {
   std::string mirror = "http://127.0.0.1:5000";  // layercache's address as runtimes see it
   bool probe_sockets = true;  // dial layercache-stargz's socket (off: only files are read)
   // Runtimes named on the command line: checked even when absent. Neither: each one present
-  // (dockerd: daemon.json or docker.sock; containerd: config.toml or containerd.sock), an
-  // absent one reported as not installed, not as a problem.
+  // (dockerd: daemon.json or docker.sock; containerd: config.toml or containerd.sock, but not
+  // dockerd's own, whose config disables the CRI plugin), an absent one reported as not
+  // installed, not as a problem.
   bool containerd = false;
   bool docker = false;
   // The registries whose hosts.toml must send pulls to the mirror (node setup's list).

@@ -773,6 +773,10 @@ int setup_containerd(const options& o, std::ostream& out, std::ostream& err) {
     const auto before = read_file(file);
     status |= settle(file, before, merge_hosts_toml(before, r, o.mirror), o.dry_run, out, err);
   }
+  if (o.mirror.starts_with("https://")) {
+    out << "  note: containerd checks layercache's certificate against the system CAs; for a "
+           "private CA add ca = \"/path/ca.pem\" to its [host] table (kept on later runs)\n";
+  }
   out << "containerd reads hosts.toml at every pull (no restart); ctr needs --hosts-dir "
       << dir.string() << "\n";
   return status;
@@ -800,6 +804,11 @@ int setup_docker(const options& o, std::ostream& out, std::ostream& err) {
   if (o.default_is_docker_hub == false) {
     out << "  note: layercache's default upstream is not Docker Hub: dockerd's docker.io pulls "
            "(no ns=) go to it\n";
+  }
+  if (o.mirror.starts_with("https://")) {
+    out << "  note: dockerd checks layercache's certificate against the system CAs; for a private "
+           "CA put it in /etc/docker/certs.d/"
+        << o.mirror.substr(8) << "/ca.crt\n";
   }
   if (o.mirror.starts_with("http://") && !loopback_mirror(o.mirror)) {
     out << "  note: a plain-http mirror off loopback also needs \"insecure-registries\" (dockerd "

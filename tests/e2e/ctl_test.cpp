@@ -259,6 +259,16 @@ TEST_F(CtlTest, DoctorSaysWhatEachRuntimeMissesAndPassesWithTheDeployFiles) {
   EXPECT_NE(good.output.find("note     lazy pulling: not set up"), std::string::npos)
       << good.output;
 
+  // Docker's own containerd (the CRI plugin disabled, no config_path): dockerd pulls itself, so
+  // its containerd is not checked unless named.
+  write_file(root / "etc/containerd/config.toml", "disabled_plugins = [\"cri\"]\n");
+  const auto dockers = doctor();
+  EXPECT_EQ(dockers.exit_code, 0) << dockers.output;
+  EXPECT_NE(dockers.output.find("note     containerd: its CRI plugin is disabled"),
+            std::string::npos)
+      << dockers.output;
+  EXPECT_EQ(doctor({"--containerd"}).exit_code, 1) << "no config_path, and --containerd";
+
   // containerd 2.1+ with a config_path list (as some distributions ship it): mirrors are
   // skipped by the transfer service.
   write_file(root / "etc/containerd/config.toml",

@@ -96,7 +96,8 @@ class fake_grpc_socket {
 class CtlTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    img_ = std::make_unique<image>(make_image(image_format::oci, {600 * 1024, 90 * 1024}, 31));
+    img_ = std::make_unique<image>(
+        make_image(image_format::oci, {600 * std::size_t{1024}, 90 * std::size_t{1024}}, 31));
     registry_pusher(upstream_.url()).push_image("ctl/app", "v1", *img_);
   }
 

@@ -25,7 +25,7 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-constexpr std::size_t MiB = 1024 * 1024;
+constexpr std::size_t MiB = std::size_t{1024} * 1024;
 
 bool contains(std::string_view haystack, std::string_view needle) {
   return haystack.find(needle) != std::string_view::npos;

@@ -250,6 +250,7 @@ TEST(NodeSetupConfig, RegistriesAreTheUpstreamsHostsNamesAndAliases) {
       "    aliases: [registry.example.com]\n");
   const auto hosts = registry_hosts(c);
   std::vector<std::string> names;
+  names.reserve(hosts.size());
   for (const auto& h : hosts) names.push_back(h.name);
   EXPECT_EQ(names, (std::vector<std::string>{"docker.io", "europe-docker.pkg.dev", "127.0.0.1:5001",
                                              "registry.example.com"}));

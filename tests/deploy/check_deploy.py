@@ -540,9 +540,10 @@ def node_setup_flags(layercached):
     return set(re.findall(r"--[a-z][a-z-]*", section))
 
 
-def check_node_setup_container(args, text, yaml, main):
+def check_node_setup_container(args, text, yaml, main, cfg):
     """The opt-in init container (commented out): its args are flags of `node setup`, its config
-    and image are the main container's, its mounts are volumes (commented ones included)."""
+    and image are the main container's, its mounts are volumes (commented ones included), and
+    the admin token_file the config names is mounted (node setup loads the config whole)."""
     init = yaml.safe_load("\n".join(commented_block(text, "node-setup")))[0]
     volumes = yaml.safe_load("\n".join(commented_block(text, "containerd-config")))
     argv = init["args"]
@@ -557,6 +558,9 @@ def check_node_setup_container(args, text, yaml, main):
     need(init["image"] == main["image"], "node-setup: image differs from layercached's")
     names = {v["name"] for v in volumes} | {m["name"] for m in main["volumeMounts"]}
     need(set(mounts) <= names, f"node-setup: mounts without a volume: {set(mounts) - names}")
+    tok_dir = os.path.dirname(cfg["admin"].get("token_file", ""))
+    need(not tok_dir or tok_dir in mounts.values(),
+         f"node-setup: the config's admin.token_file dir {tok_dir} is not mounted")
     hosts_dir = argv[argv.index("--containerd-hosts-dir") + 1]
     need(mounts.get("containerd-certs") == hosts_dir, "node-setup: hosts dir is not the mount")
 
@@ -608,7 +612,7 @@ def check_kubernetes(args):
     tok_dir = os.path.dirname(cfg["admin"]["token_file"])
     need(mounts.get("admin-token") == tok_dir, "admin token_file not under the Secret mount")
     need(c["securityContext"].get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation")
-    check_node_setup_container(args, read(os.path.join(d, "layercache.yaml")), yaml, c)
+    check_node_setup_container(args, read(os.path.join(d, "layercache.yaml")), yaml, c, cfg)
 
     svc = by_kind["Service"]
     need(svc["spec"]["selector"] == sel, "Service selector")

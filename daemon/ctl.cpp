@@ -256,17 +256,12 @@ std::optional<node_target> resolve_target(const node_flags& f, bool config_requi
   node_target t;
   const std::string path =
       f.config.empty() ? (f.root / "etc/layercache/layercache.yaml").string() : f.config;
+  // doctor without --config: the node's config when there is one it can read (run as a user,
+  // its token files may not be), else docker.io's.
+  const bool optional = f.config.empty() && !config_required;
   std::error_code ec;
-  if (!f.upstreams.empty() ||
-      (f.config.empty() && !config_required && !std::filesystem::exists(path, ec))) {
-    std::vector<std::string> hosts;
-    std::istringstream list(f.upstreams.empty() ? std::string("docker.io") : f.upstreams);
-    for (std::string h; std::getline(list, h, ',');) {
-      if (!h.empty()) hosts.push_back(h);
-    }
-    t.registries = ns::registry_hosts(hosts);
-    t.mirror = ns::mirror_url(cfg::load_string(cfg::default_yaml(), "the default config"));
-  } else {
+  bool from_list = !f.upstreams.empty() || (optional && !std::filesystem::exists(path, ec));
+  if (!from_list) {
     try {
       const auto c = cfg::load_file(path);
       t.registries = ns::registry_hosts(c);
@@ -274,11 +269,24 @@ std::optional<node_target> resolve_target(const node_flags& f, bool config_requi
       const auto* d = c.default_upstream();
       t.default_is_docker_hub = d != nullptr && is_docker_hub(*d);
     } catch (const std::exception& e) {
-      std::cerr << "layercachectl: " << e.what()
-                << "\n(the layercached config: --config FILE; or name the registries with "
-                   "--upstreams HOST,...)\n";
-      return std::nullopt;
+      std::cerr << "layercachectl: " << e.what() << "\n";
+      if (!optional) {
+        std::cerr << "(the layercached config: --config FILE; or name the registries with "
+                     "--upstreams HOST,...)\n";
+        return std::nullopt;
+      }
+      std::cerr << "layercachectl: checking docker.io only (--config FILE to name another)\n";
+      from_list = true;
     }
+  }
+  if (from_list) {
+    std::vector<std::string> hosts;
+    std::istringstream list(f.upstreams.empty() ? std::string("docker.io") : f.upstreams);
+    for (std::string h; std::getline(list, h, ',');) {
+      if (!h.empty()) hosts.push_back(h);
+    }
+    t.registries = ns::registry_hosts(hosts);
+    t.mirror = ns::mirror_url(cfg::load_string(cfg::default_yaml(), "the default config"));
   }
   if (!f.mirror.empty()) {
     const auto m = ns::parse_mirror(f.mirror);

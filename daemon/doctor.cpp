@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/json.hpp>
 #include <cerrno>
@@ -16,6 +17,8 @@
 #include <set>
 #include <sstream>
 #include <vector>
+
+#include "daemon/node_setup.hpp"
 
 namespace layercache::doctor {
 
@@ -115,7 +118,7 @@ struct report {
 };
 
 void check_dockerd(report& r, const options& o) {
-  const auto path = under(o.root, "/etc/docker/daemon.json");
+  const auto path = o.daemon_json ? *o.daemon_json : under(o.root, "/etc/docker/daemon.json");
   const std::string snippet = "{\n  \"registry-mirrors\": [\"" + o.mirror + "\"]\n}";
   const auto text = read_text(path);
   if (!text) {
@@ -141,6 +144,27 @@ void check_dockerd(report& r, const options& o) {
   r.missing("dockerd: " + path.string() + " has no \"registry-mirrors\" entry " + o.mirror +
                 "; add it (then restart dockerd):",
             "\"registry-mirrors\": [\"" + o.mirror + "\"]");
+}
+
+// <hosts dir>/<registry>/hosts.toml sends pulls to the mirror first, as node setup writes it.
+void check_hosts(report& r, const options& o, const std::filesystem::path& dir,
+                 const std::string& registry) {
+  const auto hosts = dir / registry / "hosts.toml";
+  const std::string table = "[host.\"" + o.mirror + "\"]\n  capabilities = [\"pull\", \"resolve\"]";
+  const auto h = read_text(hosts);
+  if (!h) {
+    r.missing("containerd: " + hosts.string() +
+                  " does not exist (`layercachectl node setup --containerd` writes it); or:",
+              "server = \"https://" +
+                  (registry == "docker.io" ? std::string("registry-1.docker.io") : registry) +
+                  "\"\n\n" + table);
+    return;
+  }
+  if (const auto why = node_setup::check_hosts_toml(*h, o.mirror); !why.empty()) {
+    r.missing("containerd: " + hosts.string() + " " + why + "; add:", table);
+    return;
+  }
+  r.ok("containerd: " + hosts.string() + " sends " + registry + " pulls to " + o.mirror);
 }
 
 // What check_containerd read, for the lazy-node checks.
@@ -204,32 +228,14 @@ containerd_view check_containerd(report& r, const options& o) {
   }
   if (hosts_dir.empty()) hosts_dir = "/etc/containerd/certs.d";
   containerd_view view{text, v3, under(o.root, hosts_dir)};
-  const auto hosts = under(o.root, hosts_dir) / "docker.io" / "hosts.toml";
-  const std::string snippet = "server = \"https://registry-1.docker.io\"\n\n[host.\"" + o.mirror +
-                              "\"]\n  capabilities = [\"pull\", \"resolve\"]";
-  const auto h = read_text(hosts);
-  if (!h) {
-    r.missing("containerd: " + hosts.string() + " does not exist; create it with:", snippet);
-    return view;
+  if (o.hosts_dir) {
+    if (o.hosts_dir->lexically_normal() != view.hosts.lexically_normal()) {
+      r.note("containerd: checking " + o.hosts_dir->string() + "; the CRI plugin reads " +
+             view.hosts.string() + " (ctr: --hosts-dir)");
+    }
+    view.hosts = *o.hosts_dir;
   }
-  const std::string header = "[host.\"" + strip_slash(o.mirror) + "\"]";
-  const auto at = h->find(header);
-  if (at == std::string::npos) {
-    r.missing("containerd: " + hosts.string() + " has no " + header + " section; add:",
-              "[host.\"" + o.mirror + "\"]\n  capabilities = [\"pull\", \"resolve\"]");
-    return view;
-  }
-  const auto next = h->find("\n[", at + header.size());
-  const std::string section =
-      h->substr(at, next == std::string::npos ? std::string::npos : next - at);
-  if (section.find("\"pull\"") == std::string::npos ||
-      section.find("\"resolve\"") == std::string::npos) {
-    r.missing("containerd: " + header + " in " + hosts.string() +
-              " needs capabilities = [\"pull\", \"resolve\"] (resolve: tags are resolved "
-              "through the mirror too)");
-    return view;
-  }
-  r.ok("containerd: " + hosts.string() + " sends docker.io pulls to " + o.mirror);
+  for (const auto& registry : o.registries) check_hosts(r, o, view.hosts, registry);
   return view;
 }
 
@@ -496,6 +502,14 @@ void check_lazy(report& r, const options& o, const containerd_view& c) {
   }
 }
 
+// containerd's config.toml disables the CRI plugin (as Docker's containerd package ships it).
+bool cri_disabled(const options& o) {
+  const auto text = read_text(under(o.root, "/etc/containerd/config.toml"));
+  static const std::regex disabled(
+      R"rx((^|\n)\s*disabled_plugins\s*=\s*\[[^\]]*["'](cri|io\.containerd\.grpc\.v1\.cri)["'])rx");
+  return text && std::regex_search(*text, disabled);
+}
+
 }  // namespace
 
 int run(const options& o, std::ostream& out,
@@ -514,8 +528,43 @@ int run(const options& o, std::ostream& out,
       r.missing("layercached: " + o.mirror + "/v2/ answered " + std::to_string(*status));
     }
   }
-  check_dockerd(r, o);
-  check_lazy(r, o, check_containerd(r, o));
+  const bool named = o.containerd || o.docker;
+  std::error_code ec;
+  auto present = [&](std::initializer_list<const char*> paths) {
+    return std::any_of(paths.begin(), paths.end(), [&](const char* p) {
+      return std::filesystem::exists(under(o.root, p), ec);
+    });
+  };
+  const bool docker =
+      o.docker ||
+      (!named && (o.daemon_json || present({"/etc/docker/daemon.json", "/run/docker.sock",
+                                            "/var/run/docker.sock"})));
+  const bool containerd_found =
+      o.hosts_dir || present({"/etc/containerd/config.toml", "/run/containerd/containerd.sock"});
+  // Docker's own containerd (its package's config disables the CRI plugin) pulls nothing
+  // through hosts.toml: dockerd pulls itself.
+  const bool dockers_only = docker && !o.hosts_dir && cri_disabled(o);
+  const bool containerd = o.containerd || (!named && containerd_found && !dockers_only);
+  if (docker) {
+    check_dockerd(r, o);
+  } else if (!named) {
+    r.note("dockerd: not installed (no /etc/docker/daemon.json, no docker.sock), skipped");
+  }
+  if (containerd) {
+    check_lazy(r, o, check_containerd(r, o));
+  } else if (!named && containerd_found) {
+    r.note(
+        "containerd: its CRI plugin is disabled (dockerd's containerd), skipped; "
+        "--containerd checks it");
+  } else if (!named) {
+    r.note(
+        "containerd: not installed (no /etc/containerd/config.toml, no containerd.sock), "
+        "skipped");
+  }
+  if (!docker && !containerd) {
+    r.missing("no container runtime found under " + o.root.string() +
+              "; name one with --docker or --containerd");
+  }
   out << (r.problems == 0 ? "all runtimes found use layercache\n"
                           : std::to_string(r.problems) + " thing(s) to fix\n");
   return r.problems == 0 ? 0 : 1;

@@ -10,6 +10,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 namespace layercache::doctor {
 
@@ -17,6 +18,18 @@ struct options {
   std::filesystem::path root = "/";              // where /etc is looked up (tests: a temp dir)
   std::string mirror = "http://127.0.0.1:5000";  // layercache's address as runtimes see it
   bool probe_sockets = true;  // dial layercache-stargz's socket (off: only files are read)
+  // Runtimes named on the command line: checked even when absent. Neither: each one present
+  // (dockerd: daemon.json or docker.sock; containerd: config.toml or containerd.sock, but not
+  // dockerd's own, whose config disables the CRI plugin), an absent one reported as not
+  // installed, not as a problem.
+  bool containerd = false;
+  bool docker = false;
+  // The registries whose hosts.toml must send pulls to the mirror (node setup's list).
+  std::vector<std::string> registries = {"docker.io"};
+  // Explicit files, as node setup takes them (not under root). Unset: config.toml's
+  // config_path (else /etc/containerd/certs.d), /etc/docker/daemon.json, under root.
+  std::optional<std::filesystem::path> hosts_dir;
+  std::optional<std::filesystem::path> daemon_json;
 };
 
 // "" when a gRPC server answers at unix socket `path` (HTTP/2: it sends its SETTINGS frame
@@ -27,7 +40,8 @@ struct options {
 // The whole content of file `p`, or nullopt when it cannot be read.
 [[nodiscard]] std::optional<std::string> read_text(const std::filesystem::path& p);
 
-// Writes one line per finding ("ok", "note", "missing" + the snippet to add) to `out`;
+// Writes one line per finding ("ok", "note", "missing" + the snippet to add; what node setup
+// writes is what is checked: daemon/node_setup.hpp) to `out`;
 // `probe` (optional) GETs a URL and returns its status, nullopt when unreachable. Returns 0
 // when nothing is missing, else 1.
 int run(const options& o, std::ostream& out,

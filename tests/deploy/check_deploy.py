@@ -567,6 +567,56 @@ def check_kubernetes_config(args):
         check_config_text(args.layercached, cfg, "ConfigMap layercache.yaml")
 
 
+def commented_block(text, first_line):
+    """The commented-out YAML list starting at `# - name: <first_line>`, up to the first line
+    that is not a comment, uncommented."""
+    lines = text.splitlines()
+    starts = [i for i, l in enumerate(lines) if re.match(r"^\s*# - name: " + first_line + r"\s*$", l)]
+    need(len(starts) == 1, f"no commented `- name: {first_line}` (the opt-in node-setup init container)")
+    block = []
+    for l in lines[starts[0]:]:
+        m = re.match(r"^(\s*)# ?(.*)$", l)
+        if not m:
+            break
+        block.append(m.group(1) + m.group(2))
+    return block
+
+
+def node_setup_flags(layercached):
+    """`layercachectl node setup`'s flags, from its usage text (the binary beside layercached)."""
+    ctl = os.path.join(os.path.dirname(layercached or ""), "layercachectl")
+    if not layercached or not os.access(ctl, os.X_OK):
+        raise Skipped("no layercachectl beside --layercached to check the node-setup container")
+    usage = subprocess.run([ctl, "--help"], capture_output=True, text=True, timeout=30).stdout
+    section = usage.split("  node setup", 1)[1].split("\n  doctor", 1)[0]
+    return set(re.findall(r"--[a-z][a-z-]*", section))
+
+
+def check_node_setup_container(args, text, yaml, main, cfg):
+    """The opt-in init container (commented out): its args are flags of `node setup`, its config
+    and image are the main container's, its mounts are volumes (commented ones included), and
+    the admin token_file the config names is mounted (node setup loads the config whole)."""
+    init = yaml.safe_load("\n".join(commented_block(text, "node-setup")))[0]
+    volumes = yaml.safe_load("\n".join(commented_block(text, "containerd-config")))
+    argv = init["args"]
+    need(init["command"] == ["layercachectl"] and argv[:2] == ["node", "setup"],
+         f"node-setup: not `layercachectl node setup`: {init['command']} {argv}")
+    flags = node_setup_flags(args.layercached)
+    unknown = [a for a in argv[2:] if a.startswith("--") and a not in flags]
+    need(not unknown, f"node-setup: not flags of `layercachectl node setup`: {unknown}")
+    need("--containerd" in argv, "node-setup: without --containerd")
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    need(argv[argv.index("--config") + 1] == mounts.get("config"), "node-setup: --config != mount")
+    need(init["image"] == main["image"], "node-setup: image differs from layercached's")
+    names = {v["name"] for v in volumes} | {m["name"] for m in main["volumeMounts"]}
+    need(set(mounts) <= names, f"node-setup: mounts without a volume: {set(mounts) - names}")
+    tok_dir = os.path.dirname(cfg["admin"].get("token_file", ""))
+    need(not tok_dir or tok_dir in mounts.values(),
+         f"node-setup: the config's admin.token_file dir {tok_dir} is not mounted")
+    hosts_dir = argv[argv.index("--containerd-hosts-dir") + 1]
+    need(mounts.get("containerd-certs") == hosts_dir, "node-setup: hosts dir is not the mount")
+
+
 def check_kubernetes(args):
     try:
         import yaml
@@ -619,6 +669,7 @@ def check_kubernetes(args):
     tok_dir = os.path.dirname(cfg["admin"]["token_file"])
     need(mounts.get("admin-token") == tok_dir, "admin token_file not under the Secret mount")
     need(c["securityContext"].get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation")
+    check_node_setup_container(args, read(os.path.join(d, "layercache.yaml")), yaml, c, cfg)
 
     svc = by_kind["Service"]
     need(svc["spec"]["selector"] == sel, "Service selector")

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "tests/support/http_client.hpp"
 #include "tests/support/image.hpp"
@@ -95,7 +96,8 @@ class fake_grpc_socket {
 class CtlTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    img_ = std::make_unique<image>(make_image(image_format::oci, {600 * 1024, 90 * 1024}, 31));
+    img_ = std::make_unique<image>(
+        make_image(image_format::oci, {600 * std::size_t{1024}, 90 * std::size_t{1024}}, 31));
     registry_pusher(upstream_.url()).push_image("ctl/app", "v1", *img_);
   }
 
@@ -180,9 +182,29 @@ TEST_F(CtlTest, AdminTokenFromAFile) {
   EXPECT_EQ(denied.exit_code, 1) << denied.output;
   EXPECT_NE(denied.output.find("401"), std::string::npos) << denied.output;
   EXPECT_EQ(ctl(p, {"stats"}, token.string()).exit_code, 0);
-  const auto unreachable =
-      run_command({LAYERCACHECTL_PATH, "--admin", "127.0.0.1:1", "stats"}, 60s);
-  EXPECT_EQ(unreachable.exit_code, 2) << unreachable.output;
+}
+
+TEST_F(CtlTest, ConnectionErrorsArePlainMessages) {
+  // Nothing listens on port 1: the message names the address and the error, never Boost's
+  // source files (system_error::what() appends "[/usr/include/boost/...]").
+  const auto refused = run_command({LAYERCACHECTL_PATH, "--admin", "127.0.0.1:1", "stats"}, 60s);
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("layercachectl: cannot connect to 127.0.0.1:1: Connection refused"),
+            std::string::npos)
+      << refused.output;
+  EXPECT_EQ(refused.output.find("/usr/include"), std::string::npos) << refused.output;
+  EXPECT_EQ(refused.output.find("boost"), std::string::npos) << refused.output;
+  const auto v6 = run_command({LAYERCACHECTL_PATH, "--admin", "[::1]:1", "blobs"}, 60s);
+  EXPECT_EQ(v6.exit_code, 2) << v6.output;
+  EXPECT_NE(v6.output.find("cannot connect to [::1]:1: "), std::string::npos) << v6.output;
+  EXPECT_EQ(v6.output.find("/usr/include"), std::string::npos) << v6.output;
+  const auto unresolvable =
+      run_command({LAYERCACHECTL_PATH, "--admin", "no-such-host.invalid:9401", "stats"}, 60s);
+  EXPECT_EQ(unresolvable.exit_code, 2) << unresolvable.output;
+  EXPECT_NE(unresolvable.output.find("cannot resolve no-such-host.invalid:9401: "),
+            std::string::npos)
+      << unresolvable.output;
+  EXPECT_EQ(unresolvable.output.find("/usr/include"), std::string::npos) << unresolvable.output;
 }
 
 TEST_F(CtlTest, DoctorSaysWhatEachRuntimeMissesAndPassesWithTheDeployFiles) {
@@ -190,13 +212,23 @@ TEST_F(CtlTest, DoctorSaysWhatEachRuntimeMissesAndPassesWithTheDeployFiles) {
   const std::string mirror = p.url();
   const auto root = dir_.path() / "node";
   std::filesystem::create_directories(root);
-  auto doctor = [&] {
-    return run_command({LAYERCACHECTL_PATH, "doctor", "--root", root.string(), "--mirror", mirror},
-                       60s);
+  auto doctor = [&](std::vector<std::string> more = {}) {
+    std::vector<std::string> argv{LAYERCACHECTL_PATH, "doctor",   "--root",
+                                  root.string(),      "--mirror", mirror};
+    argv.insert(argv.end(), more.begin(), more.end());
+    return run_command(argv, 60s);
   };
 
-  // A bare node: nothing points at layercache; each file is named with its snippet.
-  const auto bare = doctor();
+  // No runtime at all: neither is checked, and that is a problem.
+  const auto none = doctor();
+  EXPECT_EQ(none.exit_code, 1) << none.output;
+  EXPECT_NE(none.output.find("note     dockerd: not installed"), std::string::npos) << none.output;
+  EXPECT_NE(none.output.find("missing  no container runtime found"), std::string::npos)
+      << none.output;
+
+  // A bare node with both named: nothing points at layercache; each file is named with its
+  // snippet.
+  const auto bare = doctor({"--docker", "--containerd"});
   EXPECT_EQ(bare.exit_code, 1) << bare.output;
   EXPECT_NE(bare.output.find("ok       layercached answers at " + mirror), std::string::npos)
       << bare.output;
@@ -228,6 +260,16 @@ TEST_F(CtlTest, DoctorSaysWhatEachRuntimeMissesAndPassesWithTheDeployFiles) {
   EXPECT_NE(good.output.find("note     lazy pulling: not set up"), std::string::npos)
       << good.output;
 
+  // Docker's own containerd (the CRI plugin disabled, no config_path): dockerd pulls itself, so
+  // its containerd is not checked unless named.
+  write_file(root / "etc/containerd/config.toml", "disabled_plugins = [\"cri\"]\n");
+  const auto dockers = doctor();
+  EXPECT_EQ(dockers.exit_code, 0) << dockers.output;
+  EXPECT_NE(dockers.output.find("note     containerd: its CRI plugin is disabled"),
+            std::string::npos)
+      << dockers.output;
+  EXPECT_EQ(doctor({"--containerd"}).exit_code, 1) << "no config_path, and --containerd";
+
   // containerd 2.1+ with a config_path list (as some distributions ship it): mirrors are
   // skipped by the transfer service.
   write_file(root / "etc/containerd/config.toml",
@@ -243,6 +285,100 @@ TEST_F(CtlTest, DoctorSaysWhatEachRuntimeMissesAndPassesWithTheDeployFiles) {
       60s);
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_NE(down.output.find("missing  layercached: no answer"), std::string::npos) << down.output;
+}
+
+TEST_F(CtlTest, NodeSetupWritesWhatDoctorChecksOnceAndRefusesWhatItCannotMerge) {
+  layercache_instance p("upstreams:\n" + upstream_yaml("up", upstream_.url(), true));
+  const auto root = dir_.path() / "setup";
+  const auto cfg = dir_.path() / "layercache.yaml";
+  // The node's config: its listener is the mirror; two registries besides docker.io's.
+  write_file(cfg, "server:\n  listen:\n    - address: 127.0.0.1:" + std::to_string(p.port()) +
+                      "\nupstreams:\n" +
+                      upstream_yaml("docker.io", "https://registry-1.docker.io", true,
+                                    "    aliases: [index.docker.io]\n") +
+                      upstream_yaml("ghcr.io", "https://ghcr.io", false));
+  std::filesystem::create_directories(root / "etc/containerd");
+  write_file(root / "etc/containerd/config.toml",
+             read_file(std::filesystem::path(DEPLOY_DIR) / "containerd/config.toml"));
+  const auto daemon_json = root / "etc/docker/daemon.json";
+  std::filesystem::create_directories(daemon_json.parent_path());
+  const std::string original = "{\"log-level\": \"warn\"}\n";
+  write_file(daemon_json, original);
+  const auto hub = root / "etc/containerd/certs.d/docker.io/hosts.toml";
+  const auto ghcr = root / "etc/containerd/certs.d/ghcr.io/hosts.toml";
+  auto setup = [&](std::vector<std::string> more) {
+    std::vector<std::string> argv{LAYERCACHECTL_PATH, "node",   "setup",      "--config",
+                                  cfg.string(),       "--root", root.string()};
+    argv.insert(argv.end(), more.begin(), more.end());
+    return run_command(argv, 60s);
+  };
+  auto doctor = [&](std::vector<std::string> more = {}) {
+    std::vector<std::string> argv{LAYERCACHECTL_PATH, "doctor", "--config",
+                                  cfg.string(),       "--root", root.string()};
+    argv.insert(argv.end(), more.begin(), more.end());
+    return run_command(argv, 60s);
+  };
+  EXPECT_EQ(doctor().exit_code, 1);
+
+  // A dry run shows the new files and the diff, and writes nothing.
+  const auto dry = setup({"--containerd", "--docker", "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.output;
+  EXPECT_NE(dry.output.find("would create " + hub.string()), std::string::npos) << dry.output;
+  EXPECT_NE(dry.output.find("+ [host.\"" + p.url() + "\"]"), std::string::npos) << dry.output;
+  EXPECT_NE(dry.output.find("- {\"log-level\": \"warn\"}"), std::string::npos) << dry.output;
+  EXPECT_FALSE(std::filesystem::exists(hub));
+  EXPECT_EQ(read_file(daemon_json), original);
+
+  const auto first = setup({"--containerd", "--docker"});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("created      " + ghcr.string()), std::string::npos) << first.output;
+  EXPECT_NE(first.output.find("dockerd uses registry-mirrors for docker.io images only"),
+            std::string::npos)
+      << first.output;
+  EXPECT_NE(first.output.find("SIGHUP"), std::string::npos) << first.output;
+  EXPECT_EQ(read_file(daemon_json.string() + ".layercache-backup"), original);
+  const auto mirrors = boost::json::parse(read_file(daemon_json)).at("registry-mirrors");
+  EXPECT_EQ(mirrors, boost::json::array{p.url()});
+  const std::string hub_text = read_file(hub);
+  EXPECT_NE(hub_text.find("server = \"https://registry-1.docker.io\""), std::string::npos);
+
+  // Again: nothing changes, not even the backup.
+  const auto second = setup({"--containerd", "--docker"});
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_EQ(second.output.find("created"), std::string::npos) << second.output;
+  EXPECT_EQ(second.output.find("\nchanged "), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("unchanged    " + daemon_json.string()), std::string::npos);
+  EXPECT_EQ(read_file(hub), hub_text);
+  EXPECT_EQ(read_file(daemon_json.string() + ".layercache-backup"), original);
+
+  // What setup wrote is what doctor wants, for every registry of the config.
+  const auto good = doctor();
+  EXPECT_EQ(good.exit_code, 0) << good.output;
+  EXPECT_NE(good.output.find("ok       containerd: " + ghcr.string() + " sends ghcr.io pulls to " +
+                             p.url()),
+            std::string::npos)
+      << good.output;
+
+  // A hosts.toml it cannot merge safely is left as it was (exit 1), the others still done.
+  const std::string broken = "server = \"https://ghcr.io\n";
+  write_file(ghcr, broken);
+  const auto refused = setup({"--containerd"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_NE(refused.output.find(ghcr.string() + " not TOML that can be merged safely (line 1"),
+            std::string::npos)
+      << refused.output;
+  EXPECT_EQ(read_file(ghcr), broken);
+  EXPECT_NE(refused.output.find("unchanged    " + hub.string()), std::string::npos);
+  const auto bad_doctor = doctor({"--containerd"});
+  EXPECT_EQ(bad_doctor.exit_code, 1) << bad_doctor.output;
+  EXPECT_NE(bad_doctor.output.find("is not valid TOML"), std::string::npos) << bad_doctor.output;
+
+  EXPECT_EQ(setup({}).exit_code, 2) << "no runtime named";
+  EXPECT_EQ(setup({"--docker", "--mirror", "http://127.0.0.1:5000/v2"}).exit_code, 2);
+  const auto no_config = run_command({LAYERCACHECTL_PATH, "node", "setup", "--docker", "--config",
+                                      (dir_.path() / "none.yaml").string()},
+                                     60s);
+  EXPECT_EQ(no_config.exit_code, 2) << no_config.output;
 }
 
 TEST_F(CtlTest, DoctorChecksALazyNodesProxyPluginSnapshotterAndFuse) {

@@ -109,9 +109,23 @@ env_vars no_internet_env() {
 
 dockerd_process::dockerd_process(const std::string& mirror_url)
     : dir_(std::make_unique<temp_dir>("lc-dockerd")), socket_(dir_->path() / "docker.sock") {
+  write_file(dir_->path() / "daemon.json",
+             "{\n  \"registry-mirrors\": [\"" + mirror_url + "\"]\n}\n");
+  start(dir_->path() / "daemon.json");
+}
+
+dockerd_process::dockerd_process(const config_file& config)
+    : dir_(std::make_unique<temp_dir>("lc-dockerd")), socket_(dir_->path() / "docker.sock") {
+  start(config.path);
+}
+
+void dockerd_process::reload() const {
+  if (process_) ::kill(process_->pid(), SIGHUP);
+}
+
+void dockerd_process::start(const std::filesystem::path& config) {
   const auto& d = dir_->path();
   std::filesystem::create_directories(d / "cli");
-  write_file(d / "daemon.json", "{\n  \"registry-mirrors\": [\"" + mirror_url + "\"]\n}\n");
   std::vector<std::string> argv{"dockerd",
                                 "--iptables=false",
                                 "--ip6tables=false",
@@ -123,7 +137,7 @@ dockerd_process::dockerd_process(const std::string& mirror_url)
                                 "--exec-root=" + (d / "exec").string(),
                                 "--pidfile=" + (d / "dockerd.pid").string(),
                                 "--host=unix://" + socket_.string(),
-                                "--config-file=" + (d / "daemon.json").string()};
+                                "--config-file=" + config.string()};
   process_ = std::make_unique<child_process>(argv, d / "dockerd.log", no_internet_env());
   const bool up = wait_until_ok(
       [this] {

@@ -33,6 +33,11 @@ namespace layercache::testing {
 class dockerd_process {
  public:
   explicit dockerd_process(const std::string& mirror_url);
+  // The same, with the daemon.json at `config_file` as it is (the test prepared it).
+  struct config_file {
+    std::filesystem::path path;
+  };
+  explicit dockerd_process(const config_file& config);
   ~dockerd_process();
   dockerd_process(const dockerd_process&) = delete;
   dockerd_process& operator=(const dockerd_process&) = delete;
@@ -41,8 +46,12 @@ class dockerd_process {
   [[nodiscard]] command_result docker(std::vector<std::string> args,
                                       std::chrono::milliseconds timeout) const;
   [[nodiscard]] std::string log() const;
+  // SIGHUP: dockerd reloads its config file (registry-mirrors among what it applies live).
+  void reload() const;
 
  private:
+  void start(const std::filesystem::path& config);
+
   std::unique_ptr<temp_dir> dir_;
   std::filesystem::path socket_;
   std::unique_ptr<child_process> process_;

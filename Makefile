@@ -8,22 +8,22 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 
-# Debian 12 packages. DEB_PACKAGES: what building and `make run` need — the toolchain, the
-# libraries (GTest and Google Benchmark too: the default build compiles the tests), and
+# Debian 12 packages. RUN_PACKAGES: what `make run` needs — the toolchain, the libraries, and
 # run's local demo upstream when Docker Hub is unreachable (docker-registry, curl).
-# TEST_PACKAGES: the rest, for the test, lint, fuzz and comparison targets: skopeo,
+# DEB_PACKAGES: those and the test frameworks the default build compiles (GTest, GMock, Google
+# Benchmark). TEST_PACKAGES: the rest, for the test, lint, fuzz and comparison targets: skopeo,
 # htpasswd (apache2-utils), openssl, promtool (prometheus), python3 and PyYAML, dpkg-dev
 # (dpkg-shlibdeps computes the .deb's Depends), shellcheck, clang-14 and its fuzzer runtime,
 # clang-tidy-14, clang-format-14.
-DEB_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
+RUN_PACKAGES := cmake ninja-build g++ make ccache pkg-config \
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libssl-dev \
   librocksdb-dev prometheus-cpp-dev libyaml-cpp-dev \
-  libgtest-dev libgmock-dev libbenchmark-dev \
   docker-registry curl ca-certificates
+DEB_PACKAGES := $(RUN_PACKAGES) libgtest-dev libgmock-dev libbenchmark-dev
 TEST_PACKAGES := skopeo apache2-utils openssl prometheus python3 python3-yaml dpkg-dev \
   shellcheck clang-14 libclang-rt-14-dev libfuzzer-14-dev clang-tidy-14 clang-format-14
 
-.PHONY: deps test-deps build run test sanitize fuzz soak lint demo compare timetostart dist deb \
+.PHONY: deps run-deps test-deps build run test sanitize fuzz soak lint demo compare timetostart dist deb \
   clean format
 
 # $(call install_missing,PACKAGES): apt-get only when one of them is missing.
@@ -42,13 +42,23 @@ deps:
 test-deps: deps
 	$(call install_missing,$(TEST_PACKAGES))
 
+# A tree `make run` configured without the tests is turned to a full one here.
 build: deps
-	@[ -f $(BUILD)/build.ninja ] || cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	@[ -f $(BUILD)/build.ninja ] && grep -q '^LAYERCACHE_TESTS:BOOL=ON' $(BUILD)/CMakeCache.txt || \
+	  cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DLAYERCACHE_TESTS=ON
 	cmake --build $(BUILD)
 
 # Runs layercached in the foreground: the built-in config (Docker Hub), a local demo upstream
 # when Docker Hub is unreachable, or CONFIG=path/to/file.yaml.
-run: build
+# Installs only what building and running need (RUN_PACKAGES: no test framework), and builds
+# only the binaries it runs, in a tree without the tests unless one with them is there.
+run-deps:
+	$(call install_missing,$(RUN_PACKAGES))
+
+run: run-deps
+	@[ -f $(BUILD)/build.ninja ] || \
+	  cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DLAYERCACHE_TESTS=OFF
+	cmake --build $(BUILD) --target layercached layercachectl layercache-seed
 	BUILD=$(BUILD) CONFIG=$(CONFIG) bash scripts/run.sh
 
 # The runtime tests (real dockerd and containerd, `ctest -L runtime`) and the lazy-pull tests

@@ -774,14 +774,16 @@ def check_dockerfile(args):
     runs = " ".join(a for k, a in build if k == "RUN")
     need("cmake" in runs and "Ninja" in runs and "layercached" in runs and "layercachectl" in runs,
          "build stage does not build both targets with cmake/ninja")
-    # Build deps: a subset of the Makefile's DEB_PACKAGES.
+    # Build deps: a subset of the Makefile's RUN_PACKAGES (what `make run` builds with: the
+    # tests off, as here).
     mk = read(os.path.join(args.deploy_dir, "..", "Makefile"))
-    m = re.search(r"^DEB_PACKAGES\s*:?=((?:.*\\\n)*.*)$", mk, re.M)
-    need(m, "Makefile: no DEB_PACKAGES")
+    m = re.search(r"^RUN_PACKAGES\s*:?=((?:.*\\\n)*.*)$", mk, re.M)
+    need(m, "Makefile: no RUN_PACKAGES")
     deb = set(m.group(1).replace("\\", " ").split())
     inst = re.search(r"apt-get install\s+(.*?)(?:&&|$)", runs)
     pkgs = {p for p in inst.group(1).split() if not p.startswith("-")}
-    need(pkgs <= deb, f"build packages not in DEB_PACKAGES: {sorted(pkgs - deb)}")
+    need(pkgs <= deb, f"build packages not in RUN_PACKAGES: {sorted(pkgs - deb)}")
+    need("-DLAYERCACHE_TESTS=OFF" in runs, "the image's build compiles the tests")
     # COPY sources of the runtime stage (other than --from) exist in the repository.
     for k, a in rt:
         if k == "COPY" and not a.startswith("--from="):

@@ -554,13 +554,17 @@ class store final : public chunk_store {
 
   // The store's files reach max_disk_: a compaction returns the space of evicted and replaced
   // chunks. When the one asked before has finished, nothing was deleted since it started, and
-  // the files are still too large, the live chunks themselves are: an eighth of them (least
-  // recently used first, never `raw`, being stored) goes, and the next compaction returns
+  // the files are still too large, the live chunks themselves are: the least recently used
+  // go (never `raw`, being stored) until what stays would take 7/8 of max_disk_ in files as
+  // large, per chunk byte, as now — an eighth at least — and the next compaction returns
   // their space. Storing waits meanwhile.
   void compact_for_max_disk_locked(const std::string& raw) {
     if (backend_->compacting()) return;
-    if (compaction_asked_ && used_ >= used_at_compaction_) {
-      evict_locked(used_ - used_ / 8, pinned_ ? &pinned_ : nullptr, &raw);
+    if (compaction_asked_ && used_ >= used_at_compaction_ && disk_used_ > 0) {
+      const double keep = static_cast<double>(used_) * 0.875 * static_cast<double>(max_disk_) /
+                          static_cast<double>(disk_used_);
+      const std::uint64_t target = std::min(used_ - used_ / 8, static_cast<std::uint64_t>(keep));
+      evict_locked(target, pinned_ ? &pinned_ : nullptr, &raw);
     }
     compaction_asked_ = backend_->compact();
     if (compaction_asked_) {

@@ -25,8 +25,11 @@
 #
 # Root, apt and debootstrap (installed when missing), zstd, docker-registry, curl, python3.
 # Not root: exit 77 (ctest's skip). Knobs: BUILD (build), DEB (default: the newest
-# $BUILD/dist/layercache_*.deb, from `make deb`), MIRROR and SECURITY_MIRROR (default: this
-# machine's apt sources for bookworm and bookworm-security), PHASES ("package start-script").
+# $BUILD/dist/layercache_*.deb, from `make deb`; MAKE_DEB=1: `cpack -G DEB` of $BUILD into a
+# temporary directory, as ctest runs it), MIRROR and SECURITY_MIRROR (default: this
+# machine's apt sources for bookworm and bookworm-security), PHASES ("package start-script"),
+# CLEAN_INSTALL_IF_CACHED=1 (ctest -L clean-install): exit 77 unless the root is cached
+# already or RUN_CLEAN_INSTALL=1 (the first run's debootstrap takes minutes).
 # Every mount and process is under a temporary directory in $BUILD/clean-root, unmounted,
 # stopped and removed on every exit path.
 # shellcheck disable=SC2016 # dpkg-query's ${Field} formats, a script run in the root
@@ -36,7 +39,7 @@ BUILD=${BUILD:-build}
 SUITE=bookworm
 PHASES=${PHASES:-package start-script}
 SEED=$BUILD/layercache-seed
-CACHE=$PWD/$BUILD/clean-root
+CACHE=$(realpath -m "$BUILD")/clean-root
 ROOT_TAR=$CACHE/$SUITE.tar.zst
 ARCHIVES=$CACHE/apt-archives  # downloaded .debs, kept between runs (apt still resolves)
 STARTED=$(date +%s)
@@ -50,18 +53,17 @@ if [ "$(id -u)" != 0 ]; then
 fi
 command -v apt-get >/dev/null || { echo "clean-install: SKIP: no apt-get"; exit 77; }
 case $CACHE in *[[:space:]]*) fail "$CACHE: a path with blanks";; esac
-
-if [ -z "${DEB:-}" ]; then
-  DEB=$(find "$BUILD/dist" -maxdepth 1 -name 'layercache_*.deb' -printf '%T@ %p\n' 2>/dev/null |
-    sort -n | tail -1 | cut -d' ' -f2-)
+if [ "${CLEAN_INSTALL_IF_CACHED:-0}" = 1 ] && [ "${RUN_CLEAN_INSTALL:-0}" != 1 ] &&
+  [ ! -s "$ROOT_TAR" ]; then
+  echo "clean-install: SKIP: no cached root $ROOT_TAR (make clean-install-check makes it;" \
+    "RUN_CLEAN_INSTALL=1 runs debootstrap here)"
+  exit 77
 fi
-if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then fail "no .deb (run \`make deb\`, or DEB=path)"; fi
-DEB=$(realpath "$DEB")
-DEB_NAME=$(basename "$DEB")
+
 [ -x "$SEED" ] || fail "$SEED missing (cmake --build $BUILD --target layercache-seed)"
 missing=()
 for tool in debootstrap:debootstrap zstd:zstd docker-registry:docker-registry curl:curl \
-  python3:python3; do
+  python3:python3 dpkg-shlibdeps:dpkg-dev; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -122,6 +124,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+if [ "${MAKE_DEB:-0}" = 1 ]; then
+  cpack -G DEB -B "$WORK/cpack" --config "$BUILD/CPackConfig.cmake" > "$WORK/cpack.log" 2>&1 ||
+    { cat "$WORK/cpack.log" >&2; fail "cpack -G DEB"; }
+  DEB=$(find "$WORK/cpack" -maxdepth 1 -name 'layercache_*.deb')
+elif [ -z "${DEB:-}" ]; then
+  DEB=$(find "$BUILD/dist" -maxdepth 1 -name 'layercache_*.deb' -printf '%T@ %p\n' 2>/dev/null |
+    sort -n | tail -1 | cut -d' ' -f2-)
+fi
+if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then fail "no .deb (run \`make deb\`, or DEB=path)"; fi
+DEB=$(realpath "$DEB")
+DEB_NAME=$(basename "$DEB")
 
 # The URI of this machine's apt source for suite $1 (one-line and deb822 files), else $2.
 host_source() {
@@ -364,12 +378,16 @@ phase_start_script() {
   cp "$DEB" "$ROOT/root/$DEB_NAME"
   cp deploy/batch/start-layercache.sh "$ROOT/root/start-layercache.sh"
   local out=$WORK/start.out status=0
+  packages > "$WORK/start-before"
   step "start-script: deploy/batch/start-layercache.sh, LAYERCACHE_DEB=/root/$DEB_NAME"
   chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
     LAYERCACHE_DEB="/root/$DEB_NAME" bash /root/start-layercache.sh > "$out" 2>&1 || status=$?
   sed 's/^/  | /' "$out" | grep -v '^  | \(Selecting\|Preparing\|Unpacking\|Setting up\|(Reading\)' ||
     true
   step "start-script: exit status $status"
+  packages | comm -13 "$WORK/start-before" - > "$WORK/start-added"
+  echo "packages the script added ($(wc -l < "$WORK/start-added")):" \
+    "$(cut -d: -f1 "$WORK/start-added" | tr '\n' ' ')" | fold -s -w 100
   [ "$status" = 3 ] || fail "exit status $status, want 3 (installed and configured, no systemd)"
   grep -q 'systemd is not running' "$out" || fail "no message that systemd is not running"
   for p in layercache docker.io curl ca-certificates; do

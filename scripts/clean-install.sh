@@ -75,15 +75,16 @@ fi
 mkdir -p "$CACHE" "$ARCHIVES/partial"
 WORK=$(mktemp -d "$CACHE/run.XXXXXX")
 chmod 0755 "$WORK"
+mkdir "$WORK/roots"
 PIDS=()
 
-# Everything mounted under $WORK, deepest first (debootstrap's own /proc and /sys too, should
-# it be cut short).
-unmount_all() {
+# Everything mounted under directory $1, deepest first (debootstrap's own /proc and /sys too,
+# should it be cut short).
+unmount_under() {
   local m
   while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" || echo "cannot unmount $m" >&2
-  done < <(awk -v w="$WORK/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r)
+  done < <(awk -v w="$1/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r)
 }
 
 # Processes whose root directory is one of our roots: started in them by this script (a
@@ -112,7 +113,7 @@ cleanup() {
   trap - EXIT INT TERM
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
   kill_in_roots
-  unmount_all
+  unmount_under "$WORK"
   if awk -v w="$WORK/" 'index($2, w) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
     echo "clean-install: mounts left under $WORK, not removing it" >&2
     status=1
@@ -124,6 +125,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# The roots live in memory (a few hundred MB each, one at a time): dpkg's many fsyncs and the
+# removal of a root cost nothing there, and nothing of them is left on disk.
+mount -t tmpfs -o mode=0755,size=4g clean-install "$WORK/roots"
 
 if [ "${MAKE_DEB:-0}" = 1 ]; then
   cpack -G DEB -B "$WORK/cpack" --config "$BUILD/CPackConfig.cmake" > "$WORK/cpack.log" 2>&1 ||
@@ -161,7 +165,7 @@ SECURITY_MIRROR=${SECURITY_MIRROR:-$(host_source "$SUITE-security" \
 # --- the clean root ------------------------------------------------------------------------
 
 make_root_tarball() {
-  local dir=$WORK/debootstrap
+  local dir=$WORK/roots/debootstrap
   step "debootstrap --variant=minbase $SUITE from $MIRROR (cached as $ROOT_TAR)"
   debootstrap --variant=minbase --arch="$(dpkg --print-architecture)" "$SUITE" "$dir" \
     "$MIRROR" > "$WORK/debootstrap.log" 2>&1 || {
@@ -184,7 +188,7 @@ EOF
 # A fresh copy of the root in $WORK/$1 with /proc, a minimal /dev, /run and the shared apt
 # download directory mounted; sets ROOT.
 new_root() {
-  ROOT=$WORK/$1
+  ROOT=$WORK/roots/$1
   mkdir "$ROOT"
   tar --numeric-owner --xattrs -C "$ROOT" -I zstd -xpf "$ROOT_TAR"
   mount -t proc proc "$ROOT/proc"
@@ -432,6 +436,7 @@ for phase in $PHASES; do
     *) fail "unknown phase $phase" ;;
   esac
   kill_in_roots
-  unmount_all
+  unmount_under "$ROOT"
+  rm -rf "$ROOT"
 done
 step "clean-install: OK"

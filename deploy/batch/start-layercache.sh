@@ -13,18 +13,30 @@ flock 9
 
 # The Debian package (`make deb` makes it, as build/dist/layercache_<version>_<arch>.deb);
 # upload it to your bucket. apt installs the libraries it depends on from Debian 12.
-LAYERCACHE_DEB=gs://BUCKET/layercache/layercache_0.1.0_amd64.deb
+# LAYERCACHE_DEB=/path/to/layercache_<version>_<arch>.deb in the environment: a file already
+# on the machine instead (an image with the package baked in; scripts/clean-install.sh).
+LAYERCACHE_DEB=${LAYERCACHE_DEB:-gs://BUCKET/layercache/layercache_0.1.0_amd64.deb}
 
 missing=()
 if ! dpkg-query -W -f='${Status}' layercache 2>/dev/null | grep -q 'ok installed'; then
-  gcloud storage cp "$LAYERCACHE_DEB" /tmp/layercache.deb
+  case $LAYERCACHE_DEB in
+    gs://*) gcloud storage cp "$LAYERCACHE_DEB" /tmp/layercache.deb ;;
+    *) cp "$LAYERCACHE_DEB" /tmp/layercache.deb ;;
+  esac
   missing+=(/tmp/layercache.deb)
 fi
-# The container runnable needs dockerd (Batch's own images have it; Debian's do not).
+# The container runnable needs dockerd (Batch's own images have it; Debian's do not). curl
+# waits for /readyz below; the CA certificates verify the https upstreams (Debian's cloud
+# images have both, a minimal Debian neither, and the package does not depend on them).
 command -v dockerd >/dev/null || missing+=(docker.io)
+command -v curl >/dev/null || missing+=(curl)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # At first boot apt-daily or unattended-upgrades may hold apt's locks: wait for them.
+  apt_opts=(-qq -o DPkg::Lock::Timeout=600 -o APT::Install-Recommends=false)
+  apt-get update "${apt_opts[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${apt_opts[@]}" "${missing[@]}"
+  rm -f /tmp/layercache.deb
 fi
 
 config=$(mktemp)
@@ -67,33 +79,39 @@ upstreams:
     aliases: [index.docker.io, registry-1.docker.io]
 LAYERCACHE_YAML
 
-# The package started its unit with the default config: restart it on this one (Type=notify:
-# systemctl returns once it listens), the first time only.
 layercached --check-config "$config"
+layercache_changed=0
 if ! cmp -s "$config" /etc/layercache/layercache.yaml; then
   install -m 0644 "$config" /etc/layercache/layercache.yaml
+  layercache_changed=1
+fi
+rm -f "$config"
+
+# dockerd: docker.io pulls through the mirror. layercachectl node setup puts the config's
+# listener first in "registry-mirrors" of /etc/docker/daemon.json, the rest of the file kept.
+if ! grep -qs '"http://127.0.0.1:5000"' /etc/docker/daemon.json; then
+  layercachectl node setup --docker
+fi
+
+# Starting the services needs systemd, PID 1 on Batch's VMs; in a container or a chroot
+# everything above is done and the script stops here (exit 3).
+if [ ! -d /run/systemd/system ]; then
+  echo "layercache is installed and configured, but systemd is not running here (PID 1 is" \
+    "$(cat /proc/1/comm 2>/dev/null || echo unknown)): layercached.service and docker.service" \
+    "were not started" >&2
+  exit 3
+fi
+# The package started its unit with the default config: restart it on this one (Type=notify:
+# systemctl returns once it listens), the first time only.
+if [ "$layercache_changed" = 1 ]; then
   systemctl restart layercached.service
 fi
 systemctl is-active --quiet layercached.service || systemctl start layercached.service
-rm -f "$config"
-
-# dockerd: docker.io pulls through the mirror (keep the rest of an existing daemon.json).
-if ! grep -qs '"http://127.0.0.1:5000"' /etc/docker/daemon.json; then
-  python3 - <<'PY'
-import json, os
-path = "/etc/docker/daemon.json"
-conf = {}
-if os.path.exists(path):
-    with open(path) as f:
-        conf = json.load(f)
-mirrors = conf.setdefault("registry-mirrors", [])
-if "http://127.0.0.1:5000" not in mirrors:
-    mirrors.insert(0, "http://127.0.0.1:5000")
-os.makedirs(os.path.dirname(path), exist_ok=True)
-with open(path, "w") as f:
-    json.dump(conf, f, indent=2)
-PY
-  systemctl restart docker
+# dockerd reads registry-mirrors at start and on SIGHUP (its unit's reload): a reload keeps
+# running containers; a stopped dockerd is started.
+if ! docker info --format '{{json .RegistryConfig.Mirrors}}' 2>/dev/null |
+  grep -q '127\.0\.0\.1:5000'; then
+  systemctl reload-or-restart docker.service
 fi
 
 for _ in $(seq 1 60); do

@@ -867,9 +867,11 @@ def check_batch_boot_disk(instances):
 def check_batch_package(args, script):
     """start-layercache.sh installs `make deb`'s package with apt (which installs its
     Depends) and runs the packaged unit."""
-    m = re.search(r"^LAYERCACHE_DEB=gs://\S+/(layercache_([0-9.]+)_([a-z0-9]+)\.deb)$", script,
-                  re.M)
-    need(m, "start-layercache.sh names no LAYERCACHE_DEB=gs://…/layercache_<version>_<arch>.deb")
+    # The default (the environment may name a local file instead: scripts/clean-install.sh).
+    m = re.search(r"^LAYERCACHE_DEB=\$\{LAYERCACHE_DEB:-gs://\S+/(layercache_([0-9.]+)_([a-z0-9]+)"
+                  r"\.deb)\}$", script, re.M)
+    need(m, "start-layercache.sh names no LAYERCACHE_DEB=${LAYERCACHE_DEB:-gs://…/"
+         "layercache_<version>_<arch>.deb}")
     if args.layercached:
         version = subprocess.run([args.layercached, "--version"], capture_output=True,
                                  text=True, timeout=30).stdout.split()[-1]

@@ -211,6 +211,8 @@ def check_deb(deb, version, src, tmp):
     need(fields["Maintainer"] and fields["Description"], f"{fields}")
     depends = depends_of(deb)
     need("adduser" in depends, f"Depends lacks adduser (postinst): {sorted(depends)}")
+    need("ca-certificates" in depends,
+         f"Depends lacks ca-certificates (HTTPS upstreams): {sorted(depends)}")
     root = os.path.join(tmp, "data")
     control = os.path.join(tmp, "control")
     run(["dpkg-deb", "-x", deb, root])

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/fault_upstream.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/image.hpp"
 #include "tests/support/layercache_instance.hpp"
@@ -298,6 +299,36 @@ TEST_F(CtlTest, PreloadShortNamesUpstreamsPlatformsProgressAndProfileExportByIma
   const auto every = ctl(p, {"profile", "export", "--platform", "all", "ctl/app:multi"});
   EXPECT_EQ(every.exit_code, 1);
   EXPECT_NE(every.output.find("name one"), std::string::npos) << every.output;
+}
+
+// --timeout is how long a preload may go without progress: a throttled one that keeps
+// moving outlasts it; a stalled one ends with exit status 1 and says where it goes on.
+TEST_F(CtlTest, APreloadEndsOnlyWhenItStalls) {
+  const auto img = make_image(image_format::oci, {1536 * std::size_t{1024}}, 34);
+  std::unique_ptr<layercache_instance> proxy;
+  fault_upstream upstream;  // destroyed first: its stalls end before the proxy stops
+  upstream.add_blob(img.config.data);
+  upstream.add_blob(img.layers[0].data);
+  upstream.add_manifest("v1", img.manifest.media_type, img.manifest.data);
+  proxy = std::make_unique<layercache_instance>(
+      "prefetch:\n  eager_layers: never\nupstreams:\n" +
+      upstream_yaml("up", upstream.url(), true,
+                    "    timeouts:\n      read: 60s\n    retry:\n      attempts: 1\n"));
+
+  // About 3 s at 512 KiB/s: always moving, so a 2 s --timeout never cuts it off.
+  upstream.plan(request_kind::blob_get, fault::throttle(512 * 1024), 100);
+  const auto moving = ctl(*proxy, {"--timeout", "2", "preload", "app:v1"});
+  EXPECT_EQ(moving.exit_code, 0) << moving.output;
+  upstream.clear_plans();
+
+  ASSERT_EQ(ctl(*proxy, {"purge", "--all"}).exit_code, 0);
+  upstream.plan(request_kind::blob_get, fault::stall_after(64 * 1024), 100);
+  const auto stalled = ctl(*proxy, {"--timeout", "1", "preload", "app:v1"});
+  EXPECT_EQ(stalled.exit_code, 1) << stalled.output;
+  EXPECT_NE(stalled.output.find("made no progress for 1 s (--timeout); layercached goes on "
+                                "with it: GET /admin/preload/"),
+            std::string::npos)
+      << stalled.output;
 }
 
 TEST_F(CtlTest, AdminTokenFromAFile) {

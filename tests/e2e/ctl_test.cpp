@@ -301,6 +301,23 @@ TEST_F(CtlTest, PreloadShortNamesUpstreamsPlatformsProgressAndProfileExportByIma
   EXPECT_NE(every.output.find("name one"), std::string::npos) << every.output;
 }
 
+// prefetch.preload resolves its references as layercachectl preload does: a short name at a
+// non-Hub default upstream is warmed at start-up (it went to docker.io, refused, before).
+TEST_F(CtlTest, ThePreloadListTakesShortNamesToTheDefaultUpstream) {
+  layercache_instance p(
+      "prefetch:\n  eager_layers: never\n  preload:\n    - ctl/app:v1\n"
+      "upstreams:\n" +
+      upstream_yaml("up", upstream_.url(), true));
+  int total = 0;
+  for (int polls = 0; polls < 600 && total < 3; ++polls) {
+    const auto blobs = ctl(p, {"blobs"});
+    ASSERT_EQ(blobs.exit_code, 0) << blobs.output;
+    total = boost::json::parse(blobs.output).at("total").to_number<int>();
+    if (total < 3) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(total, 3) << "the preload list did not warm ctl/app:v1";
+}
+
 // --timeout is how long a preload may go without progress: a throttled one that keeps
 // moving outlasts it; a stalled one ends with exit status 1 and says where it goes on.
 TEST_F(CtlTest, APreloadEndsOnlyWhenItStalls) {

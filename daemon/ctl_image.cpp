@@ -85,7 +85,9 @@ std::string human(std::uint64_t bytes) {
 std::string progress_line(const std::string& reference, const boost::json::object& s) {
   std::string line = "preload " + reference + ": ";
   if (!s.contains("listed") || !s.at("listed").is_bool() || !s.at("listed").as_bool()) {
-    return line + "resolving (" + std::to_string(number(s, "manifests")) + " manifests)";
+    const auto manifests = number(s, "manifests");
+    return line + "resolving" +
+           (manifests == 0 ? std::string() : " (" + std::to_string(manifests) + " manifests)");
   }
   const auto bytes = number(s, "bytes");
   const auto total = number(s, "bytes_total");

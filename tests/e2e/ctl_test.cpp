@@ -1,5 +1,8 @@
 // layercachectl against a running layercache: stats, preload, blobs, purge, and a profile's
 // round trip (import from a file, list, export, delete), with and without the admin token;
+// preload as an operator writes it (short names to the default upstream, --upstream,
+// --platform, progress, --timeout as the longest wait without progress; prefetch.preload
+// alike) and profile export by image reference;
 // `doctor` on a node's runtime files, and on a lazy node's (containerd's stargz proxy plugin,
 // layercache-stargz's socket and flags, /dev/fuse).
 #include <fcntl.h>

@@ -1,5 +1,6 @@
 // The operations listener against a real docker-registry upstream: /metrics after a known
-// sequence of requests, health, and the admin API (stats, list, purge, preload, token).
+// sequence of requests, health, and the admin API (stats, list, purge, preload — async with
+// its progress —, resolve, token).
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>

@@ -1,14 +1,7 @@
 // layercachectl: the operator's client for a running layercached's admin API (plain HTTP on
 // the operations listener, docs/operations.md).
 #include <algorithm>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/http/write.hpp>
+#include <boost/beast/http/verb.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -24,15 +17,15 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "daemon/ctl_client.hpp"
+#include "daemon/ctl_image.hpp"
 #include "daemon/doctor.hpp"
 #include "daemon/node_setup.hpp"
 #include "log/log.hpp"
 
 namespace {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
+namespace http = boost::beast::http;
 
 constexpr std::string_view usage =
     "usage: layercachectl [--admin HOST:PORT] [--token-file FILE] [--timeout SECONDS] COMMAND\n"
@@ -40,13 +33,25 @@ constexpr std::string_view usage =
     "  stats                          cache and server figures (JSON)\n"
     "  blobs [LIMIT]                  cached blobs, most recently used first\n"
     "  purge DIGEST | purge --all     drop one blob's chunks, or every blob's\n"
-    "  preload REFERENCE [PLATFORM]   fetch an image's manifest and every blob, verified\n"
-    "  preload --start REFERENCE [PLATFORM]\n"
+    "  preload [--upstream NAME] [--platform OS/ARCH[/VARIANT]|all] REFERENCE\n"
+    "                                 fetch an image's manifest and every blob, verified;\n"
+    "                                 progress (blobs, bytes) on stderr, the result (JSON) on\n"
+    "                                 stdout. A REFERENCE without a registry host (team/app:v1,\n"
+    "                                 alpine) goes to the default upstream, one with a host to\n"
+    "                                 that upstream; --upstream names one (name, alias or host).\n"
+    "                                 --platform defaults to this host's (linux/<uname arch>);\n"
+    "                                 a second positional PLATFORM is the same as --platform.\n"
+    "                                 --timeout: how long it may go without progress\n"
+    "  preload --start [--upstream NAME] [--platform P] REFERENCE\n"
     "                                 resolve the image now and begin fetching what a start of\n"
     "                                 it reads (its access profile); answers at once\n"
     "  profiles                       access profiles in the store\n"
-    "  profile export DIGEST [FILE]   write a manifest's profile (stdout without FILE)\n"
-    "  profile import DIGEST FILE     store FILE as the manifest's profile ('-': stdin)\n"
+    "  profile export [--upstream NAME] [--platform P] IMAGE|DIGEST [FILE]\n"
+    "                                 write a manifest's profile (stdout without FILE); an IMAGE\n"
+    "                                 reference (tag or digest) is resolved by layercached to\n"
+    "                                 its platform manifest's digest first\n"
+    "  profile import [DIGEST] FILE   store FILE as the manifest's profile ('-': stdin); without\n"
+    "                                 DIGEST, the manifest the document names\n"
     "  profile delete DIGEST          drop a profile\n"
     "  node setup --containerd|--docker [--config FILE | --upstreams HOST,...] [--mirror URL]\n"
     "             [--dry-run] [--root DIR] [--containerd-hosts-dir DIR]\n"
@@ -76,35 +81,14 @@ constexpr std::string_view usage =
     "\n"
     "--admin defaults to $LAYERCACHE_ADMIN, else 127.0.0.1:9401. --token-file (or\n"
     "$LAYERCACHE_ADMIN_TOKEN_FILE) holds the admin bearer token when admin.token_file is set.\n"
-    "Exit status: 0 on a 2xx answer, 1 on any other answer (its body on stderr), 2 on usage or\n"
+    "Exit status: 0 on a 2xx answer, 1 on any other answer (its error on stderr), 2 on usage or\n"
     "connection errors. doctor: 1 when something is missing; node setup: 1 when a file was\n"
     "refused (not readable as TOML/JSON: left as it was) or could not be written.\n";
 
-struct options {
-  std::string host = "127.0.0.1";
-  std::string port = "9401";
-  std::string token;
-  std::chrono::seconds timeout{600};
-};
-
-struct answer {
-  unsigned status = 0;
-  std::string body;
-};
-
-// "host:port" or "[v6]:port", optionally prefixed with http://.
-bool parse_admin(std::string_view text, options& o) {
-  if (text.starts_with("http://")) text.remove_prefix(7);
-  while (text.ends_with('/')) text.remove_suffix(1);
-  const auto colon = text.rfind(':');
-  if (colon == std::string_view::npos || colon + 1 == text.size()) return false;
-  std::string_view host = text.substr(0, colon);
-  if (host.starts_with('[') && host.ends_with(']')) host = host.substr(1, host.size() - 2);
-  if (host.empty()) return false;
-  o.host = std::string(host);
-  o.port = std::string(text.substr(colon + 1));
-  return true;
-}
+using layercache::ctl::answer;
+using layercache::ctl::call;
+using layercache::ctl::options;
+using layercache::ctl::parse_admin;
 
 std::optional<std::string> read_all(const std::string& path) {
   if (path == "-") return std::string(std::istreambuf_iterator<char>(std::cin), {});
@@ -116,53 +100,7 @@ std::string trimmed(std::string s) {
   return s;
 }
 
-// "host:port", brackets around an IPv6 host.
-std::string where(const options& o) {
-  const bool v6 = o.host.find(':') != std::string::npos;
-  return (v6 ? "[" + o.host + "]" : o.host) + ":" + o.port;
-}
-
-// One request, one answer. Throws std::runtime_error with a plain message ("cannot connect to
-// 127.0.0.1:9401: Connection refused"): never Boost's what(), which names its source files.
-answer call(const options& o, http::verb method, const std::string& target, std::string body) {
-  asio::io_context io;
-  asio::ip::tcp::resolver resolver(io);
-  beast::tcp_stream stream(io);
-  beast::error_code ec;
-  const auto endpoints = resolver.resolve(o.host, o.port, ec);
-  if (ec) throw std::runtime_error("cannot resolve " + where(o) + ": " + ec.message());
-  stream.expires_after(o.timeout);
-  stream.connect(endpoints, ec);
-  if (ec) throw std::runtime_error("cannot connect to " + where(o) + ": " + ec.message());
-  http::request<http::string_body> req{method, target, 11};
-  req.set(http::field::host, where(o));
-  req.set(http::field::user_agent, "layercachectl");
-  if (!o.token.empty()) req.set(http::field::authorization, "Bearer " + o.token);
-  // Every state-changing call says JSON (the admin API refuses those that do not).
-  if (!body.empty() || method != http::verb::get) {
-    req.set(http::field::content_type, "application/json");
-  }
-  req.body() = std::move(body);
-  req.prepare_payload();
-  req.keep_alive(false);
-  http::write(stream, req, ec);
-  if (ec) throw std::runtime_error("sending to " + where(o) + ": " + ec.message());
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(std::uint64_t{256} * 1024 * 1024);
-  http::read(stream, buffer, parser, ec);
-  if (ec) throw std::runtime_error("no answer from " + where(o) + ": " + ec.message());
-  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  return answer{parser.get().result_int(), parser.get().body()};
-}
-
 // A digest as the admin API takes it; exits on anything else.
-// `preload [--start] REFERENCE [PLATFORM]`
-bool preload_args(const std::vector<std::string>& args) {
-  const std::size_t first = args.size() > 1 && args[1] == "--start" ? 2 : 1;
-  return args.size() == first + 1 || args.size() == first + 2;
-}
-
 std::string digest_arg(const std::vector<std::string>& args, std::size_t i) {
   if (i >= args.size()) {
     std::cerr << "layercachectl: a digest (sha256:<hex>) is required\n" << usage;
@@ -360,7 +298,6 @@ int admin_command(const options& o, const std::vector<std::string>& args) {
   http::verb method = http::verb::get;
   std::string target;
   std::string body;
-  std::string output_file;
   const std::string& cmd = args[0];
   if (cmd == "stats" && args.size() == 1) {
     target = "/admin/stats";
@@ -370,31 +307,8 @@ int admin_command(const options& o, const std::vector<std::string>& args) {
   } else if (cmd == "purge" && args.size() == 2) {
     method = http::verb::delete_;
     target = args[1] == "--all" ? "/admin/blobs" : "/admin/blobs/" + digest_arg(args, 1);
-  } else if (cmd == "preload" && preload_args(args)) {
-    const bool start = args[1] == "--start";
-    const std::size_t ref = start ? 2 : 1;
-    method = http::verb::post;
-    target = "/admin/preload";
-    body = "{\"reference\":" + layercache::log::json_string(args[ref]);
-    if (args.size() == ref + 2) {
-      body += ",\"platform\":" + layercache::log::json_string(args[ref + 1]);
-    }
-    if (start) body += ",\"what\":\"start\"";
-    body += "}";
   } else if (cmd == "profiles" && args.size() == 1) {
     target = "/admin/profiles";
-  } else if (cmd == "profile" && args.size() >= 3 && args[1] == "export" && args.size() <= 4) {
-    target = "/admin/profiles/" + digest_arg(args, 2);
-    if (args.size() == 4) output_file = args[3];
-  } else if (cmd == "profile" && args.size() == 4 && args[1] == "import") {
-    method = http::verb::put;
-    target = "/admin/profiles/" + digest_arg(args, 2);
-    auto text = read_all(args[3]);
-    if (!text) {
-      std::cerr << "layercachectl: cannot read " << args[3] << "\n";
-      return 2;
-    }
-    body = std::move(*text);
   } else if (cmd == "profile" && args.size() == 3 && args[1] == "delete") {
     method = http::verb::delete_;
     target = "/admin/profiles/" + digest_arg(args, 2);
@@ -411,21 +325,30 @@ int admin_command(const options& o, const std::vector<std::string>& args) {
     return 2;
   }
   if (a.status < 200 || a.status >= 300) {
-    std::cerr << "layercachectl: " << a.status << " " << trimmed(a.body) << "\n";
+    std::cerr << "layercachectl: " << layercache::ctl::error_text(a) << "\n";
     return 1;
-  }
-  if (!output_file.empty()) {
-    std::ofstream out(output_file, std::ios::binary | std::ios::trunc);
-    out << a.body;
-    if (!out) {
-      std::cerr << "layercachectl: cannot write " << output_file << "\n";
-      return 2;
-    }
-    return 0;
   }
   std::cout << a.body;
   if (!a.body.empty() && a.body.back() != '\n') std::cout << '\n';
   return 0;
+}
+
+// preload and profile export/import (ctl_image.cpp), else admin_command; connection errors
+// are exit status 2.
+int image_or_admin_command(const options& o, const std::vector<std::string>& args) {
+  namespace ctl = layercache::ctl;
+  const bool profile = args[0] == "profile" && args.size() >= 2;
+  try {
+    if (args[0] == "preload") return ctl::preload_command(o, args);
+    if (profile && args[1] == "export") return ctl::profile_export_command(o, args);
+    if (profile && args[1] == "import" && (args.size() == 3 || args.size() == 4)) {
+      return ctl::profile_import_command(o, args);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "layercachectl: " << e.what() << "\n";
+    return 2;
+  }
+  return admin_command(o, args);
 }
 
 }  // namespace
@@ -478,6 +401,5 @@ int main(int argc, char** argv) {
 
   if (args[0] == "doctor") return doctor_command(args);
   if (args[0] == "node" && args.size() >= 2 && args[1] == "setup") return node_setup_command(args);
-
-  return admin_command(o, args);
+  return image_or_admin_command(o, args);
 }

@@ -1,6 +1,9 @@
 #include "server/admin.hpp"
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
@@ -8,6 +11,8 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
+#include <cstdio>
+#include <random>
 
 #include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
@@ -20,6 +25,7 @@
 #include "server/client_auth.hpp"
 #include "server/prefetch.hpp"
 #include "server/preload.hpp"
+#include "server/upstream_select.hpp"
 
 namespace layercache::server {
 namespace {
@@ -28,6 +34,9 @@ constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 // Request bodies: a preload request, or an imported profile (up to 65536 entries).
 constexpr std::size_t max_admin_body = std::size_t{16} * 1024 * 1024;
 constexpr std::size_t default_blob_limit = 1000;
+// Async preloads: running at once, and kept (running and ended) for GET /admin/preload/<id>.
+constexpr std::size_t max_running_preloads = 16;
+constexpr std::size_t max_preload_jobs = 64;
 
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
@@ -190,6 +199,14 @@ class admin_session final : public session_base {
     if (path == "/admin/preload") {
       if (req.method() != http::verb::post) co_return not_allowed("POST");
       co_return co_await preload_image(req.body());
+    }
+    if (path.starts_with("/admin/preload/")) {
+      if (!get) co_return not_allowed("GET");
+      co_return preload_status(path.substr(std::string_view("/admin/preload/").size()));
+    }
+    if (path == "/admin/resolve") {
+      if (!get) co_return not_allowed("GET");
+      co_return co_await resolve(*parsed);
     }
     co_return error_response(http::status::not_found, "unknown path " + path);
   }
@@ -374,6 +391,8 @@ class admin_session final : public session_base {
         http::status::ok, boost::json::object{{"purged_blobs", entries.size()}, {"bytes", bytes}});
   }
 
+  // POST /admin/preload: the answer when the preload ended; with "async": true, 202 and an
+  // id at once (the upstream chosen first: a reference no upstream takes is refused now).
   asio::awaitable<response> preload_image(const std::string& body) {
     boost::system::error_code ec;
     const boost::json::value v = boost::json::parse(body, ec);
@@ -388,34 +407,164 @@ class admin_session final : public session_base {
       return true;
     };
     std::string what = "image";
+    bool async = false;
+    if (const auto* f = obj->if_contains("async")) {
+      if (!f->is_bool()) co_return error_response(http::status::bad_request, "async is a bool");
+      async = f->as_bool();
+    }
     if (!text("reference", pr.reference) || pr.reference.empty() ||
         !text("upstream", pr.upstream) || !text("platform", pr.platform) || !text("what", what) ||
         (what != "image" && what != "start")) {
       co_return error_response(http::status::bad_request,
                                "expected {\"reference\": \"...\"} (upstream and platform are "
-                               "optional strings, what is \"image\" or \"start\")");
+                               "optional strings, what is \"image\" or \"start\", async a bool)");
     }
     pr.start = what == "start";
-    const bool pr_start = pr.start;
-    const preload_result r = co_await preload(*admin_.preloads, std::move(pr));
-    if (!r.ok) {
-      co_return error_response(static_cast<http::status>(r.status), r.error);
+    preload_services with = *admin_.preloads;
+    with.stop = &admin_.worker.draining;
+    if (async) co_return start_job(with, std::move(pr));
+    const bool start = pr.start;
+    const preload_result r = co_await preload(with, std::move(pr));
+    if (!r.ok) co_return error_response(static_cast<http::status>(r.status), r.error);
+    co_return json_response(http::status::ok, result_json(r, start));
+  }
+
+  static boost::json::object result_json(const preload_result& r, bool start) {
+    boost::json::object out{{"digest", r.digest},
+                            {"upstream", r.upstream},
+                            {"repository", r.repository},
+                            {"manifests", r.manifests}};
+    if (start) {
+      out["replays"] = r.replays;
+      out["profiles_held"] = r.profiles_held;
+    } else {
+      out["blobs"] = r.blobs;
+      out["bytes"] = r.bytes;
+      out["fetched_bytes"] = r.fetched_bytes;
     }
-    if (pr_start) {
-      co_return json_response(http::status::ok,
-                              boost::json::object{{"digest", r.digest},
-                                                  {"upstream", r.upstream},
-                                                  {"manifests", r.manifests},
-                                                  {"replays", r.replays},
-                                                  {"profiles_held", r.profiles_held}});
+    return out;
+  }
+
+  // Registers an async preload and spawns it on this worker.
+  response start_job(const preload_services& with, preload_request pr) {
+    auto chosen = select_image_upstream(admin_.cfg, pr.reference, pr.upstream);
+    if (auto* e = std::get_if<route_error>(&chosen)) {
+      return error_response(
+          static_cast<http::status>(e->status),
+          e->code == "NAME_INVALID" ? "not an image reference: " + pr.reference : e->message);
     }
-    co_return json_response(http::status::ok,
-                            boost::json::object{{"digest", r.digest},
-                                                {"upstream", r.upstream},
-                                                {"manifests", r.manifests},
-                                                {"blobs", r.blobs},
-                                                {"bytes", r.bytes},
-                                                {"fetched_bytes", r.fetched_bytes}});
+    auto& jobs = admin_.preload_jobs;
+    std::size_t running = 0;
+    for (const auto& [id, j] : jobs) running += j->result ? 0 : 1;
+    if (running >= max_running_preloads) {
+      return error_response(http::status::too_many_requests,
+                            "too many preloads running (" + std::to_string(running) + ")");
+    }
+    forget_ended_jobs();
+    auto job = std::make_shared<preload_job>();
+    job->id = new_job_id();
+    job->serial = ++admin_.preload_serial;
+    job->reference = pr.reference;
+    job->platform = pr.platform;
+    job->start = pr.start;
+    jobs.emplace(job->id, job);
+    asio::co_spawn(stream_.get_executor(), run_job(with, std::move(pr), job), asio::detached);
+    response res = json_response(
+        http::status::accepted,
+        boost::json::object{{"id", job->id},
+                            {"reference", job->reference},
+                            {"upstream", std::get<upstream_choice>(chosen).upstream->name}});
+    res.set(http::field::location, "/admin/preload/" + job->id);
+    return res;
+  }
+
+  // Keeps at most max_preload_jobs - 1 jobs, dropping the oldest ended ones.
+  void forget_ended_jobs() {
+    auto& jobs = admin_.preload_jobs;
+    while (jobs.size() >= max_preload_jobs) {
+      auto oldest = jobs.end();
+      for (auto it = jobs.begin(); it != jobs.end(); ++it) {
+        if (it->second->result &&
+            (oldest == jobs.end() || it->second->serial < oldest->second->serial)) {
+          oldest = it;
+        }
+      }
+      if (oldest == jobs.end()) return;
+      jobs.erase(oldest);
+    }
+  }
+
+  static std::string new_job_id() {
+    std::random_device random;
+    const std::uint64_t n = (std::uint64_t{random()} << 32) | random();
+    std::array<char, 17> text{};
+    (void)std::snprintf(text.data(), text.size(), "%016llx", static_cast<unsigned long long>(n));
+    return text.data();
+  }
+
+  // Owns what it uses (a copy of the services' references, the job): the session that
+  // started it may be gone.
+  static asio::awaitable<void> run_job(preload_services with, preload_request pr,
+                                       std::shared_ptr<preload_job> job) {
+    job->result = co_await preload(with, std::move(pr), &job->progress);
+  }
+
+  // GET /admin/preload/<id>
+  response preload_status(std::string_view id) const {
+    const auto it = admin_.preload_jobs.find(std::string(id));
+    if (it == admin_.preload_jobs.end()) {
+      return error_response(http::status::not_found, "no preload " + std::string(id) +
+                                                         " (ended ones are kept a while only)");
+    }
+    const preload_job& job = *it->second;
+    const auto& p = job.progress;
+    boost::json::object out;
+    if (job.result) out = result_json(*job.result, job.start);
+    out["id"] = job.id;
+    out["reference"] = job.reference;
+    out["platform"] = job.platform;
+    out["state"] = !job.result ? "running" : job.result->ok ? "done" : "failed";
+    out["manifests"] = p.manifests;
+    out["listed"] = p.listed;
+    out["blobs_total"] = p.blobs_total;
+    out["bytes_total"] = p.bytes_total;
+    out["blobs"] = p.blobs;
+    out["bytes"] = p.bytes;
+    if (job.result && !job.result->ok) {
+      out["status"] = job.result->status;
+      out["error"] = job.result->error;
+    }
+    return json_response(http::status::ok, out);
+  }
+
+  // GET /admin/resolve?reference=...[&upstream=...][&platform=...]
+  asio::awaitable<response> resolve(const boost::urls::url_view& url) {
+    preload_request pr;
+    const auto param = [&url](std::string_view key, std::string& out) {
+      if (auto it = url.params().find(key); it != url.params().end()) out = (*it).value;
+    };
+    param("reference", pr.reference);
+    param("upstream", pr.upstream);
+    param("platform", pr.platform);
+    if (pr.reference.empty()) {
+      co_return error_response(http::status::bad_request, "expected ?reference=IMAGE");
+    }
+    const auto r = co_await resolve_image(*admin_.preloads, pr);
+    if (!r.failure.ok) {
+      co_return error_response(static_cast<http::status>(r.failure.status), r.failure.error);
+    }
+    if (r.images.size() != 1) {
+      co_return error_response(http::status::bad_request, "platform " + pr.platform + " names " +
+                                                              std::to_string(r.images.size()) +
+                                                              " manifests of " + pr.reference +
+                                                              "; name one (os/arch[/variant])");
+    }
+    const auto& image = r.images.front();
+    boost::json::object out{{"reference", pr.reference},          {"upstream", r.failure.upstream},
+                            {"repository", r.failure.repository}, {"platform", pr.platform},
+                            {"digest", image.digest.str()},       {"media_type", image.media_type}};
+    if (r.failure.digest != image.digest.str()) out["index"] = r.failure.digest;
+    co_return json_response(http::status::ok, out);
   }
 
   beast::tcp_stream& stream_;

@@ -8,7 +8,14 @@
 //   GET    /admin/blobs[?limit=N]   cached blobs, most recently used first (JSON)
 //   DELETE /admin/blobs/<digest>    purge one blob's chunks
 //   DELETE /admin/blobs             purge every blob's chunks
-//   POST   /admin/preload           {"reference": "...", "upstream"?: "...", "platform"?: "..."}
+//   POST   /admin/preload           {"reference": "...", "upstream"?: "...", "platform"?: "...",
+//                                     "what"?: "image"|"start", "async"?: bool}: the answer
+//                                     when it ended; async: 202 {"id": ...} at once (Location)
+//   GET    /admin/preload/<id>      an async preload: state (running, done, failed), manifests,
+//                                   blobs, blobs_total, bytes, bytes_total; then the result
+//   GET    /admin/resolve?reference=...[&upstream=...][&platform=...]
+//                                   the image manifest a reference names for a platform
+//                                   (digest, media_type; index: the index it came from)
 //   GET    /admin/profiles          access profiles: manifest, runs, entries, bytes (JSON)
 //   GET    /admin/profiles/<digest> export one profile (cache/profile.hpp's JSON document)
 //   PUT    /admin/profiles/<digest> import one (replaces any; must name that manifest)
@@ -25,7 +32,10 @@
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <map>
+#include <memory>
 #include <optional>
+#include <string>
 
 #include "asio/names.hpp"
 #include "server/preload.hpp"
@@ -41,6 +51,18 @@ class blocking_pool;
 
 namespace layercache::server {
 
+// A preload started with "async": true, polled by id (GET /admin/preload/<id>). Shared by the
+// handler that reports it and the coroutine that runs it; both on worker 0.
+struct preload_job {
+  std::string id;
+  std::uint64_t serial = 0;  // creation order: the oldest ended jobs are forgotten first
+  std::string reference;
+  std::string platform;
+  bool start = false;
+  preload_progress progress;
+  std::optional<preload_result> result;  // once it ended
+};
+
 struct admin_context {
   const config::config& cfg;
   metrics::registry& metrics;
@@ -53,6 +75,9 @@ struct admin_context {
   const std::atomic<bool>& ready;
   std::uint16_t port = 0;  // the bound port (admin.port may be 0)
   std::uint64_t open = 0;  // connections open now (worker 0 only)
+  // Async preloads by id, running and ended (worker 0 only; at most max_preload_jobs).
+  std::map<std::string, std::shared_ptr<preload_job>> preload_jobs;
+  std::uint64_t preload_serial = 0;
 };
 
 // Serves one operations connection; the caller counted it in `admin.open`, which this

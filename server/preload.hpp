@@ -13,7 +13,12 @@
 #include <vector>
 
 #include "asio/names.hpp"
+#include "oci/manifest.hpp"
 #include "server/services.hpp"
+
+namespace layercache::registry {
+class upstream_client;
+}  // namespace layercache::registry
 
 namespace layercache::content {
 class blob_source;
@@ -33,13 +38,29 @@ struct preload_services {
   content::blob_source& blobs;
   content::manifest_cache& manifests;
   prefetcher* prefetch = nullptr;  // null: prefetch is off (a start preload is refused)
+  // Read between blobs (on the preload's worker): true ends the preload, failed (503). The
+  // worker's `draining`, so a shutdown does not wait for a long preload's every blob.
+  const bool* stop = nullptr;
 };
 
 struct preload_request {
-  std::string reference;  // "[registry/]repository[:tag][@digest]"
-  std::string upstream;   // configured upstream name; empty: chosen by the reference's registry
+  // "[registry/]repository[:tag][@digest]"; a short name ("team/app:v1", "alpine") goes to
+  // the default upstream, as a client's request for it through layercache would
+  // (select_image_upstream).
+  std::string reference;
+  std::string upstream;  // configured upstream name (or alias, host); empty: by the reference
   std::string platform = "linux/amd64";  // "os/arch[/variant]" for an index, or "all"
   bool start = false;  // what a start reads (profile replays), not every blob whole
+};
+
+// How far a preload is, updated as it runs (on its worker; readers on the same worker).
+struct preload_progress {
+  std::uint64_t manifests = 0;    // fetched and stored
+  bool listed = false;            // every manifest read: the totals below are known
+  std::uint64_t blobs_total = 0;  // blobs the platform manifests list (a shared one once)
+  std::uint64_t bytes_total = 0;  // their sizes, as listed
+  std::uint64_t blobs = 0;        // read whole and verified, or found verified
+  std::uint64_t bytes = 0;        // blob bytes read, the blob being read included
 };
 
 struct preload_result {
@@ -47,7 +68,8 @@ struct preload_result {
   unsigned status = 200;  // HTTP status for the admin API when !ok (400, 403, 404, 502, ...)
   std::string error;      // why not ok
   std::string upstream;
-  std::string digest;  // the manifest (or index) the reference resolved to
+  std::string repository;  // the name at the upstream
+  std::string digest;      // the manifest (or index) the reference resolved to
   std::uint64_t manifests = 0;
   std::uint64_t blobs = 0;
   std::uint64_t bytes = 0;          // blob bytes read
@@ -58,8 +80,32 @@ struct preload_result {
   std::uint64_t profiles_held = 0;
 };
 
-// Runs on the calling worker, the one whose upstream clients `with` holds.
-boost::asio::awaitable<preload_result> preload(const preload_services& with, preload_request req);
+// Runs on the calling worker, the one whose upstream clients `with` holds. `progress`, when
+// not null, is updated as the preload goes and must outlive it.
+boost::asio::awaitable<preload_result> preload(const preload_services& with, preload_request req,
+                                               preload_progress* progress = nullptr);
+
+// An image manifest a reference resolved to for a platform: as fetched, and as parsed once.
+struct resolved_manifest {
+  oci::digest digest;
+  std::string media_type;
+  std::string bytes;
+  oci::manifest parsed;
+};
+
+// What a reference names for a platform: the manifest (or index) it resolves to and the image
+// manifests chosen from it (the reference's own, or the index entries matching the
+// platform; indexes nested at most twice). Every manifest fetched is stored in the manifest
+// cache (a tag gets its record), as a pull would store it; one already stored by digest is
+// not asked for again. On failure `images` is empty and `failure` (status, error) says why.
+struct resolved_image {
+  preload_result failure;  // ok, upstream, repository, digest, manifests: as far as it came
+  registry::upstream_client* client = nullptr;
+  std::vector<resolved_manifest> images;
+};
+boost::asio::awaitable<resolved_image> resolve_image(const preload_services& with,
+                                                     const preload_request& req,
+                                                     preload_progress* progress = nullptr);
 
 // True when `platform` ("os/arch[/variant]") matches the index entry's platform fields.
 [[nodiscard]] bool platform_matches(std::string_view platform, const std::string& os,

@@ -1,5 +1,8 @@
 // layercachectl against a running layercache: stats, preload, blobs, purge, and a profile's
 // round trip (import from a file, list, export, delete), with and without the admin token;
+// preload as an operator writes it (short names to the default upstream, --upstream,
+// --platform, progress, --timeout as the longest wait without progress; prefetch.preload
+// alike) and profile export by image reference;
 // `doctor` on a node's runtime files, and on a lazy node's (containerd's stargz proxy plugin,
 // layercache-stargz's socket and flags, /dev/fuse).
 #include <fcntl.h>
@@ -7,6 +10,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <array>
@@ -19,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/fault_upstream.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/image.hpp"
 #include "tests/support/layercache_instance.hpp"
@@ -93,6 +98,27 @@ class fake_grpc_socket {
   std::thread thread_;
 };
 
+// The last non-empty line of `text` (a command's stdout after its progress on stderr).
+std::string last_line(const std::string& text) {
+  std::string t = text;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  const auto nl = t.rfind('\n');
+  return nl == std::string::npos ? t : t.substr(nl + 1);
+}
+
+// The lines of `text`.
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    auto nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    out.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return out;
+}
+
 class CtlTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -129,7 +155,7 @@ TEST_F(CtlTest, StatsPreloadBlobsPurgeAndAProfileRoundTrip) {
   const std::string host = upstream_.url().substr(upstream_.url().find("://") + 3);
   const auto preload = ctl(p, {"preload", host + "/ctl/app:v1"});
   ASSERT_EQ(preload.exit_code, 0) << preload.output;
-  EXPECT_EQ(boost::json::parse(preload.output).at("blobs").to_number<int>(), 3);
+  EXPECT_EQ(boost::json::parse(last_line(preload.output)).at("blobs").to_number<int>(), 3);
   const auto blobs = ctl(p, {"blobs"});
   ASSERT_EQ(blobs.exit_code, 0) << blobs.output;
   EXPECT_EQ(boost::json::parse(blobs.output).at("total").to_number<int>(), 3);
@@ -171,6 +197,158 @@ TEST_F(CtlTest, StatsPreloadBlobsPurgeAndAProfileRoundTrip) {
   EXPECT_EQ(foreign.exit_code, 1) << "a profile was stored under another manifest";
   EXPECT_EQ(ctl(p, {"profile", "delete", manifest}).exit_code, 0);
   EXPECT_EQ(ctl(p, {"profile", "export", manifest}).exit_code, 1);
+}
+
+// Preload as an operator writes it: a short name goes to the (non-Hub) default upstream,
+// --upstream to another, --platform picks an index's manifest (default: this host's), the
+// progress on stderr ends with the totals; profile export by tag is export by digest.
+TEST_F(CtlTest, PreloadShortNamesUpstreamsPlatformsProgressAndProfileExportByImage) {
+  const auto arm = make_image(image_format::oci, {300 * std::size_t{1024}}, 32, "arm64");
+  registry_pusher pusher(upstream_.url());
+  pusher.push_image("ctl/app", "arm-only", arm);
+  const auto index = make_index(image_format::oci, {{img_.get(), "amd64"}, {&arm, "arm64"}});
+  pusher.push_manifest("ctl/app", "multi", index);
+  pusher.push_image("solo", "v1", arm);  // one component: no "library/" at a non-Hub upstream
+  registry_process other;
+  const auto team = make_image(image_format::oci, {50 * std::size_t{1024}}, 33);
+  registry_pusher(other.url()).push_image("team/app", "v2", team);
+  layercache_instance p("prefetch:\n  eager_layers: never\nupstreams:\n" +
+                        upstream_yaml("up", upstream_.url(), true) +
+                        upstream_yaml("other", other.url(), false));
+
+  const auto v1 = ctl(p, {"preload", "ctl/app:v1"});
+  ASSERT_EQ(v1.exit_code, 0) << v1.output;
+  const auto result = boost::json::parse(last_line(v1.output)).as_object();
+  EXPECT_EQ(result.at("upstream").as_string(), "up");
+  EXPECT_EQ(result.at("state").as_string(), "done");
+  const std::uint64_t total =
+      img_->config.data.size() + img_->layers[0].data.size() + img_->layers[1].data.size();
+  const auto lines = lines_of(v1.output);
+  ASSERT_GE(lines.size(), 2u) << v1.output;
+  const std::string totals = "preload ctl/app:v1: 3/3 blobs, " + std::to_string(total) + "/" +
+                             std::to_string(total) + " bytes";
+  EXPECT_TRUE(lines[lines.size() - 2].starts_with(totals)) << v1.output;
+  EXPECT_NE(lines[lines.size() - 2].find("done"), std::string::npos) << v1.output;
+  const auto solo = ctl(p, {"preload", "solo:v1"});
+  EXPECT_EQ(solo.exit_code, 0) << solo.output;
+
+  // --upstream: the short name at the other upstream; not at the default one.
+  const auto by_name = ctl(p, {"preload", "--upstream", "other", "team/app:v2"});
+  ASSERT_EQ(by_name.exit_code, 0) << by_name.output;
+  EXPECT_EQ(boost::json::parse(last_line(by_name.output)).at("blobs").to_number<int>(), 2);
+  const auto prefixed = ctl(p, {"preload", "other/team/app:v2"});  // as a client's path
+  EXPECT_EQ(prefixed.exit_code, 0) << prefixed.output;
+  const auto unknown_tag = ctl(p, {"preload", "team/app:v2"});
+  EXPECT_EQ(unknown_tag.exit_code, 1) << unknown_tag.output;
+  EXPECT_NE(unknown_tag.output.find("up: team/app:v2: no such manifest"), std::string::npos)
+      << unknown_tag.output;
+  const auto unknown_upstream = ctl(p, {"preload", "--upstream", "nope", "ctl/app:v1"});
+  EXPECT_EQ(unknown_upstream.exit_code, 1);
+  EXPECT_NE(unknown_upstream.output.find("no upstream is named nope (configured: up, other)"),
+            std::string::npos)
+      << unknown_upstream.output;
+
+  // --platform, the old positional platform, and the host's by default.
+  const auto on_arm = ctl(p, {"preload", "--platform", "linux/arm64", "ctl/app:multi"});
+  ASSERT_EQ(on_arm.exit_code, 0) << on_arm.output;
+  const auto arm_result = boost::json::parse(last_line(on_arm.output)).as_object();
+  EXPECT_EQ(arm_result.at("digest").as_string(), index.digest.str());
+  EXPECT_EQ(arm_result.at("blobs").to_number<int>(), 2);
+  EXPECT_EQ(arm_result.at("bytes").to_number<std::uint64_t>(),
+            arm.config.data.size() + arm.layers[0].data.size());
+  const auto positional = ctl(p, {"preload", "ctl/app:multi", "linux/arm64"});
+  EXPECT_EQ(positional.exit_code, 0) << positional.output;
+  const auto s390 = ctl(p, {"preload", "ctl/app:multi", "--platform", "linux/s390x"});
+  EXPECT_EQ(s390.exit_code, 1);
+  EXPECT_NE(s390.output.find("no manifest for platform linux/s390x (it has linux/amd64, "
+                             "linux/arm64)"),
+            std::string::npos)
+      << s390.output;
+  utsname host{};
+  ASSERT_EQ(::uname(&host), 0);
+  const std::string machine = host.machine;
+  if (machine == "x86_64" || machine == "aarch64") {
+    const auto native = ctl(p, {"preload", "ctl/app:multi"});
+    ASSERT_EQ(native.exit_code, 0) << native.output;
+    EXPECT_EQ(boost::json::parse(last_line(native.output)).at("blobs").to_number<int>(),
+              machine == "x86_64" ? 3 : 2);
+  }
+
+  // A profile of the arm64 manifest, imported by its own "manifest" field, exported by tag.
+  const std::string arm_digest = arm.manifest.digest.str();
+  write_file(dir_.path() / "arm.json",
+             "{\"version\":1,\"manifest\":\"" + arm_digest + "\",\"runs\":1,\"entries\":[{" +
+                 "\"blob\":\"" + arm.layers[0].digest.str() +
+                 "\",\"offset\":0,\"length\":512,\"seen\":1,\"at_ms\":3}]}");
+  const auto imported = ctl(p, {"profile", "import", (dir_.path() / "arm.json").string()});
+  ASSERT_EQ(imported.exit_code, 0) << imported.output;
+  const auto by_digest = ctl(p, {"profile", "export", arm_digest});
+  ASSERT_EQ(by_digest.exit_code, 0) << by_digest.output;
+  const auto by_tag = ctl(p, {"profile", "export", "--platform", "linux/arm64", "ctl/app:multi"});
+  ASSERT_EQ(by_tag.exit_code, 0) << by_tag.output;
+  EXPECT_EQ(by_tag.output, by_digest.output);
+  const auto to_file = dir_.path() / "exported.json";
+  ASSERT_EQ(ctl(p, {"profile", "export", "ctl/app:arm-only", to_file.string()}).exit_code, 0);
+  EXPECT_EQ(read_file(to_file), by_digest.output);
+  const auto none = ctl(p, {"profile", "export", "ctl/app:v1"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.output.find("ctl/app:v1 (" + img_->manifest.digest.str() +
+                             "): " + img_->manifest.digest.str() + " has no profile (HTTP 404)"),
+            std::string::npos)
+      << none.output;
+  const auto gone = ctl(p, {"profile", "export", "ctl/app:nope"});
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_NE(gone.output.find("no such manifest"), std::string::npos) << gone.output;
+  const auto every = ctl(p, {"profile", "export", "--platform", "all", "ctl/app:multi"});
+  EXPECT_EQ(every.exit_code, 1);
+  EXPECT_NE(every.output.find("name one"), std::string::npos) << every.output;
+}
+
+// prefetch.preload resolves its references as layercachectl preload does: a short name at a
+// non-Hub default upstream is warmed at start-up (it went to docker.io, refused, before).
+TEST_F(CtlTest, ThePreloadListTakesShortNamesToTheDefaultUpstream) {
+  layercache_instance p(
+      "prefetch:\n  eager_layers: never\n  preload:\n    - ctl/app:v1\n"
+      "upstreams:\n" +
+      upstream_yaml("up", upstream_.url(), true));
+  int total = 0;
+  for (int polls = 0; polls < 600 && total < 3; ++polls) {
+    const auto blobs = ctl(p, {"blobs"});
+    ASSERT_EQ(blobs.exit_code, 0) << blobs.output;
+    total = boost::json::parse(blobs.output).at("total").to_number<int>();
+    if (total < 3) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(total, 3) << "the preload list did not warm ctl/app:v1";
+}
+
+// --timeout is how long a preload may go without progress: a throttled one that keeps
+// moving outlasts it; a stalled one ends with exit status 1 and says where it goes on.
+TEST_F(CtlTest, APreloadEndsOnlyWhenItStalls) {
+  const auto img = make_image(image_format::oci, {1536 * std::size_t{1024}}, 34);
+  std::unique_ptr<layercache_instance> proxy;
+  fault_upstream upstream;  // destroyed first: its stalls end before the proxy stops
+  upstream.add_blob(img.config.data);
+  upstream.add_blob(img.layers[0].data);
+  upstream.add_manifest("v1", img.manifest.media_type, img.manifest.data);
+  proxy = std::make_unique<layercache_instance>(
+      "prefetch:\n  eager_layers: never\nupstreams:\n" +
+      upstream_yaml("up", upstream.url(), true,
+                    "    timeouts:\n      read: 60s\n    retry:\n      attempts: 1\n"));
+
+  // About 3 s at 512 KiB/s: always moving, so a 2 s --timeout never cuts it off.
+  upstream.plan(request_kind::blob_get, fault::throttle(512 * 1024), 100);
+  const auto moving = ctl(*proxy, {"--timeout", "2", "preload", "app:v1"});
+  EXPECT_EQ(moving.exit_code, 0) << moving.output;
+  upstream.clear_plans();
+
+  ASSERT_EQ(ctl(*proxy, {"purge", "--all"}).exit_code, 0);
+  upstream.plan(request_kind::blob_get, fault::stall_after(64 * 1024), 100);
+  const auto stalled = ctl(*proxy, {"--timeout", "1", "preload", "app:v1"});
+  EXPECT_EQ(stalled.exit_code, 1) << stalled.output;
+  EXPECT_NE(stalled.output.find("made no progress for 1 s (--timeout); layercached goes on "
+                                "with it: GET /admin/preload/"),
+            std::string::npos)
+      << stalled.output;
 }
 
 TEST_F(CtlTest, AdminTokenFromAFile) {

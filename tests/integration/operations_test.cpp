@@ -1,8 +1,11 @@
 // The operations listener against a real docker-registry upstream: /metrics after a known
-// sequence of requests, health, and the admin API (stats, list, purge, preload, token).
+// sequence of requests, health, and the admin API (stats, list, purge, preload — async with
+// its progress —, resolve, token).
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <chrono>
+#include <thread>
 
 #include "tests/support/exposition.hpp"
 #include "tests/support/http_client.hpp"
@@ -259,6 +262,78 @@ TEST_F(OperationsTest, PreloadErrorsAreClear) {
       post(R"({"reference": "ops/app:v1", "upstream": "up", "platform": "linux/s390x"})");
   EXPECT_EQ(platform.status, 200u) << platform.body;  // not an index: the platform is moot
   EXPECT_EQ(client_.get(admin("/admin/preload")).status, 405u);
+}
+
+// POST /admin/preload with "async": 202 and an id at once; GET /admin/preload/<id> reports
+// its progress until it ended with the totals. GET /admin/resolve names a platform's manifest.
+TEST_F(OperationsTest, AsyncPreloadReportsProgressAndResolveNamesThePlatformsManifest) {
+  const auto arm = make_image(image_format::oci, {700 * KiB}, 77, "arm64");
+  registry_pusher pusher(upstream_->url());
+  pusher.push_image("ops/app", "arm-only", arm);
+  const auto index = make_index(image_format::oci, {{img_.get(), "amd64"}, {&arm, "arm64"}});
+  pusher.push_manifest("ops/app", "multi", index);
+  start_proxy();
+
+  const auto started = client_.request("POST", admin("/admin/preload"), kJson,
+                                       R"({"reference": "ops/app:v1", "async": true})");
+  ASSERT_EQ(started.status, 202u) << started.body;
+  const std::string id = text(json_of(started).at("id"));
+  EXPECT_EQ(started.header("Location"), "/admin/preload/" + id);
+  EXPECT_EQ(json_of(started).at("upstream"), "up");  // a short name: the default upstream
+  boost::json::object status;
+  for (int polls = 0; polls < 600; ++polls) {
+    const auto r = client_.get(admin("/admin/preload/" + id));
+    ASSERT_EQ(r.status, 200u) << r.body;
+    status = json_of(r);
+    if (status.at("state") != "running") break;
+    const auto bytes = status.at("bytes").to_number<std::uint64_t>();
+    if (status.at("listed").as_bool()) {
+      EXPECT_LE(bytes, status.at("bytes_total").to_number<std::uint64_t>());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(status.at("state"), "done") << boost::json::serialize(status);
+  const std::uint64_t total =
+      img_->config.data.size() + img_->layers[0].data.size() + img_->layers[1].data.size();
+  EXPECT_EQ(status.at("blobs"), 3);
+  EXPECT_EQ(status.at("blobs_total"), 3);
+  EXPECT_EQ(status.at("bytes").to_number<std::uint64_t>(), total);
+  EXPECT_EQ(status.at("bytes_total").to_number<std::uint64_t>(), total);
+  EXPECT_EQ(text(status.at("digest")), img_->manifest.digest.str());
+  EXPECT_EQ(client_.get(admin("/admin/preload/0123456789abcdef")).status, 404u);
+
+  // A failure is the job's state, with the status the synchronous answer would have had.
+  const auto bad = client_.request("POST", admin("/admin/preload"), kJson,
+                                   R"({"reference": "ops/app:nope", "async": true})");
+  ASSERT_EQ(bad.status, 202u) << bad.body;
+  const std::string bad_id = text(json_of(bad).at("id"));
+  for (int polls = 0; polls < 600; ++polls) {
+    status = json_of(client_.get(admin("/admin/preload/" + bad_id)));
+    if (status.at("state") != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(status.at("state"), "failed");
+  EXPECT_EQ(status.at("status"), 404);
+  EXPECT_NE(text(status.at("error")).find("nope"), std::string::npos);
+  // An upstream no one configured is refused before any job starts.
+  EXPECT_EQ(client_
+                .request("POST", admin("/admin/preload"), kJson,
+                         R"({"reference": "quay.io/x/y", "async": true})")
+                .status,
+            403u);
+
+  const auto resolved =
+      client_.get(admin("/admin/resolve?reference=ops/app:multi&platform=linux/arm64"));
+  ASSERT_EQ(resolved.status, 200u) << resolved.body;
+  EXPECT_EQ(text(json_of(resolved).at("digest")), arm.manifest.digest.str());
+  EXPECT_EQ(text(json_of(resolved).at("index")), index.digest.str());
+  EXPECT_EQ(client_.get(admin("/admin/resolve?reference=ops/app:multi&platform=all")).status, 400u);
+  EXPECT_EQ(client_.get(admin("/admin/resolve?reference=ops/app:nope")).status, 404u);
+  EXPECT_EQ(client_.get(admin("/admin/resolve")).status, 400u);
+  const auto single = client_.get(admin("/admin/resolve?reference=ops/app%3Av1&upstream=up"));
+  ASSERT_EQ(single.status, 200u) << single.body;
+  EXPECT_EQ(text(json_of(single).at("digest")), img_->manifest.digest.str());
+  EXPECT_FALSE(json_of(single).contains("index"));
 }
 
 TEST_F(OperationsTest, AdminTokenGuardsTheAdminApiButNotMetrics) {

@@ -94,3 +94,82 @@ TEST(Select, NoDefaultIsNameUnknown) {
 
 }  // namespace
 }  // namespace layercache::server
+
+namespace layercache::server {
+namespace {
+
+// An image reference as an operator writes it, resolved as a client's request for it would be.
+struct image_case {
+  std::string reference;
+  std::string upstream;  // --upstream
+  bool hub_default = true;
+  std::string expected_upstream;  // "" for an error
+  std::string repository;         // or the error code
+  unsigned status = 0;
+};
+
+class SelectImage : public ::testing::TestWithParam<image_case> {};
+
+TEST_P(SelectImage, GoesWhereAClientsRequestWould) {
+  const auto& c = GetParam();
+  auto cfg = make_config(c.hub_default);
+  if (!c.hub_default) cfg.upstreams[2].is_default = true;  // "local" (127.0.0.1:5001)
+  const auto result = select_image_upstream(cfg, c.reference, c.upstream);
+  if (c.expected_upstream.empty()) {
+    ASSERT_TRUE(std::holds_alternative<route_error>(result)) << c.reference;
+    EXPECT_EQ(std::get<route_error>(result).code, c.repository);
+    EXPECT_EQ(std::get<route_error>(result).status, c.status);
+    return;
+  }
+  ASSERT_TRUE(std::holds_alternative<upstream_choice>(result))
+      << c.reference << ": " << std::get<route_error>(result).message;
+  EXPECT_EQ(std::get<upstream_choice>(result).upstream->name, c.expected_upstream);
+  EXPECT_EQ(std::get<upstream_choice>(result).repository, c.repository);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    References, SelectImage,
+    ::testing::Values(
+        // Short names go to the default upstream; "library/" only when that is Docker Hub.
+        image_case{"alpine", "", true, "docker.io", "library/alpine"},
+        image_case{"alpine:3.19", "", true, "docker.io", "library/alpine"},
+        image_case{"team/app:v1", "", true, "docker.io", "team/app"},
+        image_case{"alpine", "", false, "local", "alpine"},
+        image_case{"team/app:v1", "", false, "local", "team/app"},
+        image_case{"library/alpine", "", false, "local", "library/alpine"},
+        image_case{"team/app@sha256:" + std::string(64, 'a'), "", false, "local", "team/app"},
+        // A first component naming a non-default upstream selects it, prefix stripped.
+        image_case{"europe-docker.pkg.dev/p/r/img:1", "", false, "europe-docker.pkg.dev",
+                   "p/r/img"},
+        image_case{"docker.io/alpine", "", false, "docker.io", "library/alpine"},
+        image_case{"index.docker.io/team/app", "", false, "docker.io", "team/app"},
+        image_case{"127.0.0.1:5001/team/app:v1", "", true, "local", "team/app"},
+        // --upstream by name, alias or host; "library/" only for Hub.
+        image_case{"alpine", "docker.io", false, "docker.io", "library/alpine"},
+        image_case{"alpine", "local", true, "local", "alpine"},
+        image_case{"team/app", "127.0.0.1:5001", true, "local", "team/app"},
+        // Errors: an unknown --upstream, a registry not configured, no reference at all.
+        image_case{"alpine", "nope", true, "", "NAME_UNKNOWN", 400},
+        image_case{"quay.io/x/y", "", true, "", "DENIED", 403},
+        image_case{"UPPER/case", "", true, "", "NAME_INVALID", 400}));
+
+TEST(SelectImageUpstream, UnknownUpstreamNamesTheConfiguredOnes) {
+  const auto result = select_image_upstream(make_config(true), "alpine", "nope");
+  ASSERT_TRUE(std::holds_alternative<route_error>(result));
+  EXPECT_EQ(std::get<route_error>(result).message,
+            "no upstream is named nope (configured: docker.io, europe-docker.pkg.dev, local)");
+}
+
+TEST(SelectImageUpstream, DockerHubByNameAliasOrHost) {
+  config::upstream u;
+  u.name = "hub";
+  u.host = "registry-1.docker.io";
+  EXPECT_TRUE(is_docker_hub(u));
+  u.host = "mirror.gcr.io";
+  EXPECT_FALSE(is_docker_hub(u));
+  u.aliases = {"docker.io"};
+  EXPECT_TRUE(is_docker_hub(u));
+}
+
+}  // namespace
+}  // namespace layercache::server

@@ -203,7 +203,7 @@ rocksdb::ColumnFamilyOptions chunk_family(const std::shared_ptr<rocksdb::Cache>&
   // fast as it receives): 32 MiB each; with 64 MiB compare.sh's herd peaked at 158-160 MiB
   // resident against 135, with no faster cold pulls and about the same write amplification
   // (docs/benchmarks.md).
-  o.write_buffer_size = 16 << 20;
+  o.write_buffer_size = 32 << 20;
   o.max_write_buffer_number = 3;
   o.target_file_size_base = 256 << 20;
   o.max_bytes_for_level_base = 1 << 30;

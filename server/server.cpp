@@ -321,15 +321,16 @@ struct server::impl {
     }
   }
 
-  // Four times a second, the allocator's free pages go back to the kernel (malloc_trim, on the
+  // Once a second, the allocator's free pages go back to the kernel (malloc_trim, on the
   // blocking pool). glibc returns only the free top of each arena by itself; a flushed memtable
-  // (32 MiB), the buffers of finished fills and the chunks readers let go stay resident in
-  // the middle of them: 40-50 MiB of a herd's peak beyond the caches. A call takes ~0.1-1.5 ms
-  // (tens when a flush has just freed a memtable), the pages it returns are faulted in again
-  // when reused (docs/benchmarks.md, 2026-12-07).
+  // (32 MiB), the buffers of finished fills and the chunks readers let go stay resident in the
+  // middle of them, 40-50 MiB of a herd's peak. A call takes 0.1-1.5 ms (tens when a flush
+  // has just freed a memtable), and what it returns is faulted in again when reused: four
+  // calls a second made cold ranges up to 15 % slower, once a second is within the runs'
+  // spread (docs/benchmarks.md, 2026-12-07: memory with 100 streams).
   asio::awaitable<void> trim_loop() {
     while (trim_timer && !workers.front()->context.draining) {
-      trim_timer->expires_after(std::chrono::milliseconds(250));
+      trim_timer->expires_after(std::chrono::seconds(1));
       auto [ec] = co_await trim_timer->async_wait(use_nothrow);
       if (ec) co_return;  // cancelled: draining
       (void)co_await blocking->run([] { return ::malloc_trim(0); });

@@ -1,6 +1,5 @@
 #include "server/server.hpp"
 
-#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -226,7 +225,6 @@ struct server::impl {
   std::vector<std::unique_ptr<worker>> workers;
   // On worker 0 (declared after the workers: destroyed before their io_contexts).
   std::optional<asio::steady_timer> save_timer;  // saves closed recording windows
-  std::optional<asio::steady_timer> trim_timer;  // gives free heap pages back (cache on)
   std::vector<std::uint16_t> bound_ports;
   std::atomic<bool> ready{false};
   std::unique_ptr<admin_context> admin;
@@ -321,22 +319,6 @@ struct server::impl {
     }
   }
 
-  // Once a second, the allocator's free pages go back to the kernel (malloc_trim, on the
-  // blocking pool). glibc returns only the free top of each arena by itself; a flushed memtable
-  // (32 MiB), the buffers of finished fills and the chunks readers let go stay resident in the
-  // middle of them, 40-50 MiB of a herd's peak. A call takes 0.1-1.5 ms (tens when a flush
-  // has just freed a memtable), and what it returns is faulted in again when reused: four
-  // calls a second made cold ranges up to 15 % slower, once a second is within the runs'
-  // spread (docs/benchmarks.md, 2026-12-07: memory with 100 streams).
-  asio::awaitable<void> trim_loop() {
-    while (trim_timer && !workers.front()->context.draining) {
-      trim_timer->expires_after(std::chrono::seconds(1));
-      auto [ec] = co_await trim_timer->async_wait(use_nothrow);
-      if (ec) co_return;  // cancelled: draining
-      (void)co_await blocking->run([] { return ::malloc_trim(0); });
-    }
-  }
-
   // prefetch.publish: each profile just saved goes to its manifest's upstream (worker 0's
   // client), as an OCI artifact next to the image.
   asio::awaitable<void> publish(const std::vector<saved_profile>& saved) {
@@ -384,7 +366,6 @@ struct server::impl {
       admin_acceptor->close(ec);
     }
     if (&w == workers.front().get() && save_timer) save_timer->cancel();
-    if (&w == workers.front().get() && trim_timer) trim_timer->cancel();
     for (auto& [a, tls] : w.acceptors) {
       boost::system::error_code ec;
       a.close(ec);
@@ -569,10 +550,6 @@ void server::start() {
   m.make_workers(threads);
   for (std::size_t li = 0; li < m.cfg.server.listen.size(); ++li) m.bind_listener(li);
   if (m.cfg.admin.enabled) m.open_admin();
-  if (m.blocking) {  // before the workers run: drain() reads trim_timer on worker 0
-    m.trim_timer.emplace(m.workers.front()->io);
-    asio::co_spawn(m.workers.front()->io, m.trim_loop(), asio::detached);
-  }
   m.run_workers();
   m.ready = true;
   if (m.prefetch) m.start_prefetch_tasks();
@@ -776,7 +753,6 @@ void server::stop() {
   for (auto& w : m.workers) {
     if (w->thread.joinable()) w->thread.join();
   }
-  m.trim_timer.reset();
   if (m.prefetch) {
     m.save_timer.reset();
     const auto saved = m.prefetch->save_closed_now(true);

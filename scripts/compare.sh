@@ -31,7 +31,9 @@
 # there is one — as Artifact Registry, Docker Hub and ECR do; the upstream's requests and bytes
 # are then the registry's and the storage host's together; the nginx backend is left out by
 # default, as its slice cache does not follow redirects), COMPARE_STORAGE_RANGES (with
-# redirect: 1 = the storage host answers several ranges with the whole blob, as GCS and S3).
+# redirect: 1 = the storage host answers several ranges with the whole blob, as GCS and S3),
+# COMPARE_SCENARIOS ("pulls cold_ranges herd": pulls = cold pull, warm pull and warm ranges;
+# e.g. "herd" alone, with COMPARE_LAYERS=64MiB, for the memory of HERD streams).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -51,6 +53,7 @@ else
   BACKENDS=${COMPARE_BACKENDS:-direct layercache nginx registry-proxy}
 fi
 MAX_SECONDS=${COMPARE_MAX_SECONDS:-120}
+SCENARIOS=${COMPARE_SCENARIOS:-pulls cold_ranges herd}
 RTT_MS=${THROTTLE_RTT_MS:-}
 BW=${THROTTLE_BW:-}
 
@@ -253,14 +256,18 @@ herd() {
     idle=$(awk '/^VmRSS/ { print $2 }' "/proc/$BACKEND_PID/status")
     (
       for _ in $(seq 3000); do
-        rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$BACKEND_PID/status" 2> /dev/null) || break
+        rss=$(awk '/^(VmRSS|RssFile)/ { printf "%s ", $2 }' "/proc/$BACKEND_PID/status" \
+          2> /dev/null) || break
         conns=$(ss -Htn state established "( sport = :$port )" 2> /dev/null | wc -l)
         held=$(curl -s --max-time 1 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
           /^layercache_cache_memory_bytes / { m = $2 }
           /^layercache_cache_write_buffer_bytes / { w = $2 }
           /^layercache_cache_block_cache_bytes / { b = $2 }
-          END { printf "%d %d %d", m / 1024, w / 1024, b / 1024 }') || held="0 0 0"
-        echo "$rss $conns $held"
+          END { if (m == "") exit 1; printf "%d %d %d", m / 1024, w / 1024, b / 1024 }') || {
+          sleep 0.1  # no scrape (a loaded machine): no sample, not one with empty caches
+          continue
+        }
+        echo "${rss% * } $conns $held ${rss#* }"
         sleep 0.1
       done
     ) > "$WORK/herd.samples" &
@@ -271,37 +278,45 @@ herd() {
     --count "$HERD" --concurrency "$HERD"
   if [ "$backend" = layercache ]; then
     stop_pid "$sampler"
-    local peak hwm streams cached memtables beyond
+    local peak hwm streams cached memtables beyond files
     read -r peak _ cached _ < <(sort -n "$WORK/herd.samples" | tail -1)
     streams=$(sort -n -k2 "$WORK/herd.samples" | tail -1 | cut -d' ' -f2)
     memtables=$(sort -n -k4 "$WORK/herd.samples" | tail -1 | cut -d' ' -f4)
-    beyond=$(awk '{ b = $1 - $3 - $4 - $5; if (b > max) max = b } END { print max + 0 }' \
-      "$WORK/herd.samples")
+    # The sample with the most beyond the caches, and how much of it is file-backed (code and
+    # libraries, the same in every run: most of the idle figure).
+    read -r beyond files < <(awk '{ b = $1 - $3 - $4 - $5; if (b > max) { max = b; f = $6 } }
+      END { print max + 0, f + 0 }' "$WORK/herd.samples")
     hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$BACKEND_PID/status")
     MEMORY="layercached resident memory: $((idle / 1024)) MiB idle before the herd,"
     MEMORY+=" peak VmRSS $((peak / 1024)) MiB while serving (up to $streams client"
     MEMORY+=" connections established at once; memory cache $((cached / 1024)) MiB then),"
-    MEMORY+=" at most $((beyond / 1024)) MiB beyond the memory cache, block cache and memtables,"
+    MEMORY+=" at most $((beyond / 1024)) MiB beyond the memory cache, block cache and memtables"
+    MEMORY+=" ($((files / 1024)) MiB of it file-backed),"
     MEMORY+=" memtables up to $((memtables / 1024)) MiB, VmHWM $((hwm / 1024)) MiB"
     log "$MEMORY"
   fi
 }
 
 MEMORY=
+wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 for backend in $BACKENDS; do
   log "--- $backend ---"
   "start_$backend"
-  scenario "$backend" cold_pull full --registry "$BACKEND_URL" --image "$IMAGES" --count 1 \
-    --concurrency 1 --parallel "$PARALLEL" --verify
-  scenario "$backend" warm_pull full --registry "$BACKEND_URL" --image "$IMAGES" \
-    --count "$WARM_PULLS" --concurrency "$CLIENTS" --parallel "$PARALLEL"
-  scenario "$backend" warm_ranges ranges --registry "$BACKEND_URL" --image "$IMAGES" \
-    --range 64KiB --count "$RANGES" --concurrency 8 --seed 1
-  restart "$backend"
-  scenario "$backend" cold_ranges ranges --registry "$BACKEND_URL" --image "$IMAGES" \
-    --range 64KiB --count "$COLD_RANGES" --concurrency 8 --seed 2
-  restart "$backend"
-  herd "$backend"
+  if wanted pulls; then
+    scenario "$backend" cold_pull full --registry "$BACKEND_URL" --image "$IMAGES" --count 1 \
+      --concurrency 1 --parallel "$PARALLEL" --verify
+    scenario "$backend" warm_pull full --registry "$BACKEND_URL" --image "$IMAGES" \
+      --count "$WARM_PULLS" --concurrency "$CLIENTS" --parallel "$PARALLEL"
+    scenario "$backend" warm_ranges ranges --registry "$BACKEND_URL" --image "$IMAGES" \
+      --range 64KiB --count "$RANGES" --concurrency 8 --seed 1
+    restart "$backend"
+  fi
+  if wanted cold_ranges; then
+    scenario "$backend" cold_ranges ranges --registry "$BACKEND_URL" --image "$IMAGES" \
+      --range 64KiB --count "$COLD_RANGES" --concurrency 8 --seed 2
+    restart "$backend"
+  fi
+  wanted herd && herd "$backend"
   if [ "$backend" = layercache ] && grep -q . "$WORK/layercache/layercached.log"; then
     log "layercached log (warn and above):"
     tail -5 "$WORK/layercache/layercached.log" | sed 's/^/  /' >&2

@@ -43,13 +43,35 @@ struct preload_services {
   const bool* stop = nullptr;
 };
 
+// The platform layercached was built for ("linux/amd64" on x86-64): what a preload without
+// one (the API's default, prefetch.preload) takes from an index.
+constexpr const char* build_platform() {
+#if defined(__x86_64__)
+  return "linux/amd64";
+#elif defined(__aarch64__)
+  return "linux/arm64";
+#elif defined(__arm__)
+  return "linux/arm/v7";
+#elif defined(__i386__)
+  return "linux/386";
+#elif defined(__powerpc64__) && defined(__LITTLE_ENDIAN__)
+  return "linux/ppc64le";
+#elif defined(__s390x__)
+  return "linux/s390x";
+#elif defined(__riscv) && __riscv_xlen == 64
+  return "linux/riscv64";
+#else
+  return "linux/amd64";
+#endif
+}
+
 struct preload_request {
   // "[registry/]repository[:tag][@digest]"; a short name ("team/app:v1", "alpine") goes to
   // the default upstream, as a client's request for it through layercache would
   // (select_image_upstream).
   std::string reference;
   std::string upstream;  // configured upstream name (or alias, host); empty: by the reference
-  std::string platform = "linux/amd64";  // "os/arch[/variant]" for an index, or "all"
+  std::string platform = build_platform();  // "os/arch[/variant]" for an index, or "all"
   bool start = false;  // what a start reads (profile replays), not every blob whole
 };
 

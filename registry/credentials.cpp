@@ -402,6 +402,12 @@ std::size_t flight_table::size() const {
   return flights_.size();
 }
 
+std::size_t flight_table::waiters(std::string_view key) const {
+  std::lock_guard lock(mutex_);
+  const auto it = flights_.find(key);
+  return it == flights_.end() ? 0 : it->second->waiters.size();
+}
+
 upstream_credentials::upstream_credentials(const config::upstream& u) {
   switch (u.auth.type) {
     case config::auth_type::anonymous:

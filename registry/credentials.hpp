@@ -131,6 +131,9 @@ class flight_table {
   // Fetches in flight (for tests).
   [[nodiscard]] std::size_t size() const;
 
+  // Callers waiting on the fetch for `key` (for tests).
+  [[nodiscard]] std::size_t waiters(std::string_view key) const;
+
  private:
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<flight>, std::less<>> flights_;

@@ -44,9 +44,13 @@ asio::awaitable<void> lead_then_finish(flight_table& table, std::atomic<int>& wa
   out.led = claim != nullptr;
   if (claim == nullptr) co_return;
   flight_table::lead lead = std::move(*claim);
-  // Finish only once every waiter is registered (bounded wait).
+  // Finish only once every waiter is registered in the table (bounded wait). `waiting` counts
+  // the waiters that began to join; one counted but not yet in the table would find no
+  // flight after this one and lead instead.
   asio::steady_timer timer(co_await asio::this_coro::executor);
-  for (int i = 0; i < 500 && waiting.load() < expected_waiters; ++i) {
+  for (int i = 0; i < 500 && (waiting.load() < expected_waiters ||
+                              table.waiters("k") < static_cast<std::size_t>(expected_waiters));
+       ++i) {
     timer.expires_after(10ms);
     co_await timer.async_wait(asio::use_awaitable);
   }

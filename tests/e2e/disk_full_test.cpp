@@ -9,6 +9,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -150,20 +151,30 @@ TEST(DiskFull, MaxDiskBoundsTheStoresFiles) {
                             upstream_yaml("up", upstream.url(), true));
   http_client client;
   const std::string admin = "http://127.0.0.1:" + std::to_string(proxy.srv().admin_port());
-  for (int round = 0; round < 2; ++round) {
-    for (const auto& layer : img.layers) {
-      SCOPED_TRACE(std::to_string(round) + " " + layer.digest.str());
-      const auto r = client.get(proxy.url() + "/v2/big/app/blobs/" + layer.digest.str());
-      ASSERT_EQ(r.status, 200u);
-      EXPECT_EQ(oci::digest_of(r.body), layer.digest);
-    }
+  // 300 MiB through a 256 MiB limit (one pass: the test also runs under ASan at -O0).
+  for (const auto& layer : img.layers) {
+    SCOPED_TRACE(layer.digest.str());
+    const auto r = client.get(proxy.url() + "/v2/big/app/blobs/" + layer.digest.str());
+    ASSERT_EQ(r.status, 200u);
+    EXPECT_EQ(oci::digest_of(r.body), layer.digest);
   }
-  const auto m = parse_exposition(client.get(admin + "/metrics").body);
+  // A compaction writes its new files before it deletes the old ones: while one runs, the
+  // files can exceed the limit by what it rewrites (docs/configuration.md, max_disk). Once it
+  // is done they are within it, give or take what is stored between two reads of their size.
+  constexpr double bound = 256.0 * MiB + 16.0 * MiB;
+  auto m = parse_exposition(client.get(admin + "/metrics").body);
+  double peak = metric_value(m, "layercache_cache_disk_bytes");
+  for (int i = 0; i < 300 && metric_value(m, "layercache_cache_disk_bytes") > bound; ++i) {
+    std::this_thread::sleep_for(200ms);
+    m = parse_exposition(client.get(admin + "/metrics").body);
+    peak = std::max(peak, metric_value(m, "layercache_cache_disk_bytes"));
+  }
+  std::cout << "files after the pulls: up to " << peak / MiB << " MiB, then "
+            << metric_value(m, "layercache_cache_disk_bytes") / MiB << " MiB\n";
+  EXPECT_LE(metric_value(m, "layercache_cache_disk_bytes"), bound);
   EXPECT_EQ(metric_value(m, "layercache_cache_disk_max_bytes"), 256.0 * MiB);
   EXPECT_GE(metric_value(m, "layercache_cache_disk_compactions_total"), 1);
   EXPECT_GT(metric_value(m, "layercache_cache_disk_bytes"), 0);
-  // Within the limit, give or take what is stored between two reads of the files' size.
-  EXPECT_LE(metric_value(m, "layercache_cache_disk_bytes"), 256.0 * MiB + 16.0 * MiB);
   EXPECT_LE(metric_value(m, "layercache_cache_used_bytes"), 256.0 * MiB);
   EXPECT_NEAR(metric_value(m, "layercache_cache_disk_free_bytes"),
               static_cast<double>(free_bytes(dir.path())), 64.0 * MiB);

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include "config/config.hpp"
 #include "daemon/config_watch.hpp"
@@ -100,18 +101,22 @@ layercache::log::level to_log_level(layercache::config::log_level l) {
   return layercache::log::level::info;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  namespace config = layercache::config;
+struct arguments {
   std::string config_path;
   bool watch_config = false;
+};
+
+// The command line: the arguments to run with, or the exit status of a command that ends here
+// (--check-config, --version, usage errors, ...).
+std::variant<arguments, int> parse_arguments(int argc, char** argv) {
+  namespace config = layercache::config;
+  arguments out;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if ((arg == "--config" || arg == "-c") && i + 1 < argc) {
-      config_path = argv[++i];
+      out.config_path = argv[++i];
     } else if (arg == "--watch-config") {
-      watch_config = true;
+      out.watch_config = true;
     } else if (arg == "--check-config" && i + 1 < argc) {
       try {
         (void)config::load_file(argv[++i]);
@@ -135,11 +140,20 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-
-  if (watch_config && config_path.empty()) {
+  if (out.watch_config && out.config_path.empty()) {
     std::cerr << "layercached: --watch-config needs --config FILE\n" << usage;
     return 2;
   }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  namespace config = layercache::config;
+  auto parsed = parse_arguments(argc, argv);
+  if (const int* status = std::get_if<int>(&parsed)) return *status;
+  const auto& [config_path, watch_config] = std::get<arguments>(parsed);
   config::config cfg;
   // Read before the config is loaded: a change in between is then seen as one.
   std::optional<layercache::daemon::config_watch> watch;

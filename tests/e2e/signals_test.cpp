@@ -112,6 +112,15 @@ class SignalsTest : public ::testing::Test {
     return metric_value(parse_exposition(client_.get(admin("/metrics")).body), name, labels);
   }
   bool log_has(std::string_view text) { return proc_->log().find(text) != std::string::npos; }
+  // Rewrites the config file with an invalid cache.capacity in place of `current`.
+  void break_capacity(const std::string& current) {
+    std::string text = read_file(config_);
+    const std::string key = "capacity: " + current;
+    const auto at = text.find(key);
+    ASSERT_NE(at, std::string::npos);
+    text.replace(at, key.size(), "capacity: lots");
+    write_file(config_, text);
+  }
 
   temp_dir dir_{"layercache-signals"};
   std::filesystem::path config_ = dir_.path() / "layercached.yaml";
@@ -198,11 +207,7 @@ TEST_F(SignalsTest, SighupAppliesLiveSettingsAndRefusesAnInvalidFile) {
   EXPECT_EQ(metric("layercache_config_reloads_total", {{"outcome", "ok"}}), 1);
 
   // An invalid file: refused with the key and line, the running config kept.
-  std::string text = read_file(config_);
-  const auto at = text.find("capacity: 512MiB");
-  ASSERT_NE(at, std::string::npos);
-  text.replace(at, 16, "capacity: lots");
-  write_file(config_, text);
+  ASSERT_NO_FATAL_FAILURE(break_capacity("512MiB"));
   ASSERT_EQ(::kill(proc_->pid(), SIGHUP), 0);
   ASSERT_TRUE(eventually([&] { return log_has("reload refused"); }, 10s)) << proc_->log();
   EXPECT_TRUE(std::regex_search(proc_->log(), std::regex(R"(cache\.capacity: .*\(line \d+\))")))
@@ -229,11 +234,7 @@ TEST_F(SignalsTest, WatchConfigLoadsAChangedFileWithoutASignal) {
   EXPECT_TRUE(log_has("changed: reloading")) << proc_->log();
   EXPECT_EQ(metric("layercache_config_reloads_total", {{"outcome", "ok"}}), 1);
 
-  std::string text = read_file(config_);
-  const auto at = text.find("capacity: 512MiB");
-  ASSERT_NE(at, std::string::npos);
-  text.replace(at, 16, "capacity: lots");
-  write_file(config_, text);
+  ASSERT_NO_FATAL_FAILURE(break_capacity("512MiB"));
   ASSERT_TRUE(eventually([&] { return log_has("reload refused"); }, 15s)) << proc_->log();
   EXPECT_EQ(metric("layercache_config_reloads_total", {{"outcome", "error"}}), 1);
   EXPECT_EQ(capacity(), 512.0 * MiB);

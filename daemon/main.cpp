@@ -152,8 +152,9 @@ std::variant<arguments, int> parse_arguments(int argc, char** argv) {
 int main(int argc, char** argv) {
   namespace config = layercache::config;
   auto parsed = parse_arguments(argc, argv);
-  if (const int* status = std::get_if<int>(&parsed)) return *status;
-  const auto& [config_path, watch_config] = std::get<arguments>(parsed);
+  const auto* args = std::get_if<arguments>(&parsed);
+  if (args == nullptr) return *std::get_if<int>(&parsed);
+  const auto& [config_path, watch_config] = *args;
   config::config cfg;
   // Read before the config is loaded: a change in between is then seen as one.
   std::optional<layercache::daemon::config_watch> watch;

@@ -852,7 +852,15 @@ void read_prefetch(problem_list& problems, const YAML::Node& node, int line,
 
 // Parses `url` into scheme, host and port; reports what is wrong with it. The URL itself is
 // never quoted: it may carry credentials.
-void read_url(const mapping& m, upstream& u) {
+// Where an upstream or a mirror is: `url` as written, and its parts once valid.
+struct url_parts {
+  std::string& url;
+  std::string& scheme;
+  std::string& host;
+  std::uint16_t& port;
+};
+
+void read_url(const mapping& m, url_parts u) {
   if (!read_string(m, "url", u.url, true)) return;
   const std::string path = m.child("url");
   const int line = m.key_line("url");
@@ -1145,6 +1153,65 @@ void read_auth(problem_list& problems, const YAML::Node& node, const std::string
   }
 }
 
+void read_timeouts(problem_list& problems, const mapping& m, upstream_timeouts& out) {
+  const YAML::Node* timeouts = m.find("timeouts");
+  if (timeouts == nullptr) return;
+  mapping t(problems, *timeouts, m.child("timeouts"), {"connect", "response", "read", "body"},
+            m.key_line("timeouts"));
+  read_duration(t, "connect", out.connect, false);
+  read_duration(t, "response", out.response, false);
+  read_duration(t, "read", out.read, false);
+  read_duration(t, "body", out.body, false);
+}
+
+void read_mirror(problem_list& problems, const YAML::Node& node, const std::string& path,
+                 mirror& out) {
+  mapping m(problems, node, path, {"url", "ca_file", "auth", "timeouts", "resolve"});
+  if (!m.valid()) return;
+  read_url(m, {out.url, out.scheme, out.host, out.port});
+  if (read_string(m, "ca_file", out.ca_file)) check_file(m, "ca_file", out.ca_file);
+  if (const YAML::Node* auth = m.find("auth")) {
+    read_auth(problems, *auth, m.child("auth"), m.key_line("auth"), out.auth);
+  }
+  read_timeouts(problems, m, out.timeouts);
+  read_bool(m, "resolve", out.resolve);
+}
+
+// `mirrors`, `mirror_select` and `mirror_breaker` of one upstream.
+void read_mirrors(problem_list& problems, const mapping& m, upstream& u) {
+  read_enum(m, "mirror_select", u.mirror_select,
+            {{"ordered", mirror_selection::ordered}, {"hash", mirror_selection::hash}});
+  if (const YAML::Node* breaker = m.find("mirror_breaker")) {
+    mapping b(problems, *breaker, m.child("mirror_breaker"), {"failures", "open_for"},
+              m.key_line("mirror_breaker"));
+    read_uint(b, "failures", u.breaker.failures, 1, 1000);
+    read_duration(b, "open_for", u.breaker.open_for, false);
+  }
+  const YAML::Node* mirrors = m.find("mirrors");
+  if (mirrors == nullptr) return;
+  const std::string path = m.child("mirrors");
+  if (!expect_list(problems, *mirrors, path, m.key_line("mirrors"))) return;
+  constexpr std::size_t max_mirrors = 16;
+  if (mirrors->size() > max_mirrors) {
+    m.report("mirrors", "at most " + std::to_string(max_mirrors) + " mirrors per upstream");
+    return;
+  }
+  u.mirrors.resize(mirrors->size());
+  std::map<std::string, std::string> seen;  // scheme://host:port → where it was set
+  for (std::size_t i = 0; i < mirrors->size(); ++i) {
+    const std::string mpath = index_path(path, i);
+    read_mirror(problems, (*mirrors)[i], mpath, u.mirrors[i]);
+    const mirror& x = u.mirrors[i];
+    if (x.host.empty()) continue;
+    const std::string key = x.scheme + "://" + x.host + ":" + std::to_string(x.port);
+    if (x.host == u.host && x.port == u.port && x.scheme == u.scheme) {
+      problems.add(mpath + ".url", line_of((*mirrors)[i]), "is the upstream itself");
+    } else if (auto [it, fresh] = seen.emplace(key, mpath); !fresh) {
+      problems.add(mpath + ".url", line_of((*mirrors)[i]), "is already " + it->second);
+    }
+  }
+}
+
 // Where each upstream's routing names are written, for cross-upstream checks.
 struct upstream_lines {
   int name = 0;
@@ -1157,7 +1224,7 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
   mapping m(problems, node, path,
             {"name", "url", "default", "aliases", "ca_file", "auth", "timeouts", "retry",
              "max_idle_connections", "warm_connections", "max_redirects", "redirect_reuse",
-             "allow_internal_redirects"});
+             "allow_internal_redirects", "mirrors", "mirror_select", "mirror_breaker"});
   if (!m.valid()) return;
 
   if (read_string(m, "name", u.name, true)) {
@@ -1170,7 +1237,7 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
       u.name.clear();  // keep it out of the uniqueness check
     }
   }
-  read_url(m, u);
+  read_url(m, {u.url, u.scheme, u.host, u.port});
   read_bool(m, "default", u.is_default);
   lines.is_default = m.key_line("default");
 
@@ -1200,14 +1267,7 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
   if (const YAML::Node* auth = m.find("auth")) {
     read_auth(problems, *auth, m.child("auth"), m.key_line("auth"), u.auth);
   }
-  if (const YAML::Node* timeouts = m.find("timeouts")) {
-    mapping t(problems, *timeouts, m.child("timeouts"), {"connect", "response", "read", "body"},
-              m.key_line("timeouts"));
-    read_duration(t, "connect", u.timeouts.connect, false);
-    read_duration(t, "response", u.timeouts.response, false);
-    read_duration(t, "read", u.timeouts.read, false);
-    read_duration(t, "body", u.timeouts.body, false);
-  }
+  read_timeouts(problems, m, u.timeouts);
   if (const YAML::Node* retry = m.find("retry")) {
     mapping r(problems, *retry, m.child("retry"),
               {"attempts", "backoff", "max_backoff", "max_retry_after"}, m.key_line("retry"));
@@ -1228,6 +1288,7 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
   read_uint(m, "max_redirects", u.max_redirects, 0, 20);
   read_duration(m, "redirect_reuse", u.redirect_reuse, true);
   read_bool(m, "allow_internal_redirects", u.allow_internal_redirects);
+  read_mirrors(problems, m, u);
 }
 
 // Names and aliases share one namespace (both select an upstream); at most one default.

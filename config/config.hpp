@@ -106,6 +106,37 @@ struct upstream_retry {
   duration max_retry_after{std::chrono::seconds(30)};  // longer asked waits: the client decides
 };
 
+// A registry-API endpoint asked before the origin for blobs (whole and ranged) and manifests
+// by digest: a node-local P2P daemon (Spegel, Dragonfly's dfdaemon), a zonal cache tier (other
+// layercaches), a pull-through registry. Requests to it carry `ns=<origin host>`.
+struct mirror {
+  std::string url;  // as written
+  // Parsed from url:
+  std::string scheme;
+  std::string host;
+  std::uint16_t port = 0;
+  std::string ca_file;  // extra trusted CAs (PEM)
+  upstream_auth auth;   // its own; the origin's credentials never go to a mirror
+  // `response` is the first-byte budget: a mirror that has not answered by then is passed
+  // over for the next one (and counted as a failure).
+  upstream_timeouts timeouts{std::chrono::seconds(2), std::chrono::seconds(5),
+                             std::chrono::seconds(10), std::chrono::seconds(30)};
+  bool resolve = false;  // tags are resolved here too (else only at the origin)
+};
+
+// How the mirrors of one upstream are chosen for a blob.
+enum class mirror_selection {
+  ordered,  // as listed: the first that answers
+  hash,     // rendezvous hashing of the digest: each blob has an owner, then the next
+};
+
+// A mirror that fails `failures` times in a row is not asked for `open_for`; then it gets one
+// request, and a failure opens it again.
+struct mirror_breaker {
+  unsigned failures = 3;
+  duration open_for{std::chrono::seconds(30)};
+};
+
 // One registry the proxy pulls from.
 struct upstream {
   std::string name;  // routing name: path prefix (/v2/<name>/...) and a `ns=` value
@@ -132,6 +163,10 @@ struct upstream {
   // Blob redirects may lead to loopback, private and link-local addresses even when the
   // upstream itself is not on an address of that kind (never to layercache's own listeners).
   bool allow_internal_redirects = false;
+  // Asked before this upstream for blobs and manifests by digest (never sent its credentials).
+  std::vector<mirror> mirrors;
+  mirror_selection mirror_select = mirror_selection::ordered;
+  mirror_breaker breaker;
 };
 
 enum class log_level { debug, info, warn, error };

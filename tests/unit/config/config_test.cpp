@@ -597,6 +597,31 @@ const bad_case bad_cases[] = {
      "upstreams[0].max_idle_connections", 4, "must be between 0 and 1024"},
     {"max_redirects", UPSTREAM "    max_redirects: 21\n", "upstreams[0].max_redirects", 4,
      "must be between 0 and 20"},
+    // Mirrors.
+    {"mirrors_not_a_list", UPSTREAM "    mirrors: http://127.0.0.1:5001\n", "upstreams[0].mirrors",
+     4, "expected a list"},
+    {"mirror_without_url", UPSTREAM "    mirrors:\n      - resolve: true\n",
+     "upstreams[0].mirrors[0].url", 5, "required"},
+    {"mirror_user_info", UPSTREAM "    mirrors:\n      - url: http://u:hunter2@127.0.0.1:5001\n",
+     "upstreams[0].mirrors[0].url", 5, "must not contain '@'"},
+    {"mirror_unknown_key",
+     UPSTREAM "    mirrors:\n      - url: http://127.0.0.1:5001\n        weight: 2\n",
+     "upstreams[0].mirrors[0].weight", 6, "unknown key"},
+    {"mirror_is_the_upstream",
+     UPSTREAM "    mirrors:\n      - url: https://registry-1.docker.io:443\n",
+     "upstreams[0].mirrors[0].url", 5, "the upstream itself"},
+    {"mirror_twice",
+     UPSTREAM
+     "    mirrors:\n      - url: http://127.0.0.1:5001\n      - url: http://127.0.0.1:5001/\n",
+     "upstreams[0].mirrors[1].url", 6, "already upstreams[0].mirrors[0]"},
+    {"mirror_zero_timeout",
+     UPSTREAM
+     "    mirrors:\n      - url: http://127.0.0.1:5001\n        timeouts: {response: 0s}\n",
+     "upstreams[0].mirrors[0].timeouts.response", 6, ""},
+    {"mirror_select", UPSTREAM "    mirror_select: random\n", "upstreams[0].mirror_select", 4,
+     "ordered"},
+    {"mirror_breaker_failures", UPSTREAM "    mirror_breaker: {failures: 0}\n",
+     "upstreams[0].mirror_breaker.failures", 4, ""},
     {"redirect_reuse", UPSTREAM "    redirect_reuse: forever\n", "upstreams[0].redirect_reuse", 4,
      "expected a duration like 30s"},
     {"timeouts_body_zero", UPSTREAM "    timeouts: {body: 0s}\n", "upstreams[0].timeouts.body", 4,
@@ -849,6 +874,47 @@ TEST(config, realm_hosts_may_name_ports) {
   EXPECT_EQ(c.upstreams[0].auth.realm_hosts,
             (std::vector<std::string>{"auth.example.com:5001", "*.example.net:8443", "[::1]:7000",
                                       "::2", "tokens.example.com"}));
+}
+
+TEST(config, mirrors_defaults_and_keys) {
+  set_test_environment();
+  const config d = load_string(UPSTREAM);
+  EXPECT_TRUE(d.upstreams[0].mirrors.empty());
+  EXPECT_EQ(d.upstreams[0].mirror_select, mirror_selection::ordered);
+  EXPECT_EQ(d.upstreams[0].breaker.failures, 3u);
+  EXPECT_EQ(d.upstreams[0].breaker.open_for, 30s);
+
+  const config c = load_string(UPSTREAM
+                               "    mirror_select: hash\n"
+                               "    mirror_breaker: {failures: 5, open_for: 1m}\n"
+                               "    mirrors:\n"
+                               "      - url: http://127.0.0.1:5001\n"
+                               "      - url: https://Tier.Example.com:8443\n"
+                               "        resolve: true\n"
+                               "        timeouts: {connect: 1s, response: 500ms}\n"
+                               "        auth: {type: basic, username: node, password_env: "
+                               "LAYERCACHE_TEST_PASSWORD}\n");
+  const upstream& u = c.upstreams[0];
+  EXPECT_EQ(u.mirror_select, mirror_selection::hash);
+  EXPECT_EQ(u.breaker.failures, 5u);
+  EXPECT_EQ(u.breaker.open_for, 60s);
+  ASSERT_EQ(u.mirrors.size(), 2u);
+  EXPECT_EQ(u.mirrors[0].scheme, "http");
+  EXPECT_EQ(u.mirrors[0].host, "127.0.0.1");
+  EXPECT_EQ(u.mirrors[0].port, 5001);
+  EXPECT_FALSE(u.mirrors[0].resolve);
+  EXPECT_EQ(u.mirrors[0].auth.type, auth_type::anonymous);
+  EXPECT_EQ(u.mirrors[0].timeouts.connect, 2s);  // mirrors' own defaults: fail over fast
+  EXPECT_EQ(u.mirrors[0].timeouts.response, 5s);
+  EXPECT_EQ(u.mirrors[1].host, "tier.example.com");
+  EXPECT_EQ(u.mirrors[1].port, 8443);
+  EXPECT_TRUE(u.mirrors[1].resolve);
+  EXPECT_EQ(u.mirrors[1].timeouts.connect, 1s);
+  EXPECT_EQ(u.mirrors[1].timeouts.response, 500ms);
+  EXPECT_EQ(u.mirrors[1].timeouts.read, 10s);
+  EXPECT_EQ(u.mirrors[1].auth.type, auth_type::basic);
+  EXPECT_EQ(u.mirrors[1].auth.username, "node");
+  EXPECT_EQ(u.auth.type, auth_type::anonymous);  // the origin's auth is its own
 }
 
 TEST(config, prefetch_defaults_and_keys) {

@@ -14,6 +14,7 @@
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "registry/distribution.hpp"
+#include "registry/mirrors.hpp"
 
 namespace layercache::content {
 namespace {
@@ -1050,6 +1051,9 @@ asio::awaitable<void> blob_source::purge(const oci::digest& d) {
 
 asio::awaitable<void> blob_source::purge(const registry::upstream_client& client,
                                          const oci::digest& d) {
+  // Bytes that were not the digest's: a mirror that served any of them is not asked for it
+  // again (registry/mirrors.hpp); the refetch goes to the origin.
+  if (auto* mirrors = client.mirrors()) mirrors->state().distrust(d);
   if (!owns(origin_of(client), d)) co_return;  // the bytes read were passed through
   co_await purge(d);
 }

@@ -40,7 +40,7 @@ const prometheus::Histogram::BucketBoundaries& latency_buckets() {
 double seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
 
 // Sets a counter to a total kept elsewhere (it only ever grows).
-void mirror(prometheus::Counter& c, std::uint64_t total) {
+void set_total(prometheus::Counter& c, std::uint64_t total) {
   const double delta = static_cast<double>(total) - c.Value();
   if (delta > 0) c.Increment(delta);
 }
@@ -171,6 +171,40 @@ class upstream_impl final : public upstream_metrics {
   prometheus::Counter* token_error_;
 };
 
+class mirror_impl final : public mirror_metrics {
+ public:
+  mirror_impl(const prometheus::Labels& labels, prometheus::Family<prometheus::Counter>& requests,
+              prometheus::Family<prometheus::Counter>& bytes,
+              prometheus::Family<prometheus::Gauge>& breaker)
+      : labels_(labels), requests_(requests) {
+    served_ = &requests.Add(with("outcome", "served"));
+    received_ = &bytes.Add(labels);
+    open_ = &breaker.Add(labels);
+  }
+  void served() override { served_->Increment(); }
+  void fallback(std::string_view reason) override {
+    std::lock_guard lock(mutex_);
+    auto labels = with("outcome", "fallback");
+    labels.emplace("reason", std::string(reason));
+    requests_.Add(labels).Increment();
+  }
+  void received(std::uint64_t n) override { received_->Increment(static_cast<double>(n)); }
+  void breaker(bool open) override { open_->Set(open ? 1 : 0); }
+
+ private:
+  [[nodiscard]] prometheus::Labels with(const std::string& key, const std::string& value) const {
+    auto labels = labels_;
+    labels.emplace(key, value);
+    return labels;
+  }
+  prometheus::Labels labels_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  std::mutex mutex_;
+  prometheus::Counter* served_;
+  prometheus::Counter* received_;
+  prometheus::Gauge* open_;
+};
+
 }  // namespace
 
 std::string_view to_string(route r) { return route_names[static_cast<std::size_t>(r)]; }
@@ -236,6 +270,24 @@ struct registry::impl {
       prometheus::BuildCounter()
           .Name("layercache_upstream_token_fetches_total")
           .Help("Bearer token requests to upstream token endpoints.")
+          .Register(reg);
+
+  prometheus::Family<prometheus::Counter>& mirror_requests =
+      prometheus::BuildCounter()
+          .Name("layercache_mirror_requests_total")
+          .Help(
+              "Requests to an upstream's mirrors: served, or fallback to the next mirror or the "
+              "origin, by reason.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& mirror_bytes =
+      prometheus::BuildCounter()
+          .Name("layercache_mirror_received_bytes_total")
+          .Help("Blob bytes received from an upstream's mirrors.")
+          .Register(reg);
+  prometheus::Family<prometheus::Gauge>& mirror_breaker =
+      prometheus::BuildGauge()
+          .Name("layercache_mirror_breaker_open")
+          .Help("1 while a mirror's breaker is open: it failed repeatedly and is not asked.")
           .Register(reg);
 
   prometheus::Family<prometheus::Gauge>& used = prometheus::BuildGauge()
@@ -460,6 +512,7 @@ struct registry::impl {
   std::array<prometheus::Counter*, source_count> bytes_by_source{};
   std::mutex mutex;  // guards lazy creation and the maps below
   std::map<std::string, std::unique_ptr<upstream_impl>, std::less<>> upstreams;
+  std::map<std::string, std::unique_ptr<mirror_impl>, std::less<>> mirrors;  // upstream + mirror
   std::map<std::string, prometheus::Counter*, std::less<>> digest_by_kind;
   std::function<void(snapshot&)> fill;
   std::mutex collect_mutex;  // one scrape at a time
@@ -527,6 +580,22 @@ upstream_metrics& registry::upstream(std::string_view name) {
   return *it->second;
 }
 
+mirror_metrics& registry::mirror(std::string_view upstream, std::string_view mirror) {
+  std::lock_guard lock(impl_->mutex);
+  std::string key = std::string(upstream) + '\n' + std::string(mirror);
+  auto it = impl_->mirrors.find(key);
+  if (it == impl_->mirrors.end()) {
+    const prometheus::Labels labels{{"upstream", std::string(upstream)},
+                                    {"mirror", std::string(mirror)}};
+    it = impl_->mirrors
+             .emplace(std::move(key),
+                      std::make_unique<mirror_impl>(labels, impl_->mirror_requests,
+                                                    impl_->mirror_bytes, impl_->mirror_breaker))
+             .first;
+  }
+  return *it->second;
+}
+
 void registry::stale_serve() { impl_->stale_counter->Increment(); }
 
 void registry::digest_failure(std::string_view kind) {
@@ -552,47 +621,47 @@ std::string registry::serialize() {
     m.capacity.Add({}).Set(static_cast<double>(s.capacity_bytes));
     m.blobs.Add({}).Set(static_cast<double>(s.blobs));
     m.chunks.Add({}).Set(static_cast<double>(s.chunks));
-    mirror(m.evicted_blobs.Add({}), s.evicted_blobs);
-    mirror(m.evicted_bytes.Add({}), s.evicted_bytes);
-    mirror(m.corrupt.Add({}), s.corrupt_chunks);
+    set_total(m.evicted_blobs.Add({}), s.evicted_blobs);
+    set_total(m.evicted_bytes.Add({}), s.evicted_bytes);
+    set_total(m.corrupt.Add({}), s.corrupt_chunks);
     m.memory_bytes.Add({}).Set(static_cast<double>(s.memory_bytes));
-    mirror(m.memory_reads.Add({{"result", "hit"}}), s.memory_hits);
-    mirror(m.memory_reads.Add({{"result", "shared"}}), s.memory_shared);
-    mirror(m.memory_reads.Add({{"result", "miss"}}), s.memory_misses);
+    set_total(m.memory_reads.Add({{"result", "hit"}}), s.memory_hits);
+    set_total(m.memory_reads.Add({{"result", "shared"}}), s.memory_shared);
+    set_total(m.memory_reads.Add({{"result", "miss"}}), s.memory_misses);
     m.block_cache_bytes.Add({}).Set(static_cast<double>(s.block_cache_bytes));
     m.write_buffer_bytes.Add({}).Set(static_cast<double>(s.write_buffer_bytes));
     m.disk_full.Add({}).Set(s.disk_full ? 1.0 : 0.0);
-    mirror(m.disk_refusals.Add({}), s.disk_refusals);
+    set_total(m.disk_refusals.Add({}), s.disk_refusals);
     if (s.disk_bytes) m.disk_bytes.Add({}).Set(static_cast<double>(*s.disk_bytes));
     if (s.disk_free_bytes) m.disk_free_bytes.Add({}).Set(static_cast<double>(*s.disk_free_bytes));
     if (s.disk_max_bytes != 0) {
       m.disk_max_bytes.Add({}).Set(static_cast<double>(s.disk_max_bytes));
     }
-    mirror(m.disk_compactions.Add({}), s.disk_compactions);
-    mirror(m.chunk_reads.Add({{"source", "store"}}), s.chunks_from_store);
-    mirror(m.chunk_reads.Add({{"source", "joined"}}), s.chunks_joined);
-    mirror(m.chunk_reads.Add({{"source", "filled"}}), s.chunks_filled);
-    mirror(m.fills.Add({}), s.fills_started);
+    set_total(m.disk_compactions.Add({}), s.disk_compactions);
+    set_total(m.chunk_reads.Add({{"source", "store"}}), s.chunks_from_store);
+    set_total(m.chunk_reads.Add({{"source", "joined"}}), s.chunks_joined);
+    set_total(m.chunk_reads.Add({{"source", "filled"}}), s.chunks_filled);
+    set_total(m.fills.Add({}), s.fills_started);
     m.fills_in_flight.Add({}).Set(static_cast<double>(s.fills_in_flight));
-    mirror(m.verified.Add({}), s.blobs_verified);
-    mirror(m.store_errors.Add({}), s.store_errors);
+    set_total(m.verified.Add({}), s.blobs_verified);
+    set_total(m.store_errors.Add({}), s.store_errors);
     {
       std::lock_guard l(m.mutex);
-      mirror(*m.digest_by_kind["blob"], s.blob_digest_failures);
+      set_total(*m.digest_by_kind["blob"], s.blob_digest_failures);
     }
   }
   if (s.has_prefetch) {
-    mirror(m.prefetch_fetched.Add({}), s.prefetch_fetched_bytes);
-    mirror(m.prefetch_used.Add({}), s.prefetch_used_bytes);
+    set_total(m.prefetch_fetched.Add({}), s.prefetch_fetched_bytes);
+    set_total(m.prefetch_used.Add({}), s.prefetch_used_bytes);
     m.prefetch_queue.Add({}).Set(static_cast<double>(s.prefetch_queue_depth));
-    mirror(m.prefetch_replays.Add({{"kind", "profile"}}), s.prefetch_profile_replays);
-    mirror(m.prefetch_replays.Add({{"kind", "eager"}}), s.prefetch_eager_replays);
-    mirror(m.prefetch_runs.Add({}), s.prefetch_runs_recorded);
-    mirror(m.prefetch_failed.Add({}), s.prefetch_jobs_failed);
+    set_total(m.prefetch_replays.Add({{"kind", "profile"}}), s.prefetch_profile_replays);
+    set_total(m.prefetch_replays.Add({{"kind", "eager"}}), s.prefetch_eager_replays);
+    set_total(m.prefetch_runs.Add({}), s.prefetch_runs_recorded);
+    set_total(m.prefetch_failed.Add({}), s.prefetch_jobs_failed);
     m.profiles.Add({}).Set(static_cast<double>(s.profiles));
-    mirror(m.prefetch_published.Add({{"outcome", "ok"}}), s.prefetch_published);
-    mirror(m.prefetch_published.Add({{"outcome", "error"}}), s.prefetch_publish_failures);
-    mirror(m.prefetch_registry_profiles.Add({}), s.prefetch_found_published);
+    set_total(m.prefetch_published.Add({{"outcome", "ok"}}), s.prefetch_published);
+    set_total(m.prefetch_published.Add({{"outcome", "error"}}), s.prefetch_publish_failures);
+    set_total(m.prefetch_registry_profiles.Add({}), s.prefetch_found_published);
   }
   const auto p = read_process();
   m.resident.Add({}).Set(p.resident);

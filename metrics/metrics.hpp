@@ -159,6 +159,21 @@ class upstream_metrics {
   virtual void redirect(std::string_view outcome) = 0;
 };
 
+// One mirror of one upstream (upstreams[].mirrors).
+class mirror_metrics {
+ public:
+  virtual ~mirror_metrics() = default;
+  // A request answered by the mirror (a blob's size, its bytes, a manifest).
+  virtual void served() = 0;
+  // A request the mirror could not answer, passed on to the next mirror or the origin:
+  // "not_found", "status", "transport", "timeout", "invalid" (a wrong Content-Range or
+  // length), "digest" (bytes that were not the digest's), "loop".
+  virtual void fallback(std::string_view reason) = 0;
+  virtual void received(std::uint64_t body_bytes) = 0;
+  // The breaker opened (true: the mirror is not asked for a while) or closed.
+  virtual void breaker(bool open) = 0;
+};
+
 class registry {
  public:
   registry();
@@ -173,6 +188,9 @@ class registry {
 
   // The metrics of upstream `name` (created on first use; the reference stays valid).
   upstream_metrics& upstream(std::string_view name);
+  // The metrics of mirror `mirror` (host:port) of upstream `upstream` (the reference stays
+  // valid).
+  mirror_metrics& mirror(std::string_view upstream, std::string_view mirror);
 
   void stale_serve();
   void digest_failure(std::string_view kind);  // "stream" or "manifest"

@@ -5,6 +5,7 @@
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "oci/media_types.hpp"
+#include "registry/mirrors.hpp"
 #include "registry/targets.hpp"
 
 namespace layercache::registry {
@@ -41,17 +42,57 @@ std::string range_value(const std::vector<oci::byte_range>& ranges) {
   return value;
 }
 
-}  // namespace
+// The mirrors to ask for blob or manifest `digest`, best first (none without mirrors).
+std::vector<std::size_t> mirror_order(const upstream_client& client, std::string_view digest) {
+  auto* mirrors = client.mirrors();
+  return mirrors != nullptr ? mirrors->state().candidates(digest) : std::vector<std::size_t>{};
+}
 
-asio::awaitable<blob_size_result> blob_size(upstream_client& client, const std::string& repository,
-                                            const oci::digest& d) {
-  auto result = co_await client.send(blob_request(repository, d, http::verb::head));
+// Counts what an unusable answer of mirror `k` was: a failure (its breaker) or a pass.
+void note_unusable(mirror_state& state, std::size_t k, const upstream_result& result) {
+  const auto* f = std::get_if<upstream_failure>(&result);
+  const mirror_verdict v =
+      f != nullptr ? judge_failure(*f)
+                   : judge_status(std::get<std::unique_ptr<upstream_response>>(result)->status());
+  if (v.failure) {
+    state.failed(k, v.reason);
+  } else {
+    state.passed(k, v.reason);
+  }
+}
+
+// `req` at the mirrors in `order` (addressed to them), then at the origin: the first 2xx
+// answer, else the origin's.
+asio::awaitable<upstream_result> first_answer(upstream_client& client, const upstream_request& req,
+                                              const std::vector<std::size_t>& order) {
+  for (const std::size_t k : order) {
+    mirror_state& state = client.mirrors()->state();
+    upstream_request at_mirror = req;
+    address_to_mirror(at_mirror, state);
+    auto result = co_await client.mirrors()->client(k).send(std::move(at_mirror));
+    if (auto* r = std::get_if<std::unique_ptr<upstream_response>>(&result);
+        r != nullptr && (*r)->success()) {
+      state.succeeded(k);
+      co_return result;
+    }
+    note_unusable(state, k, result);
+  }
+  co_return co_await client.send(req);
+}
+
+// blob_size() at one place: `mirror` set, a mirror of it.
+asio::awaitable<blob_size_result> size_at(upstream_client& client, const std::string& repository,
+                                          const oci::digest& d, const mirror_state* mirror) {
+  auto head = blob_request(repository, d, http::verb::head);
+  if (mirror != nullptr) address_to_mirror(head, *mirror);
+  auto result = co_await client.send(std::move(head));
   if (auto* f = std::get_if<upstream_failure>(&result);
       f != nullptr && f->code == upstream_errc::redirect_refused) {
     // A HEAD never follows a redirect (issue 25); a blob GET may: its first byte's
     // Content-Range tells the size (registries that send blobs to storage redirect HEADs too).
     auto first = blob_request(repository, d, http::verb::get);
     first.headers.emplace_back(http::field::range, "bytes=0-0");
+    if (mirror != nullptr) address_to_mirror(first, *mirror);
     result = co_await client.send(std::move(first));
   }
   if (auto* f = std::get_if<upstream_failure>(&result)) co_return std::move(*f);
@@ -63,6 +104,26 @@ asio::awaitable<blob_size_result> blob_size(upstream_client& client, const std::
   if (!length)
     co_return upstream_failure{upstream_errc::protocol, "blob HEAD answered without a length"};
   co_return *length;
+}
+
+}  // namespace
+
+asio::awaitable<blob_size_result> blob_size(upstream_client& client, const std::string& repository,
+                                            const oci::digest& d) {
+  for (const std::size_t k : mirror_order(client, d.str())) {
+    mirror_state& state = client.mirrors()->state();
+    auto result = co_await size_at(client.mirrors()->client(k), repository, d, &state);
+    if (auto* size = std::get_if<std::uint64_t>(&result)) {
+      state.succeeded(k);
+      co_return *size;
+    }
+    if (auto* f = std::get_if<upstream_failure>(&result)) {
+      note_unusable(state, k, upstream_result{std::move(*f)});
+    } else {
+      note_unusable(state, k, std::move(std::get<std::unique_ptr<upstream_response>>(result)));
+    }
+  }
+  co_return co_await size_at(client, repository, d, nullptr);
 }
 
 void blob_ranges::interpret(const std::vector<oci::byte_range>& ranges, std::uint64_t blob_size) {
@@ -109,31 +170,152 @@ void blob_ranges::interpret(const std::vector<oci::byte_range>& ranges, std::uin
   }
 }
 
+struct blob_ranges::route {
+  route(upstream_client& o, oci::digest d) : origin(&o), digest(std::move(d)) {}
+
+  upstream_client* origin;
+  std::vector<std::size_t> pending;  // mirrors not asked yet, best first
+  std::optional<std::size_t> at;     // the mirror answering now; none: the origin
+  std::string repository;
+  oci::digest digest;
+  std::vector<oci::byte_range> ranges;
+  std::uint64_t blob_size = 0;
+  std::uint64_t handed = 0;      // every requested byte before this offset was handed over
+  bool several_refused = false;  // by a mirror passed over
+
+  // The requested ranges not handed over yet.
+  [[nodiscard]] std::vector<oci::byte_range> rest() const {
+    std::vector<oci::byte_range> out;
+    for (const auto& r : ranges) {
+      if (r.last >= handed) out.push_back({std::max(r.first, handed), r.last});
+    }
+    return out;
+  }
+};
+
+blob_ranges::blob_ranges() = default;
+blob_ranges::~blob_ranges() = default;
+blob_ranges::blob_ranges(blob_ranges&&) noexcept = default;
+blob_ranges& blob_ranges::operator=(blob_ranges&&) noexcept = default;
+
+asio::awaitable<void> blob_ranges::request(upstream_client& client, const std::string& repository,
+                                           const oci::digest& d,
+                                           const std::vector<oci::byte_range>& ranges,
+                                           std::uint64_t blob_size, const mirror_state* mirror) {
+  response_.reset();
+  parts_.reset();
+  offset_ = 0;
+  error_.clear();
+  kind_ = "transport";
+  transport_.reset();
+  retries_spent_ = size_contradicted_ = several_refused_ = false;
+  auto req = blob_request(repository, d, http::verb::get);
+  req.headers.emplace_back(http::field::range, range_value(ranges));
+  if (mirror != nullptr) address_to_mirror(req, *mirror);
+  auto result = co_await client.send(std::move(req));
+  if (auto* f = std::get_if<upstream_failure>(&result)) {
+    fail(std::move(f->message), "transport");
+    transport_ = f->code;
+    retries_spent_ = true;
+    co_return;
+  }
+  response_ = std::move(std::get<std::unique_ptr<upstream_response>>(result));
+  interpret(ranges, blob_size);
+  if (error_.empty() && buffer_.empty()) buffer_.resize(body_buffer);
+}
+
+asio::awaitable<void> blob_ranges::advance() {
+  auto& r = *route_;
+  mirror_state& state = r.origin->mirrors()->state();
+  const auto ranges = r.rest();
+  while (!r.pending.empty()) {
+    const std::size_t k = r.pending.front();
+    r.pending.erase(r.pending.begin());
+    co_await request(r.origin->mirrors()->client(k), r.repository, r.digest, ranges, r.blob_size,
+                     &state);
+    if (error_.empty()) {
+      r.at = k;
+      state.succeeded(k);
+      co_return;
+    }
+    log::info("registry", "mirror ", state.label(k), " of ", state.origin().name, ": ", error_,
+              "; asking ", r.pending.empty() ? "the origin" : "the next mirror");
+    if (transport_) {
+      const auto v = judge_failure(upstream_failure{*transport_, {}});
+      state.failed(k, v.reason);
+    } else if (several_refused_) {
+      r.several_refused = true;  // not a failure: asked one range at a time from now on
+      state.passed(k, "status");
+    } else if (const auto v = judge_status(response_->status()); !v.reason.empty()) {
+      if (v.failure) {
+        state.failed(k, v.reason);
+      } else {
+        state.passed(k, v.reason);
+      }
+    } else {
+      state.failed(k, "invalid");  // a 2xx with another range or length than asked
+    }
+  }
+  r.at.reset();
+  co_await request(*r.origin, r.repository, r.digest, ranges, r.blob_size, nullptr);
+  several_refused_ = several_refused_ || r.several_refused;
+}
+
 asio::awaitable<blob_ranges> get_blob_ranges(upstream_client& client, const std::string& repository,
                                              const oci::digest& d,
                                              const std::vector<oci::byte_range>& ranges,
                                              std::uint64_t blob_size) {
-  auto req = blob_request(repository, d, http::verb::get);
-  req.headers.emplace_back(http::field::range, range_value(ranges));
-  auto result = co_await client.send(std::move(req));
   blob_ranges out;
-  if (auto* f = std::get_if<upstream_failure>(&result)) {
-    out.fail(std::move(f->message), "transport");
-    out.retries_spent_ = true;
+  auto order = mirror_order(client, d.str());
+  if (order.empty()) {
+    co_await out.request(client, repository, d, ranges, blob_size, nullptr);
     co_return out;
   }
-  out.response_ = std::move(std::get<std::unique_ptr<upstream_response>>(result));
-  out.interpret(ranges, blob_size);
-  if (out.error_.empty()) out.buffer_.resize(body_buffer);
+  out.route_ = std::make_unique<blob_ranges::route>(client, d);
+  auto& r = *out.route_;
+  r.pending = std::move(order);
+  r.repository = repository;
+  r.ranges = ranges;
+  r.blob_size = blob_size;
+  co_await out.advance();
   co_return out;
 }
 
 asio::awaitable<bool> blob_ranges::next(std::vector<blob_piece>& out) {
+  // Each pass leaves a mirror behind: at most one per mirror, then the origin's answer stands.
+  for (std::size_t pass = 0; pass <= (route_ ? route_->pending.size() + 1 : 0); ++pass) {
+    if (co_await next_here(out)) {
+      if (route_) {
+        for (const auto& p : out) route_->handed = std::max(route_->handed, p.offset + p.size);
+        if (route_->at) {
+          mirror_state& state = route_->origin->mirrors()->state();
+          state.served(*route_->at, route_->digest);
+          std::uint64_t n = 0;
+          for (const auto& p : out) n += p.size;
+          if (auto* m = state.metrics(*route_->at)) m->received(n);
+        }
+      }
+      co_return true;
+    }
+    if (!route_ || !route_->at || route_->rest().empty()) co_return false;
+    mirror_state& state = route_->origin->mirrors()->state();
+    log::info("registry", "mirror ", state.label(*route_->at), " of ", state.origin().name, ": ",
+              error_, "; the rest from ",
+              route_->pending.empty() ? "the origin" : "the next mirror");
+    state.failed(*route_->at, transport_ == upstream_errc::timeout ? "timeout" : "transport");
+    co_await advance();
+    if (!error_.empty()) co_return false;
+  }
+  co_return false;
+}
+
+asio::awaitable<bool> blob_ranges::next_here(std::vector<blob_piece>& out) {
   out.clear();
   if (!error_.empty()) co_return false;
   auto [ec, n] = co_await response_->read_some(buffer_.data(), buffer_.size());
   if (ec) {
     fail("upstream body: " + ec.message(), "transport");
+    if (ec == beast::error::timeout) transport_ = upstream_errc::timeout;
     co_return false;
   }
   if (n == 0) {
@@ -167,7 +349,7 @@ asio::awaitable<upstream_result> relay_blob(upstream_client& client, const std::
   auto req = blob_request(repository, d, head ? http::verb::head : http::verb::get);
   if (!range.empty()) req.headers.emplace_back(http::field::range, std::string(range));
   if (!if_range.empty()) req.headers.emplace_back(http::field::if_range, std::string(if_range));
-  co_return co_await client.send(std::move(req));
+  co_return co_await first_answer(client, req, mirror_order(client, d.str()));
 }
 
 namespace {
@@ -200,13 +382,17 @@ manifest_result verified_manifest(unsigned status, const std::string& repository
 
 }  // namespace
 
-asio::awaitable<manifest_result> get_manifest(upstream_client& client,
-                                              const std::string& repository,
-                                              const std::string& reference,
-                                              const std::string& accept, std::size_t max_size) {
+namespace {
+
+// get_manifest() at one place: `mirror` set, a mirror of it.
+asio::awaitable<manifest_result> manifest_at(upstream_client& client, const std::string& repository,
+                                             const std::string& reference,
+                                             const std::string& accept, std::size_t max_size,
+                                             const mirror_state* mirror) {
   for (int attempt = 0;; ++attempt) {
-    auto result =
-        co_await client.send(manifest_request(repository, reference, accept, http::verb::get));
+    auto req = manifest_request(repository, reference, accept, http::verb::get);
+    if (mirror != nullptr) address_to_mirror(req, *mirror);
+    auto result = co_await client.send(std::move(req));
     if (auto* f = std::get_if<upstream_failure>(&result)) {
       co_return manifest_failure{manifest_failure::why::upstream, std::move(*f)};
     }
@@ -225,7 +411,7 @@ asio::awaitable<manifest_result> get_manifest(upstream_client& client,
                                   std::move(body));
     }
     std::string reason = "manifest body: " + ec.message();
-    if (attempt > 0) {
+    if (attempt > 0 || mirror != nullptr) {
       co_return manifest_failure{manifest_failure::why::upstream,
                                  {upstream_errc::protocol, std::move(reason)}};
     }
@@ -234,11 +420,62 @@ asio::awaitable<manifest_result> get_manifest(upstream_client& client,
   }
 }
 
+// The mirrors to ask for manifest `reference`: by digest, as for blobs; a tag, those that
+// resolve tags.
+std::vector<std::size_t> manifest_mirrors(const upstream_client& client,
+                                          const std::string& reference) {
+  auto* mirrors = client.mirrors();
+  if (mirrors == nullptr) return {};
+  if (oci::digest::parse(reference)) return mirrors->state().candidates(reference);
+  return mirrors->state().resolvers();
+}
+
+// Counts what a manifest answer of mirror `k` that cannot be used was.
+void note_manifest(mirror_state& state, std::size_t k, manifest_result& result) {
+  if (auto* r = std::get_if<std::unique_ptr<upstream_response>>(&result)) {
+    note_unusable(state, k, std::move(*r));
+    return;
+  }
+  const auto& f = std::get<manifest_failure>(result);
+  switch (f.kind) {
+    case manifest_failure::why::digest_mismatch:
+      state.failed(k, "digest");
+      return;
+    case manifest_failure::why::body_too_large:
+      state.failed(k, "invalid");
+      return;
+    case manifest_failure::why::upstream:
+      state.failed(k, judge_failure(f.failure).reason);
+      return;
+  }
+}
+
+}  // namespace
+
+asio::awaitable<manifest_result> get_manifest(upstream_client& client,
+                                              const std::string& repository,
+                                              const std::string& reference,
+                                              const std::string& accept, std::size_t max_size) {
+  for (const std::size_t k : manifest_mirrors(client, reference)) {
+    mirror_state& state = client.mirrors()->state();
+    auto result = co_await manifest_at(client.mirrors()->client(k), repository, reference, accept,
+                                       max_size, &state);
+    if (std::holds_alternative<manifest_body>(result)) {
+      state.succeeded(k);
+      co_return result;
+    }
+    note_manifest(state, k, result);
+  }
+  co_return co_await manifest_at(client, repository, reference, accept, max_size, nullptr);
+}
+
 asio::awaitable<upstream_result> head_manifest(upstream_client& client,
                                                const std::string& repository,
                                                const std::string& reference,
                                                const std::string& accept) {
-  co_return co_await client.send(manifest_request(repository, reference, accept, http::verb::head));
+  co_return co_await first_answer(client,
+                                  manifest_request(repository, reference, accept, http::verb::head),
+                                  manifest_mirrors(client, reference));
 }
 
 asio::awaitable<upstream_result> get_listing(

@@ -42,6 +42,8 @@ struct blob_piece {
   std::size_t size = 0;
 };
 
+class mirror_state;
+
 // A ranged GET of a blob, its answer interpreted. The body is one stream of bytes from a
 // known offset (a 206 with one Content-Range, or a 200 from the first byte) or the parts of a
 // multipart/byteranges body; next() hands over both as pieces at their blob offsets, in the
@@ -49,6 +51,13 @@ struct blob_piece {
 // range) or skip from one requested range to the next: the caller takes what it asked for.
 class blob_ranges {
  public:
+  blob_ranges();
+  ~blob_ranges();
+  blob_ranges(blob_ranges&&) noexcept;
+  blob_ranges& operator=(blob_ranges&&) noexcept;
+  blob_ranges(const blob_ranges&) = delete;
+  blob_ranges& operator=(const blob_ranges&) = delete;
+
   // Why the answer cannot be used: empty when it can.
   [[nodiscard]] const std::string& error() const { return error_; }
   // The kind of error(), for the fill-failure metric: "transport", "status", "content_range",
@@ -76,12 +85,27 @@ class blob_ranges {
                                                       const oci::digest&,
                                                       const std::vector<oci::byte_range>&,
                                                       std::uint64_t);
+  // Where the body comes from when the upstream has mirrors, and where it goes on when it
+  // breaks off at one: the next mirror, then the origin, from the first byte not handed over.
+  struct route;
+
   void fail(std::string why, std::string_view kind) {
     error_ = std::move(why);
     kind_ = kind;
   }
   void interpret(const std::vector<oci::byte_range>& ranges, std::uint64_t blob_size);
+  // One GET of `ranges` at `client` (a mirror of `mirror` when set), its answer interpreted;
+  // what an earlier GET left is dropped.
+  asio::awaitable<void> request(upstream_client& client, const std::string& repository,
+                                const oci::digest& d, const std::vector<oci::byte_range>& ranges,
+                                std::uint64_t blob_size, const mirror_state* mirror);
+  // The next mirror that answers the ranges not handed over yet, else the origin.
+  asio::awaitable<void> advance();
+  // next() at the source answering now.
+  asio::awaitable<bool> next_here(std::vector<blob_piece>& out);
 
+  std::unique_ptr<route> route_;            // only when the upstream has mirrors
+  std::optional<upstream_errc> transport_;  // the last request's, when it had no answer
   std::unique_ptr<upstream_response> response_;
   std::optional<oci::byteranges_reader> parts_;
   std::uint64_t offset_ = 0;  // a single stream: the blob offset of the next body byte

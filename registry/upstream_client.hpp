@@ -48,6 +48,7 @@ struct origin {
 };
 
 class connection_pool;
+class mirror_clients;
 
 // One open connection to an origin.
 class upstream_connection {
@@ -233,6 +234,12 @@ class upstream_client {
   // layercache's own listeners, which redirects never reach (null: none known). Set before use.
   void set_own_endpoints(const net::own_endpoints* own) { own_ = own; }
 
+  // The upstream's mirrors on this worker (registry/mirrors.hpp), asked before it for blobs
+  // and manifests by digest by the calls of registry/distribution.hpp (null: none, or a
+  // client that asks no mirror). Set before use.
+  void set_mirrors(mirror_clients* m) { mirrors_ = m; }
+  [[nodiscard]] mirror_clients* mirrors() const { return mirrors_; }
+
   // Where requests, body bytes and token fetches are counted (null: nowhere). Set before use.
   void set_metrics(metrics::upstream_metrics* m) { metrics_ = m; }
   [[nodiscard]] metrics::upstream_metrics* metrics() const { return metrics_; }
@@ -302,6 +309,7 @@ class upstream_client {
   // Challenges by scope, at most max_challenges (this worker's; cleared when full).
   std::map<std::string, challenge, std::less<>> challenges_;
   metrics::upstream_metrics* metrics_ = nullptr;
+  mirror_clients* mirrors_ = nullptr;
   redirect_memory& redirects_;
   const net::own_endpoints* own_ = nullptr;
   // Connections warm() is opening (shared with them: they may end after this client).

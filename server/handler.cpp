@@ -5,6 +5,7 @@
 #include "metrics/metrics.hpp"
 #include "oci/media_types.hpp"
 #include "registry/distribution.hpp"
+#include "registry/mirrors.hpp"
 #include "server/client_auth.hpp"
 #include "server/handlers.hpp"
 
@@ -198,6 +199,12 @@ asio::awaitable<answer> handle_request(const services& s, upstream_clients& clie
   }
   const route& r = std::get<route>(parsed);
   record.kind = metrics_route(r.kind);
+  const std::string_view via = req[http::field::via];
+  const bool from_layercache = registry::via_names_layercache(via);
+  if (from_layercache && !s.via.empty() && registry::via_names(via, s.via)) {
+    co_return error_answer(508, "UNSUPPORTED",
+                           "request loop: this request came through this layercache before");
+  }
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
     co_return error_answer(405, "UNSUPPORTED", "this registry mirror is read-only");
   }
@@ -213,7 +220,13 @@ asio::awaitable<answer> handle_request(const services& s, upstream_clients& clie
   }
   const auto& choice = std::get<upstream_choice>(chosen);
   record.upstream = choice.upstream->name;
-  registry::upstream_client& client = *clients.find(choice.upstream->name)->second;
+  registry::upstream_client* chosen_client = clients.find(choice.upstream->name)->second.get();
+  if (from_layercache && chosen_client->mirrors() != nullptr) {
+    // Another layercache's fill: from the cache or the origin, never this one's mirrors (a
+    // tier that points back at a node must not bounce the request around).
+    chosen_client = &chosen_client->mirrors()->origin_only();
+  }
+  registry::upstream_client& client = *chosen_client;
   const request_context rc{req, record, ex, client, choice, r};
   switch (r.kind) {
     case route_kind::manifest: {

@@ -30,6 +30,7 @@
 #include "net/address_policy.hpp"
 #include "registry/artifacts.hpp"
 #include "registry/credentials.hpp"
+#include "registry/mirrors.hpp"
 #include "server/admin.hpp"
 #include "server/cpu_limit.hpp"
 #include "server/handlers.hpp"
@@ -120,6 +121,25 @@ bool same_listeners(const std::vector<config::listener>& a,
   }
   return true;
 }
+// Whether the mirrors of an upstream differ in anything a restart must apply.
+bool mirrors_differ(const config::upstream& u, const config::upstream& v) {
+  if (u.mirrors.size() != v.mirrors.size() || u.mirror_select != v.mirror_select ||
+      u.breaker.failures != v.breaker.failures || u.breaker.open_for != v.breaker.open_for) {
+    return true;
+  }
+  for (std::size_t k = 0; k < u.mirrors.size(); ++k) {
+    const auto& m = u.mirrors[k];
+    const auto& n = v.mirrors[k];
+    if (m.url != n.url || m.ca_file != n.ca_file || m.resolve != n.resolve ||
+        m.timeouts.connect != n.timeouts.connect || m.timeouts.response != n.timeouts.response ||
+        m.timeouts.read != n.timeouts.read || m.timeouts.body != n.timeouts.body ||
+        m.auth.type != n.auth.type || m.auth.username != n.auth.username ||
+        m.auth.password != n.auth.password || m.auth.docker_config != n.auth.docker_config) {
+      return true;
+    }
+  }
+  return false;
+}
 
 // Differences that only a restart applies, as key names.
 std::vector<std::string> restart_only_changes(const config::config& a, const config::config& b) {
@@ -179,7 +199,8 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
         u.auth.realm_hosts != v.auth.realm_hosts || u.retry.attempts != v.retry.attempts ||
         u.retry.backoff != v.retry.backoff || u.retry.max_backoff != v.retry.max_backoff ||
         u.retry.max_retry_after != v.retry.max_retry_after || u.auth.type != v.auth.type ||
-        u.auth.username != v.auth.username || u.auth.password != v.auth.password;
+        u.auth.username != v.auth.username || u.auth.password != v.auth.password ||
+        mirrors_differ(u, v);
   }
   if (upstreams_differ) out.emplace_back("upstreams");
   return out;
@@ -193,6 +214,9 @@ struct server::impl {
         : pool(io.get_executor()), context{shared, {}, {}, false, open} {}
     asio::io_context io{1};
     registry::connection_pool pool;
+    // The upstreams' mirrors on this worker (declared before the context: its clients point
+    // to them).
+    std::vector<std::unique_ptr<registry::mirror_clients>> mirrors;
     worker_context context;
     std::vector<std::pair<asio::ip::tcp::acceptor, asio::ssl::context*>> acceptors;
     std::thread thread;
@@ -210,6 +234,17 @@ struct server::impl {
   std::map<std::string, std::unique_ptr<registry::upstream_credentials>>
       credentials;                                                              // by upstream name
   std::map<std::string, std::unique_ptr<registry::redirect_memory>> redirects;  // by upstream name
+  // This process's Via value: sent to mirrors, and a request that carries it is a loop.
+  std::string via = registry::make_via();
+  // What an upstream's mirrors share across workers: their state and, per mirror, its TLS
+  // context, credentials and redirect memory.
+  struct mirror_parts {
+    std::unique_ptr<registry::mirror_state> state;
+    std::vector<std::unique_ptr<asio::ssl::context>> tls;
+    std::vector<std::unique_ptr<registry::upstream_credentials>> credentials;
+    std::vector<std::unique_ptr<registry::redirect_memory>> redirects;
+  };
+  std::map<std::string, mirror_parts> mirrors;  // by upstream name; only those with mirrors
   net::own_endpoints own;  // filled in start() before the workers run; read-only after
   std::vector<std::unique_ptr<asio::ssl::context>> listener_tls;  // by listener index
   // What sessions and upstream responses count into: still there when a worker's io_context,
@@ -252,6 +287,10 @@ struct server::impl {
   void make_services();
   // The workers, each with a client of each upstream.
   void make_workers(unsigned threads);
+  // A client of upstream `u` on worker `w`, and the clients of its mirrors there.
+  std::unique_ptr<registry::upstream_client> origin_client(worker& w, const config::upstream& u);
+  std::unique_ptr<registry::mirror_clients> mirror_clients_on(worker& w, const config::upstream& u,
+                                                              mirror_parts& parts);
   // What a preload on worker `w` uses (the cache is on).
   preload_services preloads_on(worker& w);
   // Every worker accepts on listener `li`: the first binds (resolving port 0), the others
@@ -396,6 +435,16 @@ void server::impl::prepare_upstreams() {
     upstream_tls[u.name] = registry::make_client_tls(u.ca_file);
     credentials[u.name] = std::make_unique<registry::upstream_credentials>(u);
     redirects[u.name] = std::make_unique<registry::redirect_memory>();
+    if (u.mirrors.empty()) continue;
+    auto& parts = mirrors[u.name];
+    parts.state = std::make_unique<registry::mirror_state>(u, via);
+    for (std::size_t k = 0; k < parts.state->size(); ++k) {
+      const auto& endpoint = parts.state->endpoint(k);
+      parts.tls.push_back(registry::make_client_tls(endpoint.ca_file));
+      parts.credentials.push_back(std::make_unique<registry::upstream_credentials>(endpoint));
+      parts.redirects.push_back(std::make_unique<registry::redirect_memory>());
+      parts.state->set_metrics(k, &metrics.mirror(u.name, parts.state->label(k)));
+    }
   }
 }
 
@@ -562,11 +611,35 @@ void server::impl::make_services() {
   manifest_answers = manifests
                          ? cached_manifests(*manifests, cfg, *observer, *blob_answers, metrics)
                          : relayed_manifests(cfg, *observer, *blob_answers, metrics);
-  shared.emplace(services{cfg, metrics, access_log, *observer, *manifest_answers, *blob_answers});
+  shared.emplace(
+      services{cfg, metrics, access_log, *observer, *manifest_answers, *blob_answers, via});
 }
 
 preload_services server::impl::preloads_on(worker& w) {
   return preload_services{cfg, metrics, w.context.clients, *blobs, *manifests, prefetch.get()};
+}
+
+std::unique_ptr<registry::upstream_client> server::impl::origin_client(worker& w,
+                                                                       const config::upstream& u) {
+  auto client = std::make_unique<registry::upstream_client>(
+      u, w.pool, upstream_tls[u.name].get(), tokens, *credentials[u.name], *redirects[u.name]);
+  client->set_metrics(&metrics.upstream(u.name));
+  client->set_own_endpoints(&own);
+  return client;
+}
+
+std::unique_ptr<registry::mirror_clients> server::impl::mirror_clients_on(worker& w,
+                                                                          const config::upstream& u,
+                                                                          mirror_parts& parts) {
+  std::vector<std::unique_ptr<registry::upstream_client>> clients;
+  for (std::size_t k = 0; k < parts.state->size(); ++k) {
+    clients.push_back(std::make_unique<registry::upstream_client>(
+        parts.state->endpoint(k), w.pool, parts.tls[k].get(), tokens, *parts.credentials[k],
+        *parts.redirects[k]));
+    clients.back()->set_own_endpoints(&own);
+  }
+  return std::make_unique<registry::mirror_clients>(*parts.state, std::move(clients),
+                                                    origin_client(w, u));
 }
 
 void server::impl::make_workers(unsigned threads) {
@@ -574,10 +647,11 @@ void server::impl::make_workers(unsigned threads) {
   for (unsigned i = 0; i < threads; ++i) {
     auto w = std::make_unique<worker>(*shared, open);
     for (const auto& u : cfg.upstreams) {
-      auto client = std::make_unique<registry::upstream_client>(
-          u, w->pool, upstream_tls[u.name].get(), tokens, *credentials[u.name], *redirects[u.name]);
-      client->set_metrics(&metrics.upstream(u.name));
-      client->set_own_endpoints(&own);
+      auto client = origin_client(*w, u);
+      if (auto it = mirrors.find(u.name); it != mirrors.end()) {
+        w->mirrors.push_back(mirror_clients_on(*w, u, it->second));
+        client->set_mirrors(w->mirrors.back().get());
+      }
       w->context.clients.emplace(u.name, std::move(client));
     }
     workers.push_back(std::move(w));

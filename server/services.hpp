@@ -76,6 +76,8 @@ struct services {
   access_observer& observer;            // the prefetcher, or no_prefetch
   manifest_handler& manifests;          // through the manifest cache, or straight through
   blob_handler& blobs;                  // through the blob source, or straight through
+  // This process's Via value (registry::make_via): a request that carries it came back here.
+  std::string_view via{};
 };
 
 // The upstream clients of one worker, by configured name.

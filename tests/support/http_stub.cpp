@@ -142,6 +142,15 @@ struct http_stub::impl {
       res.keep_alive(req.keep_alive());
       beast::get_lowest_layer(stream).expires_after(io_timeout);
       boost::system::error_code wec;
+      if (answer.cut_after && req.method() != http::verb::head) {
+        http::response<http::empty_body> head{http::response_header<>(res.base())};
+        auto [hec, hn] = co_await http::async_write(stream, head, use_tuple);
+        if (!hec) {
+          const std::size_t n = std::min(*answer.cut_after, res.body().size());
+          (void)co_await asio::async_write(stream, asio::buffer(res.body().data(), n), use_tuple);
+        }
+        break;  // closes the connection mid-body
+      }
       if (req.method() == http::verb::head || answer.trickle.count() > 0) {
         // The header of the GET answer (its Content-Length included), without the body.
         http::response<http::empty_body> head{http::response_header<>(res.base())};

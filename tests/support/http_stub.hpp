@@ -31,6 +31,9 @@ struct stub_response {
   // Not zero: the header at once, then the body one byte at a time, this long apart (a body
   // that trickles); ends early when the client goes or the stub is destroyed.
   std::chrono::milliseconds trickle{0};
+  // Set: the header (with the whole body's Content-Length), only this many bytes of the body,
+  // and the connection closes — a body that breaks off.
+  std::optional<std::size_t> cut_after;
 };
 
 // Answers every request with `handler(request)`, called on the stub's own thread (one at a

@@ -221,6 +221,10 @@ void registry_process::write_config() const {
       << "    issuer: " << yaml_quoted(t.issuer) << "\n"
       << "    rootcertbundle: " << yaml_quoted(t.rootcertbundle) << "\n";
   }
+  if (!options_.proxy_remote_url.empty()) {
+    y << "proxy:\n"
+      << "  remoteurl: " << yaml_quoted(options_.proxy_remote_url) << "\n";
+  }
   if (!options_.redirect_base_url.empty()) {
     y << "middleware:\n"
       << "  storage:\n"

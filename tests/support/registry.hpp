@@ -35,6 +35,8 @@ struct registry_options {
     std::string rootcertbundle;
   };
   std::optional<token_auth_options> token_auth;
+  // Non-empty: a pull-through cache of this registry (`proxy: remoteurl:`), as a mirror.
+  std::string proxy_remote_url;
 };
 
 // Starts `docker-registry serve` with a generated config on a free port and waits (at most

@@ -302,23 +302,36 @@ restart() {  # backend: stop it, wipe its cache, start it again
   "start_$1"
 }
 
+# CPU time (user + system, in clock ticks) the backend has used so far: its process and its
+# children (nginx's workers); empty for direct.
+TICKS=$(getconf CLK_TCK)
+backend_ticks() {
+  [ -n "$BACKEND_PID" ] || return 0
+  local p
+  for p in "$BACKEND_PID" $(pgrep -P "$BACKEND_PID"); do
+    awk '{ print $14 + $15 }' "/proc/$p/stat" 2> /dev/null || true
+  done | awk '{ t += $1 } END { print t + 0 }'
+}
+
 # Runs one scenario: `scenario backend name layercache-bench-arguments…`; records
-# "name|backend|upstream requests|upstream bytes|extra|bench line|round".
-EXTRA=
+# "name|backend|upstream requests|upstream bytes|backend CPU seconds|bench line|round".
 ROUND=1
 scenario() {
-  local backend=$1 name=$2 mark out up
+  local backend=$1 name=$2 mark out up ticks cpu=
   shift 2
   mark=$(log_lines)
+  ticks=$(backend_ticks)
   out=$(timeout $((MAX_SECONDS + 180)) "$BUILD/layercache-bench" "$@" "${BENCH_TLS[@]}" \
     --max-seconds "$MAX_SECONDS" 2> "$WORK/bench.err" | head -1) || true
   [ -n "$out" ] || out="failed: $(head -c 300 "$WORK/bench.err" | tr '\n' ' ')"
+  # (before settle: the backend's CPU while the client ran, not its idle seconds after)
+  [ -z "$ticks" ] || cpu=$(awk -v a="$ticks" -v b="$(backend_ticks)" -v hz="$TICKS" \
+    'BEGIN { printf "%.2f", (b - a) / hz }')
   settle
   up=$(upstream_since "$mark")
-  echo "$name|$backend|${up% *}|${up#* }|$EXTRA|$out|$ROUND" >> "$RESULTS"
+  echo "$name|$backend|${up% *}|${up#* }|$cpu|$out|$ROUND" >> "$RESULTS"
   log "$name $backend: $out; upstream: ${up% *} requests, ${up#* } bytes"
   if [ -s "$WORK/bench.err" ]; then sed 's/^/  /' "$WORK/bench.err" | head -3 >&2; fi
-  EXTRA=
 }
 
 # The herd, with layercached's memory sampled every 100 ms, and at the same time the established
@@ -424,7 +437,7 @@ function val(line, key,   re, m) {
   return ""
 }
 {
-  name[NR] = $1; backend[NR] = $2; up_req[NR] = $3; up_bytes[NR] = $4; line[NR] = $6
+  name[NR] = $1; backend[NR] = $2; up_req[NR] = $3; up_bytes[NR] = $4; cpu[NR] = $5; line[NR] = $6
   round[NR] = $7
   if (rounds > 1) backend[NR] = $2 " #" $7
   if ($2 == "direct") direct[$1, $7] = NR
@@ -435,12 +448,12 @@ END {
   label["warm_ranges"] = "warm 64 KiB ranges, " ranges
   label["cold_ranges"] = "cold 64 KiB ranges, " cold_ranges
   label["herd"] = "herd: " herd " GETs of 1 cold blob"
-  printf "| %-31s | %-17s | %8s | %6s | %7s | %9s | %8s | %8s | %9s | %6s | %8s | %4s |\n", \
+  printf "| %-31s | %-17s | %8s | %6s | %7s | %9s | %8s | %8s | %9s | %6s | %8s | %4s | %5s |\n", \
     "scenario", "backend", "s", "GB/s", "req/s", "TTFB p50", "p50 ms", "p99 ms", "vs direct", \
-    "up req", "up MiB", "err"
-  split("31 17 8 6 7 9 8 8 9 6 8 4", width, " ")
+    "up req", "up MiB", "err", "CPU s"
+  split("31 17 8 6 7 9 8 8 9 6 8 4 5", width, " ")
   rule = "|"
-  for (c = 1; c <= 12; c++) {
+  for (c = 1; c <= 13; c++) {
     dashes = ""
     for (k = 0; k < width[c] + (c <= 2 ? 2 : 1); k++) dashes = dashes "-"
     rule = rule dashes (c <= 2 ? "" : ":") "|"
@@ -460,16 +473,18 @@ END {
       dp = (name[i] ~ /ranges/) ? val(d, "p50_ms") : val(d, "seconds")
       if (dp + 0 > 0) ratio = sprintf("%.2f", primary / dp)
     }
-    printf "| %-31s | %-17s | %8.3f | %6.3f | %7.1f | %9.2f | %8.2f | %8.2f | %9s | %6d | %8.1f | %4d |\n", \
+    printf "| %-31s | %-17s | %8.3f | %6.3f | %7.1f | %9.2f | %8.2f | %8.2f | %9s | %6d | %8.1f | %4d | %5s |\n", \
       label[name[i]], backend[i], secs, val(l, "GB/s"), val(l, "req/s"), val(l, "ttfb_p50_ms"), \
-      p50, val(l, "p99_ms"), ratio, up_req[i], up_bytes[i] / 1048576, val(l, "errors")
+      p50, val(l, "p99_ms"), ratio, up_req[i], up_bytes[i] / 1048576, val(l, "errors"), \
+      cpu[i] == "" ? "-" : cpu[i]
   }
 }' "$RESULTS"
 echo
 echo "vs direct: time (pulls, herd) or p50 latency (ranges) relative to the same scenario run"
 echo "directly against the upstream; below 1 is faster. up req / up MiB: requests and body bytes"
-echo "the upstream served during the scenario (access log). A pull moves $IMAGE_BYTES bytes per"
-echo "image; the herd blob has $HERD_SIZE bytes."
+echo "the upstream served during the scenario (access log). CPU s: user + system seconds of the"
+echo "backend's processes while the client ran (the steadier figure on a shared machine). A pull"
+echo "moves $IMAGE_BYTES bytes per image; the herd blob has $HERD_SIZE bytes."
 [ -n "$MEMORY" ] && echo "$MEMORY"
 [ -n "$TLS_INFO" ] && echo "TLS (openssl s_client, the bench's library and defaults): $TLS_INFO"
 
@@ -481,7 +496,7 @@ function val(line, key,   re, m) {
   return ""
 }
 function ratio(a, b) { return (b + 0 > 0 && a != "") ? sprintf("%.2f", a / b) : "-" }
-{ at[$1, $2, $7] = $6; if (!($1 in seen)) { seen[$1] = 1; names[++n] = $1 } }
+{ at[$1, $2, $7] = $6; cpu[$1, $2, $7] = $5; if (!($1 in seen)) { seen[$1] = 1; names[++n] = $1 } }
 END {
   split("layercache nginx layercache-tls nginx-tls", b, " ")
   out = ""
@@ -492,15 +507,16 @@ END {
       for (r = 1; r <= rounds; r++) {
         l = at[s, b[p], r]; x = at[s, b[p + 1], r]
         if (l == "" || x == "" || l ~ /^failed/ || x ~ /^failed/) {
-          cells = cells sprintf(" | %11s", "-")
+          cells = cells sprintf(" | %18s", "-")
           continue
         }
         any = 1
+        c = " (" ratio(cpu[s, b[p], r], cpu[s, b[p + 1], r]) ")"
         if (s ~ /ranges/) {
-          cells = cells sprintf(" | %11s", ratio(val(l, "p50_ms"), val(x, "p50_ms")) " / " \
-            ratio(val(l, "p99_ms"), val(x, "p99_ms")))
+          cells = cells sprintf(" | %18s", ratio(val(l, "p50_ms"), val(x, "p50_ms")) " / " \
+            ratio(val(l, "p99_ms"), val(x, "p99_ms")) c)
         } else {
-          cells = cells sprintf(" | %11s", ratio(val(l, "seconds"), val(x, "seconds")))
+          cells = cells sprintf(" | %18s", ratio(val(l, "seconds"), val(x, "seconds")) c)
         }
       }
       if (any) out = out sprintf("| %-11s | %-26s%s |\n", s, b[p] " / " b[p + 1], cells)
@@ -509,13 +525,14 @@ END {
   if (out == "") exit
   head = sprintf("| %-11s | %-26s", "scenario", "pair"); rule = "|-------------|----------------------------"
   for (r = 1; r <= rounds; r++) {
-    head = head sprintf(" | %11s", "round " r)
-    rule = rule "|------------:"
+    head = head sprintf(" | %18s", "round " r)
+    rule = rule "|-------------------:"
   }
   print ""
   print "Pairs, round by round (the backends of a round run one after the other, every other round"
   print "in reverse order): time / time for pulls and the herd, p50 / p50 and p99 / p99 for ranges;"
-  print "below 1: layercache is faster."
+  print "in brackets: CPU seconds of the backends, layercache / nginx. Below 1: layercache is faster"
+  print "(uses less CPU)."
   print ""
   print head " |"
   print rule "|"

@@ -38,11 +38,13 @@
 # redirect: 1 = the storage host answers several ranges with the whole blob, as GCS and S3),
 # COMPARE_SCENARIOS ("pulls cold_ranges herd": pulls = cold pull, warm pull and warm ranges;
 # e.g. "herd" alone, with COMPARE_LAYERS=64MiB, for the memory of HERD streams),
-# COMPARE_TLS (1: the default backends and then layercache-tls nginx-tls),
+# COMPARE_TLS (1: the default backends and then layercache-tls nginx-tls; with redirect storage
+# layercache-tls alone),
 # COMPARE_ROUNDS (1: each backend once; N: N rounds, every other one in reverse order, so that
 # each pair runs alternated on a busy machine; ratios of each pair per round under the table).
-# Issue 22's HTTPS comparison, 8 × 64 MiB warm and warm 64 KiB ranges, both pairs in 4 rounds:
-#   COMPARE_LAYERS=64MiB COMPARE_SCENARIOS=pulls COMPARE_ROUNDS=4 \
+# Issue 22's HTTPS comparison, 8 × 64 MiB warm and warm 64 KiB ranges, both pairs in 5 rounds
+# (docs/benchmarks.md):
+#   COMPARE_LAYERS=64MiB COMPARE_SCENARIOS=pulls COMPARE_ROUNDS=5 \
 #     COMPARE_BACKENDS="layercache nginx layercache-tls nginx-tls" scripts/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

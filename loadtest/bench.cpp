@@ -1,4 +1,4 @@
-// layercache-bench: an HTTP load generator for registries and mirrors (plain http only):
+// layercache-bench: an HTTP load generator for registries and mirrors (http or https):
 // scenarios from the command line or a YAML file (loadtest/scenarios/mix.yaml), run by
 // loadtest/load.hpp (its requests through loadtest/client.hpp), reported as text or JSON
 // (loadtest/report.hpp).
@@ -17,8 +17,12 @@
 //                           [--align N] [--seed S] [--repo REPO --read-set FILE
 //                           [--replay-concurrency C]]
 //   layercache-bench --scenario FILE.yaml [--registry URL]
-//   every form: [--max-seconds S] [--timeout S] [--json]
+//   every form: [--max-seconds S] [--timeout S] [--json] [--ca-file PEM | --insecure]
 //
+// A URL may be https://: the server's certificate must chain to the system's CAs or to those
+// of --ca-file and name the URL's host, unless --insecure (no check at all: throwaway
+// self-signed certificates on loopback). The handshake is part of a connection's opening, not
+// of a request's time; connections are kept alive, so a run pays it once per connection.
 // full with --url: C connections GET the URL until N requests have been started; an answer
 // counts only when it is a 200 whose body has the Content-Length it announced. full with
 // images: C clients pull until N pulls have been started — the manifest (an index is followed
@@ -70,7 +74,8 @@ int usage() {
          "                               [--align N] [--seed S] [--repo REPO --read-set FILE\n"
          "                               [--replay-concurrency C]]\n"
          "       layercache-bench --scenario FILE.yaml [--registry URL]\n"
-         "       every form: [--max-seconds S] [--timeout S] [--json]\n";
+         "       every form: [--max-seconds S] [--timeout S] [--json] [--ca-file PEM | "
+         "--insecure]\n";
   return 2;
 }
 
@@ -101,11 +106,12 @@ int main(int argc, char** argv) {
   s.kind = mode == "ranges"   ? scenario_kind::ranges
            : mode == "replay" ? scenario_kind::replay
                               : scenario_kind::full;
-  std::string scenario_file, registry, read_set;
+  std::string scenario_file, registry, read_set, ca_file;
   std::uint64_t ranges_count = 0;
   unsigned ranges_concurrency = 8, replay_concurrency = 8;
   double max_seconds = 0, timeout = 0;
   bool json = false;
+  bool insecure = false;
   bool count_given = false;
   try {
     for (int i = first_option; i < argc; ++i) {
@@ -174,6 +180,10 @@ int main(int argc, char** argv) {
         if (!(timeout > 0)) throw std::invalid_argument("--timeout must be above 0");
       } else if (arg == "--json") {
         json = true;
+      } else if (arg == "--ca-file") {
+        ca_file = value();
+      } else if (arg == "--insecure") {
+        insecure = true;
       } else {
         std::cerr << "unknown argument " << arg << "\n";
         return usage();
@@ -195,7 +205,7 @@ int main(int argc, char** argv) {
         throw std::invalid_argument("--url goes without --registry, --image and --blob");
       }
       if (by_url && !parse_http_url(s.url)) {
-        throw std::invalid_argument("--url must be http://host[:port]/path");
+        throw std::invalid_argument("--url must be http(s)://host[:port]/path");
       }
       if (!by_url && registry.empty()) throw std::invalid_argument("--registry or --url needed");
       if (mode == "full" && !by_url && s.images.empty()) {
@@ -240,7 +250,13 @@ int main(int argc, char** argv) {
     std::cerr << "layercache-bench: " << e.what() << "\n";
     return 2;
   }
+  if (!ca_file.empty() && insecure) {
+    std::cerr << "layercache-bench: --ca-file and --insecure exclude each other\n";
+    return 2;
+  }
   if (!registry.empty()) p.registry = registry;
+  if (!ca_file.empty()) p.ca_file = ca_file;
+  if (insecure) p.insecure = true;
   if (max_seconds > 0) p.max_seconds = max_seconds;
   if (timeout > 0) p.timeout_seconds = timeout;
 

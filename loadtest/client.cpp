@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
@@ -43,9 +44,28 @@ origin resolve_origin(asio::io_context& io, const http_url& url) {
   if (ec || results.empty()) {
     throw std::runtime_error("cannot resolve " + url.host + ":" + url.port + ": " + ec.message());
   }
-  origin o{*results.begin(), url.host + ":" + url.port, url.target};
+  origin o{*results.begin(), url.host + ":" + url.port, url.target, url.tls, url.host};
   while (!o.prefix.empty() && o.prefix.back() == '/') o.prefix.pop_back();
   return o;
+}
+
+std::unique_ptr<asio::ssl::context> make_client_tls(const std::string& ca_file, bool insecure) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1);
+  if (insecure) {
+    ctx->set_verify_mode(asio::ssl::verify_none);
+    return ctx;
+  }
+  boost::system::error_code ec;
+  ctx->set_default_verify_paths(ec);  // none found: only ca_file's CAs are trusted
+  if (!ca_file.empty()) {
+    ctx->load_verify_file(ca_file, ec);
+    if (ec) throw std::runtime_error("cannot load CA file " + ca_file + ": " + ec.message());
+  }
+  ctx->set_verify_mode(asio::ssl::verify_peer);
+  return ctx;
 }
 
 asio::awaitable<response> connection::send(request_spec spec) {
@@ -62,15 +82,20 @@ asio::awaitable<response> connection::send(request_spec spec) {
         std::from_chars(url->port.data(), url->port.data() + url->port.size(), port).ec ==
             std::errc{} &&
         port > 0 && port < 65536;
-    if (!url || ec || !port_ok) {  // (a port like "x" would otherwise throw here)
+    if (!url || ec || !port_ok || (url->tls && tls_ == nullptr)) {
+      // (a port like "x" would otherwise throw here)
       res.error =
-          "redirect to an unsupported place (only http://IP:port): " + res.location.substr(0, 200);
+          "redirect to an unsupported place (only http://IP:port, or https://IP:port "
+          "from an https origin): " +
+          res.location.substr(0, 200);
       break;
     }
     const tcp::endpoint to(address, static_cast<std::uint16_t>(port));
-    if (!redirected_ || redirected_origin_->endpoint != to) {
-      redirected_origin_ = std::make_unique<origin>(origin{to, url->host + ":" + url->port, ""});
-      redirected_ = std::make_unique<connection>(ex_, redirected_origin_.get(), limits_, connects_);
+    if (!redirected_ || redirected_origin_->endpoint != to || redirected_origin_->tls != url->tls) {
+      redirected_origin_ = std::make_unique<origin>(
+          origin{to, url->host + ":" + url->port, "", url->tls, url->host});
+      redirected_ =
+          std::make_unique<connection>(ex_, redirected_origin_.get(), limits_, connects_, tls_);
     }
     const double before = res.total_ms;
     spec.target = url->target;
@@ -82,16 +107,19 @@ asio::awaitable<response> connection::send(request_spec spec) {
 }
 
 void connection::close() {
-  if (!stream_) return;
+  // No TLS close_notify: the run is over, and the server sees the TCP close either way.
   boost::system::error_code ignored;
-  stream_->socket().shutdown(tcp::socket::shutdown_both, ignored);
-  stream_.reset();
+  if (stream_) stream_->socket().shutdown(tcp::socket::shutdown_both, ignored);
+  if (tls_stream_) {
+    beast::get_lowest_layer(*tls_stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+  drop();
 }
 
 asio::awaitable<response> connection::send_here(request_spec spec) {
   response res;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const bool reused = stream_.has_value();
+    const bool reused = open();
     res = response{};
     bool answered = false;
     co_await exchange(&spec, &res, &answered);
@@ -101,47 +129,89 @@ asio::awaitable<response> connection::send_here(request_spec spec) {
 }
 
 asio::awaitable<bool> connection::connect(response* res) {
-  stream_.emplace(ex_);
-  stream_->expires_at(limits_->expiry());
-  auto [ec] = co_await stream_->async_connect(origin_->endpoint, use_nothrow);
+  buffer_.clear();
+  if (!origin_->tls) {
+    stream_.emplace(ex_);
+  } else if (tls_ == nullptr) {
+    res->error = "connect: https without a TLS context";
+    co_return false;
+  } else {
+    tls_stream_.emplace(ex_, *tls_);
+  }
+  auto& tcp_layer = stream_ ? *stream_ : beast::get_lowest_layer(*tls_stream_);
+  tcp_layer.expires_at(limits_->expiry());
+  auto [ec] = co_await tcp_layer.async_connect(origin_->endpoint, use_nothrow);
   ++*connects_;
   if (ec) {
     res->error = "connect: " + ec.message();
-    stream_.reset();
+    drop();
     co_return false;
   }
   boost::system::error_code ignored;
-  stream_->socket().set_option(tcp::no_delay(true), ignored);
-  buffer_.clear();
+  tcp_layer.socket().set_option(tcp::no_delay(true), ignored);
+  if (!tls_stream_) co_return true;
+  // SNI carries host names only (RFC 6066); the certificate check covers addresses too.
+  boost::system::error_code not_ip;
+  (void)asio::ip::make_address(origin_->host, not_ip);
+  if (not_ip &&
+      SSL_set_tlsext_host_name(tls_stream_->native_handle(), origin_->host.c_str()) != 1) {
+    res->error = "TLS: cannot set SNI " + origin_->host;
+    drop();
+    co_return false;
+  }
+  if (SSL_CTX_get_verify_mode(tls_->native_handle()) != SSL_VERIFY_NONE) {
+    tls_stream_->set_verify_callback(asio::ssl::host_name_verification(origin_->host));
+  }
+  tcp_layer.expires_at(limits_->expiry());
+  auto [hec] = co_await tls_stream_->async_handshake(asio::ssl::stream_base::client, use_nothrow);
+  if (hec) {
+    res->error = "TLS handshake: " + hec.message();
+    drop();
+    co_return false;
+  }
   co_return true;
 }
 
 asio::awaitable<void> connection::exchange(request_spec* spec, response* res, bool* answered) {
-  if (!stream_ && !co_await connect(res)) co_return;
+  if (!open()) {
+    const bool connected = co_await connect(res);
+    if (!connected) co_return;
+  }
   if (body_.empty()) body_.resize(body_buffer_size);
+  if (tls_stream_) {
+    co_await exchange_on(&*tls_stream_, spec, res, answered);
+  } else {
+    co_await exchange_on(&*stream_, spec, res, answered);
+  }
+}
+
+template <typename Stream>
+asio::awaitable<void> connection::exchange_on(Stream* stream, request_spec* spec, response* res,
+                                              bool* answered) {
+  auto& tcp_layer = beast::get_lowest_layer(*stream);
   http::request<http::empty_body> req{spec->method, spec->target, 11};
   req.set(http::field::host, origin_->host_header);
   req.set(http::field::user_agent, "layercache-bench");
   if (!spec->range.empty()) req.set(http::field::range, spec->range);
   if (spec->accept_manifests) req.set(http::field::accept, accept_manifests);
   const auto t0 = clock_type::now();
-  stream_->expires_at(limits_->expiry());
-  auto [wec, wn] = co_await http::async_write(*stream_, req, use_nothrow);
+  tcp_layer.expires_at(limits_->expiry());
+  auto [wec, wn] = co_await http::async_write(*stream, req, use_nothrow);
   (void)wn;
   if (wec) {
     res->error = "write: " + wec.message();
-    stream_.reset();
+    drop();
     co_return;
   }
   parser_type parser;
   parser.body_limit(boost::none);
   if (spec->method == http::verb::head) parser.skip(true);
-  stream_->expires_at(limits_->expiry());
-  auto [hec, hn] = co_await http::async_read_header(*stream_, buffer_, parser, use_nothrow);
+  tcp_layer.expires_at(limits_->expiry());
+  auto [hec, hn] = co_await http::async_read_header(*stream, buffer_, parser, use_nothrow);
   if (hec) {
     *answered = hn > 0;
     res->error = "header: " + hec.message();
-    stream_.reset();
+    drop();
     co_return;
   }
   *answered = true;
@@ -150,18 +220,21 @@ asio::awaitable<void> connection::exchange(request_spec* spec, response* res, bo
   res->content_type = std::string(head[http::field::content_type]);
   res->location = std::string(head[http::field::location]);
   if (const auto length = parser.content_length()) res->content_length = *length;
-  if (const auto ec = co_await read_body(&parser, spec, res, t0)) {
+  if (const auto ec = co_await read_body(stream, &parser, spec, res, t0)) {
     res->error = "body: " + ec.message();
-    stream_.reset();
+    drop();
     co_return;
   }
-  if (!parser.keep_alive()) stream_.reset();
+  if (!parser.keep_alive()) drop();
 }
 
-asio::awaitable<boost::system::error_code> connection::read_body(parser_type* parser,
+template <typename Stream>
+asio::awaitable<boost::system::error_code> connection::read_body(Stream* stream,
+                                                                 parser_type* parser,
                                                                  const request_spec* spec,
                                                                  response* res,
                                                                  clock_type::time_point t0) {
+  auto& tcp_layer = beast::get_lowest_layer(*stream);
   // A redirect's body is not the blob: never hashed or kept.
   const bool redirect = res->status >= 300 && res->status < 400 && !res->location.empty();
   bool first_byte = false;
@@ -187,10 +260,10 @@ asio::awaitable<boost::system::error_code> connection::read_body(parser_type* pa
     buffer_.consume(early);
     left -= early;
     while (left > 0) {
-      stream_->expires_at(limits_->expiry());
+      tcp_layer.expires_at(limits_->expiry());
       const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(body_.size(), left));
       const auto into = asio::buffer(body_.data(), want);
-      auto [rec, rn] = co_await stream_->async_read_some(into, use_nothrow);
+      auto [rec, rn] = co_await stream->async_read_some(into, use_nothrow);
       take(body_.data(), rn);
       left -= rn;
       if (rec) {
@@ -202,8 +275,8 @@ asio::awaitable<boost::system::error_code> connection::read_body(parser_type* pa
     while (!parser->is_done()) {
       parser->get().body().data = body_.data();
       parser->get().body().size = body_.size();
-      stream_->expires_at(limits_->expiry());
-      auto [rec, rn] = co_await http::async_read(*stream_, buffer_, *parser, use_nothrow);
+      tcp_layer.expires_at(limits_->expiry());
+      auto [rec, rn] = co_await http::async_read(*stream, buffer_, *parser, use_nothrow);
       (void)rn;
       if (rec == http::error::need_buffer) rec = {};
       take(body_.data(), body_.size() - parser->get().body().size);

@@ -41,6 +41,7 @@ struct scenario_run {
   scenario_result* r = nullptr;
   const origin* where = nullptr;
   const clock_limits* limits = nullptr;
+  asio::ssl::context* tls = nullptr;      // the run's, for https
   std::vector<sized_blob> blobs;          // ranges: the blobs to read from (size ≥ range)
   std::vector<std::uint64_t> cumulative;  // ranges: running sum of blobs' sizes
   std::uint64_t next = 0;                 // tasks handed out
@@ -182,7 +183,7 @@ asio::awaitable<void> pull_client(scenario_run* run) {
   std::vector<std::unique_ptr<connection>> conns;
   for (unsigned i = 0; i < run->s->parallel; ++i) {
     conns.push_back(
-        std::make_unique<connection>(ex, run->where, run->limits, &run->r->connections));
+        std::make_unique<connection>(ex, run->where, run->limits, &run->r->connections, run->tls));
   }
   while (const auto task = run->take()) {
     const auto& image = run->s->images[*task % run->s->images.size()];
@@ -217,7 +218,7 @@ asio::awaitable<void> pull_client(scenario_run* run) {
 asio::awaitable<void> request_client(scenario_run* run, std::uint64_t seed) {
   const auto ex = co_await asio::this_coro::executor;
   const scenario& s = *run->s;
-  connection conn(ex, run->where, run->limits, &run->r->connections);
+  connection conn(ex, run->where, run->limits, &run->r->connections, run->tls);
   std::mt19937_64 rng(seed);
   while (const auto task = run->take()) {
     request_spec spec;
@@ -271,7 +272,7 @@ asio::awaitable<void> prepare_ranges(scenario_run* run, std::string* error) {
   const auto ex = co_await asio::this_coro::executor;
   const scenario& s = *run->s;
   std::uint64_t connects = 0;
-  connection conn(ex, run->where, run->limits, &connects);
+  connection conn(ex, run->where, run->limits, &connects, run->tls);
   scenario_result scratch;  // setup requests are not part of the results
   scenario_run setup = *run;
   setup.r = &scratch;
@@ -321,6 +322,7 @@ asio::awaitable<void> prepare_ranges(scenario_run* run, std::string* error) {
 
 run_result run_plan(const plan& p) {
   asio::io_context io;
+  const auto tls = make_client_tls(p.ca_file, p.insecure);
   run_result out;
   out.scenarios.resize(p.scenarios.size());
   std::map<std::string, origin> origins;  // by URL
@@ -334,7 +336,7 @@ run_result run_plan(const plan& p) {
     const std::string& base = s.url.empty() ? p.registry : s.url;
     if (base.empty()) throw std::runtime_error(s.name + ": no registry URL (--registry)");
     const auto url = parse_http_url(base);
-    if (!url) throw std::runtime_error(s.name + ": not an http:// URL: " + base);
+    if (!url) throw std::runtime_error(s.name + ": not an http(s):// URL: " + base);
     if (!origins.contains(base)) origins.emplace(base, resolve_origin(io, *url));
     auto& r = out.scenarios[i];
     r.name = s.name;
@@ -343,7 +345,7 @@ run_result run_plan(const plan& p) {
     r.count = s.kind == scenario_kind::replay && (s.count == 0 || s.count > s.reads.size())
                   ? s.reads.size()
                   : s.count;
-    runs[i] = scenario_run{&s, &r, &origins.at(base), &setup_limits};
+    runs[i] = scenario_run{&s, &r, &origins.at(base), &setup_limits, tls.get()};
   }
   // The replay count is the read set's length unless asked for fewer lines.
   std::vector<scenario> adjusted(p.scenarios);

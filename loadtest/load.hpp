@@ -1,6 +1,6 @@
 // The runner: runs a plan (loadtest/scenario.hpp) against a registry or mirror — its clients,
 // their requests and their timing — and gathers what it saw. Requests go through
-// loadtest/client.hpp (HTTP/1.1 over plain TCP with keep-alive connections, Beast, C++20
+// loadtest/client.hpp (HTTP/1.1 over plain TCP or TLS with keep-alive connections, Beast, C++20
 // coroutines, one thread); loadtest/report.hpp turns the results into text or JSON.
 #pragma once
 
@@ -47,7 +47,8 @@ struct run_result {
 // (requests in flight then get at most timeout_seconds more). Before the clock starts, the
 // images of `ranges` scenarios are resolved to their layers and blobs of unknown size are
 // asked with HEAD. Throws std::runtime_error when that setup fails (no such host, an image
-// that is not there); failures during the run are counted, never thrown.
+// that is not there, a CA file that cannot be read, a TLS handshake that fails in setup);
+// failures during the run are counted, never thrown.
 [[nodiscard]] run_result run_plan(const plan& p);
 
 }  // namespace layercache::loadtest

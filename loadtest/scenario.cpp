@@ -178,7 +178,7 @@ scenario parse_scenario(problems& p, const YAML::Node& node, const std::string& 
   f.size("align", s.align);
   f.count("seed", s.seed);
   f.flag("verify", s.verify);
-  if (!s.url.empty() && !parse_http_url(s.url)) f.bad("url", "expected http://host[:port]/path");
+  if (!s.url.empty() && !parse_http_url(s.url)) f.bad("url", "expected http(s)://host[:port]/path");
   switch (s.kind) {
     case scenario_kind::full:
       if (s.url.empty() && s.images.empty()) p.add(path, f.line(), "full needs images or url");
@@ -232,12 +232,21 @@ plan parse_plan(std::string_view yaml, const std::filesystem::path& base_dir) {
   }
   problems p;
   plan out;
-  const fields f(p, root, "", {"registry", "max_time", "timeout", "scenarios"});
+  const fields f(p, root, "",
+                 {"registry", "max_time", "timeout", "ca_file", "insecure", "scenarios"});
   f.string("registry", out.registry);
   f.seconds("max_time", out.max_seconds);
   f.seconds("timeout", out.timeout_seconds);
+  f.string("ca_file", out.ca_file);
+  f.flag("insecure", out.insecure);
+  if (!out.ca_file.empty() && out.insecure) {
+    f.bad("insecure", "insecure and ca_file exclude each other");
+  }
+  if (!out.ca_file.empty() && std::filesystem::path(out.ca_file).is_relative()) {
+    out.ca_file = (base_dir / out.ca_file).string();
+  }
   if (!out.registry.empty() && !parse_http_url(out.registry)) {
-    f.bad("registry", "expected http://host[:port]");
+    f.bad("registry", "expected http(s)://host[:port]");
   }
   const auto list = f.get("scenarios");
   if (!root.IsMap() || !list || !list.IsSequence() || list.size() == 0) {
@@ -300,17 +309,19 @@ std::vector<read_op> load_read_set(const std::filesystem::path& file) {
 }
 
 std::optional<http_url> parse_http_url(std::string_view url) {
-  constexpr std::string_view scheme = "http://";
-  if (url.substr(0, scheme.size()) != scheme) return std::nullopt;
-  const auto rest = url.substr(scheme.size());
+  constexpr std::string_view http = "http://";
+  constexpr std::string_view https = "https://";
+  http_url out;
+  out.tls = url.substr(0, https.size()) == https;
+  if (!out.tls && url.substr(0, http.size()) != http) return std::nullopt;
+  const auto rest = url.substr(out.tls ? https.size() : http.size());
   const auto slash = rest.find('/');
   const auto authority = rest.substr(0, slash);
-  http_url out;
   out.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
   const auto colon = authority.rfind(':');
   if (colon == std::string_view::npos) {
     out.host = authority;
-    out.port = "80";
+    out.port = out.tls ? "443" : "80";
   } else {
     out.host = authority.substr(0, colon);
     out.port = authority.substr(colon + 1);

@@ -37,7 +37,7 @@ struct read_op {
 struct scenario {
   std::string name;  // label in reports; the kind's name when not given
   scenario_kind kind = scenario_kind::full;
-  // A single http:// URL to GET over and over (full) or to take ranges of (ranges, with
+  // A single http:// or https:// URL to GET over and over (full) or to take ranges of (ranges, with
   // `size`) instead of registry paths; the form scripts/bench.sh uses.
   std::string url;
   std::uint64_t size = 0;           // url ranges: the blob's size
@@ -56,10 +56,15 @@ struct scenario {
 };
 
 struct plan {
-  std::string registry;             // http://host[:port][/prefix]: base of the /v2/ paths
+  std::string registry;             // http(s)://host[:port][/prefix]: base of the /v2/ paths
   double max_seconds = 120;         // YAML max_time: no request starts after it
   double timeout_seconds = 60;      // YAML timeout: per read, write or connect
   std::vector<scenario> scenarios;  // run at the same time (more than one: a mix)
+  // https: the server's certificate must chain to the system's CAs or to those of `ca_file`
+  // (PEM, YAML ca_file, relative to the file), and name the URL's host; `insecure` (YAML insecure)
+  // checks nothing, for throwaway self-signed certificates on loopback.
+  std::string ca_file;
+  bool insecure = false;
 };
 
 // Parses a scenario file (see loadtest/scenarios/mix.yaml). Relative read-set paths are taken
@@ -74,11 +79,13 @@ struct plan {
 [[nodiscard]] std::vector<read_op> load_read_set(const std::filesystem::path& file);
 
 struct http_url {
+  bool tls = false;  // https
   std::string host;
-  std::string port;    // "80" when absent
+  std::string port;    // "80" (http) or "443" (https) when absent
   std::string target;  // the path, "/" when absent; no trailing '/' is removed
 };
-// http://host[:port][/path]; nullopt for any other scheme or an empty host or port.
+// http://host[:port][/path] or https://host[:port][/path]; nullopt for any other scheme or an
+// empty host or port.
 [[nodiscard]] std::optional<http_url> parse_http_url(std::string_view url);
 
 // "repo:tag", "repo@sha256:…" or "repo" (tag latest) → repository and reference.

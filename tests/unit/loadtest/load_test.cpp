@@ -1,5 +1,5 @@
 // layercache-bench's parts: the scenario file and read-set parsers, and the load generator run
-// against an in-process HTTP stub that plays a registry.
+// against an in-process HTTP (or HTTPS) stub that plays a registry.
 #include "loadtest/load.hpp"
 
 #include <gtest/gtest.h>
@@ -16,6 +16,8 @@
 #include "loadtest/scenario.hpp"
 #include "tests/support/http_stub.hpp"
 #include "tests/support/image.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/registry.hpp"
 
 namespace layercache::loadtest {
 namespace {
@@ -103,8 +105,18 @@ TEST(LoadParsers, BlobRefAndUrl) {
   EXPECT_EQ(u->target, "/mirror/");
   EXPECT_EQ(parse_http_url("http://registry")->port, "80");
   EXPECT_EQ(parse_http_url("http://registry")->target, "/");
-  EXPECT_FALSE(parse_http_url("https://registry"));
+  EXPECT_FALSE(parse_http_url("http://registry")->tls);
+  const auto s = parse_http_url("https://registry/v2/");
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->tls);
+  EXPECT_EQ(s->host, "registry");
+  EXPECT_EQ(s->port, "443");
+  EXPECT_EQ(s->target, "/v2/");
+  EXPECT_EQ(parse_http_url("https://127.0.0.1:8443")->port, "8443");
+  EXPECT_FALSE(parse_http_url("ftp://registry"));
+  EXPECT_FALSE(parse_http_url("httpss://registry"));
   EXPECT_FALSE(parse_http_url("http://:80/"));
+  EXPECT_FALSE(parse_http_url("https://:443/"));
 }
 
 TEST(LoadParsers, Summarize) {
@@ -146,7 +158,7 @@ TEST(LoadScenarioFile, ReportsEveryProblemWithItsLine) {
       "  - kind: teleport\n"
       "  - kind: replay\n"
       "    count: -1\n");
-  EXPECT_NE(e.find("registry: expected http://host[:port] (line 1)"), std::string::npos) << e;
+  EXPECT_NE(e.find("registry: expected http(s)://host[:port] (line 1)"), std::string::npos) << e;
   EXPECT_NE(e.find("speed: unknown key (line 2)"), std::string::npos) << e;
   EXPECT_NE(e.find("scenarios[0].range: expected a size"), std::string::npos) << e;
   EXPECT_NE(e.find("scenarios[1].kind: expected full, ranges or replay"), std::string::npos) << e;
@@ -159,10 +171,30 @@ TEST(LoadScenarioFile, ReportsEveryProblemWithItsLine) {
   EXPECT_NE(error_of("{{{").find("scenario file"), std::string::npos);
 }
 
+TEST(LoadScenarioFile, TlsSettings) {
+  const std::string pulls = "scenarios: [{kind: full, images: [a:b]}]\n";
+  const auto p =
+      parse_plan("registry: https://127.0.0.1:8443\nca_file: certs/ca.pem\n" + pulls, "/etc/bench");
+  EXPECT_EQ(p.registry, "https://127.0.0.1:8443");
+  EXPECT_EQ(p.ca_file, "/etc/bench/certs/ca.pem");
+  EXPECT_FALSE(p.insecure);
+  EXPECT_EQ(parse_plan("ca_file: /ca.pem\n" + pulls, "/etc/bench").ca_file, "/ca.pem");
+  EXPECT_TRUE(parse_plan("insecure: true\n" + pulls, ".").insecure);
+  EXPECT_NE(error_of("insecure: yes please\n" + pulls).find("insecure: expected true or false"),
+            std::string::npos);
+  EXPECT_NE(error_of("insecure: true\nca_file: ca.pem\n" + pulls)
+                .find("insecure: insecure and ca_file exclude each other (line 1)"),
+            std::string::npos);
+}
+
 // A registry in miniature: manifests and blobs from maps, one Range `bytes=a-b` honoured.
 class fake_registry {
  public:
-  fake_registry() : stub_([this](const stub_request& r) { return answer(r); }) {}
+  // With `tls`, over HTTPS at `address`.
+  explicit fake_registry(std::optional<testing::stub_tls> tls = std::nullopt,
+                         std::string address = "127.0.0.1")
+      : stub_([this](const stub_request& r) { return answer(r); }, std::move(address),
+              std::move(tls)) {}
 
   void add_manifest(const std::string& path, const testing::blob& m) {
     std::lock_guard lock(mutex_);
@@ -419,6 +451,93 @@ TEST(LoadGenerator, ASetupFailureThrows) {
   ranges.kind = scenario_kind::ranges;
   ranges.images = {"demo/missing:v1"};
   p.scenarios = {ranges};
+  EXPECT_THROW((void)run_plan(p), std::runtime_error);
+}
+
+// The test CA and a server certificate for 127.0.0.1 and localhost, in a directory of their own.
+struct test_certificates {
+  testing::temp_dir dir{"layercache-bench-tls"};
+  testing::tls_files files = testing::make_test_certificates(dir.path());
+  [[nodiscard]] testing::stub_tls server() const { return {files.server_cert, files.server_key}; }
+};
+
+// HTTPS end to end: verified pulls through an index, ranges, and blob redirects to an HTTPS
+// storage host, the server's certificate checked against the test CA; keep-alive connections
+// carry many requests each, so the handshakes are as many as the connections.
+TEST(LoadGeneratorTls, PullsRangesAndRedirectsOverHttps) {
+  const test_certificates certs;
+  fake_registry reg(certs.server());
+  fake_registry storage(certs.server());
+  const served_image s;
+  serve(reg, s);
+  serve(storage, s);
+  reg.redirect_blobs_to(storage.url());
+  ASSERT_EQ(reg.url().rfind("https://", 0), 0u) << reg.url();
+  plan p;
+  p.registry = reg.url();
+  p.ca_file = certs.files.ca_cert;
+  scenario ranges;
+  ranges.kind = scenario_kind::ranges;
+  ranges.name = "ranges";
+  ranges.images = {"demo/app:v1"};
+  ranges.range = 4096;
+  ranges.count = 20;
+  ranges.concurrency = 2;
+  p.scenarios = {verified_pulls(4, 2, 2), ranges};
+  const auto r = run_plan(p);
+  ASSERT_EQ(r.scenarios.size(), 2u);
+  const auto& pulls = r.scenarios[0];
+  EXPECT_EQ(pulls.errors, 0u) << pulls.first_error;
+  EXPECT_EQ(pulls.pulls_ok, 4u);
+  const std::uint64_t blob_bytes =
+      s.img.config.data.size() + s.img.layers[0].data.size() + s.img.layers[1].data.size();
+  const std::uint64_t per_pull = s.index.data.size() + s.img.manifest.data.size() + blob_bytes;
+  EXPECT_EQ(pulls.bytes, 4 * per_pull);
+  // 2 clients × 2 connections to the registry, and as many to the storage host.
+  EXPECT_EQ(pulls.connections, 8u);
+  EXPECT_EQ(r.scenarios[1].ok, 20u) << r.scenarios[1].first_error;
+  EXPECT_EQ(r.scenarios[1].bytes, 20u * 4096);
+  EXPECT_EQ(storage.requests().size(), 4u * 3 + 20);
+}
+
+// Without the CA the handshake fails and every request counts as an error; --insecure skips
+// the check; a certificate that names another address fails even with the CA.
+TEST(LoadGeneratorTls, TheServersCertificateIsChecked) {
+  const test_certificates certs;
+  fake_registry reg(certs.server());
+  fake_registry elsewhere(certs.server(), "127.0.0.2");  // the certificate names 127.0.0.1
+  const served_image s;
+  serve(reg, s);
+  serve(elsewhere, s);
+  const auto gets = [&s](const std::string& url) {
+    scenario full;
+    full.url = url + "/v2/demo/app/blobs/" + s.img.layers[0].digest.str();
+    full.count = 3;
+    return full;
+  };
+  plan p;
+  p.scenarios = {gets(reg.url())};
+  auto r = run_plan(p).scenarios[0];
+  EXPECT_EQ(r.ok, 0u);
+  EXPECT_EQ(r.errors, 3u);
+  EXPECT_NE(r.first_error.find("TLS handshake"), std::string::npos) << r.first_error;
+  EXPECT_TRUE(reg.requests().empty());
+
+  p.insecure = true;
+  r = run_plan(p).scenarios[0];
+  EXPECT_EQ(r.ok, 3u) << r.first_error;
+  EXPECT_EQ(r.connections, 1u);
+
+  p.insecure = false;
+  p.ca_file = certs.files.ca_cert;
+  EXPECT_EQ(run_plan(p).scenarios[0].ok, 3u);
+  p.scenarios = {gets(elsewhere.url())};
+  r = run_plan(p).scenarios[0];
+  EXPECT_EQ(r.ok, 0u);
+  EXPECT_NE(r.first_error.find("TLS handshake"), std::string::npos) << r.first_error;
+  EXPECT_TRUE(elsewhere.requests().empty());
+
+  p.ca_file = (certs.dir.path() / "missing.pem").string();
   EXPECT_THROW((void)run_plan(p), std::runtime_error);
 }
 

@@ -175,7 +175,23 @@ struct node_target {
   std::vector<layercache::node_setup::registry_host> registries;
   std::string mirror;
   std::optional<bool> default_is_docker_hub;
+  std::vector<layercache::doctor::chain> chains;  // upstreams with mirrors
 };
+
+std::vector<layercache::doctor::chain> chains_of(const layercache::config::config& c) {
+  std::vector<layercache::doctor::chain> out;
+  for (const auto& u : c.upstreams) {
+    if (u.mirrors.empty()) continue;
+    layercache::doctor::chain ch{
+        u.name,
+        u.url,
+        u.mirror_select == layercache::config::mirror_selection::hash ? "hash" : "ordered",
+        {}};
+    for (const auto& m : u.mirrors) ch.mirrors.push_back(m.url);
+    out.push_back(std::move(ch));
+  }
+  return out;
+}
 
 bool is_docker_hub(const layercache::config::upstream& u) {
   using layercache::node_setup::containerd_name;
@@ -206,6 +222,7 @@ std::optional<node_target> resolve_target(const node_flags& f, bool config_requi
       t.mirror = ns::mirror_url(c);
       const auto* d = c.default_upstream();
       t.default_is_docker_hub = d != nullptr && is_docker_hub(*d);
+      t.chains = chains_of(c);
     } catch (const std::exception& e) {
       std::cerr << "layercachectl: " << e.what() << "\n";
       if (!optional) {
@@ -276,15 +293,24 @@ int doctor_command(const std::vector<std::string>& args) {
   d.docker = f.docker;
   d.hosts_dir = f.hosts_dir;
   d.daemon_json = f.daemon_json;
+  d.chains = t->chains;
   d.registries.clear();
   for (const auto& r : t->registries) d.registries.push_back(r.name);
   std::function<std::optional<unsigned>(const std::string&)> get;
-  options target;
-  if (f.probe && d.mirror.starts_with("http://") && parse_admin(d.mirror, target)) {
-    target.timeout = std::chrono::seconds(5);
-    get = [&target](const std::string&) -> std::optional<unsigned> {
+  if (f.probe) {
+    // GET http://HOST:PORT/v2/ (layercached's, or a mirror's); https is not probed.
+    get = [](const std::string& url) -> std::optional<unsigned> {
+      std::string_view base = url;
+      if (!base.starts_with("http://")) return std::nullopt;
+      if (base.ends_with("/v2/")) base.remove_suffix(4);
+      options at;
+      at.timeout = std::chrono::seconds(5);
+      if (base.find('/', 7) != std::string_view::npos) return std::nullopt;
+      if (!parse_admin(base, at) && !parse_admin(std::string(base) + ":80", at)) {
+        return std::nullopt;
+      }
       try {
-        return call(target, http::verb::get, "/v2/", {}).status;
+        return call(at, http::verb::get, "/v2/", {}).status;
       } catch (const std::exception&) {
         return std::nullopt;
       }

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <regex>
@@ -510,13 +511,38 @@ bool cri_disabled(const options& o) {
   return text && std::regex_search(*text, disabled);
 }
 
+// Each upstream's mirrors, then the upstream: reachable or not. A mirror that does not answer
+// costs no pull (the next one, then the upstream, is asked), so it is a note, not a problem.
+void check_chains(report& r, const options& o,
+                  const std::function<std::optional<unsigned>(const std::string&)>& probe) {
+  for (const auto& c : o.chains) {
+    std::string line = "upstream " + c.upstream + ": ";
+    for (const auto& m : c.mirrors) line += m + " → ";
+    r.note(line + c.origin + " (mirrors " + c.select + ")");
+    for (const auto& m : c.mirrors) {
+      if (!probe || !m.starts_with("http://")) {
+        r.note("mirror " + m + ": not probed (https, or --no-probe)");
+        continue;
+      }
+      const auto status = probe(strip_slash(m) + "/v2/");
+      if (status && (*status == 200 || *status == 401)) {
+        r.ok("mirror " + m + " answers /v2/ (" + std::to_string(*status) + ")");
+      } else {
+        r.note("mirror " + m + ": " +
+               (status ? "/v2/ answered " + std::to_string(*status) : std::string("no answer")) +
+               "; pulls go on to the next mirror or the upstream");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int run(const options& o, std::ostream& out,
         const std::function<std::optional<unsigned>(const std::string&)>& probe) {
   report r{out};
   out << "layercache doctor: mirror " << o.mirror << ", files under " << o.root.string() << "\n";
-  if (probe) {
+  if (probe && o.mirror.starts_with("http://")) {
     const auto status = probe(strip_slash(o.mirror) + "/v2/");
     if (!status) {
       r.missing("layercached: no answer at " + o.mirror +
@@ -528,6 +554,7 @@ int run(const options& o, std::ostream& out,
       r.missing("layercached: " + o.mirror + "/v2/ answered " + std::to_string(*status));
     }
   }
+  check_chains(r, o, probe);
   const bool named = o.containerd || o.docker;
   std::error_code ec;
   auto present = [&](std::initializer_list<const char*> paths) {

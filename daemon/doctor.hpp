@@ -14,6 +14,15 @@
 
 namespace layercache::doctor {
 
+// One upstream's chain as the config gives it: its mirrors, asked in order (or by hash), then
+// the upstream itself (issue 21).
+struct chain {
+  std::string upstream;              // its name
+  std::string origin;                // its URL
+  std::string select;                // "ordered" or "hash"
+  std::vector<std::string> mirrors;  // their URLs
+};
+
 struct options {
   std::filesystem::path root = "/";              // where /etc is looked up (tests: a temp dir)
   std::string mirror = "http://127.0.0.1:5000";  // layercache's address as runtimes see it
@@ -30,6 +39,8 @@ struct options {
   // config_path (else /etc/containerd/certs.d), /etc/docker/daemon.json, under root.
   std::optional<std::filesystem::path> hosts_dir;
   std::optional<std::filesystem::path> daemon_json;
+  // The upstreams with mirrors (from the config): reported, each mirror's /v2/ probed.
+  std::vector<chain> chains;
 };
 
 // "" when a gRPC server answers at unix socket `path` (HTTP/2: it sends its SETTINGS frame

@@ -1,8 +1,8 @@
 // Prometheus metrics of layercached (prometheus-cpp underneath; this header does not include
 // it). One registry per process, shared by every worker thread: every method is thread-safe.
 //
-// Labels are bounded: a route kind, a source, a status class, a configured upstream name.
-// Never a digest, a repository, a tag or a client address.
+// Labels are bounded: a route kind, a source, a status class, a configured upstream name, a
+// configured mirror's host:port. Never a digest, a repository, a tag or a client address.
 //
 // The exposition (registry::serialize()):
 //   layercache_http_request_duration_seconds{route,source,code}      histogram
@@ -13,8 +13,12 @@
 //   layercache_upstream_received_bytes_total{upstream}              counter (body bytes)
 //   layercache_upstream_token_fetches_total{upstream,outcome}       counter (ok|error)
 //   layercache_upstream_redirects_total{upstream,outcome}           counter
-//   (followed|reused|stale|refused) layercache_cache_used_bytes, layercache_cache_capacity_bytes
-//   gauges layercache_cache_blobs, layercache_cache_chunks                 gauges
+//   (followed|reused|stale|refused)
+//   layercache_mirror_requests_total{upstream,mirror,outcome,reason} counter (served|fallback)
+//   layercache_mirror_received_bytes_total{upstream,mirror}         counter (blob bytes)
+//   layercache_mirror_breaker_open{upstream,mirror}                 gauge (1: not asked)
+//   layercache_cache_used_bytes, layercache_cache_capacity_bytes    gauges
+//   layercache_cache_blobs, layercache_cache_chunks                 gauges
 //   layercache_cache_evicted_blobs_total, _evicted_bytes_total      counters
 //   layercache_cache_corrupt_chunks_total                           counter
 //   layercache_cache_memory_bytes                                   gauge (memory_cache held)

@@ -1092,7 +1092,47 @@ def check_release(args):
         print(f"{name}: {sorted(os.listdir(os.path.join(root, 'bin')))}, libraries covered")
 
 
+def check_tier(args):
+    """deploy/tier: a tier member and a node in front of it (issue 21). Both configs pass
+    --check-config (the token file replaced by a temp one); the node's mirrors are the tier's
+    members, hashed, with their own auth, and every upstream of the node is one the tier serves
+    by the same host (a node's request carries ns=<upstream host>)."""
+    tier_dir = os.path.join(args.deploy_dir, "tier")
+    for name in ("README.md", "tier.yaml", "node.yaml"):
+        need(os.path.exists(os.path.join(tier_dir, name)), f"deploy/tier/{name} is missing")
+    try:
+        import yaml
+    except ImportError:
+        raise Skipped("PyYAML not found (deploy/tier's configs are read with it)")
+    tier_text = read(os.path.join(tier_dir, "tier.yaml"))
+    node_text = read(os.path.join(tier_dir, "node.yaml"))
+    tier = yaml.safe_load(tier_text)
+    node = yaml.safe_load(node_text)
+    need(tier["server"].get("client_auth", {}).get("token_file"),
+         "tier.yaml: a tier beyond loopback needs client_auth")
+    tier_hosts = set()
+    for u in tier["upstreams"]:
+        tier_hosts.add(re.sub(r"^https?://", "", u["url"]).split("/")[0])
+        tier_hosts.update(u.get("aliases", []))
+    token = tier["server"]["client_auth"]["token_file"]
+    for u in node["upstreams"]:
+        host = re.sub(r"^https?://", "", u["url"]).split("/")[0]
+        need(host in tier_hosts, f"node.yaml: upstream {u['name']} ({host}) is not one the tier serves")
+        need(u.get("mirror_select") == "hash", f"node.yaml: {u['name']}: mirror_select is not hash")
+        need(u.get("mirrors"), f"node.yaml: {u['name']} has no mirrors")
+        for m in u["mirrors"]:
+            need(m.get("auth", {}).get("password_file") == token,
+                 f"node.yaml: {u['name']}: mirror {m['url']} does not present the tier's token")
+    with tempfile.TemporaryDirectory() as d:
+        tok = os.path.join(d, "token")
+        with open(tok, "w") as f:
+            f.write("test-token\n")
+        check_config_text(args.layercached, tier_text.replace(token, tok), "deploy/tier/tier.yaml")
+        check_config_text(args.layercached, node_text.replace(token, tok), "deploy/tier/node.yaml")
+
+
 CHECKS = {
+    "tier": check_tier,
     "systemd": check_systemd,
     "systemd-stargz": check_systemd_stargz,
     "docker": check_docker,

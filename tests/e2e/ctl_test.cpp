@@ -465,6 +465,36 @@ TEST_F(CtlTest, DoctorSaysWhatEachRuntimeMissesAndPassesWithTheDeployFiles) {
   EXPECT_NE(down.output.find("missing  layercached: no answer"), std::string::npos) << down.output;
 }
 
+// Issue 21: doctor reports each upstream's chain from the config — its mirrors, then the
+// upstream — and probes each mirror's /v2/: one that answers is ok, one that does not is a
+// note (pulls go on without it), not a problem.
+TEST_F(CtlTest, DoctorReportsTheMirrorChain) {
+  layercache_instance tier("upstreams:\n" + upstream_yaml("up", upstream_.url(), true));
+  layercache_instance node("upstreams:\n" + upstream_yaml("up", upstream_.url(), true));
+  const std::string dead = "http://127.0.0.1:" + std::to_string(free_port());
+  const auto cfg = dir_.path() / "chain.yaml";
+  write_file(cfg, "server:\n  listen:\n    - address: 127.0.0.1:" + std::to_string(node.port()) +
+                      "\nupstreams:\n" +
+                      upstream_yaml("up", upstream_.url(), true,
+                                    "    mirror_select: hash\n    mirrors:\n      - url: " +
+                                        tier.url() + "\n      - url: " + dead + "\n"));
+  const auto root = dir_.path() / "chain-root";
+  std::filesystem::create_directories(root);
+  const auto out = run_command(
+      {LAYERCACHECTL_PATH, "doctor", "--docker", "--config", cfg.string(), "--root", root.string()},
+      60s);
+  EXPECT_NE(out.output.find("note     upstream up: " + tier.url() + " → " + dead + " → " +
+                            upstream_.url() + " (mirrors hash)"),
+            std::string::npos)
+      << out.output;
+  EXPECT_NE(out.output.find("ok       mirror " + tier.url() + " answers /v2/ (200)"),
+            std::string::npos)
+      << out.output;
+  EXPECT_NE(out.output.find("note     mirror " + dead + ": no answer"), std::string::npos)
+      << out.output;
+  EXPECT_EQ(out.output.find("missing  mirror"), std::string::npos) << out.output;
+}
+
 TEST_F(CtlTest, NodeSetupWritesWhatDoctorChecksOnceAndRefusesWhatItCannotMerge) {
   layercache_instance p("upstreams:\n" + upstream_yaml("up", upstream_.url(), true));
   const auto root = dir_.path() / "setup";

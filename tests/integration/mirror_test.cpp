@@ -121,6 +121,32 @@ TEST_F(MirrorTest, ALayercacheTierServesANodesBlobs) {
       << "the second node's blobs came from the origin, not the tier";
 }
 
+// A tier as deploy/tier sets it up: client_auth on the tier, the node presenting its token as
+// the mirror's Basic password (the tier's own challenge asks for it); a node without the token
+// is refused by the tier and pulls from the origin instead.
+TEST_F(MirrorTest, ATierWithClientAuthServesNodesThatPresentItsToken) {
+  const auto token = stores_->path() / "tier-token";
+  write_file(token, "tier-secret\n", 0600);
+  const std::string listen =
+      "server:\n  threads: 2\n  listen:\n    - address: 127.0.0.1:0\n  client_auth:\n"
+      "    token_file: " +
+      token.string() + "\n";
+  auto tier = layercache({}, listen);
+  auto node = layercache(
+      "    mirrors:\n      - url: " + tier->url() +
+      "\n        auth: {type: basic, username: node, password_file: " + token.string() + "}\n");
+  pull(*node);
+  EXPECT_GT(node->metric("layercache_mirror_requests_total", {{"outcome", "served"}}), 0);
+  EXPECT_EQ(node->metric("layercache_mirror_requests_total", {{"outcome", "fallback"}}), 0);
+
+  auto stranger = layercache(mirrors_yaml({tier->url()}));
+  pull(*stranger);  // from the origin: the tier answers 401 to a node without its token
+  EXPECT_EQ(stranger->metric("layercache_mirror_requests_total", {{"outcome", "served"}}), 0);
+  EXPECT_GT(stranger->metric("layercache_mirror_requests_total",
+                             {{"outcome", "fallback"}, {"reason", "status"}}),
+            0);
+}
+
 // (2) docker-registry in proxy mode (a pull-through cache of the origin) as the mirror.
 TEST_F(MirrorTest, ARegistryInProxyModeServesANodesBlobs) {
   registry_process proxy_registry(registry_options{.proxy_remote_url = origin_->url()});

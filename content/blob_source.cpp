@@ -8,6 +8,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <deque>
 #include <optional>
 #include <utility>
 
@@ -148,8 +149,52 @@ struct blob_source::fill_run {
   std::size_t end = 0;        // under `mutex`: slots [0, end) are still this fill's
 };
 
+// Fills' chunk store writes go to the blocking pool one at a time, those of chunks a client
+// waits for first: the store takes one writer at a time anyway (its lock is held while RocksDB
+// writes, through a write stall too), and a read's own lookups there (a probe, a stored chunk)
+// then wait behind one write at most, not behind every chunk a background completion has
+// queued; a client's fill waiting on its write-behind never waits behind background writes.
+class blob_source::write_turns {
+ public:
+  asio::awaitable<void> take(bool first) {
+    auto wait = std::make_shared<wakeup>(co_await asio::this_coro::executor, 1);
+    {
+      std::lock_guard lock(mutex_);
+      if (!busy_) {
+        busy_ = true;
+        co_return;
+      }
+      (first ? first_ : later_).push_back(wait);
+    }
+    (void)co_await wait->async_receive(use_nothrow);  // the turn is handed over
+  }
+  // Hands the turn to the next writer waiting, a client's first.
+  void give() {
+    std::shared_ptr<wakeup> next;
+    {
+      std::lock_guard lock(mutex_);
+      auto& queue = !first_.empty() ? first_ : later_;
+      if (queue.empty()) {
+        busy_ = false;
+        return;
+      }
+      next = std::move(queue.front());
+      queue.pop_front();
+    }
+    (void)next->try_send(boost::system::error_code{});
+  }
+
+ private:
+  std::mutex mutex_;
+  bool busy_ = false;
+  std::deque<std::shared_ptr<wakeup>> first_;
+  std::deque<std::shared_ptr<wakeup>> later_;
+};
+
+blob_source::~blob_source() = default;
+
 blob_source::blob_source(cache::chunk_store& store, blocking_pool& pool, fill_settings settings)
-    : store_(store), pool_(pool), settings_(settings) {
+    : store_(store), pool_(pool), settings_(settings), write_turns_(std::make_unique<write_turns>()) {
   // An eviction query (cache/chunk_store.hpp), asked with the store's lock held: takes only
   // mutex_, under which nothing calls the store.
   store_.set_pinned([this](const oci::digest& d) {
@@ -536,6 +581,12 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
   // The slot is complete: no more writes to slot->data, so the pool thread may read it
   // unlocked.
   auto stored = cache::status::not_found("blob was purged during the fill");
+  bool wanted = false;  // a client's read waits for the slot
+  {
+    std::lock_guard lock(mutex_);
+    wanted = !slot->background;
+  }
+  co_await write_turns_->take(wanted);
   if (purge_generation(d) == generation) {
     auto* s = slot.get();
     stored = co_await pool_.run([this, &d, &meta, chunk, s, origin] {
@@ -546,6 +597,7 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
       stored = cache::status::not_found("blob was purged during the fill");
     }
   }
+  write_turns_->give();
   if (!stored.ok() && stored.code != cache::errc::not_found) {
     // A full disk fails every chunk: one line, then one a minute with the count.
     if (const auto quiet = store_error_log().admit()) {
@@ -688,9 +740,12 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
       all_in_memory = false;
     }
   }
-  const bool touched = all_in_memory && store_.try_touch(d);
-  auto probe = [this, &d, &meta, &early, &present, few, touched, first, wanted] {
-    if (!touched) store_.touch(d);
+  bool touched = all_in_memory && store_.try_touch(d);
+  const bool on_pool = !touched;
+  auto probe = [this, &d, &meta, &early, &present, &touched, few, first, wanted] {
+    // Not behind a store writer (it holds the lock through a RocksDB write stall): if one
+    // holds it, the touch is made after the read.
+    if (!touched) touched = store_.try_touch(d);
     if (!few) return store_.present_chunks(d);
     for (std::uint32_t k = 0; k < early.size(); ++k) {
       if (early[k]) continue;
@@ -706,11 +761,19 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
     return std::vector<std::uint32_t>{};
   };
   std::vector<std::uint32_t> listed;
-  if (!touched) listed = co_await pool_.run(probe);
+  if (on_pool) listed = co_await pool_.run(probe);
+  if (!touched) {
+    const auto ex = co_await asio::this_coro::executor;
+    asio::co_spawn(ex, touch_later(d), asio::detached);
+  }
   for (auto i : listed) {
     if (i >= first && i <= plan.last) present[i - first] = true;
   }
   co_return plan;
+}
+
+asio::awaitable<void> blob_source::touch_later(oci::digest d) {
+  co_await pool_.run([this, &d] { store_.touch(d); });
 }
 
 asio::awaitable<blob_source::stored_read> blob_source::read_stored(

@@ -102,6 +102,9 @@ struct blob_source_stats {
 class blob_source {
  public:
   blob_source(cache::chunk_store& store, blocking_pool& pool, fill_settings settings);
+  ~blob_source();
+  blob_source(const blob_source&) = delete;
+  blob_source& operator=(const blob_source&) = delete;
 
   using describe_result = std::variant<described_blob, std::unique_ptr<registry::upstream_response>,
                                        registry::upstream_failure>;
@@ -204,6 +207,7 @@ class blob_source {
  private:
   struct chunk_slot;
   struct fill_run;
+  class write_turns;
   // Who a fill is for: a client's read (the chunk it needs now, or chunks ahead of it), or
   // work in the background (prefetch; completion). Demand never waits behind background.
   enum class fill_for { reader, read_ahead, prefetch, background };
@@ -301,9 +305,13 @@ class blob_source {
                   std::uint64_t generation, const registry::blob_piece& piece,
                   fill_progress& progress);
   // Stores a completed chunk of a fill and finishes its slot (slot->done).
+  // Fills' store writes take turns (write_turns): one in the blocking pool at a time.
   asio::awaitable<void> store_chunk(oci::digest d, described_blob meta, std::uint32_t chunk,
                                     std::shared_ptr<chunk_slot> slot, std::uint64_t generation,
                                     cache::origin_id origin);
+  // The LRU's note that `d` was read, when a read could not make it without waiting for a
+  // store writer: on the blocking pool, after the read.
+  asio::awaitable<void> touch_later(oci::digest d);
   // Hands bytes `part` (offsets within the chunk) of `slot` to `out` as they arrive; adds
   // what `out` took to *delivered (also when the slot fails part-way).
   enum class slot_read { complete, slot_failed, sink_failed };
@@ -343,6 +351,7 @@ class blob_source {
   // Client (demand) fills in flight: background reads keep one run in flight, not
   // parallel_runs, while there are any.
   std::atomic<unsigned> demand_fills_{0};
+  std::unique_ptr<write_turns> write_turns_;
 };
 
 }  // namespace layercache::content

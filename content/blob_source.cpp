@@ -194,7 +194,10 @@ class blob_source::write_turns {
 blob_source::~blob_source() = default;
 
 blob_source::blob_source(cache::chunk_store& store, blocking_pool& pool, fill_settings settings)
-    : store_(store), pool_(pool), settings_(settings), write_turns_(std::make_unique<write_turns>()) {
+    : store_(store),
+      pool_(pool),
+      settings_(settings),
+      write_turns_(std::make_unique<write_turns>()) {
   // An eviction query (cache/chunk_store.hpp), asked with the store's lock held: takes only
   // mutex_, under which nothing calls the store.
   store_.set_pinned([this](const oci::digest& d) {
@@ -875,8 +878,8 @@ asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
       std::shared_ptr<chunk_slot> slot;
       if (!from_store) {
         std::uint32_t run = 0;
-        slot = join_or_start(ex, client, repository, d, meta, i, last, plan.present, first, &run,
-                             why);
+        slot =
+            join_or_start(ex, client, repository, d, meta, i, last, plan.present, first, &run, why);
         plan.mark_mine(i, run);
         if (!slot) from_store = true;  // filled into the store just now
       }

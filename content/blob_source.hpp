@@ -273,10 +273,9 @@ class blob_source {
                                  oci::byte_interval bytes, const sink& out, read_report* report,
                                  fill_for why);
   asio::awaitable<verified_read> read_whole_for(registry::upstream_client& client,
-                                                const std::string& repository,
-                                                const oci::digest& d, const described_blob& meta,
-                                                const sink& out, read_report* report,
-                                                fill_for why);
+                                                const std::string& repository, const oci::digest& d,
+                                                const described_blob& meta, const sink& out,
+                                                read_report* report, fill_for why);
   // Waits until every byte of `slot` arrived (its store write may still run), or it failed;
   // true when complete.
   // With `stored`, until its store write finished.

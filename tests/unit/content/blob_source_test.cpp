@@ -1,13 +1,15 @@
 // blob_source against a real store and an in-process fault-injecting upstream on loopback:
 // which fill a reader waits on and in which order fills reach the upstream. The upstream's
 // stalls stand still until the test ends, so orderings are shown without timing anything.
+#include "content/blob_source.hpp"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
-#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -16,7 +18,6 @@
 
 #include "asio/offload.hpp"
 #include "cache/chunk_store.hpp"
-#include "content/blob_source.hpp"
 #include "oci/digest.hpp"
 #include "registry/auth.hpp"
 #include "registry/credentials.hpp"
@@ -58,6 +59,16 @@ bool eventually(const std::function<bool()>& done, std::chrono::milliseconds lim
 }
 
 class BlobSourceTest : public ::testing::Test {
+ public:
+  BlobSourceTest() = default;
+  ~BlobSourceTest() override {
+    work_.reset();
+    io_.stop();
+    if (runner_.joinable()) runner_.join();
+  }
+  BlobSourceTest(const BlobSourceTest&) = delete;
+  BlobSourceTest& operator=(const BlobSourceTest&) = delete;
+
  protected:
   // Starts the worker, with an upstream client whose fills fail after `read_timeout` without
   // a byte.
@@ -80,14 +91,6 @@ class BlobSourceTest : public ::testing::Test {
                                                           redirects_);
     runner_ = std::thread([this] { io_.run(); });
   }
-  BlobSourceTest() = default;
-  ~BlobSourceTest() override {
-    work_.reset();
-    io_.stop();
-    if (runner_.joinable()) runner_.join();
-  }
-  BlobSourceTest(const BlobSourceTest&) = delete;
-  BlobSourceTest& operator=(const BlobSourceTest&) = delete;
 
   // Runs `call` on the worker; nullopt when it has not finished within `limit` (the worker is
   // stopped then: nothing runs on after the test).
@@ -145,7 +148,8 @@ class BlobSourceTest : public ::testing::Test {
   // The Range headers of the blob GETs the upstream received, in order.
   std::vector<std::string> blob_ranges() const {
     std::vector<std::string> out;
-    for (const auto& r : upstream_.requests(request_kind::blob_get)) out.push_back(r.range.value_or(""));
+    for (const auto& r : upstream_.requests(request_kind::blob_get))
+      out.push_back(r.range.value_or(""));
     return out;
   }
 
@@ -166,8 +170,7 @@ class BlobSourceTest : public ::testing::Test {
   blob_source blobs_{*store_, blocking_,
                      fill_settings{chunk, std::uint64_t{chunk} * chunks, 2, true}};
   asio::io_context io_{1};
-  asio::executor_work_guard<asio::io_context::executor_type> work_ =
-      asio::make_work_guard(io_);
+  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
   registry::connection_pool pool_{io_.get_executor()};
   config::upstream upstream_config_;
   registry::token_cache tokens_;
@@ -178,8 +181,8 @@ class BlobSourceTest : public ::testing::Test {
 };
 
 // The completion's request for chunks 1-15 stalls in chunk 2; a client then reads chunk 10,
-// which that request asked for too. The reader's chunk is fetched at once by a request of its own (from
-// chunk 10 to the end of the completion's run, which gives those chunks up), not after the
+// which that request asked for too. The reader's chunk is fetched at once by a request of its own
+// (from chunk 10 to the end of the completion's run, which gives those chunks up), not after the
 // stalled chunks before it — and before anything else the completion asks for.
 TEST_F(BlobSourceTest, AReadersChunkIsNotQueuedBehindAStalledCompletion) {
   start(120s);  // the stall outlasts the test
@@ -205,7 +208,7 @@ TEST_F(BlobSourceTest, AReadersChunkIsNotQueuedBehindAStalledCompletion) {
 TEST_F(BlobSourceTest, ACompletionAReaderTookPartOfStillVerifiesTheBlob) {
   start(2s);  // the stalled fill fails after it, and the completion asks again
   stall_the_completion();
-  const auto want = oci::byte_interval::at(std::uint64_t{12} * chunk, 2 * chunk);
+  const auto want = oci::byte_interval::at(std::uint64_t{12} * chunk, std::uint64_t{2} * chunk);
   const auto got = read(want);
   ASSERT_TRUE(got.has_value());
   EXPECT_TRUE(*got == bytes_.substr(want.begin, want.length()));

@@ -62,6 +62,9 @@ class BlobSourceTest : public ::testing::Test {
  public:
   BlobSourceTest() = default;
   ~BlobSourceTest() override {
+    // The blocking pool's jobs (a store write, a touch after a read) end while the worker
+    // still runs, to resume there: the pool is FIFO with one thread.
+    if (runner_.joinable()) (void)run(drained(blocking_));
     work_.reset();
     io_.stop();
     if (runner_.joinable()) runner_.join();
@@ -102,6 +105,10 @@ class BlobSourceTest : public ::testing::Test {
       return std::nullopt;
     }
     return done.get();
+  }
+
+  static asio::awaitable<bool> drained(blocking_pool& pool) {
+    co_return co_await pool.run([] { return true; });
   }
 
   // Reads `bytes` as a client does; the bytes read, or nullopt when the read failed.

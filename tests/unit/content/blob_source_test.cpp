@@ -64,7 +64,13 @@ class BlobSourceTest : public ::testing::Test {
   ~BlobSourceTest() override {
     // The blocking pool's jobs (a store write, a touch after a read) end while the worker
     // still runs, to resume there: the pool is FIFO with one thread.
-    if (runner_.joinable()) (void)run(drained(blocking_));
+    if (runner_.joinable()) {
+      // The upstream goes first, ending its stalls: the fills fail and leave no slot behind
+      // (their waiters belong to the worker).
+      upstream_.reset();
+      (void)eventually([&] { return blobs_.stats().chunks_in_flight == 0; });
+      (void)run(drained(blocking_));
+    }
     work_.reset();
     io_.stop();
     if (runner_.joinable()) runner_.join();
@@ -78,10 +84,10 @@ class BlobSourceTest : public ::testing::Test {
   void start(std::chrono::seconds read_timeout) {
     config::upstream& u = upstream_config_;
     u.name = "faulty";
-    u.url = upstream_.url();
+    u.url = upstream_->url();
     u.scheme = "http";
     u.host = "127.0.0.1";
-    u.port = upstream_.port();
+    u.port = upstream_->port();
     u.is_default = true;
     u.retry.attempts = 1;
     u.warm_connections = 0;
@@ -144,7 +150,7 @@ class BlobSourceTest : public ::testing::Test {
   void stall_the_completion() {
     // Both requests are planned (their order at the upstream is not known): chunk 0's ends
     // before the stall.
-    upstream_.plan(request_kind::blob_get, fault::stall_after(chunk + chunk / 4), 2);
+    upstream_->plan(request_kind::blob_get, fault::stall_after(chunk + chunk / 4), 2);
     complete_in_background();
     ASSERT_TRUE(eventually([&] { return blobs_.stats().chunks_filled >= 2; }));
     auto ranges = blob_ranges();
@@ -155,7 +161,7 @@ class BlobSourceTest : public ::testing::Test {
   // The Range headers of the blob GETs the upstream received, in order.
   std::vector<std::string> blob_ranges() const {
     std::vector<std::string> out;
-    for (const auto& r : upstream_.requests(request_kind::blob_get))
+    for (const auto& r : upstream_->requests(request_kind::blob_get))
       out.push_back(r.range.value_or(""));
     return out;
   }
@@ -165,9 +171,9 @@ class BlobSourceTest : public ::testing::Test {
            std::to_string(std::uint64_t{last + 1} * chunk - 1);
   }
 
-  fault_upstream upstream_;
+  std::unique_ptr<fault_upstream> upstream_ = std::make_unique<fault_upstream>();
   std::string bytes_ = pattern(std::size_t{chunk} * chunks, 1);
-  oci::digest digest_ = *oci::digest::parse(upstream_.add_blob(bytes_));
+  oci::digest digest_ = *oci::digest::parse(upstream_->add_blob(bytes_));
   described_blob meta_ = described_blob::unstored(bytes_.size(), chunk);
   testing::temp_dir dir_;
   std::unique_ptr<cache::chunk_store> store_ = cache::open_rocksdb_store(

@@ -61,7 +61,7 @@ bool eventually(const std::function<bool()>& done, std::chrono::milliseconds lim
 class BlobSourceTest : public ::testing::Test {
  public:
   BlobSourceTest() = default;
-  ~BlobSourceTest() override {
+  void TearDown() override {
     // The blocking pool's jobs (a store write, a touch after a read) end while the worker
     // still runs, to resume there: the pool is FIFO with one thread.
     if (runner_.joinable()) {
@@ -69,11 +69,15 @@ class BlobSourceTest : public ::testing::Test {
       // (their waiters belong to the worker).
       upstream_.reset();
       (void)eventually([&] { return blobs_.stats().chunks_in_flight == 0; });
-      (void)run(drained(blocking_));
+      (void)run(drained(*blocking_));
     }
+  }
+  ~BlobSourceTest() override {
     work_.reset();
     io_.stop();
     if (runner_.joinable()) runner_.join();
+    // Its threads end here, before the worker's io_context, which their jobs resume on.
+    blocking_.reset();
   }
   BlobSourceTest(const BlobSourceTest&) = delete;
   BlobSourceTest& operator=(const BlobSourceTest&) = delete;
@@ -178,9 +182,9 @@ class BlobSourceTest : public ::testing::Test {
   testing::temp_dir dir_;
   std::unique_ptr<cache::chunk_store> store_ = cache::open_rocksdb_store(
       cache::store_options{.path = dir_.path().string(), .capacity = std::uint64_t{64} << 20});
-  blocking_pool blocking_{1};
+  std::unique_ptr<blocking_pool> blocking_ = std::make_unique<blocking_pool>(1);
   // One run is the whole blob: a completion asks for it in one request.
-  blob_source blobs_{*store_, blocking_,
+  blob_source blobs_{*store_, *blocking_,
                      fill_settings{chunk, std::uint64_t{chunk} * chunks, 2, true}};
   asio::io_context io_{1};
   asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);

@@ -8,6 +8,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <deque>
 #include <optional>
 #include <utility>
 
@@ -122,6 +123,10 @@ struct blob_source::chunk_slot {
   bool prefetch = false;  // started by prefetch
   bool claimed = false;   // a client read joined it (prefetch slots only)
   std::vector<std::shared_ptr<wakeup>> waiters;
+  // Under blob_source::mutex_, not `mutex`: asked for by background work only (no reader's
+  // fill: a reader may take it over), and the fill it is part of now.
+  bool background = false;
+  std::weak_ptr<fill_run> owner;
 
   chunk_slot() = default;
   ~chunk_slot() { chunk_buffers().give(std::move(data)); }
@@ -135,8 +140,65 @@ struct blob_source::chunk_slot {
   }
 };
 
+// The slots one fill asks for, in order. A reader may take over those the fill has not begun
+// receiving (take_over_locked): the fill then ends after the slots it kept.
+struct blob_source::fill_run {
+  std::vector<std::shared_ptr<chunk_slot>> slots;  // fixed when made
+  bool demand = false;                             // counted in demand_fills_
+  std::mutex mutex;
+  std::size_t receiving = 0;  // under `mutex`: the slot the fill's bytes go to now
+  std::size_t end = 0;        // under `mutex`: slots [0, end) are still this fill's
+};
+
+// Fills' chunk store writes go to the blocking pool one at a time, those of chunks a client
+// waits for first: the store takes one writer at a time anyway (its lock is held while RocksDB
+// writes, through a write stall too), and a read's own lookups there (a probe, a stored chunk)
+// then wait behind one write at most, not behind every chunk a background completion has
+// queued; a client's fill waiting on its write-behind never waits behind background writes.
+class blob_source::write_turns {
+ public:
+  asio::awaitable<void> take(bool first) {
+    auto wait = std::make_shared<wakeup>(co_await asio::this_coro::executor, 1);
+    {
+      std::lock_guard lock(mutex_);
+      if (!busy_) {
+        busy_ = true;
+        co_return;
+      }
+      (first ? first_ : later_).push_back(wait);
+    }
+    (void)co_await wait->async_receive(use_nothrow);  // the turn is handed over
+  }
+  // Hands the turn to the next writer waiting, a client's first.
+  void give() {
+    std::shared_ptr<wakeup> next;
+    {
+      std::lock_guard lock(mutex_);
+      auto& queue = !first_.empty() ? first_ : later_;
+      if (queue.empty()) {
+        busy_ = false;
+        return;
+      }
+      next = std::move(queue.front());
+      queue.pop_front();
+    }
+    (void)next->try_send(boost::system::error_code{});
+  }
+
+ private:
+  std::mutex mutex_;
+  bool busy_ = false;
+  std::deque<std::shared_ptr<wakeup>> first_;
+  std::deque<std::shared_ptr<wakeup>> later_;
+};
+
+blob_source::~blob_source() = default;
+
 blob_source::blob_source(cache::chunk_store& store, blocking_pool& pool, fill_settings settings)
-    : store_(store), pool_(pool), settings_(settings) {
+    : store_(store),
+      pool_(pool),
+      settings_(settings),
+      write_turns_(std::make_unique<write_turns>()) {
   // An eviction query (cache/chunk_store.hpp), asked with the store's lock held: takes only
   // mutex_, under which nothing calls the store.
   store_.set_pinned([this](const oci::digest& d) {
@@ -259,43 +321,89 @@ std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
     const asio::any_io_executor& ex, registry::upstream_client& client,
     const std::string& repository, const oci::digest& d, const described_blob& meta,
     std::uint32_t first, std::uint32_t limit, const std::vector<bool>& present,
-    std::uint32_t present_base, std::uint32_t* run, bool prefetch) {
+    std::uint32_t present_base, std::uint32_t* run, fill_for why) {
   *run = 0;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   const auto run_chunks =
       static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / meta.chunk_size));
-  std::vector<std::shared_ptr<chunk_slot>> slots;
+  std::shared_ptr<fill_run> started;
   {
     std::lock_guard lock(mutex_);
     const auto first_key = key_of(d, first);
     if (auto it = inflight_.find(first_key); it != inflight_.end()) {
-      if (!prefetch) ++stats_.chunks_joined;
-      return it->second;
-    }
-    if (completed_.contains(first_key)) return nullptr;
-    for (std::uint32_t i = first; i <= limit && i < chunk_count && i - first < run_chunks; ++i) {
-      const auto k = key_of(d, i);
-      if (i != first) {
-        const std::size_t rel = i - present_base;
-        if (rel < present.size() && present[rel]) break;
-        if (inflight_.contains(k) || completed_.contains(k)) break;
+      if (!demand(why)) return it->second;
+      ++stats_.chunks_joined;
+      const bool background = std::exchange(it->second->background, false);  // a reader waits
+      if (why == fill_for::read_ahead || !background) return it->second;
+      started = take_over_locked(it->second, meta.chunk_size);
+      if (!started) return it->second;
+      --stats_.chunks_joined;
+      ++stats_.demand_takeovers;
+    } else {
+      if (completed_.contains(first_key)) return nullptr;
+      std::vector<std::shared_ptr<chunk_slot>> slots;
+      for (std::uint32_t i = first; i <= limit && i < chunk_count && i - first < run_chunks; ++i) {
+        const auto k = key_of(d, i);
+        if (i != first) {
+          const std::size_t rel = i - present_base;
+          if (rel < present.size() && present[rel]) break;
+          if (inflight_.contains(k) || completed_.contains(k)) break;
+        }
+        slots.push_back(add_slot_locked(k, meta, i, why));
       }
-      slots.push_back(add_slot_locked(k, meta, i, prefetch));
+      started = make_run_locked(std::move(slots), why);
     }
     ++stats_.fills_started;
   }
-  *run = static_cast<std::uint32_t>(slots.size());
-  auto joined = slots.front();
-  asio::co_spawn(ex, fill(client, repository, d, meta, std::move(slots)), asio::detached);
+  *run = static_cast<std::uint32_t>(started->slots.size());
+  auto joined = started->slots.front();
+  asio::co_spawn(ex, fill(client, repository, d, meta, std::move(started)), asio::detached);
   return joined;
+}
+
+std::shared_ptr<blob_source::fill_run> blob_source::make_run_locked(
+    std::vector<std::shared_ptr<chunk_slot>> slots, fill_for why) {
+  auto run = std::make_shared<fill_run>();
+  run->slots = std::move(slots);
+  run->end = run->slots.size();
+  run->demand = demand(why);
+  if (run->demand) ++demand_fills_;
+  for (auto& s : run->slots) s->owner = run;
+  return run;
+}
+
+std::shared_ptr<blob_source::fill_run> blob_source::take_over_locked(
+    const std::shared_ptr<chunk_slot>& slot, std::uint32_t chunk_size) {
+  auto owner = slot->owner.lock();
+  if (!owner) return nullptr;
+  std::vector<std::shared_ptr<chunk_slot>> taken;
+  {
+    std::lock_guard lock(owner->mutex);
+    const auto at = static_cast<std::size_t>(
+        std::find(owner->slots.begin(), owner->slots.end(), slot) - owner->slots.begin());
+    if (at >= owner->end || at <= owner->receiving) return nullptr;  // its bytes come next
+    std::uint64_t before = 0;  // the owner's bytes still to arrive before the slot's
+    for (std::size_t k = owner->receiving; k < at; ++k) {
+      auto& s = *owner->slots[k];
+      std::lock_guard slot_lock(s.mutex);
+      before += s.expected - s.data.size();
+    }
+    if (before < chunk_size / 2) return nullptr;  // it would come sooner than a new request's
+    taken.assign(owner->slots.begin() + static_cast<std::ptrdiff_t>(at),
+                 owner->slots.begin() + static_cast<std::ptrdiff_t>(owner->end));
+    owner->end = at;
+  }
+  // The reader's chunk first; the ones after it stay background work another reader may take.
+  return make_run_locked(std::move(taken), fill_for::reader);
 }
 
 std::shared_ptr<blob_source::chunk_slot> blob_source::add_slot_locked(const std::string& key,
                                                                       const described_blob& meta,
                                                                       std::uint32_t index,
-                                                                      bool prefetch) {
+                                                                      fill_for why) {
   auto slot = std::make_shared<chunk_slot>();
-  slot->prefetch = prefetch;
+  slot->prefetch = why == fill_for::prefetch;
+  slot->background = !demand(why);
   slot->chunk = index;
   slot->expected = static_cast<std::size_t>(meta.chunk_interval(index).length());
   inflight_.emplace(key, slot);
@@ -335,6 +443,7 @@ std::vector<oci::byte_range> run_ranges(const Slots& slots, std::uint64_t chunk_
 // How far one fill got through its slots.
 struct blob_source::fill_progress {
   std::size_t index = 0;                  // slot being filled
+  std::size_t end = 0;                    // slots [0, end) are the fill's (fill_run::end)
   std::size_t have = 0;                   // bytes of slots[index] so far
   std::size_t unwritten = 0;              // slots before this one are stored (or failed)
   std::string why;                        // why the fill stopped short
@@ -343,7 +452,8 @@ struct blob_source::fill_progress {
 
 asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::string repository,
                                         oci::digest d, described_blob meta,
-                                        std::vector<std::shared_ptr<chunk_slot>> slots) {
+                                        std::shared_ptr<fill_run> run) {
+  const auto& slots = run->slots;
   const auto ranges = run_ranges(slots, meta.chunk_size);
   const std::uint64_t generation = purge_generation(d);
   const auto t_start = std::chrono::steady_clock::now();
@@ -354,15 +464,16 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
   if (body.size_contradicted()) forget_size(client, d);  // the next read asks again
 
   fill_progress progress;
+  progress.end = slots.size();
   std::vector<registry::blob_piece> pieces;
-  while (progress.why.empty() && progress.index < slots.size()) {
+  while (progress.why.empty() && progress.index < progress.end) {
     if (!co_await body.next(pieces)) {
       progress.why = body.error();
       progress.reason = body.error_kind();
       break;
     }
     for (const auto& piece : pieces) {
-      take_piece(ex, client, d, meta, slots, generation, piece, progress);
+      take_piece(ex, client, d, meta, *run, generation, piece, progress);
       if (!progress.why.empty()) break;
     }
     // At most write_behind completed chunks' store writes run behind the reading.
@@ -370,7 +481,14 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
       (void)co_await wait_slot(*slots[progress.unwritten], true);
     }
   }
-  if (progress.why.empty()) co_await body.finish();
+  {
+    // No more take-overs: what is left of the fill is failed below.
+    std::lock_guard lock(run->mutex);
+    progress.end = run->end;
+    run->end = progress.index;
+  }
+  // The body's rest is read only when every slot was the fill's; else the connection goes.
+  if (progress.why.empty() && progress.end == slots.size()) co_await body.finish();
   const auto t_body = std::chrono::steady_clock::now();
   for (; progress.unwritten < progress.index; ++progress.unwritten) {
     (void)co_await wait_slot(*slots[progress.unwritten], true);
@@ -384,30 +502,31 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
                " ranges): header after ", ms(t_header), " ms, body ", ms(t_body), " ms, stored ",
                ms(std::chrono::steady_clock::now()), " ms");
   }
-  if (progress.index < slots.size()) {
+  if (progress.index < progress.end) {
     log::warn("cache", "fill of ", d.str(), " from chunk ", slots[progress.index]->chunk,
               " failed: ", progress.why);
     if (auto* m = client.metrics()) m->fill_failure(progress.reason);
   }
-  for (auto index = progress.index; index < slots.size(); ++index) {
+  for (auto index = progress.index; index < progress.end; ++index) {
     if (body.retries_spent()) {
       std::lock_guard lock(slots[index]->mutex);
       slots[index]->retries_spent = true;
     }
     finish_slot(d, slots[index]->chunk, *slots[index], true, false);
   }
+  if (run->demand) --demand_fills_;
 }
 
 void blob_source::take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,
-                             const oci::digest& d, const described_blob& meta,
-                             const std::vector<std::shared_ptr<chunk_slot>>& slots,
+                             const oci::digest& d, const described_blob& meta, fill_run& run,
                              std::uint64_t generation, const registry::blob_piece& piece,
                              fill_progress& progress) {
+  const auto& slots = run.slots;
   const std::uint64_t cs = meta.chunk_size;
   std::uint64_t at = piece.offset;
   const char* p = piece.data;
   std::size_t left = piece.size;
-  while (left > 0 && progress.index < slots.size()) {
+  while (left > 0 && progress.index < progress.end) {
     auto& slot = *slots[progress.index];
     const std::uint64_t expect = std::uint64_t{slot.chunk} * cs + progress.have;
     if (at < expect) {  // bytes between our ranges (or before them): not ours
@@ -453,6 +572,9 @@ void blob_source::take_piece(const asio::any_io_executor& ex, registry::upstream
         asio::detached);
     ++progress.index;
     progress.have = 0;
+    std::lock_guard lock(run.mutex);  // a reader may have taken the slots from here over
+    run.receiving = progress.index;
+    progress.end = run.end;
   }
 }
 
@@ -463,6 +585,12 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
   // The slot is complete: no more writes to slot->data, so the pool thread may read it
   // unlocked.
   auto stored = cache::status::not_found("blob was purged during the fill");
+  bool wanted = false;  // a client's read waits for the slot
+  {
+    std::lock_guard lock(mutex_);
+    wanted = !slot->background;
+  }
+  co_await write_turns_->take(wanted);
   if (purge_generation(d) == generation) {
     auto* s = slot.get();
     stored = co_await pool_.run([this, &d, &meta, chunk, s, origin] {
@@ -473,6 +601,7 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
       stored = cache::status::not_found("blob was purged during the fill");
     }
   }
+  write_turns_->give();
   if (!stored.ok() && stored.code != cache::errc::not_found) {
     // A full disk fails every chunk: one line, then one a minute with the count.
     if (const auto quiet = store_error_log().admit()) {
@@ -615,9 +744,12 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
       all_in_memory = false;
     }
   }
-  const bool touched = all_in_memory && store_.try_touch(d);
-  auto probe = [this, &d, &meta, &early, &present, few, touched, first, wanted] {
-    if (!touched) store_.touch(d);
+  bool touched = all_in_memory && store_.try_touch(d);
+  const bool on_pool = !touched;
+  auto probe = [this, &d, &meta, &early, &present, &touched, few, first, wanted] {
+    // Not behind a store writer (it holds the lock through a RocksDB write stall): if one
+    // holds it, the touch is made after the read.
+    if (!touched) touched = store_.try_touch(d);
     if (!few) return store_.present_chunks(d);
     for (std::uint32_t k = 0; k < early.size(); ++k) {
       if (early[k]) continue;
@@ -633,11 +765,19 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
     return std::vector<std::uint32_t>{};
   };
   std::vector<std::uint32_t> listed;
-  if (!touched) listed = co_await pool_.run(probe);
+  if (on_pool) listed = co_await pool_.run(probe);
+  if (!touched) {
+    const auto ex = co_await asio::this_coro::executor;
+    asio::co_spawn(ex, touch_later(d), asio::detached);
+  }
   for (auto i : listed) {
     if (i >= first && i <= plan.last) present[i - first] = true;
   }
   co_return plan;
+}
+
+asio::awaitable<void> blob_source::touch_later(oci::digest d) {
+  co_await pool_.run([this, &d] { store_.touch(d); });
 }
 
 asio::awaitable<blob_source::stored_read> blob_source::read_stored(
@@ -687,6 +827,13 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
                                         const std::string& repository, const oci::digest& d,
                                         const described_blob& meta, oci::byte_interval bytes,
                                         const sink& out, read_report* report) {
+  co_return co_await read_for(client, repository, d, meta, bytes, out, report, fill_for::reader);
+}
+
+asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
+                                            const std::string& repository, const oci::digest& d,
+                                            const described_blob& meta, oci::byte_interval bytes,
+                                            const sink& out, read_report* report, fill_for why) {
   if (!claim(origin_of(client), d, meta)) {
     co_return co_await read_direct(client, repository, d, meta, bytes, out, report);
   }
@@ -698,6 +845,7 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
   const std::uint32_t last = plan.last;
   const auto run_chunks =
       static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / cs));
+  const bool background = !demand(why);
   const std::uint64_t window = std::uint64_t{settings_.parallel_runs} * run_chunks;
   std::uint32_t ahead = first;  // chunks before this have had their fill decided
 
@@ -708,11 +856,14 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
     const oci::byte_interval wanted = bytes.intersect(chunk);
     const oci::byte_interval part{wanted.begin - chunk.begin, wanted.end - chunk.begin};
 
-    // Keep up to `parallel_runs` runs in flight for the missing chunks ahead of this one.
-    for (std::uint32_t k = std::max(ahead, i + 1); k <= last && k < i + window;) {
+    // Keep up to `parallel_runs` runs in flight for the missing chunks ahead of this one; in
+    // the background only one while clients' fills are in flight (they go first).
+    const std::uint64_t reach = background && demand_fills_.load() > 0 ? run_chunks : window;
+    for (std::uint32_t k = std::max(ahead, i + 1); k <= last && k < i + reach;) {
       std::uint32_t run = 0;
       if (!plan.present[k - first]) {
-        (void)join_or_start(ex, client, repository, d, meta, k, last, plan.present, first, &run);
+        (void)join_or_start(ex, client, repository, d, meta, k, last, plan.present, first, &run,
+                            background ? why : fill_for::read_ahead);
         plan.mark_mine(k, run);
       }
       k += std::max<std::uint32_t>(run, 1);
@@ -728,7 +879,8 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
       std::shared_ptr<chunk_slot> slot;
       if (!from_store) {
         std::uint32_t run = 0;
-        slot = join_or_start(ex, client, repository, d, meta, i, last, plan.present, first, &run);
+        slot =
+            join_or_start(ex, client, repository, d, meta, i, last, plan.present, first, &run, why);
         plan.mark_mine(i, run);
         if (!slot) from_store = true;  // filled into the store just now
       }
@@ -861,7 +1013,8 @@ asio::awaitable<bool> blob_source::prefetch(registry::upstream_client& client,
     if (i < b.present.size() && b.present[i]) continue;
     if (cancel != nullptr && cancel->load()) co_return true;
     std::uint32_t run = 0;
-    auto slot = join_or_start(ex, client, repository, d, meta, i, last, b.present, 0, &run, true);
+    auto slot = join_or_start(ex, client, repository, d, meta, i, last, b.present, 0, &run,
+                              fill_for::prefetch);
     if (!slot) continue;  // stored meanwhile
     if (!co_await wait_slot(*slot)) co_return false;
   }
@@ -905,6 +1058,7 @@ asio::awaitable<bool> blob_source::prefetch_batch(registry::upstream_client& cli
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
   std::vector<std::shared_ptr<chunk_slot>> mine;
   std::vector<std::shared_ptr<chunk_slot>> joined;
+  std::shared_ptr<fill_run> started;
   {
     std::lock_guard lock(mutex_);
     for (const std::uint32_t c : sorted) {
@@ -913,13 +1067,16 @@ asio::awaitable<bool> blob_source::prefetch_batch(registry::upstream_client& cli
         joined.push_back(it->second);
         continue;
       }
-      if (!completed_.contains(k)) mine.push_back(add_slot_locked(k, meta, c, true));
+      if (!completed_.contains(k)) mine.push_back(add_slot_locked(k, meta, c, fill_for::prefetch));
     }
-    if (!mine.empty()) ++stats_.fills_started;
+    if (!mine.empty()) {
+      ++stats_.fills_started;
+      started = make_run_locked(mine, fill_for::prefetch);
+    }
   }
-  if (!mine.empty()) {
+  if (started) {
     auto ex = co_await asio::this_coro::executor;
-    asio::co_spawn(ex, fill(client, repository, d, meta, mine), asio::detached);
+    asio::co_spawn(ex, fill(client, repository, d, meta, std::move(started)), asio::detached);
   }
   bool ok = true;
   std::vector<std::uint32_t> failed;
@@ -973,6 +1130,12 @@ asio::awaitable<void> blob_source::verify_if_whole(registry::upstream_client& cl
 asio::awaitable<blob_source::verified_read> blob_source::read_whole(
     registry::upstream_client& client, const std::string& repository, const oci::digest& d,
     const described_blob& meta, const sink& out, read_report* report) {
+  co_return co_await read_whole_for(client, repository, d, meta, out, report, fill_for::reader);
+}
+
+asio::awaitable<blob_source::verified_read> blob_source::read_whole_for(
+    registry::upstream_client& client, const std::string& repository, const oci::digest& d,
+    const described_blob& meta, const sink& out, read_report* report, fill_for why) {
   if (meta.size == 0) {
     co_return oci::digest_of("", d.algorithm()) == d ? verified_read::verified
                                                      : verified_read::mismatch;
@@ -991,8 +1154,8 @@ asio::awaitable<blob_source::verified_read> blob_source::read_whole(
     seen += n;
     co_return co_await out(p, n);
   };
-  const bool ok =
-      co_await read(client, repository, d, meta, oci::byte_interval{0, meta.size}, checked, report);
+  const oci::byte_interval all{0, meta.size};
+  const bool ok = co_await read_for(client, repository, d, meta, all, checked, report, why);
   if (mismatch) {
     co_await purge(client, d);
     co_return verified_read::mismatch;
@@ -1006,7 +1169,8 @@ asio::awaitable<blob_source::verified_read> blob_source::read_verified(
     registry::upstream_client& client, const std::string& repository, const oci::digest& d,
     const described_blob& meta, read_report* report) {
   const sink discard = [](const char*, std::size_t) -> asio::awaitable<bool> { co_return true; };
-  co_return co_await read_whole(client, repository, d, meta, discard, report);
+  co_return co_await read_whole_for(client, repository, d, meta, discard, report,
+                                    fill_for::background);
 }
 
 asio::awaitable<void> blob_source::complete(registry::upstream_client& client,

@@ -85,6 +85,10 @@ struct blob_source_stats {
   std::uint64_t prefetch_used_bytes = 0;     // of those, chunk bytes a client read later
   // Reads of a blob another upstream is filling, passed through from the reader's own.
   std::uint64_t foreign_reads = 0;
+  // Fills a client read started for chunks a background fill (completion, prefetch) had asked
+  // for but not begun receiving: the background fill gave them up instead of making the read
+  // wait behind the chunks before them.
+  std::uint64_t demand_takeovers = 0;
 };
 
 // Which upstream a client's bytes come from, as the store keeps it (blob_record::origin):
@@ -98,6 +102,9 @@ struct blob_source_stats {
 class blob_source {
  public:
   blob_source(cache::chunk_store& store, blocking_pool& pool, fill_settings settings);
+  ~blob_source();
+  blob_source(const blob_source&) = delete;
+  blob_source& operator=(const blob_source&) = delete;
 
   using describe_result = std::variant<described_blob, std::unique_ptr<registry::upstream_response>,
                                        registry::upstream_failure>;
@@ -199,6 +206,14 @@ class blob_source {
 
  private:
   struct chunk_slot;
+  struct fill_run;
+  class write_turns;
+  // Who a fill is for: a client's read (the chunk it needs now, or chunks ahead of it), or
+  // work in the background (prefetch; completion). Demand never waits behind background.
+  enum class fill_for { reader, read_ahead, prefetch, background };
+  [[nodiscard]] static bool demand(fill_for why) {
+    return why == fill_for::reader || why == fill_for::read_ahead;
+  }
 
   std::string key_of(const oci::digest& d, std::uint32_t index) const;
   // sizes_ and heads_ keys: one upstream's word about a blob's size is not another's.
@@ -235,20 +250,39 @@ class blob_source {
   // The slot of chunk `first`: joined if in flight, else a new fill for the run of missing
   // chunks from `first` (up to `limit`, `run_bytes`, a present or in-flight chunk). nullptr
   // when `first` was completed into the store meanwhile. `*run` = chunks started (0 if joined).
+  // A reader's chunk that a background fill asked for but has other chunks' bytes to receive
+  // first is taken over (take_over_locked): `*run` then counts the chunks taken.
   std::shared_ptr<chunk_slot> join_or_start(const asio::any_io_executor& ex,
                                             registry::upstream_client& client,
                                             const std::string& repository, const oci::digest& d,
                                             const described_blob& meta, std::uint32_t first,
                                             std::uint32_t limit, const std::vector<bool>& present,
                                             std::uint32_t present_base, std::uint32_t* run,
-                                            bool prefetch = false);
+                                            fill_for why);
+  // With mutex_ held: when `slot` is a background fill's and at least half a chunk of that
+  // fill's bytes is still to arrive before it, the slots from it to the end of the fill,
+  // taken from that fill (which stops before them) for a new one; else nullptr.
+  std::shared_ptr<fill_run> take_over_locked(const std::shared_ptr<chunk_slot>& slot,
+                                             std::uint32_t chunk_size);
+  // With mutex_ held: a fill of `slots`, theirs from now on. Spawn fill() with it.
+  std::shared_ptr<fill_run> make_run_locked(std::vector<std::shared_ptr<chunk_slot>> slots,
+                                            fill_for why);
+  // read() and read_whole(), for a client (demand) or for background work (completion).
+  asio::awaitable<bool> read_for(registry::upstream_client& client, const std::string& repository,
+                                 const oci::digest& d, const described_blob& meta,
+                                 oci::byte_interval bytes, const sink& out, read_report* report,
+                                 fill_for why);
+  asio::awaitable<verified_read> read_whole_for(registry::upstream_client& client,
+                                                const std::string& repository, const oci::digest& d,
+                                                const described_blob& meta, const sink& out,
+                                                read_report* report, fill_for why);
   // Waits until every byte of `slot` arrived (its store write may still run), or it failed;
   // true when complete.
   // With `stored`, until its store write finished.
   static asio::awaitable<bool> wait_slot(chunk_slot& slot, bool stored = false);
   // A new slot for chunk `index` of `d`, entered in inflight_. Call with mutex_ held.
   std::shared_ptr<chunk_slot> add_slot_locked(const std::string& key, const described_blob& meta,
-                                              std::uint32_t index, bool prefetch);
+                                              std::uint32_t index, fill_for why);
   // `client`'s upstream answered a multi-range request with something else than the ranges.
   void refuse_multi_range(const registry::upstream_client& client);
   void forget_size(const registry::upstream_client& client, const oci::digest& d);
@@ -256,23 +290,27 @@ class blob_source {
                                                          const oci::digest& d) const;
   // A client read joined `slot`: true (once) if prefetch started it.
   bool claim_prefetched(chunk_slot& slot);
-  // Fetches the chunks of `slots` (ascending by chunk; runs of consecutive chunks become the
-  // ranges of one request) into them and the store.
+  // Fetches the chunks of `run` (ascending by chunk; runs of consecutive chunks become the
+  // ranges of one request) into them and the store; stops early when a reader took the rest
+  // over (take_over_locked).
   asio::awaitable<void> fill(registry::upstream_client& client, std::string repository,
-                             oci::digest d, described_blob meta,
-                             std::vector<std::shared_ptr<chunk_slot>> slots);
+                             oci::digest d, described_blob meta, std::shared_ptr<fill_run> run);
   struct fill_progress;
   // Hands `piece` of a fill's answer to the slots it belongs to (bytes between them are
   // skipped), starting the store write (on `ex`) of each slot it completes. Not a coroutine:
   // it runs once per 64 KiB of every fill.
   void take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,
-                  const oci::digest& d, const described_blob& meta,
-                  const std::vector<std::shared_ptr<chunk_slot>>& slots, std::uint64_t generation,
-                  const registry::blob_piece& piece, fill_progress& progress);
+                  const oci::digest& d, const described_blob& meta, fill_run& run,
+                  std::uint64_t generation, const registry::blob_piece& piece,
+                  fill_progress& progress);
   // Stores a completed chunk of a fill and finishes its slot (slot->done).
+  // Fills' store writes take turns (write_turns): one in the blocking pool at a time.
   asio::awaitable<void> store_chunk(oci::digest d, described_blob meta, std::uint32_t chunk,
                                     std::shared_ptr<chunk_slot> slot, std::uint64_t generation,
                                     cache::origin_id origin);
+  // The LRU's note that `d` was read, when a read could not make it without waiting for a
+  // store writer: on the blocking pool, after the read.
+  asio::awaitable<void> touch_later(oci::digest d);
   // Hands bytes `part` (offsets within the chunk) of `slot` to `out` as they arrive; adds
   // what `out` took to *delivered (also when the slot fails part-way).
   enum class slot_read { complete, slot_failed, sink_failed };
@@ -309,6 +347,10 @@ class blob_source {
   // Purges per digest: a fill that started before a purge must not store what it fetched.
   std::unordered_map<std::string, std::uint64_t> purges_;
   blob_source_stats stats_;
+  // Client (demand) fills in flight: background reads keep one run in flight, not
+  // parallel_runs, while there are any.
+  std::atomic<unsigned> demand_fills_{0};
+  std::unique_ptr<write_turns> write_turns_;
 };
 
 }  // namespace layercache::content

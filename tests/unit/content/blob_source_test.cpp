@@ -1,0 +1,244 @@
+// blob_source against a real store and an in-process fault-injecting upstream on loopback:
+// which fill a reader waits on and in which order fills reach the upstream. The upstream's
+// stalls stand still until the test ends, so orderings are shown without timing anything.
+#include "content/blob_source.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <optional>
+#include <thread>
+
+#include "asio/offload.hpp"
+#include "cache/chunk_store.hpp"
+#include "oci/digest.hpp"
+#include "registry/auth.hpp"
+#include "registry/credentials.hpp"
+#include "registry/upstream_client.hpp"
+#include "tests/support/fault_upstream.hpp"
+#include "tests/support/process.hpp"
+
+namespace layercache::content {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::fault;
+using testing::fault_upstream;
+using testing::request_kind;
+
+constexpr std::uint32_t chunk = 64 * 1024;
+constexpr std::uint32_t chunks = 16;
+const std::string repository = "team/app";
+
+std::string pattern(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  std::uint32_t x = 2463534242U + seed;
+  for (auto& c : s) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    c = static_cast<char>(x);
+  }
+  return s;
+}
+
+// Until `done`, polled every 10 ms, at most `limit`.
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = 20s) {
+  for (auto waited = 0ms; waited < limit; waited += 10ms) {
+    if (done()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return done();
+}
+
+class BlobSourceTest : public ::testing::Test {
+ public:
+  BlobSourceTest() = default;
+  void TearDown() override {
+    // The blocking pool's jobs (a store write, a touch after a read) end while the worker
+    // still runs, to resume there: the pool is FIFO with one thread.
+    if (runner_.joinable()) {
+      // The upstream goes first, ending its stalls: the fills fail and leave no slot behind
+      // (their waiters belong to the worker).
+      upstream_.reset();
+      (void)eventually([&] { return blobs_.stats().chunks_in_flight == 0; });
+      (void)run(drained(*blocking_));
+    }
+  }
+  ~BlobSourceTest() override {
+    work_.reset();
+    io_.stop();
+    if (runner_.joinable()) runner_.join();
+    // Its threads end here, before the worker's io_context, which their jobs resume on.
+    blocking_.reset();
+  }
+  BlobSourceTest(const BlobSourceTest&) = delete;
+  BlobSourceTest& operator=(const BlobSourceTest&) = delete;
+
+ protected:
+  // Starts the worker, with an upstream client whose fills fail after `read_timeout` without
+  // a byte.
+  void start(std::chrono::seconds read_timeout) {
+    config::upstream& u = upstream_config_;
+    u.name = "faulty";
+    u.url = upstream_->url();
+    u.scheme = "http";
+    u.host = "127.0.0.1";
+    u.port = upstream_->port();
+    u.is_default = true;
+    u.retry.attempts = 1;
+    u.warm_connections = 0;
+    // A connection per request: one that carried a planned stall is never used again (the
+    // stall holds it even when the body ended before the stall's point).
+    u.max_idle_connections = 0;
+    u.timeouts.read = read_timeout;
+    creds_ = std::make_unique<registry::upstream_credentials>(u);
+    client_ = std::make_unique<registry::upstream_client>(u, pool_, nullptr, tokens_, *creds_,
+                                                          redirects_);
+    runner_ = std::thread([this] { io_.run(); });
+  }
+
+  // Runs `call` on the worker; nullopt when it has not finished within `limit` (the worker is
+  // stopped then: nothing runs on after the test).
+  template <typename T>
+  std::optional<T> run(asio::awaitable<T> call, std::chrono::seconds limit = 30s) {
+    auto done = asio::co_spawn(io_, std::move(call), asio::use_future);
+    if (done.wait_for(limit) != std::future_status::ready) {
+      io_.stop();
+      return std::nullopt;
+    }
+    return done.get();
+  }
+
+  static asio::awaitable<bool> drained(blocking_pool& pool) {
+    co_return co_await pool.run([] { return true; });
+  }
+
+  // Reads `bytes` as a client does; the bytes read, or nullopt when the read failed.
+  std::optional<std::string> read(oci::byte_interval bytes) {
+    std::string got;
+    auto reading = [](blob_source& blobs, registry::upstream_client& client, oci::digest d,
+                      described_blob meta, oci::byte_interval want,
+                      std::string* into) -> asio::awaitable<bool> {
+      const blob_source::sink out = [into](const char* p, std::size_t n) -> asio::awaitable<bool> {
+        into->append(p, n);
+        co_return true;
+      };
+      co_return co_await blobs.read(client, repository, d, meta, want, out);
+    };
+    const auto ok = run(reading(blobs_, *client_, digest_, meta_, bytes, &got));
+    if (!ok || !*ok) return std::nullopt;
+    return got;
+  }
+
+  // Starts the background completion of the blob, as after a client's range read.
+  void complete_in_background() {
+    auto starting = [](blob_source& blobs, registry::upstream_client& client, oci::digest d,
+                       described_blob meta) -> asio::awaitable<bool> {
+      co_await blobs.complete_later(client, repository, d, meta);
+      co_return true;
+    };
+    ASSERT_TRUE(run(starting(blobs_, *client_, digest_, meta_)));
+  }
+
+  // A completion of the blob, from nothing stored: chunk 0 in a request of its own, 1-15 in
+  // another that stalls in chunk 2 (a read starts the fill of what follows its first chunk
+  // first). Returns once chunks 0 and 1 are stored.
+  void stall_the_completion() {
+    // Both requests are planned (their order at the upstream is not known): chunk 0's ends
+    // before the stall.
+    upstream_->plan(request_kind::blob_get, fault::stall_after(chunk + chunk / 4), 2);
+    complete_in_background();
+    ASSERT_TRUE(eventually([&] { return blobs_.stats().chunks_filled >= 2; }));
+    auto ranges = blob_ranges();
+    std::sort(ranges.begin(), ranges.end());
+    ASSERT_EQ(ranges, (std::vector<std::string>{range_header(0, 0), range_header(1, chunks - 1)}));
+  }
+
+  // The Range headers of the blob GETs the upstream received, in order.
+  std::vector<std::string> blob_ranges() const {
+    std::vector<std::string> out;
+    for (const auto& r : upstream_->requests(request_kind::blob_get))
+      out.push_back(r.range.value_or(""));
+    return out;
+  }
+
+  static std::string range_header(std::uint32_t first, std::uint32_t last) {
+    return "bytes=" + std::to_string(std::uint64_t{first} * chunk) + "-" +
+           std::to_string(std::uint64_t{last + 1} * chunk - 1);
+  }
+
+  std::unique_ptr<fault_upstream> upstream_ = std::make_unique<fault_upstream>();
+  std::string bytes_ = pattern(std::size_t{chunk} * chunks, 1);
+  oci::digest digest_ = *oci::digest::parse(upstream_->add_blob(bytes_));
+  described_blob meta_ = described_blob::unstored(bytes_.size(), chunk);
+  testing::temp_dir dir_;
+  std::unique_ptr<cache::chunk_store> store_ = cache::open_rocksdb_store(
+      cache::store_options{.path = dir_.path().string(), .capacity = std::uint64_t{64} << 20});
+  std::unique_ptr<blocking_pool> blocking_ = std::make_unique<blocking_pool>(1);
+  // One run is the whole blob: a completion asks for it in one request.
+  blob_source blobs_{*store_, *blocking_,
+                     fill_settings{chunk, std::uint64_t{chunk} * chunks, 2, true}};
+  asio::io_context io_{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
+  registry::connection_pool pool_{io_.get_executor()};
+  config::upstream upstream_config_;
+  registry::token_cache tokens_;
+  registry::redirect_memory redirects_;
+  std::unique_ptr<registry::upstream_credentials> creds_;
+  std::unique_ptr<registry::upstream_client> client_;
+  std::thread runner_;
+};
+
+// The completion's request for chunks 1-15 stalls in chunk 2; a client then reads chunk 10,
+// which that request asked for too. The reader's chunk is fetched at once by a request of its own
+// (from chunk 10 to the end of the completion's run, which gives those chunks up), not after the
+// stalled chunks before it — and before anything else the completion asks for.
+TEST_F(BlobSourceTest, AReadersChunkIsNotQueuedBehindAStalledCompletion) {
+  start(120s);  // the stall outlasts the test
+  stall_the_completion();
+
+  const auto want = oci::byte_interval::at(std::uint64_t{10} * chunk + 100, 1000);
+  const auto got = read(want);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(*got == bytes_.substr(want.begin, want.length()));
+
+  // The stalled fill has not failed: once the reader's fill has stored chunks 10-15, the
+  // stalled one's chunks 2-9 are in flight still (the stall outlasts the test).
+  EXPECT_TRUE(eventually([&] { return blobs_.stats().chunks_in_flight == 8; }));
+  EXPECT_EQ(blobs_.stats().demand_takeovers, 1u);
+  const auto ranges = blob_ranges();
+  ASSERT_EQ(ranges.size(), 3u) << ::testing::PrintToString(ranges);
+  EXPECT_EQ(ranges[2], range_header(10, chunks - 1));
+}
+
+// After a reader took part of its run over, the completion still gets every byte — its own
+// stalled chunks again once the stall fails them, the reader's from the reader's fill — and
+// verifies the blob, with no chunk fetched whole twice.
+TEST_F(BlobSourceTest, ACompletionAReaderTookPartOfStillVerifiesTheBlob) {
+  start(2s);  // the stalled fill fails after it, and the completion asks again
+  stall_the_completion();
+  const auto want = oci::byte_interval::at(std::uint64_t{12} * chunk, std::uint64_t{2} * chunk);
+  const auto got = read(want);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(*got == bytes_.substr(want.begin, want.length()));
+
+  ASSERT_TRUE(eventually([&] { return blobs_.stats().verified == 1; }, 30s));
+  const auto record = store_->blob(digest_);
+  ASSERT_TRUE(record.has_value());
+  EXPECT_TRUE(record->verified);
+  const auto ranges = blob_ranges();
+  ASSERT_EQ(ranges.size(), 4u) << ::testing::PrintToString(ranges);
+  EXPECT_EQ(ranges[2], range_header(12, chunks - 1));
+  EXPECT_EQ(ranges[3], range_header(2, 11));  // after the stall: from the chunk it broke in
+}
+
+}  // namespace
+}  // namespace layercache::content

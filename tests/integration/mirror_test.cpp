@@ -79,6 +79,17 @@ class MirrorTest : public ::testing::Test {
     return y;
   }
 
+  // `n` layercaches in front of the origin, with no mirrors (a tier); their URLs in `urls`.
+  static std::vector<std::unique_ptr<layercache_instance>> tier_of(int n,
+                                                                   std::vector<std::string>& urls) {
+    std::vector<std::unique_ptr<layercache_instance>> tier;
+    for (int k = 0; k < n; ++k) {
+      tier.push_back(layercache());
+      urls.push_back(tier.back()->url());
+    }
+    return tier;
+  }
+
   // Pulls the image through `proxy`: the manifest by tag, then every blob whole; each checked.
   static void pull(const layercache_instance& proxy) {
     http_client client;
@@ -160,12 +171,8 @@ TEST_F(MirrorTest, ARegistryInProxyModeServesANodesBlobs) {
 // once: every blob is held by the tier member rendezvous hashing names its owner, by it alone,
 // and the origin served each blob's bytes to the tier once.
 TEST_F(MirrorTest, AHashedTierSharesTheBlobsAndTheOriginServesEachOnce) {
-  std::vector<std::unique_ptr<layercache_instance>> tier;
   std::vector<std::string> urls;
-  for (int k = 0; k < 3; ++k) {
-    tier.push_back(layercache());
-    urls.push_back(tier.back()->url());
-  }
+  auto tier = tier_of(3, urls);
   std::vector<std::unique_ptr<layercache_instance>> nodes;
   nodes.reserve(5);
   for (int n = 0; n < 5; ++n) nodes.push_back(layercache(mirrors_yaml(urls, "hash")));
@@ -196,12 +203,8 @@ TEST_F(MirrorTest, AHashedTierSharesTheBlobsAndTheOriginServesEachOnce) {
 // (4) A tier member that goes away mid-pull: the nodes' pulls complete, bytes checked, through
 // the next member or the origin.
 TEST_F(MirrorTest, ATierMemberThatGoesAwayCostsNoPull) {
-  std::vector<std::unique_ptr<layercache_instance>> tier;
   std::vector<std::string> urls;
-  for (int k = 0; k < 3; ++k) {
-    tier.push_back(layercache());
-    urls.push_back(tier.back()->url());
-  }
+  auto tier = tier_of(3, urls);
   const auto& big = img_->layers[0];
   const std::size_t owner = registry::rendezvous_order(urls, big.digest.str()).front();
   auto node = layercache(mirrors_yaml(urls, "hash"));

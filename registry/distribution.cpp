@@ -282,8 +282,10 @@ asio::awaitable<blob_ranges> get_blob_ranges(upstream_client& client, const std:
 }
 
 asio::awaitable<bool> blob_ranges::next(std::vector<blob_piece>& out) {
-  // Each pass leaves a mirror behind: at most one per mirror, then the origin's answer stands.
-  for (std::size_t pass = 0; pass <= (route_ ? route_->pending.size() + 1 : 0); ++pass) {
+  // Each pass after the first leaves a source behind: at most one per mirror still to ask,
+  // then the origin's answer stands.
+  const std::size_t passes = route_ ? route_->pending.size() + 2 : 1;
+  for (std::size_t pass = 0; pass < passes; ++pass) {
     if (co_await next_here(out)) {
       if (route_) {
         for (const auto& p : out) route_->handed = std::max(route_->handed, p.offset + p.size);

@@ -239,6 +239,28 @@ TEST_F(MirrorDistributionTest, ABodyThatBreaksOffContinuesAtTheOriginFromItsNext
   EXPECT_TRUE(range.ends_with("-199999")) << range;
 }
 
+// One read() may pass over several sources: the first breaks off, the next answers a header and
+// closes, the origin finishes.
+TEST_F(MirrorDistributionTest, BodiesThatBreakOffAtEveryMirrorEndAtTheOrigin) {
+  const auto cut = [](const stub_request& r) {
+    auto a = registry_answer(r);
+    a.cut_after = a.body.size() / 3;
+    return a;
+  };
+  const auto header_only = [](const stub_request& r) {
+    auto a = registry_answer(r);
+    a.cut_after = 0;  // the header, then the connection closes
+    return a;
+  };
+  serve(registry_answer, {cut, header_only});
+  EXPECT_TRUE(read_range(0, 199999) == blob_bytes.substr(0, 200000));
+  EXPECT_EQ(mirrors_[0]->requests().size(), 1u);
+  EXPECT_EQ(mirrors_[1]->requests().size(), 1u);
+  EXPECT_EQ(origin_->requests().size(), 1u);
+  EXPECT_EQ(mirror_count(0, "fallback", "transport"), 1);
+  EXPECT_EQ(mirror_count(1, "fallback", "transport"), 1);
+}
+
 TEST_F(MirrorDistributionTest, AWrongContentRangeIsNotUsed) {
   serve(registry_answer, {[](const stub_request&) {
           return stub_response{

@@ -236,6 +236,7 @@ asio::awaitable<void> blob_ranges::advance() {
     if (error_.empty()) {
       r.at = k;
       state.succeeded(k);
+      state.served(k, r.digest);  // once per answer, not per piece: distrust() needs who
       co_return;
     }
     log::info("registry", "mirror ", state.label(k), " of ", state.origin().name, ": ", error_,
@@ -291,7 +292,6 @@ asio::awaitable<bool> blob_ranges::next(std::vector<blob_piece>& out) {
         for (const auto& p : out) route_->handed = std::max(route_->handed, p.offset + p.size);
         if (route_->at) {
           mirror_state& state = route_->origin->mirrors()->state();
-          state.served(*route_->at, route_->digest);
           std::uint64_t n = 0;
           for (const auto& p : out) n += p.size;
           if (auto* m = state.metrics(*route_->at)) m->received(n);

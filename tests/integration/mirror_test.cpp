@@ -218,7 +218,12 @@ TEST_F(MirrorTest, ATierMemberThatGoesAwayCostsNoPull) {
   pull(*node);
   stopper.join();
   tier[owner].reset();
-  pull(*layercache(mirrors_yaml(urls, "hash")));  // a fresh node, the member gone
+  auto fresh = layercache(mirrors_yaml(urls, "hash"));  // a fresh node, the member gone
+  pull(*fresh);
+  // The gone member's blobs were asked of it and passed over (not served by it).
+  EXPECT_GT(fresh->metric("layercache_mirror_requests_total",
+                          {{"outcome", "fallback"}, {"reason", "transport"}}),
+            0);
 }
 
 // (5) A mirror that sends wrong bytes (right lengths): the node's check of the whole blob

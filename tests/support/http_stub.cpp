@@ -13,6 +13,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cstdio>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -167,6 +168,23 @@ struct http_stub::impl {
     }
   }
 };
+
+stub_response ranged_answer(const std::string& bytes, const stub_request& r) {
+  const auto range = r.header("Range");
+  if (!range) return stub_response{200, {}, bytes};
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  if (std::sscanf(range->c_str(), "bytes=%lu-%lu", &first, &last) != 2 || bytes.empty() ||
+      first > last || first >= bytes.size()) {
+    return stub_response{400, {}, ""};
+  }
+  last = std::min<std::uint64_t>(last, bytes.size() - 1);
+  return stub_response{
+      206,
+      {{"Content-Range", "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" +
+                             std::to_string(bytes.size())}},
+      bytes.substr(first, last - first + 1)};
+}
 
 http_stub::http_stub(handler h, std::string address, std::optional<stub_tls> tls)
     : impl_(std::make_unique<impl>(std::move(h), std::move(address))) {

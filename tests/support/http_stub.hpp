@@ -36,6 +36,11 @@ struct stub_response {
   std::optional<std::size_t> cut_after;
 };
 
+// What a registry answers a GET of `bytes` (a blob) with `r`'s Range: 200 and the whole without
+// one, 206 with its Content-Range for one range (its end clipped to the blob; of several, the
+// first), 400 for a Range it cannot read.
+[[nodiscard]] stub_response ranged_answer(const std::string& bytes, const stub_request& r);
+
 // Answers every request with `handler(request)`, called on the stub's own thread (one at a
 // time); a HEAD is answered with the header the handler's answer would have (Content-Length
 // of its body included) and no body. Every request is recorded before the handler runs. `address`

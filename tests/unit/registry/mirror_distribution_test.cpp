@@ -43,19 +43,7 @@ stub_response registry_answer(const stub_request& r) {
     return stub_response{
         200, {{"Content-Type", "application/vnd.oci.image.manifest.v1+json"}}, manifest_bytes};
   }
-  const auto range = r.header("Range");
-  if (!range) return stub_response{200, {}, blob_bytes};
-  std::uint64_t first = 0;
-  std::uint64_t last = 0;
-  if (std::sscanf(range->c_str(), "bytes=%lu-%lu", &first, &last) != 2) {
-    return stub_response{416, {}, ""};
-  }
-  last = std::min<std::uint64_t>(last, blob_bytes.size() - 1);
-  return stub_response{
-      206,
-      {{"Content-Range", "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" +
-                             std::to_string(blob_bytes.size())}},
-      blob_bytes.substr(first, last - first + 1)};
+  return ranged_answer(blob_bytes, r);
 }
 
 class MirrorDistributionTest : public ::testing::Test {

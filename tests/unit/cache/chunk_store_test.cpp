@@ -1308,9 +1308,17 @@ TEST_F(max_disk_test, live_chunks_beyond_the_limit_are_evicted_least_recently_us
   const auto last = store_->blob(digest_n(10));
   ASSERT_TRUE(last.has_value());
   EXPECT_EQ(last->stored_bytes, 4ULL << 20);
-  // The files (with what the memtables hold, which the check counts) stayed within the limit,
-  // give or take what was stored between two reads of their size.
+  // The files (with what the memtables hold, which the check counts) come back within the limit,
+  // give or take what was stored between two reads of their size, once the compaction that
+  // evicted blobs ended: while it runs its new files exist beside the old ones (documented under
+  // max_disk in docs/configuration.md; under TSan it can still run here). Read up to 600 times,
+  // 50 ms apart.
   ASSERT_TRUE(st.disk_bytes.has_value());
+  for (int read = 0; read < 600 && *st.disk_bytes > max_disk + (1ULL << 20); ++read) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    st = store_->stats();
+    ASSERT_TRUE(st.disk_bytes.has_value());
+  }
   EXPECT_LE(*st.disk_bytes, max_disk + (1ULL << 20));
 }
 

@@ -223,7 +223,8 @@ asio::awaitable<access_gate::verdict> access_gate::admit(const request& req, con
     if (parts_.metrics != nullptr) parts_.metrics->access_cached();
     co_return serving(repository, std::move(own));
   }
-  auto refusal = co_await check(asking, req, r, repository);
+  std::optional<std::uint64_t> size;
+  auto refusal = co_await check(asking, req, r, repository, &size);
   if (refusal && key.empty() && refusal->status != 403 && refusal->status != 404) {
     co_return co_await unauthenticated(req, r, repository, std::move(*refusal));
   }
@@ -231,19 +232,23 @@ asio::awaitable<access_gate::verdict> access_gate::admit(const request& req, con
   const auto now = steady::now();
   book.allow(key, repository, now + trusted_for(authorization, cfg_.access_ttl), now);
   if (digest) book.learn(repository, *digest, now + cfg_.access_ttl, now);
-  co_return serving(repository, std::move(own));
+  admitted in = serving(repository, std::move(own));
+  in.blob_size = size;
+  co_return in;
 }
 
 asio::awaitable<std::optional<answer>> access_gate::check(registry::upstream_client& client,
                                                           const request& req, const route& r,
-                                                          const std::string& repository) {
+                                                          const std::string& repository,
+                                                          std::optional<std::uint64_t>* size) {
   std::unique_ptr<registry::upstream_response> up;
   std::optional<registry::upstream_failure> failed;
   if (r.kind == route_kind::blob) {
     const auto d = oci::digest::parse(r.reference);
     if (!d) co_return error_answer(400, "DIGEST_INVALID", "bad digest " + r.reference);
     auto got = co_await registry::blob_size(client, repository, *d);
-    if (std::holds_alternative<std::uint64_t>(got)) {
+    if (const auto* n = std::get_if<std::uint64_t>(&got)) {
+      if (size != nullptr) *size = *n;
       if (parts_.metrics != nullptr) parts_.metrics->access_check("allowed");
       co_return std::nullopt;
     }
@@ -286,7 +291,7 @@ asio::awaitable<answer> access_gate::unauthenticated(const request& req, const r
   }
   // The anonymous client answered the challenge itself (or could get no anonymous token): the
   // upstream's challenge, as a client without credentials sees it.
-  auto again = co_await check(*bare_, req, r, repository);
+  auto again = co_await check(*bare_, req, r, repository, nullptr);
   if (again && again->status == 401) co_return std::move(*again);
   co_return refusal;
 }
@@ -310,13 +315,6 @@ asio::awaitable<answer> access_gate::challenge() {
   a.fields.set(http::field::content_type, "application/json");
   a.body = "{}";
   co_return a;
-}
-
-void access_gate::learn(const std::string& repository, const oci::manifest& m) {
-  const auto now = steady::now();
-  const auto until = now + cfg_.access_ttl;
-  for (const auto& b : m.blobs()) shared_.book.learn(repository, b.digest, until, now);
-  for (const auto& c : m.manifests) shared_.book.learn(repository, c.digest, until, now);
 }
 
 void access_gate::learn(const std::string& repository, const oci::digest& d) {

@@ -6,8 +6,8 @@
 // what was asked for, with the client's Authorization); its yes is trusted for the upstream's
 // access_ttl, never beyond a token's own expiry. A repository an anonymous token can pull is
 // public: served without a check per client. A blob or manifest by digest is served under a
-// repository only where the upstream has it under that repository: listed by a manifest of it
-// that was served, or confirmed by a HEAD there.
+// repository only where the upstream has it under that repository: confirmed by a HEAD there
+// (or, for a manifest, the digest a tag of it resolved to), once per access_ttl.
 //
 // What serves an admitted request: for a public repository an anonymous client; with node
 // credentials configured, the node's client (they fill for everyone); otherwise a client that
@@ -110,6 +110,7 @@ class access_gate {
   struct admitted {
     registry::upstream_client* client = nullptr;
     std::shared_ptr<registry::upstream_client> keep;
+    std::optional<std::uint64_t> blob_size;  // a blob's, when the check learnt it
   };
   using verdict = std::variant<admitted, answer>;
   asio::awaitable<verdict> admit(const request& req, const route& r, const std::string& repository);
@@ -118,8 +119,10 @@ class access_gate {
   // it first (dockerd, skopeo) learn where to get a token.
   asio::awaitable<answer> challenge();
 
-  // Manifest `m` of `repository` was served: what it lists is the upstream's under it.
-  void learn(const std::string& repository, const oci::manifest& m);
+  // The upstream resolved a tag of `repository` to manifest `d`: it has `d` there. (What a
+  // manifest lists is never taken as the repository's: a registry need not check that a
+  // manifest's blobs are in its repository — foreign layers, registries that do not validate —
+  // so a blob is a repository's only on a HEAD there.)
   void learn(const std::string& repository, const oci::digest& d);
 
   [[nodiscard]] std::size_t presenting() const { return presented_.size(); }
@@ -136,7 +139,8 @@ class access_gate {
   // not a yes.
   asio::awaitable<std::optional<answer>> check(registry::upstream_client& client,
                                                const request& req, const route& r,
-                                               const std::string& repository);
+                                               const std::string& repository,
+                                               std::optional<std::uint64_t>* size);
   // The answer for a client without credentials, when the anonymous check said no (`refusal`).
   asio::awaitable<answer> unauthenticated(const request& req, const route& r,
                                           const std::string& repository, answer refusal);

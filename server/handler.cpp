@@ -262,6 +262,10 @@ asio::awaitable<answer> handle_request(const services& s, upstream_clients& clie
     auto& in = std::get<access_gate::admitted>(verdict);
     chosen_client = in.client;
     held = std::move(in.keep);
+    if (in.blob_size) {  // the check's HEAD told the size: the blob source asks for it no more
+      s.blobs.listed(*chosen_client, {oci::descriptor{.digest = *oci::digest::parse(r.reference),
+                                                      .size = *in.blob_size}});
+    }
   }
   registry::upstream_client& client = *chosen_client;
   const request_context rc{req, record, ex, client, choice, r, gate};

@@ -249,7 +249,6 @@ class manifests final : public manifest_handler {
   void note_manifest(const request_context& rc, const oci::digest& d, std::string_view media_type,
                      std::string_view body, bool head) {
     const auto m = oci::parse_manifest(body, media_type);
-    if (m && rc.gate != nullptr) rc.gate->learn(rc.choice.repository, *m);
     if (!m || m->is_index()) return;
     if (!head) blobs_.listed(rc.client, m->blobs());
     note_tag(rc, d);

@@ -693,8 +693,8 @@ TEST_F(ClientAccessTest, CredentialsStayOutOfTheLogTheStoreAndTheMetrics) {
   const account dave{"dave", "dave-pw-0c41"};
   basic_registry basic_upstream("corp/tool", img, {dave});
   std::string metrics;
-  std::filesystem::path store;
-  std::string stored;
+  temp_dir store_dir;  // outlives the instance: read once the store is closed
+  const auto store = store_dir.path() / "store";
   // Ends the capture however the block below ends (a config refused at load throws).
   struct stderr_capture {
     stderr_capture() { ::testing::internal::CaptureStderr(); }
@@ -709,9 +709,8 @@ TEST_F(ClientAccessTest, CredentialsStayOutOfTheLogTheStoreAndTheMetrics) {
   } capture;
   {
     layercache_instance proxy(
-        "log:\n  level: debug\nprefetch:\n  eager_layers: never\n"
-        "upstreams:\n" +
-        upstream_entry("60s") +
+        "log:\n  level: debug\nprefetch:\n  eager_layers: never\ncache:\n  path: " +
+        store.string() + "\nupstreams:\n" + upstream_entry("60s") +
         upstream_yaml("basic", basic_upstream.url(), false, client_access_yaml("60s")));
     pull(proxy, kPrivate, *private_, with_bearer(alice));
     expect_refused(proxy, kPrivate, *private_, with_bearer(bob));
@@ -725,10 +724,8 @@ TEST_F(ClientAccessTest, CredentialsStayOutOfTheLogTheStoreAndTheMetrics) {
                          with_basic({dave.name, "dave-wrong-pw-e3"}));
     EXPECT_EQ(w.status, 401u);
     metrics = client_.get(proxy.admin_url() + "/metrics").body;
-    store = proxy.settings().cache.path;
-    proxy.stop();  // everything written
-    stored = all_bytes_under(store);
   }
+  const std::string stored = all_bytes_under(store);
   const std::string log = capture.take();
   ASSERT_FALSE(stored.empty());
   ASSERT_TRUE(contains(metrics, "layercache_access_checks_total")) << metrics;

@@ -43,7 +43,7 @@ struct token_request {
   std::optional<std::string> authorization;  // the Authorization header as sent
   std::string grant_type;                    // POST only
   unsigned status = 0;                       // what the issuer answered
-  std::vector<std::string> granted;          // the scopes the token carries, as asked
+  std::vector<std::string> granted;          // what the token grants, e.g. "repository:a/b:pull"
 };
 
 // Serves GET /token?service=..&scope=.. (Basic credentials) and POST /token (form:
@@ -75,7 +75,8 @@ class token_issuer {
   void set_delay(std::chrono::milliseconds d);
   // Replaces what `user` may pull (token_issuer_options::grants); an empty list revokes every
   // repository. The first call on an issuer started without grants restricts every other user
-  // to nothing. Tokens issued before keep their access until they expire.
+  // to nothing. Tokens issued before keep their access until they expire (docker-registry
+  // takes them 60 s longer: its clock-skew leeway).
   void set_grants(const std::string& user, std::vector<std::string> repositories);
   void set_public_repositories(std::vector<std::string> repositories);
 

@@ -22,6 +22,7 @@
 #include "oci/digest.hpp"
 #include "oci/www_authenticate.hpp"
 #include "tests/support/exposition.hpp"
+#include "tests/support/file_server.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/http_stub.hpp"
 #include "tests/support/image.hpp"
@@ -574,6 +575,147 @@ TEST_F(ClientAccessTest, ConcurrentAllowedAndRefusedClientsOfUncachedBlobs) {
   EXPECT_EQ(alice_ok.load(), kClients / 2);
   EXPECT_EQ(bob_refused.load(), kClients / 2);
   EXPECT_EQ(leaked.load(), 0);
+}
+
+TEST_F(ClientAccessTest, RepositoryNameTricksGetNothingPrivate) {
+  // bob (and anonymous clients) spelling the private repository's name in ways a router might
+  // read differently from the registry: whatever the answer, never the private bytes.
+  auto proxy = proxy_with();
+  pull(*proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));
+  const auto& own = private_->layers[1];
+  const std::string blob = "/blobs/" + own.digest.str();
+  const std::vector<std::string> paths = {
+      "/v2/team/public/../private" + blob,
+      "/v2/team/private/../public" + blob,
+      "/v2/team/public/%2E%2E/private" + blob,
+      "/v2/team%2Fprivate" + blob,
+      "/v2/team/private%2F..%2Fpublic" + blob,
+      "/v2/team//private" + blob,
+      "/v2/team/private/" + blob,
+      "/v2//team/private" + blob,
+      "/v2/TEAM/PRIVATE" + blob,
+      "/v2/team/private" + blob + "?ns=127.0.0.1",
+      "/v2/team/public" + blob + "/../../../private" + blob,
+      "/v2/./team/private" + blob,
+      "/v2/team/public/blobs/../../private" + blob,
+  };
+  for (const auto& headers : {with_bearer(token_for(*issuer_, kBob, kPublic)),
+                              with_bearer(token_for(*issuer_, kBob, kPrivate)), kAcceptAll}) {
+    for (const auto& path : paths) {
+      SCOPED_TRACE(path);
+      http_response r;
+      try {
+        r = client_.get(proxy->url() + path, headers);
+      } catch (const std::exception& e) {
+        continue;  // a target the client cannot send (or layercache closed on)
+      }
+      EXPECT_NE(r.status, 200u);
+      EXPECT_FALSE(contains(r.body, own.data.substr(0, 4096))) << r.status;
+    }
+  }
+}
+
+TEST_F(ClientAccessTest, ClientTokensNeverReachARedirectTarget) {
+  temp_dir storage;
+  file_server storage_host(storage.path());
+  registry_process redirecting(registry_options{
+      .redirect_base_url = storage_host.url(),
+      .storage_dir = storage.path(),
+      .token_auth = registry_options::token_auth_options{issuer_->realm(), issuer_->service(),
+                                                         issuer_->issuer(), issuer_->cert_file()}});
+  const auto img = make_image(image_format::oci, {300'000}, 2305);
+  registry_pusher(redirecting.url(), {}, std::pair{kPusher.name, kPusher.password})
+      .push_image(kPrivate, "v1", img);
+  storage_host.clear_requests();
+  layercache_instance proxy(
+      "prefetch:\n  eager_layers: never\nupstreams:\n" +
+      upstream_yaml("up", redirecting.url(), true,
+                    client_access_yaml("60s") + "    auth:\n      type: anonymous\n" +
+                        "      realm_hosts: ['" + realm_host_of(*issuer_) + "']\n"));
+  const std::string alice = tokens_of(kAlice);
+  auto r = client_.get(proxy.url() + "/v2/" + kPrivate + "/blobs/" + img.layers[0].digest.str(),
+                       with_bearer(alice));
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_TRUE(r.body == img.layers[0].data);
+  const auto bob =
+      client_.get(proxy.url() + "/v2/" + kPrivate + "/blobs/" + img.layers[0].digest.str(),
+                  with_bearer(token_for(*issuer_, kBob, kPrivate)));
+  EXPECT_TRUE(refused(bob.status)) << bob.status;
+  const auto seen = storage_host.requests();
+  ASSERT_GE(seen.size(), 1u);
+  for (const auto& req : seen) EXPECT_FALSE(req.header("Authorization").has_value()) << req.target;
+}
+
+// A Basic registry whose open repository's manifest lists a layer that only the secret
+// repository has (docker-registry refuses to store such a manifest; other registries need not):
+// the blob under the open name is what the registry says there, 404, though it is cached.
+TEST(ClientAccessBasic, AManifestListingAnotherRepositorysBlobDoesNotOpenIt) {
+  const auto secret = make_image(image_format::oci, {120'000}, 2306);
+  // The open image's manifest names the secret layer; the open repository has only its config.
+  auto open = make_image(image_format::oci, {120'000}, 2306, "arm64");
+  ASSERT_EQ(open.layers[0].digest, secret.layers[0].digest);
+  const account dave{"dave", "dave-pw-0c41"};
+  http_stub upstream([&](const stub_request& r) -> stub_response {
+    const std::string target = r.target.substr(0, r.target.find('?'));
+    const bool is_dave = r.header("Authorization") == basic_auth_header(dave.name, dave.password);
+    const auto blob_answer = [&](const blob& b) {
+      auto res = ranged_answer(b.data, r);
+      res.headers.emplace_back("Docker-Content-Digest", b.digest.str());
+      return res;
+    };
+    const stub_response unknown{
+        404, {{"Content-Type", "application/json"}}, R"({"errors":[{"code":"BLOB_UNKNOWN"}]})", {}};
+    if (target == "/v2/") {
+      if (!is_dave) return {401, {{"WWW-Authenticate", R"(Basic realm="stub")"}}, "", {}};
+      return {200, {}, "{}", {}};
+    }
+    if (target.starts_with("/v2/corp/secret/")) {
+      if (!is_dave) {
+        return {401, {{"WWW-Authenticate", R"(Basic realm="stub")"}}, R"({"errors":[]})", {}};
+      }
+      if (target == "/v2/corp/secret/manifests/v1" ||
+          target == "/v2/corp/secret/manifests/" + secret.manifest.digest.str()) {
+        return {200,
+                {{"Content-Type", secret.manifest.media_type},
+                 {"Docker-Content-Digest", secret.manifest.digest.str()}},
+                secret.manifest.data,
+                {}};
+      }
+      if (target == "/v2/corp/secret/blobs/" + secret.layers[0].digest.str()) {
+        return blob_answer(secret.layers[0]);
+      }
+      if (target == "/v2/corp/secret/blobs/" + secret.config.digest.str()) {
+        return blob_answer(secret.config);
+      }
+      return unknown;
+    }
+    if (target == "/v2/corp/open/manifests/v1" ||
+        target == "/v2/corp/open/manifests/" + open.manifest.digest.str()) {
+      return {200,
+              {{"Content-Type", open.manifest.media_type},
+               {"Docker-Content-Digest", open.manifest.digest.str()}},
+              open.manifest.data,
+              {}};
+    }
+    if (target == "/v2/corp/open/blobs/" + open.config.digest.str()) {
+      return blob_answer(open.config);
+    }
+    return unknown;  // the secret layer too: not in this repository
+  });
+  layercache_instance proxy("prefetch:\n  eager_layers: never\nupstreams:\n" +
+                            upstream_yaml("up", upstream.url(), true, client_access_yaml("60s")));
+  http_client client;
+  const std::string layer = "/blobs/" + secret.layers[0].digest.str();
+  auto cached = client.get(proxy.url() + "/v2/corp/secret/manifests/v1", with_basic(dave));
+  ASSERT_EQ(cached.status, 200u) << cached.body;
+  ASSERT_EQ(client.get(proxy.url() + "/v2/corp/secret" + layer, with_basic(dave)).status, 200u);
+
+  auto m = client.get(proxy.url() + "/v2/corp/open/manifests/v1", kAcceptAll);
+  ASSERT_EQ(m.status, 200u) << m.body;
+  EXPECT_EQ(m.body, open.manifest.data);
+  auto r = client.get(proxy.url() + "/v2/corp/open" + layer, kAcceptAll);
+  EXPECT_EQ(r.status, 404u) << "the open repository's manifest made the secret layer its own";
+  EXPECT_FALSE(contains(r.body, secret.layers[0].data.substr(0, 4096)));
 }
 
 // A registry taking HTTP Basic: each user may pull the repositories listed for them (403

@@ -1212,9 +1212,20 @@ void read_mirrors(problem_list& problems, const mapping& m, upstream& u) {
   }
 }
 
+// `access` and `access_ttl` of one upstream.
+void read_access(const mapping& m, upstream& u) {
+  read_enum(m, "access", u.access, {{"node", access_mode::node}, {"client", access_mode::client}});
+  read_duration(m, "access_ttl", u.access_ttl, false);
+  constexpr auto longest = std::chrono::hours(1);
+  if (u.access_ttl > longest) m.report("access_ttl", "must be at most 1h");
+  if (u.access_ttl > duration::zero() && u.access_ttl < std::chrono::seconds(1))
+    m.report("access_ttl", "must be at least 1s");
+}
+
 // Where each upstream's routing names are written, for cross-upstream checks.
 struct upstream_lines {
   int name = 0;
+  int access = 0;
   int is_default = 0;
   std::vector<int> aliases;
 };
@@ -1224,7 +1235,8 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
   mapping m(problems, node, path,
             {"name", "url", "default", "aliases", "ca_file", "auth", "timeouts", "retry",
              "max_idle_connections", "warm_connections", "max_redirects", "redirect_reuse",
-             "allow_internal_redirects", "mirrors", "mirror_select", "mirror_breaker"});
+             "allow_internal_redirects", "mirrors", "mirror_select", "mirror_breaker", "access",
+             "access_ttl"});
   if (!m.valid()) return;
 
   if (read_string(m, "name", u.name, true)) {
@@ -1289,6 +1301,8 @@ void read_upstream(problem_list& problems, const YAML::Node& node, const std::st
   read_duration(m, "redirect_reuse", u.redirect_reuse, true);
   read_bool(m, "allow_internal_redirects", u.allow_internal_redirects);
   read_mirrors(problems, m, u);
+  read_access(m, u);
+  lines.access = m.key_line("access");
 }
 
 // Names and aliases share one namespace (both select an upstream); at most one default.
@@ -1380,6 +1394,13 @@ config parse(problem_list& problems, const YAML::Node& root) {
     read_upstream(problems, (*ups)[i], index_path("upstreams", i), cfg.upstreams[i], lines[i]);
   }
   check_upstreams(problems, cfg.upstreams, lines);
+  for (std::size_t i = 0; i < cfg.upstreams.size(); ++i) {
+    if (cfg.upstreams[i].access == access_mode::client && !cfg.server.client_token_file.empty()) {
+      problems.add(index_path("upstreams", i) + ".access", lines[i].access,
+                   "client cannot be combined with server.client_auth: both take the client's "
+                   "Authorization header");
+    }
+  }
   return cfg;
 }
 

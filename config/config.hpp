@@ -124,6 +124,12 @@ struct mirror {
   bool resolve = false;  // tags are resolved here too (else only at the origin)
 };
 
+// Whose right to pull a repository lets a client have its cached bytes (upstream.access).
+enum class access_mode {
+  node,    // the node's: every client that reaches layercache gets what it cached
+  client,  // the client's own: its credentials are confirmed with the upstream per repository
+};
+
 // How the mirrors of one upstream are chosen for a blob.
 enum class mirror_selection {
   ordered,  // as listed: the first that answers
@@ -167,6 +173,11 @@ struct upstream {
   std::vector<mirror> mirrors;
   mirror_selection mirror_select = mirror_selection::ordered;
   mirror_breaker breaker;
+  // access: client — each client presents its own credentials for the upstream, confirmed
+  // there per repository (server/access.hpp) and trusted for access_ttl (never beyond a
+  // token's own expiry).
+  access_mode access = access_mode::node;
+  duration access_ttl{std::chrono::seconds(60)};
 };
 
 enum class log_level { debug, info, warn, error };

@@ -29,6 +29,18 @@ constexpr std::size_t write_behind = 4;
 // Reads of at most this many chunks read them instead of listing the blob's chunks.
 constexpr std::uint32_t few_chunks = 4;
 
+// Runs `work`, which outlives the request that started it, holding `client` alive when it is
+// shared (a client acting with one client's credentials, upstream.access: client; a worker's
+// own clients live as long as the worker).
+asio::awaitable<void> run_holding(std::shared_ptr<registry::upstream_client> /*keep*/,
+                                  asio::awaitable<void> work) {
+  co_await std::move(work);
+}
+
+asio::awaitable<void> holding(registry::upstream_client& client, asio::awaitable<void> work) {
+  return run_holding(client.weak_from_this().lock(), std::move(work));
+}
+
 using wakeup = asio::experimental::concurrent_channel<void(boost::system::error_code)>;
 
 // Chunk buffers are recycled: a fresh chunk-sized allocation per fill is pages the kernel
@@ -357,7 +369,8 @@ std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
   }
   *run = static_cast<std::uint32_t>(started->slots.size());
   auto joined = started->slots.front();
-  asio::co_spawn(ex, fill(client, repository, d, meta, std::move(started)), asio::detached);
+  asio::co_spawn(ex, holding(client, fill(client, repository, d, meta, std::move(started))),
+                 asio::detached);
   return joined;
 }
 
@@ -1076,7 +1089,8 @@ asio::awaitable<bool> blob_source::prefetch_batch(registry::upstream_client& cli
   }
   if (started) {
     auto ex = co_await asio::this_coro::executor;
-    asio::co_spawn(ex, fill(client, repository, d, meta, std::move(started)), asio::detached);
+    asio::co_spawn(ex, holding(client, fill(client, repository, d, meta, std::move(started))),
+                   asio::detached);
   }
   bool ok = true;
   std::vector<std::uint32_t> failed;
@@ -1102,14 +1116,15 @@ asio::awaitable<void> blob_source::complete_later(registry::upstream_client& cli
   if (meta.verified || meta.size == 0 || !claim(origin_of(client), d, meta)) co_return;
   auto ex = co_await asio::this_coro::executor;
   if (!settings_.complete_partial) {
-    asio::co_spawn(ex, verify_if_whole(client, repository, d, meta), asio::detached);
+    asio::co_spawn(ex, holding(client, verify_if_whole(client, repository, d, meta)),
+                   asio::detached);
     co_return;
   }
   {
     std::lock_guard lock(mutex_);
     if (!completing_.insert(d.str()).second) co_return;
   }
-  asio::co_spawn(ex, complete(client, repository, d, meta), asio::detached);
+  asio::co_spawn(ex, holding(client, complete(client, repository, d, meta)), asio::detached);
 }
 
 asio::awaitable<void> blob_source::verify_if_whole(registry::upstream_client& client,

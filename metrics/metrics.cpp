@@ -120,13 +120,17 @@ class upstream_impl final : public upstream_metrics {
                 prometheus::Family<prometheus::Counter>& tokens,
                 prometheus::Family<prometheus::Counter>& retries,
                 prometheus::Family<prometheus::Counter>& fill_failures,
-                prometheus::Family<prometheus::Counter>& redirects)
+                prometheus::Family<prometheus::Counter>& redirects,
+                prometheus::Family<prometheus::Counter>& access_checks,
+                prometheus::Family<prometheus::Counter>& access_cached)
       : name_(std::move(name)),
         duration_family_(duration),
         retry_family_(retries),
         fill_failure_family_(fill_failures),
-        redirect_family_(redirects) {
+        redirect_family_(redirects),
+        access_family_(access_checks) {
     received_ = &bytes.Add({{"upstream", name_}});
+    access_cached_ = &access_cached.Add({{"upstream", name_}});
     token_ok_ = &tokens.Add({{"upstream", name_}, {"outcome", "ok"}});
     token_error_ = &tokens.Add({{"upstream", name_}, {"outcome", "error"}});
   }
@@ -150,6 +154,10 @@ class upstream_impl final : public upstream_metrics {
     count(fill_failure_family_, "reason", reason);
   }
   void redirect(std::string_view outcome) override { count(redirect_family_, "outcome", outcome); }
+  void access_check(std::string_view outcome) override {
+    count(access_family_, "outcome", outcome);
+  }
+  void access_cached() override { access_cached_->Increment(); }
 
  private:
   // Counters by one more label, created on first use (reasons are few and fixed).
@@ -164,6 +172,8 @@ class upstream_impl final : public upstream_metrics {
   prometheus::Family<prometheus::Counter>& retry_family_;
   prometheus::Family<prometheus::Counter>& fill_failure_family_;
   prometheus::Family<prometheus::Counter>& redirect_family_;
+  prometheus::Family<prometheus::Counter>& access_family_;
+  prometheus::Counter* access_cached_;
   std::mutex mutex_;
   std::array<std::atomic<prometheus::Histogram*>, 5> durations_{};  // 2xx..5xx, error
   prometheus::Counter* received_;
@@ -270,6 +280,20 @@ struct registry::impl {
       prometheus::BuildCounter()
           .Name("layercache_upstream_token_fetches_total")
           .Help("Bearer token requests to upstream token endpoints.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& access_checks =
+      prometheus::BuildCounter()
+          .Name("layercache_access_checks_total")
+          .Help(
+              "access: client — a client's right to pull a repository asked of the upstream, by "
+              "outcome: allowed, refused (401, 403, 404), failed (no answer, another status).")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& access_cached =
+      prometheus::BuildCounter()
+          .Name("layercache_access_cached_total")
+          .Help(
+              "access: client — requests admitted on an earlier check of the same credential "
+              "and repository (or of a public repository), without asking the upstream.")
           .Register(reg);
 
   prometheus::Family<prometheus::Counter>& mirror_requests =
@@ -570,11 +594,12 @@ upstream_metrics& registry::upstream(std::string_view name) {
   auto it = impl_->upstreams.find(name);
   if (it == impl_->upstreams.end()) {
     it = impl_->upstreams
-             .emplace(std::string(name),
-                      std::make_unique<upstream_impl>(
-                          std::string(name), impl_->upstream_duration, impl_->upstream_bytes,
-                          impl_->token_fetches, impl_->upstream_retries,
-                          impl_->upstream_fill_failures, impl_->upstream_redirects))
+             .emplace(
+                 std::string(name),
+                 std::make_unique<upstream_impl>(
+                     std::string(name), impl_->upstream_duration, impl_->upstream_bytes,
+                     impl_->token_fetches, impl_->upstream_retries, impl_->upstream_fill_failures,
+                     impl_->upstream_redirects, impl_->access_checks, impl_->access_cached))
              .first;
   }
   return *it->second;

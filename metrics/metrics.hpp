@@ -14,6 +14,8 @@
 //   layercache_upstream_token_fetches_total{upstream,outcome}       counter (ok|error)
 //   layercache_upstream_redirects_total{upstream,outcome}           counter
 //   (followed|reused|stale|refused)
+//   layercache_access_checks_total{upstream,outcome}                counter
+//   (allowed|refused|failed) layercache_access_cached_total{upstream} counter (admitted, no check)
 //   layercache_mirror_requests_total{upstream,mirror,outcome,reason} counter (served|fallback)
 //   layercache_mirror_received_bytes_total{upstream,mirror}         counter (blob bytes)
 //   layercache_mirror_breaker_open{upstream,mirror}                 gauge (1: not asked)
@@ -161,6 +163,11 @@ class upstream_metrics {
   // refused or failed; the upstream was asked again), "refused" (a redirect layercache does not
   // follow: not a blob GET, a scheme downgrade, a forbidden address).
   virtual void redirect(std::string_view outcome) = 0;
+  // upstream.access: client — a client's right to a repository asked of the upstream:
+  // "allowed", "refused" (401, 403, 404) or "failed" (no answer, another status).
+  virtual void access_check(std::string_view outcome) = 0;
+  // A request admitted on an earlier check (or a public repository's), without asking.
+  virtual void access_cached() = 0;
 };
 
 // One mirror of one upstream (upstreams[].mirrors).

@@ -494,7 +494,9 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
 
   for (;;) {
     std::string authorization;
-    if (at.at_upstream) {
+    if (at.at_upstream && presented_) {
+      authorization = *presented_;
+    } else if (at.at_upstream) {
       auto got = co_await authorization_for(scope);
       if (auto* f = std::get_if<upstream_failure>(&got)) co_return std::move(*f);
       authorization = std::move(std::get<std::string>(got));
@@ -516,7 +518,7 @@ asio::awaitable<upstream_result> upstream_client::send_once(const upstream_reque
     const unsigned status = response->status();
     if (at.at_upstream) policy.upstream_class = net::classify(response->peer_address());
 
-    if (status == 401 && at.at_upstream) {
+    if (status == 401 && at.at_upstream && !presented_) {
       auto next = co_await on_unauthorized(*response, scope, authorization, auth_retried);
       if (next.failure) co_return std::move(*next.failure);
       if (!next.retry) co_return result;  // the client sees the upstream's refusal

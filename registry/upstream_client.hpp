@@ -211,7 +211,13 @@ class redirect_memory {
 // remembered per repository scope (never used for another), so that scope's later requests
 // carry a token from the start; one whose realm is not allowed (realm_allowed) fails that
 // request and is not remembered.
-class upstream_client {
+//
+// A client acting for one of layercache's own clients (upstream.access: client) presents that
+// client's Authorization as it is (present()): no token is fetched, no challenge answered, and
+// a 401 is the caller's to pass on. Such clients are shared (std::make_shared): work they
+// start that outlives the request (a fill, a blob's completion) holds them through
+// weak_from_this().
+class upstream_client : public std::enable_shared_from_this<upstream_client> {
  public:
   upstream_client(const config::upstream& cfg, connection_pool& pool, asio::ssl::context* tls,
                   token_cache& tokens, upstream_credentials& creds, redirect_memory& redirects);
@@ -230,6 +236,11 @@ class upstream_client {
   // `warm_connections` idle in this worker's pool (at most max_idle_connections), counting
   // those being opened. Returns at once; a connection that cannot be opened is dropped.
   void warm();
+
+  // Every request at the upstream itself carries `authorization` (empty: none) and nothing
+  // else; a 401 is returned as it came. Set before use; never on a client with mirrors.
+  void present(std::string authorization) { presented_ = std::move(authorization); }
+  [[nodiscard]] bool presents() const { return presented_.has_value(); }
 
   // layercache's own listeners, which redirects never reach (null: none known). Set before use.
   void set_own_endpoints(const net::own_endpoints* own) { own_ = own; }
@@ -314,6 +325,7 @@ class upstream_client {
   const net::own_endpoints* own_ = nullptr;
   // Connections warm() is opening (shared with them: they may end after this client).
   std::shared_ptr<std::size_t> warming_ = std::make_shared<std::size_t>(0);
+  std::optional<std::string> presented_;  // present(): a client's own Authorization
 };
 
 // Splits an absolute http(s) URL into its origin and origin-form target ("/path?query");

@@ -47,6 +47,9 @@ struct answer {
   // A held body: the Content-Length a HEAD answer announces when it differs from the body's.
   // A streamed body: its length (none: chunked), announced for HEAD as well.
   std::optional<std::uint64_t> length;
+  // What `stream` needs alive until it ends beside what the worker keeps (a client presenting
+  // one client's credentials, upstream.access: client). Declared first: destroyed last.
+  std::shared_ptr<void> holds;
   std::unique_ptr<body_source> stream;  // null: `body` is the body
   // A streamed body's header goes out before its first piece (a relay: the upstream's header
   // is known); otherwise with the first piece, so that `unavailable` can still become a 502.

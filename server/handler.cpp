@@ -110,6 +110,18 @@ std::string joined_accept(const request& req) {
   return accept;
 }
 
+// GET /v2/ without credentials, for an upstream with access: client (the one `?ns=` names, or
+// the default): its gate, which answers with the upstream's challenge. Null otherwise.
+access_gate* base_gate(const config::config& cfg, access_gates& gates, const route& r,
+                       const request& req) {
+  if (gates.empty() || req.find(http::field::authorization) != req.end()) return nullptr;
+  auto chosen = select_upstream(cfg, "_", r.ns);
+  auto* choice = std::get_if<upstream_choice>(&chosen);
+  if (choice == nullptr) return nullptr;
+  auto it = gates.find(choice->upstream->name);
+  return it == gates.end() ? nullptr : it->second.get();
+}
+
 }  // namespace
 
 answer error_answer(unsigned status, std::string_view code, std::string_view message) {
@@ -186,7 +198,7 @@ asio::awaitable<answer> listing(const request_context& rc, metrics::registry& me
 }
 
 asio::awaitable<answer> handle_request(const services& s, upstream_clients& clients,
-                                       const request& req, exchange& record,
+                                       access_gates& gates, const request& req, exchange& record,
                                        const asio::any_io_executor& ex) {
   if (!client_authorized(req, s.cfg.server.client_token)) {
     answer a = error_answer(401, "UNAUTHORIZED", "this mirror needs client credentials");
@@ -209,6 +221,7 @@ asio::awaitable<answer> handle_request(const services& s, upstream_clients& clie
     co_return error_answer(405, "UNSUPPORTED", "this registry mirror is read-only");
   }
   if (r.kind == route_kind::base) {
+    if (auto* gate = base_gate(s.cfg, gates, r, req)) co_return co_await gate->challenge(req);
     answer a;
     a.fields.set(http::field::content_type, "application/json");
     a.body = "{}";
@@ -226,18 +239,29 @@ asio::awaitable<answer> handle_request(const services& s, upstream_clients& clie
     // tier that points back at a node must not bounce the request around).
     chosen_client = &chosen_client->mirrors()->origin_only();
   }
-  registry::upstream_client& client = *chosen_client;
-  const request_context rc{req, record, ex, client, choice, r};
-  switch (r.kind) {
-    case route_kind::manifest: {
-      const std::string accept = joined_accept(req);
-      co_return co_await s.manifests.manifest(rc, accept);
-    }
-    case route_kind::blob:
-      co_return co_await s.blobs.blob(rc);
-    default:
-      co_return co_await listing(rc, s.metrics);
+  access_gate* gate = nullptr;
+  std::shared_ptr<registry::upstream_client> held;  // a client presenting this one's credentials
+  if (auto it = gates.find(choice.upstream->name); it != gates.end()) {
+    gate = it->second.get();
+    auto verdict = co_await gate->admit(req, r, choice.repository);
+    if (auto* refused = std::get_if<answer>(&verdict)) co_return std::move(*refused);
+    auto& in = std::get<access_gate::admitted>(verdict);
+    chosen_client = in.client;
+    held = std::move(in.keep);
   }
+  registry::upstream_client& client = *chosen_client;
+  const request_context rc{req, record, ex, client, choice, r, gate};
+  answer a;
+  if (r.kind == route_kind::manifest) {
+    const std::string accept = joined_accept(req);
+    a = co_await s.manifests.manifest(rc, accept);
+  } else if (r.kind == route_kind::blob) {
+    a = co_await s.blobs.blob(rc);
+  } else {
+    a = co_await listing(rc, s.metrics);
+  }
+  a.holds = std::move(held);
+  co_return a;
 }
 
 }  // namespace layercache::server

@@ -33,6 +33,8 @@ struct request_context {
   registry::upstream_client& client;  // of the chosen upstream, on this worker
   const upstream_choice& choice;
   const route& r;
+  // upstream.access: client — the gate that admitted the request (learns what manifests list).
+  access_gate* gate = nullptr;
   [[nodiscard]] bool head() const { return req.method() == http::verb::head; }
 };
 
@@ -83,7 +85,7 @@ asio::awaitable<answer> listing(const request_context& rc, metrics::registry& me
 
 // The answer to `req` from a session on `ex`, with the upstream clients of its worker.
 asio::awaitable<answer> handle_request(const services& s, upstream_clients& clients,
-                                       const request& req, exchange& record,
+                                       access_gates& gates, const request& req, exchange& record,
                                        const asio::any_io_executor& ex);
 
 // Shared by the handlers: the client's error for an upstream failure (logged), and an

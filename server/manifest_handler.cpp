@@ -239,6 +239,7 @@ class manifests final : public manifest_handler {
 
   // The request named a tag that resolved to `d`: its profile will carry it.
   void note_tag(const request_context& rc, const oci::digest& d) {
+    if (rc.gate != nullptr) rc.gate->learn(rc.choice.repository, d);
     if (oci::digest::parse(rc.r.reference)) return;
     observer_.tag_seen(d, rc.client.settings().name, rc.choice.repository, rc.r.reference);
   }
@@ -248,6 +249,7 @@ class manifests final : public manifest_handler {
   void note_manifest(const request_context& rc, const oci::digest& d, std::string_view media_type,
                      std::string_view body, bool head) {
     const auto m = oci::parse_manifest(body, media_type);
+    if (m && rc.gate != nullptr) rc.gate->learn(rc.choice.repository, *m);
     if (!m || m->is_index()) return;
     if (!head) blobs_.listed(rc.client, m->blobs());
     note_tag(rc, d);

@@ -63,6 +63,8 @@ struct prefetcher::job {
 
 struct prefetcher::replay {
   registry::upstream_client* client = nullptr;
+  // `client` when it is shared (acting with one client's credentials): held while the replay runs.
+  std::shared_ptr<registry::upstream_client> keep;
   std::string repository;
   std::string manifest;
   std::vector<oci::descriptor> listed;      // the blobs the manifest lists
@@ -143,6 +145,7 @@ void prefetcher::manifest_served(const asio::any_io_executor& ex, registry::upst
   }
   auto r = std::make_shared<replay>();
   r->client = &client;
+  r->keep = client.weak_from_this().lock();
   r->repository = repository;
   r->manifest = key;
   r->why = why;

@@ -200,7 +200,7 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
         u.retry.backoff != v.retry.backoff || u.retry.max_backoff != v.retry.max_backoff ||
         u.retry.max_retry_after != v.retry.max_retry_after || u.auth.type != v.auth.type ||
         u.auth.username != v.auth.username || u.auth.password != v.auth.password ||
-        mirrors_differ(u, v);
+        u.access != v.access || u.access_ttl != v.access_ttl || mirrors_differ(u, v);
   }
   if (upstreams_differ) out.emplace_back("upstreams");
   return out;
@@ -211,7 +211,7 @@ std::vector<std::string> restart_only_changes(const config::config& a, const con
 struct server::impl {
   struct worker {
     worker(const services& shared, std::atomic<std::uint64_t>& open)
-        : pool(io.get_executor()), context{shared, {}, {}, false, open} {}
+        : pool(io.get_executor()), context{shared, {}, {}, {}, false, open} {}
     asio::io_context io{1};
     registry::connection_pool pool;
     // The upstreams' mirrors on this worker (declared before the context: its clients point
@@ -234,6 +234,8 @@ struct server::impl {
   std::map<std::string, std::unique_ptr<registry::upstream_credentials>>
       credentials;                                                              // by upstream name
   std::map<std::string, std::unique_ptr<registry::redirect_memory>> redirects;  // by upstream name
+  // By upstream name; only those with access: client.
+  std::map<std::string, std::unique_ptr<access_parts>> access;
   // This process's Via value: sent to mirrors, and a request that carries it is a loop.
   std::string via = registry::make_via();
   // What an upstream's mirrors share across workers: their state and, per mirror, its TLS
@@ -435,6 +437,7 @@ void server::impl::prepare_upstreams() {
     upstream_tls[u.name] = registry::make_client_tls(u.ca_file);
     credentials[u.name] = std::make_unique<registry::upstream_credentials>(u);
     redirects[u.name] = std::make_unique<registry::redirect_memory>();
+    if (u.access == config::access_mode::client) access[u.name] = std::make_unique<access_parts>(u);
     if (u.mirrors.empty()) continue;
     auto& parts = mirrors[u.name];
     parts.state = std::make_unique<registry::mirror_state>(u, via);
@@ -651,6 +654,13 @@ void server::impl::make_workers(unsigned threads) {
       if (auto it = mirrors.find(u.name); it != mirrors.end()) {
         w->mirrors.push_back(mirror_clients_on(*w, u, it->second));
         client->set_mirrors(w->mirrors.back().get());
+      }
+      if (auto it = access.find(u.name); it != access.end()) {
+        w->context.gates.emplace(
+            u.name, std::make_unique<access_gate>(
+                        u, *it->second, *client,
+                        access_gate::client_parts{w->pool, upstream_tls[u.name].get(), &own,
+                                                  &metrics.upstream(u.name)}));
       }
       w->context.clients.emplace(u.name, std::move(client));
     }

@@ -19,6 +19,7 @@
 #include "oci/manifest.hpp"
 #include "oci/range.hpp"
 #include "registry/upstream_client.hpp"
+#include "server/access.hpp"
 
 namespace layercache::metrics {
 class registry;
@@ -99,6 +100,7 @@ class session_base {
 struct worker_context {
   const services& shared;
   upstream_clients clients;
+  access_gates gates;  // of the upstreams with access: client
   std::unordered_set<session_base*> sessions;
   bool draining = false;
   std::atomic<std::uint64_t>& open_connections;  // across all workers

@@ -198,8 +198,8 @@ class session final : public session_base {
   }
 
   asio::awaitable<bool> handle(const request& req, bool keep_alive) {
-    answer a = co_await handle_request(worker_.shared, worker_.clients, req, exchange_,
-                                       stream_.get_executor());
+    answer a = co_await handle_request(worker_.shared, worker_.clients, worker_.gates, req,
+                                       exchange_, stream_.get_executor());
     co_return co_await write(req, std::move(a), keep_alive);
   }
 

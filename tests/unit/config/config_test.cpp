@@ -823,6 +823,15 @@ const bad_case bad_cases[] = {
      "expected a duration like 30s, got 'forever'"},
     {"cache_max_stale_not_scalar", UPSTREAM "cache:\n  max_stale: [1h]\n", "cache.max_stale", 5,
      "expected a duration like 30s, got a list"},
+    {"access_unknown", UPSTREAM "    access: everyone\n", "upstreams[0].access", 4, "'everyone'"},
+    {"access_ttl_zero", UPSTREAM "    access_ttl: 0s\n", "upstreams[0].access_ttl", 4, "0s"},
+    {"access_ttl_too_long", UPSTREAM "    access_ttl: 2h\n", "upstreams[0].access_ttl", 4,
+     "must be at most 1h"},
+    {"access_ttl_too_short", UPSTREAM "    access_ttl: 500ms\n", "upstreams[0].access_ttl", 4,
+     "must be at least 1s"},
+    {"access_client_with_client_auth",
+     "server:\n  client_auth:\n    token_file: $DIR/password\n" UPSTREAM "    access: client\n",
+     "upstreams[0].access", 7, "cannot be combined with server.client_auth"},
     // Secrets stay out of messages even next to other problems.
     {"password_file_not_echoed",
      UPSTREAM "    auth:\n      type: basic\n      username: alice\n"
@@ -874,6 +883,16 @@ TEST(config, realm_hosts_may_name_ports) {
   EXPECT_EQ(c.upstreams[0].auth.realm_hosts,
             (std::vector<std::string>{"auth.example.com:5001", "*.example.net:8443", "[::1]:7000",
                                       "::2", "tokens.example.com"}));
+}
+
+TEST(config, access_defaults_and_keys) {
+  set_test_environment();
+  const config d = load_string(UPSTREAM);
+  EXPECT_EQ(d.upstreams[0].access, access_mode::node);
+  EXPECT_EQ(d.upstreams[0].access_ttl, 60s);
+  const config c = load_string(UPSTREAM "    access: client\n    access_ttl: 5m\n");
+  EXPECT_EQ(c.upstreams[0].access, access_mode::client);
+  EXPECT_EQ(c.upstreams[0].access_ttl, 300s);
 }
 
 TEST(config, mirrors_defaults_and_keys) {

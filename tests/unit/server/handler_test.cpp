@@ -151,7 +151,8 @@ class HandlerTest : public ::testing::Test {
   answer handle(const request& req) {
     record_ = exchange{};
     return run<answer>([&]() -> asio::awaitable<answer> {
-      co_return co_await handle_request(*services_, clients_, req, record_, io_.get_executor());
+      co_return co_await handle_request(*services_, clients_, gates_, req, record_,
+                                        io_.get_executor());
     });
   }
 
@@ -192,6 +193,7 @@ class HandlerTest : public ::testing::Test {
   std::unique_ptr<registry::upstream_credentials> creds_;
   std::unique_ptr<http_stub> stub_;
   upstream_clients clients_;
+  access_gates gates_;
   metrics::registry metrics_;
   std::atomic<bool> access_log_{false};
   recording_observer observer_;

@@ -174,8 +174,9 @@ class ClientAccessTest : public ::testing::Test {
                                                     .public_repositories = {kPublic}});
     registry_ = new registry_process(registry_options{
         .access_log = true,
-        .token_auth = registry_options::token_auth_options{
-            issuer_->realm(), issuer_->service(), issuer_->issuer(), issuer_->cert_file()}});
+        .token_auth = registry_options::token_auth_options{issuer_->realm(), issuer_->service(),
+                                                           issuer_->issuer(), issuer_->cert_file()},
+        .manifest_urls_allow = {"^http://127\\.0\\.0\\.1:9/"}});
     // Same seed and first size: layer 0 (the "base") is the same blob in both; the other
     // layers and the configs are each repository's own.
     private_ = new image(make_image(image_format::oci, {400'000, 150'000, 30'000}, 2301));
@@ -644,6 +645,46 @@ TEST_F(ClientAccessTest, ClientTokensNeverReachARedirectTarget) {
   const auto seen = storage_host.requests();
   ASSERT_GE(seen.size(), 1u);
   for (const auto& req : seen) EXPECT_FALSE(req.header("Authorization").has_value()) << req.target;
+}
+
+TEST_F(ClientAccessTest, AForeignLayerInAPublicManifestDoesNotOpenAPrivateBlob) {
+  // docker-registry stores an OCI manifest whose layer has `urls` without the layer being in
+  // the repository (non-distributable layers are fetched from those URLs). Anyone who may push
+  // to the public repository can so name a private layer's digest there; the registry still
+  // answers 404 for that blob under the public name, and so must layercache, cached or not.
+  const auto& own = private_->layers[1];
+  const json::object manifest{
+      {"schemaVersion", 2},
+      {"mediaType", std::string(media_type::oci_manifest)},
+      {"config", json::object{{"mediaType", std::string(media_type::oci_config)},
+                              {"digest", public_->config.digest.str()},
+                              {"size", public_->config.data.size()}}},
+      {"layers", json::array{json::object{{"mediaType", std::string(media_type::oci_layer)},
+                                          {"digest", own.digest.str()},
+                                          {"size", own.data.size()},
+                                          {"urls", json::array{"http://127.0.0.1:9/foreign"}}}}}};
+  const auto foreign = make_blob(std::string(media_type::oci_manifest), json::serialize(manifest));
+  registry_pusher(registry_->url(), {}, std::pair{kPusher.name, kPusher.password})
+      .push_manifest(kPublic, "foreign", foreign);
+  const std::string anonymous = token_for(*issuer_, std::nullopt, kPublic);
+  ASSERT_EQ(client_
+                .get(registry_->url() + "/v2/" + kPublic + "/blobs/" + own.digest.str(),
+                     with_bearer(anonymous))
+                .status,
+            404u)
+      << "the registry itself serves it: the fixture is wrong";
+
+  auto proxy = proxy_with();
+  pull(*proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));  // the layer is cached
+  for (const auto& headers :
+       {kAcceptAll, with_bearer(anonymous), with_bearer(token_for(*issuer_, kBob, kPublic))}) {
+    auto m = client_.get(proxy->url() + "/v2/" + kPublic + "/manifests/foreign", headers);
+    ASSERT_EQ(m.status, 200u) << m.body;
+    EXPECT_EQ(m.body, foreign.data);
+    auto r = client_.get(proxy->url() + "/v2/" + kPublic + "/blobs/" + own.digest.str(), headers);
+    EXPECT_EQ(r.status, 404u) << "a private layer served under the public name";
+    EXPECT_FALSE(contains(r.body, own.data.substr(0, 4096)));
+  }
 }
 
 // A Basic registry whose open repository's manifest lists a layer that only the secret

@@ -687,6 +687,33 @@ TEST_F(ClientAccessTest, AForeignLayerInAPublicManifestDoesNotOpenAPrivateBlob) 
   }
 }
 
+TEST_F(ClientAccessTest, AnotherUpstreamWithNodeAccessDoesNotServeThePrivateBlobs) {
+  // The same node also caches a public registry (`access: node`, as before): a digest of the
+  // private repository asked for through that upstream is that registry's to answer (404),
+  // not the store's — bytes cached for `access: client` are served only through it.
+  registry_process hub;
+  const auto hub_img = make_image(image_format::oci, {10'000}, 2307);
+  registry_pusher(hub.url()).push_image("library/base", "v1", hub_img);
+  layercache_instance proxy("prefetch:\n  eager_layers: never\nupstreams:\n" +
+                            upstream_entry("60s") + upstream_yaml("hub", hub.url(), false));
+  pull(proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));
+  const auto& own = private_->layers[1];
+  for (const auto& path :
+       {"/v2/hub/library/base/blobs/" + own.digest.str(),
+        "/v2/hub/library/base/manifests/" + private_->manifest.digest.str(),
+        "/v2/library/base/blobs/" + own.digest.str() + "?ns=" + hub.host(),
+        "/v2/" + kPrivate + "/blobs/" + own.digest.str() + "?ns=" + hub.host()}) {
+    SCOPED_TRACE(path);
+    const auto r = client_.get(proxy.url() + path, kAcceptAll);
+    EXPECT_NE(r.status, 200u);
+    EXPECT_FALSE(contains(r.body, own.data.substr(0, 4096)))
+        << "a private layer served through the other upstream";
+  }
+  // The hub's own image is served as before.
+  auto base = client_.get(proxy.url() + "/v2/hub/library/base/manifests/v1", kAcceptAll);
+  EXPECT_EQ(base.status, 200u) << base.body;
+}
+
 // A Basic registry whose open repository's manifest lists a layer that only the secret
 // repository has (docker-registry refuses to store such a manifest; other registries need not):
 // the blob under the open name is what the registry says there, 404, though it is cached.

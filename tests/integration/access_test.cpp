@@ -289,6 +289,20 @@ class ClientAccessTest : public ::testing::Test {
         << "referrers: " << referrers.status << " " << referrers.body;
   }
 
+  // What an anonymous client gets for the public repository's first layer, asked again (at
+  // most 60 times, 30 s) while it is served.
+  unsigned anonymous_status_once_settled(const layercache_instance& proxy) {
+    const std::string url =
+        proxy.url() + "/v2/" + kPublic + "/blobs/" + public_->layers[0].digest.str();
+    unsigned status = 200;
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    for (int i = 0; i < 60 && status == 200 && std::chrono::steady_clock::now() < deadline; ++i) {
+      if (i > 0) std::this_thread::sleep_for(500ms);
+      status = client_.get(url, kAcceptAll).status;
+    }
+    return status;
+  }
+
   static token_issuer* issuer_;
   static registry_process* registry_;
   static image* private_;
@@ -535,22 +549,28 @@ TEST_F(ClientAccessTest, ARevokedUserIsRefused) {
 
 TEST_F(ClientAccessTest, APublicRepositoryMadePrivateIsRefusedToAnonymousClients) {
   // layercache's own anonymous token for the repository (which the registry takes until it
-  // expires) lives 3 s; its check is trusted 2 s.
+  // expires) lives 3 s here; its check is trusted 2 s.
   issuer_->set_expires_in(3s);
   auto proxy = proxy_with("2s");
   pull(*proxy, kPublic, *public_, kAcceptAll);
   issuer_->set_public_repositories({});
-  const std::string url =
-      proxy->url() + "/v2/" + kPublic + "/blobs/" + public_->layers[0].digest.str();
-  unsigned status = 200;
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  for (int i = 0; i < 60 && status == 200 && std::chrono::steady_clock::now() < deadline; ++i) {
-    if (i > 0) std::this_thread::sleep_for(500ms);
-    status = client_.get(url, kAcceptAll).status;
-  }
-  EXPECT_EQ(status, 401u) << "still served anonymously";
+  EXPECT_EQ(anonymous_status_once_settled(*proxy), 401u) << "still served anonymously";
   // bob, granted the repository, still pulls it.
   pull(*proxy, kPublic, *public_, with_bearer(token_for(*issuer_, kBob, kPublic)));
+}
+
+TEST_F(ClientAccessTest, APublicRepositoryMadePrivateIsRefusedWithinAccessTtlNotTheTokensLife) {
+  // As above with tokens of 300 s (Docker Hub's): a fresh anonymous client of the registry is
+  // refused at once, so once access_ttl (2 s) has passed layercache must refuse too — not go on
+  // asking with the anonymous token it fetched while the repository was public.
+  auto proxy = proxy_with("2s");
+  pull(*proxy, kPublic, *public_, kAcceptAll);
+  issuer_->set_public_repositories({});
+  const auto fresh = token_for(*issuer_, std::nullopt, kPublic);
+  ASSERT_EQ(
+      client_.get(registry_->url() + "/v2/" + kPublic + "/manifests/v1", with_bearer(fresh)).status,
+      401u);
+  EXPECT_EQ(anonymous_status_once_settled(*proxy), 401u) << "still served anonymously";
 }
 
 TEST_F(ClientAccessTest, ConcurrentAllowedAndRefusedClientsOfUncachedBlobs) {

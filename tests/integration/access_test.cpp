@@ -581,6 +581,7 @@ TEST_F(ClientAccessTest, ConcurrentAllowedAndRefusedClientsOfUncachedBlobs) {
   const std::string bob = token_for(*issuer_, kBob, kPrivate);
   std::vector<const blob*> blobs = {&private_->config};
   for (const auto& l : private_->layers) blobs.push_back(&l);
+  issuer_->clear_requests();
   constexpr int kClients = 16;
   std::atomic<int> alice_ok{0};
   std::atomic<int> bob_refused{0};
@@ -602,6 +603,12 @@ TEST_F(ClientAccessTest, ConcurrentAllowedAndRefusedClientsOfUncachedBlobs) {
   EXPECT_EQ(alice_ok.load(), kClients / 2);
   EXPECT_EQ(bob_refused.load(), kClients / 2);
   EXPECT_EQ(leaked.load(), 0);
+  // layercache asked the realm for anonymous tokens at most: it has no one's password, and
+  // never turns a client's token into another.
+  for (const auto& r : issuer_->requests()) {
+    EXPECT_FALSE(r.authorization.has_value()) << *r.authorization;
+    EXPECT_FALSE(r.user.has_value());
+  }
 }
 
 TEST_F(ClientAccessTest, RepositoryNameTricksGetNothingPrivate) {

@@ -720,6 +720,28 @@ TEST_F(ClientAccessTest, AForeignLayerInAPublicManifestDoesNotOpenAPrivateBlob) 
   }
 }
 
+TEST_F(ClientAccessTest, WithNodeCredentialsTheCheckIsStillEachClients) {
+  // The node has credentials that can read everything (they fill for every admitted client);
+  // what a client gets is still what its own credentials get.
+  temp_dir dir;
+  const auto password_file = dir.path() / "password";
+  write_file(password_file, kPusher.password + "\n", 0600);
+  layercache_instance proxy(
+      "prefetch:\n  eager_layers: never\nupstreams:\n" +
+      upstream_yaml("up", registry_->url(), true,
+                    client_access_yaml("60s") + "    auth:\n      type: basic\n      username: " +
+                        kPusher.name + "\n      password_file: " + password_file.string() +
+                        "\n      realm_hosts: ['" + realm_host_of(*issuer_) + "']\n"));
+  pull(proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));
+  expect_refused(proxy, kPrivate, *private_, with_bearer(token_for(*issuer_, kBob, kPrivate)));
+  expect_refused(proxy, kPrivate, *private_, kAcceptAll);
+  expect_refused(proxy, kPrivate, *private_, with_basic(kBob));
+  const auto own = client_.get(
+      proxy.url() + "/v2/" + kPublic + "/blobs/" + private_->layers[1].digest.str(), kAcceptAll);
+  EXPECT_EQ(own.status, 404u);
+  pull(proxy, kPublic, *public_, kAcceptAll);
+}
+
 TEST_F(ClientAccessTest, AnotherUpstreamWithNodeAccessDoesNotServeThePrivateBlobs) {
   // The same node also caches a public registry (`access: node`, as before): a digest of the
   // private repository asked for through that upstream is that registry's to answer (404),

@@ -303,6 +303,7 @@ class ClientAccessTest : public ::testing::Test {
     return status;
   }
 
+  temp_dir cache_dir_;
   static token_issuer* issuer_;
   static registry_process* registry_;
   static image* private_;
@@ -720,14 +721,21 @@ TEST_F(ClientAccessTest, AForeignLayerInAPublicManifestDoesNotOpenAPrivateBlob) 
   }
 }
 
-TEST_F(ClientAccessTest, WithNodeCredentialsTheCheckIsStillEachClients) {
+class ClientAccessNodeCredentialsTest : public ClientAccessTest,
+                                        public ::testing::WithParamInterface<bool> {};
+
+TEST_P(ClientAccessNodeCredentialsTest, TheCheckIsStillEachClients) {
   // The node has credentials that can read everything (they fill for every admitted client);
-  // what a client gets is still what its own credentials get.
+  // what a client gets is still what its own credentials get, with the store (true) or
+  // without it (false: every answer streamed from the upstream).
+  const std::string cache =
+      GetParam() ? std::string()
+                 : "cache:\n  enabled: false\n  path: " + cache_dir_.path().string() + "/store\n";
   temp_dir dir;
   const auto password_file = dir.path() / "password";
   write_file(password_file, kPusher.password + "\n", 0600);
   layercache_instance proxy(
-      "prefetch:\n  eager_layers: never\nupstreams:\n" +
+      cache + "prefetch:\n  eager_layers: never\nupstreams:\n" +
       upstream_yaml("up", registry_->url(), true,
                     client_access_yaml("60s") + "    auth:\n      type: basic\n      username: " +
                         kPusher.name + "\n      password_file: " + password_file.string() +
@@ -741,6 +749,9 @@ TEST_F(ClientAccessTest, WithNodeCredentialsTheCheckIsStillEachClients) {
   EXPECT_EQ(own.status, 404u);
   pull(proxy, kPublic, *public_, kAcceptAll);
 }
+
+INSTANTIATE_TEST_SUITE_P(Store, ClientAccessNodeCredentialsTest, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "Cached" : "Streamed"; });
 
 TEST_F(ClientAccessTest, AnotherUpstreamWithNodeAccessDoesNotServeThePrivateBlobs) {
   // The same node also caches a public registry (`access: node`, as before): a digest of the

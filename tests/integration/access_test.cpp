@@ -224,7 +224,8 @@ class ClientAccessTest : public ::testing::Test {
         std::string(top) + "prefetch:\n  eager_layers: never\nupstreams:\n" + upstream_entry(ttl));
   }
 
-  static std::string tokens_of(std::optional<account> who) {
+  // `who`'s token for the private repository (granted or not).
+  static std::string private_token(std::optional<account> who) {
     return token_for(*issuer_, who, kPrivate);
   }
 
@@ -364,7 +365,7 @@ TEST_F(ClientAccessTest, PrivateRepositoryOnlyForClientsTheRegistryLetsIn) {
   const auto challenge = ping.header("WWW-Authenticate").value_or("");
   EXPECT_TRUE(contains(challenge, "realm=\"" + issuer_->realm() + "\"")) << challenge;
   EXPECT_TRUE(contains(challenge, "service=\"" + issuer_->service() + "\"")) << challenge;
-  const std::string alice = tokens_of(kAlice);
+  const std::string alice = private_token(kAlice);
   ASSERT_FALSE(alice.empty());
   EXPECT_EQ(client_.get(proxy->url() + "/v2/", with_bearer(alice)).status, 200u);
 
@@ -427,7 +428,8 @@ TEST_F(ClientAccessTest, PrivateRepositoryOnlyForClientsTheRegistryLetsIn) {
 
 TEST_F(ClientAccessTest, PublicRepositorySharesCachedLayersButNotPrivateOnesUnderItsName) {
   auto proxy = proxy_with();
-  pull(*proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));  // the base layer is cached
+  pull(*proxy, kPrivate, *private_,
+       with_bearer(private_token(kAlice)));  // the base layer is cached
   const std::string bob = token_for(*issuer_, kBob, kPublic);
   const std::string anonymous = token_for(*issuer_, std::nullopt, kPublic);
   ASSERT_FALSE(bob.empty());
@@ -476,7 +478,7 @@ TEST_F(ClientAccessTest, PublicRepositorySharesCachedLayersButNotPrivateOnesUnde
 
 TEST_F(ClientAccessTest, AnonymousClientsSeeOnlyPublicRepositories) {
   auto proxy = proxy_with();
-  pull(*proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));
+  pull(*proxy, kPrivate, *private_, with_bearer(private_token(kAlice)));
   pull(*proxy, kPublic, *public_, kAcceptAll);
   expect_refused(*proxy, kPrivate, *private_, kAcceptAll);
   // An anonymous token from the issuer changes nothing.
@@ -491,7 +493,7 @@ TEST_F(ClientAccessTest, AnonymousClientsSeeOnlyPublicRepositories) {
 TEST_F(ClientAccessTest, AnExpiredTokenIsNotTrustedPastItsExpiry) {
   issuer_->set_expires_in(3s);
   auto proxy = proxy_with("60s");
-  const std::string token = tokens_of(kAlice);
+  const std::string token = private_token(kAlice);
   ASSERT_FALSE(token.empty());
   const auto expiry = expiry_of(token);
   const std::string url =
@@ -525,7 +527,7 @@ TEST_F(ClientAccessTest, AnExpiredTokenIsNotTrustedPastItsExpiry) {
   }
   EXPECT_EQ(status, 401u) << "an expired token is still served";
   // A fresh token is served again.
-  auto fresh = client_.get(url, with_bearer(tokens_of(kAlice)));
+  auto fresh = client_.get(url, with_bearer(private_token(kAlice)));
   EXPECT_EQ(fresh.status, 200u) << fresh.body;
 }
 
@@ -533,7 +535,7 @@ TEST_F(ClientAccessTest, ARevokedUserIsRefused) {
   auto proxy = proxy_with("2s");
   const std::string url =
       proxy->url() + "/v2/" + kPrivate + "/blobs/" + private_->layers[1].digest.str();
-  auto allowed = client_.get(url, with_bearer(tokens_of(kCarol)));
+  auto allowed = client_.get(url, with_bearer(private_token(kCarol)));
   ASSERT_EQ(allowed.status, 200u) << allowed.body;
 
   issuer_->set_grants(kCarol.name, {});
@@ -541,11 +543,11 @@ TEST_F(ClientAccessTest, ARevokedUserIsRefused) {
   const auto deadline = std::chrono::steady_clock::now() + 20s;
   for (int i = 0; i < 40 && status == 200 && std::chrono::steady_clock::now() < deadline; ++i) {
     if (i > 0) std::this_thread::sleep_for(500ms);
-    status = client_.get(url, with_bearer(tokens_of(kCarol))).status;
+    status = client_.get(url, with_bearer(private_token(kCarol))).status;
   }
   EXPECT_TRUE(refused(status)) << status;
   // alice is unaffected.
-  EXPECT_EQ(client_.get(url, with_bearer(tokens_of(kAlice))).status, 200u);
+  EXPECT_EQ(client_.get(url, with_bearer(private_token(kAlice))).status, 200u);
 }
 
 TEST_F(ClientAccessTest, APublicRepositoryMadePrivateIsRefusedToAnonymousClients) {
@@ -578,7 +580,7 @@ TEST_F(ClientAccessTest, ConcurrentAllowedAndRefusedClientsOfUncachedBlobs) {
   // alice's and bob's requests for the same blobs, none cached, at once: bob's must not ride
   // on alice's fills, alice's must not fail because of bob's refusals.
   auto proxy = proxy_with();
-  const std::string alice = tokens_of(kAlice);
+  const std::string alice = private_token(kAlice);
   const std::string bob = token_for(*issuer_, kBob, kPrivate);
   std::vector<const blob*> blobs = {&private_->config};
   for (const auto& l : private_->layers) blobs.push_back(&l);
@@ -616,7 +618,7 @@ TEST_F(ClientAccessTest, RepositoryNameTricksGetNothingPrivate) {
   // bob (and anonymous clients) spelling the private repository's name in ways a router might
   // read differently from the registry: whatever the answer, never the private bytes.
   auto proxy = proxy_with();
-  pull(*proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));
+  pull(*proxy, kPrivate, *private_, with_bearer(private_token(kAlice)));
   const auto& own = private_->layers[1];
   const std::string blob = "/blobs/" + own.digest.str();
   const std::vector<std::string> paths = {
@@ -667,7 +669,7 @@ TEST_F(ClientAccessTest, ClientTokensNeverReachARedirectTarget) {
       upstream_yaml("up", redirecting.url(), true,
                     client_access_yaml("60s") + "    auth:\n      type: anonymous\n" +
                         "      realm_hosts: ['" + realm_host_of(*issuer_) + "']\n"));
-  const std::string alice = tokens_of(kAlice);
+  const std::string alice = private_token(kAlice);
   auto r = client_.get(proxy.url() + "/v2/" + kPrivate + "/blobs/" + img.layers[0].digest.str(),
                        with_bearer(alice));
   ASSERT_EQ(r.status, 200u) << r.body;
@@ -709,7 +711,7 @@ TEST_F(ClientAccessTest, AForeignLayerInAPublicManifestDoesNotOpenAPrivateBlob) 
       << "the registry itself serves it: the fixture is wrong";
 
   auto proxy = proxy_with();
-  pull(*proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));  // the layer is cached
+  pull(*proxy, kPrivate, *private_, with_bearer(private_token(kAlice)));  // the layer is cached
   for (const auto& headers :
        {kAcceptAll, with_bearer(anonymous), with_bearer(token_for(*issuer_, kBob, kPublic))}) {
     auto m = client_.get(proxy->url() + "/v2/" + kPublic + "/manifests/foreign", headers);
@@ -740,7 +742,7 @@ TEST_P(ClientAccessNodeCredentialsTest, TheCheckIsStillEachClients) {
                     client_access_yaml("60s") + "    auth:\n      type: basic\n      username: " +
                         kPusher.name + "\n      password_file: " + password_file.string() +
                         "\n      realm_hosts: ['" + realm_host_of(*issuer_) + "']\n"));
-  pull(proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));
+  pull(proxy, kPrivate, *private_, with_bearer(private_token(kAlice)));
   expect_refused(proxy, kPrivate, *private_, with_bearer(token_for(*issuer_, kBob, kPrivate)));
   expect_refused(proxy, kPrivate, *private_, kAcceptAll);
   expect_refused(proxy, kPrivate, *private_, with_basic(kBob));
@@ -762,7 +764,7 @@ TEST_F(ClientAccessTest, AnotherUpstreamWithNodeAccessDoesNotServeThePrivateBlob
   registry_pusher(hub.url()).push_image("library/base", "v1", hub_img);
   layercache_instance proxy("prefetch:\n  eager_layers: never\nupstreams:\n" +
                             upstream_entry("60s") + upstream_yaml("hub", hub.url(), false));
-  pull(proxy, kPrivate, *private_, with_bearer(tokens_of(kAlice)));
+  pull(proxy, kPrivate, *private_, with_bearer(private_token(kAlice)));
   const auto& own = private_->layers[1];
   for (const auto& path :
        {"/v2/hub/library/base/blobs/" + own.digest.str(),
@@ -1029,7 +1031,7 @@ TEST(ClientAccessBasic, UpstreamUnreachableFailsClosed) {
 }
 
 TEST_F(ClientAccessTest, CredentialsStayOutOfTheLogTheStoreAndTheMetrics) {
-  const std::string alice = tokens_of(kAlice);
+  const std::string alice = private_token(kAlice);
   const std::string bob = token_for(*issuer_, kBob, kPrivate);
   const std::string bob_public = token_for(*issuer_, kBob, kPublic);
   const auto img = make_image(image_format::oci, {20'000}, 2304);

@@ -225,6 +225,15 @@ void registry_process::write_config() const {
     y << "proxy:\n"
       << "  remoteurl: " << yaml_quoted(options_.proxy_remote_url) << "\n";
   }
+  if (!options_.manifest_urls_allow.empty()) {
+    y << "validation:\n"
+      << "  manifests:\n"
+      << "    urls:\n"
+      << "      allow:\n";
+    for (const auto& pattern : options_.manifest_urls_allow) {
+      y << "        - " << yaml_quoted(pattern) << "\n";
+    }
+  }
   if (!options_.redirect_base_url.empty()) {
     y << "middleware:\n"
       << "  storage:\n"

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "tests/support/process.hpp"
 
@@ -37,6 +38,10 @@ struct registry_options {
   std::optional<token_auth_options> token_auth;
   // Non-empty: a pull-through cache of this registry (`proxy: remoteurl:`), as a mirror.
   std::string proxy_remote_url;
+  // Regular expressions of the layer `urls` a pushed manifest may carry
+  // (validation.manifests.urls.allow). Empty: manifests with `urls` are refused. A layer with
+  // allowed urls need not be in the repository (a non-distributable layer).
+  std::vector<std::string> manifest_urls_allow;
 };
 
 // Starts `docker-registry serve` with a generated config on a free port and waits (at most

@@ -7,6 +7,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
@@ -165,21 +166,31 @@ std::string random_id() {
   return base64url(std::string_view(reinterpret_cast<char*>(bytes), sizeof bytes));
 }
 
-// "repository:team/app:pull,push" → access entry; nullopt when malformed.
-std::optional<json::object> access_of(std::string_view scope) {
+struct scope_request {
+  std::string type;  // "repository", "registry", ...
+  std::string name;  // "team/app"
+  std::vector<std::string> actions;
+};
+
+// "repository:team/app:pull,push" → its parts; nullopt when malformed.
+std::optional<scope_request> parse_scope(std::string_view scope) {
   const auto first = scope.find(':');
   const auto last = scope.rfind(':');
   if (first == std::string_view::npos || first == last) return std::nullopt;
-  json::array actions;
+  scope_request out{std::string(scope.substr(0, first)),
+                    std::string(scope.substr(first + 1, last - first - 1)),
+                    {}};
   auto list = scope.substr(last + 1);
   while (!list.empty()) {
     const auto comma = list.find(',');
-    actions.emplace_back(json::string(list.substr(0, comma)));
+    out.actions.emplace_back(list.substr(0, comma));
     list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
   }
-  return json::object{{"type", json::string(scope.substr(0, first))},
-                      {"name", json::string(scope.substr(first + 1, last - first - 1))},
-                      {"actions", std::move(actions)}};
+  return out;
+}
+
+bool contains(const std::vector<std::string>& list, std::string_view value) {
+  return std::find(list.begin(), list.end(), value) != list.end();
 }
 
 }  // namespace
@@ -195,6 +206,10 @@ struct token_issuer::impl {
   std::atomic<long long> delay_ms{0};
   mutable std::mutex mutex;
   std::vector<token_request> recorded;
+  // What users may pull: options.grants and options.public_repositories, changed at run time.
+  mutable std::mutex grants_mutex;
+  std::map<std::string, std::vector<std::string>> grants;
+  std::vector<std::string> public_repositories;
   std::unique_ptr<http_stub> server;
 
   std::string jwt(const std::string& subject, const json::array& access) const {
@@ -208,6 +223,32 @@ struct token_issuer::impl {
     const std::string input =
         base64url(json::serialize(header)) + "." + base64url(json::serialize(claims));
     return input + "." + base64url(sign_rs256(key.get(), input));
+  }
+
+  bool has_public_repositories() const {
+    std::lock_guard lock(grants_mutex);
+    return !public_repositories.empty();
+  }
+
+  // The actions of `scope` that `user` (nullopt: anonymous) is given.
+  std::vector<std::string> granted_actions(const std::optional<std::string>& user,
+                                           const scope_request& scope) const {
+    std::lock_guard lock(grants_mutex);
+    if (user) {
+      auto it = grants.find(*user);
+      if (grants.empty() || (it != grants.end() && contains(it->second, "*"))) {
+        return scope.actions;
+      }
+      if (scope.type == "repository" && it != grants.end() && contains(it->second, scope.name) &&
+          contains(scope.actions, "pull")) {
+        return {"pull"};
+      }
+    }
+    if (scope.type == "repository" && contains(public_repositories, scope.name) &&
+        contains(scope.actions, "pull")) {
+      return {"pull"};
+    }
+    return {};
   }
 
   stub_response handle(const stub_request& req) {
@@ -270,16 +311,27 @@ struct token_issuer::impl {
         return finish(401, R"({"error":"bad credentials"})");
       }
       record.user = user;
-    } else if (!options.allow_anonymous) {
+    } else if (!options.allow_anonymous && !has_public_repositories()) {
       return finish(401, R"({"error":"credentials required"})");
     }
     if (record.service != options.service) return finish(400, R"({"error":"unknown service"})");
 
     json::array access;
-    if (record.user) {
-      for (const auto& scope : record.scopes) {
-        if (auto a = access_of(scope)) access.emplace_back(std::move(*a));
+    for (const auto& scope : record.scopes) {
+      auto parsed = parse_scope(scope);
+      if (!parsed) continue;
+      const auto actions = granted_actions(record.user, *parsed);
+      if (actions.empty()) continue;
+      json::array granted;
+      std::string joined;
+      for (const auto& a : actions) {
+        granted.emplace_back(json::string(a));
+        joined += (joined.empty() ? "" : ",") + a;
       }
+      access.emplace_back(json::object{{"type", json::string(parsed->type)},
+                                       {"name", json::string(parsed->name)},
+                                       {"actions", std::move(granted)}});
+      record.granted.push_back(parsed->type + ":" + parsed->name + ":" + joined);
     }
     const std::string token = jwt(record.user.value_or(""), access);
     const json::object body{
@@ -291,6 +343,8 @@ struct token_issuer::impl {
 token_issuer::token_issuer(token_issuer_options options) : impl_(std::make_unique<impl>()) {
   impl_->options = std::move(options);
   impl_->expires_in = impl_->options.expires_in.count();
+  impl_->grants = impl_->options.grants;
+  impl_->public_repositories = impl_->options.public_repositories;
   impl_->key = make_rsa_key();
   auto cert = make_certificate(impl_->key.get(), "layercache test token issuer");
   impl_->x5c = base64_encode(der_of(cert.get()));
@@ -321,5 +375,15 @@ void token_issuer::clear_requests() {
 void token_issuer::set_expires_in(std::chrono::seconds s) { impl_->expires_in = s.count(); }
 void token_issuer::set_failure(unsigned status) { impl_->failure = status; }
 void token_issuer::set_delay(std::chrono::milliseconds d) { impl_->delay_ms = d.count(); }
+
+void token_issuer::set_grants(const std::string& user, std::vector<std::string> repositories) {
+  std::lock_guard lock(impl_->grants_mutex);
+  impl_->grants[user] = std::move(repositories);
+}
+
+void token_issuer::set_public_repositories(std::vector<std::string> repositories) {
+  std::lock_guard lock(impl_->grants_mutex);
+  impl_->public_repositories = std::move(repositories);
+}
 
 }  // namespace layercache::testing

@@ -22,6 +22,17 @@ struct token_issuer_options {
   // repositories); false: they get 401.
   bool allow_anonymous = false;
   std::chrono::seconds expires_in{300};
+  // Which repositories each user may pull. Empty: every authenticated user gets every action
+  // asked for on every repository. Not empty: a user gets `pull` on the repositories listed
+  // for them and nothing else (a user not listed gets no repository); the entry "*" grants
+  // every action asked for (push too) on every repository and any other resource type (the
+  // account the test pushes with). Scopes not granted are left out of the token's access
+  // claim, as docker/distribution token servers do; the registry then answers 401
+  // (insufficient_scope).
+  std::map<std::string, std::vector<std::string>> grants;
+  // Repositories anyone may pull: every user and anonymous requests get `pull` on these.
+  // Not empty: requests without credentials are answered as with allow_anonymous.
+  std::vector<std::string> public_repositories;
 };
 
 struct token_request {
@@ -32,11 +43,13 @@ struct token_request {
   std::optional<std::string> authorization;  // the Authorization header as sent
   std::string grant_type;                    // POST only
   unsigned status = 0;                       // what the issuer answered
+  std::vector<std::string> granted;          // what the token grants, e.g. "repository:a/b:pull"
 };
 
 // Serves GET /token?service=..&scope=.. (Basic credentials) and POST /token (form:
-// grant_type=refresh_token, refresh_token, service, scope). Grants every action asked for to an
-// authenticated user. The JWT header carries x5c (the certificate, base64 DER), which
+// grant_type=refresh_token, refresh_token, service, scope). Grants what
+// token_issuer_options::grants and public_repositories allow (by default every action asked for
+// to an authenticated user). The JWT header carries x5c (the certificate, base64 DER), which
 // distribution 2.8 checks against `rootcertbundle`. Thread-safe.
 class token_issuer {
  public:
@@ -60,6 +73,12 @@ class token_issuer {
   void set_failure(unsigned status);
   // Answer only after this long (a hanging token endpoint).
   void set_delay(std::chrono::milliseconds d);
+  // Replaces what `user` may pull (token_issuer_options::grants); an empty list revokes every
+  // repository. The first call on an issuer started without grants restricts every other user
+  // to nothing. Tokens issued before keep their access until they expire (docker-registry
+  // takes them 60 s longer: its clock-skew leeway).
+  void set_grants(const std::string& user, std::vector<std::string> repositories);
+  void set_public_repositories(std::vector<std::string> repositories);
 
  private:
   struct impl;

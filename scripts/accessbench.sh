@@ -6,20 +6,23 @@
 #           the bench sends no credentials
 #   client  access: client, no node credentials; the bench sends alice's
 #           (`layercache-bench --header "Authorization: Basic …"`), which layercache checks with
-#           the registry (a HEAD with them) once per repository per access_ttl
-# Each is warmed with one verified pull (and read back once); then ROUNDS rounds, each running through both (in
-# alternating order: node first in odd rounds, client first in even ones) warm full pulls (every
-# layer) and warm 64 KiB ranges. Reported: the median over the rounds of each mode's numbers,
-# the ratio client/node, and what went upstream during the warm rounds: each instance's
-# layercache_access_checks_total, layercache_access_cached_total (requests admitted with no
-# check) and layercache_upstream_request_duration_seconds_count (requests it sent upstream),
-# and the requests in the registry's access log.
+#           the registry (a HEAD with them) once per repository per access_ttl (and once per
+#           blob read by digest after its membership, learned from a manifest, expired)
+# Each is warmed with one verified pull (and read back once); then ROUNDS rounds, each running
+# through both (in alternating order: node first in odd rounds, client first in even ones) warm
+# full pulls (every layer) and warm 64 KiB ranges. Reported: the median over the rounds of each
+# mode's numbers, the ratio client/node, and what went upstream during the warm rounds: each
+# instance's layercache_access_checks_total, layercache_access_cached_total (requests admitted
+# with no check) and layercache_upstream_request_duration_seconds_count (requests it sent
+# upstream), and the requests in the registry's access log.
 #
 # Knobs (environment): ACCESSBENCH_ROUNDS (5), ACCESSBENCH_LAYERS (8 × 16MiB),
 # ACCESSBENCH_PULLS (4 warm pulls per round and mode, one client, 3 blobs at once),
 # ACCESSBENCH_RANGES (2000 ranges per round and mode, 8 connections), ACCESSBENCH_TTL (60s: the
 # client instance's access_ttl; e.g. 2s to see checks come back as their answers expire),
-# BUILD (build). Offline, everything on 127.0.0.1 on free ports.
+# ACCESSBENCH_REGISTRY_LOG (a file: the registry's log, access log included, is copied there at
+# the end: which checks went upstream, when), BUILD (build). Offline, everything on 127.0.0.1 on
+# free ports; docs/benchmarks.md has a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -66,8 +69,15 @@ YML
 docker-registry serve "$WORK/origin-auth.yml" > "$WORK/origin-auth.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$REGISTRY_PORT/v2/"
-code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$REGISTRY_PORT/v2/bench/app/manifests/v1")
-[ "$code" = 401 ] || { echo "accessbench: the registry let an anonymous client in ($code)" >&2; exit 1; }
+status() {  # URL: the status of an anonymous GET
+  curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$1"
+}
+die() {
+  echo "accessbench: $*" >&2
+  exit 1
+}
+code=$(status "http://127.0.0.1:$REGISTRY_PORT/v2/bench/app/manifests/v1")
+[ "$code" = 401 ] || die "the registry let an anonymous client in ($code)"
 
 # start_instance NAME UPSTREAM_EXTRA_YAML: a layercached on free ports; sets PORT[NAME],
 # ADMIN[NAME].
@@ -109,12 +119,16 @@ bench() {
     --max-seconds 120 --timeout 30 "${auth[@]}"
 }
 
-metric() {  # mode, metric name[, scale]: its value (summed over labels) on that instance, × scale
+metric() {  # mode, metric name[, scale]: its value (summed over labels) on that instance × scale
   curl -s --max-time 5 "http://127.0.0.1:${ADMIN[$1]}/metrics" |
-    awk -v m="$2" -v k="${3:-1}" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f", s * k }'
+    awk -v m="$2" -v k="${3:-1}" '
+      $1 == m || index($1, m "{") == 1 { s += $2 }
+      END { printf "%.0f", s * k }'
 }
-upstream_counts() {  # mode: "checks cached upstream_requests upstream_µs (their time to the header)"
-  echo "$(metric "$1" layercache_access_checks_total) $(metric "$1" layercache_access_cached_total)" \
+# mode: "checks cached upstream_requests upstream_µs" (µs: the requests' time to the header)
+upstream_counts() {
+  echo "$(metric "$1" layercache_access_checks_total)" \
+    "$(metric "$1" layercache_access_cached_total)" \
     "$(metric "$1" layercache_upstream_request_duration_seconds_count)" \
     "$(metric "$1" layercache_upstream_request_duration_seconds_sum 1000000)"
 }
@@ -122,30 +136,31 @@ registry_requests() {  # requests in the registry's access log so far
   grep -cE '"(GET|HEAD) /v2/' "$WORK/origin-auth.log" || true
 }
 field() {  # name, text report: the value of name= on its first line
-  awk -v k="$1" '{ for (i = 1; i <= NF; i++) if (index($i, k "=") == 1) { print substr($i, length(k) + 2); exit } }' <<< "$2"
+  awk -v k="$1" '{
+    for (i = 1; i <= NF; i++) if (index($i, k "=") == 1) { print substr($i, length(k) + 2); exit }
+  }' <<< "$2"
 }
 
 # The credentials matter: without them the client instance must refuse; with alice's, serve.
-code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[client]}/v2/bench/app/manifests/v1")
-[ "$code" = 401 ] || { echo "accessbench: access: client served a client without credentials ($code)" >&2; exit 1; }
+code=$(status "http://127.0.0.1:${PORT[client]}/v2/bench/app/manifests/v1")
+[ "$code" = 401 ] || die "access: client served a client without credentials ($code)"
 
 # Warm-up: a verified pull fills each store; then one unmeasured pull and a few ranges read it
 # back once (the first reads after a fill are slower: memtables, page cache).
 for mode in node client; do
-  out=$(bench "$mode" full --image "$IMAGE" --count 1 --parallel 3 --verify) ||
-    { echo "accessbench: the warm-up pull through $mode failed:" >&2; echo "$out" >&2; exit 1; }
-  if ! out=$(bench "$mode" full --image "$IMAGE" --count 1 --parallel 3) ||
+  if ! out=$(bench "$mode" full --image "$IMAGE" --count 1 --parallel 3 --verify) ||
+    ! out=$(bench "$mode" full --image "$IMAGE" --count 1 --parallel 3) ||
     ! out=$(bench "$mode" ranges --image "$IMAGE" --range 64KiB --count 200 --concurrency 8); then
-    echo "accessbench: the warm-up through $mode failed:" >&2
-    echo "$out" >&2
-    exit 1
+    die "the warm-up through $mode failed:"$'\n'"$out"
   fi
 done
 read -r warm_checks _ warm_upstream _ <<< "$(upstream_counts client)"
 
 echo "image $IMAGE: layers $LAYERS; docker-registry with htpasswd (bcrypt) on 127.0.0.1"
-echo "node: access: node, auth basic (user node); client: access: client, access_ttl $TTL, bench sends alice's Basic"
-echo "each round and mode: $PULLS warm pulls (1 client, 3 blobs at once), $RANGES warm 64 KiB ranges (8 connections)"
+echo "node: access: node, auth basic (user node)"
+echo "client: access: client, access_ttl $TTL, the bench sends alice's Basic"
+echo "each round and mode: $PULLS warm pulls (1 client, 3 blobs at once)," \
+  "$RANGES warm 64 KiB ranges (8 connections)"
 echo
 
 declare -A before
@@ -159,12 +174,13 @@ for r in $(seq "$ROUNDS"); do
   [ $((r % 2)) = 0 ] && order="client node"
   for mode in $order; do
     pulls=$(bench "$mode" full --image "$IMAGE" --count "$PULLS" --parallel 3) ||
-      { echo "accessbench: pulls through $mode failed:" >&2; echo "$pulls" >&2; exit 1; }
+      die "pulls through $mode failed:"$'\n'"$pulls"
     ranges=$(bench "$mode" ranges --image "$IMAGE" --range 64KiB --count "$RANGES" \
-      --concurrency 8 --seed "$r") ||
-      { echo "accessbench: ranges through $mode failed:" >&2; echo "$ranges" >&2; exit 1; }
+      --concurrency 8 --seed "$r") || die "ranges through $mode failed:"$'\n'"$ranges"
+    # + 1: the ranges' setup asks the manifest
     sent[$mode]=$((sent[$mode] + $(field requests "$pulls") + $(field requests "$ranges") + 1))
-    rows+=("$r $mode $(field pull_p50_ms "$pulls") $(field GB/s "$pulls") $(field req/s "$ranges") $(field p50_ms "$ranges") $(field p99_ms "$ranges")")
+    row="$r $mode $(field pull_p50_ms "$pulls") $(field GB/s "$pulls")"
+    rows+=("$row $(field req/s "$ranges") $(field p50_ms "$ranges") $(field p99_ms "$ranges")")
   done
 done
 elapsed=$(echo "$(date +%s.%N) - $started" | bc)
@@ -173,22 +189,28 @@ registry_after=$(registry_requests)
 printf '%s\n' "${rows[@]}" | awk -v rounds="$ROUNDS" '
   function median(list, n,   a, i, j, t) {
     split(list, a, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    for (i = 1; i <= n; i++)
+      for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
   { n[$2]++; pull[$2] = pull[$2] " " $3; gbps[$2] = gbps[$2] " " $4; rps[$2] = rps[$2] " " $5
     p50[$2] = p50[$2] " " $6; p99[$2] = p99[$2] " " $7
     per_round[$1] = per_round[$1] sprintf("  %s %.1f ms %.2f GB/s %.0f req/s", $2, $3, $4, $5) }
   END {
-    printf "%-12s %16s %10s %14s %14s %14s\n", "mode", "warm pull p50", "pull GB/s", "ranges req/s", "range p50 ms", "range p99 ms"
+    printf "%-12s %16s %10s %14s %14s %14s\n", "mode", "warm pull p50", "pull GB/s",
+      "ranges req/s", "range p50 ms", "range p99 ms"
     for (m = 0; m < 2; m++) {
       mode = m ? "client" : "node"
       v[mode, 1] = median(pull[mode], n[mode]); v[mode, 2] = median(gbps[mode], n[mode])
       v[mode, 3] = median(rps[mode], n[mode]); v[mode, 4] = median(p50[mode], n[mode])
       v[mode, 5] = median(p99[mode], n[mode])
-      printf "%-12s %13.1f ms %10.2f %14.0f %14.3f %14.3f\n", mode, v[mode, 1], v[mode, 2], v[mode, 3], v[mode, 4], v[mode, 5]
+      printf "%-12s %13.1f ms %10.2f %14.0f %14.3f %14.3f\n", mode, v[mode, 1], v[mode, 2],
+        v[mode, 3], v[mode, 4], v[mode, 5]
     }
-    printf "%-12s %16.2f %10.2f %14.2f %14.2f %14.2f\n", "client/node", v["client", 1] / v["node", 1], v["client", 2] / v["node", 2], v["client", 3] / v["node", 3], v["client", 4] / v["node", 4], v["client", 5] / v["node", 5]
+    printf "%-12s", "client/node"
+    for (i = 1; i <= 5; i++) printf(i == 1 ? " %16.2f" : i == 2 ? " %10.2f" : " %14.2f",
+                                    v["client", i] / v["node", i])
+    printf "\n"
     printf "(medians over %d rounds; per round, in the order run:)\n", rounds
     for (r = 1; r <= rounds; r++) printf "round %d:%s\n", r, per_round[r]
   }'
@@ -198,8 +220,9 @@ printf "upstream during the warm rounds (%.1f s; access_ttl %s):\n" "$elapsed" "
 for mode in node client; do
   read -r c0 a0 u0 t0 <<< "${before[$mode]}"
   read -r c1 a1 u1 t1 <<< "$(upstream_counts "$mode")"
-  printf "  %-6s client requests %6d; access checks %4d, admitted without a check %6d; requests sent upstream %4d" \
-    "$mode" "${sent[$mode]}" $((c1 - c0)) $((a1 - a0)) $((u1 - u0))
+  printf "  %-6s client requests %6d; access checks %4d, admitted without a check %6d;" \
+    "$mode" "${sent[$mode]}" $((c1 - c0)) $((a1 - a0))
+  printf " requests sent upstream %4d" $((u1 - u0))
   if [ $((u1 - u0)) -gt 0 ]; then
     printf " (mean %.2f ms to the header)" "$(echo "($t1 - $t0) / ($u1 - $u0) / 1000" | bc -l)"
   fi
@@ -207,4 +230,8 @@ for mode in node client; do
 done
 echo "  (client's warm-up, before: $warm_checks access checks, $warm_upstream requests upstream)"
 echo "  registry access log: $((registry_after - registry_before)) requests (both instances)"
+if [ -n "${ACCESSBENCH_REGISTRY_LOG:-}" ]; then
+  cp "$WORK/origin-auth.log" "$ACCESSBENCH_REGISTRY_LOG"
+  echo "  registry log copied to $ACCESSBENCH_REGISTRY_LOG"
+fi
 echo "  (client requests: the bench's, its ranges' setup (the manifest) included)"

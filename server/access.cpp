@@ -291,7 +291,7 @@ asio::awaitable<answer> access_gate::unauthenticated(const request& req, const r
   co_return refusal;
 }
 
-asio::awaitable<answer> access_gate::challenge(const request& req) {
+asio::awaitable<answer> access_gate::challenge() {
   registry::upstream_request probe;
   probe.method = http::verb::get;
   probe.target = "/v2/";
@@ -300,15 +300,15 @@ asio::awaitable<answer> access_gate::challenge(const request& req) {
     co_return failure_answer(*bare_, *f);
   }
   auto& up = *std::get<std::unique_ptr<registry::upstream_response>>(got);
-  answer a;
   if (up.status() == 401) {
-    a = unauthorized(up, "(any)");
-  } else {
-    a.fields.set(http::field::content_type, "application/json");
-    a.body = "{}";
+    answer a = unauthorized(up, "(any)");
+    co_await up.discard();
+    co_return a;
   }
   co_await up.discard();
-  (void)req;
+  answer a;
+  a.fields.set(http::field::content_type, "application/json");
+  a.body = "{}";
   co_return a;
 }
 

@@ -116,7 +116,7 @@ class access_gate {
 
   // GET /v2/ without credentials: the upstream's own challenge (401), so that clients that ask
   // it first (dockerd, skopeo) learn where to get a token.
-  asio::awaitable<answer> challenge(const request& req);
+  asio::awaitable<answer> challenge();
 
   // Manifest `m` of `repository` was served: what it lists is the upstream's under it.
   void learn(const std::string& repository, const oci::manifest& m);

@@ -110,6 +110,20 @@ std::string joined_accept(const request& req) {
   return accept;
 }
 
+// The manifest, blob or listing handler's answer to a routed request.
+asio::awaitable<answer> dispatch(const services& s, const request_context& rc) {
+  switch (rc.r.kind) {
+    case route_kind::manifest: {
+      const std::string accept = joined_accept(rc.req);
+      co_return co_await s.manifests.manifest(rc, accept);
+    }
+    case route_kind::blob:
+      co_return co_await s.blobs.blob(rc);
+    default:
+      co_return co_await listing(rc, s.metrics);
+  }
+}
+
 // GET /v2/ without credentials, for an upstream with access: client (the one `?ns=` names, or
 // the default): its gate, which answers with the upstream's challenge. Null otherwise.
 access_gate* base_gate(const config::config& cfg, access_gates& gates, const route& r,
@@ -221,7 +235,7 @@ asio::awaitable<answer> handle_request(const services& s, upstream_clients& clie
     co_return error_answer(405, "UNSUPPORTED", "this registry mirror is read-only");
   }
   if (r.kind == route_kind::base) {
-    if (auto* gate = base_gate(s.cfg, gates, r, req)) co_return co_await gate->challenge(req);
+    if (auto* gate = base_gate(s.cfg, gates, r, req)) co_return co_await gate->challenge();
     answer a;
     a.fields.set(http::field::content_type, "application/json");
     a.body = "{}";
@@ -251,15 +265,7 @@ asio::awaitable<answer> handle_request(const services& s, upstream_clients& clie
   }
   registry::upstream_client& client = *chosen_client;
   const request_context rc{req, record, ex, client, choice, r, gate};
-  answer a;
-  if (r.kind == route_kind::manifest) {
-    const std::string accept = joined_accept(req);
-    a = co_await s.manifests.manifest(rc, accept);
-  } else if (r.kind == route_kind::blob) {
-    a = co_await s.blobs.blob(rc);
-  } else {
-    a = co_await listing(rc, s.metrics);
-  }
+  answer a = co_await dispatch(s, rc);
   a.holds = std::move(held);
   co_return a;
 }

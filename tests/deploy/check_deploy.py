@@ -1131,8 +1131,51 @@ def check_tier(args):
         check_config_text(args.layercached, node_text.replace(token, tok), "deploy/tier/node.yaml")
 
 
+def check_shared_node(args):
+    """deploy/shared-node: a node shared by teams (issue 23). The config passes --check-config;
+    every upstream is access: client with no node credentials (fills go with each client's
+    own) and no server.client_auth; each hosts.toml puts layercache first as a pull/resolve
+    mirror and the registry itself as server (where pulls whose credentials containerd keeps
+    from mirrors go), for a registry the config serves by that host; daemon.json names
+    layercache as the mirror."""
+    d = os.path.join(args.deploy_dir, "shared-node")
+    for name in ("README.md", "layercache.yaml", "daemon.json"):
+        need(os.path.exists(os.path.join(d, name)), f"deploy/shared-node/{name} is missing")
+    try:
+        import yaml
+    except ImportError:
+        raise Skipped("PyYAML not found (deploy/shared-node's config is read with it)")
+    text = read(os.path.join(d, "layercache.yaml"))
+    cfg = yaml.safe_load(text)
+    need("client_auth" not in cfg.get("server", {}),
+         "layercache.yaml: client_auth cannot go with access: client")
+    listen = cfg["server"]["listen"][0]["address"]
+    served = set()
+    for u in cfg["upstreams"]:
+        need(u.get("access") == "client", f"layercache.yaml: {u['name']} is not access: client")
+        need("auth" not in u, f"layercache.yaml: {u['name']} has node credentials")
+        served.add(re.sub(r"^https?://", "", u["url"]).split("/")[0])
+        served.update(u.get("aliases", []))
+    certs = os.path.join(d, "certs.d")
+    registries = sorted(os.listdir(certs))
+    need(registries, "deploy/shared-node/certs.d has no registry")
+    for reg in registries:
+        t = load_toml(os.path.join(certs, reg, "hosts.toml"), f"certs.d/{reg}/hosts.toml")
+        need(reg in served, f"certs.d/{reg}: no upstream of layercache.yaml serves {reg}")
+        need(t.get("server") == f"https://{reg}", f"certs.d/{reg}: server {t.get('server')!r}")
+        hosts = t.get("host", {})
+        need(list(hosts) == [f"http://{listen}"], f"certs.d/{reg}: hosts {list(hosts)}")
+        need(hosts[f"http://{listen}"].get("capabilities") == ["pull", "resolve"],
+             f"certs.d/{reg}: capabilities")
+    daemon = json.loads(read(os.path.join(d, "daemon.json")))
+    need(daemon.get("registry-mirrors") == [f"http://{listen}"],
+         f"daemon.json: registry-mirrors {daemon.get('registry-mirrors')!r}")
+    check_config_text(args.layercached, text, "deploy/shared-node/layercache.yaml")
+
+
 CHECKS = {
     "tier": check_tier,
+    "shared-node": check_shared_node,
     "systemd": check_systemd,
     "systemd-stargz": check_systemd_stargz,
     "docker": check_docker,

@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "tests/support/http_client.hpp"
+
 namespace layercache::testing {
 namespace {
 
@@ -162,6 +164,14 @@ command_result dockerd_process::docker(std::vector<std::string> args,
   std::vector<std::string> argv{"docker", "--host", "unix://" + socket_.string()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command(argv, timeout, {{"DOCKER_CONFIG", (dir_->path() / "cli").string()}});
+}
+
+void dockerd_process::set_cli_credentials(const std::string& registry, const std::string& user,
+                                          const std::string& password) const {
+  write_file(dir_->path() / "cli" / "config.json",
+             "{\"auths\": {\"" + registry + "\": {\"auth\": \"" +
+                 base64_encode(user + ":" + password) + "\"}}}\n",
+             0600);
 }
 
 std::string dockerd_process::log() const { return process_ ? process_->log() : std::string{}; }

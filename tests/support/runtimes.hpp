@@ -45,6 +45,11 @@ class dockerd_process {
   // Runs the docker CLI against this daemon (its own DOCKER_CONFIG, so no user credentials).
   [[nodiscard]] command_result docker(std::vector<std::string> args,
                                       std::chrono::milliseconds timeout) const;
+  // Gives the docker CLI credentials for `registry` (a config.json `auths` key, e.g.
+  // "https://index.docker.io/v1/"), as `docker login` stores them: it sends them with each pull
+  // of that registry's images.
+  void set_cli_credentials(const std::string& registry, const std::string& user,
+                           const std::string& password) const;
   [[nodiscard]] std::string log() const;
   // SIGHUP: dockerd reloads its config file (registry-mirrors among what it applies live).
   void reload() const;

@@ -18,11 +18,15 @@
 //                           [--replay-concurrency C]]
 //   layercache-bench --scenario FILE.yaml [--registry URL]
 //   every form: [--max-seconds S] [--timeout S] [--json] [--ca-file PEM | --insecure]
+//               [--header 'Name: value' …]
 //
 // A URL may be https://: the server's certificate must chain to the system's CAs or to those
 // of --ca-file and name the URL's host, unless --insecure (no check at all: throwaway
 // self-signed certificates on loopback). The handshake is part of a connection's opening, not
 // of a request's time; connections are kept alive, so a run pays it once per connection.
+// --header (repeatable) adds a header to every request, e.g. `Authorization: Basic …` for a
+// registry or a mirror that wants the client's own credentials; a redirect to another place
+// gets none of them. Their values are never printed (only --header's form, when it is wrong).
 // full with --url: C connections GET the URL until N requests have been started; an answer
 // counts only when it is a 200 whose body has the Content-Length it announced. full with
 // images: C clients pull until N pulls have been started — the manifest (an index is followed
@@ -41,6 +45,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/config.hpp"
@@ -75,7 +80,8 @@ int usage() {
          "                               [--replay-concurrency C]]\n"
          "       layercache-bench --scenario FILE.yaml [--registry URL]\n"
          "       every form: [--max-seconds S] [--timeout S] [--json] [--ca-file PEM | "
-         "--insecure]\n";
+         "--insecure]\n"
+         "                   [--header 'Name: value' …]\n";
   return 2;
 }
 
@@ -113,6 +119,7 @@ int main(int argc, char** argv) {
   bool json = false;
   bool insecure = false;
   bool count_given = false;
+  std::vector<header_field> headers;
   try {
     for (int i = first_option; i < argc; ++i) {
       const std::string arg = argv[i];
@@ -184,6 +191,15 @@ int main(int argc, char** argv) {
         ca_file = value();
       } else if (arg == "--insecure") {
         insecure = true;
+      } else if (arg == "--header") {
+        // The value may be a secret: the message never repeats it.
+        auto h = parse_header(value());
+        if (!h) {
+          throw std::invalid_argument(
+              "--header: expected 'Name: value' (a token name; one line; not Host, Range, Accept, "
+              "Content-Length, Transfer-Encoding or Connection)");
+        }
+        headers.push_back(std::move(*h));
       } else {
         std::cerr << "unknown argument " << arg << "\n";
         return usage();
@@ -257,6 +273,7 @@ int main(int argc, char** argv) {
   if (!registry.empty()) p.registry = registry;
   if (!ca_file.empty()) p.ca_file = ca_file;
   if (insecure) p.insecure = true;
+  p.headers = std::move(headers);
   if (max_seconds > 0) p.max_seconds = max_seconds;
   if (timeout > 0) p.timeout_seconds = timeout;
 

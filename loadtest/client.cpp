@@ -94,8 +94,10 @@ asio::awaitable<response> connection::send(request_spec spec) {
     if (!redirected_ || redirected_origin_->endpoint != to || redirected_origin_->tls != url->tls) {
       redirected_origin_ = std::make_unique<origin>(
           origin{to, url->host + ":" + url->port, "", url->tls, url->host});
-      redirected_ =
-          std::make_unique<connection>(ex_, redirected_origin_.get(), limits_, connects_, tls_);
+      // Registry clients keep credentials off other hosts (a storage host, a CDN).
+      const bool same_place = to == origin_->endpoint && url->tls == origin_->tls;
+      redirected_ = std::make_unique<connection>(ex_, redirected_origin_.get(), limits_, connects_,
+                                                 tls_, same_place ? headers_ : nullptr);
     }
     const double before = res.total_ms;
     spec.target = url->target;
@@ -192,6 +194,9 @@ asio::awaitable<void> connection::exchange_on(Stream* stream, request_spec* spec
   http::request<http::empty_body> req{spec->method, spec->target, 11};
   req.set(http::field::host, origin_->host_header);
   req.set(http::field::user_agent, "layercache-bench");
+  if (headers_ != nullptr) {
+    for (const auto& h : *headers_) req.set(h.name, h.value);
+  }
   if (!spec->range.empty()) req.set(http::field::range, spec->range);
   if (spec->accept_manifests) req.set(http::field::accept, accept_manifests);
   const auto t0 = clock_type::now();

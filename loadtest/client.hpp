@@ -89,14 +89,22 @@ struct clock_limits {
 // host) is followed on a second keep-alive connection to the place it names, as a registry
 // client would; the times then count from the first request. An https origin's connections
 // (and those of https redirects) use `tls`, with the handshake inside the connect (not in a
-// request's times); a failed handshake is a failed connect. `origin`, `limits`, `tls` and
-// `connects` (counted up at each connection opened) outlive the connection; `tls` may be null
-// when no https place is ever reached.
+// request's times); a failed handshake is a failed connect. Every request carries `headers`
+// (none when null) after Host and User-Agent, a redirect's only when it stays on the origin's
+// scheme, address and port. `origin`, `limits`, `tls`, `headers` and `connects` (counted up at
+// each connection opened) outlive the connection; `tls` may be null when no https place is
+// ever reached.
 class connection {
  public:
   connection(boost::asio::any_io_executor ex, const origin* o, const clock_limits* limits,
-             std::uint64_t* connects, boost::asio::ssl::context* tls = nullptr)
-      : ex_(std::move(ex)), origin_(o), limits_(limits), connects_(connects), tls_(tls) {}
+             std::uint64_t* connects, boost::asio::ssl::context* tls = nullptr,
+             const std::vector<header_field>* headers = nullptr)
+      : ex_(std::move(ex)),
+        origin_(o),
+        limits_(limits),
+        connects_(connects),
+        tls_(tls),
+        headers_(headers) {}
 
   // Never throws: failures are in response::error.
   boost::asio::awaitable<response> send(request_spec spec);
@@ -134,6 +142,7 @@ class connection {
   const clock_limits* limits_;
   std::uint64_t* connects_;
   boost::asio::ssl::context* tls_;
+  const std::vector<header_field>* headers_;
   // The open connection: one of the two, or neither.
   std::optional<boost::beast::tcp_stream> stream_;
   std::optional<tls_stream> tls_stream_;

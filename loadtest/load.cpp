@@ -41,7 +41,8 @@ struct scenario_run {
   scenario_result* r = nullptr;
   const origin* where = nullptr;
   const clock_limits* limits = nullptr;
-  asio::ssl::context* tls = nullptr;      // the run's, for https
+  asio::ssl::context* tls = nullptr;                   // the run's, for https
+  const std::vector<header_field>* headers = nullptr;  // the plan's, on every request
   std::vector<sized_blob> blobs;          // ranges: the blobs to read from (size ≥ range)
   std::vector<std::uint64_t> cumulative;  // ranges: running sum of blobs' sizes
   std::uint64_t next = 0;                 // tasks handed out
@@ -182,8 +183,8 @@ asio::awaitable<void> pull_client(scenario_run* run) {
   const auto ex = co_await asio::this_coro::executor;
   std::vector<std::unique_ptr<connection>> conns;
   for (unsigned i = 0; i < run->s->parallel; ++i) {
-    conns.push_back(
-        std::make_unique<connection>(ex, run->where, run->limits, &run->r->connections, run->tls));
+    conns.push_back(std::make_unique<connection>(ex, run->where, run->limits, &run->r->connections,
+                                                 run->tls, run->headers));
   }
   while (const auto task = run->take()) {
     const auto& image = run->s->images[*task % run->s->images.size()];
@@ -218,7 +219,7 @@ asio::awaitable<void> pull_client(scenario_run* run) {
 asio::awaitable<void> request_client(scenario_run* run, std::uint64_t seed) {
   const auto ex = co_await asio::this_coro::executor;
   const scenario& s = *run->s;
-  connection conn(ex, run->where, run->limits, &run->r->connections, run->tls);
+  connection conn(ex, run->where, run->limits, &run->r->connections, run->tls, run->headers);
   std::mt19937_64 rng(seed);
   while (const auto task = run->take()) {
     request_spec spec;
@@ -272,7 +273,7 @@ asio::awaitable<void> prepare_ranges(scenario_run* run, std::string* error) {
   const auto ex = co_await asio::this_coro::executor;
   const scenario& s = *run->s;
   std::uint64_t connects = 0;
-  connection conn(ex, run->where, run->limits, &connects, run->tls);
+  connection conn(ex, run->where, run->limits, &connects, run->tls, run->headers);
   scenario_result scratch;  // setup requests are not part of the results
   scenario_run setup = *run;
   setup.r = &scratch;
@@ -345,7 +346,7 @@ run_result run_plan(const plan& p) {
     r.count = s.kind == scenario_kind::replay && (s.count == 0 || s.count > s.reads.size())
                   ? s.reads.size()
                   : s.count;
-    runs[i] = scenario_run{&s, &r, &origins.at(base), &setup_limits, tls.get()};
+    runs[i] = scenario_run{&s, &r, &origins.at(base), &setup_limits, tls.get(), &p.headers};
   }
   // The replay count is the read set's length unless asked for fewer lines.
   std::vector<scenario> adjusted(p.scenarios);

@@ -351,6 +351,35 @@ std::optional<std::pair<std::string, std::string>> split_image(std::string_view 
   return std::make_pair(repo, reference);
 }
 
+std::optional<header_field> parse_header(std::string_view text) {
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  const auto name = text.substr(0, colon);
+  // RFC 9110 tchar.
+  constexpr std::string_view tchar_punctuation = "!#$%&'*+-.^_`|~";
+  const auto is_tchar = [&](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           tchar_punctuation.find(c) != std::string_view::npos;
+  };
+  if (!std::all_of(name.begin(), name.end(), is_tchar)) return std::nullopt;
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  });
+  for (const std::string_view own :
+       {"host", "range", "accept", "content-length", "transfer-encoding", "connection"}) {
+    if (lower == own) return std::nullopt;
+  }
+  auto value = text.substr(colon + 1);
+  const auto is_control = [](char c) {
+    return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f;
+  };
+  if (std::any_of(value.begin(), value.end(), is_control)) return std::nullopt;
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  return header_field{std::string(name), std::string(value)};
+}
+
 std::optional<blob_ref> parse_blob_ref(std::string_view text) {
   const auto at = text.find('@');
   if (at == std::string_view::npos || at == 0) return std::nullopt;

@@ -55,6 +55,13 @@ struct scenario {
   bool verify = false;                 // full: hash each blob and check it against its digest
 };
 
+// A header sent with every request of a run (layercache-bench --header), typically
+// `Authorization: Basic …`. Its value may be a secret: nothing prints it.
+struct header_field {
+  std::string name;
+  std::string value;
+};
+
 struct plan {
   std::string registry;             // http(s)://host[:port][/prefix]: base of the /v2/ paths
   double max_seconds = 120;         // YAML max_time: no request starts after it
@@ -65,6 +72,10 @@ struct plan {
   // checks nothing, for throwaway self-signed certificates on loopback.
   std::string ca_file;
   bool insecure = false;
+  // Sent with every request to the registry or url, and to a redirect that stays on the same
+  // scheme, address and port; never to another place (a storage host), as registry clients
+  // drop Authorization there. Only from the command line: a scenario file has no headers.
+  std::vector<header_field> headers;
 };
 
 // Parses a scenario file (see loadtest/scenarios/mix.yaml). Relative read-set paths are taken
@@ -90,6 +101,12 @@ struct http_url {
 
 // "repo:tag", "repo@sha256:…" or "repo" (tag latest) → repository and reference.
 [[nodiscard]] std::optional<std::pair<std::string, std::string>> split_image(std::string_view ref);
+
+// "Name: value" (blanks around the value dropped) → a header; nullopt when the name is not an
+// HTTP token, the value holds a control character (a line break: a second header), or the name
+// is one the bench sets itself (Host, Range, Accept, Content-Length, Transfer-Encoding,
+// Connection), case-insensitively.
+[[nodiscard]] std::optional<header_field> parse_header(std::string_view text);
 
 // "repo@sha256:…[:size]" → a blob; nullopt when malformed.
 [[nodiscard]] std::optional<blob_ref> parse_blob_ref(std::string_view text);

@@ -119,6 +119,23 @@ TEST(LoadParsers, BlobRefAndUrl) {
   EXPECT_FALSE(parse_http_url("https://:443/"));
 }
 
+TEST(LoadParsers, Header) {
+  const auto h = parse_header("Authorization: Basic dXNlcjpwYXNz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->name, "Authorization");
+  EXPECT_EQ(h->value, "Basic dXNlcjpwYXNz");
+  EXPECT_EQ(parse_header("X-Trace:1")->value, "1");
+  EXPECT_EQ(parse_header("X-Trace: \t a: b \t")->value, "a: b");
+  EXPECT_EQ(parse_header("X-Empty:")->value, "");
+  EXPECT_EQ(parse_header("User-Agent: mine")->name, "User-Agent");
+  for (const std::string& bad : std::vector<std::string>{
+           "Authorization", ": x", "Bad Name: x", "X-A\tB: x", "X-A: a\r\nX-B: b", "X-A: a\nb",
+           std::string("X-A: a\0b", 9), "Host: elsewhere", "range: bytes=0-1", "ACCEPT: */*",
+           "Content-Length: 1", "Transfer-Encoding: chunked", "Connection: close"}) {
+    EXPECT_FALSE(parse_header(bad)) << bad;
+  }
+}
+
 TEST(LoadParsers, Summarize) {
   EXPECT_EQ(summarize({}).n, 0u);
   std::vector<double> v;
@@ -332,6 +349,45 @@ TEST(LoadGenerator, FollowsBlobRedirectsToTheStorageHost) {
     ++at_storage;
   }
   EXPECT_EQ(at_storage, 2u * 3 + 10);  // config and two layers per pull, then the ranges
+}
+
+// --header: every request to the registry carries the headers (the ranges' setup too), a
+// redirect to the storage host none of them (credentials stay off other hosts); no report
+// shows a value.
+TEST(LoadGenerator, SendsHeadersToTheRegistryOnly) {
+  fake_registry reg;
+  fake_registry storage;
+  const served_image s;
+  serve(reg, s);
+  serve(storage, s);
+  reg.redirect_blobs_to(storage.url());
+  const std::string secret = "Basic c2VjcmV0OnNlY3JldA==";
+  plan p;
+  p.registry = reg.url();
+  p.headers = {{"Authorization", secret}, {"X-Bench", "1"}};
+  scenario ranges;
+  ranges.kind = scenario_kind::ranges;
+  ranges.name = "ranges";
+  ranges.images = {"demo/app:v1"};
+  ranges.range = 4096;
+  ranges.count = 4;
+  p.scenarios = {verified_pulls(2, 1, 2), ranges};
+  const auto r = run_plan(p);
+  EXPECT_EQ(r.scenarios[0].pulls_ok, 2u) << r.scenarios[0].first_error;
+  EXPECT_EQ(r.scenarios[1].ok, 4u) << r.scenarios[1].first_error;
+  const auto at_registry = reg.requests();
+  EXPECT_EQ(at_registry.size(), 2u * 5 + 2 + 4);  // pulls; the ranges' index and manifest; ranges
+  for (const auto& q : at_registry) {
+    EXPECT_EQ(q.header("Authorization").value_or(""), secret) << q.target;
+    EXPECT_EQ(q.header("X-Bench").value_or(""), "1") << q.target;
+  }
+  EXPECT_EQ(storage.requests().size(), 2u * 3 + 4);
+  for (const auto& q : storage.requests()) {
+    EXPECT_FALSE(q.header("Authorization")) << q.target;
+    EXPECT_FALSE(q.header("X-Bench")) << q.target;
+  }
+  EXPECT_EQ(text_report(r).find(secret), std::string::npos);
+  EXPECT_EQ(json_report(r).find(secret), std::string::npos);
 }
 
 TEST(LoadGenerator, ADigestMismatchFailsThePull) {

@@ -54,7 +54,8 @@ std::chrono::seconds usable_lifetime(std::chrono::seconds lifetime) {
 
 void token_cache::store(std::string_view upstream, std::string_view scope, std::string token,
                         std::chrono::seconds lifetime, clock::time_point now) {
-  const auto usable = usable_lifetime(lifetime);
+  clock::duration usable = usable_lifetime(lifetime);
+  if (longest_) usable = std::min(usable, *longest_);
   std::lock_guard lock(mutex_);
   entries_[key_of(upstream, scope)] = entry{std::move(token), now + usable};
 }

@@ -19,6 +19,10 @@ namespace layercache::registry {
 class token_cache {
  public:
   using clock = std::chrono::steady_clock;
+  token_cache() = default;
+  // Tokens are used at most `longest` (access: client's anonymous tokens: a repository made
+  // private is refused within access_ttl, not within the life of a token issued before).
+  explicit token_cache(clock::duration longest) : longest_(longest) {}
 
   // The cached token, if any and not within `margin` of expiry.
   [[nodiscard]] std::optional<std::string> find(std::string_view upstream, std::string_view scope,
@@ -35,6 +39,7 @@ class token_cache {
     std::string token;
     clock::time_point refresh_at;
   };
+  std::optional<clock::duration> longest_;
   std::mutex mutex_;
   std::map<std::string, entry, std::less<>> entries_;
 };

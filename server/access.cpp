@@ -7,6 +7,7 @@
 #include "metrics/metrics.hpp"
 #include "oci/media_types.hpp"
 #include "registry/distribution.hpp"
+#include "registry/mirrors.hpp"
 #include "server/handlers.hpp"
 
 namespace layercache::server {
@@ -151,7 +152,8 @@ access_parts::access_parts(const config::upstream& u)
         a.mirrors.clear();
         return a;
       }()),
-      none(anonymous) {}
+      none(anonymous),
+      tokens(std::chrono::duration_cast<registry::token_cache::clock::duration>(u.access_ttl)) {}
 
 access_gate::access_gate(const config::upstream& u, access_parts& shared,
                          registry::upstream_client& node, client_parts parts)
@@ -204,8 +206,29 @@ access_gate::admitted access_gate::serving(const std::string& repository,
   return admitted{client, std::move(own)};
 }
 
+asio::awaitable<access_gate::verdict> access_gate::admit_node(const request& req, const route& r,
+                                                              const std::string& repository) {
+  const auto digest =
+      r.kind == route_kind::blob || (r.kind == route_kind::manifest && r.reference_is_digest())
+          ? oci::digest::parse(r.reference)
+          : std::nullopt;
+  if (!digest) co_return admitted{&node_, nullptr};
+  if (shared_.book.member(repository, *digest)) {
+    if (parts_.metrics != nullptr) parts_.metrics->access_cached();
+    co_return admitted{&node_, nullptr};
+  }
+  // The origin's word, not a mirror's.
+  auto& origin = node_.mirrors() != nullptr ? node_.mirrors()->origin_only() : node_;
+  std::optional<std::uint64_t> size;
+  auto refusal = co_await check(origin, req, r, repository, &size);
+  if (refusal) co_return std::move(*refusal);
+  learn(repository, *digest);
+  co_return admitted{&node_, nullptr, size};
+}
+
 asio::awaitable<access_gate::verdict> access_gate::admit(const request& req, const route& r,
                                                          const std::string& repository) {
+  if (cfg_.access == config::access_mode::node) co_return co_await admit_node(req, r, repository);
   const std::string authorization = authorization_of(req);
   const std::string key = credential_key(authorization);
   auto own = key.empty() ? nullptr : presenting(key, authorization);

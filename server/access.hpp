@@ -93,7 +93,10 @@ struct access_parts {
   access_book book;
 };
 
-// The gate of one access: client upstream on one worker. Used only from that worker's thread.
+// The gate of one upstream on one worker: every access: client upstream has one, and so does
+// every access: node upstream when some upstream is access: client (the store is shared: what
+// a client-access upstream filled must not leave through a node-access one whose registry does
+// not hold it under the repository asked). Used only from that worker's thread.
 class access_gate {
  public:
   struct client_parts {
@@ -132,6 +135,10 @@ class access_gate {
     std::shared_ptr<registry::upstream_client> client;
     std::chrono::steady_clock::time_point used;
   };
+  // admit() for an access: node upstream beside access: client ones: the node's client, and a
+  // digest only where the upstream has it (the store holds what the others filled).
+  asio::awaitable<verdict> admit_node(const request& req, const route& r,
+                                      const std::string& repository);
   // The client presenting `authorization` (made on first use; at most max_presented kept).
   std::shared_ptr<registry::upstream_client> presenting(const std::string& key,
                                                         const std::string& authorization);

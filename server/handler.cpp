@@ -248,11 +248,6 @@ asio::awaitable<answer> handle_request(const services& s, upstream_clients& clie
   const auto& choice = std::get<upstream_choice>(chosen);
   record.upstream = choice.upstream->name;
   registry::upstream_client* chosen_client = clients.find(choice.upstream->name)->second.get();
-  if (from_layercache && chosen_client->mirrors() != nullptr) {
-    // Another layercache's fill: from the cache or the origin, never this one's mirrors (a
-    // tier that points back at a node must not bounce the request around).
-    chosen_client = &chosen_client->mirrors()->origin_only();
-  }
   access_gate* gate = nullptr;
   std::shared_ptr<registry::upstream_client> held;  // a client presenting this one's credentials
   if (auto it = gates.find(choice.upstream->name); it != gates.end()) {
@@ -266,6 +261,11 @@ asio::awaitable<answer> handle_request(const services& s, upstream_clients& clie
       s.blobs.listed(*chosen_client, {oci::descriptor{.digest = *oci::digest::parse(r.reference),
                                                       .size = *in.blob_size}});
     }
+  }
+  if (from_layercache && chosen_client->mirrors() != nullptr) {
+    // Another layercache's fill: from the cache or the origin, never this one's mirrors (a
+    // tier that points back at a node must not bounce the request around).
+    chosen_client = &chosen_client->mirrors()->origin_only();
   }
   registry::upstream_client& client = *chosen_client;
   const request_context rc{req, record, ex, client, choice, r, gate};

@@ -433,11 +433,15 @@ server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
 }
 
 void server::impl::prepare_upstreams() {
+  // With one access: client upstream, every upstream gets a gate (server/access.hpp).
+  const bool any_client_access =
+      std::any_of(cfg.upstreams.begin(), cfg.upstreams.end(),
+                  [](const auto& u) { return u.access == config::access_mode::client; });
   for (const auto& u : cfg.upstreams) {
     upstream_tls[u.name] = registry::make_client_tls(u.ca_file);
     credentials[u.name] = std::make_unique<registry::upstream_credentials>(u);
     redirects[u.name] = std::make_unique<registry::redirect_memory>();
-    if (u.access == config::access_mode::client) access[u.name] = std::make_unique<access_parts>(u);
+    if (any_client_access) access[u.name] = std::make_unique<access_parts>(u);
     if (u.mirrors.empty()) continue;
     auto& parts = mirrors[u.name];
     parts.state = std::make_unique<registry::mirror_state>(u, via);

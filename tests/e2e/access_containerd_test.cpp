@@ -29,20 +29,6 @@ bool contains(std::string_view haystack, std::string_view needle) {
   return haystack.find(needle) != std::string_view::npos;
 }
 
-// Blob GETs (not HEADs, not uploads) the registry has answered so far, from its access log.
-std::size_t upstream_blob_gets(const registry_process& upstream) {
-  const std::string log = upstream.log();
-  constexpr std::string_view method = "\"GET /v2/";
-  std::size_t count = 0;
-  for (auto at = log.find(method); at != std::string::npos; at = log.find(method, at + 1)) {
-    const auto end = log.find(' ', at + method.size());
-    const std::string_view path(log.data() + at + method.size(),
-                                (end == std::string::npos ? log.size() : end) - at - method.size());
-    if (contains(path, "/blobs/sha256:")) ++count;
-  }
-  return count;
-}
-
 // `ctr image pull` through the hosts dir, with `user` ("name:password") when not empty.
 command_result ctr_pull(const containerd_process& containerd, const std::string& user,
                         const std::string& ref) {
@@ -94,9 +80,7 @@ TEST(ContainerdClientAccess, PullsAPrivateImageOnlyWithCredentialsTheRegistryTak
   const auto img = make_image(image_format::oci, {3 * MiB, 2 * MiB, 1 * MiB}, 2311);
   registry_pusher(upstream.url(), {}, std::pair{"pusher", "push-pw"})
       .push_image("team/private", "v1", img);
-  const std::string realm = issuer.realm();  // http://127.0.0.1:PORT/token
-  const auto start = realm.find("//") + 2;
-  const std::string realm_host = realm.substr(start, realm.find('/', start) - start);
+  const std::string realm_host = issuer.realm_host();
   // The default upstream is dead: only `ns=registry.example.com` reaches the real one.
   layercache_instance proxy(
       "upstreams:\n" + upstream_yaml("hub", dead_server, true) +
@@ -118,7 +102,7 @@ TEST(ContainerdClientAccess, PullsAPrivateImageOnlyWithCredentialsTheRegistryTak
   EXPECT_TRUE(std::any_of(seen.begin(), seen.end(), [](const token_request& r) {
     return r.user == "alice" && r.status == 200 && !r.granted.empty();
   })) << "containerd did not fetch alice's token from the issuer";
-  const auto gets = upstream_blob_gets(upstream);
+  const auto gets = upstream.blob_requests();
 
   // Every blob is cached now; bob and an anonymous client still get none of it.
   for (const std::string user : {"bob:bob-pw-e2e-93", ""}) {
@@ -142,7 +126,7 @@ TEST(ContainerdClientAccess, PullsAPrivateImageOnlyWithCredentialsTheRegistryTak
     ASSERT_EQ(pull.exit_code, 0) << pull.output << "\n--- containerd log ---\n" << fresh.log();
     expect_containerd_image(fresh, ref, img);
   }
-  EXPECT_EQ(upstream_blob_gets(upstream), gets)
+  EXPECT_EQ(upstream.blob_requests(), gets)
       << "a second pull must be served from layercache's store\n"
       << upstream.log();
 }

@@ -16,14 +16,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// The issuer's realm host:port: a realm on the registry's host but another port must be listed
-// for the anonymous client that finds public repositories.
-std::string realm_host(const token_issuer& issuer) {
-  const std::string realm = issuer.realm();  // http://127.0.0.1:PORT/token
-  const auto start = realm.find("//") + 2;
-  return realm.substr(start, realm.find('/', start) - start);
-}
-
 TEST(AccessDockerd, ThePullersOwnHubCredentialsGetAPrivateImageThroughTheMirror) {
   if (auto why = runtime_unavailable({"dockerd", "docker", "containerd", "runc"}); !why.empty()) {
     GTEST_SKIP() << why;
@@ -43,7 +35,7 @@ TEST(AccessDockerd, ThePullersOwnHubCredentialsGetAPrivateImageThroughTheMirror)
       "upstreams:\n" +
       upstream_yaml("hub", upstream.url(), true,
                     "    access: client\n    auth:\n      type: anonymous\n      realm_hosts: ['" +
-                        realm_host(issuer) + "']\n"));
+                        issuer.realm_host() + "']\n"));
 
   {
     dockerd_process dockerd(proxy.url());

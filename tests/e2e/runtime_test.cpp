@@ -22,23 +22,6 @@ namespace {
 using namespace std::chrono_literals;
 constexpr std::size_t MiB = 1024 * 1024;
 
-// Blob requests (GET or HEAD, not uploads) the upstream registry has answered so far, from its
-// access log.
-std::size_t upstream_blob_requests(const registry_process& upstream) {
-  const std::string log = upstream.log();
-  std::size_t count = 0;
-  for (std::string_view method : {"\"GET /v2/", "\"HEAD /v2/"}) {
-    for (auto at = log.find(method); at != std::string::npos; at = log.find(method, at + 1)) {
-      const auto end = log.find(' ', at + method.size());
-      const std::string_view path(
-          log.data() + at + method.size(),
-          (end == std::string::npos ? log.size() : end) - at - method.size());
-      if (path.find("/blobs/sha256:") != std::string_view::npos) ++count;
-    }
-  }
-  return count;
-}
-
 bool contains(std::string_view haystack, std::string_view needle) {
   return haystack.find(needle) != std::string_view::npos;
 }
@@ -79,7 +62,7 @@ TEST(Dockerd, PullsADockerHubNameThroughTheMirrorAndAFreshDaemonSendsNoBlobUpstr
   registry_pusher(upstream.url()).push_image("project/repo/app", "v2", img);
   layercache_instance proxy("upstreams:\n" + upstream_yaml("hub", upstream.url(), true) +
                             upstream_yaml("europe-docker.pkg.dev", upstream.url(), false));
-  const auto before = upstream_blob_requests(upstream);
+  const auto before = upstream.blob_requests({"GET", "HEAD"});
 
   {
     dockerd_process dockerd(proxy.url());
@@ -95,7 +78,7 @@ TEST(Dockerd, PullsADockerHubNameThroughTheMirrorAndAFreshDaemonSendsNoBlobUpstr
     ASSERT_EQ(by_prefix.exit_code, 0) << by_prefix.output;
     expect_docker_image(dockerd, prefixed, img);
   }
-  const auto after_first = upstream_blob_requests(upstream);
+  const auto after_first = upstream.blob_requests({"GET", "HEAD"});
   EXPECT_GT(after_first, before) << "the first pull must have come from the upstream";
 
   {
@@ -104,7 +87,7 @@ TEST(Dockerd, PullsADockerHubNameThroughTheMirrorAndAFreshDaemonSendsNoBlobUpstr
     ASSERT_EQ(pull.exit_code, 0) << pull.output << "\n--- dockerd log ---\n" << fresh.log();
     expect_docker_image(fresh, "lcdemo:v1", img);
   }
-  EXPECT_EQ(upstream_blob_requests(upstream), after_first)
+  EXPECT_EQ(upstream.blob_requests({"GET", "HEAD"}), after_first)
       << "a second pull must be served from layercache's store\n"
       << upstream.log();
 }
@@ -144,7 +127,7 @@ TEST(Containerd, PullsAnotherRegistrysImageRoutedByNsAndAFreshRootSendsNoBlobUps
       "upstreams:\n" + upstream_yaml("hub", dead_server, true) +
       upstream_yaml("example", upstream.url(), false, "    aliases: [registry.example.com]\n"));
   const std::string ref = "registry.example.com/team/app:v1";
-  const auto before = upstream_blob_requests(upstream);
+  const auto before = upstream.blob_requests({"GET", "HEAD"});
 
   {
     containerd_process containerd;
@@ -153,7 +136,7 @@ TEST(Containerd, PullsAnotherRegistrysImageRoutedByNsAndAFreshRootSendsNoBlobUps
     ASSERT_EQ(pull.exit_code, 0) << pull.output << "\n--- containerd log ---\n" << containerd.log();
     expect_containerd_image(containerd, ref, img);
   }
-  const auto after_first = upstream_blob_requests(upstream);
+  const auto after_first = upstream.blob_requests({"GET", "HEAD"});
   EXPECT_GT(after_first, before) << "the first pull must have come from the upstream";
 
   {
@@ -167,7 +150,7 @@ TEST(Containerd, PullsAnotherRegistrysImageRoutedByNsAndAFreshRootSendsNoBlobUps
         ctr_pull(fresh, "registry.example.com/team/app@" + img.manifest.digest.str()), 180s);
     ASSERT_EQ(by_digest.exit_code, 0) << by_digest.output;
   }
-  EXPECT_EQ(upstream_blob_requests(upstream), after_first)
+  EXPECT_EQ(upstream.blob_requests({"GET", "HEAD"}), after_first)
       << "a second pull must be served from layercache's store\n"
       << upstream.log();
 }

@@ -114,28 +114,6 @@ std::chrono::system_clock::time_point expiry_of(std::string_view jwt) {
   return std::chrono::system_clock::time_point(std::chrono::seconds(exp));
 }
 
-// Blob GETs (not HEADs, not uploads) the registry has answered so far, from its access log.
-std::size_t upstream_blob_gets(const registry_process& upstream) {
-  const std::string log = upstream.log();
-  constexpr std::string_view method = "\"GET /v2/";
-  std::size_t count = 0;
-  for (auto at = log.find(method); at != std::string::npos; at = log.find(method, at + 1)) {
-    const auto end = log.find(' ', at + method.size());
-    const std::string_view path(log.data() + at + method.size(),
-                                (end == std::string::npos ? log.size() : end) - at - method.size());
-    if (contains(path, "/blobs/sha256:")) ++count;
-  }
-  return count;
-}
-
-// The issuer's realm host:port, for the upstream's auth.realm_hosts (layercache fetches
-// anonymous tokens there to learn which repositories are public).
-std::string realm_host_of(const token_issuer& issuer) {
-  const std::string realm = issuer.realm();  // http://127.0.0.1:PORT/token
-  const auto start = realm.find("//") + 2;
-  return realm.substr(start, realm.find('/', start) - start);
-}
-
 std::string client_access_yaml(std::string_view ttl) {
   return "    access: client\n    access_ttl: " + std::string(ttl) + "\n";
 }
@@ -213,7 +191,7 @@ class ClientAccessTest : public ::testing::Test {
     return upstream_yaml("up", registry_->url(), true,
                          client_access_yaml(ttl) +
                              "    auth:\n      type: anonymous\n      realm_hosts: ['" +
-                             realm_host_of(*issuer_) + "']\n");
+                             issuer_->realm_host() + "']\n");
   }
 
   // layercache in front of the token registry with `access: client`.
@@ -442,7 +420,7 @@ TEST_F(ClientAccessTest, PublicRepositorySharesCachedLayersButNotPrivateOnesUnde
   ASSERT_EQ(manifest.status, 200u) << manifest.body;
   EXPECT_EQ(manifest.body, public_->manifest.data);
 
-  const auto gets = upstream_blob_gets(*registry_);
+  const auto gets = registry_->blob_requests();
   const double fills = proxy->metric("layercache_cache_fills_total");
   for (const auto& headers : {with_bearer(bob), with_bearer(anonymous), kAcceptAll}) {
     auto m = client_.get(base + "/manifests/v1", headers);
@@ -452,7 +430,7 @@ TEST_F(ClientAccessTest, PublicRepositorySharesCachedLayersButNotPrivateOnesUnde
     ASSERT_EQ(layer.status, 200u) << layer.body;
     EXPECT_TRUE(layer.body == shared.data);
   }
-  EXPECT_EQ(upstream_blob_gets(*registry_), gets) << "the shared layer was fetched again";
+  EXPECT_EQ(registry_->blob_requests(), gets) << "the shared layer was fetched again";
   EXPECT_EQ(proxy->metric("layercache_cache_fills_total"), fills);
 
   // The private repository's own blobs, cached, asked for under the public name: what the
@@ -662,7 +640,7 @@ TEST_F(ClientAccessTest, ClientTokensNeverReachARedirectTarget) {
       "prefetch:\n  eager_layers: never\nupstreams:\n" +
       upstream_yaml("up", redirecting.url(), true,
                     client_access_yaml("60s") + "    auth:\n      type: anonymous\n" +
-                        "      realm_hosts: ['" + realm_host_of(*issuer_) + "']\n"));
+                        "      realm_hosts: ['" + issuer_->realm_host() + "']\n"));
   const std::string alice = private_token(kAlice);
   auto r = client_.get(proxy.url() + "/v2/" + kPrivate + "/blobs/" + img.layers[0].digest.str(),
                        with_bearer(alice));
@@ -735,7 +713,7 @@ TEST_P(ClientAccessNodeCredentialsTest, TheCheckIsStillEachClients) {
       upstream_yaml("up", registry_->url(), true,
                     client_access_yaml("60s") + "    auth:\n      type: basic\n      username: " +
                         kPusher.name + "\n      password_file: " + password_file.string() +
-                        "\n      realm_hosts: ['" + realm_host_of(*issuer_) + "']\n"));
+                        "\n      realm_hosts: ['" + issuer_->realm_host() + "']\n"));
   pull(proxy, kPrivate, *private_, with_bearer(private_token(kAlice)));
   expect_refused(proxy, kPrivate, *private_, with_bearer(token_for(*issuer_, kBob, kPrivate)));
   expect_refused(proxy, kPrivate, *private_, kAcceptAll);

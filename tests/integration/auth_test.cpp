@@ -40,9 +40,7 @@ std::size_t count_scope(const std::vector<token_request>& seen, std::string_view
 // The issuer's realm host:port listed for an upstream's credentials: a realm on the
 // registry's host but another port is refused unless listed (issue 25).
 std::string realm_hosts_of(const token_issuer& issuer) {
-  const std::string realm = issuer.realm();  // http://127.0.0.1:PORT/token
-  const auto start = realm.find("//") + 2;
-  return "      realm_hosts: ['" + realm.substr(start, realm.find('/', start) - start) + "']\n";
+  return "      realm_hosts: ['" + issuer.realm_host() + "']\n";
 }
 
 // One token issuer and one `auth: token` registry seeded through it, shared by this file.

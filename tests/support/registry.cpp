@@ -156,6 +156,22 @@ std::string registry_process::url() const {
 
 std::string registry_process::host() const { return "127.0.0.1:" + std::to_string(port_); }
 
+std::size_t registry_process::blob_requests(std::initializer_list<std::string_view> methods) const {
+  const std::string text = log();
+  std::size_t count = 0;
+  for (std::string_view method : methods) {
+    const std::string start = "\"" + std::string(method) + " /v2/";
+    for (auto at = text.find(start); at != std::string::npos; at = text.find(start, at + 1)) {
+      const auto end = text.find(' ', at + start.size());
+      const std::string_view path(
+          text.data() + at + start.size(),
+          (end == std::string::npos ? text.size() : end) - at - start.size());
+      if (path.find("/blobs/sha256:") != std::string_view::npos) ++count;
+    }
+  }
+  return count;
+}
+
 std::string registry_process::log() const {
   try {
     return read_file(log_file_);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,6 +68,10 @@ class registry_process {
   [[nodiscard]] const std::filesystem::path& config_file() const { return config_file_; }
   [[nodiscard]] const registry_options& options() const { return options_; }
   [[nodiscard]] std::string log() const;
+  // Blob requests (to /v2/<name>/blobs/sha256:…, not uploads) with one of `methods` that the
+  // registry answered so far, from its access log (registry_options::access_log).
+  [[nodiscard]] std::size_t blob_requests(std::initializer_list<std::string_view> methods = {
+                                              "GET"}) const;
 
   [[nodiscard]] bool running() const;
   // Stops the registry (an upstream outage for the code under test); storage is kept.

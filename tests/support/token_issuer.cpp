@@ -358,6 +358,10 @@ token_issuer::token_issuer(token_issuer_options options) : impl_(std::make_uniqu
 token_issuer::~token_issuer() = default;
 
 std::string token_issuer::realm() const { return impl_->server->url() + "/token"; }
+std::string token_issuer::realm_host() const {
+  const std::string url = impl_->server->url();  // http://127.0.0.1:PORT
+  return url.substr(url.find("//") + 2);
+}
 const std::string& token_issuer::service() const { return impl_->options.service; }
 const std::string& token_issuer::issuer() const { return impl_->options.issuer; }
 const std::string& token_issuer::cert_file() const { return impl_->cert_file; }

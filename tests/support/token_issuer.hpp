@@ -59,6 +59,9 @@ class token_issuer {
   token_issuer& operator=(const token_issuer&) = delete;
 
   [[nodiscard]] std::string realm() const;  // http://127.0.0.1:PORT/token
+  // The realm's host:port, as an upstream's auth.realm_hosts lists it (a realm on the
+  // registry's host but another port gets nothing unless listed).
+  [[nodiscard]] std::string realm_host() const;
   [[nodiscard]] const std::string& service() const;
   [[nodiscard]] const std::string& issuer() const;
   // PEM file of the signing certificate: the registry's auth.token.rootcertbundle.

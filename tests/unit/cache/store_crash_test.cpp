@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -50,10 +51,15 @@ std::unique_ptr<chunk_store> open(const std::string& path) {
                                           .sync_writes = false});
 }
 
+// Created by the child once its first whole blob is verified (the parent's random moments
+// start from there: a slow start under a sanitizer on a busy machine must not eat them).
+std::string started_marker(const std::string& path) { return path + ".started"; }
+
 // The child: writes until it is killed (or for 30 s at most). Blobs of 1..40 chunks; each one
 // is written whole and verified, or partly; now and then one is erased or a profile saved.
 [[noreturn]] void write_until_killed(const std::string& path, std::uint64_t seed) {
   auto store = open(path);
+  bool started = false;
   std::mt19937_64 rng(seed);
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   for (std::uint64_t blob = seed * 1000; std::chrono::steady_clock::now() < deadline; ++blob) {
@@ -68,6 +74,10 @@ std::unique_ptr<chunk_store> open(const std::string& path) {
       (void)store->put_chunk(d, size, chunk_size, i, chunk_bytes(blob, i, length));
     }
     if (whole) (void)store->mark_verified(d);
+    if (whole && !started) {
+      started = true;
+      testing::write_file(started_marker(path), "1");
+    }
     if (rng() % 7 == 0) (void)store->erase_blob(digest_n(blob - rng() % 5));
     if (rng() % 11 == 0) (void)store->put_profile(d, std::string(rng() % 5000, 'p'));
   }
@@ -131,8 +141,17 @@ TEST(StoreCrash, KilledAtRandomMomentsItAlwaysReopensConsistent) {
   constexpr int rounds = 12;
   int survived_writes = 0;
   for (int round = 0; round < rounds; ++round) {
+    std::filesystem::remove(started_marker(path));
     const pid_t child = start_writer(path, static_cast<std::uint64_t>(round) + 1);
     ASSERT_GT(child, 0);
+    for (int wait = 0; wait < 6000 && !std::filesystem::exists(started_marker(path)); ++wait) {
+      std::this_thread::sleep_for(10ms);  // at most 60 s
+    }
+    if (!std::filesystem::exists(started_marker(path))) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, nullptr, 0);
+      FAIL() << "round " << round << ": the writer verified no blob within 60 s";
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 600));
     ::kill(child, SIGKILL);
     int status = 0;

@@ -267,9 +267,8 @@ asio::awaitable<std::optional<answer>> access_gate::check(registry::upstream_cli
   std::unique_ptr<registry::upstream_response> up;
   std::optional<registry::upstream_failure> failed;
   if (r.kind == route_kind::blob) {
-    const auto d = oci::digest::parse(r.reference);
-    if (!d) co_return error_answer(400, "DIGEST_INVALID", "bad digest " + r.reference);
-    auto got = co_await registry::blob_size(client, repository, *d);
+    // parse_route let through only a valid digest.
+    auto got = co_await registry::blob_size(client, repository, *oci::digest::parse(r.reference));
     if (const auto* n = std::get_if<std::uint64_t>(&got)) {
       if (size != nullptr) *size = *n;
       if (parts_.metrics != nullptr) parts_.metrics->access_check("allowed");

@@ -128,8 +128,6 @@ class access_gate {
   // so a blob is a repository's only on a HEAD there.)
   void learn(const std::string& repository, const oci::digest& d);
 
-  [[nodiscard]] std::size_t presenting() const { return presented_.size(); }
-
  private:
   struct held {
     std::shared_ptr<registry::upstream_client> client;

@@ -10,6 +10,7 @@
 
 #include "oci/digest.hpp"
 #include "tests/support/http_stub.hpp"
+#include "tests/support/run_on.hpp"
 
 namespace layercache::registry {
 namespace {
@@ -45,15 +46,7 @@ class DistributionTest : public ::testing::Test {
 
   template <typename T>
   T run(std::function<asio::awaitable<T>(upstream_client&)> call) {
-    std::optional<T> out;
-    asio::co_spawn(
-        io_, [&]() -> asio::awaitable<void> { out.emplace(co_await call(*client_)); },
-        [](const std::exception_ptr& e) {
-          if (e) std::rethrow_exception(e);
-        });
-    io_.run();
-    io_.restart();
-    return std::move(*out);
+    return testing::run_on<T>(io_, [&] { return call(*client_); });
   }
 
   // Reads a ranged answer to its end (or error): the bytes by blob offset.

@@ -14,6 +14,7 @@
 #include "registry/mirrors.hpp"
 #include "tests/support/exposition.hpp"
 #include "tests/support/http_stub.hpp"
+#include "tests/support/run_on.hpp"
 
 namespace layercache::registry {
 namespace {
@@ -98,15 +99,7 @@ class MirrorDistributionTest : public ::testing::Test {
 
   template <typename T>
   T run(std::function<asio::awaitable<T>(upstream_client&)> call) {
-    std::optional<T> out;
-    asio::co_spawn(
-        io_, [&]() -> asio::awaitable<void> { out.emplace(co_await call(*client_)); },
-        [](const std::exception_ptr& e) {
-          if (e) std::rethrow_exception(e);
-        });
-    io_.run();
-    io_.restart();
-    return std::move(*out);
+    return testing::run_on<T>(io_, [&] { return call(*client_); });
   }
 
   // The bytes of [first, last] through get_blob_ranges, "" on an error.

@@ -21,6 +21,7 @@
 #include "server/handlers.hpp"
 #include "tests/support/http_stub.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/run_on.hpp"
 
 namespace layercache::server {
 namespace {
@@ -137,15 +138,7 @@ class HandlerTest : public ::testing::Test {
 
   template <typename T>
   T run(std::function<asio::awaitable<T>()> call) {
-    std::optional<T> out;
-    asio::co_spawn(
-        io_, [&]() -> asio::awaitable<void> { out.emplace(co_await call()); },
-        [](const std::exception_ptr& e) {
-          if (e) std::rethrow_exception(e);
-        });
-    io_.run();
-    io_.restart();
-    return std::move(*out);
+    return testing::run_on<T>(io_, call);
   }
 
   answer handle(const request& req) {

@@ -153,8 +153,11 @@ class chunk_store {
   // A new record takes `origin` (as does one of origin 0); a blob not verified yet takes
   // chunks only from its own origin (invalid_argument otherwise), so bytes one upstream served
   // never mix with another's before the whole was checked.
+  // `*created` (when given) says whether this call wrote the chunk: false when it was stored
+  // already (a stored chunk keeps the bytes it was first written with) or on an error.
   virtual status put_chunk(const oci::digest& d, std::uint64_t blob_size, std::uint32_t chunk_size,
-                           std::uint32_t index, std::string_view bytes, origin_id origin = 0) = 0;
+                           std::uint32_t index, std::string_view bytes, origin_id origin = 0,
+                           bool* created = nullptr) = 0;
 
   // Reads chunk `index` of `d` into `out` (replacing its content), verifying the chunk's
   // checksum. not_found when absent; corruption when the checksum fails: the chunk is then

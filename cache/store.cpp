@@ -103,7 +103,9 @@ class store final : public chunk_store {
   }
 
   status put_chunk(const oci::digest& d, std::uint64_t blob_size, std::uint32_t chunk_size,
-                   std::uint32_t index, std::string_view bytes, origin_id origin) override {
+                   std::uint32_t index, std::string_view bytes, origin_id origin,
+                   bool* created) override {
+    if (created != nullptr) *created = false;
     chunk_write w;
     w.shape.size = blob_size;
     w.shape.chunk_size = chunk_size;
@@ -123,7 +125,9 @@ class store final : public chunk_store {
       if (s.code != errc::not_found) return s;
     }
     if (status s = make_room_locked(d, w.raw, bytes.size()); !s.ok()) return s;
-    return write_chunk_locked(d, it, w);
+    status s = write_chunk_locked(d, it, w);
+    if (created != nullptr) *created = s.ok();
+    return s;
   }
 
   status get_chunk(const oci::digest& d, std::uint32_t index, std::string& out) override {

@@ -8,6 +8,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <optional>
 #include <utility>
@@ -28,6 +29,8 @@ constexpr int max_attempts = 3;
 constexpr std::size_t write_behind = 4;
 // Reads of at most this many chunks read them instead of listing the blob's chunks.
 constexpr std::uint32_t few_chunks = 4;
+// Complete chunks a blob's hash holds for their turn when their store write failed.
+constexpr std::size_t max_unstored = 32;
 
 // Runs `work`, which outlives the request that started it, holding `client` alive when it is
 // shared (a client acting with one client's credentials, upstream.access: client; a worker's
@@ -120,6 +123,20 @@ cache::origin_id origin_of(const registry::upstream_client& client) {
   return h == 0 ? 1 : h;
 }
 
+// A slot's identity for one hash per blob, apart from its buffer (whole reads keep one per
+// chunk they sent). `created`: the slot's store write created the chunk, so the store holds
+// exactly its bytes (a stored chunk is never overwritten: put_chunk keeps the first bytes).
+struct blob_source::slot_mark {
+  std::atomic<bool> created{false};
+};
+
+bool blob_source::same_bytes(const bytes_from& a, const bytes_from& b) {
+  const auto stands_for = [](const bytes_from& x) -> const slot_mark* {
+    return x == nullptr || x->created.load() ? nullptr : x.get();
+  };
+  return stands_for(a) == stands_for(b);
+}
+
 // One chunk being filled from upstream. `data` only grows, within capacity reserved up
 // front, so what a reader copied stays valid; all access is under `mutex`.
 struct blob_source::chunk_slot {
@@ -139,6 +156,7 @@ struct blob_source::chunk_slot {
   // fill: a reader may take it over), and the fill it is part of now.
   bool background = false;
   std::weak_ptr<fill_run> owner;
+  std::shared_ptr<slot_mark> mark = std::make_shared<slot_mark>();
 
   chunk_slot() = default;
   ~chunk_slot() { chunk_buffers().give(std::move(data)); }
@@ -150,6 +168,40 @@ struct blob_source::chunk_slot {
     for (auto& w : waiters) (void)w->try_send(boost::system::error_code{});
     waiters.clear();
   }
+};
+
+// One hash per blob: the digest of one purge generation of a blob, computed once, in chunk
+// order, from the chunks its fills complete (store_chunk, on the blocking pool) and from the
+// store for chunks stored before or ahead of their turn. Whole reads do not hash: they note
+// where each chunk they sent came from (sent_bytes) and, before their last piece, wait for
+// the verdict and check that they sent the very bytes it took (covered()).
+struct blob_source::blob_hash {
+  blob_hash(const oci::digest& d, std::uint64_t gen, const described_blob& m)
+      : digest(d), generation(gen), meta(m), hasher(d.algorithm()), fed(m.chunk_count()) {}
+  const oci::digest digest;
+  const std::uint64_t generation;
+  const described_blob meta;
+  std::mutex feeding;           // held while hashing, by blocking-pool threads only
+  oci::hasher hasher;           // under `feeding`
+  std::mutex mutex;             // the rest
+  std::uint32_t next = 0;       // chunks [0, next) are hashed
+  std::vector<bytes_from> fed;  // by chunk < next: whose bytes were hashed
+  // Complete chunks ahead of `next` whose store write failed (a full disk): held for their
+  // turn, a few at most.
+  std::map<std::uint32_t, std::shared_ptr<chunk_slot>> unstored;
+  bool store_changed = false;  // a stored chunk was found corrupt and removed meanwhile
+  enum class state { hashing, matched, mismatched, abandoned } result = state::hashing;
+  std::vector<std::shared_ptr<wakeup>> waiters;  // woken when it moves on
+
+  void wake_locked() {
+    for (auto& w : waiters) (void)w->try_send(boost::system::error_code{});
+    waiters.clear();
+  }
+};
+
+struct blob_source::sent_bytes {
+  std::vector<bytes_from> from;  // by chunk
+  bool differs = false;          // a chunk refetched after a failure was not the bytes sent before
 };
 
 // The slots one fill asks for, in order. A reader may take over those the fill has not begun
@@ -353,13 +405,17 @@ std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
       ++stats_.demand_takeovers;
     } else {
       if (completed_.contains(first_key)) return nullptr;
+      if (auto kept = unstored_.find(first_key); kept != unstored_.end()) {
+        ++stats_.chunks_joined;
+        return kept->second;  // complete, not stored (a full disk): its bytes as they came
+      }
       std::vector<std::shared_ptr<chunk_slot>> slots;
       for (std::uint32_t i = first; i <= limit && i < chunk_count && i - first < run_chunks; ++i) {
         const auto k = key_of(d, i);
         if (i != first) {
           const std::size_t rel = i - present_base;
           if (rel < present.size() && present[rel]) break;
-          if (inflight_.contains(k) || completed_.contains(k)) break;
+          if (inflight_.contains(k) || completed_.contains(k) || unstored_.contains(k)) break;
         }
         slots.push_back(add_slot_locked(k, meta, i, why));
       }
@@ -605,9 +661,13 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
   }
   co_await write_turns_->take(wanted);
   if (purge_generation(d) == generation) {
-    auto* s = slot.get();
-    stored = co_await pool_.run([this, &d, &meta, chunk, s, origin] {
-      return store_.put_chunk(d, meta.size, meta.chunk_size, chunk, s->data, origin);
+    stored = co_await pool_.run([this, &d, &meta, chunk, &slot, origin, generation] {
+      bool created = false;
+      auto s = store_.put_chunk(d, meta.size, meta.chunk_size, chunk, slot->data, origin, &created);
+      if (created) slot->mark->created = true;
+      // The blob's hash takes the chunk now, in this turn, if a whole read is waiting for it.
+      if (auto h = hash_to_feed(d, generation)) advance(*h, slot, s.ok());
+      return s;
     });
     if (purge_generation(d) != generation) {  // purged while we wrote: undo
       (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
@@ -615,7 +675,9 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
     }
   }
   write_turns_->give();
+  if (stored.ok()) store_refusing_ = false;
   if (!stored.ok() && stored.code != cache::errc::not_found) {
+    store_refusing_ = true;
     // A full disk fails every chunk: one line, then one a minute with the count.
     if (const auto quiet = store_error_log().admit()) {
       log::warn("cache", "storing chunk ", chunk, " of ", d.str(), ": ", stored.message,
@@ -623,6 +685,14 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
     }
     std::lock_guard lock(mutex_);
     ++stats_.store_errors;
+    // Kept a while for readers behind the fill (and the blob's hash): they read these bytes,
+    // not a refetch of them.
+    const auto key = key_of(d, chunk);
+    if (unstored_.emplace(key, slot).second) unstored_order_.push_back(key);
+    while (unstored_order_.size() > keep_unstored()) {
+      unstored_.erase(unstored_order_.front());
+      unstored_order_.pop_front();
+    }
   }
   finish_slot(d, chunk, *slot, false, stored.ok());  // wakes the fill if it waits for it
 }
@@ -695,6 +765,24 @@ asio::awaitable<blob_source::slot_read> blob_source::stream_slot(chunk_slot& slo
   }
   co_return slot_read::complete;
 }
+
+// Counts a whole read of a blob while it runs; `alone`: no other whole read of it ran when
+// it began.
+struct blob_source::whole_read {
+  blob_source& source;
+  std::string key;
+  bool alone = true;
+  whole_read(blob_source& s, const oci::digest& d) : source(s), key(d.str()) {
+    std::lock_guard lock(source.mutex_);
+    alone = source.whole_readers_[key]++ == 0;
+  }
+  ~whole_read() {
+    std::lock_guard lock(source.mutex_);
+    if (--source.whole_readers_[key] == 0) source.whole_readers_.erase(key);
+  }
+  whole_read(const whole_read&) = delete;
+  whole_read& operator=(const whole_read&) = delete;
+};
 
 // A blob pinned while read: eviction to make room for other blobs skips it.
 struct blob_source::pin {
@@ -795,7 +883,7 @@ asio::awaitable<void> blob_source::touch_later(oci::digest d) {
 
 asio::awaitable<blob_source::stored_read> blob_source::read_stored(
     const oci::digest& d, std::uint32_t i, oci::byte_interval part, bool admit, std::size_t length,
-    read_plan& plan, const sink& out, read_report* report) {
+    read_plan& plan, const sink& out, read_report* report, const chunk_slot* before) {
   cache::shared_chunk chunk;
   auto got = cache::status::success();
   if (!plan.early.empty() && plan.early[i - plan.first]) {
@@ -813,7 +901,18 @@ asio::awaitable<blob_source::stored_read> blob_source::read_stored(
     // Completed once but gone since (evicted, trimmed): the next attempt fills it.
     std::lock_guard lock(mutex_);
     completed_.erase(key_of(d, i));
+    // Stored once and gone (corrupt, evicted): what is stored next may be other bytes.
+    if (auto it = hashes_.find(d.str()); it != hashes_.end()) {
+      if (auto h = it->second.lock()) {
+        std::lock_guard hl(h->mutex);
+        h->store_changed = true;
+      }
+    }
     co_return stored_read::missing;
+  }
+  if (before != nullptr &&
+      std::memcmp(chunk->data(), before->data.data(), static_cast<std::size_t>(part.begin)) != 0) {
+    co_return stored_read::differs;  // not the bytes the failed slot handed out
   }
   bool prefetched = false;
   {
@@ -846,7 +945,8 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
 asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
                                             const std::string& repository, const oci::digest& d,
                                             const described_blob& meta, oci::byte_interval bytes,
-                                            const sink& out, read_report* report, fill_for why) {
+                                            const sink& out, read_report* report, fill_for why,
+                                            sent_bytes* sent) {
   if (!claim(origin_of(client), d, meta)) {
     co_return co_await read_direct(client, repository, d, meta, bytes, out, report);
   }
@@ -888,6 +988,9 @@ asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
     // Bytes [part.begin, from) of this chunk reached `out` already: a fill that failed
     // part-way through handed them over, and the next attempt resumes after them.
     std::uint64_t from = part.begin;
+    // For a whole read (`sent`): the failed slot those bytes came from. The bytes after them
+    // come from another slot or the store, and must continue the same bytes.
+    std::shared_ptr<chunk_slot> before;
     for (int attempt = 0; attempt < max_attempts && !done; ++attempt) {
       std::shared_ptr<chunk_slot> slot;
       if (!from_store) {
@@ -901,11 +1004,22 @@ asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
         from_store = false;  // if this fails, fill it
         // Part of a chunk (random ranges, lazy pulls) is worth keeping in memory.
         const bool admit = part.begin != 0 || part.end != length;
-        const auto got =
-            co_await read_stored(d, i, {from, part.end}, admit, length, plan, out, report);
-        if (got == stored_read::sink_failed) co_return false;
+        const auto got = co_await read_stored(d, i, {from, part.end}, admit, length, plan, out,
+                                              report, before.get());
+        if (got == stored_read::differs) sent->differs = true;
+        if (got == stored_read::sink_failed || got == stored_read::differs) co_return false;
         done = got == stored_read::delivered;
+        if (done && sent != nullptr) sent->from[i] = nullptr;  // the store's bytes
         continue;
+      }
+      if (before && from > 0) {
+        // The chunk's bytes so far came from a slot that failed: this one must repeat them.
+        if (!co_await arrived(*slot, static_cast<std::size_t>(from))) continue;
+        if (std::memcmp(slot->data.data(), before->data.data(), static_cast<std::size_t>(from)) !=
+            0) {
+          sent->differs = true;
+          co_return false;
+        }
       }
       const bool prefetched = report != nullptr && !plan.mine[i - first] && claim_prefetched(*slot);
       std::size_t streamed = 0;
@@ -918,6 +1032,10 @@ asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
                               : report->joined_bytes) += streamed;
       }
       from += streamed;
+      if (sent != nullptr) {
+        if (done) sent->from[i] = slot->mark;
+        if (streamed > 0) before = slot;  // its bytes [0, from) were sent
+      }
       if (rc == slot_read::slot_failed) {
         std::lock_guard lock(slot->mutex);
         if (slot->retries_spent) break;  // the upstream client's retries were spent on it
@@ -1155,6 +1273,51 @@ asio::awaitable<blob_source::verified_read> blob_source::read_whole_for(
     co_return oci::digest_of("", d.algorithm()) == d ? verified_read::verified
                                                      : verified_read::mismatch;
   }
+  // A whole read of a blob another whole read is reading already (a herd) rides the blob's
+  // hash; the first hashes itself, as do reads of bytes passed through from another upstream
+  // and reads while the store refuses writes (a full disk: chunks the hash took and a
+  // reader's may then be two fetches, whose sameness nothing shows).
+  const whole_read counted(*this, d);
+  if (meta.verified || !claim(origin_of(client), d, meta) || store_refusing_.load() ||
+      counted.alone) {
+    co_return co_await read_hashing_myself(client, repository, d, meta, out, report, why);
+  }
+  const auto hash = hash_of(d, meta);
+  sent_bytes sent;
+  sent.from.resize(meta.chunk_count());
+  std::uint64_t seen = 0;
+  bool mismatch = false;
+  bool unproven = false;
+  const sink checked = [&](const char* p, std::size_t n) -> asio::awaitable<bool> {
+    if (seen + n == meta.size) {  // the last piece is held back until the blob's verdict
+      const auto matched = co_await verdict(hash);
+      mismatch = matched.has_value() && !*matched;
+      unproven = !matched.has_value() || (*matched && !covered(*hash, sent));
+      if (mismatch || unproven) co_return false;
+    }
+    seen += n;
+    co_return co_await out(p, n);
+  };
+  const oci::byte_interval all{0, meta.size};
+  const bool ok = co_await read_for(client, repository, d, meta, all, checked, report, why, &sent);
+  if (mismatch || sent.differs) {
+    co_await purge(client, d);
+    co_return verified_read::mismatch;
+  }
+  if (unproven) {
+    log::warn("cache", "a whole read of ", d.str(),
+              " could not show it sent the bytes the blob's hash took; failed, not served");
+    std::lock_guard lock(mutex_);
+    ++stats_.unproven_reads;
+  }
+  if (!ok) co_return verified_read::failed;
+  if (stored_as_hashed(*hash)) co_await mark_verified(client, d);
+  co_return verified_read::verified;
+}
+
+asio::awaitable<blob_source::verified_read> blob_source::read_hashing_myself(
+    registry::upstream_client& client, const std::string& repository, const oci::digest& d,
+    const described_blob& meta, const sink& out, read_report* report, fill_for why) {
   oci::hasher hash(d.algorithm());
   std::uint64_t seen = 0;
   bool mismatch = false;
@@ -1171,6 +1334,10 @@ asio::awaitable<blob_source::verified_read> blob_source::read_whole_for(
   };
   const oci::byte_interval all{0, meta.size};
   const bool ok = co_await read_for(client, repository, d, meta, all, checked, report, why);
+  if (!meta.verified) {
+    std::lock_guard lock(mutex_);
+    stats_.hashed_bytes += seen;
+  }
   if (mismatch) {
     co_await purge(client, d);
     co_return verified_read::mismatch;
@@ -1215,9 +1382,19 @@ std::uint64_t blob_source::purge_generation(const oci::digest& d) const {
 }
 
 asio::awaitable<void> blob_source::purge(const oci::digest& d) {
+  std::shared_ptr<blob_hash> hashing;
   {
     std::lock_guard lock(mutex_);
     ++purges_[d.str()];
+    if (auto it = hashes_.find(d.str()); it != hashes_.end()) {
+      hashing = it->second.lock();
+      hashes_.erase(it);
+    }
+  }
+  if (hashing) {  // its readers' bytes belong to what was purged: none is served whole
+    std::lock_guard lock(hashing->mutex);
+    if (hashing->result == blob_hash::state::hashing) hashing->result = blob_hash::state::abandoned;
+    hashing->wake_locked();
   }
   (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
   std::lock_guard lock(mutex_);
@@ -1226,6 +1403,8 @@ asio::awaitable<void> blob_source::purge(const oci::digest& d) {
   owners_.erase(d.str());
   const std::string prefix = d.str() + "#";
   std::erase_if(completed_, [&](const std::string& k) { return k.starts_with(prefix); });
+  std::erase_if(unstored_, [&](const auto& e) { return e.first.starts_with(prefix); });
+  std::erase_if(unstored_order_, [&](const std::string& k) { return k.starts_with(prefix); });
 }
 
 asio::awaitable<void> blob_source::purge(const registry::upstream_client& client,
@@ -1266,6 +1445,152 @@ asio::awaitable<void> blob_source::mark_verified(const registry::upstream_client
     std::lock_guard lock(mutex_);
     owners_.erase(d.str());
   }
+}
+
+}  // namespace layercache::content
+
+namespace layercache::content {
+
+std::shared_ptr<blob_source::blob_hash> blob_source::hash_of(const oci::digest& d,
+                                                             const described_blob& meta) {
+  std::lock_guard lock(mutex_);
+  const auto generation = purges_.contains(d.str()) ? purges_.at(d.str()) : 0;
+  auto& entry = hashes_[d.str()];
+  if (auto h = entry.lock(); h && h->generation == generation) return h;
+  auto h = std::make_shared<blob_hash>(d, generation, meta);
+  entry = h;
+  if (hashes_.size() > max_remembered) {
+    std::erase_if(hashes_, [](const auto& e) { return e.second.expired(); });
+  }
+  return h;
+}
+
+std::shared_ptr<blob_source::blob_hash> blob_source::hash_to_feed(const oci::digest& d,
+                                                                  std::uint64_t generation) {
+  std::lock_guard lock(mutex_);
+  auto it = hashes_.find(d.str());
+  if (it == hashes_.end()) return nullptr;
+  auto h = it->second.lock();
+  return h && h->generation == generation ? h : nullptr;
+}
+
+void blob_source::advance(blob_hash& h, const std::shared_ptr<chunk_slot>& done, bool stored) {
+  const std::lock_guard feeding(h.feeding);
+  const std::uint32_t count = h.meta.chunk_count();
+  std::uint64_t hashed = 0;
+  bool moved = false;
+  for (std::uint32_t bound = 0; bound <= count; ++bound) {
+    std::shared_ptr<chunk_slot> slot;
+    std::uint32_t k = 0;
+    {
+      std::lock_guard lock(h.mutex);
+      if (h.result != blob_hash::state::hashing || h.next == count) break;
+      k = h.next;
+      if (done && done->chunk == k) {
+        slot = done;
+      } else if (auto it = h.unstored.find(k); it != h.unstored.end()) {
+        slot = std::move(it->second);
+        h.unstored.erase(it);
+      }
+    }
+    cache::shared_chunk held;  // the store's bytes, when no slot has them
+    if (!slot) {
+      const auto got = store_.get_chunk_shared(h.digest, k, false, held);
+      if (got.code == cache::errc::corruption) {
+        std::lock_guard lock(h.mutex);
+        h.store_changed = true;
+      }
+      if (!got.ok() || !held || held->size() != h.meta.chunk_interval(k).length()) break;
+    }
+    // A complete slot's bytes never change: read without its lock.
+    const std::string_view bytes = slot ? std::string_view(slot->data) : held->bytes;
+    h.hasher.update(bytes);
+    hashed += bytes.size();
+    moved = true;
+    std::lock_guard lock(h.mutex);
+    h.fed[k] = slot ? bytes_from(slot->mark) : nullptr;
+    ++h.next;
+  }
+  {
+    std::lock_guard lock(h.mutex);
+    if (done && !stored && done->chunk > h.next && h.unstored.size() < max_unstored) {
+      h.unstored.emplace(done->chunk, done);  // its turn comes after chunks still missing
+    }
+    if (h.result == blob_hash::state::hashing && h.next == count) {
+      h.result =
+          h.hasher.finish() == h.digest ? blob_hash::state::matched : blob_hash::state::mismatched;
+      moved = true;
+    }
+    if (moved) h.wake_locked();
+  }
+  // Not under h.mutex: mutex_ comes first where both are held (read_stored).
+  std::lock_guard source_lock(mutex_);
+  stats_.hashed_bytes += hashed;
+}
+
+asio::awaitable<std::optional<bool>> blob_source::verdict(const std::shared_ptr<blob_hash>& h) {
+  const auto ex = co_await asio::this_coro::executor;
+  const std::uint32_t count = h->meta.chunk_count();
+  for (std::uint32_t bound = 0; bound < 2 * count + 16; ++bound) {
+    auto wait = std::make_shared<wakeup>(ex, 1);
+    std::uint32_t before = 0;
+    {
+      std::lock_guard lock(h->mutex);
+      if (h->result != blob_hash::state::hashing) break;
+      before = h->next;
+      h->waiters.push_back(wait);
+    }
+    co_await pool_.run([this, &h] { advance(*h, nullptr, false); });
+    std::uint32_t stuck_at = 0;
+    {
+      std::lock_guard lock(h->mutex);
+      if (h->result != blob_hash::state::hashing) break;
+      if (h->next != before) continue;  // it moved: try the store again
+      stuck_at = h->next;
+    }
+    {
+      // Neither stored nor held: only a fill in flight can bring it.
+      std::lock_guard lock(mutex_);
+      if (!inflight_.contains(key_of(h->digest, stuck_at))) co_return std::nullopt;
+    }
+    (void)co_await wait->async_receive(use_nothrow);
+  }
+  std::lock_guard lock(h->mutex);
+  if (h->result == blob_hash::state::matched) co_return true;
+  if (h->result == blob_hash::state::mismatched) co_return false;
+  co_return std::nullopt;
+}
+
+bool blob_source::covered(blob_hash& h, const sent_bytes& sent) {
+  std::lock_guard lock(h.mutex);
+  if (h.store_changed || h.result != blob_hash::state::matched) return false;
+  for (std::size_t k = 0; k < h.fed.size(); ++k) {
+    if (!same_bytes(sent.from[k], h.fed[k])) return false;
+  }
+  return true;
+}
+
+bool blob_source::stored_as_hashed(blob_hash& h) {
+  std::lock_guard lock(h.mutex);
+  if (h.store_changed || h.result != blob_hash::state::matched) return false;
+  return std::all_of(h.fed.begin(), h.fed.end(),
+                     [](const bytes_from& f) { return same_bytes(f, nullptr); });
+}
+
+asio::awaitable<bool> blob_source::arrived(chunk_slot& slot, std::size_t n) {
+  const auto ex = co_await asio::this_coro::executor;
+  for (std::size_t bound = 0; bound <= n; ++bound) {  // each wake brings at least a byte
+    std::shared_ptr<wakeup> wait;
+    {
+      std::lock_guard lock(slot.mutex);
+      if (slot.data.size() >= n) co_return true;
+      if (slot.failed || slot.done) co_return false;
+      wait = std::make_shared<wakeup>(ex, 1);
+      slot.waiters.push_back(wait);
+    }
+    (void)co_await wait->async_receive(use_nothrow);
+  }
+  co_return false;
 }
 
 }  // namespace layercache::content

@@ -7,7 +7,9 @@
 // wait on). Readers on other workers are woken through thread-safe channels.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -89,6 +91,12 @@ struct blob_source_stats {
   // for but not begun receiving: the background fill gave them up instead of making the read
   // wait behind the chunks before them.
   std::uint64_t demand_takeovers = 0;
+  // Bytes hashed to check blobs against their digests: one hash per blob however many read it
+  // whole (readers of another upstream's blob hash what they pass through themselves).
+  std::uint64_t hashed_bytes = 0;
+  // Whole reads that could not show their bytes were the ones the blob's hash took (a chunk's
+  // store write and hold both failed, or the blob was purged meanwhile): failed, not served.
+  std::uint64_t unproven_reads = 0;
 };
 
 // Which upstream a client's bytes come from, as the store keeps it (blob_record::origin):
@@ -208,6 +216,16 @@ class blob_source {
   struct chunk_slot;
   struct fill_run;
   class write_turns;
+  // One hash per blob (issue 22). Whose bytes a reader sent for a chunk: a slot's (its mark),
+  // or the store's (nullptr). A slot whose store write created the chunk is the store's too.
+  struct slot_mark;
+  using bytes_from = std::shared_ptr<const slot_mark>;
+  [[nodiscard]] static bool same_bytes(const bytes_from& a, const bytes_from& b);
+  // The digest of a blob, computed once from the chunks its fills complete (in chunk order;
+  // chunks ahead of the next one are read back from the store when their turn comes).
+  struct blob_hash;
+  // What a whole read sent, chunk by chunk, to compare with what the blob's hash took.
+  struct sent_bytes;
   // Who a fill is for: a client's read (the chunk it needs now, or chunks ahead of it), or
   // work in the background (prefetch; completion). Demand never waits behind background.
   enum class fill_for { reader, read_ahead, prefetch, background };
@@ -231,16 +249,24 @@ class blob_source {
   // Until every fill's store write of `d` in flight now has finished.
   asio::awaitable<void> wait_stored(const oci::digest& d);
   struct pin;
+  struct whole_read;
   struct read_plan;
+  // How many unstored complete chunks to keep: what one reader has in flight ahead, and a run.
+  [[nodiscard]] std::size_t keep_unstored() const {
+    return std::size_t{settings_.parallel_runs + 1} *
+           std::max<std::uint64_t>(1, settings_.run_bytes / settings_.chunk_size);
+  }
   // Which of the chunks holding `wanted` the store holds (and, for a few chunks, their bytes).
   asio::awaitable<read_plan> plan_read(const oci::digest& d, const described_blob& meta,
                                        oci::byte_interval wanted);
-  enum class stored_read { delivered, missing, sink_failed };
+  enum class stored_read { delivered, missing, sink_failed, differs };
   // Bytes `part` (offsets within the chunk) of stored chunk `i` (`length` bytes long) to
-  // `out`; `admit`: keep it in the memory cache.
+  // `out`; `admit`: keep it in the memory cache. With `before` (a failed slot that handed
+  // bytes [0, part.begin) out already): `differs` when the store's are not those bytes.
   asio::awaitable<stored_read> read_stored(const oci::digest& d, std::uint32_t i,
                                            oci::byte_interval part, bool admit, std::size_t length,
-                                           read_plan& plan, const sink& out, read_report* report);
+                                           read_plan& plan, const sink& out, read_report* report,
+                                           const chunk_slot* before = nullptr);
   // A read of a blob another origin owns: from `client`'s upstream, stored nowhere.
   asio::awaitable<bool> read_direct(registry::upstream_client& client,
                                     const std::string& repository, const oci::digest& d,
@@ -268,10 +294,33 @@ class blob_source {
   std::shared_ptr<fill_run> make_run_locked(std::vector<std::shared_ptr<chunk_slot>> slots,
                                             fill_for why);
   // read() and read_whole(), for a client (demand) or for background work (completion).
+  // With `sent`: a whole read's record of where each chunk came from.
   asio::awaitable<bool> read_for(registry::upstream_client& client, const std::string& repository,
                                  const oci::digest& d, const described_blob& meta,
                                  oci::byte_interval bytes, const sink& out, read_report* report,
-                                 fill_for why);
+                                 fill_for why, sent_bytes* sent = nullptr);
+  // The blob's hash of this purge generation: the one in hashes_, or a new one there.
+  std::shared_ptr<blob_hash> hash_of(const oci::digest& d, const described_blob& meta);
+  // The hash a completed chunk of `d` of `generation` goes to, if a whole read made one.
+  std::shared_ptr<blob_hash> hash_to_feed(const oci::digest& d, std::uint64_t generation);
+  // Feeds `h` what it can take in order: `done` (a complete slot, `stored` or not) and then
+  // held slots and stored chunks. On the blocking pool only (it hashes and reads the store).
+  void advance(blob_hash& h, const std::shared_ptr<chunk_slot>& done, bool stored);
+  // The blob's verdict once `h` took every chunk (advancing it from the store meanwhile):
+  // true when it matched; nullopt when it cannot finish (a chunk neither stored, held nor
+  // being filled; or the blob was purged).
+  asio::awaitable<std::optional<bool>> verdict(const std::shared_ptr<blob_hash>& h);
+  // Whether every chunk `sent` has is the bytes `h` took.
+  static bool covered(blob_hash& h, const sent_bytes& sent);
+  // Whether the store holds exactly the bytes `h` took, every chunk (then a match verifies it).
+  static bool stored_as_hashed(blob_hash& h);
+  // Until `slot` holds at least `n` bytes (false: it failed first).
+  static asio::awaitable<bool> arrived(chunk_slot& slot, std::size_t n);
+  asio::awaitable<verified_read> read_hashing_myself(registry::upstream_client& client,
+                                                     const std::string& repository,
+                                                     const oci::digest& d,
+                                                     const described_blob& meta, const sink& out,
+                                                     read_report* report, fill_for why);
   asio::awaitable<verified_read> read_whole_for(registry::upstream_client& client,
                                                 const std::string& repository, const oci::digest& d,
                                                 const described_blob& meta, const sink& out,
@@ -338,10 +387,15 @@ class blob_source {
   registry::flight_table heads_;  // upstream HEADs in flight, by size_key (the size goes to sizes_)
   // Blobs not verified, by digest: the origin whose bytes the store holds or will hold.
   std::unordered_map<std::string, cache::origin_id> owners_;
-  std::unordered_map<std::string, unsigned> readers_;  // blobs being read: spared by eviction
-  std::unordered_set<std::string> completing_;         // background completions running
+  std::unordered_map<std::string, unsigned> readers_;        // blobs being read: spared by eviction
+  std::unordered_map<std::string, unsigned> whole_readers_;  // whole reads running, by digest
+  std::unordered_set<std::string> completing_;               // background completions running
   // Upstreams that answered a multi-range request with something else (by name).
   std::unordered_set<std::string> single_range_only_;
+  // Complete chunks whose store write failed (a full disk), the last max_unstored of them,
+  // by key_of, joined like fills in flight; unstored_order_ is their order of arrival.
+  std::unordered_map<std::string, std::shared_ptr<chunk_slot>> unstored_;
+  std::deque<std::string> unstored_order_;
   // Chunks prefetch stored that no client has read yet (bounded; cleared when full).
   std::unordered_set<std::string> prefetched_;
   // Purges per digest: a fill that started before a purge must not store what it fetched.
@@ -350,6 +404,10 @@ class blob_source {
   // Client (demand) fills in flight: background reads keep one run in flight, not
   // parallel_runs, while there are any.
   std::atomic<unsigned> demand_fills_{0};
+  // The last store write of a chunk failed (not for a purge): whole reads hash themselves.
+  std::atomic<bool> store_refusing_{false};
+  // Blobs being hashed, by digest (each alive while a whole read or a fill needs it).
+  std::unordered_map<std::string, std::weak_ptr<blob_hash>> hashes_;
   std::unique_ptr<write_turns> write_turns_;
 };
 

@@ -434,6 +434,11 @@ struct registry::impl {
           .Name("layercache_cache_store_errors_total")
           .Help("Store writes that failed (bytes were still served).")
           .Register(reg);
+  prometheus::Family<prometheus::Counter>& hashed =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_hashed_bytes_total")
+          .Help("Bytes hashed to check blobs against their digests (once per blob for a herd).")
+          .Register(reg);
   prometheus::Family<prometheus::Counter>& prefetch_fetched =
       prometheus::BuildCounter()
           .Name("layercache_prefetch_fetched_bytes_total")
@@ -670,6 +675,7 @@ std::string registry::serialize() {
     m.fills_in_flight.Add({}).Set(static_cast<double>(s.fills_in_flight));
     set_total(m.verified.Add({}), s.blobs_verified);
     set_total(m.store_errors.Add({}), s.store_errors);
+    set_total(m.hashed.Add({}), s.hashed_bytes);
     {
       std::lock_guard l(m.mutex);
       set_total(*m.digest_by_kind["blob"], s.blob_digest_failures);

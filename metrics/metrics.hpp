@@ -37,6 +37,7 @@
 //   layercache_cache_fills_in_flight                                gauge (chunks being filled)
 //   layercache_cache_blobs_verified_total                           counter
 //   layercache_cache_store_errors_total                             counter
+//   layercache_cache_hashed_bytes_total                             counter (digest checks)
 //   layercache_digest_failures_total{kind}                          counter (blob|stream|manifest)
 //   layercache_prefetch_fetched_bytes_total                         counter (chunk bytes)
 //   layercache_prefetch_used_bytes_total                            counter (of those, read)
@@ -128,6 +129,7 @@ struct snapshot {
   std::uint64_t blobs_verified = 0;
   std::uint64_t store_errors = 0;
   std::uint64_t blob_digest_failures = 0;
+  std::uint64_t hashed_bytes = 0;
   std::uint64_t prefetch_fetched_bytes = 0;
   std::uint64_t prefetch_used_bytes = 0;
   // Prefetch (absent when it is off: has_prefetch false).

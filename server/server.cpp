@@ -529,6 +529,7 @@ void server::impl::collect(metrics::snapshot& s) const {
     s.blobs_verified = b.verified;
     s.store_errors = b.store_errors;
     s.blob_digest_failures = b.digest_failures;
+    s.hashed_bytes = b.hashed_bytes;
     s.prefetch_fetched_bytes = b.prefetch_fetched_bytes;
     s.prefetch_used_bytes = b.prefetch_used_bytes;
   }

@@ -122,6 +122,11 @@ fault fault::corrupt_at(std::uint64_t blob_offset) {
   f.after = blob_offset;
   return f;
 }
+fault fault::corrupt_then_cut(std::uint64_t blob_offset, std::uint64_t body_bytes) {
+  fault f = corrupt_at(blob_offset);
+  f.cut = body_bytes;
+  return f;
+}
 fault fault::shifted_range(std::uint64_t by) {
   fault f;
   f.what = kind::wrong_range;
@@ -413,6 +418,12 @@ struct fault_upstream::impl {
     if (f.what == fault::kind::corrupt && f.after >= offset && f.after < offset + body.size()) {
       const auto at = static_cast<std::size_t>(f.after - offset);
       for (std::size_t i = at; i < std::min(body.size(), at + 16); ++i) body[i] = ~body[i];
+    }
+    if (f.what == fault::kind::corrupt && f.cut > 0) {
+      (void)send_all(fd, std::string_view(body).substr(0, f.cut));
+      ::shutdown(fd, SHUT_WR);
+      wait_for_close(fd);
+      return false;
     }
     switch (f.what) {
       case fault::kind::reset:

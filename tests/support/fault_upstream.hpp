@@ -40,6 +40,7 @@ struct fault {
   bool before_header = false;
   std::uint64_t bytes_per_second = 0;
   std::string location;
+  std::uint64_t cut = 0;  // corrupt: then a clean close after `cut` body bytes (0: none)
 
   static fault answer(unsigned status, std::string retry_after = {});
   static fault reset_after(std::uint64_t bytes);
@@ -47,6 +48,10 @@ struct fault {
   static fault stall_before_header();
   static fault truncate_after(std::uint64_t bytes);
   static fault corrupt_at(std::uint64_t blob_offset);
+  // The body with the 16 bytes at `blob_offset` inverted, cut short after `body_bytes` of it
+  // (a clean close, so they all arrive): a registry that lied before its answer broke off
+  // (what a client got first is not what a second request gets).
+  static fault corrupt_then_cut(std::uint64_t blob_offset, std::uint64_t body_bytes);
   static fault shifted_range(std::uint64_t by);
   static fault throttle(std::uint64_t bytes_per_second);
   static fault redirect_to(std::string location);

@@ -138,6 +138,32 @@ class BlobSourceTest : public ::testing::Test {
     return got;
   }
 
+  struct whole_result {
+    blob_source::verified_read result = blob_source::verified_read::failed;
+    std::string got;
+  };
+
+  // `n` whole reads of the blob at once, as `n` clients' GETs; what each got.
+  std::vector<whole_result> read_whole_at_once(unsigned n) {
+    auto reading = [](blob_source& blobs, registry::upstream_client& client, oci::digest d,
+                      described_blob meta, whole_result* into) -> asio::awaitable<bool> {
+      const blob_source::sink out = [into](const char* p, std::size_t k) -> asio::awaitable<bool> {
+        into->got.append(p, k);
+        co_return true;
+      };
+      into->result = co_await blobs.read_whole(client, repository, d, meta, out);
+      co_return true;
+    };
+    std::vector<whole_result> results(n);
+    std::vector<std::future<bool>> running;
+    for (auto& r : results) {
+      running.push_back(
+          asio::co_spawn(io_, reading(blobs_, *client_, digest_, meta_, &r), asio::use_future));
+    }
+    for (auto& f : running) EXPECT_EQ(f.wait_for(30s), std::future_status::ready);
+    return results;
+  }
+
   // Starts the background completion of the blob, as after a client's range read.
   void complete_in_background() {
     auto starting = [](blob_source& blobs, registry::upstream_client& client, oci::digest d,
@@ -238,6 +264,61 @@ TEST_F(BlobSourceTest, ACompletionAReaderTookPartOfStillVerifiesTheBlob) {
   ASSERT_EQ(ranges.size(), 4u) << ::testing::PrintToString(ranges);
   EXPECT_EQ(ranges[2], range_header(12, chunks - 1));
   EXPECT_EQ(ranges[3], range_header(2, 11));  // after the stall: from the chunk it broke in
+}
+
+// A herd: eight clients GET the cold blob at once. The first hashes what it sends; the seven
+// that come while it reads ride the blob's one hash, which the fills feed — two hashes of the
+// blob, not eight. Every client gets the exact bytes, and the store's copy is verified.
+TEST_F(BlobSourceTest, AHerdOfWholeReadsHashesTheBlobOnceBesideTheFirstReader) {
+  start(30s);
+  const auto results = read_whole_at_once(8);
+  for (const auto& r : results) {
+    EXPECT_EQ(r.result, blob_source::verified_read::verified);
+    EXPECT_TRUE(r.got == bytes_);
+  }
+  EXPECT_EQ(blobs_.stats().hashed_bytes, 2 * bytes_.size());
+  EXPECT_EQ(blobs_.stats().unproven_reads, 0u);
+  const auto record = store_->blob(digest_);
+  ASSERT_TRUE(record.has_value());
+  EXPECT_TRUE(record->verified);
+}
+
+// An upstream that lies about chunk 5 in every answer: no client of a herd gets the blob's last
+// byte (the riders wait for the blob's hash, which does not match), and nothing stays stored.
+TEST_F(BlobSourceTest, NoWholeReadOfALyingUpstreamGetsTheLastByte) {
+  start(30s);
+  upstream_->plan(request_kind::blob_get, fault::corrupt_at(std::uint64_t{5} * chunk + 7), 1000);
+  const auto results = read_whole_at_once(4);
+  for (const auto& r : results) {
+    EXPECT_NE(r.result, blob_source::verified_read::verified);
+    EXPECT_LT(r.got.size(), bytes_.size());
+  }
+  EXPECT_TRUE(eventually([&] {
+    const auto record = store_->blob(digest_);
+    return !record || !record->verified;
+  }));
+}
+
+// The first answer lies in chunk 3 and ends 1000 bytes into it; the request for the rest
+// gets the true bytes. The blob's hash takes the true chunk and matches — but a rider that
+// sent the lying first bytes finds, when it resumes, that the refetch does not repeat them:
+// it stops there, never gets the last byte, and the blob is purged.
+TEST_F(BlobSourceTest, ARiderWhoseChunkWasRefetchedWithOtherBytesStopsThere) {
+  start(30s);
+  // Planned for both first requests (chunk 0's and chunks 1-15's, in either order): chunk 0's
+  // answer is whole before the cut.
+  const std::uint64_t cut = std::uint64_t{2} * chunk + 1000;  // body bytes from chunk 1
+  upstream_->plan(request_kind::blob_get,
+                  fault::corrupt_then_cut(std::uint64_t{3} * chunk + 10, cut), 2);
+  const auto results = read_whole_at_once(2);
+  EXPECT_NE(results[0].result, blob_source::verified_read::verified);
+  EXPECT_LT(results[0].got.size(), bytes_.size());
+  EXPECT_EQ(results[1].result, blob_source::verified_read::mismatch);
+  EXPECT_LE(results[1].got.size(), std::uint64_t{3} * chunk + 1000);
+  EXPECT_TRUE(eventually([&] {
+    const auto record = store_->blob(digest_);
+    return !record || !record->verified;
+  }));
 }
 
 }  // namespace

@@ -93,8 +93,10 @@ soak: build
 # Static analysis (issue 20): clang-tidy-14 with the checks of .clang-tidy over every source
 # folder but tests/ (through $(BUILD)/compile_commands.json; configured here if missing), and
 # clang-format-14 --dry-run over every tracked .cpp/.hpp; fails on any finding. 7m40s of CPU
-# (~4 min on 2 idle cores); `make test` runs the same (ctest -L lint). LINT_FILES='tests/.*'
-# lints the tests. docs/reliability.md, "Static analysis".
+# (~4 min on 2 idle cores) the first time; units unchanged since they last passed are skipped
+# (their keys in ~/.cache/layercache/clang-tidy; LINT_CACHE_DIR= turns that off). `make test`
+# runs the same (ctest -L lint). LINT_FILES='tests/.*' lints the tests. docs/reliability.md,
+# "Static analysis".
 lint: test-deps
 	@[ -f $(BUILD)/compile_commands.json ] || cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 	LINT_BUILD=$(BUILD) bash scripts/lint.sh

@@ -14,7 +14,18 @@
 # no compile_commands.json), LINT_JOBS (2: clang-tidy processes), LINT_FILES (the translation
 # units, a regex on the path below the repository root; default: every folder of ours but tests/
 # and fuzz/, see below), LINT_FORMAT (1: also the clang-format check; 0 skips it), LINT_TIDY
-# (clang-tidy-14), LINT_FORMATTER (clang-format-14).
+# (clang-tidy-14), LINT_FORMATTER (clang-format-14), LINT_CACHE_DIR (below), LINT_PREPROCESSOR
+# (clang++-14: computes the cache keys; without it nothing is cached).
+#
+# Cache: a unit clang-tidy passed without a finding is remembered in LINT_CACHE_DIR
+# (~/.cache/layercache/clang-tidy; empty: no cache) under a key that hashes everything its
+# result depends on: the clang-tidy version, the .clang-tidy files, the arguments clang-tidy is
+# given, the unit's compile command, the unit preprocessed by clang with its comments (-E -C:
+# every header it includes, system ones too, and every NOLINT), and the bytes of each of our
+# files it includes. A unit whose key is there is not analysed again; a unit with a finding is
+# never remembered, so a finding is reported on every run. A key takes ~1 s of CPU against 5-90
+# s for clang-tidy. CI may keep ~/.cache as it keeps ccache's (without it: the same run as
+# before, plus the keys). Entries unused for 30 days are deleted.
 #
 # Scope and time: the checks walk the AST of the Asio/Beast/RocksDB headers of every unit, 5-90 s
 # of CPU each. The 47 non-test units took 7m40s of CPU (user+sys): 3m50s of wall time at -j2 on
@@ -34,6 +45,8 @@ LINT_FILES=${LINT_FILES:-(asio|cache|config|content|daemon|log|metrics|net|oci|r
 LINT_FORMAT=${LINT_FORMAT:-1}
 LINT_TIDY=${LINT_TIDY:-clang-tidy-14}
 LINT_FORMATTER=${LINT_FORMATTER:-clang-format-14}
+LINT_CACHE_DIR=${LINT_CACHE_DIR-${XDG_CACHE_HOME:-$HOME/.cache}/layercache/clang-tidy}
+LINT_PREPROCESSOR=${LINT_PREPROCESSOR:-clang++-14}
 
 skip() {
   echo "lint: SKIPPED: $*" >&2
@@ -74,17 +87,84 @@ count=$(wc -l <"$WORK/files")
   exit 1
 }
 
-echo "lint: $LINT_TIDY over $count units, -j$LINT_JOBS (.clang-tidy)"
+# The cache key of one unit (see the header): printed, or nothing (and exit 1) when the unit
+# cannot be preprocessed, which then runs uncached.
+cat >"$WORK/key.py" <<'EOF'
+import hashlib, json, os, re, shlex, subprocess, sys
+db, root, unit, preprocessor, header_filter, tidy = sys.argv[1:7]
+entry = next(e for e in json.load(open(db))
+             if os.path.realpath(os.path.join(e["directory"], e["file"])) == unit)
+args = entry["arguments"] if "arguments" in entry else shlex.split(entry["command"])
+# The compile command without its driver and outputs: clang preprocesses what clang-tidy parses.
+flags, skip = [], False
+for a in args[1:]:
+    if skip:
+        skip = False
+    elif a in ("-o", "-MF", "-MT", "-MQ"):
+        skip = True
+    elif a not in ("-c", "-MD", "-MMD"):
+        flags.append(a)
+pp = subprocess.run([preprocessor, *flags, "-E", "-C", "-o", "-"], cwd=entry["directory"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+if pp.returncode != 0:
+    sys.exit(1)
+h = hashlib.sha256()
+for part in ("layercache-lint-cache 1", tidy, header_filter, entry["directory"],
+             "\0".join(args[1:])):
+    h.update(part.encode() + b"\0")
+h.update(pp.stdout)
+# Our own files byte for byte (the preprocessed text collapses spaces inside a line).
+ours = sorted({m.decode() for m in re.findall(rb'^# \d+ "([^"]+)"', pp.stdout, re.M)
+               if m.decode().startswith(root + os.sep)})
+for path in ours:
+    h.update(path.encode() + b"\0" + open(path, "rb").read() + b"\0")
+print(h.hexdigest())
+EOF
+
+header_filter="^$ROOT/($FOLDERS)/"
+cache=$LINT_CACHE_DIR
+if [ -n "$cache" ] && ! command -v "$LINT_PREPROCESSOR" >/dev/null 2>&1; then
+  echo "lint: no $LINT_PREPROCESSOR: no cache"
+  cache=""
+fi
+if [ -n "$cache" ] && ! mkdir -p "$cache" 2>/dev/null; then
+  echo "lint: cannot create $cache: no cache"
+  cache=""
+fi
+[ -z "$cache" ] || find "$cache" -type f -mtime +30 -delete 2>/dev/null || true
+# The tool and its configuration: the version and every .clang-tidy of the tree.
+tidy_version="$("$LINT_TIDY" --version 2>&1)
+$(git ls-files -z '.clang-tidy' '*/.clang-tidy' | xargs -0 -r sha256sum)"
+
+echo "lint: $LINT_TIDY over $count units, -j$LINT_JOBS (.clang-tidy)${cache:+, cache $cache}"
 start=$(date +%s)
 failed=0
 # One clang-tidy per unit, its output kept in a file of its own and printed whole at the end
-# (parallel runs never interleave). Findings are errors (--warnings-as-errors='*').
+# (parallel runs never interleave). Findings are errors (--warnings-as-errors='*'). A unit
+# whose key is in the cache is skipped; one without a finding is added to it.
 # shellcheck disable=SC2016
 tr '\n' '\0' <"$WORK/files" | nice -n 10 xargs -0 -n1 -P "$LINT_JOBS" sh -c '
-  out=$1/$(printf %s "$5" | tr / _).log
-  "$2" -p "$3" --quiet --warnings-as-errors="*" --header-filter="$4" "$5" >"$out" 2>&1 ||
-    { echo "$5" >>"$1/failed"; echo "lint: findings in $5" >&2; }
-  exit 0' _ "$WORK" "$LINT_TIDY" "$db" "^$ROOT/($FOLDERS)/" || failed=1
+  work=$1 tidy=$2 db=$3 filter=$4 cache=$5 root=$6 pre=$7 version=$8 unit=$9
+  key=""
+  if [ -n "$cache" ]; then
+    key=$(python3 "$work/key.py" "$db/compile_commands.json" "$root" "$unit" "$pre" \
+      "$filter" "$version") || key=""
+    if [ -n "$key" ] && [ -e "$cache/$key" ]; then
+      touch "$cache/$key"
+      echo "$unit" >>"$work/cached"
+      exit 0
+    fi
+  fi
+  out=$work/$(printf %s "$unit" | tr / _).log
+  if "$tidy" -p "$db" --quiet --warnings-as-errors="*" --header-filter="$filter" "$unit" \
+    >"$out" 2>&1; then
+    [ -z "$key" ] || : >"$cache/$key"
+  else
+    echo "$unit" >>"$work/failed"
+    echo "lint: findings in $unit" >&2
+  fi
+  exit 0' _ "$WORK" "$LINT_TIDY" "$db" "$header_filter" "$cache" "$ROOT" "$LINT_PREPROCESSOR" \
+  "$tidy_version" || failed=1
 took=$(($(date +%s) - start))
 
 if [ -s "$WORK/failed" ]; then
@@ -99,7 +179,9 @@ if [ -s "$WORK/failed" ]; then
   echo "lint: $(wc -l <"$WORK/findings") distinct clang-tidy findings:" >&2
   sed "s|^$ROOT/||" "$WORK/findings" >&2
 fi
-echo "lint: clang-tidy took ${took}s"
+cached=0
+[ ! -f "$WORK/cached" ] || cached=$(wc -l <"$WORK/cached")
+echo "lint: clang-tidy took ${took}s ($cached of $count units unchanged since a clean run: cached)"
 
 if [ "$LINT_FORMAT" = 1 ]; then
   if ! command -v "$LINT_FORMATTER" >/dev/null 2>&1; then

@@ -254,7 +254,7 @@ tls_progress tls_stream::read(asio::mutable_buffer buffer, std::size_t& n) {
 }
 
 asio::const_buffer tls_stream::next_piece(write_step& w) {
-  constexpr std::size_t record = 16 * 1024;
+  constexpr std::size_t record = std::size_t{16} * 1024;
   const asio::const_buffer first = w.buffers[w.next];
   if (first.size() >= record || w.next + 1 == w.count ||
       first.size() + w.buffers[w.next + 1].size() > record) {

@@ -143,7 +143,7 @@ class socket_op {
 }  // namespace tls_detail
 
 struct deadline_socket::raw_read {
-  deadline_socket* socket;
+  deadline_socket* socket = nullptr;
   asio::mutable_buffer buffer;
   std::size_t n = 0;
   tls_progress operator()();
@@ -222,18 +222,18 @@ class tls_stream {
   }
 
   struct handshake_step {
-    tls_stream* s;
+    tls_stream* s = nullptr;
     tls_progress operator()() { return s->handshake(); }
   };
   struct read_step {
-    tls_stream* s;
+    tls_stream* s = nullptr;
     asio::mutable_buffer buffer;
     std::size_t n = 0;
     tls_progress operator()() { return s->read(buffer, n); }
     std::size_t bytes() const { return n; }
   };
   struct write_step {
-    tls_stream* s;
+    tls_stream* s = nullptr;
     std::array<asio::const_buffer, max_buffers> buffers{};
     std::size_t count = 0;
     std::size_t next = 0;        // the first buffer not yet handed to OpenSSL
@@ -243,13 +243,13 @@ class tls_stream {
     std::size_t bytes() const { return written; }
   };
   struct shutdown_step {
-    tls_stream* s;
+    tls_stream* s = nullptr;
     tls_progress operator()() { return s->shutdown(); }
   };
   // What the BIO reads and writes: the socket's descriptor while it is open, never a closed
   // one's number (which another connection may have by now).
   struct bio_target {
-    asio::ip::tcp::socket* socket;
+    asio::ip::tcp::socket* socket = nullptr;
     int error = 0;  // errno of the last failed send or recv
   };
 

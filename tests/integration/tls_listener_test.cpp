@@ -21,7 +21,7 @@ namespace layercache::testing {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr std::size_t MiB = 1024 * 1024;
+constexpr std::size_t MiB = std::size_t{1024} * 1024;
 
 // An HTTPS client on one connection: OpenSSL, blocking, reads bounded by 20 s.
 class tls_connection {
@@ -59,7 +59,7 @@ class tls_connection {
   // Up to `size` bytes: fewer when the connection ends (or a read waits 20 s).
   std::string read(std::size_t size) {
     std::string out;
-    std::string buf(64 * 1024, '\0');
+    std::string buf(std::size_t{64} * 1024, '\0');
     while (out.size() < size) {
       std::size_t n = 0;
       if (SSL_read_ex(ssl_, buf.data(), std::min(buf.size(), size - out.size()), &n) != 1) break;
@@ -70,7 +70,7 @@ class tls_connection {
   // One response: its header and a Content-Length body.
   std::string response() {
     std::string head;
-    while (head.find("\r\n\r\n") == std::string::npos && head.size() < 64 * 1024) {
+    while (head.find("\r\n\r\n") == std::string::npos && head.size() < std::size_t{64} * 1024) {
       const std::string c = read(1);
       if (c.empty()) return head;
       head += c;
@@ -202,8 +202,8 @@ TEST_F(TlsListenerTest, AHugeHeaderGetsA431TheClientCanRead) {
   start();
   auto c = connect();
   ASSERT_TRUE(c->handshake());
-  ASSERT_TRUE(c->send("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(100 * 1024, 'a') +
-                      "\r\n\r\n"));
+  ASSERT_TRUE(c->send("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                      std::string(std::size_t{100} * 1024, 'a') + "\r\n\r\n"));
   const std::string r = c->response();
   EXPECT_EQ(status_of(r), 431u) << r.substr(0, 300);
   EXPECT_TRUE(body_of(r).starts_with(R"({"errors":[{"code":"UNSUPPORTED")")) << r;

@@ -73,7 +73,7 @@ class client {
   // Reads `size` bytes, or fewer when the connection ends first.
   std::string read(std::size_t size) {
     std::string out;
-    std::string buf(64 * 1024, '\0');
+    std::string buf(std::size_t{64} * 1024, '\0');
     while (out.size() < size) {
       std::size_t n = 0;
       if (SSL_read_ex(ssl_, buf.data(), std::min(buf.size(), size - out.size()), &n) != 1) break;
@@ -352,7 +352,8 @@ TEST_F(TlsStreamTest, AWriteDeadlineCutsAClientThatStopsReading) {
   ASSERT_FALSE(handshake(*s));
   peer.join();
   s->next_layer().expires_after(300ms);
-  const std::string data = pattern(64 * 1024 * 1024);  // far more than the sockets hold
+  const std::string data =
+      pattern(std::size_t{64} * 1024 * 1024);  // far more than the sockets hold
   const auto [ec, n] = write_some(*s, asio::buffer(data));
   EXPECT_EQ(ec, beast::error::timeout) << ec.message();
   EXPECT_LT(n, data.size());

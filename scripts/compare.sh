@@ -41,7 +41,9 @@
 # COMPARE_TLS (1: the default backends and then layercache-tls nginx-tls; with redirect storage
 # layercache-tls alone),
 # COMPARE_ROUNDS (1: each backend once; N: N rounds, every other one in reverse order, so that
-# each pair runs alternated on a busy machine; ratios of each pair per round under the table).
+# each pair runs alternated on a busy machine; ratios of each pair per round under the table),
+# COMPARE_STRACE (a scenario's name, e.g. warm_pull: the backend's system calls during it,
+# `strace -c -f`, on stderr; BUILD may be another tree's build, e.g. to count main's calls).
 # Issue 22's HTTPS comparison, 8 × 64 MiB warm and warm 64 KiB ranges, both pairs in 5 rounds
 # (docs/benchmarks.md):
 #   COMPARE_LAYERS=64MiB COMPARE_SCENARIOS=pulls COMPARE_ROUNDS=5 \
@@ -315,6 +317,28 @@ backend_ticks() {
   done | awk '{ t += $1 } END { print t + 0 }'
 }
 
+# COMPARE_STRACE=scenario: `strace -c -f` on every thread of the backend's processes while that
+# scenario runs (it slows them: its round's times mean nothing); the counts go to stderr.
+TRACER=
+strace_start() {
+  [ -n "$BACKEND_PID" ] || return 0
+  local args=() p t
+  for p in "$BACKEND_PID" $(pgrep -P "$BACKEND_PID"); do
+    for t in /proc/"$p"/task/*; do args+=(-p "${t##*/}"); done
+  done
+  strace -c -f -o "$WORK/strace.txt" "${args[@]}" 2> /dev/null &
+  TRACER=$!
+  sleep 2  # attached to every thread
+}
+strace_stop() {  # backend
+  [ -n "$TRACER" ] || return 0
+  kill -INT "$TRACER" 2> /dev/null || true
+  wait "$TRACER" 2> /dev/null || true
+  TRACER=
+  log "strace -c -f of $1 (round $ROUND):"
+  head -25 "$WORK/strace.txt" | sed 's/^/  /' >&2
+}
+
 # Runs one scenario: `scenario backend name layercache-bench-arguments…`; records
 # "name|backend|upstream requests|upstream bytes|backend CPU seconds|bench line|round".
 ROUND=1
@@ -323,8 +347,10 @@ scenario() {
   shift 2
   mark=$(log_lines)
   ticks=$(backend_ticks)
+  [ "${COMPARE_STRACE:-}" = "$name" ] && strace_start
   out=$(timeout $((MAX_SECONDS + 180)) "$BUILD/layercache-bench" "$@" "${BENCH_TLS[@]}" \
     --max-seconds "$MAX_SECONDS" 2> "$WORK/bench.err" | head -1) || true
+  [ "${COMPARE_STRACE:-}" = "$name" ] && strace_stop "$backend"
   [ -n "$out" ] || out="failed: $(head -c 300 "$WORK/bench.err" | tr '\n' ' ')"
   # (before settle: the backend's CPU while the client ran, not its idle seconds after)
   [ -z "$ticks" ] || cpu=$(awk -v a="$ticks" -v b="$(backend_ticks)" -v hz="$TICKS" \

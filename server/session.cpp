@@ -11,6 +11,7 @@
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "server/handlers.hpp"
+#include "server/tls_stream.hpp"
 
 namespace layercache::server {
 namespace {
@@ -85,7 +86,8 @@ class session final : public session_base {
   }
 
  private:
-  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+  // beast::tcp_stream, or tls_stream's deadline_socket: deadlines, the socket, closing.
+  auto& lowest() { return beast::get_lowest_layer(stream_); }
 
   // Counts the exchange in the metrics and writes its access-log line.
   void finish_exchange(const request& req) {
@@ -333,14 +335,14 @@ asio::awaitable<void> serve_connection(asio::ip::tcp::socket socket, asio::ssl::
     co_await s.run();
     co_return;
   }
-  beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls);
-  beast::get_lowest_layer(stream).expires_after(worker.shared.cfg.server.timeouts.request_header);
-  auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_nothrow);
+  tls_stream stream(std::move(socket), tls->native_handle());
+  stream.next_layer().expires_after(worker.shared.cfg.server.timeouts.request_header);
+  auto [hec] = co_await stream.async_handshake(use_nothrow);
   if (hec) {
     log::debug("server", "TLS handshake failed: ", hec.message());
     co_return;
   }
-  session<beast::ssl_stream<beast::tcp_stream>> s(stream, worker);
+  session<tls_stream> s(stream, worker);
   co_await s.run();
 }
 

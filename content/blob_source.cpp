@@ -942,6 +942,30 @@ asio::awaitable<bool> blob_source::read(registry::upstream_client& client,
   co_return co_await read_for(client, repository, d, meta, bytes, out, report, fill_for::reader);
 }
 
+void blob_source::fill_ahead(const asio::any_io_executor& ex, registry::upstream_client& client,
+                             const std::string& repository, const oci::digest& d,
+                             const described_blob& meta, read_plan& plan, std::uint32_t i,
+                             std::uint32_t& ahead, fill_for why) {
+  const auto run_chunks =
+      static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / meta.chunk_size));
+  const bool background = !demand(why);
+  // Up to `parallel_runs` runs in flight for the missing chunks ahead of chunk i; in the
+  // background only one while clients' fills are in flight (they go first).
+  const std::uint64_t reach = background && demand_fills_.load() > 0
+                                  ? run_chunks
+                                  : std::uint64_t{settings_.parallel_runs} * run_chunks;
+  for (std::uint32_t k = std::max(ahead, i + 1); k <= plan.last && k < i + reach;) {
+    std::uint32_t run = 0;
+    if (!plan.present[k - plan.first]) {
+      (void)join_or_start(ex, client, repository, d, meta, k, plan.last, plan.present, plan.first,
+                          &run, background ? why : fill_for::read_ahead);
+      plan.mark_mine(k, run);
+    }
+    k += std::max<std::uint32_t>(run, 1);
+    ahead = k;
+  }
+}
+
 asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
                                             const std::string& repository, const oci::digest& d,
                                             const described_blob& meta, oci::byte_interval bytes,
@@ -953,13 +977,8 @@ asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
   auto ex = co_await asio::this_coro::executor;
   const pin pinned(*this, d.str());  // eviction to make room for other blobs skips it
   auto plan = co_await plan_read(d, meta, bytes);
-  const std::uint32_t cs = meta.chunk_size;
   const std::uint32_t first = plan.first;
   const std::uint32_t last = plan.last;
-  const auto run_chunks =
-      static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / cs));
-  const bool background = !demand(why);
-  const std::uint64_t window = std::uint64_t{settings_.parallel_runs} * run_chunks;
   std::uint32_t ahead = first;  // chunks before this have had their fill decided
 
   for (std::uint32_t i = first; i <= last; ++i) {
@@ -969,19 +988,7 @@ asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
     const oci::byte_interval wanted = bytes.intersect(chunk);
     const oci::byte_interval part{wanted.begin - chunk.begin, wanted.end - chunk.begin};
 
-    // Keep up to `parallel_runs` runs in flight for the missing chunks ahead of this one; in
-    // the background only one while clients' fills are in flight (they go first).
-    const std::uint64_t reach = background && demand_fills_.load() > 0 ? run_chunks : window;
-    for (std::uint32_t k = std::max(ahead, i + 1); k <= last && k < i + reach;) {
-      std::uint32_t run = 0;
-      if (!plan.present[k - first]) {
-        (void)join_or_start(ex, client, repository, d, meta, k, last, plan.present, first, &run,
-                            background ? why : fill_for::read_ahead);
-        plan.mark_mine(k, run);
-      }
-      k += std::max<std::uint32_t>(run, 1);
-      ahead = k;
-    }
+    fill_ahead(ex, client, repository, d, meta, plan, i, ahead, why);
 
     bool done = false;
     bool from_store = plan.present[i - first];
@@ -1014,12 +1021,10 @@ asio::awaitable<bool> blob_source::read_for(registry::upstream_client& client,
       }
       if (before && from > 0) {
         // The chunk's bytes so far came from a slot that failed: this one must repeat them.
-        if (!co_await arrived(*slot, static_cast<std::size_t>(from))) continue;
-        if (std::memcmp(slot->data.data(), before->data.data(), static_cast<std::size_t>(from)) !=
-            0) {
-          sent->differs = true;
-          co_return false;
-        }
+        const auto n = static_cast<std::size_t>(from);
+        if (!co_await arrived(*slot, n)) continue;
+        sent->differs = std::memcmp(slot->data.data(), before->data.data(), n) != 0;
+        if (sent->differs) co_return false;
       }
       const bool prefetched = report != nullptr && !plan.mine[i - first] && claim_prefetched(*slot);
       std::size_t streamed = 0;

@@ -293,6 +293,11 @@ class blob_source {
   // With mutex_ held: a fill of `slots`, theirs from now on. Spawn fill() with it.
   std::shared_ptr<fill_run> make_run_locked(std::vector<std::shared_ptr<chunk_slot>> slots,
                                             fill_for why);
+  // Starts fills for the missing chunks ahead of chunk `i` of a read (from `ahead`, which it
+  // moves on), as many runs as the read may have in flight.
+  void fill_ahead(const asio::any_io_executor& ex, registry::upstream_client& client,
+                  const std::string& repository, const oci::digest& d, const described_blob& meta,
+                  read_plan& plan, std::uint32_t i, std::uint32_t& ahead, fill_for why);
   // read() and read_whole(), for a client (demand) or for background work (completion).
   // With `sent`: a whole read's record of where each chunk came from.
   asio::awaitable<bool> read_for(registry::upstream_client& client, const std::string& repository,

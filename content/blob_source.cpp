@@ -1382,6 +1382,10 @@ asio::awaitable<void> blob_source::complete(registry::upstream_client& client,
 
 std::uint64_t blob_source::purge_generation(const oci::digest& d) const {
   std::lock_guard lock(mutex_);
+  return purge_generation_locked(d);
+}
+
+std::uint64_t blob_source::purge_generation_locked(const oci::digest& d) const {
   auto it = purges_.find(d.str());
   return it == purges_.end() ? 0 : it->second;
 }
@@ -1459,7 +1463,7 @@ namespace layercache::content {
 std::shared_ptr<blob_source::blob_hash> blob_source::hash_of(const oci::digest& d,
                                                              const described_blob& meta) {
   std::lock_guard lock(mutex_);
-  const auto generation = purges_.contains(d.str()) ? purges_.at(d.str()) : 0;
+  const auto generation = purge_generation_locked(d);
   auto& entry = hashes_[d.str()];
   if (auto h = entry.lock(); h && h->generation == generation) return h;
   auto h = std::make_shared<blob_hash>(d, generation, meta);

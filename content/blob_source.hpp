@@ -371,6 +371,7 @@ class blob_source {
   asio::awaitable<slot_read> stream_slot(chunk_slot& slot, oci::byte_interval part, const sink& out,
                                          std::size_t* delivered);
   std::uint64_t purge_generation(const oci::digest& d) const;
+  std::uint64_t purge_generation_locked(const oci::digest& d) const;  // mutex_ held
   asio::awaitable<void> complete(registry::upstream_client& client, std::string repository,
                                  oci::digest d, described_blob meta);
   void finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot, bool failed,

@@ -16,6 +16,7 @@
 #include "tests/support/layercache_instance.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/registry.hpp"
+#include "tests/support/tls_client.hpp"
 
 namespace layercache::testing {
 namespace {
@@ -24,49 +25,12 @@ using namespace std::chrono_literals;
 constexpr std::size_t MiB = std::size_t{1024} * 1024;
 
 // An HTTPS client on one connection: OpenSSL, blocking, reads bounded by 20 s.
-class tls_connection {
+class tls_connection : public tls_client {
  public:
   tls_connection(std::uint16_t port, const std::string& ca_file, int receive_buffer = 0)
-      : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    const timeval bound{20, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
-    if (receive_buffer > 0) {
-      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
-    }
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0;
-    SSL_CTX_load_verify_locations(ctx_, ca_file.c_str(), nullptr);
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
-    SSL_set1_host(ssl_, "127.0.0.1");
-    SSL_set_fd(ssl_, fd_);
-  }
-  ~tls_connection() {
-    SSL_free(ssl_);
-    SSL_CTX_free(ctx_);
-    ::close(fd_);
-  }
-  tls_connection(const tls_connection&) = delete;
-  tls_connection& operator=(const tls_connection&) = delete;
+      : tls_client(port, ca_file, receive_buffer, 20) {}
 
-  bool handshake() { return connected_ && SSL_connect(ssl_) == 1; }
-  bool send(std::string_view data) {
-    std::size_t n = 0;
-    return SSL_write_ex(ssl_, data.data(), data.size(), &n) == 1 && n == data.size();
-  }
-  // Up to `size` bytes: fewer when the connection ends (or a read waits 20 s).
-  std::string read(std::size_t size) {
-    std::string out;
-    std::string buf(std::size_t{64} * 1024, '\0');
-    while (out.size() < size) {
-      std::size_t n = 0;
-      if (SSL_read_ex(ssl_, buf.data(), std::min(buf.size(), size - out.size()), &n) != 1) break;
-      out.append(buf.data(), n);
-    }
-    return out;
-  }
+  bool send(std::string_view data) { return write(data); }
   // One response: its header and a Content-Length body.
   std::string response() {
     std::string head;
@@ -86,12 +50,6 @@ class tls_connection {
     char c = 0;
     return ::recv(fd_, &c, 1, 0) <= 0;
   }
-
- private:
-  int fd_;
-  bool connected_ = false;
-  SSL_CTX* ctx_ = SSL_CTX_new(TLS_client_method());
-  SSL* ssl_ = SSL_new(ctx_);
 };
 
 unsigned status_of(std::string_view response) {

@@ -23,6 +23,7 @@
 
 #include "tests/support/process.hpp"
 #include "tests/support/registry.hpp"
+#include "tests/support/tls_client.hpp"
 
 namespace layercache::server {
 namespace {
@@ -42,45 +43,14 @@ std::string pattern(std::size_t size) {
   return s;
 }
 
-// A TLS client as any: OpenSSL on a blocking socket, verifying the server's certificate.
-class client {
+// A TLS client as any (tests/support/tls_client.hpp), and what these tests do beside reading
+// and writing.
+class client : public testing::tls_client {
  public:
-  explicit client(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::connect(fd_, reinterpret_cast<const sockaddr*>(&a), sizeof a), 0);
-    SSL_CTX_load_verify_locations(ctx_, certificates().ca_cert.c_str(), nullptr);
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
-    ssl_ = SSL_new(ctx_);
-    SSL_set1_host(ssl_, "127.0.0.1");
-    SSL_set_fd(ssl_, fd_);
+  explicit client(std::uint16_t port) : tls_client(port, certificates().ca_cert) {
+    EXPECT_TRUE(connected());
   }
-  ~client() {
-    SSL_free(ssl_);
-    SSL_CTX_free(ctx_);
-    if (fd_ >= 0) ::close(fd_);
-  }
-  client(const client&) = delete;
-  client& operator=(const client&) = delete;
 
-  bool handshake() { return SSL_connect(ssl_) == 1; }
-  bool write(std::string_view data) {
-    std::size_t n = 0;
-    return SSL_write_ex(ssl_, data.data(), data.size(), &n) == 1 && n == data.size();
-  }
-  // Reads `size` bytes, or fewer when the connection ends first.
-  std::string read(std::size_t size) {
-    std::string out;
-    std::string buf(std::size_t{64} * 1024, '\0');
-    while (out.size() < size) {
-      std::size_t n = 0;
-      if (SSL_read_ex(ssl_, buf.data(), std::min(buf.size(), size - out.size()), &n) != 1) break;
-      out.append(buf.data(), n);
-    }
-    return out;
-  }
   // What a read says once the server is done: SSL_ERROR_ZERO_RETURN after its close_notify.
   int read_end() {
     char c = 0;
@@ -114,11 +84,6 @@ class client {
            static_cast<ssize_t>(bytes.size());
   }
   const char* version() { return SSL_get_version(ssl_); }
-
- private:
-  int fd_;
-  SSL_CTX* ctx_ = SSL_CTX_new(TLS_client_method());
-  SSL* ssl_ = nullptr;
 };
 
 class TlsStreamTest : public ::testing::Test {

@@ -381,12 +381,33 @@ void blob_source::forget_size(const registry::upstream_client& client, const oci
   sizes_.erase(key);
 }
 
+std::shared_ptr<blob_source::chunk_slot> blob_source::join_held(const asio::any_io_executor& ex,
+                                                                const oci::digest& d,
+                                                                const described_blob& meta,
+                                                                std::uint32_t index) {
+  const auto key = key_of(d, index);
+  std::shared_ptr<chunk_slot> slot;
+  bool store_again = false;
+  {
+    std::lock_guard lock(mutex_);
+    const auto it = unstored_.find(key);
+    if (it == unstored_.end()) return nullptr;
+    ++stats_.chunks_joined;
+    slot = it->second.slot;
+    store_again = !std::exchange(it->second.storing, true);
+  }
+  // Outside mutex_: co_spawn may run store_held's start on this thread at once.
+  if (store_again) asio::co_spawn(ex, store_held(d, meta, key), asio::detached);
+  return slot;
+}
+
 std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
     const asio::any_io_executor& ex, registry::upstream_client& client,
     const std::string& repository, const oci::digest& d, const described_blob& meta,
     std::uint32_t first, std::uint32_t limit, const std::vector<bool>& present,
     std::uint32_t present_base, std::uint32_t* run, fill_for why) {
   *run = 0;
+  if (auto held = join_held(ex, d, meta, first)) return held;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   const auto run_chunks =
       static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / meta.chunk_size));
@@ -406,8 +427,8 @@ std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
     } else {
       if (completed_.contains(first_key)) return nullptr;
       if (auto kept = unstored_.find(first_key); kept != unstored_.end()) {
-        ++stats_.chunks_joined;
-        return kept->second;  // complete, not stored (a full disk): its bytes as they came
+        ++stats_.chunks_joined;    // held since join_held looked: no store retry this time
+        return kept->second.slot;  // complete, not stored (a full disk): its bytes as they came
       }
       std::vector<std::shared_ptr<chunk_slot>> slots;
       for (std::uint32_t i = first; i <= limit && i < chunk_count && i - first < run_chunks; ++i) {
@@ -688,13 +709,48 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
     // Kept a while for readers behind the fill (and the blob's hash): they read these bytes,
     // not a refetch of them.
     const auto key = key_of(d, chunk);
-    if (unstored_.emplace(key, slot).second) unstored_order_.push_back(key);
+    if (unstored_.emplace(key, held_chunk{slot, origin, generation}).second) {
+      unstored_order_.push_back(key);
+    }
     while (unstored_order_.size() > keep_unstored()) {
       unstored_.erase(unstored_order_.front());
       unstored_order_.pop_front();
     }
   }
   finish_slot(d, chunk, *slot, false, stored.ok());  // wakes the fill if it waits for it
+}
+
+asio::awaitable<void> blob_source::store_held(oci::digest d, described_blob meta, std::string key) {
+  held_chunk held;
+  {
+    std::lock_guard lock(mutex_);
+    const auto it = unstored_.find(key);
+    if (it == unstored_.end()) co_return;
+    held = it->second;
+  }
+  auto stored = cache::status::not_found("blob was purged while its chunk was held");
+  co_await write_turns_->take(false);
+  if (purge_generation(d) == held.generation) {
+    stored = co_await pool_.run([this, &d, &meta, &held] {
+      return store_.put_chunk(d, meta.size, meta.chunk_size, held.slot->chunk, held.slot->data,
+                              held.origin);
+    });
+    if (purge_generation(d) != held.generation) {  // purged while we wrote: undo
+      (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
+      stored = cache::status::not_found("blob was purged during the write");
+    }
+  }
+  write_turns_->give();
+  if (stored.ok()) store_refusing_ = false;
+  std::lock_guard lock(mutex_);
+  const auto it = unstored_.find(key);
+  if (it == unstored_.end() || it->second.slot != held.slot) co_return;
+  if (!stored.ok()) {
+    it->second.storing = false;  // the next read that joins it tries again
+    co_return;
+  }
+  unstored_.erase(it);
+  std::erase(unstored_order_, key);
 }
 
 void blob_source::finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot,

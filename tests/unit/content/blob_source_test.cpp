@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -57,6 +58,78 @@ bool eventually(const std::function<bool()>& done, std::chrono::milliseconds lim
   }
   return done();
 }
+
+// The store under test, refusing chunk writes (as on a full disk) while `refusing` is set.
+class refusing_store final : public cache::chunk_store {
+ public:
+  explicit refusing_store(cache::chunk_store& base) : base_(base) {}
+  std::atomic<bool> refusing{false};
+
+  cache::status put_chunk(const oci::digest& d, std::uint64_t size, std::uint32_t chunk_size,
+                          std::uint32_t index, std::string_view bytes, cache::origin_id origin,
+                          bool* created) override {
+    if (created != nullptr) *created = false;
+    if (refusing) return cache::status::no_space("refused by the test: the disk is full");
+    return base_.put_chunk(d, size, chunk_size, index, bytes, origin, created);
+  }
+  std::optional<cache::blob_record> blob(const oci::digest& d) override { return base_.blob(d); }
+  cache::status get_chunk(const oci::digest& d, std::uint32_t i, std::string& out) override {
+    return base_.get_chunk(d, i, out);
+  }
+  cache::status get_chunk_shared(const oci::digest& d, std::uint32_t i, bool admit,
+                                 cache::shared_chunk& out) override {
+    return base_.get_chunk_shared(d, i, admit, out);
+  }
+  bool try_blob(const oci::digest& d, std::optional<cache::blob_record>& out) override {
+    return base_.try_blob(d, out);
+  }
+  bool try_touch(const oci::digest& d) override { return base_.try_touch(d); }
+  cache::shared_chunk memory_chunk(const oci::digest& d, std::uint32_t i) override {
+    return base_.memory_chunk(d, i);
+  }
+  bool has_chunk(const oci::digest& d, std::uint32_t i) override { return base_.has_chunk(d, i); }
+  std::vector<std::uint32_t> present_chunks(const oci::digest& d) override {
+    return base_.present_chunks(d);
+  }
+  cache::status mark_verified(const oci::digest& d) override { return base_.mark_verified(d); }
+  void touch(const oci::digest& d) override { base_.touch(d); }
+  cache::status erase_blob(const oci::digest& d) override { return base_.erase_blob(d); }
+  cache::status put_manifest(const oci::digest& d, std::string_view type,
+                             std::string_view bytes) override {
+    return base_.put_manifest(d, type, bytes);
+  }
+  std::optional<cache::stored_manifest> manifest(const oci::digest& d) override {
+    return base_.manifest(d);
+  }
+  cache::status put_tag(std::string_view key, const cache::tag_record& t) override {
+    return base_.put_tag(key, t);
+  }
+  std::optional<cache::tag_record> tag(std::string_view key) override { return base_.tag(key); }
+  cache::status put_profile(const oci::digest& m, std::string_view bytes) override {
+    return base_.put_profile(m, bytes);
+  }
+  std::optional<std::string> profile(const oci::digest& m) override { return base_.profile(m); }
+  cache::status erase_profile(const oci::digest& m) override { return base_.erase_profile(m); }
+  std::vector<oci::digest> profiles() override { return base_.profiles(); }
+  std::uint64_t used_bytes() override { return base_.used_bytes(); }
+  std::uint64_t capacity() const override { return base_.capacity(); }
+  void set_capacity(std::uint64_t c) override { base_.set_capacity(c); }
+  cache::store_stats stats() override { return base_.stats(); }
+  std::vector<cache::blob_entry> list_blobs() override { return base_.list_blobs(); }
+  std::uint64_t evict_to(std::uint64_t target,
+                         const std::function<bool(const oci::digest&)>& pinned) override {
+    return base_.evict_to(target, pinned);
+  }
+  void set_pinned(std::function<bool(const oci::digest&)> pinned) override {
+    base_.set_pinned(std::move(pinned));
+  }
+  void set_hot(std::function<byte_ranges(const oci::digest&)> hot) override {
+    base_.set_hot(std::move(hot));
+  }
+
+ private:
+  cache::chunk_store& base_;
+};
 
 class BlobSourceTest : public ::testing::Test {
  public:
@@ -208,9 +281,10 @@ class BlobSourceTest : public ::testing::Test {
   testing::temp_dir dir_;
   std::unique_ptr<cache::chunk_store> store_ = cache::open_rocksdb_store(
       cache::store_options{.path = dir_.path().string(), .capacity = std::uint64_t{64} << 20});
+  refusing_store refusing_{*store_};
   std::unique_ptr<blocking_pool> blocking_ = std::make_unique<blocking_pool>(1);
   // One run is the whole blob: a completion asks for it in one request.
-  blob_source blobs_{*store_, *blocking_,
+  blob_source blobs_{refusing_, *blocking_,
                      fill_settings{chunk, std::uint64_t{chunk} * chunks, 2, true}};
   asio::io_context io_{1};
   asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
@@ -300,9 +374,13 @@ TEST_F(BlobSourceTest, NoWholeReadOfALyingUpstreamGetsTheLastByte) {
 }
 
 // The first answer lies in chunk 3 and ends 1000 bytes into it; the request for the rest
-// gets the true bytes. The blob's hash takes the true chunk and matches — but a rider that
-// sent the lying first bytes finds, when it resumes, that the refetch does not repeat them:
-// it stops there, never gets the last byte, and the blob is purged.
+// gets the true bytes. The blob's hash takes the true chunk and matches — but a reader that
+// sent the lying first bytes finds, when it resumes, that the refetch does not repeat them (a
+// rider: the refetch is compared with what it sent) or that its own hash does not match (the
+// first reader): it stops there, never gets the last byte, and the blob is purged. Which
+// reader sends lying bytes depends on the schedule: one still behind the fill when the cut
+// comes reads only the refetch, and is rightly served the true blob, verified. (Under load in
+// CI's ctest -j2 the first reader was; that run failed when this test expected it lied to.)
 TEST_F(BlobSourceTest, ARiderWhoseChunkWasRefetchedWithOtherBytesStopsThere) {
   start(30s);
   // Planned for both first requests (chunk 0's and chunks 1-15's, in either order): chunk 0's
@@ -311,14 +389,56 @@ TEST_F(BlobSourceTest, ARiderWhoseChunkWasRefetchedWithOtherBytesStopsThere) {
   upstream_->plan(request_kind::blob_get,
                   fault::corrupt_then_cut(std::uint64_t{3} * chunk + 10, cut), 2);
   const auto results = read_whole_at_once(2);
-  EXPECT_NE(results[0].result, blob_source::verified_read::verified);
-  EXPECT_LT(results[0].got.size(), bytes_.size());
-  EXPECT_EQ(results[1].result, blob_source::verified_read::mismatch);
-  EXPECT_LE(results[1].got.size(), std::uint64_t{3} * chunk + 1000);
+  unsigned lied_to = 0;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    SCOPED_TRACE("reader " + std::to_string(i));
+    const auto& r = results[i];
+    ASSERT_LE(r.got.size(), bytes_.size());
+    if (r.got == std::string_view(bytes_).substr(0, r.got.size())) {  // only true bytes
+      EXPECT_EQ(r.result == blob_source::verified_read::verified, r.got.size() == bytes_.size());
+      continue;
+    }
+    ++lied_to;
+    EXPECT_EQ(r.result, blob_source::verified_read::mismatch);
+    EXPECT_LT(r.got.size(), bytes_.size());  // the first reader stops at its own hash's end
+    if (i == 1) {                            // the rider: at the refetch
+      EXPECT_LE(r.got.size(), std::uint64_t{3} * chunk + 1000);
+    }
+  }
+  if (lied_to == 0) GTEST_SKIP() << "both readers were behind the cut: neither sent a lying byte";
   EXPECT_TRUE(eventually([&] {
     const auto record = store_->blob(digest_);
     return !record || !record->verified;
   }));
+}
+
+// The store refuses every chunk (a full disk) while a client reads the blob: the client gets it
+// whole, and the complete chunks are held for readers behind the fill. The disk has room again
+// and a client reads the blob again: it gets the held bytes, each of whose store writes is
+// tried again, so the blob ends up stored — with no request to the upstream beyond the first
+// read's. (Before, the held chunks were served as they were for as long as they stayed held, and
+// nothing of a blob read once on a full disk was stored again: CI, DiskFull.RoundsOfRocksDb...
+// with one round.)
+TEST_F(BlobSourceTest, ChunksHeldOnAFullDiskAreStoredWhenReadAgainOnceItHasRoom) {
+  start(30s);
+  refusing_.refusing = true;
+  EXPECT_EQ(read({0, bytes_.size()}), bytes_);
+  EXPECT_TRUE(store_->present_chunks(digest_).empty());
+  EXPECT_GT(blobs_.stats().store_errors, 0u);
+  const auto requests = upstream_->requests(request_kind::blob_get).size();
+
+  refusing_.refusing = false;
+  EXPECT_EQ(read({0, bytes_.size()}), bytes_);
+  EXPECT_TRUE(eventually([&] { return store_->present_chunks(digest_).size() == chunks; }))
+      << store_->present_chunks(digest_).size() << " of " << chunks << " chunks stored";
+  EXPECT_EQ(upstream_->requests(request_kind::blob_get).size(), requests);
+  std::string stored;
+  for (std::uint32_t i = 0; i < chunks; ++i) {
+    std::string part;
+    ASSERT_TRUE(store_->get_chunk(digest_, i, part).ok()) << "chunk " << i;
+    stored += part;
+  }
+  EXPECT_TRUE(stored == bytes_);
 }
 
 }  // namespace

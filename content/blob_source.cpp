@@ -381,33 +381,12 @@ void blob_source::forget_size(const registry::upstream_client& client, const oci
   sizes_.erase(key);
 }
 
-std::shared_ptr<blob_source::chunk_slot> blob_source::join_held(const asio::any_io_executor& ex,
-                                                                const oci::digest& d,
-                                                                const described_blob& meta,
-                                                                std::uint32_t index) {
-  const auto key = key_of(d, index);
-  std::shared_ptr<chunk_slot> slot;
-  bool store_again = false;
-  {
-    std::lock_guard lock(mutex_);
-    const auto it = unstored_.find(key);
-    if (it == unstored_.end()) return nullptr;
-    ++stats_.chunks_joined;
-    slot = it->second.slot;
-    store_again = !std::exchange(it->second.storing, true);
-  }
-  // Outside mutex_: co_spawn may run store_held's start on this thread at once.
-  if (store_again) asio::co_spawn(ex, store_held(d, meta, key), asio::detached);
-  return slot;
-}
-
 std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
     const asio::any_io_executor& ex, registry::upstream_client& client,
     const std::string& repository, const oci::digest& d, const described_blob& meta,
     std::uint32_t first, std::uint32_t limit, const std::vector<bool>& present,
     std::uint32_t present_base, std::uint32_t* run, fill_for why) {
   *run = 0;
-  if (auto held = join_held(ex, d, meta, first)) return held;
   const std::uint64_t chunk_count = (meta.size + meta.chunk_size - 1) / meta.chunk_size;
   const auto run_chunks =
       static_cast<std::uint32_t>(std::max<std::uint64_t>(1, settings_.run_bytes / meta.chunk_size));
@@ -427,8 +406,8 @@ std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
     } else {
       if (completed_.contains(first_key)) return nullptr;
       if (auto kept = unstored_.find(first_key); kept != unstored_.end()) {
-        ++stats_.chunks_joined;    // held since join_held looked: no store retry this time
-        return kept->second.slot;  // complete, not stored (a full disk): its bytes as they came
+        ++stats_.chunks_joined;
+        return kept->second;  // complete, not stored (a full disk): its bytes as they came
       }
       std::vector<std::shared_ptr<chunk_slot>> slots;
       for (std::uint32_t i = first; i <= limit && i < chunk_count && i - first < run_chunks; ++i) {
@@ -706,10 +685,10 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
     }
     std::lock_guard lock(mutex_);
     ++stats_.store_errors;
-    // Kept a while for readers behind the fill (and the blob's hash): they read these bytes,
-    // not a refetch of them.
+    // Kept for readers behind the fill (and the blob's hash) while the blob is read: they
+    // read these bytes, not a refetch of them.
     const auto key = key_of(d, chunk);
-    if (unstored_.emplace(key, held_chunk{slot, origin, generation}).second) {
+    if (readers_.contains(d.str()) && unstored_.emplace(key, slot).second) {
       unstored_order_.push_back(key);
     }
     while (unstored_order_.size() > keep_unstored()) {
@@ -718,39 +697,6 @@ asio::awaitable<void> blob_source::store_chunk(oci::digest d, described_blob met
     }
   }
   finish_slot(d, chunk, *slot, false, stored.ok());  // wakes the fill if it waits for it
-}
-
-asio::awaitable<void> blob_source::store_held(oci::digest d, described_blob meta, std::string key) {
-  held_chunk held;
-  {
-    std::lock_guard lock(mutex_);
-    const auto it = unstored_.find(key);
-    if (it == unstored_.end()) co_return;
-    held = it->second;
-  }
-  auto stored = cache::status::not_found("blob was purged while its chunk was held");
-  co_await write_turns_->take(false);
-  if (purge_generation(d) == held.generation) {
-    stored = co_await pool_.run([this, &d, &meta, &held] {
-      return store_.put_chunk(d, meta.size, meta.chunk_size, held.slot->chunk, held.slot->data,
-                              held.origin);
-    });
-    if (purge_generation(d) != held.generation) {  // purged while we wrote: undo
-      (void)co_await pool_.run([this, &d] { return store_.erase_blob(d); });
-      stored = cache::status::not_found("blob was purged during the write");
-    }
-  }
-  write_turns_->give();
-  if (stored.ok()) store_refusing_ = false;
-  std::lock_guard lock(mutex_);
-  const auto it = unstored_.find(key);
-  if (it == unstored_.end() || it->second.slot != held.slot) co_return;
-  if (!stored.ok()) {
-    it->second.storing = false;  // the next read that joins it tries again
-    co_return;
-  }
-  unstored_.erase(it);
-  std::erase(unstored_order_, key);
 }
 
 void blob_source::finish_slot(const oci::digest& d, std::uint32_t index, chunk_slot& slot,
@@ -840,6 +786,12 @@ struct blob_source::whole_read {
   whole_read& operator=(const whole_read&) = delete;
 };
 
+void blob_source::drop_held_locked(const std::string& digest) {
+  const std::string prefix = digest + "#";
+  std::erase_if(unstored_, [&](const auto& e) { return e.first.starts_with(prefix); });
+  std::erase_if(unstored_order_, [&](const std::string& k) { return k.starts_with(prefix); });
+}
+
 // A blob pinned while read: eviction to make room for other blobs skips it.
 struct blob_source::pin {
   blob_source& source;
@@ -850,7 +802,9 @@ struct blob_source::pin {
   }
   ~pin() {
     std::lock_guard lock(source.mutex_);
-    if (--source.readers_[key] == 0) source.readers_.erase(key);
+    if (--source.readers_[key] != 0) return;
+    source.readers_.erase(key);
+    source.drop_held_locked(key);  // held for readers of the blob: there are none now
   }
   pin(const pin&) = delete;
   pin& operator=(const pin&) = delete;
@@ -1468,8 +1422,7 @@ asio::awaitable<void> blob_source::purge(const oci::digest& d) {
   owners_.erase(d.str());
   const std::string prefix = d.str() + "#";
   std::erase_if(completed_, [&](const std::string& k) { return k.starts_with(prefix); });
-  std::erase_if(unstored_, [&](const auto& e) { return e.first.starts_with(prefix); });
-  std::erase_if(unstored_order_, [&](const std::string& k) { return k.starts_with(prefix); });
+  drop_held_locked(d.str());
 }
 
 asio::awaitable<void> blob_source::purge(const registry::upstream_client& client,

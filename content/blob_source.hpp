@@ -249,6 +249,8 @@ class blob_source {
   // Until every fill's store write of `d` in flight now has finished.
   asio::awaitable<void> wait_stored(const oci::digest& d);
   struct pin;
+  // Forgets the held chunks of the blob `digest` (unstored_). Under mutex_.
+  void drop_held_locked(const std::string& digest);
   struct whole_read;
   struct read_plan;
   // How many unstored complete chunks to keep: what one reader has in flight ahead, and a run.
@@ -362,13 +364,6 @@ class blob_source {
   asio::awaitable<void> store_chunk(oci::digest d, described_blob meta, std::uint32_t chunk,
                                     std::shared_ptr<chunk_slot> slot, std::uint64_t generation,
                                     cache::origin_id origin);
-  // The slot of chunk `index` of `d` when it is held (unstored_), with one more try at storing
-  // it unless one runs; nullptr when it is not held.
-  std::shared_ptr<chunk_slot> join_held(const asio::any_io_executor& ex, const oci::digest& d,
-                                        const described_blob& meta, std::uint32_t index);
-  // One more try at storing the held chunk `key` of `d` (unstored_), taking a write turn as
-  // fills do; it leaves the hold once stored.
-  asio::awaitable<void> store_held(oci::digest d, described_blob meta, std::string key);
   // The LRU's note that `d` was read, when a read could not make it without waiting for a
   // store writer: on the blocking pool, after the read.
   asio::awaitable<void> touch_later(oci::digest d);
@@ -406,16 +401,10 @@ class blob_source {
   // Upstreams that answered a multi-range request with something else (by name).
   std::unordered_set<std::string> single_range_only_;
   // Complete chunks whose store write failed (a full disk), the last keep_unstored() of them,
-  // by key_of, joined like fills in flight; unstored_order_ is their order of arrival. A read
-  // that joins one tries its store write again (store_held): once the disk has room, a blob
-  // read again ends up stored, not served from here.
-  struct held_chunk {
-    std::shared_ptr<chunk_slot> slot;
-    cache::origin_id origin = 0;   // whose fill it came from
-    std::uint64_t generation = 0;  // the blob's purge generation then
-    bool storing = false;          // store_held runs for it
-  };
-  std::unordered_map<std::string, held_chunk> unstored_;
+  // by key_of, joined like fills in flight; unstored_order_ is their order of arrival. Held
+  // only while the blob is read (readers_): a read that comes later fetches them again and
+  // stores them if the disk has room by then, and memory does not keep them meanwhile.
+  std::unordered_map<std::string, std::shared_ptr<chunk_slot>> unstored_;
   std::deque<std::string> unstored_order_;
   // Chunks prefetch stored that no client has read yet (bounded; cleared when full).
   std::unordered_set<std::string> prefetched_;

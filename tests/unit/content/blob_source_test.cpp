@@ -413,13 +413,13 @@ TEST_F(BlobSourceTest, ARiderWhoseChunkWasRefetchedWithOtherBytesStopsThere) {
 }
 
 // The store refuses every chunk (a full disk) while a client reads the blob: the client gets it
-// whole, and the complete chunks are held for readers behind the fill. The disk has room again
-// and a client reads the blob again: it gets the held bytes, each of whose store writes is
-// tried again, so the blob ends up stored — with no request to the upstream beyond the first
-// read's. (Before, the held chunks were served as they were for as long as they stayed held, and
-// nothing of a blob read once on a full disk was stored again: CI, DiskFull.RoundsOfRocksDb...
-// with one round.)
-TEST_F(BlobSourceTest, ChunksHeldOnAFullDiskAreStoredWhenReadAgainOnceItHasRoom) {
+// whole (complete chunks are held for readers behind the fill while it is read). The disk has
+// room again and a client reads the blob again: the hold ended with the first read, so the
+// chunks are fetched again and stored. (Before, held chunks outlived their readers: the second
+// read was served from the hold with no store write, nothing of the blob was stored again, and
+// up to (parallel_fetches + 1) × fetch_size of memory stayed held; CI failed on it in
+// DiskFull.RoundsOfRocksDb... with one round.)
+TEST_F(BlobSourceTest, ChunksHeldOnAFullDiskAreFetchedAndStoredWhenReadAgainWithRoom) {
   start(30s);
   refusing_.refusing = true;
   EXPECT_EQ(read({0, bytes_.size()}), bytes_);
@@ -431,7 +431,7 @@ TEST_F(BlobSourceTest, ChunksHeldOnAFullDiskAreStoredWhenReadAgainOnceItHasRoom)
   EXPECT_EQ(read({0, bytes_.size()}), bytes_);
   EXPECT_TRUE(eventually([&] { return store_->present_chunks(digest_).size() == chunks; }))
       << store_->present_chunks(digest_).size() << " of " << chunks << " chunks stored";
-  EXPECT_EQ(upstream_->requests(request_kind::blob_get).size(), requests);
+  EXPECT_GT(upstream_->requests(request_kind::blob_get).size(), requests);
   std::string stored;
   for (std::uint32_t i = 0; i < chunks; ++i) {
     std::string part;

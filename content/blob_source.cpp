@@ -207,8 +207,9 @@ struct blob_source::sent_bytes {
 // The slots one fill asks for, in order. A reader may take over those the fill has not begun
 // receiving (take_over_locked): the fill then ends after the slots it kept.
 struct blob_source::fill_run {
-  std::vector<std::shared_ptr<chunk_slot>> slots;  // fixed when made
-  bool demand = false;                             // counted in demand_fills_
+  // Fixed when made, but for the slots let go (null) once stored: let_go.
+  std::vector<std::shared_ptr<chunk_slot>> slots;
+  bool demand = false;  // counted in demand_fills_
   std::mutex mutex;
   std::size_t receiving = 0;  // under `mutex`: the slot the fill's bytes go to now
   std::size_t end = 0;        // under `mutex`: slots [0, end) are still this fill's
@@ -441,6 +442,15 @@ std::shared_ptr<blob_source::fill_run> blob_source::make_run_locked(
   return run;
 }
 
+// A run's slots are held by the run until it ends, and its chunk buffers with them: a chunk
+// whose store write has finished no longer needs the run's hold (readers reading it hold the
+// slot themselves; later ones read the store). Before, each run kept every chunk it had
+// received until its last was stored — with parallel_runs runs, most of a fill's memory.
+void blob_source::let_go(fill_run& run, std::size_t index) {
+  std::lock_guard lock(run.mutex);  // take_over_locked looks through the run's slots
+  run.slots[index].reset();
+}
+
 std::shared_ptr<blob_source::fill_run> blob_source::take_over_locked(
     const std::shared_ptr<chunk_slot>& slot, std::uint32_t chunk_size) {
   auto owner = slot->owner.lock();
@@ -524,6 +534,8 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
                                         std::shared_ptr<fill_run> run) {
   const auto& slots = run->slots;
   const auto ranges = run_ranges(slots, meta.chunk_size);
+  const std::uint32_t first_chunk = slots.front()->chunk;  // for the log: slots are let go
+  const std::uint32_t last_chunk = slots.back()->chunk;
   const std::uint64_t generation = purge_generation(d);
   const auto t_start = std::chrono::steady_clock::now();
   auto body = co_await registry::get_blob_ranges(client, repository, d, ranges, meta.size);
@@ -548,6 +560,7 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
     // At most write_behind completed chunks' store writes run behind the reading.
     for (; progress.index - progress.unwritten > write_behind; ++progress.unwritten) {
       (void)co_await wait_slot(*slots[progress.unwritten], true);
+      let_go(*run, progress.unwritten);
     }
   }
   {
@@ -561,15 +574,16 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
   const auto t_body = std::chrono::steady_clock::now();
   for (; progress.unwritten < progress.index; ++progress.unwritten) {
     (void)co_await wait_slot(*slots[progress.unwritten], true);
+    let_go(*run, progress.unwritten);
   }
   if (log::enabled(log::level::debug)) {  // where a fill's time went
     const auto ms = [t_start](auto t) {
       return std::chrono::duration_cast<std::chrono::microseconds>(t - t_start).count() / 1000.0;
     };
-    log::debug("cache", "fill of ", d.str(), " chunks ", slots.front()->chunk, "-",
-               slots.back()->chunk, " (", slots.size(), " in ", ranges.size(),
-               " ranges): header after ", ms(t_header), " ms, body ", ms(t_body), " ms, stored ",
-               ms(std::chrono::steady_clock::now()), " ms");
+    log::debug("cache", "fill of ", d.str(), " chunks ", first_chunk, "-", last_chunk, " (",
+               slots.size(), " in ", ranges.size(), " ranges): header after ", ms(t_header),
+               " ms, body ", ms(t_body), " ms, stored ", ms(std::chrono::steady_clock::now()),
+               " ms");
   }
   if (progress.index < progress.end) {
     log::warn("cache", "fill of ", d.str(), " from chunk ", slots[progress.index]->chunk,

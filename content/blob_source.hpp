@@ -290,6 +290,8 @@ class blob_source {
   // With mutex_ held: when `slot` is a background fill's and at least half a chunk of that
   // fill's bytes is still to arrive before it, the slots from it to the end of the fill,
   // taken from that fill (which stops before them) for a new one; else nullptr.
+  // The run no longer holds slot `index` (its store write has finished).
+  static void let_go(fill_run& run, std::size_t index);
   std::shared_ptr<fill_run> take_over_locked(const std::shared_ptr<chunk_slot>& slot,
                                              std::uint32_t chunk_size);
   // With mutex_ held: a fill of `slots`, theirs from now on. Spawn fill() with it.

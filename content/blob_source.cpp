@@ -801,6 +801,7 @@ struct blob_source::whole_read {
 };
 
 void blob_source::drop_held_locked(const std::string& digest) {
+  if (unstored_.empty()) return;  // nearly always: called as each blob's last read ends
   const std::string prefix = digest + "#";
   std::erase_if(unstored_, [&](const auto& e) { return e.first.starts_with(prefix); });
   std::erase_if(unstored_order_, [&](const std::string& k) { return k.starts_with(prefix); });
@@ -1479,9 +1480,7 @@ asio::awaitable<void> blob_source::mark_verified(const registry::upstream_client
   }
 }
 
-}  // namespace layercache::content
-
-namespace layercache::content {
+// ---- One hash per blob (blob_hash): who feeds it, who waits for its verdict.
 
 std::shared_ptr<blob_source::blob_hash> blob_source::hash_of(const oci::digest& d,
                                                              const described_blob& meta) {

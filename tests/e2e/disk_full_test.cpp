@@ -66,11 +66,7 @@ std::size_t free_bytes(const std::filesystem::path& path) {
 
 // Rounds of DiskFull.RoundsOfRocksDbMeetingAFullDiskNeverAbortOrHang: DISK_FULL_ROUNDS, else 4
 // (the reproduction needed 25 for two aborts; run 50 by hand: docs/reliability.md).
-int rounds_from_env() {
-  const char* v = std::getenv("DISK_FULL_ROUNDS");
-  const int n = v != nullptr ? std::atoi(v) : 0;
-  return n > 0 ? n : 4;
-}
+int rounds_from_env() { return count_from_env("DISK_FULL_ROUNDS", 4); }
 
 // One GET of a blob while the disk may be full: the exact bytes, or a clean failure (an error
 // status, or a connection closed before the body's end) — never a 200 with other bytes.

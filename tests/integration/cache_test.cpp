@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -188,11 +187,7 @@ TEST_F(CacheTest, AFullReadLeavesTheBlobStoredAndVerified) {
 
 // Ranges per round of RandomRangesColdAndWarmAreExact: RANDOM_RANGES, else 150 (the sanitized
 // runs take 50: scripts/sanitize.sh; every kind of range still comes a dozen times a round).
-int ranges_from_env() {
-  const char* v = std::getenv("RANDOM_RANGES");
-  const int n = v != nullptr ? std::atoi(v) : 0;
-  return n > 0 ? n : 150;
-}
+int ranges_from_env() { return count_from_env("RANDOM_RANGES", 150); }
 
 TEST_F(CacheTest, RandomRangesColdAndWarmAreExact) {
   const auto& layer = img_->layers[0];

@@ -273,6 +273,12 @@ std::string read_file(const std::filesystem::path& path) {
   return std::move(out).str();
 }
 
+int count_from_env(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  const int n = v != nullptr ? std::atoi(v) : 0;
+  return n > 0 ? n : fallback;
+}
+
 void write_file(const std::filesystem::path& path, std::string_view data, ::mode_t mode) {
   fd_guard fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
   if (fd.get() < 0) throw_errno("open " + path.string());

@@ -103,6 +103,10 @@ struct command_result {
 // none. UBSan's "FILE:LINE:COL: runtime error:" counts; Go's "panic: runtime error:" does not.
 [[nodiscard]] std::string sanitizer_report(std::string_view output);
 
+// A positive count from the environment variable `name` (how many rounds a long test runs,
+// scaled down in the sanitized runs), else `fallback` (unset, not a number, or not positive).
+[[nodiscard]] int count_from_env(const char* name, int fallback);
+
 // "a b 'c d'" — for error messages.
 [[nodiscard]] std::string quote_command(const std::vector<std::string>& argv);
 

@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/concurrent_channel.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
@@ -31,6 +32,9 @@ constexpr std::size_t write_behind = 4;
 constexpr std::uint32_t few_chunks = 4;
 // Complete chunks a blob's hash holds for their turn when their store write failed.
 constexpr std::size_t max_unstored = 32;
+// The longest a background fill gives way to clients' fills at a time (yield_to_demand): it
+// reads a piece, then gives way again if they are still in flight.
+constexpr std::chrono::milliseconds max_yield{1000};
 
 // Runs `work`, which outlives the request that started it, holding `client` alive when it is
 // shared (a client acting with one client's credentials, upstream.access: client; a worker's
@@ -209,7 +213,8 @@ struct blob_source::sent_bytes {
 struct blob_source::fill_run {
   // Fixed when made, but for the slots let go (null) once stored: let_go.
   std::vector<std::shared_ptr<chunk_slot>> slots;
-  bool demand = false;  // counted in demand_fills_
+  bool demand = false;    // counted in demand_fills_
+  bool prefetch = false;  // prefetch's: never gives way (yield_to_demand)
   std::mutex mutex;
   std::size_t receiving = 0;  // under `mutex`: the slot the fill's bytes go to now
   std::size_t end = 0;        // under `mutex`: slots [0, end) are still this fill's
@@ -257,12 +262,17 @@ class blob_source::write_turns {
   std::deque<std::shared_ptr<wakeup>> later_;
 };
 
+struct blob_source::yielding {
+  std::vector<std::shared_ptr<wakeup>> waiters;  // under blob_source::mutex_
+};
+
 blob_source::~blob_source() = default;
 
 blob_source::blob_source(cache::chunk_store& store, blocking_pool& pool, fill_settings settings)
     : store_(store),
       pool_(pool),
       settings_(settings),
+      yielding_(std::make_unique<yielding>()),
       write_turns_(std::make_unique<write_turns>()) {
   // An eviction query (cache/chunk_store.hpp), asked with the store's lock held: takes only
   // mutex_, under which nothing calls the store.
@@ -399,6 +409,7 @@ std::shared_ptr<blob_source::chunk_slot> blob_source::join_or_start(
       if (!demand(why)) return it->second;
       ++stats_.chunks_joined;
       const bool background = std::exchange(it->second->background, false);  // a reader waits
+      if (background) wake_yielding_locked();  // its fill reads on, if it was giving way
       if (why == fill_for::read_ahead || !background) return it->second;
       started = take_over_locked(it->second, meta.chunk_size);
       if (!started) return it->second;
@@ -437,6 +448,7 @@ std::shared_ptr<blob_source::fill_run> blob_source::make_run_locked(
   run->slots = std::move(slots);
   run->end = run->slots.size();
   run->demand = demand(why);
+  run->prefetch = why == fill_for::prefetch;
   if (run->demand) ++demand_fills_;
   for (auto& s : run->slots) s->owner = run;
   return run;
@@ -548,6 +560,7 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
   progress.end = slots.size();
   std::vector<registry::blob_piece> pieces;
   while (progress.why.empty() && progress.index < progress.end) {
+    co_await yield_to_demand(*run, progress);
     if (!co_await body.next(pieces)) {
       progress.why = body.error();
       progress.reason = body.error_kind();
@@ -597,7 +610,52 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
     }
     finish_slot(d, slots[index]->chunk, *slots[index], true, false);
   }
-  if (run->demand) --demand_fills_;
+  if (run->demand) demand_fill_ended();
+}
+
+// Demand first: a completion's fill stops reading its response while clients' fills are in
+// flight and no reader waits for any chunk it still has to receive, so that the upstream's
+// time, the link and this process's CPU go to what clients wait for (TCP's window stops the
+// upstream sending meanwhile). It reads on when the last client's fill ends, when a reader
+// joins one of its chunks, or after max_yield, whichever comes first. Prefetch never gives
+// way: it fetches what a start reads next, and on a link limited per connection a paused
+// prefetch only loses time (second lazy starts took 1.3-1.4x as long: docs/benchmarks.md).
+asio::awaitable<void> blob_source::yield_to_demand(fill_run& run, const fill_progress& progress) {
+  if (run.demand || run.prefetch) co_return;
+  const auto ex = co_await asio::this_coro::executor;
+  auto wait = std::make_shared<wakeup>(ex, 1);
+  {
+    std::lock_guard lock(mutex_);
+    if (demand_fills_.load() == 0 || wanted_locked(run, progress.index)) co_return;
+    yielding_->waiters.push_back(wait);
+    ++stats_.background_yields;
+  }
+  asio::steady_timer timer(ex);
+  timer.expires_after(max_yield);
+  timer.async_wait([wait](const boost::system::error_code& ec) {
+    if (!ec) (void)wait->try_send(boost::system::error_code{});
+  });
+  (void)co_await wait->async_receive(use_nothrow);
+  timer.cancel();
+}
+
+bool blob_source::wanted_locked(fill_run& run, std::size_t from) const {
+  std::lock_guard lock(run.mutex);
+  for (auto k = from; k < run.end; ++k) {
+    if (run.slots[k] && !run.slots[k]->background) return true;
+  }
+  return false;
+}
+
+void blob_source::wake_yielding_locked() {
+  for (auto& w : yielding_->waiters) (void)w->try_send(boost::system::error_code{});
+  yielding_->waiters.clear();
+}
+
+void blob_source::demand_fill_ended() {
+  if (--demand_fills_ > 0) return;
+  std::lock_guard lock(mutex_);
+  if (demand_fills_.load() == 0) wake_yielding_locked();
 }
 
 void blob_source::take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,

@@ -91,6 +91,9 @@ struct blob_source_stats {
   // for but not begun receiving: the background fill gave them up instead of making the read
   // wait behind the chunks before them.
   std::uint64_t demand_takeovers = 0;
+  // Times a completion's fill stopped reading its response while clients' fills were in flight
+  // (blob_source::yield_to_demand).
+  std::uint64_t background_yields = 0;
   // Bytes hashed to check blobs against their digests: one hash per blob however many read it
   // whole (readers of another upstream's blob hash what they pass through themselves).
   std::uint64_t hashed_bytes = 0;
@@ -357,6 +360,12 @@ class blob_source {
   // Hands `piece` of a fill's answer to the slots it belongs to (bytes between them are
   // skipped), starting the store write (on `ex`) of each slot it completes. Not a coroutine:
   // it runs once per 64 KiB of every fill.
+  asio::awaitable<void> yield_to_demand(fill_run& run, const fill_progress& progress);
+  // Whether a reader waits for any of the run's slots from `from` on (its mutex comes after
+  // mutex_).
+  bool wanted_locked(fill_run& run, std::size_t from) const;
+  void wake_yielding_locked();
+  void demand_fill_ended();
   void take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,
                   const oci::digest& d, const described_blob& meta, fill_run& run,
                   std::uint64_t generation, const registry::blob_piece& piece,
@@ -416,6 +425,9 @@ class blob_source {
   // Client (demand) fills in flight: background reads keep one run in flight, not
   // parallel_runs, while there are any.
   std::atomic<unsigned> demand_fills_{0};
+  // Completions' fills giving way to them (yield_to_demand), woken when the last one ends.
+  struct yielding;
+  std::unique_ptr<yielding> yielding_;
   // The last store write of a chunk failed (not for a purge): whole reads hash themselves.
   std::atomic<bool> store_refusing_{false};
   // Blobs being hashed, by digest (each alive while a whole read or a fill needs it).

@@ -439,6 +439,20 @@ struct registry::impl {
           .Name("layercache_cache_hashed_bytes_total")
           .Help("Bytes hashed to check blobs against their digests (once per blob for a herd).")
           .Register(reg);
+  prometheus::Family<prometheus::Counter>& background_yields =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_background_yields_total")
+          .Help(
+              "Times a background completion's fill stopped reading its response "
+              "while clients' fills were in flight.")
+          .Register(reg);
+  prometheus::Family<prometheus::Counter>& demand_takeovers =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_demand_takeovers_total")
+          .Help(
+              "Fills a client's read started for chunks a background fill had asked for but "
+              "not begun receiving.")
+          .Register(reg);
   prometheus::Family<prometheus::Counter>& prefetch_fetched =
       prometheus::BuildCounter()
           .Name("layercache_prefetch_fetched_bytes_total")
@@ -676,6 +690,8 @@ std::string registry::serialize() {
     set_total(m.verified.Add({}), s.blobs_verified);
     set_total(m.store_errors.Add({}), s.store_errors);
     set_total(m.hashed.Add({}), s.hashed_bytes);
+    set_total(m.background_yields.Add({}), s.background_yields);
+    set_total(m.demand_takeovers.Add({}), s.demand_takeovers);
     {
       std::lock_guard l(m.mutex);
       set_total(*m.digest_by_kind["blob"], s.blob_digest_failures);

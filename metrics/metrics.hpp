@@ -38,6 +38,8 @@
 //   layercache_cache_blobs_verified_total                           counter
 //   layercache_cache_store_errors_total                             counter
 //   layercache_cache_hashed_bytes_total                             counter (digest checks)
+//   layercache_cache_background_yields_total                        counter (demand first)
+//   layercache_cache_demand_takeovers_total                         counter (demand first)
 //   layercache_digest_failures_total{kind}                          counter (blob|stream|manifest)
 //   layercache_prefetch_fetched_bytes_total                         counter (chunk bytes)
 //   layercache_prefetch_used_bytes_total                            counter (of those, read)
@@ -130,6 +132,8 @@ struct snapshot {
   std::uint64_t store_errors = 0;
   std::uint64_t blob_digest_failures = 0;
   std::uint64_t hashed_bytes = 0;
+  std::uint64_t background_yields = 0;
+  std::uint64_t demand_takeovers = 0;
   std::uint64_t prefetch_fetched_bytes = 0;
   std::uint64_t prefetch_used_bytes = 0;
   // Prefetch (absent when it is off: has_prefetch false).

@@ -530,6 +530,8 @@ void server::impl::collect(metrics::snapshot& s) const {
     s.store_errors = b.store_errors;
     s.blob_digest_failures = b.digest_failures;
     s.hashed_bytes = b.hashed_bytes;
+    s.background_yields = b.background_yields;
+    s.demand_takeovers = b.demand_takeovers;
     s.prefetch_fetched_bytes = b.prefetch_fetched_bytes;
     s.prefetch_used_bytes = b.prefetch_used_bytes;
   }

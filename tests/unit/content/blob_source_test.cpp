@@ -412,6 +412,50 @@ TEST_F(BlobSourceTest, ARiderWhoseChunkWasRefetchedWithOtherBytesStopsThere) {
   }));
 }
 
+// Demand first: a client's read of another blob is in flight (its answer stalls, then fails
+// at the read timeout and the read asks again) when the blob's background completion gets its
+// answer. The completion does not read on while the client's fill is in flight — the
+// bytes, the upstream's time and the CPU go to what a client waits for — and finishes, verified,
+// once the client's fill has ended. (Before, it read its 16 chunks at once beside the stall.)
+TEST_F(BlobSourceTest, ABackgroundFillGivesWayWhileAClientsFillIsInFlight) {
+  start(5s);  // the client's stalled fill fails after it; the completion reads on then
+  const std::string other_bytes = pattern(std::size_t{chunk} * 4, 2);
+  const auto other = *oci::digest::parse(upstream_->add_blob(other_bytes));
+  const auto other_meta = described_blob::unstored(other_bytes.size(), chunk);
+  upstream_->plan(request_kind::blob_get, fault::stall_after(chunk / 2), 1);  // before its bytes
+  std::string got;
+  auto reading = [](blob_source& blobs, registry::upstream_client& client, oci::digest d,
+                    described_blob meta, std::string* into) -> asio::awaitable<bool> {
+    const blob_source::sink out = [into](const char* p, std::size_t n) -> asio::awaitable<bool> {
+      into->append(p, n);
+      co_return true;
+    };
+    co_return co_await blobs.read(client, repository, d, meta, {chunk - 1000, chunk}, out);
+  };
+  auto client_read =
+      asio::co_spawn(io_, reading(blobs_, *client_, other, other_meta, &got), asio::use_future);
+  ASSERT_TRUE(eventually([&] { return upstream_->requests(request_kind::blob_get).size() == 1; }));
+
+  complete_in_background();
+  ASSERT_TRUE(eventually([&] { return upstream_->requests(request_kind::blob_get).size() >= 2; }));
+  std::this_thread::sleep_for(200ms);  // time enough to read all 16 chunks, on a loaded machine
+  const bool client_still_waits = client_read.wait_for(0s) != std::future_status::ready;
+  const auto stats = blobs_.stats();  // the client's blob has no chunk filled: it stalls
+  if (client_still_waits) {
+    EXPECT_LT(stats.chunks_filled, chunks) << "the completion read on";
+    EXPECT_GE(stats.background_yields, 1u);
+  }
+
+  ASSERT_EQ(client_read.wait_for(30s), std::future_status::ready);
+  EXPECT_TRUE(client_read.get());
+  EXPECT_TRUE(got == other_bytes.substr(chunk - 1000, 1000));
+  ASSERT_TRUE(eventually([&] { return blobs_.stats().verified == 1; }, 30s));
+  const auto record = store_->blob(digest_);
+  ASSERT_TRUE(record.has_value());
+  EXPECT_TRUE(record->verified);
+  if (!client_still_waits) GTEST_SKIP() << "the client's fill ended before the check";
+}
+
 // The store refuses every chunk (a full disk) while a client reads the blob: the client gets it
 // whole (complete chunks are held for readers behind the fill while it is read). The disk has
 // room again and a client reads the blob again: the hold ended with the first read, so the

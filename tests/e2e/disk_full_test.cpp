@@ -117,8 +117,13 @@ TEST(DiskFull, StoringStopsServingGoesOnAndResumesWhenSpaceFrees) {
 
   pull_all("first");
   auto m = scrape();
-  EXPECT_EQ(metric_value(m, "layercache_cache_disk_full"), 1);
   EXPECT_GT(metric_value(m, "layercache_cache_disk_refusals_total"), 0);
+  // Still full — or storing again because a flush or compaction has given space back since
+  // (seen under ctest -j2: the memtables flushed after the refusals, their old files went):
+  // then the disk has room beyond min_free_disk, and it keeps it, as nothing writes now.
+  if (metric_value(m, "layercache_cache_disk_full") != 1) {
+    EXPECT_GT(free_bytes(disk.path()), 64 * MiB) << "not storing, yet not full either";
+  }
   const double stored_when_full = metric_value(m, "layercache_cache_used_bytes");
   EXPECT_LT(stored_when_full, 3.0 * 40 * MiB) << "everything was stored on a disk too small";
 

@@ -42,6 +42,9 @@
 # layercache-tls alone),
 # COMPARE_ROUNDS (1: each backend once; N: N rounds, every other one in reverse order, so that
 # each pair runs alternated on a busy machine; ratios of each pair per round under the table),
+# COMPARE_LOG (a file: layercached logs there at debug level with its access log, appended
+# across its restarts — each fill's header, body and store times, each request's duration and
+# source; where a tail comes from: `grep '^{' FILE | jq -c 'select(.logger=="access")'`),
 # COMPARE_STRACE (a scenario's name, e.g. warm_pull: the backend's system calls during it,
 # `strace -c -f`, on stderr; BUILD may be another tree's build, e.g. to count main's calls).
 # Issue 22's HTTPS comparison, 8 × 64 MiB warm and warm 64 KiB ranges, both pairs in 5 rounds
@@ -73,6 +76,8 @@ fi
 ROUNDS=${COMPARE_ROUNDS:-1}
 MAX_SECONDS=${COMPARE_MAX_SECONDS:-120}
 SCENARIOS=${COMPARE_SCENARIOS:-pulls cold_ranges herd}
+LOG_LEVEL=warn LOG_ACCESS=false
+[ -n "${COMPARE_LOG:-}" ] && LOG_LEVEL=debug LOG_ACCESS=true
 RTT_MS=${THROTTLE_RTT_MS:-}
 BW=${THROTTLE_BW:-}
 
@@ -211,8 +216,8 @@ server:
 admin:
   address: 127.0.0.1:$ADMIN_PORT
 log:
-  level: warn
-  access: false
+  level: $LOG_LEVEL
+  access: $LOG_ACCESS
 cache:
   path: $dir/cache
   capacity: 8GiB
@@ -222,7 +227,12 @@ upstreams:
     url: $UPSTREAM
     default: true
 YML
-  "$BUILD/layercached" --config "$dir/layercache.yaml" > "$dir/layercached.log" 2>&1 &
+  if [ -n "${COMPARE_LOG:-}" ]; then
+    echo "compare: layercached started $(date -u +%FT%T.%3NZ), round ${ROUND:-1}" >> "$COMPARE_LOG"
+    "$BUILD/layercached" --config "$dir/layercache.yaml" >> "$COMPARE_LOG" 2>&1 &
+  else
+    "$BUILD/layercached" --config "$dir/layercache.yaml" > "$dir/layercached.log" 2>&1 &
+  fi
   BACKEND_PID=$!
   PIDS+=("$BACKEND_PID")
   if [ -n "$tls" ]; then
@@ -437,7 +447,7 @@ for ROUND in $(seq "$ROUNDS"); do
       restart "$backend"
     fi
     wanted herd && herd "$backend"
-    if [[ "$backend" == layercache* ]] && grep -q . "$WORK/layercache/layercached.log"; then
+    if [[ "$backend" == layercache* ]] && grep -qs . "$WORK/layercache/layercached.log"; then
       log "layercached log (warn and above):"
       tail -5 "$WORK/layercache/layercached.log" | sed 's/^/  /' >&2
     fi

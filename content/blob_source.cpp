@@ -637,6 +637,8 @@ asio::awaitable<void> blob_source::yield_to_demand(fill_run& run, const fill_pro
   });
   (void)co_await wait->async_receive(use_nothrow);
   timer.cancel();
+  std::lock_guard lock(mutex_);  // after max_yield it is still listed: clients' fills go on
+  std::erase(yielding_->waiters, wait);
 }
 
 bool blob_source::wanted_locked(fill_run& run, std::size_t from) const {

@@ -621,7 +621,7 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
 // way: it fetches what a start reads next, and on a link limited per connection a paused
 // prefetch only loses time (second lazy starts took 1.3-1.4x as long: docs/benchmarks.md).
 asio::awaitable<void> blob_source::yield_to_demand(fill_run& run, const fill_progress& progress) {
-  if (run.demand || run.prefetch) co_return;
+  if (run.demand || run.prefetch || demand_fills_.load() == 0) co_return;  // nearly always
   const auto ex = co_await asio::this_coro::executor;
   auto wait = std::make_shared<wakeup>(ex, 1);
   {

@@ -261,6 +261,28 @@ class BlobSourceTest : public ::testing::Test {
     ASSERT_EQ(ranges, (std::vector<std::string>{range_header(0, 0), range_header(1, chunks - 1)}));
   }
 
+  // A client's read of bytes near the end of chunk 0 of another blob, whose first answer stalls
+  // before them: a client's fill is in flight until it fails at the read timeout (the read then
+  // asks again and gets them). Started, not waited for; `got` is what the read got.
+  std::future<bool> read_another_blob_stalled(std::string& got) {
+    upstream_->plan(request_kind::blob_get, fault::stall_after(chunk / 2), 1);
+    auto reading = [](blob_source& blobs, registry::upstream_client& client, oci::digest d,
+                      described_blob meta, std::string* into) -> asio::awaitable<bool> {
+      const blob_source::sink out = [into](const char* p, std::size_t n) -> asio::awaitable<bool> {
+        into->append(p, n);
+        co_return true;
+      };
+      co_return co_await blobs.read(client, repository, d, meta, {chunk - 1000, chunk}, out);
+    };
+    auto done = asio::co_spawn(io_,
+                               reading(blobs_, *client_, other_digest_,
+                                       described_blob::unstored(other_bytes_.size(), chunk), &got),
+                               asio::use_future);
+    EXPECT_TRUE(
+        eventually([&] { return upstream_->requests(request_kind::blob_get).size() == 1; }));
+    return done;
+  }
+
   // The Range headers of the blob GETs the upstream received, in order.
   std::vector<std::string> blob_ranges() const {
     std::vector<std::string> out;
@@ -278,6 +300,8 @@ class BlobSourceTest : public ::testing::Test {
   std::string bytes_ = pattern(std::size_t{chunk} * chunks, 1);
   oci::digest digest_ = *oci::digest::parse(upstream_->add_blob(bytes_));
   described_blob meta_ = described_blob::unstored(bytes_.size(), chunk);
+  std::string other_bytes_ = pattern(std::size_t{chunk} * 4, 2);
+  oci::digest other_digest_ = *oci::digest::parse(upstream_->add_blob(other_bytes_));
   testing::temp_dir dir_;
   std::unique_ptr<cache::chunk_store> store_ = cache::open_rocksdb_store(
       cache::store_options{.path = dir_.path().string(), .capacity = std::uint64_t{64} << 20});
@@ -419,22 +443,8 @@ TEST_F(BlobSourceTest, ARiderWhoseChunkWasRefetchedWithOtherBytesStopsThere) {
 // once the client's fill has ended. (Before, it read its 16 chunks at once beside the stall.)
 TEST_F(BlobSourceTest, ABackgroundFillGivesWayWhileAClientsFillIsInFlight) {
   start(5s);  // the client's stalled fill fails after it; the completion reads on then
-  const std::string other_bytes = pattern(std::size_t{chunk} * 4, 2);
-  const auto other = *oci::digest::parse(upstream_->add_blob(other_bytes));
-  const auto other_meta = described_blob::unstored(other_bytes.size(), chunk);
-  upstream_->plan(request_kind::blob_get, fault::stall_after(chunk / 2), 1);  // before its bytes
   std::string got;
-  auto reading = [](blob_source& blobs, registry::upstream_client& client, oci::digest d,
-                    described_blob meta, std::string* into) -> asio::awaitable<bool> {
-    const blob_source::sink out = [into](const char* p, std::size_t n) -> asio::awaitable<bool> {
-      into->append(p, n);
-      co_return true;
-    };
-    co_return co_await blobs.read(client, repository, d, meta, {chunk - 1000, chunk}, out);
-  };
-  auto client_read =
-      asio::co_spawn(io_, reading(blobs_, *client_, other, other_meta, &got), asio::use_future);
-  ASSERT_TRUE(eventually([&] { return upstream_->requests(request_kind::blob_get).size() == 1; }));
+  auto client_read = read_another_blob_stalled(got);
 
   complete_in_background();
   ASSERT_TRUE(eventually([&] { return upstream_->requests(request_kind::blob_get).size() >= 2; }));
@@ -448,12 +458,34 @@ TEST_F(BlobSourceTest, ABackgroundFillGivesWayWhileAClientsFillIsInFlight) {
 
   ASSERT_EQ(client_read.wait_for(30s), std::future_status::ready);
   EXPECT_TRUE(client_read.get());
-  EXPECT_TRUE(got == other_bytes.substr(chunk - 1000, 1000));
+  EXPECT_TRUE(got == other_bytes_.substr(chunk - 1000, 1000));
   ASSERT_TRUE(eventually([&] { return blobs_.stats().verified == 1; }, 30s));
   const auto record = store_->blob(digest_);
   ASSERT_TRUE(record.has_value());
   EXPECT_TRUE(record->verified);
   if (!client_still_waits) GTEST_SKIP() << "the client's fill ended before the check";
+}
+
+// Prefetch does not give way: it fetches what a start reads next, and on a link limited per
+// connection a paused prefetch only loses time (docs/benchmarks.md, lazystart.sh). With a
+// client's fill of another blob stalled, a prefetch of the blob stores every chunk.
+TEST_F(BlobSourceTest, PrefetchDoesNotGiveWayToAClientsFill) {
+  start(5s);
+  std::string got;
+  auto client_read = read_another_blob_stalled(got);
+  auto prefetching = [](blob_source& blobs, registry::upstream_client& client, oci::digest d,
+                        described_blob meta) -> asio::awaitable<bool> {
+    co_return co_await blobs.prefetch(client, repository, d, listed_blob{meta, {}}, 0, chunks - 1);
+  };
+  const auto prefetched = run(prefetching(blobs_, *client_, digest_, meta_));
+  const bool client_still_waits = client_read.wait_for(0s) != std::future_status::ready;
+  ASSERT_TRUE(prefetched.has_value());
+  EXPECT_TRUE(*prefetched);
+  EXPECT_EQ(blobs_.stats().background_yields, 0u);
+  EXPECT_TRUE(eventually([&] { return store_->present_chunks(digest_).size() == chunks; }));
+  ASSERT_EQ(client_read.wait_for(30s), std::future_status::ready);
+  EXPECT_TRUE(client_read.get());
+  if (!client_still_waits) GTEST_SKIP() << "the client's fill ended before the prefetch did";
 }
 
 // The store refuses every chunk (a full disk) while a client reads the blob: the client gets it

@@ -32,7 +32,7 @@ constexpr std::size_t write_behind = 4;
 constexpr std::uint32_t few_chunks = 4;
 // Complete chunks a blob's hash holds for their turn when their store write failed.
 constexpr std::size_t max_unstored = 32;
-// The longest a background fill gives way to clients' fills at a time (yield_to_demand): it
+// The longest a completion's fill gives way to clients' fills at a time (yield_to_demand): it
 // reads a piece, then gives way again if they are still in flight.
 constexpr std::chrono::milliseconds max_yield{1000};
 

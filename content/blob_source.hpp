@@ -357,15 +357,18 @@ class blob_source {
   asio::awaitable<void> fill(registry::upstream_client& client, std::string repository,
                              oci::digest d, described_blob meta, std::shared_ptr<fill_run> run);
   struct fill_progress;
-  // Hands `piece` of a fill's answer to the slots it belongs to (bytes between them are
-  // skipped), starting the store write (on `ex`) of each slot it completes. Not a coroutine:
-  // it runs once per 64 KiB of every fill.
+  // Demand first: before each piece of a completion's fill, waits while clients' fills are in
+  // flight and no reader waits for its chunks (at most max_yield).
   asio::awaitable<void> yield_to_demand(fill_run& run, const fill_progress& progress);
   // Whether a reader waits for any of the run's slots from `from` on (its mutex comes after
   // mutex_).
   bool wanted_locked(fill_run& run, std::size_t from) const;
+  // Wakes every fill giving way: each reads a piece, then gives way again if it still should.
   void wake_yielding_locked();
-  void demand_fill_ended();
+  void demand_fill_ended();  // a client's fill ended: the last one wakes those giving way
+  // Hands `piece` of a fill's answer to the slots it belongs to (bytes between them are
+  // skipped), starting the store write (on `ex`) of each slot it completes. Not a coroutine:
+  // it runs once per 64 KiB of every fill.
   void take_piece(const asio::any_io_executor& ex, registry::upstream_client& client,
                   const oci::digest& d, const described_blob& meta, fill_run& run,
                   std::uint64_t generation, const registry::blob_piece& piece,

@@ -31,6 +31,7 @@ extern "C" void __tsan_ignore_thread_end();    // NOLINT(bugprone-reserved-ident
 
 #include "cache/backend.hpp"
 #include "cache/rocksdb_logger.hpp"
+#include "cache/rocksdb_options.hpp"
 
 namespace layercache::cache::detail {
 namespace {
@@ -241,32 +242,6 @@ rocksdb::ColumnFamilyOptions base_family(const std::shared_ptr<rocksdb::Cache>& 
   table.format_version = 5;
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   o.level_compaction_dynamic_level_bytes = true;
-  return o;
-}
-
-// Chunks are layer bytes, already compressed: never compress them again. `blocks` is the
-// chunks' own block cache (see chunk_blocks_ below).
-rocksdb::ColumnFamilyOptions chunk_family(const std::shared_ptr<rocksdb::Cache>& blocks,
-                                          chunk_layout layout) {
-  rocksdb::ColumnFamilyOptions o = base_family(blocks);
-  o.compression = rocksdb::kNoCompression;
-  o.bottommost_compression = rocksdb::kNoCompression;
-  // Memtables are resident memory beyond the configured caches (a cold pull fills them as
-  // fast as it receives): 32 MiB each; with 64 MiB compare.sh's herd peaked at 158-160 MiB
-  // resident against 135, with no faster cold pulls and about the same write amplification
-  // (docs/benchmarks.md).
-  o.write_buffer_size = 32 << 20;
-  o.max_write_buffer_number = 3;
-  o.target_file_size_base = 256 << 20;
-  o.max_bytes_for_level_base = 1 << 30;
-  if (layout == chunk_layout::blob_files) {
-    o.enable_blob_files = true;
-    o.min_blob_size = 4096;  // a short last chunk stays inline
-    o.blob_file_size = 256 << 20;
-    o.blob_compression_type = rocksdb::kNoCompression;
-    o.enable_blob_garbage_collection = true;  // reclaims evicted chunks' space
-    o.blob_cache = blocks;
-  }
   return o;
 }
 
@@ -594,6 +569,32 @@ class rocksdb_backend final : public backend {
 };
 
 }  // namespace
+
+// Chunks are layer bytes, already compressed: never compress them again. `blocks` is the
+// chunks' own block cache (see chunk_blocks_ below).
+rocksdb::ColumnFamilyOptions chunk_family(const std::shared_ptr<rocksdb::Cache>& blocks,
+                                          chunk_layout layout) {
+  rocksdb::ColumnFamilyOptions o = base_family(blocks);
+  o.compression = rocksdb::kNoCompression;
+  o.bottommost_compression = rocksdb::kNoCompression;
+  // Memtables are resident memory beyond the configured caches (a cold pull fills them as
+  // fast as it receives): 32 MiB each; with 64 MiB compare.sh's herd peaked at 158-160 MiB
+  // resident against 135, with no faster cold pulls and about the same write amplification
+  // (docs/benchmarks.md).
+  o.write_buffer_size = 32 << 20;
+  o.max_write_buffer_number = 3;
+  o.target_file_size_base = 256 << 20;
+  o.max_bytes_for_level_base = 1 << 30;
+  if (layout == chunk_layout::blob_files) {
+    o.enable_blob_files = true;
+    o.min_blob_size = 4096;  // a short last chunk stays inline
+    o.blob_file_size = 256 << 20;
+    o.blob_compression_type = rocksdb::kNoCompression;
+    o.enable_blob_garbage_collection = true;  // reclaims evicted chunks' space
+    o.blob_cache = blocks;
+  }
+  return o;
+}
 
 std::unique_ptr<backend> open_rocksdb_backend(const store_options& options) {
   return std::make_unique<rocksdb_backend>(options);

@@ -159,9 +159,11 @@ std::variant<arguments, int> parse_arguments(int argc, char** argv) {
 // before any thread starts; MALLOC_ARENA_MAX in the environment is left to decide.
 void limit_malloc_arenas() {
 #ifdef __GLIBC__
+  // Both calls are safe here only: main calls this first, before any thread starts.
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): no thread yet
   if (std::getenv("MALLOC_ARENA_MAX") != nullptr) return;
   const unsigned arenas = std::max(2U, layercache::server::default_worker_count());
-  (void)::mallopt(M_ARENA_MAX, static_cast<int>(arenas));
+  (void)::mallopt(M_ARENA_MAX, static_cast<int>(arenas));  // NOLINT(concurrency-mt-unsafe): same
 #endif
 }
 

@@ -12,10 +12,8 @@
 //
 // Not a test and not part of any suite: numbers for docs/benchmarks.md.
 #include <rocksdb/db.h>
-#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/sst_file_writer.h>
-#include <rocksdb/table.h>
 #include <sys/resource.h>
 
 #include <chrono>
@@ -29,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/rocksdb_options.hpp"
 #include "tests/support/process.hpp"
 
 namespace {
@@ -43,24 +42,14 @@ double cpu_seconds() {
   return sec(u.ru_utime) + sec(u.ru_stime);
 }
 
+// The store's own chunk family (cache/rocksdb_options.hpp), in a database of its own.
 rocksdb::Options chunk_options() {
-  rocksdb::Options o;
+  rocksdb::Options o(rocksdb::DBOptions(),
+                     layercache::cache::detail::chunk_family(rocksdb::NewLRUCache(256 << 20),
+                                                             layercache::cache::chunk_layout::sst));
   o.create_if_missing = true;
   o.max_background_jobs = 4;
   o.bytes_per_sync = 1 << 20;
-  rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(256 << 20);
-  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-  table.checksum = rocksdb::kXXH3;
-  table.format_version = 5;
-  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  o.level_compaction_dynamic_level_bytes = true;
-  o.compression = rocksdb::kNoCompression;
-  o.bottommost_compression = rocksdb::kNoCompression;
-  o.write_buffer_size = 32 << 20;
-  o.max_write_buffer_number = 3;
-  o.target_file_size_base = 256 << 20;
-  o.max_bytes_for_level_base = 1 << 30;
   return o;
 }
 
@@ -109,6 +98,18 @@ struct result {
   std::string files;
 };
 
+// What writing took, once the database has settled: from `t0` (wall) and `cpu0` (CPU s).
+result settled(rocksdb::DB& db, std::chrono::steady_clock::time_point t0, double cpu0) {
+  const auto handed_over = std::chrono::steady_clock::now();
+  settle(db);
+  result r;
+  r.cpu = cpu_seconds() - cpu0;
+  r.wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.put_wall = std::chrono::duration<double>(handed_over - t0).count();
+  r.files = levels(db);
+  return r;
+}
+
 // The chunks of `blobs` blobs, interleaved by run as parallel fills deliver them.
 template <typename Write>
 void each_run(std::size_t blobs, std::size_t chunks, Write write) {
@@ -135,14 +136,7 @@ result with_memtable(const std::filesystem::path& dir, const std::string& bytes,
                  throw std::runtime_error("put");
              }
            });
-  const auto t1 = std::chrono::steady_clock::now();
-  settle(*db);
-  result r;
-  r.cpu = cpu_seconds() - c0;
-  r.wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.put_wall = std::chrono::duration<double>(t1 - t0).count();
-  r.files = levels(*db);
-  return r;
+  return settled(*db, t0, c0);
 }
 
 result with_ingestion(const std::filesystem::path& dir, const std::string& bytes,
@@ -171,14 +165,7 @@ result with_ingestion(const std::filesystem::path& dir, const std::string& bytes
              if (!writer.Finish().ok()) throw std::runtime_error("sst finish");
              if (!db->IngestExternalFile({file}, ingest).ok()) throw std::runtime_error("ingest");
            });
-  const auto t1 = std::chrono::steady_clock::now();
-  settle(*db);
-  result r;
-  r.cpu = cpu_seconds() - c0;
-  r.wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.put_wall = std::chrono::duration<double>(t1 - t0).count();
-  r.files = levels(*db);
-  return r;
+  return settled(*db, t0, c0);
 }
 
 }  // namespace

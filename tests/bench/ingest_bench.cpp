@@ -27,7 +27,9 @@
 #include <thread>
 #include <vector>
 
+#include "cache/records.hpp"
 #include "cache/rocksdb_options.hpp"
+#include "oci/digest.hpp"
 #include "tests/support/process.hpp"
 
 namespace {
@@ -53,16 +55,17 @@ rocksdb::Options chunk_options() {
   return o;
 }
 
-// A chunk's key as the store makes it: the digest's 32 bytes, then the index big-endian.
+// Chunk `index` of bench blob `blob`: the store's own key (cache/records.hpp) of a digest.
 std::string key_of(std::uint64_t blob, std::uint32_t index) {
-  std::string k(32, '\0');
-  std::mt19937_64 rng(blob * 7919 + 17);  // a digest: random across blobs
-  for (std::size_t i = 0; i < 32; i += 8) {
-    const std::uint64_t v = rng();
-    std::memcpy(k.data() + i, &v, 8);
-  }
-  for (int shift = 24; shift >= 0; shift -= 8) k.push_back(static_cast<char>(index >> shift));
-  return k;
+  const auto d = layercache::oci::digest_of("ingest bench blob " + std::to_string(blob));
+  return layercache::cache::detail::chunk_key(d.raw(), index);
+}
+
+std::unique_ptr<rocksdb::DB> open_db(const std::filesystem::path& dir,
+                                     const rocksdb::Options& options) {
+  rocksdb::DB* raw = nullptr;
+  if (!rocksdb::DB::Open(options, dir.string(), &raw).ok()) throw std::runtime_error("open");
+  return std::unique_ptr<rocksdb::DB>(raw);
 }
 
 // Waits (at most 10 minutes) until no memtable is left to flush and no compaction runs.
@@ -120,10 +123,7 @@ void each_run(std::size_t blobs, std::size_t chunks, Write write) {
 
 result with_memtable(const std::filesystem::path& dir, const std::string& bytes,
                      std::size_t blobs) {
-  rocksdb::DB* raw = nullptr;
-  if (!rocksdb::DB::Open(chunk_options(), dir.string(), &raw).ok())
-    throw std::runtime_error("open");
-  std::unique_ptr<rocksdb::DB> db(raw);
+  const auto db = open_db(dir, chunk_options());
   rocksdb::WriteOptions w;
   w.disableWAL = true;
   const auto t0 = std::chrono::steady_clock::now();
@@ -141,10 +141,8 @@ result with_memtable(const std::filesystem::path& dir, const std::string& bytes,
 
 result with_ingestion(const std::filesystem::path& dir, const std::string& bytes,
                       std::size_t blobs) {
-  rocksdb::DB* raw = nullptr;
   const auto options = chunk_options();
-  if (!rocksdb::DB::Open(options, dir.string(), &raw).ok()) throw std::runtime_error("open");
-  std::unique_ptr<rocksdb::DB> db(raw);
+  const auto db = open_db(dir, options);
   rocksdb::IngestExternalFileOptions ingest;
   ingest.move_files = true;
   const auto staging = dir / "staging";

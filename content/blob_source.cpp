@@ -213,8 +213,7 @@ struct blob_source::sent_bytes {
 struct blob_source::fill_run {
   // Fixed when made, but for the slots let go (null) once stored: let_go.
   std::vector<std::shared_ptr<chunk_slot>> slots;
-  bool demand = false;    // counted in demand_fills_
-  bool prefetch = false;  // prefetch's: never gives way (yield_to_demand)
+  fill_for why = fill_for::reader;  // demand(why): counted in demand_fills_
   std::mutex mutex;
   std::size_t receiving = 0;  // under `mutex`: the slot the fill's bytes go to now
   std::size_t end = 0;        // under `mutex`: slots [0, end) are still this fill's
@@ -447,9 +446,8 @@ std::shared_ptr<blob_source::fill_run> blob_source::make_run_locked(
   auto run = std::make_shared<fill_run>();
   run->slots = std::move(slots);
   run->end = run->slots.size();
-  run->demand = demand(why);
-  run->prefetch = why == fill_for::prefetch;
-  if (run->demand) ++demand_fills_;
+  run->why = why;
+  if (demand(why)) ++demand_fills_;
   for (auto& s : run->slots) s->owner = run;
   return run;
 }
@@ -560,7 +558,10 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
   progress.end = slots.size();
   std::vector<registry::blob_piece> pieces;
   while (progress.why.empty() && progress.index < progress.end) {
-    co_await yield_to_demand(*run, progress);
+    // A completion's fill gives way to clients' (checked here first: a piece is 64 KiB).
+    if (run->why == fill_for::background && demand_fills_.load() > 0) {
+      co_await yield_to_demand(*run, progress);
+    }
     if (!co_await body.next(pieces)) {
       progress.why = body.error();
       progress.reason = body.error_kind();
@@ -610,7 +611,7 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
     }
     finish_slot(d, slots[index]->chunk, *slots[index], true, false);
   }
-  if (run->demand) demand_fill_ended();
+  if (demand(run->why)) demand_fill_ended();
 }
 
 // Demand first: a completion's fill stops reading its response while clients' fills are in
@@ -621,7 +622,6 @@ asio::awaitable<void> blob_source::fill(registry::upstream_client& client, std::
 // way: it fetches what a start reads next, and on a link limited per connection a paused
 // prefetch only loses time (second lazy starts took 1.3-1.4x as long: docs/benchmarks.md).
 asio::awaitable<void> blob_source::yield_to_demand(fill_run& run, const fill_progress& progress) {
-  if (run.demand || run.prefetch || demand_fills_.load() == 0) co_return;  // nearly always
   const auto ex = co_await asio::this_coro::executor;
   auto wait = std::make_shared<wakeup>(ex, 1);
   {

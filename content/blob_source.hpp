@@ -357,8 +357,8 @@ class blob_source {
   asio::awaitable<void> fill(registry::upstream_client& client, std::string repository,
                              oci::digest d, described_blob meta, std::shared_ptr<fill_run> run);
   struct fill_progress;
-  // Demand first: before each piece of a completion's fill, waits while clients' fills are in
-  // flight and no reader waits for its chunks (at most max_yield).
+  // Demand first: before each piece of a completion's fill, while clients' fills are in flight
+  // (fill() checks both), waits unless a reader waits for its chunks (at most max_yield).
   asio::awaitable<void> yield_to_demand(fill_run& run, const fill_progress& progress);
   // Whether a reader waits for any of the run's slots from `from` on (its mutex comes after
   // mutex_).

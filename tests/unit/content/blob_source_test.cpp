@@ -441,7 +441,7 @@ TEST_F(BlobSourceTest, ARiderWhoseChunkWasRefetchedWithOtherBytesStopsThere) {
 // answer. The completion does not read on while the client's fill is in flight — the
 // bytes, the upstream's time and the CPU go to what a client waits for — and finishes, verified,
 // once the client's fill has ended. (Before, it read its 16 chunks at once beside the stall.)
-TEST_F(BlobSourceTest, ABackgroundFillGivesWayWhileAClientsFillIsInFlight) {
+TEST_F(BlobSourceTest, ACompletionGivesWayWhileAClientsFillIsInFlight) {
   start(5s);  // the client's stalled fill fails after it; the completion reads on then
   std::string got;
   auto client_read = read_another_blob_stalled(got);

@@ -571,7 +571,7 @@ class rocksdb_backend final : public backend {
 }  // namespace
 
 // Chunks are layer bytes, already compressed: never compress them again. `blocks` is the
-// chunks' own block cache (see chunk_blocks_ below).
+// chunks' own block cache (rocksdb_backend's chunk_blocks_, above).
 rocksdb::ColumnFamilyOptions chunk_family(const std::shared_ptr<rocksdb::Cache>& blocks,
                                           chunk_layout layout) {
   rocksdb::ColumnFamilyOptions o = base_family(blocks);

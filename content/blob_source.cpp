@@ -1363,10 +1363,16 @@ asio::awaitable<blob_source::verified_read> blob_source::read_whole_for(
     co_return oci::digest_of("", d.algorithm()) == d ? verified_read::verified
                                                      : verified_read::mismatch;
   }
-  // A whole read of a blob another whole read is reading already (a herd) rides the blob's
-  // hash; the first hashes itself, as do reads of bytes passed through from another upstream
-  // and reads while the store refuses writes (a full disk: chunks the hash took and a
-  // reader's may then be two fetches, whose sameness nothing shows).
+  // A client's whole read of a blob another client's whole read is reading already (a herd)
+  // rides the blob's hash; the first hashes itself, as do reads of bytes passed through from
+  // another upstream and reads while the store refuses writes (a full disk: chunks the hash
+  // took and a reader's may then be two fetches, whose sameness nothing shows). Background
+  // completions neither ride nor count: a client's read beside one hashes itself, so a
+  // completion's failures (and the evictions it outlives) never fail a client's read that
+  // could not show the shared hash took its bytes.
+  if (why != fill_for::reader) {
+    co_return co_await read_hashing_myself(client, repository, d, meta, out, report, why);
+  }
   const whole_read counted(*this, d);
   if (meta.verified || !claim(origin_of(client), d, meta) || store_refusing_.load() ||
       counted.alone) {

@@ -364,6 +364,23 @@ TEST_F(BlobSourceTest, ACompletionAReaderTookPartOfStillVerifiesTheBlob) {
   EXPECT_EQ(ranges[3], range_header(2, 11));  // after the stall: from the chunk it broke in
 }
 
+// A client's whole GET while the blob's background completion is stalled, after the store lost
+// the blob (evicted, as a store at capacity does): the client's read hashes what it sends and is
+// served the blob, verified. (Before, it rode the completion's hash, which could not show it
+// took the bytes the client sent once the store had changed: the read failed before its last
+// byte with a healthy upstream, as in the soak's last round under ctest -j2.)
+TEST_F(BlobSourceTest, AClientsWholeReadBesideACompletionDoesNotRideItsHash) {
+  start(3s);  // the stalled fill fails after it; both reads ask again
+  stall_the_completion();
+  ASSERT_TRUE(store_->erase_blob(digest_).ok());
+
+  const auto results = read_whole_at_once(1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].result, blob_source::verified_read::verified);
+  EXPECT_TRUE(results[0].got == bytes_);
+  EXPECT_EQ(blobs_.stats().unproven_reads, 0u);
+}
+
 // A herd: eight clients GET the cold blob at once. The first hashes what it sends; the seven
 // that come while it reads ride the blob's one hash, which the fills feed — two hashes of the
 // blob, not eight. Every client gets the exact bytes, and the store's copy is verified.

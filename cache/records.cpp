@@ -1,5 +1,6 @@
 #include "cache/records.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <utility>
 
@@ -8,7 +9,7 @@
 namespace layercache::cache::detail {
 namespace {
 
-constexpr std::uint8_t blob_record_version = 2;
+constexpr std::uint8_t blob_record_version = 3;
 constexpr std::size_t blob_record_v1_bytes = 1 + 8 + 4 + 1 + 8 + 8 + 8;
 constexpr std::size_t blob_record_bytes = blob_record_v1_bytes + 8;
 constexpr std::uint8_t tag_record_version = 1;
@@ -94,12 +95,13 @@ std::string encode_blob(const blob_record& r) {
   return out;
 }
 
-std::optional<blob_record> decode_blob(std::string_view in) {
+std::optional<blob_record> decode_blob(std::string_view in, bool* presence_kept) {
   const bool v1 = in.size() == blob_record_v1_bytes && read_le<std::uint8_t>(in, 0) == 1;
-  if (!v1 &&
-      (in.size() != blob_record_bytes || read_le<std::uint8_t>(in, 0) != blob_record_version)) {
+  const auto version = in.empty() ? 0 : read_le<std::uint8_t>(in, 0);
+  if (!v1 && (in.size() != blob_record_bytes || (version != 2 && version != 3))) {
     return std::nullopt;
   }
+  if (presence_kept != nullptr) *presence_kept = version == 3;
   blob_record r;
   r.size = read_le<std::uint64_t>(in, 1);
   r.chunk_size = read_le<std::uint32_t>(in, 9);
@@ -111,6 +113,100 @@ std::optional<blob_record> decode_blob(std::string_view in) {
   if (r.chunk_size == 0 || r.size == 0 || r.chunk_count() == 0) return std::nullopt;
   if (v1 && !r.verified) return std::nullopt;  // whose bytes they are is unknown: dropped
   return r;
+}
+
+chunk_presence::chunk_presence(std::uint32_t chunk_count)
+    : count_(chunk_count), bits_((std::size_t{chunk_count} + 7) / 8, 0) {}
+
+chunk_presence chunk_presence::all(std::uint32_t chunk_count) {
+  chunk_presence p(chunk_count);
+  for (std::uint32_t i = 0; i < chunk_count; ++i) p.set(i, true);
+  return p;
+}
+
+bool chunk_presence::test(std::uint32_t index) const {
+  return index < count_ && (bits_[index / 8] >> (index % 8) & 1U) != 0;
+}
+
+void chunk_presence::set(std::uint32_t index, bool present) {
+  if (index >= count_ || test(index) == present) return;
+  const auto bit = static_cast<std::uint8_t>(1U << (index % 8));
+  if (present) {
+    bits_[index / 8] |= bit;
+    ++present_;
+  } else {
+    bits_[index / 8] &= static_cast<std::uint8_t>(~bit);
+    --present_;
+  }
+}
+
+std::vector<std::uint32_t> chunk_presence::indexes() const {
+  std::vector<std::uint32_t> out;
+  out.reserve(present_);
+  for (std::uint32_t i = 0; i < count_ && out.size() < present_; ++i) {
+    if (test(i)) out.push_back(i);
+  }
+  return out;
+}
+
+std::uint32_t chunk_presence::segment_count() const {
+  return (count_ + presence_segment_chunks - 1) / presence_segment_chunks;
+}
+
+std::size_t chunk_presence::segment_bytes(std::uint32_t s) const {
+  const std::uint64_t first = std::uint64_t{s} * presence_segment_chunks;
+  if (first >= count_) return 0;
+  const std::uint64_t chunks = std::min<std::uint64_t>(presence_segment_chunks, count_ - first);
+  return static_cast<std::size_t>((chunks + 7) / 8);
+}
+
+std::string chunk_presence::segment(std::uint32_t s) const {
+  const std::size_t first = std::size_t{s} * presence_segment_chunks / 8;
+  const std::size_t n = segment_bytes(s);
+  return {reinterpret_cast<const char*>(bits_.data()) + (n == 0 ? 0 : first), n};
+}
+
+std::string chunk_presence::segment_with(std::uint32_t index, bool present) const {
+  std::string out = segment(segment_of(index));
+  const std::size_t at = (index % presence_segment_chunks) / 8;
+  if (at >= out.size()) return out;
+  const auto bit = static_cast<unsigned char>(1U << (index % 8));
+  auto byte = static_cast<unsigned char>(out[at]);
+  byte = present ? (byte | bit) : (byte & static_cast<unsigned char>(~bit));
+  out[at] = static_cast<char>(byte);
+  return out;
+}
+
+bool chunk_presence::load_segment(std::uint32_t s, std::string_view value) {
+  const std::size_t n = segment_bytes(s);
+  if (n == 0 || value.size() != n) return false;
+  const std::uint32_t first = s * presence_segment_chunks;
+  const std::uint32_t chunks = std::min(presence_segment_chunks, count_ - first);
+  if (chunks % 8 != 0 && (static_cast<unsigned char>(value.back()) >> (chunks % 8)) != 0) {
+    return false;  // a bit past the blob's last chunk
+  }
+  for (std::uint32_t k = 0; k < chunks; ++k) {
+    set(first + k, (static_cast<unsigned char>(value[k / 8]) >> (k % 8) & 1U) != 0);
+  }
+  return true;
+}
+
+std::string presence_key(std::string_view raw, std::uint32_t s) {
+  std::string key(raw);
+  key.push_back('p');
+  for (int shift = 24; shift >= 0; shift -= 8) key.push_back(static_cast<char>(s >> shift));
+  return key;
+}
+
+std::optional<std::pair<std::string_view, std::uint32_t>> presence_key_parts(std::string_view key) {
+  if ((key.size() != 32 + 5 && key.size() != 64 + 5) || key[key.size() - 5] != 'p') {
+    return std::nullopt;
+  }
+  std::uint32_t s = 0;
+  for (std::size_t i = key.size() - 4; i < key.size(); ++i) {
+    s = (s << 8) | static_cast<unsigned char>(key[i]);
+  }
+  return std::pair{key.substr(0, key.size() - 5), s};
 }
 
 std::string encode_u64(std::uint64_t v) {

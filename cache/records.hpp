@@ -2,13 +2,19 @@
 // to cache/. Pure: no I/O, no state; every decoder refuses (nullopt) bytes of another shape.
 //
 // Keys: chunks = raw digest (32 or 64 bytes) + u32 big-endian index; blobs and manifests = raw
-// digest; tags = the caller's key; meta = a name.
+// digest; a blob's presence segments (blobs family) = raw digest + 'p' + u32 big-endian
+// segment; tags = the caller's key; meta = a name.
 // Values (integers little-endian):
 //   chunks    crc32c (4) + chunk bytes
-//   blobs     version 2 (1), size (8), chunk_size (4), verified (1), last_access (8), hits (8),
-//             stored_bytes (8), origin (8). Version 1 had no origin: its verified records are
-//             read with origin 0, unverified ones dropped with their chunks at open (whose
-//             upstream served them is unknown).
+//   blobs     version 3 (1), size (8), chunk_size (4), verified (1), last_access (8), hits (8),
+//             stored_bytes (8), origin (8). Version 3 keeps presence segments beside it (a
+//             missing one: none of its chunks stored); version 2 (the same fields) kept none,
+//             so which chunks a partial version 2 blob holds is read from its chunk keys once,
+//             at open. Version 1 had no origin: its verified records are read with origin 0,
+//             unverified ones dropped with their chunks at open (whose upstream served them is
+//             unknown).
+//   presence  a bit per chunk of segment s (chunks s × 4096 …): chunk i's is bit i % 8 of byte
+//             (i % 4096) / 8; as many bytes as the segment's chunks need, no bit past the blob.
 //   manifests media type length (4) + media type + manifest bytes
 //   tags      version 1 (1), fetched_at (8), digest text
 //   meta      "used_bytes" → u64; "profile/" + raw manifest digest → crc32c (4) + profile
@@ -18,6 +24,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "cache/chunk_store.hpp"
 #include "oci/digest.hpp"
@@ -41,11 +49,55 @@ inline constexpr std::string_view profile_prefix = "profile/";
 // The meta key of the profile of `manifest`.
 [[nodiscard]] std::string profile_key(const oci::digest& manifest);
 
-// A blob record value (the current version). decode_blob reads version 2 and version 1, and
+// A blob record value (the current version). decode_blob reads versions 3, 2 and 1, and
 // refuses a record of another size or version, a zero size or chunk size, too many chunks, and
-// an unverified version 1 record.
+// an unverified version 1 record. `presence_kept`: the record's presence segments tell which
+// chunks are stored (version 3); before, only the chunk keys did.
 [[nodiscard]] std::string encode_blob(const blob_record& r);
-[[nodiscard]] std::optional<blob_record> decode_blob(std::string_view in);
+[[nodiscard]] std::optional<blob_record> decode_blob(std::string_view in,
+                                                     bool* presence_kept = nullptr);
+
+// Which chunks of a blob are stored: a bit per chunk, in segments of presence_segment_chunks,
+// each stored under presence_key beside the blob's record (in the same batch as the chunks
+// and record it describes), so a store knows without reading chunk keys.
+inline constexpr std::uint32_t presence_segment_chunks = 4096;
+
+class chunk_presence {
+ public:
+  chunk_presence() = default;
+  explicit chunk_presence(std::uint32_t chunk_count);
+  [[nodiscard]] static chunk_presence all(std::uint32_t chunk_count);
+
+  [[nodiscard]] std::uint32_t chunk_count() const { return count_; }
+  [[nodiscard]] std::uint32_t present() const { return present_; }  // chunks stored
+  [[nodiscard]] bool test(std::uint32_t index) const;
+  void set(std::uint32_t index, bool present);
+  [[nodiscard]] std::vector<std::uint32_t> indexes() const;  // ascending
+
+  [[nodiscard]] std::uint32_t segment_count() const;
+  [[nodiscard]] static std::uint32_t segment_of(std::uint32_t index) {
+    return index / presence_segment_chunks;
+  }
+  // Segment `s`'s value as it is, or as it would be with chunk `index` (in it) `present`.
+  [[nodiscard]] std::string segment(std::uint32_t s) const;
+  [[nodiscard]] std::string segment_with(std::uint32_t index, bool present) const;
+  // Takes segment `s`'s value; false (nothing taken) for one of another length or with a bit
+  // past the blob's last chunk.
+  bool load_segment(std::uint32_t s, std::string_view value);
+
+ private:
+  [[nodiscard]] std::size_t segment_bytes(std::uint32_t s) const;
+  std::uint32_t count_ = 0;
+  std::uint32_t present_ = 0;
+  std::vector<std::uint8_t> bits_;
+};
+
+// The blobs-family key of segment `s` of the presence of the blob whose raw digest is `raw`
+// (37 or 69 bytes: never a record's 32 or 64, nor a chunk key's 36 or 68).
+[[nodiscard]] std::string presence_key(std::string_view raw, std::uint32_t s);
+// The raw digest and segment of a presence key; nullopt for a key of another shape.
+[[nodiscard]] std::optional<std::pair<std::string_view, std::uint32_t>> presence_key_parts(
+    std::string_view key);
 
 // The used-bytes counter: 8 bytes.
 [[nodiscard]] std::string encode_u64(std::uint64_t v);

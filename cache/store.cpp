@@ -112,6 +112,7 @@ class store final : public chunk_store {
     if (status s = check_shape(d, w.shape, index, bytes.size()); !s.ok()) return s;
     w.raw = d.raw();
     w.key = chunk_key(w.raw, index);
+    w.index = index;
     w.checksum = encode_checksum(bytes);
     w.bytes = bytes;
     w.origin = origin;
@@ -120,9 +121,8 @@ class store final : public chunk_store {
     auto it = blobs_.find(w.raw);
     if (it != blobs_.end()) {
       if (status s = check_record(d, it->second.record, w); !s.ok()) return s;
-      status s = backend_->read(family::chunks, w.key, [](std::string_view) {});
-      if (s.ok()) return status::success();  // stored already: content is immutable
-      if (s.code != errc::not_found) return s;
+      // Stored already (content is immutable): the record's presence knows, with no read.
+      if (it->second.present.test(index)) return status::success();
     }
     if (status s = make_room_locked(d, w.raw, bytes.size()); !s.ok()) return s;
     status s = write_chunk_locked(d, it, w);
@@ -179,33 +179,19 @@ class store final : public chunk_store {
   }
 
   bool has_chunk(const oci::digest& d, std::uint32_t index) override {
-    return backend_->read(family::chunks, chunk_key(d.raw(), index), [](std::string_view) {}).ok();
+    std::lock_guard lock(mu_);
+    auto it = blobs_.find(d.raw());
+    return it != blobs_.end() && it->second.present.test(index);
   }
 
   std::vector<std::uint32_t> present_chunks(const oci::digest& d) override {
-    const std::string raw = d.raw();
-    std::vector<std::uint32_t> present;
-    {
-      // A record counting every chunk stored answers without the scan: the scan reads each
-      // chunk's block (presence is the key), a delay before a warm pull's first byte
-      // (docs/benchmarks.md, 2026-11-29 afternoon). The record and its chunks are written in
-      // one batch, so it is as true as a scan.
-      std::lock_guard lock(mu_);
-      if (auto it = blobs_.find(raw); it != blobs_.end() && it->second.record.complete()) {
-        present.resize(it->second.record.chunk_count());
-        std::iota(present.begin(), present.end(), 0U);
-        return present;
-      }
-    }
-    // On a read error the chunks found so far are returned: the caller refetches the rest.
-    // A key misread from a damaged block makes a chunk look present (its read fails its CRC
-    // and it is refetched) or absent (refetched): not worth checksumming every chunk here.
-    (void)backend_->scan(family::chunks, raw, backend::scan_mode::keys_unchecked,
-                         [&](std::string_view key, std::string_view) {
-                           if (const auto index = chunk_index(key, raw)) present.push_back(*index);
-                           return true;
-                         });
-    return present;
+    // The record's presence, written in the same batch as the chunks it counts: no scan of
+    // chunk keys (which reads each chunk's block: a delay before a read's first byte,
+    // docs/benchmarks.md, 2026-11-29 afternoon).
+    std::lock_guard lock(mu_);
+    auto it = blobs_.find(d.raw());
+    if (it == blobs_.end()) return {};
+    return it->second.present.indexes();
   }
 
   status mark_verified(const oci::digest& d) override {
@@ -380,7 +366,8 @@ class store final : public chunk_store {
   struct entry {
     oci::digest digest;
     blob_record record;
-    bool dirty = false;  // record has touches not yet written
+    chunk_presence present;  // which chunks are stored (as written with them)
+    bool dirty = false;      // record has touches not yet written
   };
   using entry_map = std::unordered_map<std::string, entry>;
 
@@ -389,6 +376,7 @@ class store final : public chunk_store {
     blob_record shape;  // size and chunk size: a new record's, and what a stored one must match
     std::string raw;    // the blob's raw digest
     std::string key;    // the chunk's
+    std::uint32_t index = 0;
     std::string checksum;
     std::string_view bytes;
     origin_id origin = 0;
@@ -466,9 +454,13 @@ class store final : public chunk_store {
     if (it == blobs_.end()) r.last_access = clock_();
     if (r.origin == 0) r.origin = w.origin;
     r.stored_bytes += length;
+    const chunk_presence none(r.chunk_count());
+    const chunk_presence& present = it != blobs_.end() ? it->second.present : none;
     auto batch = backend_->make_batch();
     batch->put(family::chunks, w.key, w.checksum, w.bytes);
     batch->put(family::blobs, w.raw, encode_blob(r));
+    batch->put(family::blobs, presence_key(w.raw, chunk_presence::segment_of(w.index)),
+               present.segment_with(w.index, true));
     batch->put(family::meta, used_bytes_key, encode_u64(used_ + length));
     if (status s = backend_->write(*batch); !s.ok()) return s;
 
@@ -476,32 +468,54 @@ class store final : public chunk_store {
     disk_free_ -= std::min<std::uint64_t>(disk_free_, length);
     disk_used_ += length;
     if (it == blobs_.end()) {
-      it = blobs_.emplace(w.raw, entry{d, r, false}).first;
+      it = blobs_.emplace(w.raw, entry{d, r, none, false}).first;
       lru_.bump(it->first);
     } else {
       set_clean_locked(it->second);
       it->second.record = r;
     }
+    it->second.present.set(w.index, true);
     return status::success();
   }
 
-  // Reads every blob record into memory and checks the used-bytes counter against them.
+  // Reads every blob record and its presence into memory and checks the used-bytes counter
+  // against them; repairs what disagrees (load_presence_locked) in one batch.
   void load() {
     std::vector<std::pair<std::uint64_t, std::string>> order;  // (last_access, raw)
     std::vector<std::string> unreadable;
+    std::unordered_map<std::string, std::vector<std::pair<std::uint32_t, std::string>>> segments;
+    std::unordered_map<std::string, bool> kept;  // raw → its record keeps presence segments
     status s = backend_->scan(family::blobs, {}, backend::scan_mode::entries,
                               [&](std::string_view k, std::string_view v) {
+                                if (const auto parts = presence_key_parts(k)) {
+                                  segments[std::string(parts->first)].emplace_back(parts->second,
+                                                                                   std::string(v));
+                                  return true;
+                                }
+                                bool presence_kept = false;
                                 auto d = digest_from_raw(k);
-                                auto r = decode_blob(v);
+                                auto r = decode_blob(v, &presence_kept);
                                 if (!d || !r) {
                                   unreadable.emplace_back(k);
                                   return true;
                                 }
                                 order.emplace_back(r->last_access, std::string(k));
-                                blobs_.emplace(std::string(k), entry{std::move(*d), *r, false});
+                                kept.emplace(std::string(k), presence_kept);
+                                blobs_.emplace(std::string(k), entry{std::move(*d), *r, {}, false});
                                 return true;
                               });
     if (!s.ok()) throw std::runtime_error("cannot read the cache's blob records: " + s.message);
+
+    auto batch = backend_->make_batch();
+    bool repaired = false;
+    for (auto& [raw, e] : blobs_) {
+      repaired |= load_presence(raw, e, kept.at(raw), segments[raw], *batch);
+    }
+    for (const auto& [raw, list] : segments) {  // segments no record owns
+      if (blobs_.contains(raw)) continue;
+      for (const auto& seg : list) batch->erase(family::blobs, presence_key(raw, seg.first));
+      repaired = true;
+    }
 
     std::sort(order.begin(), order.end());
     std::uint64_t sum = 0;
@@ -517,11 +531,10 @@ class store final : public chunk_store {
       throw std::runtime_error("cannot read the cache's used-bytes counter: " + s.message);
     }
     used_ = sum;
-    if (counter == sum && unreadable.empty()) return;
+    if (counter == sum && unreadable.empty() && !repaired) return;
 
     // Records that cannot be decoded are dropped with their chunks; the counter is rewritten
     // from the records (which are written in the same batch as their chunks).
-    auto batch = backend_->make_batch();
     for (const std::string& raw : unreadable) {
       batch->erase(family::blobs, raw);
       batch->erase_range(family::chunks, chunk_key(raw, 0), chunk_range_end(raw));
@@ -529,6 +542,48 @@ class store final : public chunk_store {
     batch->put(family::meta, used_bytes_key, encode_u64(sum));
     s = backend_->write(*batch);
     if (!s.ok()) throw std::runtime_error("cannot repair the cache's records: " + s.message);
+  }
+
+  // Sets `e.present` from the record's presence segments (`kept`), or, for a record from
+  // before them (version 2) or whose segments disagree with it, from its chunk keys: then
+  // the record and its segments are written again into `batch` (true returned). A whole
+  // version 2 blob needs no scan: its record and chunks were written in one batch.
+  bool load_presence(const std::string& raw, entry& e, bool kept,
+                     const std::vector<std::pair<std::uint32_t, std::string>>& segments,
+                     write_batch& batch) {
+    blob_record& r = e.record;
+    e.present = chunk_presence(r.chunk_count());
+    bool good = kept;
+    for (const auto& [seg, value] : segments) good = good && e.present.load_segment(seg, value);
+    if (good && stored_bytes_of(r, e.present) == r.stored_bytes) return false;
+    if (!kept && r.complete()) {
+      e.present = chunk_presence::all(r.chunk_count());
+    } else {
+      e.present = chunk_presence(r.chunk_count());
+      (void)backend_->scan(family::chunks, raw, backend::scan_mode::keys_unchecked,
+                           [&](std::string_view key, std::string_view) {
+                             if (const auto index = chunk_index(key, raw)) {
+                               e.present.set(*index, true);
+                             }
+                             return true;
+                           });
+      r.stored_bytes = stored_bytes_of(r, e.present);
+      if (e.present.present() != r.chunk_count()) r.verified = false;
+    }
+    for (const auto& [seg, value] : segments) batch.erase(family::blobs, presence_key(raw, seg));
+    for (std::uint32_t seg = 0; seg < e.present.segment_count(); ++seg) {
+      batch.put(family::blobs, presence_key(raw, seg), e.present.segment(seg));
+    }
+    batch.put(family::blobs, raw, encode_blob(r));
+    return true;
+  }
+
+  // The bytes of the chunks `present` holds of a blob shaped as `r`.
+  static std::uint64_t stored_bytes_of(const blob_record& r, const chunk_presence& present) {
+    const std::uint32_t n = r.chunk_count();
+    if (n == 0) return 0;
+    const std::uint64_t last = present.test(n - 1) ? 1 : 0;
+    return (present.present() - last) * std::uint64_t{r.chunk_size} + last * r.chunk_length(n - 1);
   }
 
   // Whether `length` more bytes leave at least min_free_disk_ free and keep the store's files
@@ -632,6 +687,9 @@ class store final : public chunk_store {
     auto batch = backend_->make_batch();
     batch->erase_range(family::chunks, begin, end);
     batch->erase(family::blobs, raw);
+    for (std::uint32_t seg = 0; seg < it->second.present.segment_count(); ++seg) {
+      batch->erase(family::blobs, presence_key(raw, seg));
+    }
     batch->put(family::meta, used_bytes_key, encode_u64(used_ - freed));
     if (status s = backend_->write(*batch); !s.ok()) return s;
     backend_->reclaim(family::chunks, begin, end);
@@ -646,10 +704,10 @@ class store final : public chunk_store {
   std::uint64_t trim_locked(entry_map::iterator it, const byte_ranges& hot) {
     const std::string& raw = it->first;
     blob_record r = it->second.record;
+    chunk_presence present = it->second.present;
     if (r.chunk_size == 0 || r.size == 0) return 0;
     const std::uint64_t cs = r.chunk_size;
-    const auto chunk_count = static_cast<std::uint32_t>((r.size + cs - 1) / cs);
-    std::vector<bool> keep(chunk_count, false);
+    std::vector<bool> keep(r.chunk_count(), false);
     for (const oci::byte_interval& named : hot) {
       const oci::byte_interval bytes = named.intersect({0, r.size});
       if (bytes.empty()) continue;
@@ -657,16 +715,18 @@ class store final : public chunk_store {
     }
     auto batch = backend_->make_batch();
     std::uint64_t freed = 0;
-    (void)backend_->scan(
-        family::chunks, raw, backend::scan_mode::keys, [&](std::string_view key, std::string_view) {
-          const auto index = chunk_index(key, raw);
-          if (index && *index < chunk_count && !keep[*index]) {
-            batch->erase(family::chunks, std::string(key));
-            freed += std::min<std::uint64_t>(cs, r.size - std::uint64_t{*index} * cs);
-          }
-          return true;
-        });
+    std::vector<bool> changed(present.segment_count(), false);
+    for (const std::uint32_t index : it->second.present.indexes()) {
+      if (keep[index]) continue;
+      batch->erase(family::chunks, chunk_key(raw, index));
+      present.set(index, false);
+      changed[chunk_presence::segment_of(index)] = true;
+      freed += r.chunk_length(index);
+    }
     if (freed == 0) return 0;
+    for (std::uint32_t seg = 0; seg < changed.size(); ++seg) {
+      if (changed[seg]) batch->put(family::blobs, presence_key(raw, seg), present.segment(seg));
+    }
     r.stored_bytes -= std::min(freed, r.stored_bytes);
     r.verified = false;
     batch->put(family::blobs, raw, encode_blob(r));
@@ -674,6 +734,7 @@ class store final : public chunk_store {
     if (!backend_->write(*batch).ok()) return 0;
     used_ -= freed;
     it->second.record = r;
+    it->second.present = std::move(present);
     evicted_bytes_ += freed;
     return freed;
   }
@@ -746,12 +807,16 @@ class store final : public chunk_store {
     auto it = blobs_.find(raw);
     blob_record r;
     std::uint64_t freed = 0;
-    if (it != blobs_.end()) {
+    // Counted only if the record's presence has it (a chunk no record counts is only erased).
+    const bool counted = it != blobs_.end() && it->second.present.test(index);
+    if (counted) {
       r = it->second.record;
       freed = std::min<std::uint64_t>(r.chunk_length(index), r.stored_bytes);
       r.stored_bytes -= freed;
       r.verified = false;
       batch->put(family::blobs, raw, encode_blob(r));
+      batch->put(family::blobs, presence_key(raw, chunk_presence::segment_of(index)),
+                 it->second.present.segment_with(index, false));
       batch->put(family::meta, used_bytes_key, encode_u64(used_ - freed));
     }
     const std::string what =
@@ -759,10 +824,11 @@ class store final : public chunk_store {
     if (status w = backend_->write(*batch); !w.ok()) {
       return status::corruption(what + " (removing it failed: " + w.message + ")");
     }
-    if (it != blobs_.end()) {
+    if (counted) {
       used_ -= freed;
       set_clean_locked(it->second);
       it->second.record = r;
+      it->second.present.set(index, false);
     }
     ++corrupt_chunks_;
     return status::corruption(what);

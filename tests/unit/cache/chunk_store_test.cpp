@@ -17,11 +17,14 @@
 
 #include "cache/backend.hpp"
 #include "cache/crc32c.hpp"
+#include "cache/records.hpp"
 #include "tests/support/process.hpp"
 
 namespace layercache::cache {
 namespace {
 
+using detail::presence_key;
+using detail::presence_segment_chunks;
 using ::layercache::testing::temp_dir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -916,6 +919,10 @@ class rocksdb_store_test : public ::testing::Test {
   // Where the store keeps blob records: in the chunks family, after 8 zero bytes
   // (rocksdb_backend.cpp, record_prefix).
   static std::string record_key(const oci::digest& d) { return std::string(8, '\0') + d.raw(); }
+  // Where it keeps segment `s` of a blob's presence: beside the record (records.hpp).
+  static std::string presence_at(const oci::digest& d, std::uint32_t s) {
+    return std::string(8, '\0') + presence_key(d.raw(), s);
+  }
 
   temp_dir dir_;
   fake_clock clock_;
@@ -1150,6 +1157,87 @@ TEST_F(rocksdb_store_test, records_of_a_store_from_before_move_into_the_chunks_f
     std::string value;
     ASSERT_TRUE(db.Get(rocksdb::ReadOptions(), cf("chunks"), record_key(digest_n(1)), &value).ok());
     EXPECT_EQ(value, record_of_1);
+  });
+}
+
+// Which chunks of a partial blob are stored survives a restart (the presence segments beside
+// its record), across segments, and is what the store acts on: a present chunk is not written
+// again, a trimmed or erased blob leaves no segment behind.
+TEST_F(rocksdb_store_test, which_chunks_a_partial_blob_holds_survives_reopening) {
+  const std::uint32_t n = presence_segment_chunks + 3;  // two segments of one-byte chunks
+  const auto d = digest_n(1);
+  {
+    auto store = open();
+    for (std::uint32_t i : {1U, 7U, presence_segment_chunks + 1}) {
+      ASSERT_TRUE(store->put_chunk(d, n, 1, i, "x").ok());
+    }
+    ASSERT_TRUE(store->put_chunk(digest_n(2), 2, chunk, 0, "yz").ok());
+    ASSERT_TRUE(store->erase_blob(digest_n(2)).ok());
+  }
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    std::string value;
+    EXPECT_TRUE(db.Get(rocksdb::ReadOptions(), cf("chunks"), presence_at(d, 1), &value).ok());
+    EXPECT_EQ(value, std::string("\x02", 1));  // chunk 4097 of chunks 4096..4098
+    EXPECT_TRUE(db.Get(rocksdb::ReadOptions(), cf("chunks"), presence_at(digest_n(2), 0), &value)
+                    .IsNotFound())
+        << "an erased blob's segment stays";
+  });
+  auto store = open();
+  EXPECT_EQ(store->present_chunks(d),
+            (std::vector<std::uint32_t>{1, 7, presence_segment_chunks + 1}));
+  EXPECT_TRUE(store->has_chunk(d, 7));
+  EXPECT_FALSE(store->has_chunk(d, 8));
+  EXPECT_EQ(store->used_bytes(), 3U);
+  bool created = true;
+  ASSERT_TRUE(store->put_chunk(d, n, 1, 7, "x", 0, &created).ok());
+  EXPECT_FALSE(created);
+  EXPECT_EQ(store->used_bytes(), 3U);
+}
+
+// A store written before presence segments (version 2 records): at its first open, a partial
+// blob's presence is read from its chunk keys and written beside its record (version 3); a
+// whole one's needs no read. Segments that disagree with their record are rebuilt the same way.
+TEST_F(rocksdb_store_test, presence_from_before_segments_or_disagreeing_is_read_from_chunk_keys) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store->put_chunk(digest_n(1), 10, 2, 0, "ab").ok());
+    ASSERT_TRUE(store->put_chunk(digest_n(1), 10, 2, 3, "gh").ok());
+    ASSERT_TRUE(store->put_chunk(digest_n(2), 3, chunk, 0, "abc").ok());
+    ASSERT_TRUE(store->put_chunk(digest_n(3), 10, 2, 4, "ij").ok());
+  }
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    for (int k : {1, 2}) {  // as version 2 left them
+      std::string record;
+      ASSERT_TRUE(
+          db.Get(rocksdb::ReadOptions(), cf("chunks"), record_key(digest_n(k)), &record).ok());
+      record[0] = '\x02';
+      ASSERT_TRUE(
+          db.Put(rocksdb::WriteOptions(), cf("chunks"), record_key(digest_n(k)), record).ok());
+      ASSERT_TRUE(
+          db.Delete(rocksdb::WriteOptions(), cf("chunks"), presence_at(digest_n(k), 0)).ok());
+    }
+    // Blob 3's segment says chunk 0, its record and chunk keys chunk 4.
+    ASSERT_TRUE(db.Put(rocksdb::WriteOptions(), cf("chunks"), presence_at(digest_n(3), 0),
+                       std::string("\x01\0", 2))
+                    .ok());
+  });
+  {
+    auto store = open();
+    EXPECT_EQ(store->present_chunks(digest_n(1)), (std::vector<std::uint32_t>{0, 3}));
+    EXPECT_EQ(store->present_chunks(digest_n(2)), (std::vector<std::uint32_t>{0}));
+    EXPECT_EQ(store->present_chunks(digest_n(3)), (std::vector<std::uint32_t>{4}));
+    EXPECT_EQ(store->used_bytes(), 9U);
+  }
+  with_raw_db([&](rocksdb::DB& db, auto cf) {
+    std::string value;
+    ASSERT_TRUE(db.Get(rocksdb::ReadOptions(), cf("chunks"), record_key(digest_n(1)), &value).ok());
+    EXPECT_EQ(value[0], '\x03');
+    ASSERT_TRUE(
+        db.Get(rocksdb::ReadOptions(), cf("chunks"), presence_at(digest_n(1), 0), &value).ok());
+    EXPECT_EQ(value, std::string("\x09", 1));  // chunks 0 and 3
+    ASSERT_TRUE(
+        db.Get(rocksdb::ReadOptions(), cf("chunks"), presence_at(digest_n(3), 0), &value).ok());
+    EXPECT_EQ(value, std::string("\x10", 1));  // chunk 4
   });
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace layercache::cache::detail {
 namespace {
@@ -63,10 +64,25 @@ TEST(records, blob_records_round_trip) {
   const blob_record r = some_record();
   const std::string bytes = encode_blob(r);
   EXPECT_EQ(bytes.size(), 46U);
-  EXPECT_EQ(bytes[0], '\x02');
-  const auto back = decode_blob(bytes);
+  EXPECT_EQ(bytes[0], '\x03');
+  bool presence_kept = false;
+  const auto back = decode_blob(bytes, &presence_kept);
   ASSERT_TRUE(back);
   expect_equal(*back, r);
+  EXPECT_TRUE(presence_kept);
+}
+
+// Version 2 had the same fields and kept no presence segments: read, with presence to be
+// found from the chunk keys.
+TEST(records, version_2_records_read_with_no_presence_kept) {
+  const blob_record r = some_record();
+  std::string v2 = encode_blob(r);
+  v2[0] = '\x02';
+  bool presence_kept = true;
+  const auto back = decode_blob(v2, &presence_kept);
+  ASSERT_TRUE(back);
+  expect_equal(*back, r);
+  EXPECT_FALSE(presence_kept);
 }
 
 TEST(records, verified_version_1_records_read_with_no_origin) {
@@ -87,7 +103,7 @@ TEST(records, malformed_blob_records_are_refused) {
   EXPECT_EQ(decode_blob(good.substr(0, good.size() - 1)), std::nullopt);
   EXPECT_EQ(decode_blob(good + "x"), std::nullopt);
   std::string bad = good;
-  bad[0] = '\x03';
+  bad[0] = '\x04';
   EXPECT_EQ(decode_blob(bad), std::nullopt);
   blob_record empty = some_record();
   empty.size = 0;
@@ -99,6 +115,72 @@ TEST(records, malformed_blob_records_are_refused) {
   too_many.size = 1ULL << 40;
   too_many.chunk_size = 1;
   EXPECT_EQ(decode_blob(encode_blob(too_many)), std::nullopt);
+}
+
+TEST(records, chunk_presence_sets_tests_and_lists) {
+  chunk_presence p(20);
+  EXPECT_EQ(p.present(), 0U);
+  p.set(0, true);
+  p.set(19, true);
+  p.set(19, true);  // twice: counted once
+  p.set(20, true);  // past the end: ignored
+  p.set(7, true);
+  p.set(7, false);
+  EXPECT_TRUE(p.test(0));
+  EXPECT_FALSE(p.test(7));
+  EXPECT_TRUE(p.test(19));
+  EXPECT_FALSE(p.test(20));
+  EXPECT_EQ(p.present(), 2U);
+  EXPECT_EQ(p.indexes(), (std::vector<std::uint32_t>{0, 19}));
+  EXPECT_EQ(chunk_presence::all(9).indexes(),
+            (std::vector<std::uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+}
+
+// Segments of 4096 chunks, a bit each, the last one as long as its chunks need; a segment read
+// back restores exactly its chunks.
+TEST(records, chunk_presence_round_trips_through_its_segments) {
+  const std::uint32_t n = presence_segment_chunks + 10;
+  chunk_presence p(n);
+  for (std::uint32_t i : {0U, 9U, presence_segment_chunks - 1, presence_segment_chunks + 9}) {
+    p.set(i, true);
+  }
+  ASSERT_EQ(p.segment_count(), 2U);
+  EXPECT_EQ(p.segment(0).size(), presence_segment_chunks / 8);
+  EXPECT_EQ(p.segment(1), std::string("\0\x02", 2));  // chunks 4096..4105: bit 9 set
+  EXPECT_EQ(p.segment_with(presence_segment_chunks + 1, true), std::string("\x02\x02", 2));
+  EXPECT_EQ(p.segment_with(presence_segment_chunks + 9, false), std::string("\0\0", 2));
+  EXPECT_EQ(p.segment(2), "");
+
+  chunk_presence back(n);
+  ASSERT_TRUE(back.load_segment(1, p.segment(1)));
+  ASSERT_TRUE(back.load_segment(0, p.segment(0)));
+  EXPECT_EQ(back.indexes(), p.indexes());
+  EXPECT_EQ(back.present(), 4U);
+}
+
+TEST(records, malformed_presence_segments_are_refused) {
+  chunk_presence p(presence_segment_chunks + 10);
+  EXPECT_FALSE(p.load_segment(1, std::string("\0", 1)));      // short
+  EXPECT_FALSE(p.load_segment(1, std::string("\0\0\0", 3)));  // long
+  EXPECT_FALSE(p.load_segment(1, std::string("\0\x04", 2)));  // chunk 4106: past the end
+  EXPECT_FALSE(p.load_segment(2, std::string("\0", 1)));      // no such segment
+  EXPECT_EQ(p.present(), 0U);
+}
+
+TEST(records, presence_keys_are_neither_records_nor_chunk_keys) {
+  const std::string raw(32, '\x11');
+  const std::string key = presence_key(raw, 0x01020304);
+  EXPECT_EQ(key.size(), 37U);
+  const auto parts = presence_key_parts(key);
+  ASSERT_TRUE(parts);
+  EXPECT_EQ(parts->first, raw);
+  EXPECT_EQ(parts->second, 0x01020304U);
+  EXPECT_EQ(presence_key_parts(presence_key(std::string(64, 'x'), 7))->second, 7U);
+  EXPECT_FALSE(presence_key_parts(raw));
+  EXPECT_FALSE(presence_key_parts(chunk_key(raw, 1)));
+  std::string not_p = key;
+  not_p[32] = 'q';
+  EXPECT_FALSE(presence_key_parts(not_p));
 }
 
 TEST(records, counters_are_eight_little_endian_bytes) {

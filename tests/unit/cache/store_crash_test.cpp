@@ -125,6 +125,16 @@ void expect_consistent(chunk_store& store, int round) {
     }
     EXPECT_EQ(present, r.stored_bytes) << e.digest.str() << ": the record counts " << r.stored_bytes
                                        << " bytes, the chunks hold " << present;
+    // No chunk is stored that the record's presence does not list.
+    for (std::uint32_t i = 0, next = 0; i < r.chunk_count(); ++i) {
+      if (next < indexes.size() && indexes[next] == i) {
+        ++next;
+        continue;
+      }
+      std::string bytes;
+      EXPECT_EQ(store.get_chunk(e.digest, i, bytes).code, errc::not_found)
+          << e.digest.str() << " chunk " << i << " is stored but not listed as present";
+    }
     if (r.verified) {
       EXPECT_EQ(indexes.size(), r.chunk_count()) << e.digest.str() << " is verified but not whole";
     }

@@ -454,8 +454,9 @@ class store final : public chunk_store {
     if (it == blobs_.end()) r.last_access = clock_();
     if (r.origin == 0) r.origin = w.origin;
     r.stored_bytes += length;
-    const chunk_presence none(r.chunk_count());
-    const chunk_presence& present = it != blobs_.end() ? it->second.present : none;
+    chunk_presence fresh;  // a new blob's: none stored yet
+    if (it == blobs_.end()) fresh = chunk_presence(r.chunk_count());
+    const chunk_presence& present = it != blobs_.end() ? it->second.present : fresh;
     auto batch = backend_->make_batch();
     batch->put(family::chunks, w.key, w.checksum, w.bytes);
     batch->put(family::blobs, w.raw, encode_blob(r));
@@ -468,7 +469,7 @@ class store final : public chunk_store {
     disk_free_ -= std::min<std::uint64_t>(disk_free_, length);
     disk_used_ += length;
     if (it == blobs_.end()) {
-      it = blobs_.emplace(w.raw, entry{d, r, none, false}).first;
+      it = blobs_.emplace(w.raw, entry{d, r, std::move(fresh), false}).first;
       lru_.bump(it->first);
     } else {
       set_clean_locked(it->second);

@@ -7,7 +7,6 @@
 #include <limits>
 #include <memory>
 #include <mutex>
-#include <numeric>
 #include <stdexcept>
 #include <unordered_map>
 #include <utility>
@@ -480,7 +479,7 @@ class store final : public chunk_store {
   }
 
   // Reads every blob record and its presence into memory and checks the used-bytes counter
-  // against them; repairs what disagrees (load_presence_locked) in one batch.
+  // against them; repairs what disagrees (load_presence) in one batch.
   void load() {
     std::vector<std::pair<std::uint64_t, std::string>> order;  // (last_access, raw)
     std::vector<std::string> unreadable;

@@ -453,6 +453,13 @@ struct registry::impl {
               "Fills a client's read started for chunks a background fill had asked for but "
               "not begun receiving.")
           .Register(reg);
+  prometheus::Family<prometheus::Counter>& unproven_reads =
+      prometheus::BuildCounter()
+          .Name("layercache_cache_unproven_reads_total")
+          .Help(
+              "Whole reads riding a blob's one hash that could not show it took the bytes they "
+              "sent (the store lost a chunk meanwhile): failed before their last byte.")
+          .Register(reg);
   prometheus::Family<prometheus::Counter>& prefetch_fetched =
       prometheus::BuildCounter()
           .Name("layercache_prefetch_fetched_bytes_total")
@@ -692,6 +699,7 @@ std::string registry::serialize() {
     set_total(m.hashed.Add({}), s.hashed_bytes);
     set_total(m.background_yields.Add({}), s.background_yields);
     set_total(m.demand_takeovers.Add({}), s.demand_takeovers);
+    set_total(m.unproven_reads.Add({}), s.unproven_reads);
     {
       std::lock_guard l(m.mutex);
       set_total(*m.digest_by_kind["blob"], s.blob_digest_failures);

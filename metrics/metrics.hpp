@@ -40,6 +40,7 @@
 //   layercache_cache_hashed_bytes_total                             counter (digest checks)
 //   layercache_cache_background_yields_total                        counter (demand first)
 //   layercache_cache_demand_takeovers_total                         counter (demand first)
+//   layercache_cache_unproven_reads_total                           counter (one hash per blob)
 //   layercache_digest_failures_total{kind}                          counter (blob|stream|manifest)
 //   layercache_prefetch_fetched_bytes_total                         counter (chunk bytes)
 //   layercache_prefetch_used_bytes_total                            counter (of those, read)
@@ -134,6 +135,7 @@ struct snapshot {
   std::uint64_t hashed_bytes = 0;
   std::uint64_t background_yields = 0;
   std::uint64_t demand_takeovers = 0;
+  std::uint64_t unproven_reads = 0;
   std::uint64_t prefetch_fetched_bytes = 0;
   std::uint64_t prefetch_used_bytes = 0;
   // Prefetch (absent when it is off: has_prefetch false).

@@ -532,6 +532,7 @@ void server::impl::collect(metrics::snapshot& s) const {
     s.hashed_bytes = b.hashed_bytes;
     s.background_yields = b.background_yields;
     s.demand_takeovers = b.demand_takeovers;
+    s.unproven_reads = b.unproven_reads;
     s.prefetch_fetched_bytes = b.prefetch_fetched_bytes;
     s.prefetch_used_bytes = b.prefetch_used_bytes;
   }

@@ -109,6 +109,10 @@ TEST(metrics, snapshot_values_are_read_at_each_scrape_and_counters_never_fall) {
   next.memory_misses = 13;
   next.block_cache_bytes = 4096;
   next.write_buffer_bytes = 8192;
+  next.hashed_bytes = 21;
+  next.background_yields = 22;
+  next.demand_takeovers = 23;
+  next.unproven_reads = 24;
   r.on_collect([&next](snapshot& s) { s = next; });
   auto m = parse_exposition(r.serialize());
   EXPECT_EQ(metric_value(m, "layercache_cache_used_bytes"), 100);
@@ -121,6 +125,10 @@ TEST(metrics, snapshot_values_are_read_at_each_scrape_and_counters_never_fall) {
   EXPECT_EQ(metric_value(m, "layercache_cache_memory_reads_total", {{"result", "miss"}}), 13);
   EXPECT_EQ(metric_value(m, "layercache_cache_block_cache_bytes"), 4096);
   EXPECT_EQ(metric_value(m, "layercache_cache_write_buffer_bytes"), 8192);
+  EXPECT_EQ(metric_value(m, "layercache_cache_hashed_bytes_total"), 21);
+  EXPECT_EQ(metric_value(m, "layercache_cache_background_yields_total"), 22);
+  EXPECT_EQ(metric_value(m, "layercache_cache_demand_takeovers_total"), 23);
+  EXPECT_EQ(metric_value(m, "layercache_cache_unproven_reads_total"), 24);
   next.used_bytes = 50;
   next.evicted_blobs = 5;
   m = parse_exposition(r.serialize());

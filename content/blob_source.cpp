@@ -274,10 +274,14 @@ blob_source::blob_source(cache::chunk_store& store, blocking_pool& pool, fill_se
       yielding_(std::make_unique<yielding>()),
       write_turns_(std::make_unique<write_turns>()) {
   // An eviction query (cache/chunk_store.hpp), asked with the store's lock held: takes only
-  // mutex_, under which nothing calls the store.
+  // mutex_, under which nothing calls the store. A blob is spared while it is read and while
+  // its one hash lives (whole reads ride it): so, while a hash lives, a stored chunk of its
+  // blob goes only when found corrupt or purged, which is what `store_changed` tells riders.
   store_.set_pinned([this](const oci::digest& d) {
     std::lock_guard lock(mutex_);
-    return readers_.contains(d.str());
+    if (readers_.contains(d.str())) return true;
+    const auto h = hashes_.find(d.str());
+    return h != hashes_.end() && !h->second.expired();
   });
 }
 
@@ -906,12 +910,11 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
   read_plan plan;
   plan.first = static_cast<std::uint32_t>(wanted.begin / cs);
   plan.last = static_cast<std::uint32_t>((wanted.end - 1) / cs);
-  // Which chunks the store has decides what to fetch ahead. Listing them costs about a read
-  // of every chunk of a blob held in part (presence is the chunk key; a whole one is answered
-  // from its record), so a read of a few chunks (random ranges, perhaps crossing a chunk
-  // boundary) reads those chunks at once instead. Chunks in the memory cache are taken here,
-  // on the I/O thread: a read they answer whole (with the access recorded without waiting)
-  // never goes to the blocking pool.
+  // Which chunks the store has decides what to fetch ahead (the store answers from memory).
+  // A read of a few chunks (random ranges, perhaps crossing a chunk boundary) reads those
+  // chunks at once instead, in the same trip to the blocking pool. Chunks in the memory cache
+  // are taken here, on the I/O thread: a read they answer whole (with the access recorded
+  // without waiting) never goes to the blocking pool.
   const std::uint32_t first = plan.first;
   const std::uint32_t count = plan.last - first + 1;
   const bool few = count <= few_chunks;
@@ -942,10 +945,12 @@ asio::awaitable<blob_source::read_plan> blob_source::plan_read(const oci::digest
       const oci::byte_interval chunk = meta.chunk_interval(first + k);
       const bool partial = wanted.begin > chunk.begin || wanted.end < chunk.end;
       cache::shared_chunk held;
-      if (store_.get_chunk_shared(d, first + k, partial, held).ok() && held &&
-          held->size() == chunk.length()) {
+      const auto got = store_.get_chunk_shared(d, first + k, partial, held);
+      if (got.ok() && held && held->size() == chunk.length()) {
         early[k] = std::move(held);
         present[k] = true;
+      } else if (got.code == cache::errc::corruption) {
+        note_store_changed(d);  // removed: what is stored next may be other bytes
       }
     }
     return std::vector<std::uint32_t>{};
@@ -986,9 +991,13 @@ asio::awaitable<blob_source::stored_read> blob_source::read_stored(
     // Completed once but gone since (evicted, trimmed): the next attempt fills it.
     std::lock_guard lock(mutex_);
     completed_.erase(key_of(d, i));
-    // Stored once and gone (corrupt, evicted): what is stored next may be other bytes.
+    // Found corrupt, unreadable, or purged while the blob's hash lives: what is stored next
+    // may be other bytes than a rider sent or the hash took. Merely gone (not found) with the
+    // hash's generation current, it went before the hash began (a blob is not evicted while
+    // its hash lives: the constructor's eviction query), so neither took it.
     if (auto it = hashes_.find(d.str()); it != hashes_.end()) {
-      if (auto h = it->second.lock()) {
+      if (auto h = it->second.lock(); h && (got.code != cache::errc::not_found ||
+                                            h->generation != purge_generation_locked(d))) {
         std::lock_guard hl(h->mutex);
         h->store_changed = true;
       }
@@ -1569,6 +1578,16 @@ std::shared_ptr<blob_source::blob_hash> blob_source::hash_to_feed(const oci::dig
   if (it == hashes_.end()) return nullptr;
   auto h = it->second.lock();
   return h && h->generation == generation ? h : nullptr;
+}
+
+void blob_source::note_store_changed(const oci::digest& d) {
+  std::lock_guard lock(mutex_);
+  if (auto it = hashes_.find(d.str()); it != hashes_.end()) {
+    if (auto h = it->second.lock()) {
+      std::lock_guard hl(h->mutex);
+      h->store_changed = true;
+    }
+  }
 }
 
 void blob_source::advance(blob_hash& h, const std::shared_ptr<chunk_slot>& done, bool stored) {

@@ -324,6 +324,9 @@ class blob_source {
   asio::awaitable<std::optional<bool>> verdict(const std::shared_ptr<blob_hash>& h);
   // Whether every chunk `sent` has is the bytes `h` took.
   static bool covered(blob_hash& h, const sent_bytes& sent);
+  // Tells the blob's hash, if one lives, that a stored chunk of it was found corrupt and
+  // removed: riders can no longer show what they sent from the store was what it took.
+  void note_store_changed(const oci::digest& d);
   // Whether the store holds exactly the bytes `h` took, every chunk (then a match verifies it).
   static bool stored_as_hashed(blob_hash& h);
   // Until `slot` holds at least `n` bytes (false: it failed first).

@@ -328,7 +328,12 @@ class store final : public chunk_store {
     memory_.fill(s);
     s.block_cache_bytes = backend_->block_cache_bytes();
     s.write_buffer_bytes = backend_->write_buffer_bytes();
-    s.disk_full = disk_full_ || backend_->writes_stopped();
+    // As the next chunk would find it: refused at the last decision, writes stopped, or less
+    // free now than min_free_disk_ and the memtables need (a flush or a compaction took room
+    // since the last chunk was stored; disk_has_room_locked counts memtables the same way).
+    const bool low_now = min_free_disk_ != 0 && s.disk_free_bytes.has_value() &&
+                         *s.disk_free_bytes < min_free_disk_ + s.write_buffer_bytes;
+    s.disk_full = disk_full_ || backend_->writes_stopped() || low_now;
     s.disk_refusals = disk_refusals_;
     s.disk_compactions = disk_compactions_;
     return s;
@@ -588,17 +593,20 @@ class store final : public chunk_store {
 
   // Whether `length` more bytes leave at least min_free_disk_ free and keep the store's files
   // within max_disk_. Both are read at most every 100 ms (and counted by what was stored in
-  // between).
+  // between). Memtables count against both: they become table files at their flush, so the
+  // free space is read less what they hold (else the disk goes below min_free_disk_ once they
+  // flush, with storing refused no more: `disk_full` 0 on a disk with less free than asked).
   bool disk_has_room_locked(const std::string& raw, std::uint64_t length) {
     if (min_free_disk_ == 0 && max_disk_ == 0) return true;
     const auto now = std::chrono::steady_clock::now();
     if (now - disk_checked_ >= std::chrono::milliseconds(100)) {
       disk_checked_ = now;
+      const std::uint64_t memtables = backend_->write_buffer_bytes();
       const auto free = min_free_disk_ != 0 ? backend_->free_disk() : std::nullopt;
-      disk_free_ = free.value_or(std::numeric_limits<std::uint64_t>::max());
-      // Memtables count: they become table files at their flush.
+      disk_free_ =
+          free ? *free - std::min(*free, memtables) : std::numeric_limits<std::uint64_t>::max();
       const auto used = max_disk_ != 0 ? backend_->disk_bytes() : std::nullopt;
-      disk_used_ = used ? *used + backend_->write_buffer_bytes() : 0;
+      disk_used_ = used ? *used + memtables : 0;
     }
     const bool low = min_free_disk_ != 0 && disk_free_ < min_free_disk_ + length;
     over_max_disk_ = max_disk_ != 0 && disk_used_ + length > max_disk_;

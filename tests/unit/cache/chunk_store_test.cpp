@@ -1419,6 +1419,70 @@ std::uint32_t reference_crc32c(std::string_view s) {
   return ~crc;
 }
 
+// ---- cache.min_free_disk: the disk's free space, less what the memtables will take
+
+// The memory backend with a disk of the test's: its free space and its memtables' bytes.
+class sized_disk_backend final : public detail::backend {
+ public:
+  std::atomic<std::uint64_t> free{1000};
+  std::atomic<std::uint64_t> memtables{0};
+
+  std::unique_ptr<detail::write_batch> make_batch() override { return base_->make_batch(); }
+  status write(detail::write_batch& batch) override { return base_->write(batch); }
+  status read(detail::family f, std::string_view key,
+              const std::function<void(std::string_view)>& on_value) override {
+    return base_->read(f, key, on_value);
+  }
+  status read_shared(detail::family f, std::string_view key, std::shared_ptr<const void>& owner,
+                     std::string_view& value) override {
+    return base_->read_shared(f, key, owner, value);
+  }
+  status scan(detail::family f, std::string_view prefix, scan_mode mode,
+              const std::function<bool(std::string_view, std::string_view)>& on_entry) override {
+    return base_->scan(f, prefix, static_cast<detail::backend::scan_mode>(mode), on_entry);
+  }
+  void reclaim(detail::family f, std::string_view begin, std::string_view end) override {
+    base_->reclaim(f, begin, end);
+  }
+  void persist() override {}
+  std::uint64_t block_cache_bytes() override { return 0; }
+  std::uint64_t write_buffer_bytes() override { return memtables; }
+  bool writes_stopped() override { return false; }
+  std::optional<std::uint64_t> free_disk() override { return free.load(); }
+  std::optional<std::uint64_t> disk_bytes() override { return 0; }
+  bool compact() override { return false; }
+  bool compacting() override { return false; }
+
+ private:
+  std::unique_ptr<detail::backend> base_ = detail::make_memory_backend();
+};
+
+// Memtables become table files at their flush: a chunk is refused when the free space less
+// them is below min_free_disk, and `disk_full` says so as soon as it is, stored chunk or not.
+// (Before, a disk with memtables of 30 MB pending took chunks down to min_free_disk, then
+// fell below it at their flush with `disk_full` 0: DiskFull's check under ctest -j2.)
+TEST(min_free_disk, memtables_count_against_the_free_space) {
+  auto owned = std::make_unique<sized_disk_backend>();
+  sized_disk_backend& disk = *owned;
+  fake_clock clock;
+  auto store = detail::make_store(std::move(owned), 1 << 20, clock.fn(), 0, 100);
+  ASSERT_TRUE(store->put_chunk(digest_n(1), 20, 10, 0, std::string(10, 'a')).ok());
+  EXPECT_FALSE(store->stats().disk_full);
+
+  disk.memtables = 905;  // 1000 free, 95 once they flush: less than min_free_disk
+  EXPECT_TRUE(store->stats().disk_full) << "as the next chunk would find it";
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // free space is read every 100 ms
+  const status refused = store->put_chunk(digest_n(1), 20, 10, 1, std::string(10, 'b'));
+  EXPECT_EQ(refused.code, errc::no_space) << refused.message;
+  EXPECT_EQ(store->stats().disk_refusals, 1U);
+
+  disk.memtables = 0;  // flushed, and the space is there
+  EXPECT_TRUE(store->stats().disk_full) << "refused until the next chunk finds room";
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  EXPECT_TRUE(store->put_chunk(digest_n(1), 20, 10, 1, std::string(10, 'b')).ok());
+  EXPECT_FALSE(store->stats().disk_full);
+}
+
 TEST(crc32c, known_values) {
   EXPECT_EQ(detail::crc32c(""), 0U);
   EXPECT_EQ(detail::crc32c("123456789"), 0xe3069283U);

@@ -991,17 +991,7 @@ asio::awaitable<blob_source::stored_read> blob_source::read_stored(
     // Completed once but gone since (evicted, trimmed): the next attempt fills it.
     std::lock_guard lock(mutex_);
     completed_.erase(key_of(d, i));
-    // Found corrupt, unreadable, or purged while the blob's hash lives: what is stored next
-    // may be other bytes than a rider sent or the hash took. Merely gone (not found) with the
-    // hash's generation current, it went before the hash began (a blob is not evicted while
-    // its hash lives: the constructor's eviction query), so neither took it.
-    if (auto it = hashes_.find(d.str()); it != hashes_.end()) {
-      if (auto h = it->second.lock(); h && (got.code != cache::errc::not_found ||
-                                            h->generation != purge_generation_locked(d))) {
-        std::lock_guard hl(h->mutex);
-        h->store_changed = true;
-      }
-    }
+    note_store_changed_locked(d, got.code == cache::errc::not_found);
     co_return stored_read::missing;
   }
   if (before != nullptr &&
@@ -1582,12 +1572,20 @@ std::shared_ptr<blob_source::blob_hash> blob_source::hash_to_feed(const oci::dig
 
 void blob_source::note_store_changed(const oci::digest& d) {
   std::lock_guard lock(mutex_);
-  if (auto it = hashes_.find(d.str()); it != hashes_.end()) {
-    if (auto h = it->second.lock()) {
-      std::lock_guard hl(h->mutex);
-      h->store_changed = true;
-    }
-  }
+  note_store_changed_locked(d, false);
+}
+
+void blob_source::note_store_changed_locked(const oci::digest& d, bool merely_gone) {
+  const auto it = hashes_.find(d.str());
+  if (it == hashes_.end()) return;
+  const auto h = it->second.lock();
+  // Merely gone (not found) with the hash's generation current, the chunk went before the
+  // hash began (a blob is not evicted while its hash lives: the constructor's eviction
+  // query), so neither a rider nor the hash took it. Found corrupt, unreadable, or purged
+  // meanwhile: what is stored next may be other bytes than a rider sent or the hash took.
+  if (!h || (merely_gone && h->generation == purge_generation_locked(d))) return;
+  std::lock_guard hl(h->mutex);
+  h->store_changed = true;
 }
 
 void blob_source::advance(blob_hash& h, const std::shared_ptr<chunk_slot>& done, bool stored) {

@@ -325,8 +325,11 @@ class blob_source {
   // Whether every chunk `sent` has is the bytes `h` took.
   static bool covered(blob_hash& h, const sent_bytes& sent);
   // Tells the blob's hash, if one lives, that a stored chunk of it was found corrupt and
-  // removed: riders can no longer show what they sent from the store was what it took.
+  // removed: riders can no longer show what they sent from the store was what it took. The
+  // _locked form (mutex_ held) also takes a chunk found `merely_gone` (not found), which
+  // counts only if the blob was purged since the hash began.
   void note_store_changed(const oci::digest& d);
+  void note_store_changed_locked(const oci::digest& d, bool merely_gone);
   // Whether the store holds exactly the bytes `h` took, every chunk (then a match verifies it).
   static bool stored_as_hashed(blob_hash& h);
   // Until `slot` holds at least `n` bytes (false: it failed first).

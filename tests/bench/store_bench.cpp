@@ -70,28 +70,15 @@ std::unique_ptr<cache::chunk_store> open(cache::chunk_layout layout, std::uint64
   });
 }
 
+// The blob's chunks 0, step, 2 × step, …: every chunk (step 1), or a blob held in part.
 void put_blob(cache::chunk_store& store, const oci::digest& d, std::uint32_t chunk_size,
-              benchmark::State& state) {
+              benchmark::State& state, std::uint32_t step = 1) {
   const std::string& bytes = blob_bytes();
   const auto n = static_cast<std::uint32_t>(blob_size / chunk_size);
-  for (std::uint32_t i = 0; i < n; ++i) {
+  for (std::uint32_t i = 0; i < n; i += step) {
     const std::string_view chunk(bytes.data() + std::size_t{i} * chunk_size, chunk_size);
     cache::status s = store.put_chunk(d, blob_size, chunk_size, i, chunk);
     if (!s.ok()) {
-      state.SkipWithError(s.message.c_str());
-      return;
-    }
-  }
-}
-
-// Chunks 0, 2, 4, … of a blob as put_blob's: a blob held in part.
-void put_every_other_chunk(cache::chunk_store& store, const oci::digest& d,
-                           std::uint32_t chunk_size, benchmark::State& state) {
-  const std::string& bytes = blob_bytes();
-  const auto n = static_cast<std::uint32_t>(blob_size / chunk_size);
-  for (std::uint32_t i = 0; i < n; i += 2) {
-    const std::string_view chunk(bytes.data() + std::size_t{i} * chunk_size, chunk_size);
-    if (cache::status s = store.put_chunk(d, blob_size, chunk_size, i, chunk); !s.ok()) {
       state.SkipWithError(s.message.c_str());
       return;
     }
@@ -117,7 +104,7 @@ cache::chunk_store& read_store(benchmark::State& state, std::uint32_t chunk_size
     const auto block_cache = static_cast<std::uint64_t>(state.range(1)) * MiB;
     store = open(layout_of(state), block_cache, name);
     put_blob(*store, digest_n(0), chunk_size, state);
-    put_every_other_chunk(*store, digest_n(1), chunk_size, state);
+    put_blob(*store, digest_n(1), chunk_size, state, 2);  // every other chunk: held in part
     store.reset();
     store = open(layout_of(state), block_cache, name);  // recovery flushes the memtables
     std::string out;

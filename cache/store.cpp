@@ -331,8 +331,8 @@ class store final : public chunk_store {
     // As the next chunk would find it: refused at the last decision, writes stopped, or less
     // free now than min_free_disk_ and the memtables need (a flush or a compaction took room
     // since the last chunk was stored; disk_has_room_locked counts memtables the same way).
-    const bool low_now = min_free_disk_ != 0 && s.disk_free_bytes.has_value() &&
-                         *s.disk_free_bytes < min_free_disk_ + s.write_buffer_bytes;
+    const bool low_now = min_free_disk_ != 0 &&
+                         free_after_flush(s.disk_free_bytes, s.write_buffer_bytes) < min_free_disk_;
     s.disk_full = disk_full_ || backend_->writes_stopped() || low_now;
     s.disk_refusals = disk_refusals_;
     s.disk_compactions = disk_compactions_;
@@ -591,6 +591,13 @@ class store final : public chunk_store {
     return (present.present() - last) * std::uint64_t{r.chunk_size} + last * r.chunk_length(n - 1);
   }
 
+  // The disk's free space once the memtables are flushed (unknown: unbounded).
+  static std::uint64_t free_after_flush(std::optional<std::uint64_t> free,
+                                        std::uint64_t memtables) {
+    if (!free) return std::numeric_limits<std::uint64_t>::max();
+    return *free - std::min(*free, memtables);
+  }
+
   // Whether `length` more bytes leave at least min_free_disk_ free and keep the store's files
   // within max_disk_. Both are read at most every 100 ms (and counted by what was stored in
   // between). Memtables count against both: they become table files at their flush, so the
@@ -603,8 +610,7 @@ class store final : public chunk_store {
       disk_checked_ = now;
       const std::uint64_t memtables = backend_->write_buffer_bytes();
       const auto free = min_free_disk_ != 0 ? backend_->free_disk() : std::nullopt;
-      disk_free_ =
-          free ? *free - std::min(*free, memtables) : std::numeric_limits<std::uint64_t>::max();
+      disk_free_ = free_after_flush(free, memtables);
       const auto used = max_disk_ != 0 ? backend_->disk_bytes() : std::nullopt;
       disk_used_ = used ? *used + memtables : 0;
     }

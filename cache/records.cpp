@@ -32,23 +32,35 @@ T read_le(std::string_view in, std::size_t at) {
   return static_cast<T>(v);
 }
 
+// Key suffixes (a chunk's index, a presence segment's number) are big-endian: keys sort by them.
+void append_be32(std::string& out, std::uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
+}
+
+// The caller has checked that `in` holds 4 bytes at `at`.
+std::uint32_t read_be32(std::string_view in, std::size_t at) {
+  std::uint32_t v = 0;
+  for (std::size_t i = at; i < at + 4; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
+  return v;
+}
+
+// `byte` with bit `bit` (0-7) set or cleared.
+std::uint8_t with_bit(std::uint8_t byte, std::uint32_t bit, bool set) {
+  const auto mask = static_cast<std::uint8_t>(1U << bit);
+  return set ? static_cast<std::uint8_t>(byte | mask) : static_cast<std::uint8_t>(byte & ~mask);
+}
+
 }  // namespace
 
 std::string chunk_key(std::string_view raw, std::uint32_t index) {
   std::string key(raw);
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    key.push_back(static_cast<char>(index >> shift));
-  }
+  append_be32(key, index);
   return key;
 }
 
 std::optional<std::uint32_t> chunk_index(std::string_view key, std::string_view raw) {
   if (key.size() != raw.size() + 4) return std::nullopt;
-  std::uint32_t index = 0;
-  for (std::size_t i = raw.size(); i < key.size(); ++i) {
-    index = (index << 8) | static_cast<unsigned char>(key[i]);
-  }
-  return index;
+  return read_be32(key, raw.size());
 }
 
 std::string chunk_range_end(std::string_view raw) {
@@ -130,12 +142,10 @@ bool chunk_presence::test(std::uint32_t index) const {
 
 void chunk_presence::set(std::uint32_t index, bool present) {
   if (index >= count_ || test(index) == present) return;
-  const auto bit = static_cast<std::uint8_t>(1U << (index % 8));
+  bits_[index / 8] = with_bit(bits_[index / 8], index % 8, present);
   if (present) {
-    bits_[index / 8] |= bit;
     ++present_;
   } else {
-    bits_[index / 8] &= static_cast<std::uint8_t>(~bit);
     --present_;
   }
 }
@@ -170,10 +180,7 @@ std::string chunk_presence::segment_with(std::uint32_t index, bool present) cons
   std::string out = segment(segment_of(index));
   const std::size_t at = (index % presence_segment_chunks) / 8;
   if (at >= out.size()) return out;
-  const auto bit = static_cast<unsigned char>(1U << (index % 8));
-  auto byte = static_cast<unsigned char>(out[at]);
-  byte = present ? (byte | bit) : (byte & static_cast<unsigned char>(~bit));
-  out[at] = static_cast<char>(byte);
+  out[at] = static_cast<char>(with_bit(static_cast<std::uint8_t>(out[at]), index % 8, present));
   return out;
 }
 
@@ -194,7 +201,7 @@ bool chunk_presence::load_segment(std::uint32_t s, std::string_view value) {
 std::string presence_key(std::string_view raw, std::uint32_t s) {
   std::string key(raw);
   key.push_back('p');
-  for (int shift = 24; shift >= 0; shift -= 8) key.push_back(static_cast<char>(s >> shift));
+  append_be32(key, s);
   return key;
 }
 
@@ -202,11 +209,7 @@ std::optional<std::pair<std::string_view, std::uint32_t>> presence_key_parts(std
   if ((key.size() != 32 + 5 && key.size() != 64 + 5) || key[key.size() - 5] != 'p') {
     return std::nullopt;
   }
-  std::uint32_t s = 0;
-  for (std::size_t i = key.size() - 4; i < key.size(); ++i) {
-    s = (s << 8) | static_cast<unsigned char>(key[i]);
-  }
-  return std::pair{key.substr(0, key.size() - 5), s};
+  return std::pair{key.substr(0, key.size() - 5), read_be32(key, key.size() - 4)};
 }
 
 std::string encode_u64(std::uint64_t v) {

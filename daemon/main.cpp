@@ -154,8 +154,9 @@ std::variant<arguments, int> parse_arguments(int argc, char** argv) {
 // glibc makes up to 8 malloc arenas per core, one per thread that allocates at once, and keeps
 // the free memory of each: chunk-sized buffers allocated on one thread (a fill's, a block read
 // on the blocking pool) and freed on another leave holes in many arenas. One arena per CPU the
-// process may use (at least 2) gave the herd of 100 streams 71 MiB beyond the caches against
-// 76-96 and warm pulls a quarter less CPU, with cold paths level (docs/benchmarks.md). Set
+// process may use (at least 2) gave the herd of 100 streams a median of 71.5 MiB beyond the
+// caches against 82 (6 runs each) and warm pulls ~30 % less CPU, with cold paths level
+// (docs/benchmarks.md, "one malloc arena per CPU"). Set
 // before any thread starts; MALLOC_ARENA_MAX in the environment is left to decide.
 void limit_malloc_arenas() {
 #ifdef __GLIBC__
